@@ -1,0 +1,186 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+C{python -m migrator}: operators' commands.
+
+    python -m migrator status --control PATH [--json]
+    python -m migrator demo [--takeovers N] [--rate R]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, TextIO
+
+from twisted.internet.defer import Deferred
+from twisted.python import usage
+
+from ._control import ControlClientFactory, PeerPolicy, probe
+
+
+class StatusOptions(usage.Options):
+    synopsis = "--control PATH [--json]"
+    optFlags = [["json", "j", "Print one JSON object, for scripts."]]
+    optParameters = [
+        ["control", "c", None, "Path of the control socket."],
+        ["timeout", None, 10.0, "Seconds to wait for an answer.", float],
+    ]
+
+    def postOptions(self) -> None:
+        if not self["control"]:
+            raise usage.UsageError("--control PATH is required")
+
+
+class DemoOptions(usage.Options):
+    synopsis = "[--takeovers N] [--rate R]"
+    optParameters = [
+        ["takeovers", "n", 3, "How many takeovers to perform.", int],
+        ["rate", "r", 500, "New connections per second from the load client.", int],
+    ]
+
+
+class MainOptions(usage.Options):
+    synopsis = "COMMAND [options]"
+    subCommands = [
+        ["status", None, StatusOptions, "Show what runs at a control socket."],
+        ["demo", None, DemoOptions, "Run a live demonstration of a takeover under load."],
+    ]
+
+    def postOptions(self) -> None:
+        if not self.subCommand:
+            raise usage.UsageError("give a command: status or demo")
+
+
+async def fetchStatus(reactor: Any, path: str, timeout: float = 10.0) -> dict[str, Any]:
+    """
+    Ask the service at control socket C{path} for its status.
+
+    @raise RuntimeError: with a message for the operator, if nothing (or
+        somebody else's process) answers.
+    """
+    state = probe(path, timeout)
+    if state != "live":
+        raise RuntimeError(f"no service answers at {path} ({state})")
+    factory = ControlClientFactory(PeerPolicy())
+    reactor.connectUNIX(path, factory, timeout=timeout)
+    rootD = factory.getRootObject()
+    rootD.addTimeout(timeout, reactor)
+    try:
+        root = await rootD
+    except Exception as e:
+        if factory.refused:
+            raise RuntimeError(
+                f"{path} is served by another user ({factory.refused}); not talking to it"
+            ) from e
+        raise RuntimeError(f"could not talk to {path}: {e}") from e
+    try:
+        d: Deferred[dict[str, Any]] = root.callRemote("status")
+        d.addTimeout(timeout, reactor)
+        return await d
+    finally:
+        root.broker.transport.loseConnection()
+
+
+def _ago(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def formatStatus(status: dict[str, Any]) -> str:
+    """
+    The status record, for humans.
+    """
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(status["started"]))
+    lines = [
+        f"service     {status.get('service')}  ({status.get('state')})",
+        f"process     pid {status['pid']}, Python {status['python']} ({status.get('executable')})",
+        f"started     {started} (up {_ago(status.get('uptime', 0))})",
+        f"generation  {status['generation']}",
+        f"control     {status.get('control')}",
+        f"connections {status['connections']['open']} open",
+    ]
+    ports = status.get("ports") or []
+    lines.append(f"ports       {len(ports)}")
+    for port in ports:
+        origin = "adopted" if port.get("adopted") else "bound"
+        lines.append(f"  {port['key']:<36} {port.get('address')}  ({origin})")
+    takeover = status.get("takeover")
+    if takeover:
+        lines.append(
+            f"takeover    IN PROGRESS: successor pid {takeover['successor_pid']}, "
+            f"step {takeover['step']}, {takeover['elapsed']:.1f}s"
+        )
+    else:
+        lines.append("takeover    none in progress")
+    last = status.get("last_takeover")
+    if last:
+        if last.get("outcome") == "committed":
+            lines.append(
+                f"last        committed to pid {last['successor_pid']}: "
+                f"{last.get('ports_moved')} port(s), accepting paused "
+                f"{last.get('accept_paused_ms')} ms"
+            )
+        else:
+            lines.append(
+                f"last        abandoned at step {last.get('step')}: {last.get('reason')}"
+            )
+    handed = status.get("handed_off_to")
+    if handed:
+        lines.append(f"handed off  to pid {handed.get('pid')} (draining)")
+    predecessor = status.get("predecessor")
+    if predecessor:
+        state = "still draining" if predecessor.get("draining") else "exited"
+        lines.append(
+            f"predecessor pid {predecessor.get('pid')} "
+            f"(Python {predecessor.get('python')}), {state}"
+        )
+    return "\n".join(lines)
+
+
+def _status(options: StatusOptions, out: TextIO, err: TextIO) -> int:
+    from twisted.internet import reactor
+    from twisted.internet.task import react
+
+    result: dict[str, Any] = {}
+
+    async def main(reactor: Any) -> None:
+        try:
+            result["status"] = await fetchStatus(reactor, options["control"], options["timeout"])
+        except RuntimeError as e:
+            result["error"] = str(e)
+
+    try:
+        react(lambda r: Deferred.fromCoroutine(main(r)))
+    except SystemExit:
+        pass
+    del reactor
+    if "error" in result:
+        err.write(f"migrator status: {result['error']}\n")
+        return 1
+    if options["json"]:
+        out.write(json.dumps(result["status"], sort_keys=True) + "\n")
+    else:
+        out.write(formatStatus(result["status"]) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """
+    Entry point of C{python -m migrator}.
+    """
+    options = MainOptions()
+    try:
+        options.parseOptions(sys.argv[1:] if argv is None else argv)
+    except usage.UsageError as e:
+        err.write(f"{options}\nmigrator: {e}\n")
+        return 2
+    if options.subCommand == "status":
+        return _status(options.subOptions, out, err)
+    from ._demo import runDemo
+
+    return runDemo(options.subOptions, out)

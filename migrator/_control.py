@@ -1,0 +1,306 @@
+# -*- test-case-name: tests.test_control -*-
+"""
+The control socket: a UNIX socket, private to its owner, on which a running
+service answers Perspective Broker calls from its successor and from
+operators' tools.
+
+  - The directory holding it must not be writable by other users
+    (L{checkControlPath}).
+  - It is bound under a temporary name with a umask that makes it 0600 from
+    the start, then renamed into place (L{ControlSocket}): whoever connects
+    to the path reaches a fully ready broker, and a successor replaces its
+    predecessor's socket atomically.
+  - Every peer's credentials are checked (C{SO_PEERCRED}) on both ends: only
+    the same user, or root, is served (L{PeerPolicy}).
+  - PB unjellies basic types only (L{controlSecurity}): no class is ever
+    reconstructed from what a peer sends.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet.interfaces import IFileDescriptorReceiver
+from twisted.logger import Logger
+from twisted.spread import jelly, pb
+from zope.interface import implementer
+
+from ._ports import releasePort
+from .interfaces import IPeerPolicy
+
+_log = Logger()
+_CRED = struct.Struct("3i")
+
+
+class ControlPathError(Exception):
+    """
+    The control path cannot be used safely, or is in use.
+    """
+
+
+def controlSecurity() -> jelly.SecurityOptions:
+    """
+    Jelly security for the control conversation: dictionaries, lists,
+    tuples, strings, numbers, booleans and None; remote references (PB's own
+    plumbing) and copied failures (so that errors reach the caller as text).
+    Nothing else is unjellied.
+    """
+    security = jelly.SecurityOptions()
+    security.allowBasicTypes()
+    security.allowTypes("remote", pb.CopyableFailure)
+    return security
+
+
+def checkControlPath(path: str, uid: int | None = None) -> str:
+    """
+    Check that C{path} is a safe place for a control socket and return it
+    made absolute.
+
+    @raise ControlPathError: if its directory is missing, is writable by
+        other users, or belongs to another (non-root) user, or if C{path}
+        exists and is not a socket.
+    """
+    if uid is None:
+        uid = os.getuid()
+    path = os.path.abspath(path)
+    directory = os.path.dirname(path)
+    try:
+        st = os.stat(directory)
+    except OSError as e:
+        raise ControlPathError(f"control directory {directory}: {e.strerror}") from e
+    if st.st_mode & stat.S_IWOTH:
+        raise ControlPathError(
+            f"control directory {directory} is writable by other users "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}); use a private directory, "
+            f"e.g. /run/<service> with mode 0700"
+        )
+    if st.st_uid not in (uid, 0):
+        raise ControlPathError(
+            f"control directory {directory} belongs to uid {st.st_uid}, not to "
+            f"this user ({uid}) or root"
+        )
+    try:
+        pst = os.lstat(path)
+    except FileNotFoundError:
+        return path
+    if not stat.S_ISSOCK(pst.st_mode):
+        raise ControlPathError(f"{path} exists and is not a socket; refusing to replace it")
+    return path
+
+
+def probe(path: str, timeout: float = 2.0) -> str:
+    """
+    Is anybody answering at C{path}?
+
+    @return: C{"absent"} (nothing there), C{"stale"} (a socket file nobody
+        listens on) or C{"live"}.
+    """
+    if not os.path.lexists(path):
+        return "absent"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return "stale"
+    except OSError as e:
+        if e.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
+            return "stale"
+        # EAGAIN (backlog full), timeouts: somebody is there.
+        return "live"
+    finally:
+        s.close()
+    return "live"
+
+
+def peerCredentials(skt: socket.socket) -> tuple[int, int, int]:
+    """
+    The C{(pid, uid, gid)} of the process at the other end of a connected
+    UNIX socket.
+    """
+    raw = skt.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
+    pid, uid, gid = _CRED.unpack(raw)
+    return pid, uid, gid
+
+
+@implementer(IPeerPolicy)
+@attrs.frozen
+class PeerPolicy:
+    """
+    Who may talk to a control socket: this process's user and root.
+
+    @ivar uid: the allowed user id (besides root).
+    @ivar credentials: how to read a peer's C{(pid, uid, gid)}, a seam for
+        tests.
+    """
+
+    uid: int = attrs.field(factory=os.getuid)
+    credentials: Callable[[Any], tuple[int, int, int]] = peerCredentials
+
+    def check(self, transport: Any) -> tuple[bool, str]:
+        """
+        @return: whether the peer behind C{transport} may be served, and a
+            description of it for the logs.
+        """
+        try:
+            pid, uid, gid = self.credentials(transport.getHandle())
+        except Exception as e:
+            return False, f"unknown peer ({e})"
+        who = f"pid {pid} uid {uid} gid {gid}"
+        return uid in (self.uid, 0), who
+
+
+class CheckedServerBroker(pb.Broker):
+    """
+    A server-side PB broker that hangs up on peers its factory's policy
+    refuses, before a single byte of PB is exchanged.
+    """
+
+    peer = "unknown peer"
+
+    def connectionMade(self) -> None:
+        ok, who = self.factory.policy.check(self.transport)
+        self.peer = who
+        if not ok:
+            self.peer = "refused " + who
+            _log.warn("refused a control connection from {peer}: wrong user", peer=who)
+            self.transport.abortConnection()
+            return
+        pb.Broker.connectionMade(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        # A refused peer's bytes are never parsed.
+        if self.peer.startswith("refused"):
+            return
+        pb.Broker.dataReceived(self, data)
+
+
+class ControlServerFactory(pb.PBServerFactory):
+    """
+    PB server factory of a control socket.
+    """
+
+    protocol = CheckedServerBroker
+
+    def __init__(self, root: Any, policy: PeerPolicy | None = None) -> None:
+        pb.PBServerFactory.__init__(self, root, security=controlSecurity())
+        self.policy = policy or PeerPolicy()
+
+
+@implementer(IFileDescriptorReceiver)
+class CheckedClientBroker(pb.Broker):
+    """
+    A client-side PB broker that checks the server's credentials, and keeps
+    the file descriptors the server sends (the frame channel's socket).
+    """
+
+    def connectionMade(self) -> None:
+        ok, who = self.factory.policy.check(self.transport)
+        if not ok:
+            self.factory.refused = who
+            _log.error("the control socket is served by {peer}: refusing to talk to it", peer=who)
+            self.transport.abortConnection()
+            return
+        self.receivedFds: list[int] = []
+        pb.Broker.connectionMade(self)
+
+    def fileDescriptorReceived(self, fd: int) -> None:
+        self.receivedFds.append(fd)
+
+    def connectionLost(self, reason: Any) -> None:
+        for fd in getattr(self, "receivedFds", []):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.receivedFds = []
+        pb.Broker.connectionLost(self, reason)
+
+
+class ControlClientFactory(pb.PBClientFactory):
+    """
+    PB client factory for talking to a control socket.
+    """
+
+    protocol = CheckedClientBroker
+    refused: str | None = None
+
+    def __init__(self, policy: PeerPolicy | None = None) -> None:
+        pb.PBClientFactory.__init__(self, security=controlSecurity())
+        self.policy = policy or PeerPolicy()
+
+
+@attrs.define
+class ControlSocket:
+    """
+    A control socket being published at C{path}.
+
+    @ivar path: where clients find it.
+    @ivar port: the listening port (bound at a temporary name first).
+    """
+
+    path: str
+    port: Any
+    _temp: str
+    _inode: int | None = None
+    published: bool = False
+
+    @classmethod
+    def listen(
+        cls, listenUNIX: Callable[..., Any], path: str, factory: Any
+    ) -> ControlSocket:
+        """
+        Bind a control socket next to C{path}, private to this user, not yet
+        published.
+
+        @param listenUNIX: the reactor's own C{listenUNIX} (not the
+            registry's hook: the control socket is not the wrapped service's).
+        """
+        directory, name = os.path.split(path)
+        temp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+        if os.path.lexists(temp):
+            os.unlink(temp)
+        old = os.umask(0o177)
+        try:
+            port = listenUNIX(temp, factory, mode=0o600)
+        finally:
+            os.umask(old)
+        return cls(path, port, temp)
+
+    def publish(self) -> None:
+        """
+        Atomically make the socket answer at L{path}, replacing whatever
+        socket was there.
+        """
+        self._inode = os.stat(self._temp).st_ino
+        os.rename(self._temp, self.path)
+        self.published = True
+
+    def owned(self) -> bool:
+        """
+        Does L{path} still lead to this socket?
+        """
+        try:
+            return self._inode is not None and os.stat(self.path).st_ino == self._inode
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        """
+        Stop answering.  The path is removed only if it is still ours (a
+        successor may have replaced it).
+        """
+        mine = self.owned()
+        releasePort(self.port)
+        for candidate in ([self.path] if mine else []) + [self._temp]:
+            try:
+                os.unlink(candidate)
+            except FileNotFoundError:
+                pass

@@ -1,0 +1,390 @@
+# -*- test-case-name: tests.test_incumbent -*-
+"""
+The incumbent's half of a takeover: a state machine driven by its
+successor's PB calls.
+
+    idle --begin--> begun --prepared--> prepared --switch--> switched
+                                                                |
+    idle <--abort (any failure before commit)---------------- commit
+                                                                |
+                                                          handed off
+
+Until C{commit} the incumbent owns everything: it keeps its ports (and only
+stops I{accepting} at C{switch}), so an abort just resumes accepting.  An
+abort happens on the successor's request, when its PB connection drops, when
+a step takes longer than the takeover timeout, or when its report does not
+match what was sent.  At C{commit} the incumbent releases its copies (close,
+never C{shutdown}) and from then on only serves the connections it already
+has.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.logger import Logger
+from twisted.spread import pb
+from zope.interface import implementer
+
+from ._channel import FrameChannel, channelPair
+from ._ports import ListenerRegistry, UnsupportedPort
+
+_log = Logger()
+
+IDLE = "idle"
+BEGUN = "begun"
+PREPARED = "prepared"
+SWITCHED = "switched"
+COMMITTED = "committed"
+
+
+class TakeoverRefused(pb.Error):
+    """
+    A takeover step was refused; the message says why.  Raised to the
+    successor over PB.
+    """
+
+
+@attrs.define(eq=False)
+class _Attempt:
+    """
+    One takeover in progress.
+    """
+
+    session: ControlSession
+    successorPid: int
+    info: dict[str, Any]
+    startedAt: float
+    state: str = BEGUN
+    channel: FrameChannel | None = None
+    peerEnd: socket.socket | None = None
+    sentPorts: int = 0
+    stepStartedAt: float = 0.0
+    pausedAt: float | None = None
+    timeoutCall: Any = None
+    report: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.define(eq=False)
+class Incumbent:
+    """
+    Answers takeover requests for the ports in C{registry}.
+
+    @ivar onHandedOff: called with the successor's description once a
+        takeover has committed.
+    @ivar takeoverTimeout: the longest any one step may take, in seconds.
+    """
+
+    _reactor: Any
+    registry: ListenerRegistry
+    identity: Callable[[], dict[str, Any]]
+    onHandedOff: Callable[[dict[str, Any]], None]
+    takeoverTimeout: float = 30.0
+    clock: Callable[[], float] = time.time
+    current: _Attempt | None = None
+    handedOffTo: dict[str, Any] | None = None
+    successorAttached: bool = False
+    lastAttempt: dict[str, Any] | None = None
+
+    # -- status -------------------------------------------------------------
+
+    def takeoverStatus(self) -> dict[str, Any] | None:
+        a = self.current
+        if a is None:
+            return None
+        return {
+            "successor_pid": a.successorPid,
+            "step": a.state,
+            "started": a.startedAt,
+            "elapsed": round(self.clock() - a.startedAt, 3),
+        }
+
+    # -- steps --------------------------------------------------------------
+
+    def begin(self, session: ControlSession, info: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(info, dict):
+            raise TakeoverRefused("begin expects a dictionary")
+        if self.handedOffTo is not None:
+            raise TakeoverRefused(
+                f"this process (pid {os.getpid()}) has already handed its "
+                f"service to pid {self.handedOffTo.get('pid')}"
+            )
+        if self.current is not None:
+            raise TakeoverRefused(
+                f"a takeover is already in progress (successor pid "
+                f"{self.current.successorPid}, step {self.current.state}, "
+                f"{self.clock() - self.current.startedAt:.1f}s ago); try again "
+                f"when it has finished"
+            )
+        try:
+            records, fds = self.registry.handoffRecords()
+        except UnsupportedPort as e:
+            raise TakeoverRefused(str(e)) from e
+        pid = info.get("pid")
+        attempt = _Attempt(
+            session=session,
+            successorPid=pid if isinstance(pid, int) else -1,
+            info=info,
+            startedAt=self.clock(),
+            stepStartedAt=self.clock(),
+        )
+        ours, theirs = channelPair()
+        attempt.peerEnd = theirs
+        attempt.channel = FrameChannel(
+            self._reactor, ours, onClose=lambda reason: None
+        )
+        attempt.sentPorts = len(fds)
+        self.current = attempt
+        _log.info(
+            "takeover requested by pid {pid} (Python {python}): sending "
+            "{count} listening port(s)",
+            pid=attempt.successorPid,
+            python=info.get("python"),
+            count=len(fds),
+        )
+        # The channel's socket rides with the bytes of this call's answer.
+        session.sendFileDescriptor(theirs.fileno())
+        attempt.channel.sendMessage(
+            json.dumps({"type": "ports", "ports": records}).encode("utf-8"), fds
+        )
+        self._armTimeout(attempt, "prepare")
+        me = self.identity()
+        return {
+            "pid": me["pid"],
+            "generation": me["generation"],
+            "python": me["python"],
+            "ports": len(fds),
+        }
+
+    def prepared(self, session: ControlSession, report: dict[str, Any]) -> dict[str, Any]:
+        attempt = self._expect(session, BEGUN, "prepared")
+        if not isinstance(report, dict):
+            report = {}
+        attempt.report = report
+        received = report.get("received")
+        if received != attempt.sentPorts:
+            self.abort(
+                f"the successor received {received!r} of {attempt.sentPorts} "
+                f"listening ports",
+                session,
+            )
+            raise TakeoverRefused(
+                f"count mismatch: sent {attempt.sentPorts} ports, you received "
+                f"{received!r}"
+            )
+        attempt.state = PREPARED
+        attempt.stepStartedAt = self.clock()
+        self._armTimeout(attempt, "switch")
+        _log.info(
+            "successor pid {pid} adopted {adopted} port(s) ({unclaimed} not "
+            "declared by its service); prepare took {ms:.1f} ms",
+            pid=attempt.successorPid,
+            adopted=report.get("adopted"),
+            unclaimed=len(report.get("unclaimed") or ()),
+            ms=(self.clock() - attempt.startedAt) * 1000,
+        )
+        return {}
+
+    def switch(self, session: ControlSession) -> dict[str, Any]:
+        attempt = self._expect(session, PREPARED, "switch")
+        paused = self.registry.pauseAccepting()
+        attempt.pausedAt = self.clock()
+        attempt.state = SWITCHED
+        self._armTimeout(attempt, "commit")
+        _log.info("stopped accepting on {count} port(s); successor accepts now", count=paused)
+        return {"paused": paused}
+
+    def commit(self, session: ControlSession) -> dict[str, Any]:
+        attempt = self._expect(session, SWITCHED, "commit")
+        self._disarm(attempt)
+        released = self.registry.releaseAll()
+        attempt.state = COMMITTED
+        now = self.clock()
+        pausedMs = (now - (attempt.pausedAt or now)) * 1000
+        totalMs = (now - attempt.startedAt) * 1000
+        me = self.identity()
+        successor = {
+            "pid": attempt.successorPid,
+            "python": attempt.info.get("python"),
+            "generation": me["generation"] + 1,
+        }
+        self.handedOffTo = successor
+        self.successorAttached = True
+        self.lastAttempt = {
+            "outcome": "committed",
+            "successor_pid": attempt.successorPid,
+            "at": now,
+            "ports_moved": len(released),
+            "accept_paused_ms": round(pausedMs, 3),
+            "total_ms": round(totalMs, 3),
+        }
+        self.current = None
+        self._closeAttempt(attempt)
+        _log.info(
+            "takeover committed: {moved} port(s) now belong to pid {pid} "
+            "(generation {generation}); accepting was paused for "
+            "{paused:.2f} ms, the whole takeover took {total:.1f} ms; "
+            "not declared by the successor and closed: {unclaimed}",
+            moved=len(released),
+            pid=attempt.successorPid,
+            generation=successor["generation"],
+            paused=pausedMs,
+            total=totalMs,
+            unclaimed=", ".join(attempt.report.get("unclaimed") or ()) or "none",
+        )
+        self._reactor.callLater(0, self.onHandedOff, successor)
+        return {
+            "generation": successor["generation"],
+            "released": released,
+            "accept_paused_ms": round(pausedMs, 3),
+        }
+
+    def abort(self, reason: str, session: ControlSession | None = None) -> bool:
+        """
+        Abandon the takeover in progress (if C{session} is given, only if it
+        is that session's) and resume accepting everywhere.
+
+        @return: whether anything was abandoned.
+        """
+        attempt = self.current
+        if attempt is None or (session is not None and attempt.session is not session):
+            return False
+        if attempt.state == COMMITTED:
+            return False
+        self._disarm(attempt)
+        self.current = None
+        resumed = 0
+        if attempt.state == SWITCHED:
+            resumed = self.registry.resumeAccepting()
+        self._closeAttempt(attempt)
+        self.lastAttempt = {
+            "outcome": "abandoned",
+            "successor_pid": attempt.successorPid,
+            "at": self.clock(),
+            "step": attempt.state,
+            "reason": reason,
+        }
+        _log.warn(
+            "takeover by pid {pid} abandoned at step {step}: {reason}; this "
+            "process keeps serving on all its ports{resumed}",
+            pid=attempt.successorPid,
+            step=attempt.state,
+            reason=reason,
+            resumed=f" (accepting again on {resumed})" if resumed else "",
+        )
+        return True
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _expect(self, session: ControlSession, state: str, step: str) -> _Attempt:
+        attempt = self.current
+        if attempt is None or attempt.session is not session:
+            raise TakeoverRefused(f"{step}: no takeover of yours is in progress")
+        if attempt.state != state:
+            self.abort(f"protocol error: {step} at step {attempt.state}", session)
+            raise TakeoverRefused(f"{step} is not allowed at step {attempt.state}")
+        return attempt
+
+    def _armTimeout(self, attempt: _Attempt, waitingFor: str) -> None:
+        self._disarm(attempt)
+
+        def expired() -> None:
+            attempt.timeoutCall = None
+            if self.abort(
+                f"the successor did not {waitingFor} within "
+                f"{self.takeoverTimeout:g} s",
+                attempt.session,
+            ):
+                attempt.session.hangUp()
+
+        attempt.timeoutCall = self._reactor.callLater(self.takeoverTimeout, expired)
+
+    def _disarm(self, attempt: _Attempt) -> None:
+        if attempt.timeoutCall is not None and attempt.timeoutCall.active():
+            attempt.timeoutCall.cancel()
+        attempt.timeoutCall = None
+
+    def _closeAttempt(self, attempt: _Attempt) -> None:
+        if attempt.channel is not None:
+            attempt.channel.close()
+            attempt.channel = None
+        if attempt.peerEnd is not None:
+            # By now the descriptor has long been sent (it rode with the
+            # answer to begin); our copy can go.
+            attempt.peerEnd.close()
+            attempt.peerEnd = None
+
+
+@implementer(pb.IPBRoot)
+@attrs.define(eq=False)
+class ControlRoot:
+    """
+    The PB root of a control socket: each connection gets its own
+    L{ControlSession}.
+
+    @ivar status: returns the status record.
+    @ivar incumbent: answers takeover steps, once this process serves.
+    """
+
+    status: Callable[[], dict[str, Any]]
+    incumbent: Incumbent | None = None
+
+    def rootObject(self, broker: Any) -> ControlSession:
+        session = ControlSession(self, broker)
+        broker.notifyOnDisconnect(session.disconnected)
+        return session
+
+
+class ControlSession(pb.Referenceable):
+    """
+    One peer's conversation with a control socket.
+    """
+
+    def __init__(self, root: ControlRoot, broker: Any) -> None:
+        self._root = root
+        self._broker = broker
+
+    def _incumbent(self) -> Incumbent:
+        if self._root.incumbent is None:
+            raise TakeoverRefused("this process is not serving yet")
+        return self._root.incumbent
+
+    def sendFileDescriptor(self, fd: int) -> None:
+        self._broker.transport.sendFileDescriptor(fd)
+
+    def hangUp(self) -> None:
+        self._broker.transport.loseConnection()
+
+    def disconnected(self) -> None:
+        incumbent = self._root.incumbent
+        if incumbent is None:
+            return
+        if incumbent.abort("the successor disconnected", self):
+            return
+        if incumbent.handedOffTo is not None:
+            incumbent.successorAttached = False
+
+    def remote_status(self) -> dict[str, Any]:
+        return self._root.status()
+
+    def remote_begin(self, info: dict[str, Any]) -> dict[str, Any]:
+        return self._incumbent().begin(self, info)
+
+    def remote_prepared(self, report: dict[str, Any]) -> dict[str, Any]:
+        return self._incumbent().prepared(self, report)
+
+    def remote_switch(self) -> dict[str, Any]:
+        return self._incumbent().switch(self)
+
+    def remote_commit(self) -> dict[str, Any]:
+        return self._incumbent().commit(self)
+
+    def remote_abort(self, reason: str) -> None:
+        self._incumbent().abort(f"the successor gave up: {str(reason)[:500]}", self)
+

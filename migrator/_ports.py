@@ -1,0 +1,444 @@
+# -*- test-case-name: tests.test_ports -*-
+"""
+Track, adopt, pause and release the listening ports of a wrapped service.
+
+The wrapped service knows nothing of migration: it calls C{listenTCP},
+C{listenUNIX} (directly, or through endpoints and C{strports}) on the global
+reactor.  L{ListenerRegistry} hooks those methods on the reactor instance, so
+that
+
+  - in an incumbent, every port created is recorded under the address the
+    service I{declared} (C{tcp:0} stays C{tcp:0}, whatever port the kernel
+    chose), and the connections it accepts are counted;
+
+  - in a successor, a port whose declared address the incumbent already holds
+    is I{adopted} from the file descriptor the incumbent sent, instead of
+    being bound again, and no port accepts until the switch.
+
+File descriptor ownership: descriptors handed to L{ListenerRegistry.offer}
+belong to the registry from then on.  Each is either adopted (the reactor's
+port gets its own duplicate, and the registry closes the original at once) or
+closed by L{ListenerRegistry.closeUnclaimed}.  A port is let go with
+L{releasePort}: close, never C{shutdown()}, because another process holds the
+same socket (Twisted #5621; FACTS.md).
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+from twisted.internet import tcp
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from .interfaces import IPortRegistry
+
+_log = Logger()
+
+TCP = "tcp"
+UNIX = "unix"
+UDP = "udp"
+
+
+class UnsupportedPort(Exception):
+    """
+    The wrapped service listens on something that cannot be handed over.
+    """
+
+
+def releasePort(port: Any) -> None:
+    """
+    Stop a listening port and close this process's copy of its socket
+    without C{shutdown()} and without the port's C{connectionLost} (which
+    would shut the socket down for every process, and for a UNIX port unlink
+    the path the successor now answers on).  Later calls to
+    C{stopListening} on the port do nothing.
+
+    @param port: a listening port created by the reactor (C{tcp.Port},
+        C{unix.Port}); released ports are left alone.
+    """
+    if not getattr(port, "connected", False):
+        return
+    port.stopReading()
+    port.connected = False
+    port.disconnecting = False
+    # Keep a fileno that says "closed", so that a later removeReader on this
+    # port finds nothing to do.
+    skt = port.socket
+    port.fileno = lambda: -1
+    try:
+        skt.close()
+    except OSError:
+        pass
+
+
+def _familyOf(port: Any) -> int:
+    return int(port.socket.family)
+
+
+def _adoptTCP(
+    reactor: Any, fd: int, family: int, factory: Any, backlog: int
+) -> Any:
+    """
+    Adopt a listening TCP socket, without accepting yet.  The port holds its
+    own duplicate of C{fd}; the caller still owns C{fd}.
+    """
+    port = tcp.Port._fromListeningDescriptor(reactor, fd, family, factory)
+    port.backlog = backlog
+    port.startListening()
+    port.stopReading()
+    return port
+
+
+def _adoptUNIX(reactor: Any, fd: int, factory: Any, backlog: int, mode: int) -> Any:
+    """
+    Adopt a listening UNIX socket, without accepting yet, keeping the mode
+    its path was declared with (C{adoptStreamPort} would make it 0666).
+    """
+    from twisted.internet import unix
+
+    port = unix.Port._fromListeningDescriptor(reactor, fd, factory)
+    port.backlog = backlog
+    port.mode = mode
+    port.startListening()
+    port.stopReading()
+    return port
+
+
+@attrs.define(eq=False)
+class TrackedPort:
+    """
+    A listening port of the wrapped service.
+
+    @ivar key: the declared address, e.g. C{"tcp:0:127.0.0.1#0"}: kind,
+        declared port or path, interface, and the how-many-th declaration of
+        the same address this is.
+    @ivar kind: L{TCP}, L{UNIX} or L{UDP}.
+    @ivar port: the reactor's listening port.
+    @ivar adopted: C{True} if it came from the incumbent.
+    @ivar mode: for UNIX ports, the declared file mode.
+    """
+
+    key: str
+    kind: str
+    port: Any
+    adopted: bool = False
+    mode: int = 0o666
+
+    @property
+    def listening(self) -> bool:
+        return bool(getattr(self.port, "connected", False))
+
+    def address(self) -> str:
+        """
+        The actual address, for humans: C{"127.0.0.1:8080"}, C{"[::1]:80"}
+        or a path.
+        """
+        host = self.port.getHost()
+        if self.kind == UNIX:
+            name = host.name
+            return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+        if ":" in host.host:
+            return f"[{host.host}]:{host.port}"
+        return f"{host.host}:{host.port}"
+
+    def describe(self) -> dict[str, Any]:
+        """
+        A plain record of this port for status output and the handoff.
+        """
+        record: dict[str, Any] = {
+            "key": self.key,
+            "kind": self.kind,
+            "address": self.address() if self.listening else None,
+            "adopted": self.adopted,
+        }
+        if self.listening and self.kind != UDP:
+            record["family"] = _familyOf(self.port)
+        return record
+
+
+class _CountingTransport:
+    """
+    Stands in for a port's C{transport} class: builds the connection as the
+    port would, and remembers it so that open connections can be counted.
+    """
+
+    def __init__(self, transportClass: Any, seen: weakref.WeakSet[Any]) -> None:
+        self._transportClass = transportClass
+        self._seen = seen
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        transport = self._transportClass(*args, **kwargs)
+        self._seen.add(transport)
+        return transport
+
+
+@implementer(IPortRegistry)
+@attrs.define
+class ListenerRegistry:
+    """
+    Hooks a reactor's C{listenTCP}, C{listenUNIX} and C{listenUDP} and keeps
+    the record of every port the wrapped service opened.
+
+    @ivar _reactor: the reactor whose methods are hooked.
+    @ivar _holding: while C{True} (a successor before the switch), new and
+        adopted stream ports do not accept.
+    """
+
+    _reactor: Any
+    _holding: bool = False
+    _adoptTCP: Callable[..., Any] = _adoptTCP
+    _adoptUNIX: Callable[..., Any] = _adoptUNIX
+    _close: Callable[[int], None] = os.close
+    _ports: list[TrackedPort] = attrs.field(factory=list)
+    _occurrences: dict[str, int] = attrs.field(factory=dict)
+    _offered: dict[str, tuple[int, dict[str, Any]]] = attrs.field(factory=dict)
+    _originals: dict[str, Any] = attrs.field(factory=dict)
+    _connections: weakref.WeakSet[Any] = attrs.field(factory=weakref.WeakSet)
+
+    # -- installing the hook -------------------------------------------------
+
+    def install(self) -> None:
+        """
+        Replace the reactor instance's listen methods with ours.
+        """
+        for name in ("listenTCP", "listenUNIX", "listenUDP"):
+            if name in self._originals or not hasattr(self._reactor, name):
+                continue
+            self._originals[name] = getattr(self._reactor, name)
+            setattr(self._reactor, name, getattr(self, "_" + name))
+
+    def uninstall(self) -> None:
+        """
+        Put the reactor's own listen methods back.
+        """
+        for name in list(self._originals):
+            try:
+                delattr(self._reactor, name)
+            except AttributeError:
+                setattr(self._reactor, name, self._originals[name])
+            del self._originals[name]
+
+    def untrackedListenUNIX(self, *args: Any, **kwargs: Any) -> Any:
+        """
+        The reactor's own C{listenUNIX}, for migrator's own sockets.
+        """
+        listen = self._originals.get("listenUNIX", None) or self._reactor.listenUNIX
+        return listen(*args, **kwargs)
+
+    # -- what the service declares -------------------------------------------
+
+    def _key(self, kind: str, declared: str) -> str:
+        base = f"{kind}:{declared}"
+        n = self._occurrences.get(base, 0)
+        self._occurrences[base] = n + 1
+        return f"{base}#{n}"
+
+    def _track(self, tracked: TrackedPort) -> None:
+        transport = getattr(tracked.port, "transport", None)
+        if transport is not None and tracked.kind != UDP:
+            tracked.port.transport = _CountingTransport(transport, self._connections)
+        self._ports.append(tracked)
+
+    def _listenTCP(
+        self, port: int, factory: Any, backlog: int = 50, interface: str = ""
+    ) -> Any:
+        key = self._key(TCP, f"{port}:{interface}")
+        offered = self._offered.pop(key, None)
+        if offered is not None:
+            fd, record = offered
+            try:
+                listening = self._adoptTCP(
+                    self._reactor, fd, record["family"], factory, backlog
+                )
+            finally:
+                self._close(fd)
+            _log.info(
+                "adopted {key} ({address}) from the incumbent",
+                key=key,
+                address=record.get("address"),
+            )
+            self._track(TrackedPort(key, TCP, listening, adopted=True))
+            return listening
+        listening = self._originals["listenTCP"](port, factory, backlog, interface)
+        if self._holding:
+            listening.stopReading()
+        self._track(TrackedPort(key, TCP, listening))
+        return listening
+
+    def _listenUNIX(
+        self,
+        address: str | bytes,
+        factory: Any,
+        backlog: int = 50,
+        mode: int = 0o666,
+        wantPID: int = 0,
+    ) -> Any:
+        path = os.fsdecode(address)
+        if not path.startswith("\0"):
+            path = os.path.abspath(path)
+        key = self._key(UNIX, path)
+        offered = self._offered.pop(key, None)
+        if offered is not None:
+            fd, record = offered
+            try:
+                listening = self._adoptUNIX(self._reactor, fd, factory, backlog, mode)
+            finally:
+                self._close(fd)
+            _log.info("adopted {key} from the incumbent", key=key)
+            self._track(TrackedPort(key, UNIX, listening, adopted=True, mode=mode))
+            return listening
+        listening = self._originals["listenUNIX"](
+            address, factory, backlog, mode, wantPID
+        )
+        if self._holding:
+            listening.stopReading()
+        self._track(TrackedPort(key, UNIX, listening, mode=mode))
+        return listening
+
+    def _listenUDP(
+        self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+    ) -> Any:
+        key = self._key(UDP, f"{port}:{interface}")
+        if key in self._offered or self._holding:
+            raise UnsupportedPort(
+                f"the service listens on UDP ({key}); migrator hands over TCP "
+                f"and UNIX stream ports only, so this service cannot be "
+                f"taken over yet"
+            )
+        _log.warn(
+            "the service listens on UDP ({key}): migrator cannot hand UDP "
+            "ports over yet, and will refuse takeovers of this service",
+            key=key,
+        )
+        listening = self._originals["listenUDP"](port, protocol, interface, maxPacketSize)
+        self._track(TrackedPort(key, UDP, listening))
+        return listening
+
+    # -- the handoff ----------------------------------------------------------
+
+    def listening(self) -> list[TrackedPort]:
+        """
+        The ports that are still open, in the order they were created.
+        """
+        return [p for p in self._ports if p.listening]
+
+    def unsupported(self) -> list[TrackedPort]:
+        """
+        Open ports that cannot be handed over.
+        """
+        return [p for p in self.listening() if p.kind == UDP]
+
+    def handoffRecords(self) -> tuple[list[dict[str, Any]], list[int]]:
+        """
+        The records and file descriptors of every stream port to hand over.
+        The descriptors stay owned by the ports: send them, do not close them.
+
+        @raise UnsupportedPort: if an open port cannot be handed over.
+        """
+        bad = self.unsupported()
+        if bad:
+            raise UnsupportedPort(
+                "cannot hand over "
+                + ", ".join(p.key for p in bad)
+                + ": migrator hands over TCP and UNIX stream ports only"
+            )
+        records, fds = [], []
+        for tracked in self.listening():
+            records.append(tracked.describe())
+            fds.append(tracked.port.fileno())
+        return records, fds
+
+    def offer(self, records: list[dict[str, Any]], fds: list[int]) -> None:
+        """
+        Make the incumbent's ports available for adoption by declared key.
+        The registry owns C{fds} from now on.
+        """
+        if len(records) != len(fds):
+            for fd in fds:
+                self._close(fd)
+            raise ValueError(f"{len(records)} port records but {len(fds)} descriptors")
+        for record, fd in zip(records, fds, strict=True):
+            self._offered[record["key"]] = (fd, record)
+
+    def closeUnclaimed(self) -> list[str]:
+        """
+        Close the offered descriptors that the service did not declare.
+
+        @return: their keys.
+        """
+        keys = sorted(self._offered)
+        for key in keys:
+            fd, _ = self._offered.pop(key)
+            self._close(fd)
+        return keys
+
+    def adoptedCount(self) -> int:
+        return sum(1 for p in self._ports if p.adopted and p.listening)
+
+    def pauseAccepting(self) -> int:
+        """
+        Stop accepting on every open stream port (their backlogs keep
+        queueing connections).
+
+        @return: how many ports were paused.
+        """
+        n = 0
+        for tracked in self.listening():
+            if tracked.kind != UDP:
+                tracked.port.stopReading()
+                n += 1
+        return n
+
+    def resumeAccepting(self) -> int:
+        """
+        Accept again on every open stream port.
+
+        @return: how many ports accept.
+        """
+        self._holding = False
+        n = 0
+        for tracked in self.listening():
+            if tracked.kind != UDP:
+                tracked.port.startReading()
+                n += 1
+        return n
+
+    def releaseAll(self, kinds: tuple[str, ...] = (TCP, UNIX)) -> list[str]:
+        """
+        Let go of every open port of the given kinds with L{releasePort}.
+
+        @return: the keys released.
+        """
+        keys = []
+        for tracked in self.listening():
+            if tracked.kind in kinds:
+                releasePort(tracked.port)
+                keys.append(tracked.key)
+        return keys
+
+    def stopFactories(self, keys: list[str]) -> None:
+        """
+        Tell the factories of released ports that they stopped listening
+        (once the last connection they built has gone).
+        """
+        for tracked in self._ports:
+            if tracked.key in keys:
+                try:
+                    tracked.port.factory.doStop()
+                except Exception:
+                    _log.failure("stopping factory of {key}", key=tracked.key)
+
+    def openConnections(self) -> Iterator[Any]:
+        """
+        The connections accepted through tracked ports that are still open.
+        """
+        return (t for t in list(self._connections) if getattr(t, "connected", False))
+
+    def connectionCount(self) -> int:
+        return sum(1 for _ in self.openConnections())
+

@@ -1,0 +1,319 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+L{MigrateService}: the service C{twistd migrate} runs around the wrapped
+service, in either role.
+
+  - As the first process of a lineage (the I{incumbent}), it starts the
+    wrapped service as twistd would, with its listen calls recorded, and
+    publishes the control socket.
+
+  - With C{--takeover} (the I{successor}), it first obtains the incumbent's
+    listening ports, then starts the wrapped service so that it adopts them,
+    then switches and commits, and finally publishes its own control socket
+    in place of the incumbent's.  It is then the incumbent of the next
+    takeover.
+
+After handing off, a process serves the connections it still has, and exits
+when the last one closes or the drain timeout expires.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.application import service
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ._control import ControlServerFactory, ControlSocket, PeerPolicy
+from ._incumbent import ControlRoot, Incumbent
+from ._pidfile import Pidfile, sdNotify
+from ._ports import ListenerRegistry
+from ._successor import Successor, TakeoverFailed, processAlive
+from ._version import __version__
+from .interfaces import IMigrationNode
+
+_log = Logger()
+
+STARTING = "starting"
+SERVING = "serving"
+DRAINING = "draining"
+FAILED = "failed"
+
+
+@attrs.frozen
+class MigrateConfig:
+    """
+    What C{twistd migrate} was asked to do.
+
+    @ivar control: absolute path of the control socket.
+    @ivar takeover: take over from the process serving at C{control}.
+    @ivar drainTimeout: seconds a process that handed off keeps serving its
+        remaining connections before closing them and exiting.
+    @ivar takeoverTimeout: the longest one takeover step may take.
+    @ivar pidfile: absolute path of the pidfile, or C{None}.
+    @ivar description: what is being run, for status (the subcommand or tac).
+    """
+
+    control: str
+    takeover: bool = False
+    drainTimeout: float = 300.0
+    takeoverTimeout: float = 30.0
+    pidfile: str | None = None
+    description: str = ""
+
+
+def _exitNow(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
+@implementer(IMigrationNode)
+class MigrateService(service.MultiService):
+    """
+    Runs C{inner} so that it can be taken over, or takes it over.
+    """
+
+    def __init__(
+        self,
+        inner: service.IService,
+        config: MigrateConfig,
+        reactor: Any,
+        exit: Callable[[int], None] = _exitNow,
+        policy: PeerPolicy | None = None,
+    ) -> None:
+        service.MultiService.__init__(self)
+        self.inner = inner
+        self.config = config
+        self._reactor = reactor
+        self._exit = exit
+        self._policy = policy or PeerPolicy()
+        self.registry = ListenerRegistry(reactor, holding=config.takeover)
+        self.pidfile = Pidfile(config.pidfile)
+        self.state = STARTING
+        self.generation = 0
+        self.startedAt = time.time()
+        self.root = ControlRoot(self.status)
+        self.control: ControlSocket | None = None
+        self.incumbent: Incumbent | None = None
+        self.successor: Successor | None = None
+        self._innerStarted = False
+        self._drainCall: LoopingCall | None = None
+        self._drainDeadline: float | None = None
+
+    # -- life cycle -----------------------------------------------------------
+
+    def privilegedStartService(self) -> None:
+        service.Service.privilegedStartService(self)
+        self.registry.install()
+        if not self.config.takeover:
+            self.inner.privilegedStartService()
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        if not self.config.takeover:
+            self._startInner()
+            self.control = self._bindControl()
+            self.control.publish()
+            self._serve(generation=0)
+            return
+        self.successor = Successor(
+            self._reactor,
+            self.config.control,
+            self.registry,
+            startService=self._startInner,
+            prepareControl=self._bindControl,
+            timeout=self.config.takeoverTimeout,
+            policy=self._policy,
+        )
+        d = self.successor.run()
+        d.addCallbacks(self._tookOver, self._takeoverFailed)
+
+    def stopService(self) -> Any:
+        service.Service.stopService(self)
+        if self._drainCall is not None and self._drainCall.running:
+            self._drainCall.stop()
+        d = None
+        if self._innerStarted:
+            d = self.inner.stopService()
+        if self.control is not None:
+            self.control.close()
+        self.pidfile.removeIfMine()
+        self.registry.uninstall()
+        return d
+
+    def _startInner(self) -> None:
+        if self.config.takeover:
+            self.inner.privilegedStartService()
+        self.inner.startService()
+        self._innerStarted = True
+
+    def _bindControl(self) -> ControlSocket:
+        factory = ControlServerFactory(self.root, self._policy)
+        return ControlSocket.listen(
+            self.registry.untrackedListenUNIX, self.config.control, factory
+        )
+
+    # -- roles ----------------------------------------------------------------
+
+    def _serve(self, generation: int) -> None:
+        self.generation = generation
+        self.state = SERVING
+        self.incumbent = Incumbent(
+            self._reactor,
+            self.registry,
+            identity=self.identity,
+            onHandedOff=self._handedOff,
+            takeoverTimeout=self.config.takeoverTimeout,
+        )
+        self.root.incumbent = self.incumbent
+        self.pidfile.write()
+        notify = f"READY=1\nSTATUS=serving generation {generation}"
+        if generation:
+            notify += f"\nMAINPID={os.getpid()}"
+        sdNotify(notify)
+        _log.info(
+            "migrate: serving {what} as generation {generation} (pid {pid}, "
+            "Python {python}); control socket {control}; ports: {ports}",
+            what=self.config.description,
+            generation=generation,
+            pid=os.getpid(),
+            python=sys.version.split()[0],
+            control=self.config.control,
+            ports=", ".join(
+                f"{p.key}={p.address()}" for p in self.registry.listening()
+            ) or "none",
+        )
+
+    def _tookOver(self, result: dict[str, Any]) -> None:
+        self._serve(generation=int(result.get("generation", 1)))
+        _log.info(
+            "takeover complete: generation {generation}, {moved} port(s) "
+            "adopted, {total} ms from connecting to commit (accepting was "
+            "paused {paused} ms in the predecessor)",
+            generation=self.generation,
+            moved=self.registry.adoptedCount(),
+            total=result.get("total_ms"),
+            paused=result.get("accept_paused_ms"),
+        )
+
+    def _takeoverFailed(self, failure: Any) -> None:
+        self.state = FAILED
+        failure.trap(TakeoverFailed)
+        message = failure.getErrorMessage()
+        sys.stderr.write(
+            f"migrate: {message}\nmigrate: the running service was not "
+            f"changed and keeps serving.\n"
+        )
+        self._reactor.callLater(0, self._stopAndExit, 1)
+
+    def _stopAndExit(self, code: int) -> None:
+        self._reactor.addSystemEventTrigger("after", "shutdown", self._exit, code)
+        self._reactor.stop()
+
+    def _handedOff(self, successor: dict[str, Any]) -> None:
+        self.state = DRAINING
+        sdNotify(f"STATUS=handed off to pid {successor.get('pid')}; draining")
+        remaining = self.registry.connectionCount()
+        _log.info(
+            "handed off to pid {pid}: draining {count} connection(s), at "
+            "most {timeout:g} s",
+            pid=successor.get("pid"),
+            count=remaining,
+            timeout=self.config.drainTimeout,
+        )
+        self._drainDeadline = self._reactor.seconds() + self.config.drainTimeout
+        self._successorWaitUntil = self._reactor.seconds() + self.config.takeoverTimeout
+        self._drainCall = LoopingCall(self._checkDrained)
+        self._drainCall.clock = self._reactor
+        self._drainCall.start(0.2, now=True)
+
+    def _checkDrained(self) -> None:
+        remaining = list(self.registry.openConnections())
+        assert self.incumbent is not None
+        if self.incumbent.successorAttached and (
+            self._reactor.seconds() < self._successorWaitUntil
+        ):
+            # The successor hangs up once it has our commit answer and has
+            # published its control socket; exiting earlier could lose the
+            # answer.
+            return
+        if not remaining:
+            _log.info("all connections drained; exiting")
+            self._finish()
+            return
+        assert self._drainDeadline is not None
+        if self._closing or self._reactor.seconds() < self._drainDeadline:
+            return
+        self._closing = True
+        _log.warn(
+            "drain timeout: closing {count} remaining connection(s)",
+            count=len(remaining),
+        )
+        for transport in remaining:
+            transport.loseConnection()
+        # Whatever cannot even be closed within a few seconds is abandoned.
+        self._reactor.callLater(5.0, self._finish)
+
+    _closing = False
+    _successorWaitUntil = 0.0
+    _finished = False
+
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if self._drainCall is not None and self._drainCall.running:
+            self._drainCall.stop()
+        self._reactor.stop()
+
+    # -- status ---------------------------------------------------------------
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "generation": self.generation,
+            "python": sys.version.split()[0],
+        }
+
+    def status(self) -> dict[str, Any]:
+        """
+        Everything C{python -m migrator status} shows, as plain data.
+        """
+        now = time.time()
+        incumbent = self.incumbent
+        predecessor = None
+        if self.successor is not None and self.successor.predecessor:
+            predecessor = {
+                "pid": self.successor.predecessor.get("pid"),
+                "python": self.successor.predecessor.get("python"),
+                "draining": processAlive(int(self.successor.predecessor.get("pid") or 0)),
+            }
+        return {
+            "migrator": __version__,
+            "pid": os.getpid(),
+            "python": sys.version.split()[0],
+            "executable": sys.executable,
+            "state": self.state,
+            "generation": self.generation,
+            "started": self.startedAt,
+            "uptime": round(now - self.startedAt, 3),
+            "service": self.config.description,
+            "control": self.config.control,
+            "ports": [p.describe() for p in self.registry.listening()],
+            "connections": {"open": self.registry.connectionCount()},
+            "takeover": incumbent.takeoverStatus() if incumbent else None,
+            "last_takeover": incumbent.lastAttempt if incumbent else None,
+            "handed_off_to": incumbent.handedOffTo if incumbent else None,
+            "predecessor": predecessor,
+        }

@@ -1,0 +1,299 @@
+# -*- test-case-name: tests.test_successor -*-
+"""
+The successor's half of a takeover: connect to the incumbent's control
+socket, receive its listening ports, build our own service adopting them,
+then switch and commit.
+
+On any failure before the incumbent confirms the commit, the successor lets
+go of every port it adopted or bound (close, never C{shutdown()}), tells the
+incumbent (if it can), and its caller exits non-zero: the incumbent resumes
+accepting and nothing was refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.spread import pb
+
+from ._channel import FrameChannel
+from ._control import ControlClientFactory, ControlSocket, PeerPolicy
+from ._ports import ListenerRegistry
+
+_log = Logger()
+
+#: The points at which L{Successor} consults C{MIGRATOR_FAULT}: a comma
+#: separated list of C{kill:POINT}, C{hang:POINT} or C{raise:POINT}.  Used by
+#: the rollback tests; documented in docs/operators.md.
+FAULT_POINTS = ("connected", "before-adopt", "after-adopt", "after-switch", "before-commit")
+
+
+class TakeoverFailed(Exception):
+    """
+    The takeover did not happen; the incumbent keeps serving.  The message
+    says why, for the operator.
+    """
+
+
+def processAlive(pid: int) -> bool:
+    """
+    Is process C{pid} alive?  A zombie (exited, not yet reaped) is not.
+    """
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in (b"Z", b"X")
+
+
+@attrs.define(eq=False)
+class Successor:
+    """
+    Drives one takeover from the successor's side.
+
+    @ivar startService: builds and starts the wrapped service; called once
+        the incumbent's ports are on offer in C{registry}.
+    @ivar prepareControl: binds this process's own control socket (not yet
+        published).
+    """
+
+    _reactor: Any
+    path: str
+    registry: ListenerRegistry
+    startService: Callable[[], None]
+    prepareControl: Callable[[], ControlSocket]
+    timeout: float = 30.0
+    policy: PeerPolicy = attrs.field(factory=PeerPolicy)
+    faults: str = attrs.field(factory=lambda: os.environ.get("MIGRATOR_FAULT", ""))
+    processAlive: Callable[[int], bool] = processAlive
+    clock: Callable[[], float] = time.time
+    predecessor: dict[str, Any] = attrs.field(factory=dict)
+    broker: Any = None
+    control: ControlSocket | None = None
+    _step: str = "connect"
+
+    def run(self) -> Deferred[dict[str, Any]]:
+        """
+        Take over.
+
+        @return: a L{Deferred} firing with the commit's result (including
+            the new C{generation}), or failing with L{TakeoverFailed} after
+            everything was rolled back.
+        """
+        return Deferred.fromCoroutine(self._run())
+
+    async def _fault(self, point: str) -> None:
+        for spec in filter(None, self.faults.split(",")):
+            action, _, where = spec.partition(":")
+            if where != point:
+                continue
+            _log.warn("fault injection: {action} at {point}", action=action, point=point)
+            if action == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            elif action == "hang":
+                await Deferred()
+            elif action == "raise":
+                raise RuntimeError(f"injected fault at {point}")
+
+    def _call(self, root: Any, method: str, *args: Any) -> Deferred[Any]:
+        d = root.callRemote(method, *args)
+        d.addTimeout(self.timeout, self._reactor)
+        return d
+
+    async def _run(self) -> dict[str, Any]:
+        started = self.clock()
+        root = None
+        try:
+            self._step = "connect"
+            factory = ControlClientFactory(self.policy)
+            self._reactor.connectUNIX(self.path, factory, timeout=self.timeout)
+            rootD = factory.getRootObject()
+            rootD.addTimeout(self.timeout, self._reactor)
+            try:
+                root = await rootD
+            except Exception as e:
+                if factory.refused:
+                    raise TakeoverFailed(
+                        f"the control socket {self.path} is served by another "
+                        f"user ({factory.refused})"
+                    ) from e
+                raise
+            self.broker = root.broker
+            await self._fault("connected")
+
+            self._step = "begin"
+            info = {
+                "pid": os.getpid(),
+                "python": sys.version.split()[0],
+                "argv": sys.argv[:50],
+            }
+            begun = await self._call(root, "begin", info)
+            self.predecessor = dict(begun)
+            fds = self.broker.receivedFds
+            if len(fds) != 1:
+                raise TakeoverFailed(
+                    f"expected the incumbent's channel descriptor, got {len(fds)}"
+                )
+            channelSocket = socket.socket(fileno=fds.pop())
+            payload, portFds = await self._receive(channelSocket)
+            # Continue outside the channel's read callback.
+            await deferLater(self._reactor, 0, lambda: None)
+            message = json.loads(payload.decode("utf-8"))
+            records = message["ports"]
+            _log.info(
+                "incumbent pid {pid} (generation {generation}, Python "
+                "{python}) sent {count} listening port(s)",
+                pid=begun.get("pid"),
+                generation=begun.get("generation"),
+                python=begun.get("python"),
+                count=len(portFds),
+            )
+            if len(portFds) != begun.get("ports") or len(records) != len(portFds):
+                for fd in portFds:
+                    os.close(fd)
+                raise TakeoverFailed(
+                    f"the incumbent announced {begun.get('ports')} ports and "
+                    f"{len(records)} records, {len(portFds)} descriptors arrived"
+                )
+
+            self._step = "adopt"
+            await self._fault("before-adopt")
+            self.registry.offer(records, portFds)
+            self.startService()
+            unclaimed = self.registry.closeUnclaimed()
+            adopted = self.registry.adoptedCount()
+            if adopted + len(unclaimed) != len(portFds):
+                raise TakeoverFailed(
+                    f"adopted {adopted} and set aside {len(unclaimed)} of "
+                    f"{len(portFds)} ports received"
+                )
+            if unclaimed:
+                _log.warn(
+                    "the incumbent listens on {keys}, which this service does "
+                    "not declare: they will be closed",
+                    keys=", ".join(unclaimed),
+                )
+            self.control = self.prepareControl()
+            await self._fault("after-adopt")
+
+            self._step = "prepared"
+            await self._call(
+                root,
+                "prepared",
+                {"received": len(portFds), "adopted": adopted, "unclaimed": unclaimed},
+            )
+
+            self._step = "switch"
+            await self._call(root, "switch")
+            switchedAt = self.clock()
+            self.registry.resumeAccepting()
+            await self._fault("after-switch")
+
+            self._step = "commit"
+            await self._fault("before-commit")
+            # No timeout here: once the incumbent has committed, its ports are
+            # ours alone, and giving up on a slow answer would leave nobody
+            # listening.  A lost connection is decided by whether the
+            # incumbent still lives (it only exits after we hang up).
+            try:
+                result = await root.callRemote("commit")
+            except pb.PBConnectionLost as e:
+                if not self.processAlive(int(begun.get("pid", -1))):
+                    _log.warn(
+                        "the incumbent died during commit; this process keeps the ports"
+                    )
+                    result = {"generation": int(begun.get("generation", 0)) + 1}
+                else:
+                    raise TakeoverFailed(
+                        "the incumbent hung up instead of committing"
+                    ) from e
+            self.control.publish()
+            # Hanging up tells the incumbent it may exit once drained.
+            self.broker.transport.loseConnection()
+            result = dict(result)
+            result["total_ms"] = round((self.clock() - started) * 1000, 3)
+            result["switch_to_commit_ms"] = round((self.clock() - switchedAt) * 1000, 3)
+            return result
+        except BaseException as e:
+            reason = _describe(e)
+            await self._rollback(root, reason)
+            raise TakeoverFailed(f"takeover failed at step {self._step}: {reason}") from e
+
+    async def _receive(self, sock: socket.socket) -> tuple[bytes, list[int]]:
+        d: Deferred[tuple[bytes, list[int]]] = Deferred()
+
+        def onMessage(payload: bytes, fds: list[int]) -> None:
+            if not d.called:
+                d.callback((payload, fds))
+            else:
+                for fd in fds:
+                    os.close(fd)
+
+        def onClose(reason: Failure) -> None:
+            if not d.called:
+                d.errback(reason)
+
+        channel = FrameChannel(self._reactor, sock, onMessage, onClose)
+        channel.startReading()
+        d.addTimeout(self.timeout, self._reactor)
+        try:
+            return await d
+        finally:
+            channel.onClose = None
+            channel.close()
+
+    async def _rollback(self, root: Any, reason: str) -> None:
+        released = self.registry.releaseAll()
+        self.registry.closeUnclaimed()
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        _log.error(
+            "takeover failed at step {step}: {reason}; released {count} "
+            "port(s) without closing them for the incumbent",
+            step=self._step,
+            reason=reason,
+            count=len(released),
+        )
+        if root is not None and not self.broker.disconnected:
+            try:
+                d = root.callRemote("abort", reason)
+                d.addTimeout(min(self.timeout, 5.0), self._reactor)
+                await d
+            except Exception:
+                pass
+            self.broker.transport.loseConnection()
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, pb.RemoteError):
+        return f"the incumbent refused: {e.remoteTraceback or e.args}"
+    if isinstance(e, TimeoutError):
+        return "timed out waiting for the incumbent"
+    if isinstance(e, Failure):
+        return e.getErrorMessage()
+    text = str(e) or e.__class__.__name__
+    if e.__class__.__module__ not in ("builtins", __name__):
+        text = f"{e.__class__.__name__}: {text}"
+    return text

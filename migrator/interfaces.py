@@ -1,0 +1,115 @@
+# -*- test-case-name: tests.test_interfaces -*-
+"""
+The seams of migrator, as zope interfaces.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zope.interface import Attribute, Interface
+
+
+class IPeerPolicy(Interface):
+    """
+    Decides who may talk to a control socket.
+    """
+
+    def check(transport: Any) -> tuple[bool, str]:
+        """
+        Decide about the peer at the other end of C{transport}.
+
+        @param transport: a connected UNIX transport (C{getHandle()} gives
+            its socket).
+        @return: C{(allowed, description)}: whether the peer may be served,
+            and who it is, for the logs (e.g. C{"pid 12 uid 1000 gid 1000"}).
+        """
+
+
+class IPortRegistry(Interface):
+    """
+    The listening ports of a wrapped service, as the takeover protocol sees
+    them.  Implemented by L{migrator.ListenerRegistry}; a fake is in
+    L{migrator.testing}.
+    """
+
+    def listening() -> list[Any]:
+        """
+        @return: the open ports (L{migrator.TrackedPort}), oldest first.
+        """
+
+    def handoffRecords() -> tuple[list[dict[str, Any]], list[int]]:
+        """
+        Describe every open port for a successor.
+
+        @return: one plain record per port (with its declared C{"key"}) and
+            its file descriptor, in the same order.  The descriptors stay
+            owned by the ports.
+        @raise migrator.UnsupportedPort: if an open port cannot be handed
+            over (UDP).
+        """
+
+    def offer(records: list[dict[str, Any]], fds: list[int]) -> None:
+        """
+        Make an incumbent's ports available for adoption by declared key.
+        The registry owns C{fds} from then on.
+
+        @raise ValueError: if the two lists differ in length (all C{fds} are
+            closed).
+        """
+
+    def closeUnclaimed() -> list[str]:
+        """
+        Close the offered descriptors that the service did not declare.
+
+        @return: their keys.
+        """
+
+    def adoptedCount() -> int:
+        """
+        @return: how many open ports were adopted from an incumbent.
+        """
+
+    def pauseAccepting() -> int:
+        """
+        Stop accepting on every stream port; connections wait in the
+        kernel's backlog.
+
+        @return: how many ports were paused.
+        """
+
+    def resumeAccepting() -> int:
+        """
+        Accept on every stream port (again).
+
+        @return: how many ports accept.
+        """
+
+    def releaseAll() -> list[str]:
+        """
+        Close this process's copy of every stream port, without
+        C{shutdown()}, so that another process holding it is unaffected.
+
+        @return: the keys released.
+        """
+
+    def connectionCount() -> int:
+        """
+        @return: how many connections accepted through the ports are open.
+        """
+
+
+class IMigrationNode(Interface):
+    """
+    A process under C{twistd migrate}, as its control socket presents it.
+    """
+
+    generation = Attribute("How many takeovers this lineage has seen (int).")
+    state = Attribute('"starting", "serving", "draining" or "failed".')
+
+    def status() -> dict[str, Any]:
+        """
+        @return: a plain record of the process (pid, Python, generation,
+            ports, connections, takeover in progress...), as shown by
+            C{python -m migrator status --json}.
+        """

@@ -33,10 +33,11 @@ class StatusOptions(usage.Options):
 
 
 class DemoOptions(usage.Options):
-    synopsis = "[--takeovers N] [--rate R]"
+    synopsis = "[--takeovers N] [--rate R] [--interval SECONDS]"
     optParameters = [
-        ["takeovers", "n", 3, "How many takeovers to perform.", int],
+        ["takeovers", "n", 5, "How many takeovers to perform.", int],
         ["rate", "r", 500, "New connections per second from the load client.", int],
+        ["interval", "i", 1.0, "Seconds of load between takeovers.", float],
     ]
 
 

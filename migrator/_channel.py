@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReadDescriptor, IWriteDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -124,7 +124,7 @@ class FrameChannel:
         """
         fds = list(fds)
         if self._closed:
-            return Deferred.fromFailure(Failure(ChannelError("channel is closed")))
+            return fail(ChannelError("channel is closed"))
         for start in range(0, len(fds), MAX_FDS_PER_SENDMSG):
             batch = fds[start : start + MAX_FDS_PER_SENDMSG]
             self._out.append((HEADER.pack(FDS, 0, len(batch)), batch, None))
@@ -168,6 +168,9 @@ class FrameChannel:
 
     def doRead(self) -> Any:
         for _ in range(_READS_PER_TURN):
+            if self._closed:
+                # A message handler closed the channel.
+                return None
             try:
                 data, fds, flags, _ = self._recvFds(
                     self._sock, _READ_SIZE, MAX_FDS_PER_SENDMSG
@@ -199,7 +202,7 @@ class FrameChannel:
         buf = self._inBuffer
         offset = 0
         try:
-            while len(buf) - offset >= HEADER.size:
+            while not self._closed and len(buf) - offset >= HEADER.size:
                 kind, length, count = HEADER.unpack_from(buf, offset)
                 if kind == FDS:
                     if length or count > MAX_FDS_PER_SENDMSG:

@@ -76,6 +76,31 @@ def releasePort(port: Any) -> None:
         pass
 
 
+def releaseConnection(transport: Any) -> None:
+    """
+    Let go of an established connection that another process now serves:
+    stop reading and writing, drop unsent bytes (they travelled with the
+    connection), close this process's handle without C{shutdown()} and
+    without telling the protocol (its C{connectionLost} never runs here).
+    """
+    if not getattr(transport, "connected", False):
+        return
+    transport.stopReading()
+    transport.stopWriting()
+    skt = transport.socket
+    transport.connected = False
+    transport.disconnecting = False
+    transport.fileno = lambda: -1
+    transport.dataBuffer = b""
+    transport.offset = 0
+    transport._tempDataBuffer = []
+    transport._tempDataLen = 0
+    try:
+        skt.close()
+    except OSError:
+        pass
+
+
 def _familyOf(port: Any) -> int:
     return int(port.socket.family)
 
@@ -217,11 +242,14 @@ class ListenerRegistry:
         Put the reactor's own listen methods back.
         """
         for name in list(self._originals):
+            original = self._originals.pop(name)
             try:
                 delattr(self._reactor, name)
             except AttributeError:
-                setattr(self._reactor, name, self._originals[name])
-            del self._originals[name]
+                pass
+            # The original may have been an attribute of the instance itself.
+            if getattr(self._reactor, name, None) != original:
+                setattr(self._reactor, name, original)
 
     def untrackedListenUNIX(self, *args: Any, **kwargs: Any) -> Any:
         """
@@ -432,6 +460,31 @@ class ListenerRegistry:
                     tracked.port.factory.doStop()
                 except Exception:
                     _log.failure("stopping factory of {key}", key=tracked.key)
+
+    def keyOf(self, port: Any) -> str | None:
+        """
+        The declared key of a tracked port object, if it is one.
+        """
+        for tracked in self._ports:
+            if tracked.port is port:
+                return tracked.key
+        return None
+
+    def portForKey(self, key: str) -> Any:
+        """
+        The open port declared as C{key}, or C{None}.
+        """
+        for tracked in self.listening():
+            if tracked.key == key:
+                return tracked.port
+        return None
+
+    def trackConnection(self, transport: Any) -> None:
+        """
+        Count C{transport} among this process's connections (one restored
+        from the incumbent, for instance).
+        """
+        self._connections.add(transport)
 
     def openConnections(self) -> Iterator[Any]:
         """

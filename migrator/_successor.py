@@ -92,6 +92,10 @@ class Successor:
     broker: Any = None
     control: ControlSocket | None = None
     _step: str = "connect"
+    # What a "hang" fault waits on, kept here: a coroutine suspended on a
+    # Deferred that nothing else references is garbage-collected, which
+    # throws GeneratorExit into it and turns the hang into a rollback.
+    _hangs: list[Deferred[None]] = attrs.field(factory=list, init=False)
 
     def run(self) -> Deferred[dict[str, Any]]:
         """
@@ -112,7 +116,9 @@ class Successor:
             if action == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             elif action == "hang":
-                await Deferred()
+                hang: Deferred[None] = Deferred()
+                self._hangs.append(hang)
+                await hang
             elif action == "raise":
                 raise RuntimeError(f"injected fault at {point}")
 
@@ -288,7 +294,9 @@ class Successor:
 
 def _describe(e: BaseException) -> str:
     if isinstance(e, pb.RemoteError):
-        return f"the incumbent refused: {e.remoteTraceback or e.args}"
+        # The message is the remote value; the traceback is withheld
+        # ("Traceback unavailable") for pb.Error subclasses.
+        return f"the incumbent refused: {e.args[0] if e.args else e.remoteType}"
     if isinstance(e, TimeoutError):
         return "timed out waiting for the incumbent"
     if isinstance(e, Failure):

@@ -113,3 +113,40 @@ class IMigrationNode(Interface):
             ports, connections, takeover in progress...), as shown by
             C{python -m migrator status --json}.
         """
+
+
+class IAdapter(Interface):
+    """
+    Turns objects of one class into plain state in the incumbent, and back
+    into instances of the successor's class.  See L{migrator.InstanceAdapter}
+    for the default rule and C{docs/adapters.md} for a worked example.
+    """
+
+    typeName = Attribute("The stable name written with the state (str).")
+    version = Attribute("The version of the state's format (int).")
+
+    def capture(obj: Any) -> Any:
+        """
+        @return: the state of C{obj}: any value the object graph can carry
+            (plain data, other adapted objects, transports, scheduled calls,
+            bound methods of adapted objects).  Must not change C{obj}.
+        """
+
+    def create(context: Any) -> Any:
+        """
+        @return: a new, empty instance of this process's class, made without
+            running C{__init__}.
+        """
+
+    def populate(obj: Any, state: Any, context: Any) -> None:
+        """
+        Give C{obj} (from L{create}, or an anchored object of this process,
+        such as a port's factory) the captured C{state}.  Objects referenced
+        by C{state} may not be populated yet.
+        """
+
+    def movable(obj: Any) -> str | None:
+        """
+        @return: C{None} if C{obj} can move now, or why not (its connection
+            then stays with the incumbent and drains).
+        """

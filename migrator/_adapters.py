@@ -1,0 +1,189 @@
+# -*- test-case-name: tests.test_adapters -*-
+"""
+Adapters: how an application object becomes plain state in the incumbent,
+and an instance of the successor's (possibly new) class again.
+
+Adapters live beside the application, not inside it: a module given to
+C{twistd migrate --adapters MODULE} defines C{registerAdapters(registry)}
+and registers one adapter per class.  The registry is the allow-list: the
+successor reconstructs nothing whose type name has no adapter registered in
+its own registry.
+
+An adapter provides L{migrator.interfaces.IAdapter}:
+
+  - C{typeName}, C{version}: written with the state; the successor finds
+    its adapter by C{typeName} and (for now) requires the same version;
+  - C{capture(obj)}: the state, any value the graph can carry (plain data,
+    other adapted objects, transports, scheduled calls...);
+  - C{create(context)}: a new, empty instance of the successor's class,
+    without running C{__init__};
+  - C{populate(obj, state, context)}: fill it in (references in C{state}
+    may point to objects not populated yet: cycles are allowed);
+  - C{movable(obj)}: C{None}, or the reason this object must stay (the
+    connection then drains in the incumbent).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+from zope.interface import implementer
+
+from ._graph import typeName as _typeName
+from .interfaces import IAdapter
+
+
+@implementer(IAdapter)
+@attrs.frozen
+class InstanceAdapter:
+    """
+    The default rule: an object's state is its instance dictionary, minus
+    C{exclude}; restored with C{cls.__new__(cls)} and a dictionary update.
+    Suits protocols and factories whose state is plain attributes, and the
+    buffered protocol families (C{LineReceiver._buffer},
+    C{IntNStringReceiver.recvd}, C{NetstringReceiver}'s parser state all
+    live in the instance dictionary).
+
+    @ivar cls: the class, in this process.
+    @ivar exclude: attribute names never carried.
+    @ivar keep: attribute names whose value in the successor's own object
+        wins (only matters for anchored objects, such as a port's factory,
+        which the successor already built with its new code).
+    """
+
+    cls: type
+    typeName: str = attrs.field(default=attrs.Factory(lambda self: _typeName(self.cls), takes_self=True))
+    version: int = 1
+    exclude: frozenset[str] = frozenset()
+    keep: frozenset[str] = frozenset()
+
+    def capture(self, obj: Any) -> dict[str, Any]:
+        exclude = self.exclude
+        if hasattr(obj, "__slots__") and not hasattr(obj, "__dict__"):
+            raise TypeError(f"{self.typeName} uses __slots__: write an adapter for it")
+        return {k: v for k, v in vars(obj).items() if k not in exclude}
+
+    def create(self, context: Any) -> Any:
+        return self.cls.__new__(self.cls)
+
+    def populate(self, obj: Any, state: dict[str, Any], context: Any) -> None:
+        keep = self.keep
+        if keep:
+            state = {k: v for k, v in state.items() if k not in keep or k not in vars(obj)}
+        obj.__dict__.update(state)
+
+    def movable(self, obj: Any) -> str | None:
+        return None
+
+
+def factoryAdapter(cls: type, keep: Iterable[str] = (), exclude: Iterable[str] = (), version: int = 1) -> InstanceAdapter:
+    """
+    An L{InstanceAdapter} for a factory: C{numPorts} (the successor's own
+    port count) is never carried, and C{keep} names the attributes the
+    successor's new code sets that must not be overwritten (configuration).
+    """
+    return InstanceAdapter(
+        cls,
+        version=version,
+        exclude=frozenset(exclude) | {"numPorts"},
+        keep=frozenset(keep),
+    )
+
+
+class AdapterRegistry:
+    """
+    Adapters by exact class (to capture) and by type name (to restore).
+    """
+
+    def __init__(self) -> None:
+        self._byClass: dict[type, Any] = {}
+        self._byName: dict[str, Any] = {}
+        self._functions: dict[str, Callable[..., Any]] = {}
+        self._functionNames: dict[Any, str] = {}
+
+    def register(self, adapter: Any, cls: type | None = None) -> Any:
+        """
+        Register C{adapter} for C{cls} (default C{adapter.cls}).
+
+        @return: the adapter.
+        """
+        cls = cls if cls is not None else adapter.cls
+        other = self._byName.get(adapter.typeName)
+        if other is not None and other is not adapter and self._byClass.get(cls) is not other:
+            raise ValueError(f"type name {adapter.typeName} is already registered")
+        self._byClass[cls] = adapter
+        self._byName[adapter.typeName] = adapter
+        return adapter
+
+    def registerInstance(self, cls: type, **kwargs: Any) -> InstanceAdapter:
+        """
+        Register the default rule (L{InstanceAdapter}) for C{cls}.
+        """
+        adapter = InstanceAdapter(cls, **kwargs)
+        self.register(adapter)
+        return adapter
+
+    def registerFactory(self, cls: type, **kwargs: Any) -> InstanceAdapter:
+        """
+        Register L{factoryAdapter} for C{cls}.
+        """
+        adapter = factoryAdapter(cls, **kwargs)
+        self.register(adapter)
+        return adapter
+
+    def allowFunction(self, function: Callable[..., Any], name: str | None = None) -> None:
+        """
+        Allow a plain function (not a bound method) to be carried by
+        reference, e.g. as the target of a scheduled call.  It is looked up
+        by C{name} (default: its qualified name) in the successor.
+        """
+        name = name or f"{function.__module__}.{function.__qualname__}"
+        self._functions[name] = function
+        self._functionNames[function] = name
+
+    def functionName(self, function: Any) -> str | None:
+        try:
+            return self._functionNames.get(function)
+        except TypeError:
+            return None
+
+    def functionNamed(self, name: str) -> Callable[..., Any] | None:
+        return self._functions.get(name)
+
+    def adapterFor(self, cls: type) -> Any:
+        return self._byClass.get(cls)
+
+    def adapterNamed(self, name: str) -> Any:
+        return self._byName.get(name)
+
+    def typeNames(self) -> list[str]:
+        return sorted(self._byName)
+
+    def loadModule(self, name: str) -> None:
+        """
+        Import C{name} and call its C{registerAdapters(registry)}.
+
+        @raise ValueError: if it has no such function.
+        """
+        module = importlib.import_module(name)
+        register = getattr(module, "registerAdapters", None)
+        if register is None:
+            raise ValueError(f"adapter module {name} has no registerAdapters(registry) function")
+        register(self)
+
+
+def defaultRegistry(modules: Iterable[str] = ()) -> AdapterRegistry:
+    """
+    A registry with migrator's adapters for Twisted's own classes, then the
+    adapters of C{modules}.
+    """
+    from ._twistedadapters import registerAdapters
+
+    registry = AdapterRegistry()
+    registerAdapters(registry)
+    for name in modules:
+        registry.loadModule(name)
+    return registry

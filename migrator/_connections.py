@@ -1,0 +1,558 @@
+# -*- test-case-name: tests.test_connections -*-
+"""
+Established connections and the objects behind them, moved as one graph.
+
+Incumbent side, all in one reactor turn (so nothing changes in between):
+L{captureConnections} walks the protocols of the open connections whose
+classes have adapters, writes them (and everything they reference) into one
+graph, and I{freezes} what it captured: the transports stop reading and
+writing, the scheduled calls it met are suspended.  The bytes the transport
+had not sent yet travel with it.  L{Captured.thaw} undoes the freeze (the
+takeover was abandoned); L{Captured.release} lets go after the commit
+(close, never C{shutdown}; the application's C{connectionLost} never runs).
+
+Successor side: L{restoreConnections} reads the graph back into new objects
+of the successor's classes, attached to transports built on the passed file
+descriptors, without C{connectionMade} and without reading or writing.
+Scheduled calls are created but held.  L{Restored.activate} (after the
+commit) writes the incumbent's unsent bytes first, then reads, and releases
+the held calls; L{Restored.rollback} lets everything go.
+
+File descriptors: those in L{Captured.fds} stay owned by the incumbent's
+transports (they are sent, not given away).  Those given to
+L{restoreConnections} are owned by it: each is duplicated into a transport
+and closed at once.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import types
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet import base, task, tcp
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from ._graph import GraphError, GraphReader, GraphWriter, Unadaptable, dumpsPlain, loadsPlain
+from ._ports import ListenerRegistry, releaseConnection
+
+_log = Logger()
+
+#: How far into the future a suspended call is pushed while frozen.
+_FAR = 10.0**9
+
+
+def _isUnix(transport: Any) -> bool:
+    try:
+        return transport.socket.family == socket.AF_UNIX
+    except (AttributeError, OSError):
+        return False
+
+
+def _pending(transport: Any) -> bytes:
+    """
+    The bytes a transport was asked to write and has not written yet.
+    """
+    head = transport.dataBuffer[transport.offset :]
+    return bytes(head) + b"".join(transport._tempDataBuffer)
+
+
+@attrs.define(eq=False)
+class Captured:
+    """
+    What the incumbent captured: the encoded graph, the descriptors to send,
+    and what it froze.
+    """
+
+    payload: bytes
+    fds: list[int]
+    transports: list[Any]
+    moved: dict[str, int]
+    staying: dict[str, int]
+    _wasReading: list[bool] = attrs.field(factory=list)
+    _calls: list[tuple[Any, float]] = attrs.field(factory=list)
+    _loops: list[tuple[Any, float]] = attrs.field(factory=list)
+    _reactor: Any = None
+    frozen: bool = False
+
+    @property
+    def count(self) -> int:
+        return len(self.transports)
+
+    def freeze(self) -> None:
+        readers = set(map(id, self._reactor.getReaders()))
+        self._wasReading = [id(t) in readers for t in self.transports]
+        for t in self.transports:
+            t.stopReading()
+            t.stopWriting()
+        for call, _ in self._calls:
+            if call.active():
+                call.reset(_FAR)
+        for loop, _ in self._loops:
+            if loop.call is not None and loop.call.active():
+                loop.call.reset(_FAR)
+        self.frozen = True
+
+    def thaw(self) -> None:
+        """
+        The takeover was abandoned: carry on as if nothing happened.
+        """
+        if not self.frozen:
+            return
+        self.frozen = False
+        now = self._reactor.seconds()
+        for t, reading in zip(self.transports, self._wasReading, strict=True):
+            if not t.connected:
+                continue
+            if reading:
+                t.startReading()
+            if t.dataBuffer[t.offset :] or t._tempDataBuffer or t._writeDisconnected:
+                t.startWriting()
+        for call, when in self._calls:
+            if call.active():
+                call.reset(max(0.0, when - now))
+        for loop, when in self._loops:
+            if loop.call is not None and loop.call.active():
+                loop.call.reset(max(0.0, when - now))
+
+    def release(self) -> None:
+        """
+        The successor owns it all now: close our handles (no shutdown), and
+        make sure no captured call runs here too.
+        """
+        self.frozen = False
+        for t in self.transports:
+            releaseConnection(t)
+        for call, _ in self._calls:
+            if call.active():
+                call.cancel()
+        for loop, _ in self._loops:
+            loop.running = False
+            if loop.call is not None and loop.call.active():
+                loop.call.cancel()
+            loop.call = None
+
+
+@attrs.define(eq=False)
+class _CaptureHooks:
+    """
+    The writer's C{special} hook: transports, scheduled calls, loops, bound
+    methods and allowed functions.
+    """
+
+    reactor: Any
+    adapters: Any
+    ports: ListenerRegistry
+    claimed: frozenset[str]
+    readers: set[int] = attrs.field(factory=set)
+    transports: list[Any] = attrs.field(factory=list)
+    calls: list[tuple[Any, float]] = attrs.field(factory=list)
+    loops: list[tuple[Any, float]] = attrs.field(factory=list)
+
+    def __call__(self, value: Any, writer: GraphWriter, path: str) -> Any:
+        if isinstance(value, tcp.Connection):
+            return self._transport(value, writer, path)
+        if isinstance(value, base.DelayedCall):
+            ident, _ = writer.rememberSpecial(value)
+            if not value.active():
+                return ("x", "call", [ident, None, None, None, None])
+            when = value.getTime()
+            self.calls.append((value, when))
+            return (
+                "x",
+                "call",
+                [
+                    ident,
+                    when,
+                    writer._write(value.func, f"{path}.func"),
+                    writer._write(tuple(value.args), f"{path}.args"),
+                    writer._write(dict(value.kw), f"{path}.kw"),
+                ],
+            )
+        if isinstance(value, task.LoopingCall):
+            if value.clock is not self.reactor:
+                raise Unadaptable(value, path, "a LoopingCall on another clock")
+            ident, _ = writer.rememberSpecial(value)
+            nextTime = value.call.getTime() if value.call is not None and value.call.active() else None
+            if value.running and nextTime is not None:
+                self.loops.append((value, nextTime))
+            return (
+                "x",
+                "loop",
+                [
+                    ident,
+                    writer._write(value.f, f"{path}.f"),
+                    writer._write(tuple(value.a), f"{path}.a"),
+                    writer._write(dict(value.kw), f"{path}.kw"),
+                    bool(value.running and nextTime is not None),
+                    value.interval,
+                    getattr(value, "starttime", None),
+                    nextTime,
+                ],
+            )
+        if isinstance(value, types.MethodType):
+            return ("x", "method", [writer._write(value.__self__, f"{path}.__self__"), value.__func__.__name__])
+        name = self.adapters.functionName(value)
+        if name is not None:
+            return ("x", "function", name)
+        return None
+
+    def _transport(self, t: Any, writer: GraphWriter, path: str) -> Any:
+        if not t.connected or t.disconnecting or getattr(t, "_writeDisconnected", False):
+            raise Unadaptable(t, path, "a connection that is closing")
+        server = getattr(t, "server", None)
+        key = self.ports.keyOf(server) if server is not None else None
+        if server is not None and key not in self.claimed:
+            raise Unadaptable(t, path, "a connection of a port the successor does not declare")
+        ident, _ = writer.rememberSpecial(t)
+        index = len(self.transports)
+        self.transports.append(t)
+        unix = _isUnix(t)
+        try:
+            peer = t.socket.getpeername()
+        except OSError:
+            peer = None
+        meta = {
+            "fd": index,
+            "family": int(t.socket.family),
+            "unix": unix,
+            "port": key,
+            "peer": list(peer) if isinstance(peer, tuple) else peer,
+            "pending": _pending(t),
+            "reading": id(t) in self.readers,
+            "producerPaused": bool(getattr(t, "producerPaused", False)),
+            "streaming": bool(getattr(t, "streamingProducer", False)),
+        }
+        producer = getattr(t, "producer", None)
+        return (
+            "x",
+            "transport",
+            [
+                ident,
+                writer._write(t.protocol, f"{path}.protocol"),
+                meta,
+                writer._write(producer, f"{path}.producer") if producer is not None else None,
+            ],
+        )
+
+
+def captureConnections(
+    reactor: Any,
+    ports: ListenerRegistry,
+    adapters: Any,
+    claimed: frozenset[str],
+    restorable: frozenset[str],
+) -> Captured:
+    """
+    Capture and freeze every connection that can move; see the module
+    docstring.
+
+    @param claimed: the port keys the successor declared.
+    @param restorable: the type names the successor has adapters for.
+    """
+
+    def adapterFor(cls: type) -> Any:
+        adapter = adapters.adapterFor(cls)
+        if adapter is None or adapter.typeName not in restorable:
+            return None
+        return adapter
+
+    anchors: dict[int, str] = {id(reactor): "reactor"}
+    factories = []
+    for tracked in ports.listening():
+        if tracked.key in claimed and tracked.kind != "udp":
+            anchors[id(tracked.port.factory)] = "factory:" + tracked.key
+            factories.append(tracked.port.factory)
+    readers = set(map(id, reactor.getReaders()))
+    hooks = _CaptureHooks(reactor, adapters, ports, claimed, readers)
+    writer = GraphWriter(adapterFor, anchors, hooks)
+    staying: dict[str, int] = {}
+    moved: dict[str, int] = {}
+    roots: list[Any] = []
+
+    def stay(reason: str) -> None:
+        staying[reason] = staying.get(reason, 0) + 1
+
+    captured: set[int] = set()
+    for t in list(ports.openConnections()):
+        if id(t) in captured:
+            # Already part of an earlier connection's graph.
+            continue
+        protocol = t.protocol
+        cls = type(protocol)
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        adapter = adapterFor(cls)
+        if adapter is None:
+            why = "no adapter" if adapters.adapterFor(cls) is None else "no adapter in the successor"
+            stay(f"{name}: {why}")
+            continue
+        why = adapter.movable(protocol)
+        if why:
+            stay(f"{name}: {why}")
+            continue
+        mark = (len(hooks.transports), len(hooks.calls), len(hooks.loops))
+        writer.checkpoint()
+        try:
+            roots.append(writer.write(protocol, cls.__name__))
+        except Unadaptable as e:
+            writer.rollback()
+            del hooks.transports[mark[0] :]
+            del hooks.calls[mark[1] :]
+            del hooks.loops[mark[2] :]
+            stay(f"{name}: {e}")
+            continue
+        writer.release()
+        captured.update(id(x) for x in hooks.transports[mark[0] :])
+
+    # The factories' own state travels too (merged into the successor's
+    # factories).  If that fails, nothing moves: a half-moved factory would
+    # split the application's shared state in two.
+    factoryNodes = []
+    try:
+        writer.checkpoint()
+        for factory in factories:
+            factoryNodes.append(writer.write(factory, type(factory).__name__))
+        writer.release()
+    except Unadaptable as e:
+        for t in hooks.transports:
+            cls = type(t.protocol)
+            stay(f"{cls.__module__}.{cls.__qualname__}: its factory's state cannot move ({e})")
+        return Captured(dumpsPlain(None), [], [], {}, staying, reactor=reactor)
+    for t in hooks.transports:
+        cls = type(t.protocol)
+        name = f"{cls.__module__}.{cls.__qualname__}"
+        moved[name] = moved.get(name, 0) + 1
+
+    payload = dumpsPlain({"roots": roots, "factories": factoryNodes, "count": len(hooks.transports)})
+    captured = Captured(
+        payload,
+        [t.fileno() for t in hooks.transports],
+        list(hooks.transports),
+        moved,
+        staying,
+        calls=hooks.calls,
+        loops=hooks.loops,
+        reactor=reactor,
+    )
+    captured.freeze()
+    return captured
+
+
+class _Gate:
+    """
+    Holds the successor's scheduled calls until the commit: a call that
+    comes due before then waits for L{open}; L{close} cancels them all.
+    """
+
+    def __init__(self) -> None:
+        self.open_ = False
+        self.waiting: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+        self.calls: list[Any] = []
+
+    def wrap(self, f: Callable[..., Any]) -> Callable[..., Any]:
+        def gated(*a: Any, **kw: Any) -> Any:
+            if self.open_:
+                return f(*a, **kw)
+            self.waiting.append((f, a, kw))
+            return None
+
+        return gated
+
+    def open(self) -> None:
+        self.open_ = True
+        waiting, self.waiting = self.waiting, []
+        for f, a, kw in waiting:
+            try:
+                f(*a, **kw)
+            except Exception:
+                _log.failure("a scheduled call restored from the incumbent failed")
+
+    def close(self) -> None:
+        self.waiting = []
+        for call in self.calls:
+            if call.active():
+                call.cancel()
+
+
+@attrs.define(eq=False)
+class Restored:
+    """
+    The successor's restored connections, not active yet.
+    """
+
+    transports: list[Any]
+    metas: list[dict[str, Any]]
+    producers: list[Any]
+    gate: _Gate
+    loops: list[Any]
+    count: int
+
+    def activate(self) -> None:
+        """
+        The commit happened: write what the incumbent had not sent, start
+        reading, release the held calls.
+        """
+        for t, meta, producer in zip(self.transports, self.metas, self.producers, strict=True):
+            if producer is not None:
+                t.registerProducer(producer, meta["streaming"])
+                t.producerPaused = meta["producerPaused"]
+        for t, meta in zip(self.transports, self.metas, strict=True):
+            if meta["pending"]:
+                t.write(meta["pending"])
+            if meta["reading"]:
+                t.startReading()
+        self.gate.open()
+
+    def rollback(self) -> None:
+        self.gate.close()
+        for loop in self.loops:
+            loop.running = False
+            loop.call = None
+        for t in self.transports:
+            releaseConnection(t)
+
+
+@attrs.define(eq=False)
+class _RestoreHooks:
+    reactor: Any
+    adapters: Any
+    ports: ListenerRegistry
+    fds: list[int]
+    transports: list[Any] = attrs.field(factory=list)
+    metas: list[dict[str, Any]] = attrs.field(factory=list)
+    producers: list[Any] = attrs.field(factory=list)
+    gate: _Gate = attrs.field(factory=_Gate)
+    loops: list[Any] = attrs.field(factory=list)
+    _session: int = 0
+
+    def __call__(self, kind: str, payload: Any, reader: GraphReader) -> Any:
+        if kind == "transport":
+            return self._transport(payload, reader)
+        if kind == "call":
+            ident, when, f, a, kw = payload
+            if when is None:
+                call = self.reactor.callLater(0, lambda: None)
+                call.cancel()
+                reader.remember(ident, call)
+                return call
+            function, args, kwargs = reader.read(f), reader.read(a), reader.read(kw)
+            delay = max(0.0, when - self.reactor.seconds())
+            call = self.reactor.callLater(delay, self.gate.wrap(function), *args, **kwargs)
+            self.gate.calls.append(call)
+            reader.remember(ident, call)
+            return call
+        if kind == "loop":
+            ident, f, a, kw, running, interval, starttime, nextTime = payload
+            loop = task.LoopingCall.__new__(task.LoopingCall)
+            reader.remember(ident, loop)
+            loop.f, loop.a, loop.kw = reader.read(f), reader.read(a), reader.read(kw)
+            loop.clock = self.reactor
+            loop.call = None
+            loop.interval = interval
+            loop.running = False
+            if starttime is not None:
+                loop.starttime = starttime
+            if running:
+                loop.running = True
+                loop._deferred = Deferred()
+                loop._runAtStart = False
+                delay = max(0.0, nextTime - self.reactor.seconds())
+                loop.call = self.reactor.callLater(delay, self.gate.wrap(loop))
+                self.gate.calls.append(loop.call)
+                self.loops.append(loop)
+            return loop
+        if kind == "method":
+            obj, name = payload
+            return getattr(reader.read(obj), name)
+        if kind == "function":
+            function = self.adapters.functionNamed(payload)
+            if function is None:
+                raise GraphError(f"function {payload} is not allowed in this process")
+            return function
+        raise GraphError(f"unknown special value {kind!r}")
+
+    def _transport(self, payload: Any, reader: GraphReader) -> Any:
+        ident, protocolNode, meta, producerNode = payload
+        index = meta["fd"]
+        if not isinstance(index, int) or not 0 <= index < len(self.fds) or self.fds[index] < 0:
+            raise GraphError(f"transport names descriptor #{index!r}, which did not arrive")
+        fd, self.fds[index] = self.fds[index], -1
+        protocol = reader.read(protocolNode)
+        server = self.ports.portForKey(meta["port"]) if meta["port"] else None
+        family = meta["family"]
+        try:
+            skt = socket.socket(family, socket.SOCK_STREAM, fileno=os.dup(fd))
+        finally:
+            os.close(fd)
+        skt.setblocking(False)
+        self._session += 1
+        peer = meta["peer"]
+        if meta["unix"]:
+            from twisted.internet import unix
+
+            t = unix.Server(skt, protocol, peer, server, self._session, self.reactor)
+        else:
+            t = tcp.Server(skt, protocol, tuple(peer or ("?", 0)), server, self._session, self.reactor)
+            if server is None:
+                t.repstr = f"<{type(protocol).__name__} #{self._session} (restored)>"
+        t.stopReading()
+        reader.remember(ident, t)
+        self.transports.append(t)
+        self.metas.append(meta)
+        self.producers.append(reader.read(producerNode) if producerNode is not None else None)
+        self.ports.trackConnection(t)
+        return t
+
+
+def restoreConnections(
+    reactor: Any,
+    ports: ListenerRegistry,
+    adapters: Any,
+    payload: bytes,
+    fds: list[int],
+) -> Restored:
+    """
+    Rebuild the incumbent's connections; see the module docstring.  Owns
+    C{fds}: on success each was duplicated into a transport and closed, on
+    failure all are closed and what was built is released.
+
+    @raise GraphError: if the state is malformed or names anything this
+        process does not allow.
+    """
+    anchors: dict[str, Any] = {"reactor": reactor}
+    for tracked in ports.listening():
+        anchors["factory:" + tracked.key] = tracked.port.factory
+    fds = list(fds)
+    hooks = _RestoreHooks(reactor, adapters, ports, fds)
+    reader = GraphReader(adapters.adapterNamed, anchors, hooks)
+    try:
+        data = loadsPlain(payload)
+        if data is None:
+            data = {"roots": [], "factories": [], "count": 0}
+        if not isinstance(data, dict):
+            raise GraphError("connection state is not a record")
+        for node in data["roots"]:
+            reader.read(node)
+        for node in data["factories"]:
+            reader.read(node)
+        reader.finish()
+        if len(hooks.transports) != data["count"] or len(hooks.transports) != len(fds):
+            raise GraphError(
+                f"{len(hooks.transports)} connections restored, {data['count']} "
+                f"announced, {len(fds)} descriptors received"
+            )
+    except BaseException:
+        hooks.gate.close()
+        for t in hooks.transports:
+            releaseConnection(t)
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
+        raise
+    return Restored(
+        hooks.transports, hooks.metas, hooks.producers, hooks.gate, hooks.loops, len(hooks.transports)
+    )

@@ -1,0 +1,354 @@
+# -*- test-case-name: tests.test_graph -*-
+"""
+One object graph, written in the incumbent and read back in the successor,
+with identity preserved and nothing reconstructed that the reading side did
+not explicitly allow.
+
+The writer walks values:
+
+  - atoms (C{None}, C{bool}, C{int}, C{float}, C{str}, C{bytes}) are
+    written as they are;
+  - C{list}, C{dict}, C{set}, C{bytearray} get an id the first time they are
+    seen and are written as references after that, so an object reachable
+    from several places arrives as one object (cycles included); C{tuple}
+    and C{frozenset} are written by value;
+  - any other object must be covered by an adapter registered for its exact
+    class (L{AdapterRegistry}), which turns it into plain state; or be an
+    I{anchor} (an object both processes already have, such as a port's
+    factory, which the reading side maps onto its own); or be one of the
+    special values the writer's C{special} hook knows (transports, scheduled
+    calls, bound methods).
+
+The result is a tree of tuples, lists and atoms ("nodes").  It is encoded
+with C{pickle} protocol 4 for speed (a C codec), and decoded with an
+unpickler that refuses to name any class or function at all
+(L{loadsPlain}): the pickle can only carry plain data.  Types are named in
+the nodes, as strings, and the reader resolves them through its own
+registry, which is the allow-list.
+
+Node forms (first element is the tag)::
+
+    ("l", id, [items])          list
+    ("d", id, [k, v, k, v...])  dict
+    ("s", id, [items])          set
+    ("b", id, bytes)            bytearray
+    ("t", [items])              tuple
+    ("f", [items])              frozenset
+    ("r", id)                   a reference to an id seen before
+    ("o", id, type, version, state)      adapted object
+    ("a", id, anchor, type, version, state)  anchored object (+ its state)
+    ("x", kind, payload)        a special value (see L{GraphWriter.special})
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+_ATOMS = (type(None), bool, int, float, str, bytes)
+_RECURSION = 20000
+
+
+class Unadaptable(Exception):
+    """
+    An object in the graph has no adapter: it cannot move.
+
+    @ivar obj: the object.
+    @ivar path: how it was reached, for the report (e.g.
+        C{"Chat.clients[3].avatar"}).
+    """
+
+    def __init__(self, obj: Any, path: str, why: str = "") -> None:
+        self.obj = obj
+        self.path = path
+        self.why = why or f"no adapter for {type(obj).__module__}.{type(obj).__qualname__}"
+        Exception.__init__(self, f"{path}: {self.why}")
+
+
+class GraphError(Exception):
+    """
+    A graph could not be read: malformed, or naming a type this process has
+    no adapter for.
+    """
+
+
+def typeName(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+@contextmanager
+def _deepRecursion() -> Iterator[None]:
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, _RECURSION))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
+
+
+class GraphWriter:
+    """
+    Writes values into nodes, sharing one memo across calls so that every
+    call's values can refer to objects written by earlier calls.
+
+    @ivar special: called with C{(value, writer, path)} for values that are
+        neither atoms, containers, anchors nor adapted; returns a node, or
+        C{None} if it does not know the value.
+    """
+
+    def __init__(
+        self,
+        adapterFor: Callable[[type], Any],
+        anchors: dict[int, str] | None = None,
+        special: Callable[[Any, GraphWriter, str], Any] | None = None,
+    ) -> None:
+        self._adapterFor = adapterFor
+        self._anchors = anchors or {}
+        self.special = special
+        self._memo: dict[int, int] = {}
+        self._keep: list[Any] = []
+        self._undo: list[int] | None = None
+        self.types: dict[str, int] = {}
+
+    # -- checkpoints: a root that fails leaves no trace ---------------------
+
+    def checkpoint(self) -> None:
+        self._undo = []
+
+    def rollback(self) -> None:
+        for key in self._undo or ():
+            self._memo.pop(key, None)
+        self._undo = None
+
+    def release(self) -> None:
+        self._undo = None
+
+    def _remember(self, obj: Any) -> int:
+        ident = len(self._keep)
+        self._memo[id(obj)] = ident
+        self._keep.append(obj)
+        if self._undo is not None:
+            self._undo.append(id(obj))
+        return ident
+
+    # -- writing ----------------------------------------------------------------
+
+    def write(self, value: Any, path: str = "root") -> Any:
+        with _deepRecursion():
+            return self._write(value, path)
+
+    def _write(self, value: Any, path: str) -> Any:
+        kind = type(value)
+        if kind in _ATOMS:
+            return value
+        seen = self._memo.get(id(value))
+        if seen is not None:
+            return ("r", seen)
+        if kind is list:
+            ident = self._remember(value)
+            return ("l", ident, [self._write(v, f"{path}[{i}]") for i, v in enumerate(value)])
+        if kind is dict:
+            ident = self._remember(value)
+            flat: list[Any] = []
+            for k, v in value.items():
+                flat.append(self._write(k, f"{path}.<key>"))
+                flat.append(self._write(v, f"{path}[{k!r}]"))
+            return ("d", ident, flat)
+        if kind is tuple:
+            return ("t", [self._write(v, f"{path}[{i}]") for i, v in enumerate(value)])
+        if kind is set:
+            ident = self._remember(value)
+            return ("s", ident, [self._write(v, f"{path}.<item>") for v in value])
+        if kind is frozenset:
+            return ("f", [self._write(v, f"{path}.<item>") for v in value])
+        if kind is bytearray:
+            return ("b", self._remember(value), bytes(value))
+        anchor = self._anchors.get(id(value))
+        adapter = self._adapterFor(kind)
+        if anchor is not None:
+            ident = self._remember(value)
+            state = None
+            name = version = None
+            if adapter is not None:
+                name, version = adapter.typeName, adapter.version
+                state = self._write(adapter.capture(value), f"{path}")
+            return ("a", ident, anchor, name, version, state)
+        if adapter is not None:
+            ident = self._remember(value)
+            name = adapter.typeName
+            self.types[name] = self.types.get(name, 0) + 1
+            state = adapter.capture(value)
+            return ("o", ident, name, adapter.version, self._write(state, f"{path}<{kind.__name__}>"))
+        if self.special is not None:
+            node = self.special(value, self, path)
+            if node is not None:
+                return node
+        raise Unadaptable(value, path)
+
+    def rememberSpecial(self, value: Any) -> tuple[int, Any]:
+        """
+        For a C{special} hook: give C{value} an id (so later references to
+        it are written as C{("r", id)}).
+
+        @return: the id, and the C{("r", id)} node for later use.
+        """
+        ident = self._remember(value)
+        return ident, ("r", ident)
+
+
+class GraphReader:
+    """
+    Reads nodes back into objects, sharing one memo across calls.
+
+    @ivar adapterNamed: returns the adapter registered under a type name,
+        or C{None}.
+    @ivar anchors: objects of this process that anchored objects map onto,
+        by anchor name.
+    @ivar special: called with C{(kind, payload, reader)} for C{"x"} nodes.
+    """
+
+    def __init__(
+        self,
+        adapterNamed: Callable[[str], Any],
+        anchors: dict[str, Any] | None = None,
+        special: Callable[[str, Any, GraphReader], Any] | None = None,
+        context: Any = None,
+    ) -> None:
+        self._adapterNamed = adapterNamed
+        self._anchors = anchors or {}
+        self.special = special
+        self.context = context
+        self._memo: dict[int, Any] = {}
+        self._populate: list[tuple[Any, Any, Any]] = []
+
+    def remember(self, ident: int, value: Any) -> None:
+        self._memo[ident] = value
+
+    def read(self, node: Any) -> Any:
+        """
+        Read one node.  Nodes must be read in the order they were written
+        (ids are assigned in that order).  Objects are created, and their
+        state read, at once; they are populated when L{finish} is called,
+        so that cycles through objects resolve.
+        """
+        with _deepRecursion():
+            return self._read(node)
+
+    def finish(self) -> None:
+        """
+        Populate every object read so far, in the order they were created.
+        """
+        batch, self._populate = self._populate, []
+        for adapter, obj, state in batch:
+            adapter.populate(obj, state, self.context)
+
+    def _adapter(self, name: Any, version: Any) -> Any:
+        if not isinstance(name, str):
+            raise GraphError(f"malformed type name {name!r}")
+        adapter = self._adapterNamed(name)
+        if adapter is None:
+            raise GraphError(
+                f"the graph holds a {name}, and this process has no adapter "
+                f"registered for it"
+            )
+        if not isinstance(version, int):
+            raise GraphError(f"malformed version for {name}: {version!r}")
+        if version != adapter.version:
+            raise GraphError(
+                f"{name} was written at version {version}, this process "
+                f"reads version {adapter.version} (upgrade steps are not "
+                f"supported yet)"
+            )
+        return adapter
+
+    def _read(self, node: Any) -> Any:
+        kind = type(node)
+        if kind in _ATOMS:
+            return node
+        if kind is not tuple or not node:
+            raise GraphError(f"malformed node of type {kind.__name__}")
+        tag = node[0]
+        try:
+            if tag == "r":
+                return self._memo[node[1]]
+            if tag == "l":
+                out: list[Any] = []
+                self._memo[node[1]] = out
+                out.extend(self._read(v) for v in node[2])
+                return out
+            if tag == "d":
+                d: dict[Any, Any] = {}
+                self._memo[node[1]] = d
+                flat = node[2]
+                for i in range(0, len(flat), 2):
+                    d[self._read(flat[i])] = self._read(flat[i + 1])
+                return d
+            if tag == "t":
+                return tuple(self._read(v) for v in node[1])
+            if tag == "s":
+                s: set[Any] = set()
+                self._memo[node[1]] = s
+                s.update(self._read(v) for v in node[2])
+                return s
+            if tag == "f":
+                return frozenset(self._read(v) for v in node[1])
+            if tag == "b":
+                b = bytearray(node[2])
+                self._memo[node[1]] = b
+                return b
+            if tag == "o":
+                _, ident, name, version, state = node
+                adapter = self._adapter(name, version)
+                obj = adapter.create(self.context)
+                self._memo[ident] = obj
+                self._populate.append((adapter, obj, self._read(state)))
+                return obj
+            if tag == "a":
+                _, ident, anchor, name, version, state = node
+                if anchor not in self._anchors:
+                    raise GraphError(f"this process has nothing to match {anchor!r}")
+                obj = self._anchors[anchor]
+                self._memo[ident] = obj
+                if name is not None:
+                    adapter = self._adapter(name, version)
+                    self._populate.append((adapter, obj, self._read(state)))
+                return obj
+            if tag == "x":
+                if self.special is None:
+                    raise GraphError(f"unexpected special value {node[1]!r}")
+                return self.special(node[1], node[2], self)
+        except (KeyError, IndexError, ValueError, TypeError) as e:
+            raise GraphError(f"malformed {tag!r} node: {e}") from e
+        raise GraphError(f"unknown node tag {tag!r}")
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise GraphError(f"refusing to load {module}.{name}: only plain data is accepted")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise GraphError("refusing a persistent id: only plain data is accepted")
+
+
+def dumpsPlain(value: Any) -> bytes:
+    """
+    Encode plain data (atoms, tuples, lists, dicts, sets) compactly.
+    """
+    return pickle.dumps(value, protocol=4)
+
+
+def loadsPlain(data: bytes) -> Any:
+    """
+    Decode what L{dumpsPlain} wrote.  No class, function or module can be
+    named by C{data}: any attempt raises L{GraphError}.
+    """
+    try:
+        return _PlainUnpickler(io.BytesIO(data)).load()
+    except GraphError:
+        raise
+    except Exception as e:
+        raise GraphError(f"undecodable state: {e.__class__.__name__}: {e}") from e

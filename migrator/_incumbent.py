@@ -3,14 +3,15 @@
 The incumbent's half of a takeover: a state machine driven by its
 successor's PB calls.
 
-    idle --begin--> begun --prepared--> prepared --switch--> switched
-                                                                |
-    idle <--abort (any failure before commit)---------------- commit
-                                                                |
-                                                          handed off
+    idle --begin--> begun --prepared--> prepared --capture--> captured
+         --restored--> restored --switch--> switched --commit--> handed off
+
+    any failure before commit --abort--> idle (everything as it was)
 
 Until C{commit} the incumbent owns everything: it keeps its ports (and only
-stops I{accepting} at C{switch}), so an abort just resumes accepting.  An
+stops I{accepting} at C{switch}) and its connections (frozen at C{capture}:
+not reading, not writing, their scheduled calls suspended), so an abort
+just resumes accepting and thaws the connections.  An
 abort happens on the successor's request, when its PB connection drops, when
 a step takes longer than the takeover timeout, or when its report does not
 match what was sent.  At C{commit} the incumbent releases its copies (close,
@@ -32,7 +33,9 @@ from twisted.logger import Logger
 from twisted.spread import pb
 from zope.interface import implementer
 
+from ._adapters import AdapterRegistry
 from ._channel import FrameChannel, channelPair
+from ._connections import Captured, captureConnections
 from ._ports import ListenerRegistry, UnsupportedPort
 
 _log = Logger()
@@ -40,6 +43,8 @@ _log = Logger()
 IDLE = "idle"
 BEGUN = "begun"
 PREPARED = "prepared"
+CAPTURED = "captured"
+RESTORED = "restored"
 SWITCHED = "switched"
 COMMITTED = "committed"
 
@@ -65,6 +70,8 @@ class _Attempt:
     channel: FrameChannel | None = None
     peerEnd: socket.socket | None = None
     sentPorts: int = 0
+    records: list[dict[str, Any]] = attrs.field(factory=list)
+    captured: Captured | None = None
     stepStartedAt: float = 0.0
     pausedAt: float | None = None
     timeoutCall: Any = None
@@ -83,6 +90,7 @@ class Incumbent:
 
     _reactor: Any
     registry: ListenerRegistry
+    adapters: AdapterRegistry
     identity: Callable[[], dict[str, Any]]
     onHandedOff: Callable[[dict[str, Any]], None]
     takeoverTimeout: float = 30.0
@@ -140,6 +148,7 @@ class Incumbent:
             self._reactor, ours, onClose=lambda reason: None
         )
         attempt.sentPorts = len(fds)
+        attempt.records = records
         self.current = attempt
         _log.info(
             "takeover requested by pid {pid} (Python {python}): sending "
@@ -180,7 +189,7 @@ class Incumbent:
             )
         attempt.state = PREPARED
         attempt.stepStartedAt = self.clock()
-        self._armTimeout(attempt, "switch")
+        self._armTimeout(attempt, "ask for the connections")
         _log.info(
             "successor pid {pid} adopted {adopted} port(s) ({unclaimed} not "
             "declared by its service); prepare took {ms:.1f} ms",
@@ -191,8 +200,74 @@ class Incumbent:
         )
         return {}
 
+    def capture(self, session: ControlSession, request: dict[str, Any]) -> dict[str, Any]:
+        """
+        Capture and freeze every connection that can move, and send them
+        over the channel.
+        """
+        attempt = self._expect(session, PREPARED, "capture")
+        if not isinstance(request, dict):
+            request = {}
+        types = request.get("types") or ()
+        unclaimed = set(attempt.report.get("unclaimed") or ())
+        claimed = frozenset(r["key"] for r in attempt.records) - unclaimed
+        started = self.clock()
+        try:
+            captured = captureConnections(
+                self._reactor,
+                self.registry,
+                self.adapters,
+                claimed,
+                frozenset(t for t in types if isinstance(t, str)),
+            )
+        except Exception as e:
+            _log.failure("capturing connections failed")
+            self.abort(f"capturing connections failed: {e}", session)
+            raise TakeoverRefused(f"capturing connections failed: {e}") from e
+        attempt.captured = captured
+        attempt.state = CAPTURED
+        assert attempt.channel is not None
+        attempt.channel.sendMessage(captured.payload, captured.fds)
+        self._armTimeout(attempt, "restore the connections")
+        ms = (self.clock() - started) * 1000
+        staying = sum(captured.staying.values())
+        _log.info(
+            "froze and sent {count} connection(s) ({size} bytes of state, "
+            "captured in {ms:.1f} ms); {staying} stay here and drain{why}",
+            count=captured.count,
+            size=len(captured.payload),
+            ms=ms,
+            staying=staying,
+            why=(": " + "; ".join(f"{n} x {r}" for r, n in sorted(captured.staying.items())))
+            if staying
+            else "",
+        )
+        return {
+            "connections": captured.count,
+            "bytes": len(captured.payload),
+            "moved": captured.moved,
+            "staying": captured.staying,
+        }
+
+    def restored(self, session: ControlSession, report: dict[str, Any]) -> dict[str, Any]:
+        attempt = self._expect(session, CAPTURED, "restored")
+        assert attempt.captured is not None
+        got = report.get("connections") if isinstance(report, dict) else None
+        if got != attempt.captured.count:
+            self.abort(
+                f"the successor restored {got!r} of {attempt.captured.count} connections",
+                session,
+            )
+            raise TakeoverRefused(
+                f"count mismatch: sent {attempt.captured.count} connections, you "
+                f"restored {got!r}"
+            )
+        attempt.state = RESTORED
+        self._armTimeout(attempt, "switch")
+        return {}
+
     def switch(self, session: ControlSession) -> dict[str, Any]:
-        attempt = self._expect(session, PREPARED, "switch")
+        attempt = self._expect(session, RESTORED, "switch")
         paused = self.registry.pauseAccepting()
         attempt.pausedAt = self.clock()
         attempt.state = SWITCHED
@@ -204,6 +279,10 @@ class Incumbent:
         attempt = self._expect(session, SWITCHED, "commit")
         self._disarm(attempt)
         released = self.registry.releaseAll()
+        moved = 0
+        if attempt.captured is not None:
+            moved = attempt.captured.count
+            attempt.captured.release()
         attempt.state = COMMITTED
         now = self.clock()
         pausedMs = (now - (attempt.pausedAt or now)) * 1000
@@ -221,17 +300,21 @@ class Incumbent:
             "successor_pid": attempt.successorPid,
             "at": now,
             "ports_moved": len(released),
+            "connections_moved": moved,
+            "connections_staying": dict(attempt.captured.staying) if attempt.captured else {},
             "accept_paused_ms": round(pausedMs, 3),
             "total_ms": round(totalMs, 3),
         }
         self.current = None
         self._closeAttempt(attempt)
         _log.info(
-            "takeover committed: {moved} port(s) now belong to pid {pid} "
+            "takeover committed: {moved} port(s) and {connections} connection(s) "
+            "now belong to pid {pid} "
             "(generation {generation}); accepting was paused for "
             "{paused:.2f} ms, the whole takeover took {total:.1f} ms; "
             "not declared by the successor and closed: {unclaimed}",
             moved=len(released),
+            connections=moved,
             pid=attempt.successorPid,
             generation=successor["generation"],
             paused=pausedMs,
@@ -242,6 +325,7 @@ class Incumbent:
         return {
             "generation": successor["generation"],
             "released": released,
+            "connections": moved,
             "accept_paused_ms": round(pausedMs, 3),
         }
 
@@ -262,6 +346,8 @@ class Incumbent:
         resumed = 0
         if attempt.state == SWITCHED:
             resumed = self.registry.resumeAccepting()
+        if attempt.captured is not None:
+            attempt.captured.thaw()
         self._closeAttempt(attempt)
         self.lastAttempt = {
             "outcome": "abandoned",
@@ -378,6 +464,12 @@ class ControlSession(pb.Referenceable):
 
     def remote_prepared(self, report: dict[str, Any]) -> dict[str, Any]:
         return self._incumbent().prepared(self, report)
+
+    def remote_capture(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self._incumbent().capture(self, request)
+
+    def remote_restored(self, report: dict[str, Any]) -> dict[str, Any]:
+        return self._incumbent().restored(self, report)
 
     def remote_switch(self) -> dict[str, Any]:
         return self._incumbent().switch(self)

@@ -31,6 +31,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ._adapters import defaultRegistry
 from ._control import ControlServerFactory, ControlSocket, PeerPolicy
 from ._incumbent import ControlRoot, Incumbent
 from ._pidfile import Pidfile, sdNotify
@@ -59,6 +60,8 @@ class MigrateConfig:
     @ivar takeoverTimeout: the longest one takeover step may take.
     @ivar pidfile: absolute path of the pidfile, or C{None}.
     @ivar description: what is being run, for status (the subcommand or tac).
+    @ivar adapterModules: modules whose C{registerAdapters(registry)} add
+        adapters for the application's classes.
     """
 
     control: str
@@ -67,6 +70,7 @@ class MigrateConfig:
     takeoverTimeout: float = 30.0
     pidfile: str | None = None
     description: str = ""
+    adapterModules: tuple[str, ...] = ()
 
 
 def _exitNow(code: int) -> None:
@@ -99,6 +103,7 @@ class MigrateService(service.MultiService):
         self._exit = exit
         self._policy = policy or PeerPolicy()
         self.registry = ListenerRegistry(reactor, holding=config.takeover)
+        self.adapters = defaultRegistry(config.adapterModules)
         self.pidfile = Pidfile(config.pidfile)
         self.state = STARTING
         self.generation = 0
@@ -109,6 +114,7 @@ class MigrateService(service.MultiService):
         self.successor: Successor | None = None
         self._innerStarted = False
         self._drainCall: LoopingCall | None = None
+        self.lastTakeover: dict[str, Any] | None = None
         self._drainDeadline: float | None = None
 
     # -- life cycle -----------------------------------------------------------
@@ -135,6 +141,7 @@ class MigrateService(service.MultiService):
             prepareControl=self._bindControl,
             timeout=self.config.takeoverTimeout,
             policy=self._policy,
+            adapters=self.adapters,
         )
         d = self.successor.run()
         d.addCallbacks(self._tookOver, self._takeoverFailed)
@@ -172,6 +179,7 @@ class MigrateService(service.MultiService):
         self.incumbent = Incumbent(
             self._reactor,
             self.registry,
+            self.adapters,
             identity=self.identity,
             onHandedOff=self._handedOff,
             takeoverTimeout=self.config.takeoverTimeout,
@@ -197,15 +205,20 @@ class MigrateService(service.MultiService):
 
     def _tookOver(self, result: dict[str, Any]) -> None:
         self._serve(generation=int(result.get("generation", 1)))
+        staying = result.get("staying") or {}
         _log.info(
             "takeover complete: generation {generation}, {moved} port(s) "
-            "adopted, {total} ms from connecting to commit (accepting was "
-            "paused {paused} ms in the predecessor)",
+            "adopted, {connections} connection(s) moved, {staying} left to "
+            "drain in the predecessor; {total} ms from connecting to commit "
+            "(accepting was paused {paused} ms in the predecessor)",
             generation=self.generation,
             moved=self.registry.adoptedCount(),
+            connections=result.get("connections", 0),
+            staying=sum(staying.values()),
             total=result.get("total_ms"),
             paused=result.get("accept_paused_ms"),
         )
+        self.lastTakeover = result
 
     def _takeoverFailed(self, failure: Any) -> None:
         self.state = FAILED
@@ -316,4 +329,6 @@ class MigrateService(service.MultiService):
             "last_takeover": incumbent.lastAttempt if incumbent else None,
             "handed_off_to": incumbent.handedOffTo if incumbent else None,
             "predecessor": predecessor,
+            "took_over": self.lastTakeover,
+            "adapters": self.adapters.typeNames(),
         }

@@ -22,13 +22,15 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.spread import pb
 
+from ._adapters import AdapterRegistry
 from ._channel import FrameChannel
+from ._connections import Restored, restoreConnections
 from ._control import ControlClientFactory, ControlSocket, PeerPolicy
 from ._ports import ListenerRegistry
 
@@ -37,7 +39,14 @@ _log = Logger()
 #: The points at which L{Successor} consults C{MIGRATOR_FAULT}: a comma
 #: separated list of C{kill:POINT}, C{hang:POINT} or C{raise:POINT}.  Used by
 #: the rollback tests; documented in docs/operators.md.
-FAULT_POINTS = ("connected", "before-adopt", "after-adopt", "after-switch", "before-commit")
+FAULT_POINTS = (
+    "connected",
+    "before-adopt",
+    "after-adopt",
+    "after-restore",
+    "after-switch",
+    "before-commit",
+)
 
 
 class TakeoverFailed(Exception):
@@ -67,6 +76,47 @@ def processAlive(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
+class _Inbox:
+    """
+    Messages from the incumbent's frame channel, in order.
+    """
+
+    def __init__(self, reactor: Any, sock: socket.socket) -> None:
+        self._queue: list[tuple[bytes, list[int]]] = []
+        self._waiting: list[Deferred[tuple[bytes, list[int]]]] = []
+        self._closed: Failure | None = None
+        self.channel = FrameChannel(reactor, sock, self._message, self._close)
+        self.channel.startReading()
+
+    def _message(self, payload: bytes, fds: list[int]) -> None:
+        if self._waiting:
+            self._waiting.pop(0).callback((payload, fds))
+        else:
+            self._queue.append((payload, fds))
+
+    def _close(self, reason: Failure) -> None:
+        self._closed = reason
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(reason)
+
+    def next(self) -> Deferred[tuple[bytes, list[int]]]:
+        if self._queue:
+            return succeed(self._queue.pop(0))
+        if self._closed is not None:
+            return fail(self._closed)
+        d: Deferred[tuple[bytes, list[int]]] = Deferred()
+        self._waiting.append(d)
+        return d
+
+    def close(self) -> None:
+        for _, fds in self._queue:
+            for fd in fds:
+                os.close(fd)
+        self._queue = []
+        self.channel.close()
+
+
 @attrs.define(eq=False)
 class Successor:
     """
@@ -89,8 +139,12 @@ class Successor:
     processAlive: Callable[[int], bool] = processAlive
     clock: Callable[[], float] = time.time
     predecessor: dict[str, Any] = attrs.field(factory=dict)
+    adapters: AdapterRegistry = attrs.field(factory=AdapterRegistry)
     broker: Any = None
     control: ControlSocket | None = None
+    inbox: _Inbox | None = None
+    restored: Restored | None = None
+    connectionReport: dict[str, Any] = attrs.field(factory=dict)
     _step: str = "connect"
     # What a "hang" fault waits on, kept here: a coroutine suspended on a
     # Deferred that nothing else references is garbage-collected, which
@@ -161,10 +215,8 @@ class Successor:
                 raise TakeoverFailed(
                     f"expected the incumbent's channel descriptor, got {len(fds)}"
                 )
-            channelSocket = socket.socket(fileno=fds.pop())
-            payload, portFds = await self._receive(channelSocket)
-            # Continue outside the channel's read callback.
-            await deferLater(self._reactor, 0, lambda: None)
+            self.inbox = _Inbox(self._reactor, socket.socket(fileno=fds.pop()))
+            payload, portFds = await self._receive()
             message = json.loads(payload.decode("utf-8"))
             records = message["ports"]
             _log.info(
@@ -210,6 +262,32 @@ class Successor:
                 {"received": len(portFds), "adopted": adopted, "unclaimed": unclaimed},
             )
 
+            self._step = "capture"
+            captureReport = await self._call(
+                root, "capture", {"types": self.adapters.typeNames()}
+            )
+            statePayload, connectionFds = await self._receive()
+            self._step = "restore"
+            restoreStarted = self.clock()
+            self.restored = restoreConnections(
+                self._reactor, self.registry, self.adapters, statePayload, connectionFds
+            )
+            self.connectionReport = {
+                "moved": captureReport.get("moved") or {},
+                "staying": captureReport.get("staying") or {},
+                "bytes": captureReport.get("bytes"),
+                "restore_ms": round((self.clock() - restoreStarted) * 1000, 3),
+            }
+            _log.info(
+                "restored {count} connection(s) from {size} bytes of state in "
+                "{ms:.1f} ms (not reading until the commit)",
+                count=self.restored.count,
+                size=len(statePayload),
+                ms=self.connectionReport["restore_ms"],
+            )
+            await self._fault("after-restore")
+            await self._call(root, "restored", {"connections": self.restored.count})
+
             self._step = "switch"
             await self._call(root, "switch")
             switchedAt = self.clock()
@@ -234,42 +312,41 @@ class Successor:
                     raise TakeoverFailed(
                         "the incumbent hung up instead of committing"
                     ) from e
+            if self.restored is not None:
+                self.restored.activate()
+            assert self.inbox is not None
+            self.inbox.close()
             self.control.publish()
             # Hanging up tells the incumbent it may exit once drained.
             self.broker.transport.loseConnection()
             result = dict(result)
             result["total_ms"] = round((self.clock() - started) * 1000, 3)
             result["switch_to_commit_ms"] = round((self.clock() - switchedAt) * 1000, 3)
+            result.update(self.connectionReport)
             return result
         except BaseException as e:
             reason = _describe(e)
             await self._rollback(root, reason)
             raise TakeoverFailed(f"takeover failed at step {self._step}: {reason}") from e
 
-    async def _receive(self, sock: socket.socket) -> tuple[bytes, list[int]]:
-        d: Deferred[tuple[bytes, list[int]]] = Deferred()
-
-        def onMessage(payload: bytes, fds: list[int]) -> None:
-            if not d.called:
-                d.callback((payload, fds))
-            else:
-                for fd in fds:
-                    os.close(fd)
-
-        def onClose(reason: Failure) -> None:
-            if not d.called:
-                d.errback(reason)
-
-        channel = FrameChannel(self._reactor, sock, onMessage, onClose)
-        channel.startReading()
+    async def _receive(self) -> tuple[bytes, list[int]]:
+        """
+        The next message from the incumbent's frame channel.
+        """
+        assert self.inbox is not None
+        d = self.inbox.next()
         d.addTimeout(self.timeout, self._reactor)
-        try:
-            return await d
-        finally:
-            channel.onClose = None
-            channel.close()
+        message = await d
+        # Carry on outside the channel's read callback.
+        await deferLater(self._reactor, 0, lambda: None)
+        return message
 
     async def _rollback(self, root: Any, reason: str) -> None:
+        if self.restored is not None:
+            self.restored.rollback()
+            self.restored = None
+        if self.inbox is not None:
+            self.inbox.close()
         released = self.registry.releaseAll()
         self.registry.closeUnclaimed()
         if self.control is not None:

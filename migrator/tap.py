@@ -67,6 +67,17 @@ class Options(usage.Options):
         ],
     ]
 
+    def __init__(self) -> None:
+        usage.Options.__init__(self)
+        self["adapters"] = []
+
+    def opt_adapters(self, module: str) -> None:
+        """
+        Import MODULE and register the adapters its registerAdapters(registry)
+        defines (repeatable; comma-separated names are accepted too).
+        """
+        self["adapters"].extend(m.strip() for m in module.split(",") if m.strip())
+
     compData = usage.Completions(
         optActions={"control": usage.CompleteFiles(), "tac": usage.CompleteFiles("*.tac")}
     )
@@ -115,6 +126,12 @@ class Options(usage.Options):
         if state == "stale":
             os.unlink(self["control"])
         self._takeOverPidfile()
+        from ._adapters import defaultRegistry
+
+        try:
+            defaultRegistry(self["adapters"])
+        except (ImportError, ValueError) as e:
+            raise usage.UsageError(f"--adapters: {e}") from e
 
     def _takeOverPidfile(self) -> None:
         """
@@ -172,5 +189,6 @@ def makeService(options: Options) -> MigrateService:
         takeoverTimeout=options["takeover-timeout"],
         pidfile=options["pidfile"],
         description=options.description(),
+        adapterModules=tuple(options["adapters"]),
     )
     return MigrateService(inner, config, reactor)

@@ -1,0 +1,68 @@
+"""
+A line service for the connection-handoff tests: every line C{N payload}
+gets the reply C{N payload-reversed} plus padding, so replies pile up in
+the server when a client reads slowly.  C{stats} answers with the
+factory's counters.  Its adapters live in L{registerAdapters}, beside the
+application, not inside it.
+"""
+
+import os
+
+from twisted.application import internet, service
+from twisted.internet import reactor
+from twisted.internet.protocol import ServerFactory
+from twisted.protocols.basic import LineReceiver
+
+PAD = b"." * int(os.environ.get("NUMBERED_PAD", "200"))
+
+
+class NumberedLine(LineReceiver):
+    def connectionMade(self):
+        self.factory.made += 1
+        self.factory.clients.append(self)
+        self.lines = 0
+        self.pids = [os.getpid()]
+
+    def lineReceived(self, line):
+        if os.getpid() != self.pids[-1]:
+            self.pids.append(os.getpid())
+        if line == b"stats":
+            self.sendLine(
+                b"stats made=%d open=%d lines=%d hops=%d shared=%d"
+                % (
+                    self.factory.made,
+                    len(self.factory.clients),
+                    self.lines,
+                    len(self.pids) - 1,
+                    self.factory.shared["lines"],
+                )
+            )
+            return
+        self.lines += 1
+        self.factory.shared["lines"] += 1
+        number, _, payload = line.partition(b" ")
+        self.sendLine(number + b" " + payload[::-1] + b" " + PAD)
+
+    def connectionLost(self, reason):
+        if self in self.factory.clients:
+            self.factory.clients.remove(self)
+
+
+class NumberedFactory(ServerFactory):
+    protocol = NumberedLine
+
+    def __init__(self):
+        self.made = 0
+        self.clients = []
+        self.shared = {"lines": 0}
+
+
+def registerAdapters(registry):
+    registry.registerInstance(NumberedLine)
+    registry.registerFactory(NumberedFactory)
+
+
+def makeService(description):
+    from twisted.application import strports
+
+    return strports.service(description, NumberedFactory())

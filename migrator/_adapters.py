@@ -21,6 +21,14 @@ An adapter provides L{migrator.interfaces.IAdapter}:
     may point to objects not populated yet: cycles are allowed);
   - C{movable(obj)}: C{None}, or the reason this object must stay (the
     connection then drains in the incumbent).
+
+Optionally (see L{migrator._webadapters} for both):
+
+  - C{busy(protocol)}: whether a connection's protocol declines only for
+    now (a request in progress); the incumbent then waits a bounded time
+    for it before capturing (L{migrator._connections.Settling});
+  - C{anchorOnly}: if true, objects of the class are only ever matched
+    onto the successor's own (a port's factory), never created from state.
 """
 
 from __future__ import annotations
@@ -34,6 +42,20 @@ from zope.interface import implementer
 
 from ._graph import typeName as _typeName
 from .interfaces import IAdapter
+
+
+def _slotted(cls: type) -> bool:
+    """
+    Whether instances of C{cls} keep state in slots (C{__dict__} and
+    C{__weakref__} slots hold none).
+    """
+    for klass in cls.__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        if isinstance(slots, str):
+            slots = (slots,)
+        if any(name not in ("__dict__", "__weakref__") for name in slots):
+            return True
+    return False
 
 
 @implementer(IAdapter)
@@ -62,7 +84,9 @@ class InstanceAdapter:
 
     def capture(self, obj: Any) -> dict[str, Any]:
         exclude = self.exclude
-        if hasattr(obj, "__slots__") and not hasattr(obj, "__dict__"):
+        if not hasattr(obj, "__dict__") or _slotted(type(obj)):
+            # With state in slots (beside a __dict__ or instead of one) the
+            # instance dictionary is not the whole state.
             raise TypeError(f"{self.typeName} uses __slots__: write an adapter for it")
         return {k: v for k, v in vars(obj).items() if k not in exclude}
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import types
 from collections.abc import Callable
 from typing import Any
@@ -61,6 +62,22 @@ def _pending(transport: Any) -> bytes:
     return bytes(head) + b"".join(transport._tempDataBuffer)
 
 
+def _methodName(method: types.MethodType) -> str | None:
+    """
+    The attribute name that gives C{method} back from its object (the
+    mangled one for a private C{__name}), or C{None} if there is none.
+    """
+    name = method.__func__.__name__
+    if name.startswith("__") and not name.endswith("__"):
+        owner = method.__func__.__qualname__.rpartition(".")[0].rpartition(".")[2]
+        name = f"_{owner.lstrip('_')}{name}"
+    try:
+        same = getattr(method.__self__, name, None) == method
+    except Exception:
+        return None
+    return name if same else None
+
+
 @attrs.define(eq=False)
 class Captured:
     """
@@ -78,6 +95,8 @@ class Captured:
     _loops: list[tuple[Any, float]] = attrs.field(factory=list)
     _reactor: Any = None
     frozen: bool = False
+    pendingBytes: int = 0
+    frozenAt: float = 0.0
 
     @property
     def count(self) -> int:
@@ -195,7 +214,10 @@ class _CaptureHooks:
                 ],
             )
         if isinstance(value, types.MethodType):
-            return ("x", "method", [writer._write(value.__self__, f"{path}.__self__"), value.__func__.__name__])
+            name = _methodName(value)
+            if name is None:
+                raise Unadaptable(value, path, "a bound method its object does not have under its name")
+            return ("x", "method", [writer._write(value.__self__, f"{path}.__self__"), name])
         name = self.adapters.functionName(value)
         if name is not None:
             return ("x", "function", name)
@@ -267,6 +289,9 @@ def captureConnections(
         if tracked.key in claimed and tracked.kind != "udp":
             anchors[id(tracked.port.factory)] = "factory:" + tracked.key
             factories.append(tracked.port.factory)
+    # Connections are not served from here on (this all runs in one reactor
+    # turn): the freeze, as a client sees it, starts now.
+    frozenAt = time.time()
     readers = set(map(id, reactor.getReaders()))
     hooks = _CaptureHooks(reactor, adapters, ports, claimed, readers)
     writer = GraphWriter(adapterFor, anchors, hooks)
@@ -337,9 +362,115 @@ def captureConnections(
         calls=hooks.calls,
         loops=hooks.loops,
         reactor=reactor,
+        pendingBytes=sum(len(_pending(t)) for t in hooks.transports),
+        frozenAt=frozenAt,
     )
     captured.freeze()
     return captured
+
+
+@attrs.define(eq=False)
+class Settling:
+    """
+    Before a capture, waits (at most C{timeout} seconds) for the connections
+    that are I{busy} to go idle: those whose adapter has a C{busy(protocol)}
+    method that says so (work in progress that ends by itself, such as an
+    HTTP request being answered).  A busy connection declines to move; one
+    that finishes in time moves instead of draining here.
+
+    While it waits, every connection that I{could} be busy (its adapter has
+    C{busy}) and is idle stops reading, so that it starts no new work; the
+    client's bytes wait in the kernel.  L{resume} makes them read again:
+    call it in the same reactor turn as L{captureConnections}, which then
+    sees them reading (and the successor starts them reading).
+
+    @ivar claimed: if given, the port keys the successor declared: a
+        connection accepted on another port cannot move, busy or not, and
+        is not waited for.
+    @ivar busy: how many connections were busy when the wait ended (0
+        unless the bound expired).
+    @ivar waited: how long the wait took, in seconds.
+    """
+
+    _reactor: Any
+    _ports: ListenerRegistry
+    _adapters: Any
+    timeout: float
+    claimed: frozenset[str] | None = None
+    interval: float = 0.005
+    busy: int = 0
+    waited: float = 0.0
+    _started: float = 0.0
+    _paused: list[Any] = attrs.field(factory=list)
+    _call: Any = None
+    _done: Deferred[int] | None = None
+
+    def start(self) -> Deferred[int] | None:
+        """
+        @return: C{None} if no connection is busy (nothing to wait for, and
+            nothing was paused), else a L{Deferred} that fires with how many
+            are still busy when they are all idle or the time is up.
+        """
+        self._started = self._reactor.seconds()
+        if not self._check(pause=False):
+            return None
+        self._done = Deferred()
+        self._tick()
+        return self._done
+
+    def _check(self, pause: bool) -> int:
+        readers = set(map(id, self._reactor.getReaders())) if pause else set()
+        busyOf: dict[type, Any] = {}
+        busy = 0
+        for t in self._ports.openConnections():
+            protocol = t.protocol
+            cls = type(protocol)
+            if cls not in busyOf:
+                busyOf[cls] = getattr(self._adapters.adapterFor(cls), "busy", None)
+            isBusy = busyOf[cls]
+            if isBusy is None:
+                continue
+            if isBusy(protocol):
+                if self._canMove(t):
+                    busy += 1
+            elif pause and id(t) in readers:
+                t.stopReading()
+                self._paused.append(t)
+        self.busy = busy
+        return busy
+
+    def _canMove(self, t: Any) -> bool:
+        server = getattr(t, "server", None)
+        return self.claimed is None or server is None or self._ports.keyOf(server) in self.claimed
+
+    def _tick(self) -> None:
+        self._call = None
+        busy = self._check(pause=True)
+        now = self._reactor.seconds()
+        if busy and now < self._started + self.timeout:
+            self._call = self._reactor.callLater(self.interval, self._tick)
+            return
+        self.waited = now - self._started
+        done, self._done = self._done, None
+        if done is not None:
+            done.callback(busy)
+
+    def resume(self) -> None:
+        """
+        Stop waiting (fire the L{Deferred} now if it has not fired) and make
+        the connections paused here read again.
+        """
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        paused, self._paused = self._paused, []
+        for t in paused:
+            if t.connected and not t.disconnecting:
+                t.startReading()
+        done, self._done = self._done, None
+        if done is not None:
+            self.waited = self._reactor.seconds() - self._started
+            done.callback(self.busy)
 
 
 class _Gate:
@@ -391,21 +522,26 @@ class Restored:
     loops: list[Any]
     count: int
 
-    def activate(self) -> None:
+    def activate(self, clock: Callable[[], float] = time.time) -> list[float]:
         """
         The commit happened: write what the incumbent had not sent, start
         reading, release the held calls.
+
+        @return: when each connection was activated (by C{clock}).
         """
         for t, meta, producer in zip(self.transports, self.metas, self.producers, strict=True):
             if producer is not None:
                 t.registerProducer(producer, meta["streaming"])
                 t.producerPaused = meta["producerPaused"]
+        times = []
         for t, meta in zip(self.transports, self.metas, strict=True):
             if meta["pending"]:
                 t.write(meta["pending"])
             if meta["reading"]:
                 t.startReading()
+            times.append(clock())
         self.gate.open()
+        return times
 
     def rollback(self) -> None:
         self.gate.close()
@@ -481,29 +617,48 @@ class _RestoreHooks:
         if not isinstance(index, int) or not 0 <= index < len(self.fds) or self.fds[index] < 0:
             raise GraphError(f"transport names descriptor #{index!r}, which did not arrive")
         fd, self.fds[index] = self.fds[index], -1
-        protocol = reader.read(protocolNode)
         server = self.ports.portForKey(meta["port"]) if meta["port"] else None
         family = meta["family"]
         try:
-            skt = socket.socket(family, socket.SOCK_STREAM, fileno=os.dup(fd))
-        finally:
+            # The socket object takes the descriptor over (no duplicate).
+            skt = socket.socket(family, socket.SOCK_STREAM, fileno=fd)
+        except BaseException:
             os.close(fd)
+            raise
         skt.setblocking(False)
         self._session += 1
         peer = meta["peer"]
+        # The transport exists (and is remembered) before its protocol is
+        # read: a transport first reached as another one's producer (the
+        # two halves of a proxy) has a protocol that refers back to it.
+        noProtocolYet: Any = None
+        t: Any
         if meta["unix"]:
             from twisted.internet import unix
 
-            t = unix.Server(skt, protocol, peer, server, self._session, self.reactor)
+            t = unix.Server(skt, noProtocolYet, peer, server, self._session, self.reactor)
         else:
-            t = tcp.Server(skt, protocol, tuple(peer or ("?", 0)), server, self._session, self.reactor)
-            if server is None:
-                t.repstr = f"<{type(protocol).__name__} #{self._session} (restored)>"
+            t = tcp.Server(
+                skt, noProtocolYet, tuple(peer or ("?", 0)), server, self._session, self.reactor
+            )
         t.stopReading()
         reader.remember(ident, t)
+        protocol = reader.read(protocolNode)
+        t.protocol = protocol
+        t.logstr = f"{t._getLogPrefix(protocol)},{t.sessionno},{t.hostname}"
+        if server is None:
+            t.repstr = f"<{type(protocol).__name__} #{self._session} (restored)>"
+        else:
+            t.repstr = f"<{type(protocol).__name__} #{self._session} on {server._realPortNumber}>"
         self.transports.append(t)
         self.metas.append(meta)
-        self.producers.append(reader.read(producerNode) if producerNode is not None else None)
+        # Reserve this transport's slot first: reading its producer may
+        # restore another transport (the other half of a proxy) and append
+        # to these lists.
+        slot = len(self.producers)
+        self.producers.append(None)
+        if producerNode is not None:
+            self.producers[slot] = reader.read(producerNode)
         self.ports.trackConnection(t)
         return t
 
@@ -535,6 +690,12 @@ def restoreConnections(
             data = {"roots": [], "factories": [], "count": 0}
         if not isinstance(data, dict):
             raise GraphError("connection state is not a record")
+        if not (
+            isinstance(data.get("roots"), list)
+            and isinstance(data.get("factories"), list)
+            and type(data.get("count")) is int
+        ):
+            raise GraphError("connection state lacks its roots, factories or count")
         for node in data["roots"]:
             reader.read(node)
         for node in data["factories"]:

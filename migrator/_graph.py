@@ -15,7 +15,8 @@ The writer walks values:
   - any other object must be covered by an adapter registered for its exact
     class (L{AdapterRegistry}), which turns it into plain state; or be an
     I{anchor} (an object both processes already have, such as a port's
-    factory, which the reading side maps onto its own); or be one of the
+    factory, which the reading side maps onto its own; an adapter with a
+    true C{anchorOnly} covers anchors only); or be one of the
     special values the writer's C{special} hook knows (transports, scheduled
     calls, bound methods).
 
@@ -178,6 +179,10 @@ class GraphWriter:
                 state = self._write(adapter.capture(value), f"{path}")
             return ("a", ident, anchor, name, version, state)
         if adapter is not None:
+            if getattr(adapter, "anchorOnly", False):
+                # Its objects are only ever matched onto the reading side's
+                # own (e.g. a web Site, whose resource tree never moves).
+                raise Unadaptable(value, path, f"a {typeName(kind)} moves only as a port's factory")
             ident = self._remember(value)
             name = adapter.typeName
             self.types[name] = self.types.get(name, 0) + 1
@@ -236,7 +241,10 @@ class GraphReader:
         so that cycles through objects resolve.
         """
         with _deepRecursion():
-            return self._read(node)
+            try:
+                return self._read(node)
+            except RecursionError as e:
+                raise GraphError("the graph is nested too deeply to read") from e
 
     def finish(self) -> None:
         """
@@ -244,7 +252,16 @@ class GraphReader:
         """
         batch, self._populate = self._populate, []
         for adapter, obj, state in batch:
-            adapter.populate(obj, state, self.context)
+            try:
+                adapter.populate(obj, state, self.context)
+            except GraphError:
+                raise
+            except Exception as e:
+                # A state of the wrong shape for its adapter is as malformed
+                # as a bad node.
+                raise GraphError(
+                    f"cannot populate a {adapter.typeName}: {e.__class__.__name__}: {e}"
+                ) from e
 
     def _adapter(self, name: Any, version: Any) -> Any:
         if not isinstance(name, str):
@@ -297,6 +314,9 @@ class GraphReader:
             if tag == "f":
                 return frozenset(self._read(v) for v in node[1])
             if tag == "b":
+                if type(node[2]) is not bytes:
+                    # bytearray(n) would allocate n bytes.
+                    raise GraphError("malformed 'b' node: its value is not bytes")
                 b = bytearray(node[2])
                 self._memo[node[1]] = b
                 return b
@@ -338,7 +358,10 @@ def dumpsPlain(value: Any) -> bytes:
     """
     Encode plain data (atoms, tuples, lists, dicts, sets) compactly.
     """
-    return pickle.dumps(value, protocol=4)
+    # The C pickler recurses once per nesting level (about twice per level
+    # of the application's graph).
+    with _deepRecursion():
+        return pickle.dumps(value, protocol=4)
 
 
 def loadsPlain(data: bytes) -> Any:

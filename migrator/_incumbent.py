@@ -29,13 +29,14 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.spread import pb
 from zope.interface import implementer
 
 from ._adapters import AdapterRegistry
 from ._channel import FrameChannel, channelPair
-from ._connections import Captured, captureConnections
+from ._connections import Captured, Settling, captureConnections
 from ._ports import ListenerRegistry, UnsupportedPort
 
 _log = Logger()
@@ -72,6 +73,7 @@ class _Attempt:
     sentPorts: int = 0
     records: list[dict[str, Any]] = attrs.field(factory=list)
     captured: Captured | None = None
+    settling: Settling | None = None
     stepStartedAt: float = 0.0
     pausedAt: float | None = None
     timeoutCall: Any = None
@@ -86,6 +88,8 @@ class Incumbent:
     @ivar onHandedOff: called with the successor's description once a
         takeover has committed.
     @ivar takeoverTimeout: the longest any one step may take, in seconds.
+    @ivar settleTimeout: the longest the capture step waits for busy
+        connections to go idle (at most a third of C{takeoverTimeout}).
     """
 
     _reactor: Any
@@ -94,6 +98,9 @@ class Incumbent:
     identity: Callable[[], dict[str, Any]]
     onHandedOff: Callable[[dict[str, Any]], None]
     takeoverTimeout: float = 30.0
+    #: The longest the capture waits for busy connections (an HTTP request
+    #: being answered) to go idle, so that they move rather than drain.
+    settleTimeout: float = 5.0
     clock: Callable[[], float] = time.time
     current: _Attempt | None = None
     handedOffTo: dict[str, Any] | None = None
@@ -200,17 +207,54 @@ class Incumbent:
         )
         return {}
 
-    def capture(self, session: ControlSession, request: dict[str, Any]) -> dict[str, Any]:
+    def capture(
+        self, session: ControlSession, request: dict[str, Any]
+    ) -> dict[str, Any] | Deferred[dict[str, Any]]:
         """
         Capture and freeze every connection that can move, and send them
-        over the channel.
+        over the channel.  If some connections are busy (see L{Settling}),
+        first wait for them, a bounded time.
+
+        @return: the report, or (after a wait) a L{Deferred} firing with it.
         """
         attempt = self._expect(session, PREPARED, "capture")
         if not isinstance(request, dict):
             request = {}
+        settling = Settling(
+            self._reactor,
+            self.registry,
+            self.adapters,
+            min(self.settleTimeout, self.takeoverTimeout / 3),
+            claimed=self._claimed(attempt),
+        )
+        waiting = settling.start()
+        if waiting is None:
+            return self._capture(session, attempt, request)
+        attempt.settling = settling
+        _log.info(
+            "waiting up to {timeout:g} s for {busy} busy connection(s) to finish "
+            "before capturing",
+            timeout=settling.timeout,
+            busy=settling.busy,
+        )
+        return waiting.addCallback(lambda _: self._capture(session, attempt, request))
+
+    def _capture(
+        self, session: ControlSession, attempt: _Attempt, request: dict[str, Any]
+    ) -> dict[str, Any]:
+        settling, attempt.settling = attempt.settling, None
+        if settling is not None:
+            # In this reactor turn, with the capture: nothing is read between.
+            settling.resume()
+            _log.info(
+                "waited {ms:.1f} ms for busy connections; {busy} still busy",
+                ms=settling.waited * 1000,
+                busy=settling.busy,
+            )
+        if self.current is not attempt or attempt.state != PREPARED:
+            raise TakeoverRefused("capture: the takeover was abandoned while waiting")
         types = request.get("types") or ()
-        unclaimed = set(attempt.report.get("unclaimed") or ())
-        claimed = frozenset(r["key"] for r in attempt.records) - unclaimed
+        claimed = self._claimed(attempt)
         started = self.clock()
         try:
             captured = captureConnections(
@@ -233,8 +277,10 @@ class Incumbent:
         staying = sum(captured.staying.values())
         _log.info(
             "froze and sent {count} connection(s) ({size} bytes of state, "
-            "captured in {ms:.1f} ms); {staying} stay here and drain{why}",
+            "{pending} unsent bytes, captured in {ms:.1f} ms); {staying} stay "
+            "here and drain{why}",
             count=captured.count,
+            pending=captured.pendingBytes,
             size=len(captured.payload),
             ms=ms,
             staying=staying,
@@ -247,6 +293,7 @@ class Incumbent:
             "bytes": len(captured.payload),
             "moved": captured.moved,
             "staying": captured.staying,
+            "frozen_at": captured.frozenAt,
         }
 
     def restored(self, session: ControlSession, report: dict[str, Any]) -> dict[str, Any]:
@@ -346,6 +393,8 @@ class Incumbent:
         resumed = 0
         if attempt.state == SWITCHED:
             resumed = self.registry.resumeAccepting()
+        if attempt.settling is not None:
+            attempt.settling.resume()
         if attempt.captured is not None:
             attempt.captured.thaw()
         self._closeAttempt(attempt)
@@ -367,6 +416,13 @@ class Incumbent:
         return True
 
     # -- helpers ---------------------------------------------------------------
+
+    def _claimed(self, attempt: _Attempt) -> frozenset[str]:
+        """
+        The keys of the ports the successor declared.
+        """
+        unclaimed = set(attempt.report.get("unclaimed") or ())
+        return frozenset(r["key"] for r in attempt.records) - unclaimed
 
     def _expect(self, session: ControlSession, state: str, step: str) -> _Attempt:
         attempt = self.current
@@ -465,7 +521,9 @@ class ControlSession(pb.Referenceable):
     def remote_prepared(self, report: dict[str, Any]) -> dict[str, Any]:
         return self._incumbent().prepared(self, report)
 
-    def remote_capture(self, request: dict[str, Any]) -> dict[str, Any]:
+    def remote_capture(
+        self, request: dict[str, Any]
+    ) -> dict[str, Any] | Deferred[dict[str, Any]]:
         return self._incumbent().capture(self, request)
 
     def remote_restored(self, report: dict[str, Any]) -> dict[str, Any]:

@@ -218,6 +218,12 @@ class MigrateService(service.MultiService):
             total=result.get("total_ms"),
             paused=result.get("accept_paused_ms"),
         )
+        if result.get("freeze_ms"):
+            _log.info(
+                "connections were frozen for p50 {p50} ms, p99 {p99} ms, max "
+                "{max} ms (capture in the predecessor to reading here)",
+                **result["freeze_ms"],
+            )
         self.lastTakeover = result
 
     def _takeoverFailed(self, failure: Any) -> None:

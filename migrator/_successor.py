@@ -313,7 +313,15 @@ class Successor:
                         "the incumbent hung up instead of committing"
                     ) from e
             if self.restored is not None:
-                self.restored.activate()
+                activated = self.restored.activate()
+                frozenAt = float(captureReport.get("frozen_at") or 0.0)
+                if activated and frozenAt:
+                    freezes = sorted((t - frozenAt) * 1000 for t in activated)
+                    self.connectionReport["freeze_ms"] = {
+                        "p50": round(freezes[len(freezes) // 2], 3),
+                        "p99": round(freezes[min(len(freezes) - 1, int(len(freezes) * 0.99))], 3),
+                        "max": round(freezes[-1], 3),
+                    }
             assert self.inbox is not None
             self.inbox.close()
             self.control.publish()

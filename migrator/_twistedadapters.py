@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 from twisted.protocols import portforward
 
+from . import _webadapters
 from ._adapters import AdapterRegistry, InstanceAdapter, factoryAdapter
 
 
@@ -39,3 +40,4 @@ def registerAdapters(registry: AdapterRegistry) -> None:
     registry.register(_ProxyAdapter(portforward.ProxyClient))
     registry.register(factoryAdapter(portforward.ProxyFactory, keep=("host", "port")))
     registry.register(InstanceAdapter(portforward.ProxyClientFactory))
+    _webadapters.registerAdapters(registry)

@@ -7,9 +7,8 @@ application, not inside it.
 """
 
 import os
+import socket
 
-from twisted.application import internet, service
-from twisted.internet import reactor
 from twisted.internet.protocol import ServerFactory
 from twisted.protocols.basic import LineReceiver
 
@@ -18,6 +17,9 @@ PAD = b"." * int(os.environ.get("NUMBERED_PAD", "200"))
 
 class NumberedLine(LineReceiver):
     def connectionMade(self):
+        # A small kernel send buffer makes replies pile up in Twisted's
+        # buffer when the client reads slowly: the takeover must carry them.
+        self.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         self.factory.made += 1
         self.factory.clients.append(self)
         self.lines = 0

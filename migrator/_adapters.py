@@ -33,6 +33,7 @@ Optionally (see L{migrator._webadapters} for both):
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -44,6 +45,7 @@ from ._graph import typeName as _typeName
 from .interfaces import IAdapter
 
 
+@functools.lru_cache(maxsize=1024)
 def _slotted(cls: type) -> bool:
     """
     Whether instances of C{cls} keep state in slots (C{__dict__} and

@@ -26,6 +26,7 @@ and closed at once.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
@@ -277,11 +278,17 @@ def captureConnections(
     @param restorable: the type names the successor has adapters for.
     """
 
+    known: dict[type, Any] = {}
+
     def adapterFor(cls: type) -> Any:
-        adapter = adapters.adapterFor(cls)
-        if adapter is None or adapter.typeName not in restorable:
-            return None
-        return adapter
+        try:
+            return known[cls]
+        except KeyError:
+            adapter = adapters.adapterFor(cls)
+            if adapter is not None and adapter.typeName not in restorable:
+                adapter = None
+            known[cls] = adapter
+            return adapter
 
     anchors: dict[int, str] = {id(reactor): "reactor"}
     factories = []
@@ -552,6 +559,33 @@ class Restored:
             releaseConnection(t)
 
 
+class _QuietStart:
+    """
+    A transport whose constructor does not start reading: Twisted's
+    C{Server.__init__} calls C{startReading()}, which for a restored
+    connection would only be undone at once (two epoll calls each, for
+    thousands of connections, while they are frozen).
+    """
+
+    _quiet = True
+
+    def startReading(self) -> None:
+        if self._quiet:
+            return
+        super().startReading()  # type: ignore[misc]
+
+
+class _RestoredTCPServer(_QuietStart, tcp.Server):
+    pass
+
+
+@functools.lru_cache(maxsize=1)
+def _restoredUNIXServer() -> type:
+    from twisted.internet import unix
+
+    return type("_RestoredUNIXServer", (_QuietStart, unix.Server), {})
+
+
 @attrs.define(eq=False)
 class _RestoreHooks:
     reactor: Any
@@ -563,6 +597,7 @@ class _RestoreHooks:
     producers: list[Any] = attrs.field(factory=list)
     gate: _Gate = attrs.field(factory=_Gate)
     loops: list[Any] = attrs.field(factory=list)
+    servers: dict[str, Any] = attrs.field(factory=dict)
     _session: int = 0
 
     def __call__(self, kind: str, payload: Any, reader: GraphReader) -> Any:
@@ -617,7 +652,10 @@ class _RestoreHooks:
         if not isinstance(index, int) or not 0 <= index < len(self.fds) or self.fds[index] < 0:
             raise GraphError(f"transport names descriptor #{index!r}, which did not arrive")
         fd, self.fds[index] = self.fds[index], -1
-        server = self.ports.portForKey(meta["port"]) if meta["port"] else None
+        key = meta["port"]
+        if key and key not in self.servers:
+            self.servers[key] = self.ports.portForKey(key)
+        server = self.servers[key] if key else None
         family = meta["family"]
         try:
             # The socket object takes the descriptor over (no duplicate).
@@ -634,14 +672,16 @@ class _RestoreHooks:
         noProtocolYet: Any = None
         t: Any
         if meta["unix"]:
-            from twisted.internet import unix
-
-            t = unix.Server(skt, noProtocolYet, peer, server, self._session, self.reactor)
+            t = _restoredUNIXServer()(
+                skt, noProtocolYet, peer, server, self._session, self.reactor
+            )
         else:
-            t = tcp.Server(
+            t = _RestoredTCPServer(
                 skt, noProtocolYet, tuple(peer or ("?", 0)), server, self._session, self.reactor
             )
-        t.stopReading()
+        # Constructed without reading (see _QuietStart); reading starts at
+        # activate().
+        t._quiet = False
         reader.remember(ident, t)
         protocol = reader.read(protocolNode)
         t.protocol = protocol

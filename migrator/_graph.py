@@ -69,6 +69,14 @@ class Unadaptable(Exception):
         self.why = why or f"no adapter for {type(obj).__module__}.{type(obj).__qualname__}"
         Exception.__init__(self, f"{path}: {self.why}")
 
+    def within(self, segment: str) -> None:
+        """
+        Prepend C{segment} to the path (the writer builds paths only while
+        an error unwinds, never on the happy path).
+        """
+        self.path = segment + self.path
+        self.args = (f"{self.path}: {self.why}",)
+
 
 class GraphError(Exception):
     """
@@ -140,32 +148,67 @@ class GraphWriter:
 
     def write(self, value: Any, path: str = "root") -> Any:
         with _deepRecursion():
-            return self._write(value, path)
+            try:
+                return self._write(value)
+            except Unadaptable as e:
+                e.within(path)
+                raise
 
-    def _write(self, value: Any, path: str) -> Any:
+    def _write(self, value: Any, path: str = "") -> Any:
+        """
+        Write one value.  C{path} labels this value in an error message; it
+        is never formatted unless something cannot be written.
+        """
         kind = type(value)
         if kind in _ATOMS:
             return value
         seen = self._memo.get(id(value))
         if seen is not None:
             return ("r", seen)
+        try:
+            return self._writeNew(value, kind)
+        except Unadaptable as e:
+            e.within(path)
+            raise
+
+    def _writeItems(self, values: Any) -> list[Any]:
+        out: list[Any] = []
+        append = out.append
+        write = self._write
+        atoms = _ATOMS
+        try:
+            for v in values:
+                append(v if type(v) in atoms else write(v))
+        except Unadaptable as e:
+            e.within(f"[{len(out)}]")
+            raise
+        return out
+
+    def _writeNew(self, value: Any, kind: type) -> Any:
         if kind is list:
             ident = self._remember(value)
-            return ("l", ident, [self._write(v, f"{path}[{i}]") for i, v in enumerate(value)])
+            return ("l", ident, self._writeItems(value))
         if kind is dict:
             ident = self._remember(value)
             flat: list[Any] = []
+            append = flat.append
+            write = self._write
+            atoms = _ATOMS
             for k, v in value.items():
-                flat.append(self._write(k, f"{path}.<key>"))
-                flat.append(self._write(v, f"{path}[{k!r}]"))
+                try:
+                    append(k if type(k) in atoms else write(k))
+                    append(v if type(v) in atoms else write(v))
+                except Unadaptable as e:
+                    e.within(f"[{k!r}]")
+                    raise
             return ("d", ident, flat)
         if kind is tuple:
-            return ("t", [self._write(v, f"{path}[{i}]") for i, v in enumerate(value)])
+            return ("t", self._writeItems(value))
         if kind is set:
             ident = self._remember(value)
-            return ("s", ident, [self._write(v, f"{path}.<item>") for v in value])
+            return ("s", ident, self._writeItems(value))
         if kind is frozenset:
-            return ("f", [self._write(v, f"{path}.<item>") for v in value])
+            return ("f", self._writeItems(value))
         if kind is bytearray:
             return ("b", self._remember(value), bytes(value))
         anchor = self._anchors.get(id(value))
@@ -176,23 +219,36 @@ class GraphWriter:
             name = version = None
             if adapter is not None:
                 name, version = adapter.typeName, adapter.version
-                state = self._write(adapter.capture(value), f"{path}")
+                state = self._write(self._capture(adapter, value))
             return ("a", ident, anchor, name, version, state)
         if adapter is not None:
             if getattr(adapter, "anchorOnly", False):
                 # Its objects are only ever matched onto the reading side's
                 # own (e.g. a web Site, whose resource tree never moves).
-                raise Unadaptable(value, path, f"a {typeName(kind)} moves only as a port's factory")
+                raise Unadaptable(value, "", f"a {typeName(kind)} moves only as a port's factory")
             ident = self._remember(value)
             name = adapter.typeName
             self.types[name] = self.types.get(name, 0) + 1
-            state = adapter.capture(value)
-            return ("o", ident, name, adapter.version, self._write(state, f"{path}<{kind.__name__}>"))
+            state = self._write(self._capture(adapter, value), f"<{kind.__name__}>")
+            return ("o", ident, name, adapter.version, state)
         if self.special is not None:
-            node = self.special(value, self, path)
+            node = self.special(value, self, "")
             if node is not None:
                 return node
-        raise Unadaptable(value, path)
+        raise Unadaptable(value, "")
+
+    @staticmethod
+    def _capture(adapter: Any, value: Any) -> Any:
+        try:
+            return adapter.capture(value)
+        except Unadaptable:
+            raise
+        except Exception as e:
+            # A failing adapter keeps its object (and its connection) here;
+            # it does not abort the whole takeover.
+            raise Unadaptable(
+                value, "", f"its adapter failed: {e.__class__.__name__}: {e}"
+            ) from e
 
     def rememberSpecial(self, value: Any) -> tuple[int, Any]:
         """
@@ -229,6 +285,7 @@ class GraphReader:
         self.context = context
         self._memo: dict[int, Any] = {}
         self._populate: list[tuple[Any, Any, Any]] = []
+        self._reading = False
 
     def remember(self, ident: int, value: Any) -> None:
         self._memo[ident] = value
@@ -240,11 +297,17 @@ class GraphReader:
         state read, at once; they are populated when L{finish} is called,
         so that cycles through objects resolve.
         """
-        with _deepRecursion():
-            try:
+        if self._reading:
+            # Nested (from a special hook): the limit is already raised.
+            return self._read(node)
+        self._reading = True
+        try:
+            with _deepRecursion():
                 return self._read(node)
-            except RecursionError as e:
-                raise GraphError("the graph is nested too deeply to read") from e
+        except RecursionError as e:
+            raise GraphError("the graph is nested too deeply to read") from e
+        finally:
+            self._reading = False
 
     def finish(self) -> None:
         """
@@ -282,6 +345,16 @@ class GraphReader:
             )
         return adapter
 
+    def _readInto(self, add: Callable[[Any], Any], nodes: Any) -> None:
+        # A plain loop: generator expressions here would cost a C-level
+        # frame per nesting level (and hit 3.12's C recursion limit).
+        if type(nodes) is not list:
+            raise GraphError(f"malformed items of type {type(nodes).__name__}")
+        read = self._read
+        atoms = _ATOMS
+        for v in nodes:
+            add(v if type(v) in atoms else read(v))
+
     def _read(self, node: Any) -> Any:
         kind = type(node)
         if kind in _ATOMS:
@@ -295,7 +368,7 @@ class GraphReader:
             if tag == "l":
                 out: list[Any] = []
                 self._memo[node[1]] = out
-                out.extend(self._read(v) for v in node[2])
+                self._readInto(out.append, node[2])
                 return out
             if tag == "d":
                 d: dict[Any, Any] = {}
@@ -305,14 +378,18 @@ class GraphReader:
                     d[self._read(flat[i])] = self._read(flat[i + 1])
                 return d
             if tag == "t":
-                return tuple(self._read(v) for v in node[1])
+                items: list[Any] = []
+                self._readInto(items.append, node[1])
+                return tuple(items)
             if tag == "s":
                 s: set[Any] = set()
                 self._memo[node[1]] = s
-                s.update(self._read(v) for v in node[2])
+                self._readInto(s.add, node[2])
                 return s
             if tag == "f":
-                return frozenset(self._read(v) for v in node[1])
+                members: list[Any] = []
+                self._readInto(members.append, node[1])
+                return frozenset(members)
             if tag == "b":
                 if type(node[2]) is not bytes:
                     # bytearray(n) would allocate n bytes.

@@ -394,8 +394,10 @@ class UnadaptableTests(SynchronousTestCase):
 
         writer = GraphWriter(lambda cls: None, special=special)
         self.assertEqual(writer.write([stranger]), ("l", 0, [("x", "stranger", None)]))
-        self.assertRaises(Unadaptable, writer.write, Stranger())
-        self.assertEqual(seen[0], (stranger, "root[0]"))
+        e = self.assertRaises(Unadaptable, writer.write, [1, Stranger()])
+        self.assertIs(seen[0][0], stranger)
+        # Paths are only built while an error unwinds.
+        self.assertEqual(e.path, "root[1]")
 
 
 class CheckpointTests(SynchronousTestCase):

@@ -209,8 +209,13 @@ class MigrateService(service.MultiService):
 
     def _takeoverFailed(self, failure: Any) -> None:
         self.state = FAILED
-        failure.trap(TakeoverFailed)
-        message = failure.getErrorMessage()
+        if failure.check(TakeoverFailed):
+            message = failure.getErrorMessage()
+        else:
+            # A bug (e.g. in the rollback), not a refusal: still exit, rather
+            # than linger serving nothing.
+            _log.failure("the takeover failed unexpectedly", failure)
+            message = f"the takeover failed unexpectedly: {failure.getErrorMessage()}"
         sys.stderr.write(
             f"migrate: {message}\nmigrate: the running service was not "
             f"changed and keeps serving.\n"

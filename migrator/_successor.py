@@ -130,6 +130,9 @@ class Successor:
     async def _run(self) -> dict[str, Any]:
         started = self.clock()
         root = None
+        # Port descriptors received but not yet offered to the registry
+        # (which owns them once offered) are ours to close on failure.
+        unoffered: list[int] = []
         try:
             self._step = "connect"
             factory = ControlClientFactory(self.policy)
@@ -163,6 +166,7 @@ class Successor:
                 )
             channelSocket = socket.socket(fileno=fds.pop())
             payload, portFds = await self._receive(channelSocket)
+            unoffered = portFds
             # Continue outside the channel's read callback.
             await deferLater(self._reactor, 0, lambda: None)
             message = json.loads(payload.decode("utf-8"))
@@ -176,8 +180,6 @@ class Successor:
                 count=len(portFds),
             )
             if len(portFds) != begun.get("ports") or len(records) != len(portFds):
-                for fd in portFds:
-                    os.close(fd)
                 raise TakeoverFailed(
                     f"the incumbent announced {begun.get('ports')} ports and "
                     f"{len(records)} records, {len(portFds)} descriptors arrived"
@@ -185,6 +187,7 @@ class Successor:
 
             self._step = "adopt"
             await self._fault("before-adopt")
+            unoffered = []
             self.registry.offer(records, portFds)
             self.startService()
             unclaimed = self.registry.closeUnclaimed()
@@ -224,7 +227,9 @@ class Successor:
             # incumbent still lives (it only exits after we hang up).
             try:
                 result = await root.callRemote("commit")
-            except pb.PBConnectionLost as e:
+            except (pb.PBConnectionLost, pb.DeadReferenceError) as e:
+                # DeadReferenceError: the connection was already gone when
+                # we called.
                 if not self.processAlive(int(begun.get("pid", -1))):
                     _log.warn(
                         "the incumbent died during commit; this process keeps the ports"
@@ -234,7 +239,16 @@ class Successor:
                     raise TakeoverFailed(
                         "the incumbent hung up instead of committing"
                     ) from e
-            self.control.publish()
+            try:
+                self.control.publish()
+            except OSError:
+                # Committed: the incumbent has let go of its ports, so rolling
+                # back now would leave nobody listening.
+                _log.failure(
+                    "takeover committed, but the control socket could not be "
+                    "published at {path}; serving without it",
+                    path=self.path,
+                )
             # Hanging up tells the incumbent it may exit once drained.
             self.broker.transport.loseConnection()
             result = dict(result)
@@ -242,6 +256,8 @@ class Successor:
             result["switch_to_commit_ms"] = round((self.clock() - switchedAt) * 1000, 3)
             return result
         except BaseException as e:
+            for fd in unoffered:
+                os.close(fd)
             reason = _describe(e)
             await self._rollback(root, reason)
             raise TakeoverFailed(f"takeover failed at step {self._step}: {reason}") from e

@@ -116,6 +116,8 @@ def checkControlPath(path: str, uid: int | None = None) -> str:
         pst = os.lstat(path)
     except FileNotFoundError:
         return path
+    except PermissionError as e:
+        raise ControlPathError(f"{path}: {e.strerror}") from e
     if not stat.S_ISSOCK(pst.st_mode):
         raise ControlPathError(f"{path} exists and is not a socket; refusing to replace it")
     return path

@@ -269,6 +269,10 @@ class FakeRegistry:
                 keys.append(port.key)
         return keys
 
+    def takeLocks(self) -> list[str]:
+        self.calls.append("takeLocks")
+        return []
+
     def connectionCount(self) -> int:
         return sum(1 for _ in self.openConnections())
 
@@ -339,12 +343,16 @@ class FakeBroker:
     receivedFds: list[int] = attrs.field(factory=list)
     disconnected: bool = False
     root: FakeRemoteRoot | None = None
+    disconnects: list[Callable[[], None]] = attrs.field(factory=list)
     transport: _FakeBrokerTransport = attrs.field(
         default=attrs.Factory(lambda self: _FakeBrokerTransport(self), takes_self=True)
     )
 
     def remoteForName(self, name: str) -> FakeRemoteRoot | None:
         return self.root
+
+    def notifyOnDisconnect(self, notifier: Callable[[], None]) -> None:
+        self.disconnects.append(notifier)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         """
@@ -362,6 +370,9 @@ class FakeBroker:
             for call in self.root.calls:
                 if not call.deferred.called:
                     call.deferred.errback(Failure(pb.PBConnectionLost(reason)))
+        # As PB does: pending answers fail first, then the notifiers run.
+        for notifier in self.disconnects[:]:
+            notifier()
 
 
 @attrs.define(eq=False)

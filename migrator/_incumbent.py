@@ -126,6 +126,15 @@ class Incumbent:
         try:
             records, fds = self.registry.handoffRecords()
         except UnsupportedPort as e:
+            pid = info.get("pid")
+            self.lastAttempt = {
+                "outcome": "refused",
+                "successor_pid": pid,
+                "at": self.clock(),
+                "step": IDLE,
+                "reason": str(e),
+            }
+            _log.warn("takeover by pid {pid} refused: {reason}", pid=pid, reason=str(e))
             raise TakeoverRefused(str(e)) from e
         pid = info.get("pid")
         attempt = _Attempt(

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -96,6 +96,7 @@ class Successor:
     # Deferred that nothing else references is garbage-collected, which
     # throws GeneratorExit into it and turns the hang into a rollback.
     _hangs: list[Deferred[None]] = attrs.field(factory=list, init=False)
+    _running: Deferred[dict[str, Any]] | None = attrs.field(default=None, init=False)
 
     def run(self) -> Deferred[dict[str, Any]]:
         """
@@ -105,7 +106,45 @@ class Successor:
             the new C{generation}), or failing with L{TakeoverFailed} after
             everything was rolled back.
         """
-        return Deferred.fromCoroutine(self._run())
+        self._running = Deferred.fromCoroutine(self._run())
+        return self._running
+
+    def _afterCommit(self) -> None:
+        """
+        Finish a committed takeover; never raises.
+        """
+        try:
+            self.registry.takeLocks()
+        except Exception:
+            _log.failure("takeover committed, but taking the UNIX lock files failed")
+        try:
+            assert self.control is not None
+            self.control.publish()
+        except Exception:
+            _log.failure(
+                "takeover committed, but the control socket could not be "
+                "published at {path}; serving without it",
+                path=self.path,
+            )
+        try:
+            # Hanging up tells the incumbent it may exit once drained.
+            self.broker.transport.loseConnection()
+        except Exception:
+            _log.failure("takeover committed, but hanging up on the incumbent failed")
+
+    def _incumbentHungUp(self) -> None:
+        """
+        The incumbent hung up on us before the commit: it has abandoned the
+        takeover (timed out, or is going away) and resumed accepting.  Stop
+        whatever step we are in (even one that hangs) and roll back at once,
+        so that we do not keep accepting on its sockets.
+        """
+        if self._step in ("commit", "done") or self._running is None:
+            return
+        _log.warn(
+            "the incumbent hung up during step {step}: rolling back", step=self._step
+        )
+        self._running.cancel()
 
     async def _fault(self, point: str) -> None:
         for spec in filter(None, self.faults.split(",")):
@@ -149,6 +188,7 @@ class Successor:
                     ) from e
                 raise
             self.broker = root.broker
+            self.broker.notifyOnDisconnect(self._incumbentHungUp)
             await self._fault("connected")
 
             self._step = "begin"
@@ -239,18 +279,11 @@ class Successor:
                     raise TakeoverFailed(
                         "the incumbent hung up instead of committing"
                     ) from e
-            try:
-                self.control.publish()
-            except OSError:
-                # Committed: the incumbent has let go of its ports, so rolling
-                # back now would leave nobody listening.
-                _log.failure(
-                    "takeover committed, but the control socket could not be "
-                    "published at {path}; serving without it",
-                    path=self.path,
-                )
-            # Hanging up tells the incumbent it may exit once drained.
-            self.broker.transport.loseConnection()
+            # Committed: the incumbent has let go of its ports.  Nothing from
+            # here on may roll back (that would leave nobody listening), so
+            # every failure is logged and the successor keeps serving.
+            self._step = "done"
+            self._afterCommit()
             result = dict(result)
             result["total_ms"] = round((self.clock() - started) * 1000, 3)
             result["switch_to_commit_ms"] = round((self.clock() - switchedAt) * 1000, 3)
@@ -309,6 +342,8 @@ class Successor:
 
 
 def _describe(e: BaseException) -> str:
+    if isinstance(e, CancelledError):
+        return "the incumbent hung up (it gave up on this takeover)"
     if isinstance(e, pb.RemoteError):
         # The message is the remote value; the traceback is withheld
         # ("Traceback unavailable") for pb.Error subclasses.

@@ -788,6 +788,19 @@ class FaultInjectionTests(SuccessorTestMixin, SynchronousTestCase):
         self.assertNotIn("releaseAll", self.registry.calls)
         self.assertEqual(self.kills, [])
 
+    def test_hangThenIncumbentHangsUp(self) -> None:
+        """
+        A successor stuck after the switch rolls back as soon as the
+        incumbent hangs up (it gave up on the takeover and accepts again):
+        it must not keep accepting on the shared sockets.
+        """
+        d = self.run_("hang:after-switch")
+        self.assertNoResult(d)
+        self.root.broker.connectionLost()
+        self.assertFailed(d, "switch", "the incumbent hung up (it gave up on this takeover)")
+        self.assertSuccessorHoldsNoPort()
+        self.assertNotIn("commit", self.root.methods())
+
     def test_hangBeforeAdopt(self) -> None:
         """
         C{hang:before-adopt} stops before the service starts.

@@ -418,13 +418,6 @@ class PortKindsTests(_Fixture, SynchronousTestCase):
         self.assertEqual(self.startIntruder(unixPath), "Cannot acquire lock")
         assertServes(self, socket.AF_UNIX, unixPath, self.marker)
 
-    test_unixLockFollowsSuccessor.skip = (  # type: ignore[attr-defined]
-        "known bug, not fixed here: after a takeover the UNIX port's lock "
-        "file (PATH.lock) still names the exited incumbent and the successor "
-        "never re-takes it, so Twisted breaks the stale lock, unlinks the live "
-        "socket and binds a new one: the intruder takes the path from the "
-        "successor.  Delete this skip to reproduce."
-    )
 
     def test_ipv6(self) -> None:
         """

@@ -45,6 +45,30 @@ class ControlPathError(Exception):
     """
 
 
+class StrictSecurity(jelly.SecurityOptions):
+    """
+    Jelly security that allows exactly the type names it was given.
+
+    L{jelly.SecurityOptions.isTypeAllowed} also accepts I{every} dotted type
+    name, so any class registered process-wide with
+    C{setUnjellyableForClass} (by the wrapped service, say) would be
+    rebuilt from a peer's bytes; this does not.
+    """
+
+    #: The names under which the jellier (sending side) checks plain values.
+    _builtins = frozenset(
+        f"builtins.{t.__name__}".encode()
+        for t in (dict, list, tuple, str, bytes, int, float, bool, type(None), set, frozenset)
+    )
+
+    def isTypeAllowed(self, typeName: str | bytes) -> bool:
+        if not isinstance(typeName, bytes):
+            typeName = typeName.encode("utf-8")
+        # A peer naming "builtins.x" still reaches isClassAllowed, which
+        # allows no class at all.
+        return typeName in self.allowedTypes or typeName in self._builtins
+
+
 def controlSecurity() -> jelly.SecurityOptions:
     """
     Jelly security for the control conversation: dictionaries, lists,
@@ -52,9 +76,11 @@ def controlSecurity() -> jelly.SecurityOptions:
     plumbing) and copied failures (so that errors reach the caller as text).
     Nothing else is unjellied.
     """
-    security = jelly.SecurityOptions()
+    security = StrictSecurity()
     security.allowBasicTypes()
-    security.allowTypes("remote", pb.CopyableFailure)
+    # As bytes: allowTypes() would store a class's qualified name as str,
+    # which the check (on bytes) never finds.
+    security.allowTypes(b"remote", b"twisted.spread.pb.CopyableFailure")
     return security
 
 
@@ -90,6 +116,8 @@ def checkControlPath(path: str, uid: int | None = None) -> str:
         pst = os.lstat(path)
     except FileNotFoundError:
         return path
+    except PermissionError as e:
+        raise ControlPathError(f"{path}: {e.strerror}") from e
     if not stat.S_ISSOCK(pst.st_mode):
         raise ControlPathError(f"{path} exists and is not a socket; refusing to replace it")
     return path
@@ -102,7 +130,13 @@ def probe(path: str, timeout: float = 2.0) -> str:
     @return: C{"absent"} (nothing there), C{"stale"} (a socket file nobody
         listens on) or C{"live"}.
     """
-    if not os.path.lexists(path):
+    try:
+        os.lstat(path)
+    except PermissionError:
+        # A directory we may not search (another user's service): that is
+        # not "absent"; let connect() below meet the EACCES and say so.
+        pass
+    except OSError:
         return "absent"
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
@@ -179,7 +213,19 @@ class CheckedServerBroker(pb.Broker):
         # A refused peer's bytes are never parsed.
         if self.peer.startswith("refused"):
             return
-        pb.Broker.dataReceived(self, data)
+        try:
+            pb.Broker.dataReceived(self, data)
+        except Exception as e:
+            # Banana raises on malformed input; say so plainly and drop only
+            # this connection.
+            self.peer = "refused " + self.peer
+            _log.warn(
+                "dropped a control connection from {peer}: malformed input "
+                "({error})",
+                peer=self.peer[8:],
+                error=f"{e.__class__.__name__}: {e}"[:200],
+            )
+            self.transport.abortConnection()
 
 
 class ControlServerFactory(pb.PBServerFactory):
@@ -201,6 +247,10 @@ class CheckedClientBroker(pb.Broker):
     the file descriptors the server sends (the frame channel's socket).
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pb.Broker.__init__(self, *args, **kwargs)
+        self.receivedFds: list[int] = []
+
     def connectionMade(self) -> None:
         ok, who = self.factory.policy.check(self.transport)
         if not ok:
@@ -208,14 +258,13 @@ class CheckedClientBroker(pb.Broker):
             _log.error("the control socket is served by {peer}: refusing to talk to it", peer=who)
             self.transport.abortConnection()
             return
-        self.receivedFds: list[int] = []
         pb.Broker.connectionMade(self)
 
     def fileDescriptorReceived(self, fd: int) -> None:
         self.receivedFds.append(fd)
 
     def connectionLost(self, reason: Any) -> None:
-        for fd in getattr(self, "receivedFds", []):
+        for fd in self.receivedFds:
             try:
                 os.close(fd)
             except OSError:

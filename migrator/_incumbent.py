@@ -104,6 +104,7 @@ class Incumbent:
     clock: Callable[[], float] = time.time
     current: _Attempt | None = None
     handedOffTo: dict[str, Any] | None = None
+    successorSession: ControlSession | None = None
     successorAttached: bool = False
     lastAttempt: dict[str, Any] | None = None
 
@@ -140,6 +141,15 @@ class Incumbent:
         try:
             records, fds = self.registry.handoffRecords()
         except UnsupportedPort as e:
+            pid = info.get("pid")
+            self.lastAttempt = {
+                "outcome": "refused",
+                "successor_pid": pid,
+                "at": self.clock(),
+                "step": IDLE,
+                "reason": str(e),
+            }
+            _log.warn("takeover by pid {pid} refused: {reason}", pid=pid, reason=str(e))
             raise TakeoverRefused(str(e)) from e
         pid = info.get("pid")
         attempt = _Attempt(
@@ -166,9 +176,12 @@ class Incumbent:
         )
         # The channel's socket rides with the bytes of this call's answer.
         session.sendFileDescriptor(theirs.fileno())
-        attempt.channel.sendMessage(
+        sent = attempt.channel.sendMessage(
             json.dumps({"type": "ports", "ports": records}).encode("utf-8"), fds
         )
+        # If the channel closes before the message went out, the takeover
+        # was abandoned, and that is logged on its own.
+        sent.addErrback(lambda _: None)
         self._armTimeout(attempt, "prepare")
         me = self.identity()
         return {
@@ -341,6 +354,7 @@ class Incumbent:
             "generation": me["generation"] + 1,
         }
         self.handedOffTo = successor
+        self.successorSession = session
         self.successorAttached = True
         self.lastAttempt = {
             "outcome": "committed",
@@ -509,7 +523,7 @@ class ControlSession(pb.Referenceable):
             return
         if incumbent.abort("the successor disconnected", self):
             return
-        if incumbent.handedOffTo is not None:
+        if incumbent.successorSession is self:
             incumbent.successorAttached = False
 
     def remote_status(self) -> dict[str, Any]:

@@ -153,6 +153,7 @@ class TrackedPort:
     port: Any
     adopted: bool = False
     mode: int = 0o666
+    wantPID: bool = False
 
     @property
     def listening(self) -> bool:
@@ -270,6 +271,12 @@ class ListenerRegistry:
         transport = getattr(tracked.port, "transport", None)
         if transport is not None and tracked.kind != UDP:
             tracked.port.transport = _CountingTransport(transport, self._connections)
+        if tracked.kind != UDP:
+            # Whoever stops this port (the service, or twistd at exit, even
+            # in the middle of a takeover) must never shutdown() a socket
+            # another process may hold too: close() is enough to stop it
+            # once ours is the last copy.
+            tracked.port._shouldShutdown = False
         self._ports.append(tracked)
 
     def _listenTCP(
@@ -318,14 +325,16 @@ class ListenerRegistry:
             finally:
                 self._close(fd)
             _log.info("adopted {key} from the incumbent", key=key)
-            self._track(TrackedPort(key, UNIX, listening, adopted=True, mode=mode))
+            self._track(
+                TrackedPort(key, UNIX, listening, adopted=True, mode=mode, wantPID=bool(wantPID))
+            )
             return listening
         listening = self._originals["listenUNIX"](
             address, factory, backlog, mode, wantPID
         )
         if self._holding:
             listening.stopReading()
-        self._track(TrackedPort(key, UNIX, listening, mode=mode))
+        self._track(TrackedPort(key, UNIX, listening, mode=mode, wantPID=bool(wantPID)))
         return listening
 
     def _listenUDP(
@@ -446,8 +455,40 @@ class ListenerRegistry:
         for tracked in self.listening():
             if tracked.kind in kinds:
                 releasePort(tracked.port)
+                lock = getattr(tracked.port, "lockFile", None)
+                if lock is not None and tracked.kind == UNIX:
+                    # Hand Twisted's lock file over with the socket: the
+                    # successor takes it (see takeLocks) once we let go.
+                    try:
+                        lock.unlock()
+                    except OSError:
+                        pass
+                    tracked.port.lockFile = None
                 keys.append(tracked.key)
         return keys
+
+    def takeLocks(self) -> list[str]:
+        """
+        After the commit, take Twisted's lock files (C{PATH.lock}) of the
+        adopted UNIX ports declared with C{wantPID}, which the incumbent
+        released, so that no other process may claim their paths.
+
+        @return: the keys whose lock could not be taken (logged).
+        """
+        from twisted.python import lockfile
+
+        missed = []
+        for tracked in self.listening():
+            if not (tracked.adopted and tracked.kind == UNIX and tracked.wantPID):
+                continue
+            path = tracked.port._bindPath
+            lock = lockfile.FilesystemLock(path + (b".lock" if isinstance(path, bytes) else ".lock"))
+            if lock.lock():
+                tracked.port.lockFile = lock
+            else:
+                missed.append(tracked.key)
+                _log.warn("could not take the lock file of {key}", key=tracked.key)
+        return missed
 
     def stopFactories(self, keys: list[str]) -> None:
         """

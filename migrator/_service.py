@@ -148,6 +148,10 @@ class MigrateService(service.MultiService):
 
     def stopService(self) -> Any:
         service.Service.stopService(self)
+        if self.incumbent is not None:
+            # Stopping in the middle of a takeover: abandon it first (the
+            # successor rolls back when our connection drops).
+            self.incumbent.abort("this process is stopping")
         if self._drainCall is not None and self._drainCall.running:
             self._drainCall.stop()
         d = None
@@ -204,6 +208,9 @@ class MigrateService(service.MultiService):
         )
 
     def _tookOver(self, result: dict[str, Any]) -> None:
+        assert self.successor is not None
+        # Ours now: closed (and unlinked if still ours) when we stop.
+        self.control = self.successor.control
         self._serve(generation=int(result.get("generation", 1)))
         staying = result.get("staying") or {}
         _log.info(
@@ -228,15 +235,36 @@ class MigrateService(service.MultiService):
 
     def _takeoverFailed(self, failure: Any) -> None:
         self.state = FAILED
-        failure.trap(TakeoverFailed)
-        message = failure.getErrorMessage()
+        if failure.check(TakeoverFailed):
+            message = failure.getErrorMessage()
+        else:
+            # A bug (e.g. in the rollback), not a refusal: still exit, rather
+            # than linger serving nothing.
+            _log.failure("the takeover failed unexpectedly", failure)
+            message = f"the takeover failed unexpectedly: {failure.getErrorMessage()}"
         sys.stderr.write(
             f"migrate: {message}\nmigrate: the running service was not "
             f"changed and keeps serving.\n"
         )
-        self._reactor.callLater(0, self._stopAndExit, 1)
+        remaining = self.registry.connectionCount()
+        if remaining:
+            # Connections accepted before the takeover was abandoned are
+            # ours to finish: serve them, then exit.
+            _log.info(
+                "serving the {count} connection(s) accepted before the "
+                "takeover failed, then exiting",
+                count=remaining,
+            )
+            self._startDrain(lambda: self._stopAndExit(1))
+        else:
+            self._reactor.callLater(0, self._stopAndExit, 1)
 
     def _stopAndExit(self, code: int) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        if self._drainCall is not None and self._drainCall.running:
+            self._drainCall.stop()
         self._reactor.addSystemEventTrigger("after", "shutdown", self._exit, code)
         self._reactor.stop()
 
@@ -251,17 +279,26 @@ class MigrateService(service.MultiService):
             count=remaining,
             timeout=self.config.drainTimeout,
         )
-        self._drainDeadline = self._reactor.seconds() + self.config.drainTimeout
         self._successorWaitUntil = self._reactor.seconds() + self.config.takeoverTimeout
+        self._startDrain(self._finish)
+
+    def _startDrain(self, done: Callable[[], None]) -> None:
+        """
+        Serve the remaining connections until they close or the drain
+        timeout expires, then call C{done}.
+        """
+        self._drainDone = done
+        self._drainDeadline = self._reactor.seconds() + self.config.drainTimeout
         self._drainCall = LoopingCall(self._checkDrained)
         self._drainCall.clock = self._reactor
         self._drainCall.start(0.2, now=True)
 
     def _checkDrained(self) -> None:
         remaining = list(self.registry.openConnections())
-        assert self.incumbent is not None
-        if self.incumbent.successorAttached and (
-            self._reactor.seconds() < self._successorWaitUntil
+        if (
+            self.incumbent is not None
+            and self.incumbent.successorAttached
+            and self._reactor.seconds() < self._successorWaitUntil
         ):
             # The successor hangs up once it has our commit answer and has
             # published its control socket; exiting earlier could lose the
@@ -269,7 +306,7 @@ class MigrateService(service.MultiService):
             return
         if not remaining:
             _log.info("all connections drained; exiting")
-            self._finish()
+            self._drainDone()
             return
         assert self._drainDeadline is not None
         if self._closing or self._reactor.seconds() < self._drainDeadline:
@@ -282,10 +319,11 @@ class MigrateService(service.MultiService):
         for transport in remaining:
             transport.loseConnection()
         # Whatever cannot even be closed within a few seconds is abandoned.
-        self._reactor.callLater(5.0, self._finish)
+        self._reactor.callLater(5.0, self._drainDone)
 
     _closing = False
     _successorWaitUntil = 0.0
+    _drainDone: Callable[[], None]
     _finished = False
 
     def _finish(self) -> None:

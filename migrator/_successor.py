@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -150,6 +150,7 @@ class Successor:
     # Deferred that nothing else references is garbage-collected, which
     # throws GeneratorExit into it and turns the hang into a rollback.
     _hangs: list[Deferred[None]] = attrs.field(factory=list, init=False)
+    _running: Deferred[dict[str, Any]] | None = attrs.field(default=None, init=False)
 
     def run(self) -> Deferred[dict[str, Any]]:
         """
@@ -159,7 +160,60 @@ class Successor:
             the new C{generation}), or failing with L{TakeoverFailed} after
             everything was rolled back.
         """
-        return Deferred.fromCoroutine(self._run())
+        self._running = Deferred.fromCoroutine(self._run())
+        return self._running
+
+    def _afterCommit(self, frozenAt: float) -> None:
+        """
+        Finish a committed takeover; never raises.
+        """
+        try:
+            if self.restored is not None:
+                # First of all: the frozen connections resume here.
+                activated = self.restored.activate()
+                if activated and frozenAt:
+                    freezes = sorted((t - frozenAt) * 1000 for t in activated)
+                    self.connectionReport["freeze_ms"] = {
+                        "p50": round(freezes[len(freezes) // 2], 3),
+                        "p99": round(freezes[min(len(freezes) - 1, int(len(freezes) * 0.99))], 3),
+                        "max": round(freezes[-1], 3),
+                    }
+        except Exception:
+            _log.failure("takeover committed, but resuming the moved connections failed")
+        if self.inbox is not None:
+            self.inbox.close()
+        try:
+            self.registry.takeLocks()
+        except Exception:
+            _log.failure("takeover committed, but taking the UNIX lock files failed")
+        try:
+            assert self.control is not None
+            self.control.publish()
+        except Exception:
+            _log.failure(
+                "takeover committed, but the control socket could not be "
+                "published at {path}; serving without it",
+                path=self.path,
+            )
+        try:
+            # Hanging up tells the incumbent it may exit once drained.
+            self.broker.transport.loseConnection()
+        except Exception:
+            _log.failure("takeover committed, but hanging up on the incumbent failed")
+
+    def _incumbentHungUp(self) -> None:
+        """
+        The incumbent hung up on us before the commit: it has abandoned the
+        takeover (timed out, or is going away) and resumed accepting.  Stop
+        whatever step we are in (even one that hangs) and roll back at once,
+        so that we do not keep accepting on its sockets.
+        """
+        if self._step in ("commit", "done") or self._running is None:
+            return
+        _log.warn(
+            "the incumbent hung up during step {step}: rolling back", step=self._step
+        )
+        self._running.cancel()
 
     async def _fault(self, point: str) -> None:
         for spec in filter(None, self.faults.split(",")):
@@ -184,6 +238,9 @@ class Successor:
     async def _run(self) -> dict[str, Any]:
         started = self.clock()
         root = None
+        # Port descriptors received but not yet offered to the registry
+        # (which owns them once offered) are ours to close on failure.
+        unoffered: list[int] = []
         try:
             self._step = "connect"
             factory = ControlClientFactory(self.policy)
@@ -200,6 +257,7 @@ class Successor:
                     ) from e
                 raise
             self.broker = root.broker
+            self.broker.notifyOnDisconnect(self._incumbentHungUp)
             await self._fault("connected")
 
             self._step = "begin"
@@ -217,6 +275,7 @@ class Successor:
                 )
             self.inbox = _Inbox(self._reactor, socket.socket(fileno=fds.pop()))
             payload, portFds = await self._receive()
+            unoffered = portFds
             message = json.loads(payload.decode("utf-8"))
             records = message["ports"]
             _log.info(
@@ -228,8 +287,6 @@ class Successor:
                 count=len(portFds),
             )
             if len(portFds) != begun.get("ports") or len(records) != len(portFds):
-                for fd in portFds:
-                    os.close(fd)
                 raise TakeoverFailed(
                     f"the incumbent announced {begun.get('ports')} ports and "
                     f"{len(records)} records, {len(portFds)} descriptors arrived"
@@ -237,6 +294,7 @@ class Successor:
 
             self._step = "adopt"
             await self._fault("before-adopt")
+            unoffered = []
             self.registry.offer(records, portFds)
             self.startService()
             unclaimed = self.registry.closeUnclaimed()
@@ -302,7 +360,9 @@ class Successor:
             # incumbent still lives (it only exits after we hang up).
             try:
                 result = await root.callRemote("commit")
-            except pb.PBConnectionLost as e:
+            except (pb.PBConnectionLost, pb.DeadReferenceError) as e:
+                # DeadReferenceError: the connection was already gone when
+                # we called.
                 if not self.processAlive(int(begun.get("pid", -1))):
                     _log.warn(
                         "the incumbent died during commit; this process keeps the ports"
@@ -312,27 +372,20 @@ class Successor:
                     raise TakeoverFailed(
                         "the incumbent hung up instead of committing"
                     ) from e
-            if self.restored is not None:
-                activated = self.restored.activate()
-                frozenAt = float(captureReport.get("frozen_at") or 0.0)
-                if activated and frozenAt:
-                    freezes = sorted((t - frozenAt) * 1000 for t in activated)
-                    self.connectionReport["freeze_ms"] = {
-                        "p50": round(freezes[len(freezes) // 2], 3),
-                        "p99": round(freezes[min(len(freezes) - 1, int(len(freezes) * 0.99))], 3),
-                        "max": round(freezes[-1], 3),
-                    }
-            assert self.inbox is not None
-            self.inbox.close()
-            self.control.publish()
-            # Hanging up tells the incumbent it may exit once drained.
-            self.broker.transport.loseConnection()
+            # Committed: the incumbent has let go of its ports and
+            # connections.  Nothing from here on may roll back (that would
+            # leave nobody serving them), so every failure is logged and the
+            # successor keeps serving.
+            self._step = "done"
+            self._afterCommit(float(captureReport.get("frozen_at") or 0.0))
             result = dict(result)
             result["total_ms"] = round((self.clock() - started) * 1000, 3)
             result["switch_to_commit_ms"] = round((self.clock() - switchedAt) * 1000, 3)
             result.update(self.connectionReport)
             return result
         except BaseException as e:
+            for fd in unoffered:
+                os.close(fd)
             reason = _describe(e)
             await self._rollback(root, reason)
             raise TakeoverFailed(f"takeover failed at step {self._step}: {reason}") from e
@@ -378,6 +431,8 @@ class Successor:
 
 
 def _describe(e: BaseException) -> str:
+    if isinstance(e, CancelledError):
+        return "the incumbent hung up (it gave up on this takeover)"
     if isinstance(e, pb.RemoteError):
         # The message is the remote value; the traceback is withheld
         # ("Traceback unavailable") for pb.Error subclasses.

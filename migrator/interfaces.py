@@ -93,6 +93,14 @@ class IPortRegistry(Interface):
         @return: the keys released.
         """
 
+    def takeLocks() -> list[str]:
+        """
+        After a commit, take the lock files of adopted UNIX ports that were
+        declared with one (the incumbent released them).
+
+        @return: the keys whose lock could not be taken.
+        """
+
     def connectionCount() -> int:
         """
         @return: how many connections accepted through the ports are open.

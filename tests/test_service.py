@@ -1,0 +1,529 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+Tests for L{migrator._service.MigrateService}: its two roles, its status
+record, the drain after a handoff, and how a failed takeover exits.
+
+The wrapped service is a recording fake, the registry a L{FakeRegistry},
+the control socket a L{FakeControlSocket} (through the
+C{MigrateService._bindControl} seam), time a L{MemoryReactorClock}.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import sys
+from typing import Any
+
+from twisted.application import service
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from migrator import _service
+from migrator._channel import FrameChannel
+from migrator._service import (
+    DRAINING,
+    FAILED,
+    SERVING,
+    STARTING,
+    MigrateConfig,
+    MigrateService,
+)
+from migrator._version import __version__
+from migrator.interfaces import IMigrationNode
+from migrator.testing import (
+    FakeConnection,
+    FakeControlSocket,
+    FakePeerPolicy,
+    FakeRegistry,
+    FakeRemoteRoot,
+    FakeSession,
+)
+
+CONTROL = "/run/site/ctl"
+TAKEOVER_TIMEOUT = 10.0
+DRAIN_TIMEOUT = 60.0
+KEYS = ["tcp:8080:#0", "unix:/run/site/web#0"]
+SUCCESSOR = {"pid": 4242, "python": "3.13.0"}
+
+
+class RecordingService(service.Service):
+    """
+    A wrapped service that records its life cycle, and runs C{onStart}
+    when started.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.onStart: Any = None
+
+    def privilegedStartService(self) -> None:
+        self.events.append("privilegedStartService")
+        service.Service.privilegedStartService(self)
+
+    def startService(self) -> None:
+        self.events.append("startService")
+        service.Service.startService(self)
+        if self.onStart is not None:
+            self.onStart()
+
+    def stopService(self) -> None:
+        self.events.append("stopService")
+        service.Service.stopService(self)
+
+
+class _FakeTime:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+class ServiceTestMixin:
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.fakeTime = _FakeTime()
+        self.patch(_service, "time", self.fakeTime)
+        self.notified: list[str] = []
+        self.patch(_service, "sdNotify", self.notified.append)
+        self.alive: dict[int, bool] = {}
+        self.patch(_service, "processAlive", lambda pid: self.alive.get(pid, False))
+        if "MIGRATOR_FAULT" in os.environ:
+            self.patch(os, "environ", {k: v for k, v in os.environ.items()
+                                       if k != "MIGRATOR_FAULT"})
+        self.stderr = io.StringIO()
+        self.patch(sys, "stderr", self.stderr)
+        self.exits: list[int] = []
+        self.stops = 0
+        realStop = self.reactor.stop
+
+        def stop() -> None:
+            self.stops += 1
+            realStop()
+
+        self.reactor.stop = stop  # type: ignore[method-assign]
+        self.inner = RecordingService()
+        self.controls: list[FakeControlSocket] = []
+
+    def makeService(self, takeover: bool = False) -> MigrateService:
+        config = MigrateConfig(
+            control=CONTROL,
+            takeover=takeover,
+            drainTimeout=DRAIN_TIMEOUT,
+            takeoverTimeout=TAKEOVER_TIMEOUT,
+            description="web --listen tcp:8080",
+        )
+        svc = MigrateService(
+            self.inner, config, self.reactor, exit=self.exits.append, policy=FakePeerPolicy()
+        )
+        self.registry = FakeRegistry(holding=takeover)
+        self.addCleanup(self.registry.close)
+        svc.registry = self.registry  # type: ignore[assignment]
+
+        def bindControl() -> FakeControlSocket:
+            control = FakeControlSocket(CONTROL)
+            self.controls.append(control)
+            return control
+
+        svc._bindControl = bindControl  # type: ignore[method-assign]
+        return svc
+
+    def startIncumbent(self) -> MigrateService:
+        svc = self.makeService()
+        for key in KEYS:
+            self.registry.addPort(key, key.split(":")[0], where=key)
+        svc.privilegedStartService()
+        svc.startService()
+        return svc
+
+    def handOff(self, svc: MigrateService, connections: int = 0, closeOnLose: bool = True) -> None:
+        """
+        Take C{svc}'s ports through a complete takeover (a successor on a
+        L{FakeSession}), with C{connections} still open.
+        """
+        self.connections = [FakeConnection(closeOnLose=closeOnLose) for _ in range(connections)]
+        self.registry.connections.extend(self.connections)
+        incumbent = svc.incumbent
+        session = FakeSession()
+        self.addCleanup(session.close)
+        incumbent.begin(session, dict(SUCCESSOR))
+        incumbent.prepared(session, {"received": len(KEYS)})
+        incumbent.switch(session)
+        incumbent.commit(session)
+        # The commit closed the channel before its message was flushed:
+        # these ports have no descriptors to send.
+        self.assertEqual(self.reactor.getWriters(), [])
+        self.reactor.advance(0)
+
+
+class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
+    """
+    L{MigrateService} started without C{takeover}.
+    """
+
+    def test_start(self) -> None:
+        """
+        Starting runs the wrapped service as twistd would (privileged start
+        first) with the registry's hooks installed, then publishes the
+        control socket and serves as generation 0.
+        """
+        svc = self.makeService()
+        self.assertEqual(svc.state, STARTING)
+        svc.privilegedStartService()
+        self.assertTrue(self.registry.installed)
+        self.assertEqual(self.inner.events, ["privilegedStartService"])
+        svc.startService()
+        self.assertEqual(self.inner.events, ["privilegedStartService", "startService"])
+        [control] = self.controls
+        self.assertTrue(control.published)
+        self.assertEqual((svc.state, svc.generation), (SERVING, 0))
+        self.assertIs(svc.root.incumbent, svc.incumbent)
+        self.assertEqual(svc.incumbent.takeoverTimeout, TAKEOVER_TIMEOUT)
+        self.assertEqual(self.notified, ["READY=1\nSTATUS=serving generation 0"])
+
+    def test_provides(self) -> None:
+        """
+        L{MigrateService} provides L{IMigrationNode}.
+        """
+        verifyObject(IMigrationNode, self.startIncumbent())
+
+    def test_status(self) -> None:
+        """
+        C{status} describes the process: version, pid, Python, state,
+        generation, start time and uptime, what it runs, its control path,
+        its ports and open connections, and no takeover.
+        """
+        svc = self.startIncumbent()
+        self.registry.connections.append(FakeConnection())
+        self.registry.connections.append(FakeConnection(connected=False))
+        self.fakeTime.now += 12.5
+        status = svc.status()
+        self.assertEqual(
+            status,
+            {
+                "migrator": __version__,
+                "pid": os.getpid(),
+                "python": sys.version.split()[0],
+                "executable": sys.executable,
+                "state": SERVING,
+                "generation": 0,
+                "started": 1_700_000_000.0,
+                "uptime": 12.5,
+                "service": "web --listen tcp:8080",
+                "control": CONTROL,
+                "ports": [p.describe() for p in self.registry.ports],
+                "connections": {"open": 1},
+                "takeover": None,
+                "last_takeover": None,
+                "handed_off_to": None,
+                "predecessor": None,
+            },
+        )
+
+    def test_statusBeforeServing(self) -> None:
+        """
+        Before it serves, C{status} says C{starting} and has no takeover
+        records.
+        """
+        status = self.makeService().status()
+        self.assertEqual(status["state"], STARTING)
+        self.assertIsNone(status["takeover"])
+        self.assertIsNone(status["last_takeover"])
+
+    def test_statusDuringTakeover(self) -> None:
+        """
+        During a takeover, C{status} shows the step it is at.
+        """
+        svc = self.startIncumbent()
+        session = FakeSession()
+        self.addCleanup(session.close)
+        svc.incumbent.begin(session, dict(SUCCESSOR))
+        takeover = svc.status()["takeover"]
+        self.assertEqual((takeover["successor_pid"], takeover["step"]), (4242, "begun"))
+        svc.incumbent.abort("test over", session)
+
+    def test_statusAfterHandOff(self) -> None:
+        """
+        After a handoff, C{status} says C{draining}, names the successor and
+        records the takeover.
+        """
+        svc = self.startIncumbent()
+        self.handOff(svc, connections=1)
+        status = svc.status()
+        self.assertEqual(status["state"], DRAINING)
+        self.assertEqual(
+            status["handed_off_to"], {"pid": 4242, "python": "3.13.0", "generation": 1}
+        )
+        self.assertEqual(status["last_takeover"]["outcome"], "committed")
+        self.assertEqual(status["ports"], [])
+
+    def test_identity(self) -> None:
+        """
+        C{identity} is what the incumbent tells a successor.
+        """
+        svc = self.startIncumbent()
+        self.assertEqual(
+            svc.identity(),
+            {"pid": os.getpid(), "generation": 0, "python": sys.version.split()[0]},
+        )
+
+    def test_stop(self) -> None:
+        """
+        Stopping stops the wrapped service, closes the control socket and
+        puts the reactor's listen methods back.
+        """
+        svc = self.startIncumbent()
+        svc.stopService()
+        self.assertEqual(self.inner.events[-1], "stopService")
+        self.assertTrue(self.controls[0].closed)
+        self.assertFalse(self.registry.installed)
+
+
+class DrainTests(ServiceTestMixin, SynchronousTestCase):
+    """
+    What a process does after handing off: serve its remaining connections,
+    then stop the reactor.
+    """
+
+    def test_handedOffNotifies(self) -> None:
+        """
+        On handing off the process is C{draining} and tells systemd.
+        """
+        svc = self.startIncumbent()
+        self.handOff(svc, connections=1)
+        self.assertEqual(svc.state, DRAINING)
+        self.assertEqual(self.notified[-1], "STATUS=handed off to pid 4242; draining")
+
+    def test_exitsWhenDrainedAndSuccessorGone(self) -> None:
+        """
+        With no connections left and the successor gone, the process stops
+        its reactor (once) at the next check.
+        """
+        svc = self.startIncumbent()
+        self.handOff(svc)
+        self.assertEqual(self.stops, 0)
+        # The successor hangs up once it has the commit's answer.
+        svc.incumbent.successorAttached = False
+        self.reactor.advance(0.2)
+        self.assertEqual(self.stops, 1)
+        self.reactor.advance(DRAIN_TIMEOUT * 2)
+        self.assertEqual(self.stops, 1)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_waitsForSuccessorToHangUp(self) -> None:
+        """
+        While the successor is attached (it has not yet got the commit's
+        answer and published its control socket), the process does not
+        exit, even with nothing to drain.
+        """
+        svc = self.startIncumbent()
+        self.handOff(svc)
+        self.reactor.pump([0.2] * 20)
+        self.assertEqual(self.stops, 0)
+        svc.incumbent.successorAttached = False
+        self.reactor.advance(0.2)
+        self.assertEqual(self.stops, 1)
+
+    def test_waitsForSuccessorAtMostTakeoverTimeout(self) -> None:
+        """
+        A successor that stays attached is waited for at most the takeover
+        timeout.
+        """
+        svc = self.startIncumbent()
+        self.handOff(svc)
+        self.reactor.pump([0.1] * int((TAKEOVER_TIMEOUT - 0.3) / 0.1))
+        self.assertEqual(self.stops, 0)
+        self.reactor.pump([0.1] * 5)
+        self.assertEqual(self.stops, 1)
+        self.assertTrue(svc.incumbent.successorAttached)
+
+    def test_waitsForConnections(self) -> None:
+        """
+        The process serves its remaining connections and stops once the
+        last one has closed.
+        """
+        svc = self.startIncumbent()
+        self.handOff(svc, connections=2)
+        svc.incumbent.successorAttached = False
+        self.reactor.advance(1.0)
+        self.assertEqual(self.stops, 0)
+        self.connections[0].connected = False
+        self.reactor.advance(1.0)
+        self.assertEqual(self.stops, 0)
+        self.connections[1].connected = False
+        self.reactor.advance(0.2)
+        self.assertEqual(self.stops, 1)
+        self.assertEqual([c.loseConnectionCalls for c in self.connections], [0, 0])
+
+    def test_drainTimeoutClosesThenStops(self) -> None:
+        """
+        At the drain timeout the remaining connections are closed (once),
+        and the process stops 5 seconds later even if they have not gone.
+        """
+        svc = self.startIncumbent()
+        self.handOff(svc, connections=2, closeOnLose=False)
+        svc.incumbent.successorAttached = False
+        self.reactor.advance(DRAIN_TIMEOUT - 0.2)
+        self.assertEqual([c.loseConnectionCalls for c in self.connections], [0, 0])
+        self.reactor.advance(0.2)
+        self.assertEqual([c.loseConnectionCalls for c in self.connections], [1, 1])
+        self.reactor.advance(4.9)
+        self.assertEqual(self.stops, 0)
+        self.assertEqual([c.loseConnectionCalls for c in self.connections], [1, 1])
+        self.reactor.advance(0.1)
+        self.assertEqual(self.stops, 1)
+        self.reactor.advance(10)
+        self.assertEqual(self.stops, 1)
+
+    def test_drainTimeoutConnectionsClose(self) -> None:
+        """
+        If the connections closed at the drain timeout go at once, the
+        process stops at the next check, and only once.
+        """
+        svc = self.startIncumbent()
+        self.handOff(svc, connections=1, closeOnLose=True)
+        svc.incumbent.successorAttached = False
+        self.reactor.advance(DRAIN_TIMEOUT)
+        self.assertEqual(self.connections[0].loseConnectionCalls, 1)
+        self.reactor.advance(0.2)
+        self.assertEqual(self.stops, 1)
+        self.reactor.advance(10)
+        self.assertEqual(self.stops, 1)
+
+    def test_stopServiceStopsDrainLoop(self) -> None:
+        """
+        Stopping the service (e.g. by the reactor stopping) ends the drain
+        loop.
+        """
+        svc = self.startIncumbent()
+        self.handOff(svc, connections=1)
+        svc.stopService()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
+class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
+    """
+    L{MigrateService} started with C{takeover}.
+    """
+
+    def start(self) -> tuple[MigrateService, Any]:
+        svc = self.makeService(takeover=True)
+        self.inner.onStart = lambda: [self.registry.declare(k) for k in KEYS]
+        svc.privilegedStartService()
+        self.assertEqual(self.inner.events, [])
+        svc.startService()
+        [(path, factory, timeout, _)] = self.reactor.unixClients
+        self.assertEqual((path, timeout), (CONTROL, TAKEOVER_TIMEOUT))
+        self.assertEqual(svc.successor.timeout, TAKEOVER_TIMEOUT)
+        return svc, factory
+
+    def test_takeover(self) -> None:
+        """
+        A successor starts the wrapped service only once the incumbent's
+        ports are on offer, and when the takeover commits serves as the
+        next generation with its control socket published, tells systemd it
+        is the main process now, and shows its predecessor in C{status}.
+        """
+        svc, factory = self.start()
+        root = FakeRemoteRoot()
+        factory.clientConnectionMade(root.broker)
+        self.assertEqual(root.methods(), ["begin"])
+        self.sendPorts(root)
+        root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
+        self.assertEqual(self.inner.events, [])
+        for reader in self.reactor.getReaders():
+            reader.doRead()
+        self.reactor.advance(0)
+        self.assertEqual(self.inner.events, ["privilegedStartService", "startService"])
+        self.assertEqual(self.registry.adoptedCount(), 2)
+        [control] = self.controls
+        self.assertFalse(control.published)
+        root.answer("prepared", {})
+        root.answer("switch", {"paused": 2})
+        self.assertEqual(svc.state, STARTING)
+        root.answer("commit", {"generation": 5, "released": KEYS, "accept_paused_ms": 1.0})
+        self.assertEqual((svc.state, svc.generation), (SERVING, 5))
+        self.assertTrue(control.published)
+        self.assertIs(svc.root.incumbent, svc.incumbent)
+        self.assertEqual(
+            self.notified, [f"READY=1\nSTATUS=serving generation 5\nMAINPID={os.getpid()}"]
+        )
+        self.alive[100] = True
+        self.assertEqual(
+            svc.status()["predecessor"], {"pid": 100, "python": "3.11.7", "draining": True}
+        )
+        self.alive[100] = False
+        self.assertFalse(svc.status()["predecessor"]["draining"])
+        self.assertEqual(svc.identity()["generation"], 5)
+
+    def sendPorts(self, root: FakeRemoteRoot) -> None:
+        """
+        Send the channel's descriptor and, on the channel, the ports message
+        with two ports, as the incumbent does in C{begin}.
+        """
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        root.broker.receivedFds.append(theirs.detach())
+        ports = []
+        for _ in KEYS:
+            port, probe = socket.socketpair()
+            self.addCleanup(port.close)
+            self.addCleanup(probe.close)
+            ports.append(port)
+        records = [{"key": k, "kind": k.split(":")[0], "address": k} for k in KEYS]
+        sender = FrameChannel(self.reactor, ours.dup())
+        sender.sendMessage(
+            json.dumps({"type": "ports", "ports": records}).encode("utf-8"),
+            [p.fileno() for p in ports],
+        )
+        sender.doWrite()
+        sender.close()
+
+    def test_takeoverFailedExits(self) -> None:
+        """
+        When the takeover fails, the successor says why on standard error,
+        stops its reactor, and exits with status 1 after the reactor's
+        shutdown.
+        """
+        svc, factory = self.start()
+        factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        self.assertEqual(svc.state, FAILED)
+        self.assertEqual(
+            self.stderr.getvalue(),
+            "migrate: takeover failed at step connect: ConnectionRefusedError: "
+            "Connection was refused by other side.\n"
+            "migrate: the running service was not changed and keeps serving.\n",
+        )
+        self.assertEqual(self.stops, 0)
+        self.reactor.advance(0)
+        self.assertEqual(self.stops, 1)
+        self.assertEqual(self.exits, [])
+        [(call, args, kw)] = self.reactor.triggers["after"]["shutdown"]
+        call(*args, **kw)
+        self.assertEqual(self.exits, [1])
+        self.assertEqual(self.inner.events, [])
+        # Stopping (as the reactor does) leaves the never-started service alone.
+        svc.stopService()
+        self.assertEqual(self.inner.events, [])
+        self.assertFalse(self.registry.installed)
+
+    def test_unexpectedFailureExits(self) -> None:
+        """
+        Even a failure that is not a L{TakeoverFailed} (a bug) makes the
+        successor report it and exit 1, rather than linger.
+        """
+        svc = self.makeService(takeover=True)
+        svc._takeoverFailed(Failure(ZeroDivisionError("oops")))
+        self.assertEqual(svc.state, FAILED)
+        self.assertIn("oops", self.stderr.getvalue())
+        self.reactor.advance(0)
+        [(call, args, kw)] = self.reactor.triggers["after"]["shutdown"]
+        call(*args, **kw)
+        self.assertEqual(self.exits, [1])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)

@@ -1,0 +1,1088 @@
+# -*- test-case-name: tests.test_successor -*-
+"""
+Tests for L{migrator._successor}: L{Successor} driven step by step against a
+L{FakeRemoteRoot} (every answer of the incumbent fired by the test), and
+against a real L{Incumbent} over an in-memory PB connection.
+
+The incumbent's "listening ports" are ends of C{socketpair}s whose other
+ends are kept as probes: a probe reads end-of-file once every copy of its
+port is closed, or as soon as any copy is shut down.  So a probe that is
+still open while the test holds a copy proves nothing was shut down, and a
+probe that reads end-of-file once the test closed its own copy proves the
+successor kept no copy.
+"""
+
+from __future__ import annotations
+
+import builtins
+import io
+import json
+import os
+import socket
+import sys
+from typing import Any
+
+from twisted.internet.defer import TimeoutError
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
+from twisted.spread import pb
+from twisted.trial.unittest import SynchronousTestCase
+
+from migrator._channel import FrameChannel
+from migrator._control import ControlServerFactory
+from migrator._incumbent import ControlRoot, Incumbent
+from migrator._successor import (
+    FAULT_POINTS,
+    Successor,
+    TakeoverFailed,
+    _describe,
+    processAlive,
+)
+from migrator.testing import (
+    FakeControlSocket,
+    FakePeerPolicy,
+    FakeRegistry,
+    FakeRemoteRoot,
+    connectControl,
+)
+
+PATH = "/run/site/ctl"
+TIMEOUT = 30.0
+KEYS = ["tcp:8080:#0", "unix:/run/site/web#0"]
+BEGUN = {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2}
+
+
+def doReads(reactor: MemoryReactorClock) -> None:
+    """
+    Let every reader of C{reactor} read, as a real reactor would when they
+    are readable: one that reports an error is disconnected.
+    """
+    for reader in reactor.getReaders():
+        why = reader.doRead()
+        if why is not None:
+            reactor.removeReader(reader)
+            reader.connectionLost(Failure(why))
+
+
+def abandon(d: Any) -> None:
+    """
+    Stop a takeover the test left waiting (so that it is not finished by
+    the garbage collector), ignoring how it ends.
+    """
+    if not d.called:
+        d.cancel()
+    d.addErrback(lambda _: None)
+
+
+def peerState(probe: socket.socket) -> str:
+    """
+    C{"open"}, C{"closed"} (end of file) or C{"data"}, as seen from
+    C{probe}.
+    """
+    probe.setblocking(False)
+    try:
+        data = probe.recv(1)
+    except BlockingIOError:
+        return "open"
+    return "data" if data else "closed"
+
+
+class SuccessorTestMixin:
+    """
+    A L{Successor} on a L{MemoryReactorClock} with a L{FakeRegistry}, a
+    L{FakeControlSocket}, and an incumbent played by the test through a
+    L{FakeRemoteRoot}.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.registry = FakeRegistry(holding=True)
+        self.addCleanup(self.registry.close)
+        self.declares = list(KEYS)
+        self.startError: BaseException | None = None
+        self.started = 0
+        self.controls: list[FakeControlSocket] = []
+        self.alive: dict[int, bool] = {}
+        self.root = FakeRemoteRoot(autoAnswers={"abort": None})
+        # The incumbent's ports: the test holds one copy of each (as the
+        # incumbent does) and the probe at the other end.
+        self.incumbentPorts: list[socket.socket] = []
+        self.probes: list[socket.socket] = []
+        for _ in KEYS:
+            port, probe = socket.socketpair()
+            self.incumbentPorts.append(port)
+            self.probes.append(probe)
+            self.addCleanup(port.close)
+            self.addCleanup(probe.close)
+        self.channelEnd: socket.socket | None = None
+
+    def makeSuccessor(self, faults: str = "") -> Successor:
+        return Successor(
+            self.reactor,
+            PATH,
+            self.registry,
+            startService=self.startService,
+            prepareControl=self.prepareControl,
+            timeout=TIMEOUT,
+            policy=FakePeerPolicy(),
+            faults=faults,
+            processAlive=lambda pid: self.alive.get(pid, True),
+            clock=self.reactor.seconds,
+        )
+
+    def startService(self) -> None:
+        self.started += 1
+        for key in self.declares:
+            self.registry.declare(key)
+        if self.startError is not None:
+            raise self.startError
+
+    def prepareControl(self) -> FakeControlSocket:
+        control = FakeControlSocket(PATH)
+        self.controls.append(control)
+        return control
+
+    # -- driving the takeover ---------------------------------------------
+
+    def start(self, faults: str = "") -> Any:
+        """
+        Start a takeover; it waits for its connection.
+        """
+        self.successor = self.makeSuccessor(faults)
+        d = self.successor.run()
+        self.addCleanup(abandon, d)
+        [(path, self.factory, timeout, _)] = self.reactor.unixClients
+        self.assertEqual((path, timeout), (PATH, TIMEOUT))
+        return d
+
+    def connect(self, faults: str = "") -> Any:
+        """
+        Start a takeover and connect it: it waits for C{begin}'s answer.
+        """
+        d = self.start(faults)
+        self.factory.clientConnectionMade(self.root.broker)
+        return d
+
+    def sendPorts(
+        self,
+        records: list[dict[str, Any]] | None = None,
+        fds: list[int] | None = None,
+        payload: bytes | None = None,
+        channel: bool = True,
+    ) -> None:
+        """
+        Do what the incumbent does in C{begin} before answering: send the
+        channel's descriptor over the connection and the ports message on
+        the channel.
+        """
+        if not channel:
+            return
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.channelEnd = ours
+        self.root.broker.receivedFds.append(theirs.detach())
+        if records is None:
+            records = [{"key": k, "kind": k.split(":")[0], "address": k} for k in KEYS]
+        if fds is None:
+            fds = [p.fileno() for p in self.incumbentPorts]
+        if payload is None:
+            payload = json.dumps({"type": "ports", "ports": records}).encode("utf-8")
+        sender = FrameChannel(self.reactor, ours.dup())
+        sender.sendMessage(payload, fds)
+        sender.doWrite()
+        sender.close()
+
+    def readChannels(self) -> None:
+        """
+        Let the successor read what arrived on its channel, and run what it
+        scheduled.
+        """
+        doReads(self.reactor)
+        self.reactor.advance(0)
+
+    def toBegun(self, faults: str = "", begun: dict[str, Any] | None = None, **kw: Any) -> Any:
+        """
+        Take the successor through C{begin} and the ports message: it waits
+        for C{prepared}'s answer (or failed on the way).
+        """
+        d = self.connect(faults)
+        self.sendPorts(**kw)
+        self.root.answer("begin", dict(BEGUN if begun is None else begun))
+        self.readChannels()
+        return d
+
+    def toSwitched(self, faults: str = "") -> Any:
+        d = self.toBegun(faults)
+        self.root.answer("prepared", {})
+        self.root.answer("switch", {"paused": 2})
+        return d
+
+    # -- checking ---------------------------------------------------------
+
+    def closeIncumbentCopies(self) -> None:
+        for port in self.incumbentPorts:
+            port.close()
+
+    def assertPortsNotShutDown(self) -> None:
+        self.assertEqual([peerState(p) for p in self.probes], ["open", "open"])
+
+    def assertSuccessorHoldsNoPort(self) -> None:
+        """
+        Nothing was shut down, and once the incumbent's copies are closed
+        the ports are gone: the successor kept no copy.
+        """
+        self.assertPortsNotShutDown()
+        self.closeIncumbentCopies()
+        self.assertEqual([peerState(p) for p in self.probes], ["closed", "closed"])
+
+    def assertFailed(self, d: Any, step: str, reason: str) -> TakeoverFailed:
+        """
+        The takeover failed at C{step} with C{reason}, and was rolled back:
+        the registry released everything and closed what it had not
+        adopted, any control socket was closed, the channel is closed, and
+        if the connection is alive the incumbent was told (C{abort}) and the
+        connection closed.
+        """
+        e = self.failureResultOf(d, TakeoverFailed).value
+        self.assertEqual(str(e), f"takeover failed at step {step}: {reason}")
+        calls = self.registry.calls
+        self.assertIn("releaseAll", calls)
+        self.assertIn("closeUnclaimed", calls)
+        self.assertEqual(self.registry.offered, {})
+        self.assertEqual(self.registry.listening(), [])
+        for control in self.controls:
+            self.assertTrue(control.closed)
+            self.assertFalse(control.published)
+        self.assertIsNone(self.successor.control)
+        if self.channelEnd is not None:
+            self.assertEqual(peerState(self.channelEnd), "closed")
+        connected = self.successor.broker is not None
+        if connected and not self.root.broker.disconnected:
+            self.assertEqual(self.root.methods()[-1], "abort")
+            [abort] = [c for c in self.root.calls if c.method == "abort"]
+            self.assertEqual(abort.args, (reason,))
+            self.assertEqual(self.root.broker.transport.loseConnectionCalls, 1)
+        else:
+            self.assertNotIn("abort", self.root.methods())
+        return e
+
+
+class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
+    """
+    Tests for L{Successor}, against an incumbent played by the test.
+    """
+
+    def test_happyPath(self) -> None:
+        """
+        The successor connects, begins, receives the ports, starts its
+        service (which adopts them without accepting), binds its control
+        socket, reports C{prepared} with matching counts, accepts after the
+        switch, commits, publishes its control socket and hangs up.
+        """
+        d = self.connect()
+        [begin] = self.root.calls
+        self.assertEqual(begin.method, "begin")
+        self.assertEqual(begin.args[0]["pid"], os.getpid())
+        self.assertEqual(set(begin.args[0]), {"pid", "python", "argv"})
+
+        self.sendPorts()
+        self.root.answer("begin", dict(BEGUN))
+        self.assertEqual(self.started, 0)
+        self.readChannels()
+        self.assertEqual(self.started, 1)
+        self.assertEqual(self.successor.predecessor, BEGUN)
+        self.assertEqual([(p.key, p.adopted) for p in self.registry.ports],
+                         [(k, True) for k in KEYS])
+        self.assertEqual([p.accepting for p in self.registry.ports], [False, False])
+        [control] = self.controls
+        self.assertFalse(control.published)
+        prepared = self.root.pending("prepared")
+        self.assertEqual(prepared.args, ({"received": 2, "adopted": 2, "unclaimed": []},))
+
+        self.reactor.advance(0.5)
+        self.root.answer("prepared", {})
+        self.root.answer("switch", {"paused": 2})
+        self.assertEqual([p.accepting for p in self.registry.ports], [True, True])
+        self.assertNoResult(d)
+        self.assertFalse(control.published)
+
+        self.reactor.advance(0.25)
+        self.root.answer(
+            "commit", {"generation": 5, "released": KEYS, "accept_paused_ms": 250.0}
+        )
+        result = self.successResultOf(d)
+        self.assertEqual(
+            result,
+            {
+                "generation": 5,
+                "released": KEYS,
+                "accept_paused_ms": 250.0,
+                "total_ms": 750.0,
+                "switch_to_commit_ms": 250.0,
+            },
+        )
+        self.assertTrue(control.published)
+        self.assertFalse(control.closed)
+        self.assertEqual(self.root.methods(), ["begin", "prepared", "switch", "commit"])
+        self.assertEqual(self.root.broker.transport.loseConnectionCalls, 1)
+        self.assertNotIn("releaseAll", self.registry.calls)
+        self.assertEqual(peerState(self.channelEnd), "closed")
+        # The successor holds the ports now: the incumbent's copies can go.
+        self.closeIncumbentCopies()
+        self.assertPortsNotShutDown()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_unclaimedPortsReported(self) -> None:
+        """
+        Ports the successor's service does not declare are closed before
+        C{prepared}, which reports them; fresh ports it declares besides
+        are bound, not adopted.
+        """
+        self.declares = [KEYS[0], "tcp:9090:#0"]
+        d = self.toBegun()
+        prepared = self.root.pending("prepared")
+        self.assertEqual(
+            prepared.args, ({"received": 2, "adopted": 1, "unclaimed": [KEYS[1]]},)
+        )
+        self.assertEqual(
+            [(p.key, p.adopted) for p in self.registry.ports],
+            [(KEYS[0], True), ("tcp:9090:#0", False)],
+        )
+        self.incumbentPorts[1].close()
+        self.assertEqual(peerState(self.probes[1]), "closed")
+        self.assertNoResult(d)
+
+    def test_connectionFailed(self) -> None:
+        """
+        If the control socket cannot be reached, the takeover fails at step
+        C{connect} with the reason.
+        """
+        d = self.start()
+        self.factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        e = self.assertFailed(
+            d, "connect", "ConnectionRefusedError: Connection was refused by other side."
+        )
+        self.assertIsInstance(e.__cause__, ConnectionRefusedError)
+        self.assertEqual(self.started, 0)
+
+    def test_wrongUserRefused(self) -> None:
+        """
+        If the control socket is served by another user (the client broker
+        refused it and recorded who), the takeover fails saying so.
+        """
+        d = self.start()
+        self.factory.refused = "pid 1 uid 1001 gid 1001"
+        self.factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        self.assertFailed(
+            d,
+            "connect",
+            f"the control socket {PATH} is served by another user (pid 1 uid 1001 gid 1001)",
+        )
+
+    def test_connectTimeout(self) -> None:
+        """
+        If no PB root arrives within the timeout, the takeover fails.
+        """
+        d = self.start()
+        self.reactor.advance(TIMEOUT - 0.001)
+        self.assertNoResult(d)
+        self.reactor.advance(0.001)
+        self.assertFailed(d, "connect", "timed out waiting for the incumbent")
+
+    def test_beginRefused(self) -> None:
+        """
+        A refused C{begin} fails the takeover with the incumbent's own
+        message (not the withheld remote traceback).
+        """
+        d = self.connect()
+        self.root.refuse(
+            "begin", "a takeover is already in progress (successor pid 7, step begun, 1.0s ago)"
+        )
+        self.assertFailed(
+            d,
+            "begin",
+            "the incumbent refused: a takeover is already in progress (successor "
+            "pid 7, step begun, 1.0s ago)",
+        )
+        self.assertEqual(self.started, 0)
+
+    def test_beginTimeout(self) -> None:
+        """
+        An incumbent that does not answer C{begin} in time fails the
+        takeover; it is told to abort.
+        """
+        d = self.connect()
+        self.reactor.advance(TIMEOUT)
+        self.assertFailed(d, "begin", "timed out waiting for the incumbent")
+
+    def test_noChannelDescriptor(self) -> None:
+        """
+        If C{begin}'s answer comes without the channel's descriptor, the
+        takeover fails.
+        """
+        d = self.toBegun(channel=False)
+        self.assertFailed(d, "begin", "expected the incumbent's channel descriptor, got 0")
+
+    def test_channelClosedBeforeMessage(self) -> None:
+        """
+        If the channel closes before the ports message arrives, the takeover
+        fails, and the successor closes its end.
+        """
+        d = self.connect()
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.channelEnd = ours
+        self.root.broker.receivedFds.append(theirs.detach())
+        self.root.answer("begin", dict(BEGUN))
+        ours.shutdown(socket.SHUT_WR)
+        self.readChannels()
+        self.assertFailed(d, "begin", "ChannelError: peer closed the channel")
+
+    def test_channelTimeout(self) -> None:
+        """
+        If the ports message does not arrive within the timeout, the
+        takeover fails and the channel is closed.
+        """
+        d = self.connect()
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.channelEnd = ours
+        self.root.broker.receivedFds.append(theirs.detach())
+        self.root.answer("begin", dict(BEGUN))
+        self.reactor.advance(TIMEOUT)
+        self.assertFailed(d, "begin", "timed out waiting for the incumbent")
+
+    def test_portCountMismatch(self) -> None:
+        """
+        If fewer descriptors arrive than C{begin} announced, the takeover
+        fails and the descriptors that did arrive are closed.
+        """
+        d = self.toBegun(begun={**BEGUN, "ports": 3})
+        self.assertFailed(
+            d, "begin", "the incumbent announced 3 ports and 2 records, 2 descriptors arrived"
+        )
+        self.assertNotIn("offer", self.registry.calls)
+        self.assertSuccessorHoldsNoPort()
+
+    def test_recordCountMismatch(self) -> None:
+        """
+        If the records and the descriptors of the ports message differ in
+        number, the takeover fails and the descriptors are closed.
+        """
+        records = [{"key": k, "kind": "tcp"} for k in [*KEYS, "tcp:1:#0"]]
+        d = self.toBegun(records=records)
+        self.assertFailed(
+            d, "begin", "the incumbent announced 2 ports and 3 records, 2 descriptors arrived"
+        )
+        self.assertSuccessorHoldsNoPort()
+
+    def test_malformedPortsMessage(self) -> None:
+        """
+        A ports message that is not the expected JSON fails the takeover,
+        and the descriptors that came with it are closed.
+        """
+        d = self.toBegun(payload=b"\xff not json")
+        e = self.failureResultOf(d, TakeoverFailed).value
+        self.assertTrue(str(e).startswith("takeover failed at step begin: "), str(e))
+        self.assertSuccessorHoldsNoPort()
+
+    def test_startServiceRaises(self) -> None:
+        """
+        If the service fails to start, the ports it adopted are released and
+        those it did not are closed, none shut down; the incumbent is told.
+        """
+        self.declares = [KEYS[0]]
+        self.startError = RuntimeError("the new code is broken")
+        d = self.toBegun()
+        self.assertFailed(d, "adopt", "the new code is broken")
+        self.assertEqual(self.controls, [])
+        self.assertSuccessorHoldsNoPort()
+
+    def test_adoptionCountMismatch(self) -> None:
+        """
+        If the ports adopted and set aside do not add up to those received
+        (the service stopped one it adopted), the takeover fails.
+        """
+        def startService() -> None:
+            self.started += 1
+            self.registry.declare(KEYS[0])
+            self.registry.declare(KEYS[1]).released = True
+
+        self.startService = startService  # type: ignore[method-assign]
+        d = self.toBegun()
+        self.assertFailed(d, "adopt", "adopted 1 and set aside 0 of 2 ports received")
+
+    def test_prepareControlRaises(self) -> None:
+        """
+        If this process cannot bind its own control socket, the takeover
+        fails and the adopted ports are released.
+        """
+
+        def prepareControl() -> FakeControlSocket:
+            raise OSError(98, "Address already in use")
+
+        self.prepareControl = prepareControl  # type: ignore[method-assign]
+        d = self.toBegun()
+        self.assertFailed(d, "adopt", "[Errno 98] Address already in use")
+        self.assertSuccessorHoldsNoPort()
+
+    def test_preparedRefused(self) -> None:
+        """
+        A refused C{prepared} fails the takeover: ports released, control
+        socket closed, never published.
+        """
+        d = self.toBegun()
+        self.root.refuse("prepared", "count mismatch: sent 2 ports, you received 1")
+        self.assertFailed(
+            d,
+            "prepared",
+            "the incumbent refused: count mismatch: sent 2 ports, you received 1",
+        )
+        self.assertNotIn("resumeAccepting", self.registry.calls)
+        self.assertSuccessorHoldsNoPort()
+
+    def test_preparedTimeout(self) -> None:
+        """
+        An incumbent that does not answer C{prepared} in time fails the
+        takeover.
+        """
+        d = self.toBegun()
+        self.reactor.advance(TIMEOUT)
+        self.assertFailed(d, "prepared", "timed out waiting for the incumbent")
+        self.assertSuccessorHoldsNoPort()
+
+    def test_switchRefused(self) -> None:
+        """
+        A refused C{switch} fails the takeover before the successor ever
+        accepted.
+        """
+        d = self.toBegun()
+        self.root.answer("prepared", {})
+        self.root.refuse("switch", "switch is not allowed at step begun")
+        self.assertFailed(
+            d, "switch", "the incumbent refused: switch is not allowed at step begun"
+        )
+        self.assertNotIn("resumeAccepting", self.registry.calls)
+        self.assertSuccessorHoldsNoPort()
+
+    def test_switchTimeout(self) -> None:
+        """
+        An incumbent that does not answer C{switch} in time fails the
+        takeover.
+        """
+        d = self.toBegun()
+        self.root.answer("prepared", {})
+        self.reactor.advance(TIMEOUT)
+        self.assertFailed(d, "switch", "timed out waiting for the incumbent")
+        self.assertSuccessorHoldsNoPort()
+
+    def test_commitRefused(self) -> None:
+        """
+        A refused C{commit} fails the takeover: the successor stops
+        accepting by releasing its copies (not shutting them down).
+        """
+        d = self.toSwitched()
+        self.root.refuse("commit", "commit is not allowed at step prepared")
+        self.assertFailed(
+            d, "commit", "the incumbent refused: commit is not allowed at step prepared"
+        )
+        self.assertSuccessorHoldsNoPort()
+
+    def test_commitHasNoTimeout(self) -> None:
+        """
+        The successor waits for C{commit}'s answer as long as the connection
+        lives: giving up after the incumbent committed would leave nobody
+        listening.
+        """
+        d = self.toSwitched()
+        self.reactor.advance(TIMEOUT * 10)
+        self.assertNoResult(d)
+        self.assertNotIn("releaseAll", self.registry.calls)
+
+    def test_commitLostIncumbentDead(self) -> None:
+        """
+        If the connection is lost during C{commit} and the incumbent is
+        dead, the successor keeps the ports, publishes its control socket,
+        and the takeover succeeds with the next generation.
+        """
+        d = self.toSwitched()
+        self.alive[100] = False
+        self.root.broker.connectionLost()
+        result = self.successResultOf(d)
+        self.assertEqual(result["generation"], 5)
+        self.assertTrue(self.controls[0].published)
+        self.assertNotIn("releaseAll", self.registry.calls)
+        self.assertEqual([p.accepting for p in self.registry.ports], [True, True])
+        self.closeIncumbentCopies()
+        self.assertPortsNotShutDown()
+
+    def test_publishFailsAfterCommit(self) -> None:
+        """
+        If the control socket cannot be published after the commit, the
+        successor still keeps the ports (the incumbent has let go of them:
+        rolling back now would leave nobody listening) and says so in the
+        log.
+        """
+        d = self.toSwitched()
+        self.controls[0].failPublish = PermissionError(13, "Permission denied")
+        with capturedLogs() as events:
+            self.root.answer("commit", {"generation": 5})
+        self.assertEqual(self.successResultOf(d)["generation"], 5)
+        self.assertNotIn("releaseAll", self.registry.calls)
+        self.assertNotIn("abort", self.root.methods())
+        self.assertEqual(self.root.broker.transport.loseConnectionCalls, 1)
+        [event] = [e for e in events if e.get("log_failure") is not None]
+        self.assertIsInstance(event["log_failure"].value, PermissionError)
+        self.assertEqual(len(self.flushLoggedErrors(PermissionError)), 1)
+
+    def test_commitLostIncumbentAlive(self) -> None:
+        """
+        If the connection is lost during C{commit} and the incumbent lives
+        (it abandoned the takeover and accepts again), the takeover fails
+        and the successor lets go of the ports.
+        """
+        d = self.toSwitched()
+        self.alive[100] = True
+        self.root.broker.connectionLost()
+        self.assertFailed(d, "commit", "the incumbent hung up instead of committing")
+        self.assertSuccessorHoldsNoPort()
+
+    def lostBeforeCommit(self) -> Any:
+        # The connection drops between the switch's answer and the commit
+        # call (when the successor starts accepting).
+        self.registry = _DisconnectingRegistry(holding=True)
+        self.registry.broker = self.root.broker
+        self.addCleanup(self.registry.close)
+        return self.toSwitched()
+
+    def test_lostBeforeCommitIncumbentDead(self) -> None:
+        """
+        If the connection is already lost when the successor would send
+        C{commit} and the incumbent is dead, the successor keeps the ports,
+        as when the connection is lost during C{commit}.
+        """
+        self.alive[100] = False
+        d = self.lostBeforeCommit()
+        self.assertEqual(self.successResultOf(d)["generation"], 5)
+        self.assertTrue(self.controls[0].published)
+        self.assertNotIn("releaseAll", self.registry.calls)
+
+    def test_lostBeforeCommitIncumbentAlive(self) -> None:
+        """
+        If the connection is already lost when the successor would send
+        C{commit} and the incumbent lives, the takeover fails.
+        """
+        self.alive[100] = True
+        d = self.lostBeforeCommit()
+        self.assertFailed(d, "commit", "the incumbent hung up instead of committing")
+
+    def test_abortUnanswered(self) -> None:
+        """
+        Rolling back does not wait forever for the incumbent to acknowledge
+        C{abort}: after at most 5 seconds the successor hangs up and fails.
+        """
+        del self.root.autoAnswers["abort"]
+        d = self.connect()
+        self.root.refuse("begin", "no")
+        self.assertNoResult(d)
+        self.reactor.advance(5)
+        self.assertFailed(d, "begin", "the incumbent refused: no")
+
+    def test_failureLogged(self) -> None:
+        """
+        A failed takeover is logged with its step and reason.
+        """
+        d = self.connect()
+        with capturedLogs() as events:
+            self.root.refuse("begin", "no")
+        self.failureResultOf(d, TakeoverFailed)
+        [event] = [e for e in events if "takeover failed at step" in e.get("log_format", "")]
+        self.assertEqual((event["step"], event["reason"]), ("begin", "the incumbent refused: no"))
+
+
+class _DisconnectingRegistry(FakeRegistry):
+    """
+    Loses the connection of C{broker} when told to accept.
+    """
+
+    broker: Any = None
+
+    def resumeAccepting(self) -> int:
+        n = super().resumeAccepting()
+        self.broker.connectionLost()
+        return n
+
+
+class FaultInjectionTests(SuccessorTestMixin, SynchronousTestCase):
+    """
+    Tests for C{MIGRATOR_FAULT} (L{Successor.faults}): C{raise:POINT} and
+    C{hang:POINT}.  (C{kill:} is exercised by the integration tests; here
+    C{os.kill} is replaced so that nothing can be killed by mistake.)
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.kills: list[tuple[int, int]] = []
+
+        def kill(pid: int, sig: int) -> None:
+            self.kills.append((pid, sig))
+            raise AssertionError("os.kill called by a unit test")
+
+        self.patch(os, "kill", kill)
+
+    def run_(self, faults: str) -> Any:
+        """
+        Run a takeover as far as it goes with C{faults}, the incumbent
+        answering everything it is asked.
+        """
+        d = self.connect(faults)
+        if self.isPending("begin"):
+            self.sendPorts()
+            self.root.answer("begin", dict(BEGUN))
+            self.readChannels()
+        for method, answer in [
+            ("prepared", {}),
+            ("switch", {"paused": 2}),
+            ("commit", {"generation": 5}),
+        ]:
+            if self.isPending(method):
+                self.root.answer(method, answer)
+        return d
+
+    def isPending(self, method: str) -> bool:
+        return any(c.method == method and not c.deferred.called for c in self.root.calls)
+
+    def test_raiseAtEachPoint(self) -> None:
+        """
+        C{raise:POINT} fails the takeover at that point, rolled back like
+        any other failure.
+        """
+        steps = {
+            "connected": "connect",
+            "before-adopt": "adopt",
+            "after-adopt": "adopt",
+            "after-switch": "switch",
+            "before-commit": "commit",
+        }
+        self.assertEqual(set(steps), set(FAULT_POINTS))
+        for point, step in steps.items():
+            self.setUp()
+            d = self.run_(f"raise:{point}")
+            self.assertFailed(d, step, f"injected fault at {point}")
+            self.assertNotIn("commit", self.root.methods())
+            if point != "connected":
+                self.assertSuccessorHoldsNoPort()
+            self.assertEqual(self.kills, [])
+
+    def test_hang(self) -> None:
+        """
+        C{hang:POINT} stops the takeover at that point for good: nothing
+        more is sent, and nothing is released.
+        """
+        d = self.run_("hang:after-switch")
+        self.assertEqual(self.root.methods(), ["begin", "prepared", "switch"])
+        self.reactor.advance(TIMEOUT * 10)
+        self.assertNoResult(d)
+        self.assertNotIn("releaseAll", self.registry.calls)
+        self.assertEqual(self.kills, [])
+
+    def test_hangThenIncumbentHangsUp(self) -> None:
+        """
+        A successor stuck after the switch rolls back as soon as the
+        incumbent hangs up (it gave up on the takeover and accepts again):
+        it must not keep accepting on the shared sockets.
+        """
+        d = self.run_("hang:after-switch")
+        self.assertNoResult(d)
+        self.root.broker.connectionLost()
+        self.assertFailed(d, "switch", "the incumbent hung up (it gave up on this takeover)")
+        self.assertSuccessorHoldsNoPort()
+        self.assertNotIn("commit", self.root.methods())
+
+    def test_hangBeforeAdopt(self) -> None:
+        """
+        C{hang:before-adopt} stops before the service starts.
+        """
+        d = self.run_("hang:before-adopt")
+        self.assertNoResult(d)
+        self.assertEqual(self.started, 0)
+        self.assertEqual(self.root.methods(), ["begin"])
+
+    def test_otherPointsIgnored(self) -> None:
+        """
+        Faults for points the takeover does not reach, and unknown actions,
+        do nothing; the first matching fault in the list applies.
+        """
+        d = self.run_("bogus:connected,raise:nowhere,raise:after-adopt,kill:after-switch")
+        self.assertFailed(d, "adopt", "injected fault at after-adopt")
+        self.assertEqual(self.kills, [])
+
+    def test_noFaults(self) -> None:
+        """
+        With no faults (or only empty items), the takeover completes.
+        """
+        d = self.run_(",,")
+        self.assertEqual(self.successResultOf(d)["generation"], 5)
+
+    def test_faultsFromEnvironment(self) -> None:
+        """
+        By default L{Successor.faults} is C{MIGRATOR_FAULT} from the
+        environment.
+        """
+        self.patch(os, "environ", {"MIGRATOR_FAULT": "raise:connected"})
+        successor = Successor(self.reactor, PATH, self.registry, lambda: None, lambda: None)
+        self.assertEqual(successor.faults, "raise:connected")
+
+    def test_faultLogged(self) -> None:
+        """
+        An injected fault is logged before it acts.
+        """
+        with capturedLogs() as events:
+            d = self.run_("raise:connected")
+        self.failureResultOf(d)
+        [event] = [e for e in events if "fault injection" in e.get("log_format", "")]
+        self.assertEqual((event["action"], event["point"]), ("raise", "connected"))
+
+
+class SuccessorAgainstIncumbentTests(SynchronousTestCase):
+    """
+    A L{Successor} taking over from a real L{Incumbent} over an in-memory
+    PB connection (L{connectControl}), with a real frame channel, each side
+    with a L{FakeRegistry}.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.oldRegistry = FakeRegistry()
+        self.addCleanup(self.oldRegistry.close)
+        self.probes = []
+        for key in KEYS:
+            port, probe = socket.socketpair()
+            self.addCleanup(probe.close)
+            self.probes.append(probe)
+            self.oldRegistry.addPort(key, key.split(":")[0], port.detach())
+        self.handedOff: list[dict[str, Any]] = []
+        self.incumbent = Incumbent(
+            self.reactor,
+            self.oldRegistry,
+            identity=lambda: {"pid": 100, "generation": 4, "python": "3.11.7"},
+            onHandedOff=self.handedOff.append,
+            takeoverTimeout=TIMEOUT,
+            clock=self.reactor.seconds,
+        )
+        self.addCleanup(self.incumbent.abort, "the test is over")
+        self.root = ControlRoot(lambda: {"pid": 100}, self.incumbent)
+        self.pumps: list[Any] = []
+
+    def successor(self, startService: Any = None) -> tuple[Successor, FakeRegistry]:
+        registry = FakeRegistry(holding=True)
+        self.addCleanup(registry.close)
+
+        def declare() -> None:
+            for key in KEYS:
+                registry.declare(key)
+
+        successor = Successor(
+            self.reactor,
+            PATH,
+            registry,
+            startService=startService or declare,
+            prepareControl=FakeControlSocket,
+            timeout=TIMEOUT,
+            policy=FakePeerPolicy(),
+            faults="",
+            processAlive=lambda pid: True,
+            clock=self.reactor.seconds,
+        )
+        return successor, registry
+
+    def run_(self, successor: Successor) -> Any:
+        d = successor.run()
+        self.addCleanup(abandon, d)
+        _, factory, _, _ = self.reactor.unixClients[-1]
+        client, server, pump = connectControl(
+            ControlServerFactory(self.root, FakePeerPolicy()), factory, self.reactor
+        )
+        self.pumps.append(pump)
+        self.addCleanup(self.disconnect, client, pump)
+        self.turn()
+        return d
+
+    def disconnect(self, client: Any, pump: Any) -> None:
+        client.transport.loseConnection()
+        pump.flush()
+
+    def turn(self) -> None:
+        """
+        Run everything until nothing moves.
+        """
+        for _ in range(20):
+            for pump in self.pumps:
+                pump.flush()
+            for writer in self.reactor.getWriters():
+                writer.doWrite()
+            doReads(self.reactor)
+            self.reactor.advance(0)
+
+    def test_takeover(self) -> None:
+        """
+        A complete takeover: the successor ends up with the ports (accepting)
+        and the next generation, the incumbent released its copies (without
+        shutting anything down), handed off, and saw the successor hang up.
+        """
+        successor, registry = self.successor()
+        d = self.run_(successor)
+        result = self.successResultOf(d)
+        self.assertEqual(result["generation"], 5)
+        self.assertEqual(result["released"], KEYS)
+        self.assertEqual(
+            self.handedOff,
+            [{"pid": os.getpid(), "python": sys.version.split()[0], "generation": 5}],
+        )
+        self.assertEqual([(p.adopted, p.accepting) for p in registry.ports], [(True, True)] * 2)
+        self.assertEqual([p.released for p in self.oldRegistry.ports], [True, True])
+        self.assertEqual([peerState(p) for p in self.probes], ["open", "open"])
+        self.assertFalse(self.incumbent.successorAttached)
+        self.assertEqual(self.incumbent.lastAttempt["outcome"], "committed")
+        registry.close()
+        self.assertEqual([peerState(p) for p in self.probes], ["closed", "closed"])
+
+    def test_failedStartRollsBackBoth(self) -> None:
+        """
+        When the successor's service fails to start, the successor fails
+        with the reason, and the incumbent learns why, keeps its ports and
+        is ready for the next attempt, which succeeds.
+        """
+
+        def broken() -> None:
+            raise RuntimeError("ImportError in the new code")
+
+        successor, registry = self.successor(broken)
+        d = self.run_(successor)
+        e = self.failureResultOf(d, TakeoverFailed).value
+        self.assertEqual(str(e), "takeover failed at step adopt: ImportError in the new code")
+        self.assertIsNone(self.incumbent.current)
+        self.assertEqual(
+            self.incumbent.lastAttempt["reason"],
+            "the successor gave up: ImportError in the new code",
+        )
+        self.assertEqual([p.accepting for p in self.oldRegistry.ports], [True, True])
+        self.assertEqual([peerState(p) for p in self.probes], ["open", "open"])
+
+        successor, registry = self.successor()
+        self.assertEqual(self.successResultOf(self.run_(successor))["generation"], 5)
+
+    def test_concurrentTakeoverRefused(self) -> None:
+        """
+        A second successor while a takeover is in progress fails at
+        C{begin} with the incumbent's explanation; the first one completes.
+        """
+        first, _ = self.successor()
+        # The first one stops after adopting, before reporting prepared.
+        first.faults = "hang:after-adopt"
+        d1 = self.run_(first)
+        self.assertNoResult(d1)
+        second, secondRegistry = self.successor()
+        d2 = self.run_(second)
+        e = self.failureResultOf(d2, TakeoverFailed).value
+        self.assertIn(
+            "takeover failed at step begin: the incumbent refused: a takeover is "
+            f"already in progress (successor pid {os.getpid()}, step begun",
+            str(e),
+        )
+        self.assertEqual(secondRegistry.calls.count("offer"), 0)
+        self.assertEqual(self.incumbent.current.state, "begun")
+        # The first one goes on from where it stopped, and takes over.
+        [hang] = first._hangs
+        hang.callback(None)
+        self.turn()
+        self.assertEqual(self.successResultOf(d1)["generation"], 5)
+
+
+class DescribeTests(SynchronousTestCase):
+    """
+    Tests for L{_describe}, which turns what went wrong into the operator's
+    message.
+    """
+
+    def test_remoteError(self) -> None:
+        """
+        A remote error is the incumbent's refusal, with its message.
+        """
+        e = pb.RemoteError(b"migrator._incumbent.TakeoverRefused", "no way", "Traceback unavailable\n")
+        self.assertEqual(_describe(e), "the incumbent refused: no way")
+
+    def test_timeout(self) -> None:
+        """
+        A timeout is a timeout waiting for the incumbent.
+        """
+        self.assertEqual(_describe(TimeoutError()), "timed out waiting for the incumbent")
+
+    def test_builtinException(self) -> None:
+        """
+        A built-in exception is described by its message alone, or by its
+        class if it has none.
+        """
+        self.assertEqual(_describe(ValueError("bad")), "bad")
+        self.assertEqual(_describe(KeyError()), "KeyError")
+
+    def test_otherException(self) -> None:
+        """
+        Other exceptions are prefixed with their class name.
+        """
+        self.assertEqual(_describe(pb.PBConnectionLost("gone")), "PBConnectionLost: gone")
+
+    def test_takeoverFailed(self) -> None:
+        """
+        L{TakeoverFailed} (raised by L{Successor} itself) is its message.
+        """
+        self.assertEqual(_describe(TakeoverFailed("why")), "why")
+
+
+class ProcessAliveTests(SynchronousTestCase):
+    """
+    Tests for L{processAlive}.
+    """
+
+    def test_self(self) -> None:
+        """
+        This process is alive.
+        """
+        self.assertTrue(processAlive(os.getpid()))
+
+    def test_notAPid(self) -> None:
+        """
+        Zero and negative numbers are never alive processes (and are never
+        passed to C{kill}, where they mean process groups).
+        """
+        self.patch(os, "kill", lambda pid, sig: self.fail("kill called"))
+        self.assertFalse(processAlive(0))
+        self.assertFalse(processAlive(-1))
+
+    def test_noSuchProcess(self) -> None:
+        """
+        A pid no process has is not alive.
+        """
+        with open("/proc/sys/kernel/pid_max") as f:
+            pidMax = int(f.read())
+        self.assertFalse(processAlive(pidMax + 1))
+
+    def test_zombie(self) -> None:
+        """
+        A process that exited but was not reaped is not alive.
+        """
+        def kill(pid: int, sig: int) -> None:
+            self.assertEqual((pid, sig), (12345, 0))
+
+        self.patch(os, "kill", kill)
+        real = open
+
+        def fakeOpen(path: str, mode: str = "r", *a: Any, **kw: Any) -> Any:
+            if path == "/proc/12345/stat":
+                return io.BytesIO(b"12345 (twistd (x)) Z 1 2 3")
+            return real(path, mode, *a, **kw)
+
+        self.patch(builtins, "open", fakeOpen)
+        self.assertFalse(processAlive(12345))

@@ -11,13 +11,16 @@ process's registry (see L{migrator._adapters.defaultRegistry}).
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import attrs
 from twisted.protocols import portforward
+from zope.interface import implementer
 
 from . import _webadapters
 from ._adapters import AdapterRegistry, InstanceAdapter, factoryAdapter
+from .interfaces import IAdapter
 
 
 @attrs.frozen
@@ -32,10 +35,38 @@ class _ProxyAdapter(InstanceAdapter):
         return None
 
 
+@implementer(IAdapter)
+@attrs.frozen
+class BytesIOAdapter:
+    """
+    C{io.BytesIO}: its contents and position (C{NetstringReceiver} keeps a
+    partly received payload in one).
+    """
+
+    cls: type = io.BytesIO
+    typeName: str = "io.BytesIO"
+    version: int = 1
+
+    def capture(self, obj: io.BytesIO) -> tuple[bytes, int]:
+        return obj.getvalue(), obj.tell()
+
+    def create(self, context: Any) -> io.BytesIO:
+        return io.BytesIO()
+
+    def populate(self, obj: io.BytesIO, state: Any, context: Any) -> None:
+        value, position = state
+        obj.write(value)
+        obj.seek(position)
+
+    def movable(self, obj: Any) -> str | None:
+        return None
+
+
 def registerAdapters(registry: AdapterRegistry) -> None:
     """
     Register migrator's adapters for Twisted's classes in C{registry}.
     """
+    registry.register(BytesIOAdapter())
     registry.register(_ProxyAdapter(portforward.ProxyServer))
     registry.register(_ProxyAdapter(portforward.ProxyClient))
     registry.register(factoryAdapter(portforward.ProxyFactory, keep=("host", "port")))

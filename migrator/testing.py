@@ -57,3 +57,8 @@ __all__ = [
     "startMigrate",
     "twistdCommand",
 ]
+
+# Adapter authors: an object graph through capture and restore in-process.
+from ._roundtrip import roundTrip  # noqa: E402
+
+__all__ += ["roundTrip"]

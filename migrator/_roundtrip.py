@@ -1,0 +1,71 @@
+# -*- test-case-name: tests.test_families -*-
+"""
+L{roundTrip}: an object graph through capture, the wire format and
+restore, in one process, for people who write adapters (public through
+L{migrator.testing}).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.internet.interfaces import ITransport
+from twisted.internet.testing import StringTransport
+
+from ._adapters import AdapterRegistry
+from ._graph import GraphReader, GraphWriter, dumpsPlain, loadsPlain
+
+
+def roundTrip(
+    value: Any,
+    adapters: AdapterRegistry,
+    anchors: Mapping[str, tuple[Any, Any]] | None = None,
+    restoreWith: AdapterRegistry | None = None,
+) -> Any:
+    """
+    Write C{value} as the incumbent would, encode and decode it, and read it
+    back as the successor would.
+
+    Transports met on the way (anything providing L{ITransport}) come back
+    as fresh L{StringTransport}s, one per original, so that a restored
+    protocol can be fed bytes and its output inspected.  Scheduled calls
+    and other special values are not supported here (the integration tests
+    cover them with real processes).
+
+    @param adapters: the incumbent's registry.
+    @param anchors: C{{name: (old, new)}}: C{old} in the incumbent's graph
+        stands for C{new} in the successor's (e.g. a port's factory).
+    @param restoreWith: the successor's registry, if it differs (new code).
+    @return: the restored value.
+    @raise migrator._graph.Unadaptable: if something in C{value} cannot be
+        written.
+    @raise migrator._graph.GraphError: if it cannot be read back.
+    """
+    anchors = dict(anchors or {})
+    transports: dict[int, StringTransport] = {}
+
+    def special(obj: Any, writer: GraphWriter, path: str) -> Any:
+        if ITransport.providedBy(obj):
+            ident, _ = writer.rememberSpecial(obj)
+            return ("x", "transport", ident)
+        return None
+
+    def restoreSpecial(kind: str, payload: Any, reader: GraphReader) -> Any:
+        if kind != "transport":
+            return None
+        transport = transports.setdefault(payload, StringTransport())
+        reader.remember(payload, transport)
+        return transport
+
+    writer = GraphWriter(
+        adapters.adapterFor, {id(old): name for name, (old, _) in anchors.items()}, special
+    )
+    wire = dumpsPlain(writer.write(value))
+    registry = restoreWith or adapters
+    reader = GraphReader(
+        registry.adapterNamed, {name: new for name, (_, new) in anchors.items()}, restoreSpecial
+    )
+    restored = reader.read(loadsPlain(wire))
+    reader.finish()
+    return restored

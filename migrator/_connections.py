@@ -740,12 +740,14 @@ def restoreConnections(
             reader.read(node)
         for node in data["factories"]:
             reader.read(node)
-        reader.finish()
+        # Count before populating anything: a mismatch must not have merged
+        # the incumbent's state into this process's factories.
         if len(hooks.transports) != data["count"] or len(hooks.transports) != len(fds):
             raise GraphError(
                 f"{len(hooks.transports)} connections restored, {data['count']} "
                 f"announced, {len(fds)} descriptors received"
             )
+        reader.finish()
     except BaseException:
         hooks.gate.close()
         for t in hooks.transports:

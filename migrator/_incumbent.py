@@ -284,7 +284,9 @@ class Incumbent:
         attempt.captured = captured
         attempt.state = CAPTURED
         assert attempt.channel is not None
-        attempt.channel.sendMessage(captured.payload, captured.fds)
+        sent = attempt.channel.sendMessage(captured.payload, captured.fds)
+        # Abandoned before it went out: logged by abort() on its own.
+        sent.addErrback(lambda _: None)
         self._armTimeout(attempt, "restore the connections")
         ms = (self.clock() - started) * 1000
         staying = sum(captured.staying.values())

@@ -227,6 +227,13 @@ class _CaptureHooks:
     def _transport(self, t: Any, writer: GraphWriter, path: str) -> Any:
         if not t.connected or t.disconnecting or getattr(t, "_writeDisconnected", False):
             raise Unadaptable(t, path, "a connection that is closing")
+        # A connection reached through the graph (a factory's client list,
+        # a peer) may not move if its own protocol declines, any more than
+        # when it is captured as a root.
+        adapter = self.adapters.adapterFor(type(t.protocol))
+        why = adapter.movable(t.protocol) if adapter is not None else None
+        if why:
+            raise Unadaptable(t, path, f"a connection that declines to move ({why})")
         server = getattr(t, "server", None)
         key = self.ports.keyOf(server) if server is not None else None
         if server is not None and key not in self.claimed:
@@ -421,9 +428,13 @@ class Settling:
         self._started = self._reactor.seconds()
         if not self._check(pause=False):
             return None
-        self._done = Deferred()
+        done: Deferred[int] = Deferred()
+        self._done = done
+        # With no time to wait (a timeout of 0) the first check ends the
+        # wait at once; the caller still gets the fired Deferred, so that
+        # it calls resume() for the connections that check paused.
         self._tick()
-        return self._done
+        return done
 
     def _check(self, pause: bool) -> int:
         readers = set(map(id, self._reactor.getReaders())) if pause else set()

@@ -4,7 +4,10 @@ Test doubles for the takeover protocol, re-exported by L{migrator.testing}.
 
   - L{FakeRegistry}: an L{IPortRegistry} whose "ports" are plain file
     descriptors (e.g. one end of a C{socketpair}), which records what was
-    paused, resumed, adopted and released.
+    paused, resumed, adopted and released.  Its connections are
+    L{FakeConnection}s or real transports (L{FakeRegistry.trackConnection}),
+    so that L{migrator._connections.captureConnections} and
+    L{migrator._connections.restoreConnections} work on it.
   - L{FakeSession}: the incumbent's view of a successor's PB connection.
   - L{FakeRemoteRoot} and L{FakeBroker}: the successor's view of the
     incumbent, each remote call answered by the test through a L{Deferred}.
@@ -28,6 +31,7 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.protocol import ServerFactory
 from twisted.python.failure import Failure
 from twisted.spread import pb
 from twisted.test import iosim
@@ -57,6 +61,9 @@ class FakePort:
         sent: give ports descriptors when a channel is to carry them).
     @ivar accepting: whether the port accepts connections now.
     @ivar released: whether the registry let go of it.
+    @ivar factory: the port's factory: what a capture of connections
+        anchors its state to (C{"factory:" + key}), and what a restore maps
+        that anchor onto.
     """
 
     key: str
@@ -67,10 +74,19 @@ class FakePort:
     released: bool = False
     where: str = "127.0.0.1:0"
     family: int = int(socket.AF_INET)
+    factory: Any = attrs.field(factory=lambda: ServerFactory())
 
     @property
     def listening(self) -> bool:
         return not self.released
+
+    @property
+    def port(self) -> FakePort:
+        """
+        The reactor's listening port, as L{migrator.TrackedPort.port}: a
+        fake port stands for its own.
+        """
+        return self
 
     def address(self) -> str:
         return self.where
@@ -94,11 +110,14 @@ class FakeConnection:
 
     @ivar closeOnLose: whether C{loseConnection} closes it at once (else it
         stays open, as a connection with a peer that never reads would).
+    @ivar protocol: its protocol.  With the default C{None} no adapter
+        covers it: a capture leaves it with the incumbent, to drain.
     """
 
     connected: bool = True
     closeOnLose: bool = True
     loseConnectionCalls: int = 0
+    protocol: Any = None
 
     def loseConnection(self) -> None:
         self.loseConnectionCalls += 1
@@ -118,15 +137,21 @@ class FakeRegistry:
     port closes its descriptor (C{close}, never C{shutdown}).  Every
     descriptor the registry closes is recorded in L{closed}.
 
+    Connections are not owned: a real transport given to
+    L{trackConnection} is released (or closed) by whoever made it.
+
     @ivar holding: while C{True} (a successor before the switch), declared
         ports do not accept.
-    @ivar calls: the names of the L{IPortRegistry} methods called, in order.
-    @ivar connections: the open connections, for L{openConnections}.
+    @ivar calls: the names of the L{IPortRegistry} methods that handle
+        ports called, in order (the connection queries are not recorded).
+    @ivar connections: the connections, open or not: L{FakeConnection}s,
+        or real transports (e.g. a C{tcp.Server} on one end of a
+        C{socketpair}, or one restored by C{restoreConnections}).
     """
 
     holding: bool = False
     ports: list[FakePort] = attrs.field(factory=list)
-    connections: list[FakeConnection] = attrs.field(factory=list)
+    connections: list[Any] = attrs.field(factory=list)
     offered: dict[str, tuple[int, dict[str, Any]]] = attrs.field(factory=dict)
     calls: list[str] = attrs.field(factory=list)
     closed: list[int] = attrs.field(factory=list)
@@ -142,12 +167,18 @@ class FakeRegistry:
         fd: int | None = None,
         accepting: bool = True,
         where: str = "127.0.0.1:0",
+        factory: Any = None,
     ) -> FakePort:
         """
         Record a port the service opened; the registry owns C{fd}.
+
+        @param factory: the port's factory (default: a new
+            L{ServerFactory}).
         """
         family = int(socket.AF_UNIX if kind == UNIX else socket.AF_INET)
         port = FakePort(key, kind, fd, accepting=accepting, where=where, family=family)
+        if factory is not None:
+            port.factory = factory
         self.ports.append(port)
         return port
 
@@ -276,10 +307,25 @@ class FakeRegistry:
     def connectionCount(self) -> int:
         return sum(1 for _ in self.openConnections())
 
-    # -- what MigrateService uses besides the interface -------------------------
+    def openConnections(self) -> list[Any]:
+        return [c for c in self.connections if getattr(c, "connected", False)]
 
-    def openConnections(self) -> list[FakeConnection]:
-        return [c for c in self.connections if c.connected]
+    def keyOf(self, port: Any) -> str | None:
+        for p in self.ports:
+            if p is port:
+                return p.key
+        return None
+
+    def portForKey(self, key: str) -> FakePort | None:
+        for p in self.ports:
+            if p.key == key and p.listening:
+                return p
+        return None
+
+    def trackConnection(self, transport: Any) -> None:
+        self.connections.append(transport)
+
+    # -- what MigrateService uses besides the interface -------------------------
 
     def untrackedListenUNIX(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("FakeRegistry does not bind control sockets")

@@ -392,14 +392,21 @@ class Successor:
 
     async def _receive(self) -> tuple[bytes, list[int]]:
         """
-        The next message from the incumbent's frame channel.
+        The next message from the incumbent's frame channel.  Its
+        descriptors are the caller's once this returns, and closed here if
+        the wait for the next turn is cancelled (the incumbent hung up).
         """
         assert self.inbox is not None
         d = self.inbox.next()
         d.addTimeout(self.timeout, self._reactor)
         message = await d
-        # Carry on outside the channel's read callback.
-        await deferLater(self._reactor, 0, lambda: None)
+        try:
+            # Carry on outside the channel's read callback.
+            await deferLater(self._reactor, 0, lambda: None)
+        except BaseException:
+            for fd in message[1]:
+                os.close(fd)
+            raise
         return message
 
     async def _rollback(self, root: Any, reason: str) -> None:

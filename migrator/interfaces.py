@@ -106,6 +106,32 @@ class IPortRegistry(Interface):
         @return: how many connections accepted through the ports are open.
         """
 
+    def openConnections() -> Any:
+        """
+        @return: an iterable of the open connections (transports) accepted
+            through the ports or given to L{trackConnection}, as the
+            capture of connections and the drain after a handoff see them.
+        """
+
+    def keyOf(port: Any) -> str | None:
+        """
+        @return: the declared key of C{port} (a listening port, as
+            C{transport.server} names it), or C{None} if it is not one of
+            these ports.
+        """
+
+    def portForKey(key: str) -> Any:
+        """
+        @return: the open listening port declared as C{key}, or C{None}:
+            the server of a connection restored from that port.
+        """
+
+    def trackConnection(transport: Any) -> None:
+        """
+        Count C{transport} among the open connections (one restored from
+        an incumbent, which no port of this process accepted).
+        """
+
 
 class IMigrationNode(Interface):
     """

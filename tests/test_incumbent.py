@@ -4,12 +4,16 @@ Tests for L{migrator._incumbent}: the incumbent's state machine, driven by
 direct calls (with L{FakeSession}), and its PB face (L{ControlRoot},
 L{ControlSession}) over an in-memory PB connection.
 
-The frame channel the incumbent opens is a real C{socketpair}; everything
-else is in memory, and time is a L{MemoryReactorClock}.
+The frame channel the incumbent opens is a real C{socketpair}, and so are
+the established connections it captures (a C{tcp.Server} on one end, the
+client at the other); everything else is in memory, and time is a
+L{MemoryReactorClock}.
 """
 
 from __future__ import annotations
 
+import gc
+import itertools
 import json
 import os
 import shutil
@@ -17,34 +21,98 @@ import socket
 import tempfile
 from typing import Any
 
-from twisted.internet import unix
+import attrs
+from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
+from twisted.protocols.basic import LineReceiver
 from twisted.spread import pb
 from twisted.spread.jelly import InsecureJelly
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyClass, verifyObject
 
-from migrator._channel import FrameChannel
+from migrator import _connections, _incumbent
+from migrator._adapters import AdapterRegistry, InstanceAdapter
+from migrator._channel import ChannelError, FrameChannel
+from migrator._connections import captureConnections, restoreConnections
 from migrator._control import ControlClientFactory, ControlServerFactory
+from migrator._graph import GraphError, loadsPlain
 from migrator._incumbent import (
     BEGUN,
+    CAPTURED,
     PREPARED,
+    RESTORED,
     SWITCHED,
     ControlRoot,
     ControlSession,
     Incumbent,
     TakeoverRefused,
 )
-from migrator._ports import ListenerRegistry, releasePort
+from migrator._ports import ListenerRegistry, releaseConnection, releasePort
 from migrator.interfaces import IPeerPolicy, IPortRegistry
-from migrator.testing import FakePeerPolicy, FakeRegistry, FakeSession, connectControl
+from migrator.testing import (
+    FakeConnection,
+    FakePeerPolicy,
+    FakeRegistry,
+    FakeSession,
+    connectControl,
+)
 
 TIMEOUT = 30.0
 SUCCESSOR = {"pid": 4242, "python": "3.13.0", "argv": ["twistd"]}
 IDENTITY = {"pid": 100, "generation": 4, "python": "3.11.7"}
+KEYS = ["tcp:8080:#0", "unix:/run/site/web#0"]
+
+_sessions = itertools.count(1)
+
+
+class Echo(LineReceiver):
+    """
+    Answers each line with itself.  While C{working} it has a request in
+    hand: its adapter (L{EchoAdapter}) calls it busy, and it cannot move.
+    """
+
+    working = False
+    lost = False
+
+    def lineReceived(self, line: bytes) -> None:
+        self.sendLine(line)
+
+    def ring(self) -> None:
+        """
+        The target of a scheduled call.
+        """
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost = True
+
+
+ECHO = f"{Echo.__module__}.{Echo.__qualname__}"
+
+
+@attrs.frozen
+class EchoAdapter(InstanceAdapter):
+    """
+    The default rule for L{Echo}, with C{busy} (which makes the capture
+    wait for it, see L{migrator._connections.Settling}).
+    """
+
+    def busy(self, obj: Any) -> bool:
+        return bool(obj.working)
+
+    def movable(self, obj: Any) -> str | None:
+        return "working" if obj.working else None
+
+
+class _Time:
+    """
+    Stands in for the C{time} module: C{time()} is the test's clock.
+    """
+
+    def __init__(self, clock: MemoryReactorClock) -> None:
+        self.time = clock.seconds
 
 
 def peerState(probe: socket.socket) -> str:
@@ -61,25 +129,67 @@ def peerState(probe: socket.socket) -> str:
     return "data" if data else "closed"
 
 
-def readChannel(
-    reactor: MemoryReactorClock, fd: int
-) -> tuple[dict[str, Any], list[int], socket.socket]:
+def flushChannels(reactor: MemoryReactorClock) -> None:
     """
-    Flush everything written to frame channels on C{reactor}, then read one
-    message from the channel end C{fd} (which becomes the returned socket's).
-
-    @return: the decoded message, the descriptors that came with it (the
-        caller owns them), and the socket of the channel end.
+    Let the frame channels on C{reactor} write what they have queued (and
+    nothing else: frozen or thawed connections are the test's to flush).
     """
     for writer in reactor.getWriters():
-        writer.doWrite()
-    sock = socket.socket(fileno=fd)
-    received: list[tuple[bytes, list[int]]] = []
-    channel = FrameChannel(reactor, sock, lambda payload, fds: received.append((payload, fds)))
-    channel.doRead()
-    assert len(received) == 1, received
-    payload, fds = received[0]
-    return json.loads(payload), fds, sock
+        if isinstance(writer, FrameChannel):
+            writer.doWrite()
+
+
+class ChannelReader:
+    """
+    The successor's end of a takeover's frame channel, read by the test.
+
+    @ivar sock: the end's socket (closed by L{close}).
+    """
+
+    def __init__(self, reactor: MemoryReactorClock, fd: int) -> None:
+        self._reactor = reactor
+        self.sock = socket.socket(fileno=fd)
+        self._received: list[tuple[bytes, list[int]]] = []
+        self._channel = FrameChannel(
+            reactor, self.sock, lambda payload, fds: self._received.append((payload, fds))
+        )
+
+    def next(self) -> tuple[bytes, list[int]]:
+        """
+        Flush what the incumbent sent and read the next message.
+
+        @return: its payload and descriptors (now the caller's).
+        """
+        flushChannels(self._reactor)
+        if not self._received:
+            self._channel.doRead()
+        if not self._received:
+            raise AssertionError("no message on the channel")
+        return self._received.pop(0)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def exchange(transport: Any, client: socket.socket, data: bytes = b"") -> bytes:
+    """
+    The client sends C{data}; C{transport} reads (if it reads) and writes
+    (if it writes), as the reactor would.
+
+    @return: what the client received.
+    """
+    if data:
+        client.sendall(data)
+    reactor = transport.reactor
+    if transport in reactor.getReaders():
+        transport.doRead()
+    while transport in reactor.getWriters():
+        transport.doWrite()
+    client.setblocking(False)
+    try:
+        return client.recv(65536)
+    except BlockingIOError:
+        return b""
 
 
 class _StubServerTransport:
@@ -110,7 +220,8 @@ class _StubBroker:
 class IncumbentTestMixin:
     """
     An L{Incumbent} with two ports (socketpair ends, whose other ends are
-    kept as probes) in a L{FakeRegistry}, on a L{MemoryReactorClock}.
+    kept as probes) in a L{FakeRegistry}, an adapter for L{Echo}, on a
+    L{MemoryReactorClock} (which is also the capture's clock).
     """
 
     def setUp(self) -> None:
@@ -118,24 +229,29 @@ class IncumbentTestMixin:
         self.addCleanup(self.closeOpenFds)
         self.reactor = MemoryReactorClock()
         self.reactor.advance(1000.0)
+        self.patch(_connections, "time", _Time(self.reactor))
         self.registry = FakeRegistry()
         self.addCleanup(self.registry.close)
         self.probes = []
-        for key in ("tcp:8080:#0", "unix:/run/site/web#0"):
+        for key in KEYS:
             ours, probe = socket.socketpair()
             self.addCleanup(probe.close)
             self.probes.append(probe)
-            self.registry.addPort(key, "unix" if key.startswith("unix") else "tcp", ours.detach())
+            self.registry.addPort(key, key.split(":")[0], ours.detach())
+        self.adapters = AdapterRegistry()
+        self.adapters.register(EchoAdapter(Echo))
         self.handedOff: list[dict[str, Any]] = []
         self.incumbent = Incumbent(
             self.reactor,
             self.registry,
+            self.adapters,
             identity=lambda: dict(IDENTITY),
             onHandedOff=self.handedOff.append,
             takeoverTimeout=TIMEOUT,
             clock=self.reactor.seconds,
         )
-        # A takeover a test leaves in progress closes its channel.
+        # A takeover a test leaves in progress closes its channel and thaws
+        # its connections.
         self.addCleanup(self.incumbent.abort, "the test is over")
 
     def session(self) -> FakeSession:
@@ -143,19 +259,79 @@ class IncumbentTestMixin:
         self.addCleanup(session.close)
         return session
 
+    def connection(self, working: bool = False) -> tuple[Echo, socket.socket]:
+        """
+        An established connection served by an L{Echo} (a C{tcp.Server} on
+        one end of a socket pair, reading) that the registry tracks.
+
+        @return: the protocol and the client's end.
+        """
+        mine, client = socket.socketpair()
+        self.addCleanup(client.close)
+        mine.setblocking(False)
+        protocol = Echo()
+        protocol.working = working
+        transport = tcp.Server(mine, protocol, ("pair", 0), None, next(_sessions), self.reactor)
+        self.addCleanup(releaseConnection, transport)
+        protocol.makeConnection(transport)
+        self.registry.trackConnection(transport)
+        return protocol, client
+
     def beginAndRead(
         self, session: FakeSession
-    ) -> tuple[dict[str, Any], dict[str, Any], list[int], socket.socket]:
+    ) -> tuple[dict[str, Any], dict[str, Any], list[int], ChannelReader]:
         """
         Begin a takeover for C{session} and read what the incumbent sent on
         the channel.
+
+        @return: the answer, the ports message, its descriptors (closed at
+            the end of the test) and the channel.
         """
         answer = self.incumbent.begin(session, dict(SUCCESSOR))
         [channelFd] = session.takeSent()
-        message, fds, sock = readChannel(self.reactor, channelFd)
-        self.addCleanup(sock.close)
+        reader = ChannelReader(self.reactor, channelFd)
+        self.addCleanup(reader.close)
+        payload, fds = reader.next()
         self.ownFds(fds)
-        return answer, message, fds, sock
+        return answer, json.loads(payload), fds, reader
+
+    def toPrepared(self, session: FakeSession) -> ChannelReader:
+        _, _, fds, reader = self.beginAndRead(session)
+        self.incumbent.prepared(session, {"received": len(fds), "adopted": len(fds)})
+        return reader
+
+    def capture(
+        self, session: FakeSession, reader: ChannelReader, types: list[str] | None = None
+    ) -> tuple[dict[str, Any], bytes, list[int]]:
+        """
+        Ask for the connections (as a successor with adapters for C{types},
+        by default ours) when none is busy, and read the message.
+
+        @return: the answer, the message's payload and its descriptors
+            (closed at the end of the test).
+        """
+        if types is None:
+            types = self.adapters.typeNames()
+        answer = self.incumbent.capture(session, {"types": types})
+        self.assertIsInstance(answer, dict)
+        payload, fds = reader.next()
+        self.ownFds(fds)
+        return answer, payload, fds
+
+    def toCaptured(self, session: FakeSession) -> tuple[ChannelReader, list[int]]:
+        """
+        @return: the channel and the descriptors of the captured
+            connections.
+        """
+        reader = self.toPrepared(session)
+        _, _, fds = self.capture(session, reader)
+        return reader, fds
+
+    def toSwitched(self, session: FakeSession) -> ChannelReader:
+        reader, fds = self.toCaptured(session)
+        self.incumbent.restored(session, {"connections": len(fds)})
+        self.incumbent.switch(session)
+        return reader
 
     def ownFds(self, fds: list[int]) -> None:
         """
@@ -172,14 +348,26 @@ class IncumbentTestMixin:
             os.close(fd)
         self.openFds.clear()
 
-    def toSwitched(self, session: FakeSession) -> socket.socket:
-        _, _, fds, sock = self.beginAndRead(session)
-        self.incumbent.prepared(session, {"received": len(fds), "adopted": len(fds)})
-        self.incumbent.switch(session)
-        return sock
-
     def accepting(self) -> list[bool]:
         return [p.accepting for p in self.registry.ports]
+
+    def assertFrozen(self, transport: Any) -> None:
+        """
+        C{transport} neither reads nor writes.
+        """
+        self.assertNotIn(transport, self.reactor.getReaders())
+        self.assertNotIn(transport, self.reactor.getWriters())
+        self.assertTrue(transport.connected)
+
+    def assertServing(self, protocol: Echo, client: socket.socket, sent: bytes = b"") -> None:
+        """
+        C{protocol}'s connection is served here: it reads, answers, and
+        writes (after C{sent}, what it had not sent yet).
+        """
+        transport = protocol.transport
+        self.assertIn(transport, self.reactor.getReaders())
+        self.assertEqual(exchange(transport, client, b"ping\r\n"), sent + b"ping\r\n")
+        self.assertFalse(protocol.lost)
 
 
 class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
@@ -204,9 +392,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         """
         _, message, fds, _ = self.beginAndRead(self.session())
         self.assertEqual(message["type"], "ports")
-        self.assertEqual(
-            [r["key"] for r in message["ports"]], ["tcp:8080:#0", "unix:/run/site/web#0"]
-        )
+        self.assertEqual([r["key"] for r in message["ports"]], KEYS)
         self.assertEqual(len(fds), 2)
         # The descriptors are the ports' own sockets: bytes written through
         # them arrive at the matching probes.
@@ -239,21 +425,38 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
 
     def test_happyPath(self) -> None:
         """
-        begin, prepared, switch, commit: the ports accept until the switch,
-        are released at the commit, C{onHandedOff} is called (later, not
-        inside the commit call) with the successor and generation + 1, and
-        the attempt is recorded in C{lastAttempt}.
+        begin, prepared, capture (nothing to move), restored, switch,
+        commit: the ports accept until the switch, are released at the
+        commit, C{onHandedOff} is called (later, not inside the commit call)
+        with the successor and generation + 1, and the attempt is recorded
+        in C{lastAttempt}.
         """
         session = self.session()
-        _, _, fds, _ = self.beginAndRead(session)
+        _, _, fds, reader = self.beginAndRead(session)
         self.reactor.advance(0.1)
         self.assertEqual(
-            self.incumbent.prepared(
-                session, {"received": 2, "adopted": 2, "unclaimed": []}
-            ),
+            self.incumbent.prepared(session, {"received": 2, "adopted": 2, "unclaimed": []}),
             {},
         )
         self.assertEqual(self.incumbent.current.state, PREPARED)
+        self.assertEqual(self.accepting(), [True, True])
+
+        answer, payload, connectionFds = self.capture(session, reader)
+        self.assertEqual(
+            answer,
+            {
+                "connections": 0,
+                "bytes": len(payload),
+                "moved": {},
+                "staying": {},
+                "frozen_at": 1000.1,
+            },
+        )
+        self.assertEqual(connectionFds, [])
+        self.assertEqual(self.incumbent.current.state, CAPTURED)
+        self.assertEqual(self.accepting(), [True, True])
+        self.assertEqual(self.incumbent.restored(session, {"connections": 0}), {})
+        self.assertEqual(self.incumbent.current.state, RESTORED)
         self.assertEqual(self.accepting(), [True, True])
 
         self.assertEqual(self.incumbent.switch(session), {"paused": 2})
@@ -267,7 +470,8 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
             result,
             {
                 "generation": 5,
-                "released": ["tcp:8080:#0", "unix:/run/site/web#0"],
+                "released": KEYS,
+                "connections": 0,
                 "accept_paused_ms": 250.0,
             },
         )
@@ -284,6 +488,8 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
                 "successor_pid": 4242,
                 "at": 1000.35,
                 "ports_moved": 2,
+                "connections_moved": 0,
+                "connections_staying": {},
                 "accept_paused_ms": 250.0,
                 "total_ms": 350.0,
             },
@@ -294,6 +500,627 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         # No timeout is left behind.
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
+    def test_captureWithNothingToMove(self) -> None:
+        """
+        The connections message of a capture with nothing to move is a
+        graph with no roots and no descriptors, which the successor's
+        L{restoreConnections} accepts; the ports' factories are anchored
+        by key.
+        """
+        session = self.session()
+        reader = self.toPrepared(session)
+        _, payload, fds = self.capture(session, reader)
+        state = loadsPlain(payload)
+        self.assertEqual((state["roots"], state["count"], fds), ([], 0, []))
+        self.assertEqual(
+            [node[2] for node in state["factories"]], ["factory:" + k for k in KEYS]
+        )
+        successorPorts = FakeRegistry()
+        self.addCleanup(successorPorts.close)
+        for key in KEYS:
+            successorPorts.declare(key)
+        restored = restoreConnections(
+            self.reactor, successorPorts, AdapterRegistry(), payload, fds
+        )
+        self.assertEqual(restored.count, 0)
+
+    def test_captureLeavesWhatCannotMove(self) -> None:
+        """
+        Connections no adapter covers, and those the successor has no
+        adapter for, stay (counted by reason) and are not frozen: the
+        capture moves nothing, and the takeover goes on.
+        """
+        self.registry.connections.append(FakeConnection())
+        protocol, client = self.connection()
+        session = self.session()
+        reader = self.toPrepared(session)
+        answer, _, fds = self.capture(session, reader, types=[])
+        self.assertEqual(answer["connections"], 0)
+        self.assertEqual(answer["moved"], {})
+        self.assertEqual(
+            answer["staying"],
+            {"builtins.NoneType: no adapter": 1, f"{ECHO}: no adapter in the successor": 1},
+        )
+        self.assertEqual(fds, [])
+        self.assertServing(protocol, client)
+        self.assertEqual(self.incumbent.restored(session, {"connections": 0}), {})
+        self.incumbent.switch(session)
+        self.assertEqual(self.incumbent.commit(session)["connections"], 0)
+        self.assertEqual(
+            self.incumbent.lastAttempt["connections_staying"], answer["staying"]
+        )
+        # Not moved, so not released: it drains here.
+        self.assertServing(protocol, client)
+
+    def test_captureSendsConnections(self) -> None:
+        """
+        C{capture} freezes the movable connections (no reading, no writing,
+        their scheduled calls pushed away) and sends their state and
+        descriptors on the channel, unsent output included; it answers
+        with the counts.
+        """
+        protocol, client = self.connection()
+        transport = protocol.transport
+        self.assertEqual(exchange(transport, client, b"one\r\n"), b"one\r\n")
+        # Input half read and output not yet written travel too.
+        client.sendall(b"two\r\ntw")
+        transport.doRead()
+        self.assertIn(transport, self.reactor.getWriters())
+        timer = self.reactor.callLater(10, protocol.ring)
+        protocol.timer = timer
+        session = self.session()
+        reader = self.toPrepared(session)
+        self.reactor.advance(0.5)
+        answer, payload, [fd] = self.capture(session, reader)
+        self.assertEqual(
+            answer,
+            {
+                "connections": 1,
+                "bytes": len(payload),
+                "moved": {ECHO: 1},
+                "staying": {},
+                "frozen_at": 1000.5,
+            },
+        )
+        self.assertFrozen(transport)
+        self.assertGreater(timer.getTime(), 1000.0 + TIMEOUT * 1000)
+        state = loadsPlain(payload)
+        self.assertEqual(state["count"], 1)
+        [root] = state["roots"]
+        self.assertEqual((root[0], root[2]), ("o", ECHO))
+        flat = root[4][2]
+        self.assertEqual(flat[flat.index("_buffer") + 1], b"tw")
+        self.assertIn(b"two\r\n", payload)
+        # The descriptor is the connection's own socket.
+        os.write(fd, b"x")
+        self.assertEqual(client.recv(1), b"x")
+        # Frozen: what the client sends now is not read here.
+        client.sendall(b"three\r\n")
+        self.assertEqual(exchange(transport, client), b"")
+
+    def test_captureLogs(self) -> None:
+        """
+        The capture is logged with what was frozen and what stays.
+        """
+        self.connection()
+        self.connection(working=True)
+        self.incumbent.settleTimeout = 0.0
+        session = self.session()
+        reader = self.toPrepared(session)
+        with capturedLogs() as events:
+            self.successResultOf(
+                self.incumbent.capture(session, {"types": self.adapters.typeNames()})
+            )
+        self.ownFds(reader.next()[1])
+        [event] = [e for e in events if "froze and sent" in e.get("log_format", "")]
+        self.assertEqual((event["count"], event["staying"]), (1, 1))
+        self.assertEqual(event["why"], f": 1 x {ECHO}: working")
+
+    def test_captureFails(self) -> None:
+        """
+        If capturing raises, the takeover is abandoned and the successor
+        is told why; the failure is logged.
+        """
+
+        def broken(*args: Any) -> Any:
+            raise RuntimeError("the graph is on fire")
+
+        self.patch(_incumbent, "captureConnections", broken)
+        protocol, client = self.connection()
+        session = self.session()
+        self.toPrepared(session)
+        e = self.assertRaises(TakeoverRefused, self.incumbent.capture, session, {})
+        self.assertEqual(str(e), "capturing connections failed: the graph is on fire")
+        self.assertIsNone(self.incumbent.current)
+        self.assertEqual(self.incumbent.lastAttempt["step"], PREPARED)
+        self.assertEqual(
+            self.incumbent.lastAttempt["reason"],
+            "capturing connections failed: the graph is on fire",
+        )
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertServing(protocol, client)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_captureRequestNotADictionary(self) -> None:
+        """
+        A capture request that is not a dictionary names no types: nothing
+        can move, and the takeover goes on.
+        """
+        protocol, client = self.connection()
+        session = self.session()
+        self.toPrepared(session)
+        answer = self.incumbent.capture(session, "everything")
+        self.assertEqual(answer["connections"], 0)
+        self.assertEqual(answer["staying"], {f"{ECHO}: no adapter in the successor": 1})
+        self.assertEqual(self.incumbent.current.state, CAPTURED)
+        self.assertServing(protocol, client)
+
+    def test_captureBeforePreparedRefusedAndAborted(self) -> None:
+        """
+        C{capture} before C{prepared} is a protocol error: refused, the
+        takeover abandoned, and no connection frozen.
+        """
+        protocol, client = self.connection()
+        session = self.session()
+        self.incumbent.begin(session, dict(SUCCESSOR))
+        e = self.assertRaises(TakeoverRefused, self.incumbent.capture, session, {})
+        self.assertEqual(str(e), "capture is not allowed at step begun")
+        self.assertIsNone(self.incumbent.current)
+        self.assertEqual(
+            self.incumbent.lastAttempt["reason"], "protocol error: capture at step begun"
+        )
+        self.assertServing(protocol, client)
+
+    def test_captureTwiceRefusedAndThaws(self) -> None:
+        """
+        A second C{capture} is a protocol error: refused, and the takeover
+        abandoned, the connections captured by the first one thawed.
+        """
+        protocol, client = self.connection()
+        session = self.session()
+        self.toCaptured(session)
+        self.assertFrozen(protocol.transport)
+        e = self.assertRaises(TakeoverRefused, self.incumbent.capture, session, {})
+        self.assertEqual(str(e), "capture is not allowed at step captured")
+        self.assertIsNone(self.incumbent.current)
+        self.assertServing(protocol, client)
+
+    def test_restoredBeforeCaptureRefusedAndAborted(self) -> None:
+        """
+        C{restored} before C{capture} is refused and abandons the takeover.
+        """
+        session = self.session()
+        self.toPrepared(session)
+        e = self.assertRaises(
+            TakeoverRefused, self.incumbent.restored, session, {"connections": 0}
+        )
+        self.assertEqual(str(e), "restored is not allowed at step prepared")
+        self.assertIsNone(self.incumbent.current)
+        self.assertEqual(self.incumbent.lastAttempt["step"], PREPARED)
+
+    def test_restoredWrongCountAbortsAndThaws(self) -> None:
+        """
+        A C{restored} report whose count differs from the number of
+        connections sent is refused; the takeover is abandoned and the
+        connections thawed: they read again, and write what they had not
+        sent yet.
+        """
+        protocol, client = self.connection()
+        transport = protocol.transport
+        client.sendall(b"one\r\n")
+        transport.doRead()
+        session = self.session()
+        reader, fds = self.toCaptured(session)
+        self.assertEqual(len(fds), 1)
+        self.assertFrozen(transport)
+        e = self.assertRaises(
+            TakeoverRefused, self.incumbent.restored, session, {"connections": 0}
+        )
+        self.assertEqual(str(e), "count mismatch: sent 1 connections, you restored 0")
+        self.assertIsNone(self.incumbent.current)
+        self.assertEqual(self.incumbent.lastAttempt["step"], CAPTURED)
+        self.assertEqual(
+            self.incumbent.lastAttempt["reason"], "the successor restored 0 of 1 connections"
+        )
+        self.assertEqual(peerState(reader.sock), "closed")
+        self.assertEqual(self.accepting(), [True, True])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        # It writes again by itself, before it reads anything.
+        self.assertIn(transport, self.reactor.getWriters())
+        transport.doWrite()
+        self.assertEqual(client.recv(100), b"one\r\n")
+        self.assertServing(protocol, client)
+
+    def test_restoredWithoutAReport(self) -> None:
+        """
+        A C{restored} report that is not a dictionary counts as nothing
+        restored: refused and abandoned.
+        """
+        session = self.session()
+        self.toCaptured(session)
+        e = self.assertRaises(TakeoverRefused, self.incumbent.restored, session, "all")
+        self.assertIn("you restored None", str(e))
+        self.assertIsNone(self.incumbent.current)
+
+    def test_commitReleasesCapturedConnections(self) -> None:
+        """
+        At the commit the incumbent lets go of the connections it sent:
+        its handles are closed (never shut down: the client stays connected
+        to the successor's copy), the protocol's C{connectionLost} does not
+        run here and its scheduled calls are cancelled.
+        """
+        protocol, client = self.connection()
+        transport = protocol.transport
+        timer = self.reactor.callLater(10, protocol.ring)
+        protocol.timer = timer
+        session = self.session()
+        reader = self.toPrepared(session)
+        _, _, [fd] = self.capture(session, reader)
+        self.incumbent.restored(session, {"connections": 1})
+        self.incumbent.switch(session)
+        result = self.incumbent.commit(session)
+        self.assertEqual(result["connections"], 1)
+        self.assertEqual(self.incumbent.lastAttempt["connections_moved"], 1)
+        self.assertFalse(transport.connected)
+        self.assertEqual(transport.fileno(), -1)
+        self.assertNotIn(transport, self.reactor.getReaders())
+        self.assertFalse(protocol.lost)
+        self.assertFalse(timer.active())
+        self.assertEqual(peerState(client), "open")
+        os.write(fd, b"from the successor")
+        self.assertEqual(client.recv(100), b"from the successor")
+        self.closeFd(fd)
+        self.assertEqual(peerState(client), "closed")
+
+    def test_abortAfterCaptureThaws(self) -> None:
+        """
+        An abort after the capture thaws the connections: they read what
+        arrived meanwhile, write what they had not sent, and their scheduled
+        calls are due when they were.
+        """
+        protocol, client = self.connection()
+        transport = protocol.transport
+        client.sendall(b"one\r\n")
+        transport.doRead()
+        timer = self.reactor.callLater(10, protocol.ring)
+        protocol.timer = timer
+        session = self.session()
+        self.toCaptured(session)
+        client.sendall(b"two\r\n")
+        self.assertFrozen(transport)
+        self.assertTrue(self.incumbent.abort("it hurts", session))
+        # It writes again by itself, before it reads anything.
+        self.assertIn(transport, self.reactor.getWriters())
+        transport.doWrite()
+        self.assertEqual(client.recv(100), b"one\r\n")
+        self.assertEqual(exchange(transport, client), b"two\r\n")
+        self.assertEqual(timer.getTime(), 1010.0)
+        self.assertServing(protocol, client)
+
+    def test_abortBeforeConnectionsFlushed(self) -> None:
+        """
+        An abort before the connections message was written out drops it
+        quietly: nothing is logged as an unhandled error.
+        """
+        self.connection()
+        session = self.session()
+        _, _, fds, _ = self.beginAndRead(session)
+        self.incumbent.prepared(session, {"received": 2})
+        self.incumbent.capture(session, {"types": self.adapters.typeNames()})
+        self.assertTrue(self.incumbent.abort("never mind", session))
+        # An unhandled failure is logged when its Deferred is collected.
+        gc.collect()
+        self.assertEqual(self.flushLoggedErrors(ChannelError), [])
+
+    def test_preparedWrongCountAborts(self) -> None:
+        """
+        A C{prepared} report whose count differs from the number of ports
+        sent is refused, and the takeover is abandoned (the ports never
+        stopped accepting) with the reason recorded.
+        """
+        session = self.session()
+        _, _, _, reader = self.beginAndRead(session)
+        e = self.assertRaises(
+            TakeoverRefused, self.incumbent.prepared, session, {"received": 1}
+        )
+        self.assertEqual(str(e), "count mismatch: sent 2 ports, you received 1")
+        self.assertIsNone(self.incumbent.current)
+        self.assertEqual(self.accepting(), [True, True])
+        self.assertEqual(self.incumbent.lastAttempt["outcome"], "abandoned")
+        self.assertEqual(self.incumbent.lastAttempt["step"], BEGUN)
+        self.assertIn("received 1 of 2 listening ports", self.incumbent.lastAttempt["reason"])
+        self.assertEqual(peerState(reader.sock), "closed")
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_preparedWithoutAReport(self) -> None:
+        """
+        A C{prepared} report that is not a dictionary counts as no ports
+        received: refused and abandoned.
+        """
+        session = self.session()
+        self.incumbent.begin(session, dict(SUCCESSOR))
+        e = self.assertRaises(TakeoverRefused, self.incumbent.prepared, session, "yes")
+        self.assertIn("you received None", str(e))
+        self.assertIsNone(self.incumbent.current)
+
+    def test_switchBeforePreparedRefusedAndAborted(self) -> None:
+        """
+        C{switch} before C{prepared} is a protocol error: refused, and the
+        takeover is abandoned without ever pausing.
+        """
+        session = self.session()
+        self.incumbent.begin(session, dict(SUCCESSOR))
+        e = self.assertRaises(TakeoverRefused, self.incumbent.switch, session)
+        self.assertEqual(str(e), "switch is not allowed at step begun")
+        self.assertIsNone(self.incumbent.current)
+        self.assertEqual(self.accepting(), [True, True])
+        self.assertEqual(
+            self.incumbent.lastAttempt["reason"], "protocol error: switch at step begun"
+        )
+        self.assertNotIn("pauseAccepting", self.registry.calls)
+
+    def test_switchBeforeRestoredRefusedAndThaws(self) -> None:
+        """
+        C{switch} right after C{capture} (without C{restored}) is refused;
+        the takeover is abandoned without pausing, and the captured
+        connections are thawed.
+        """
+        protocol, client = self.connection()
+        session = self.session()
+        self.toCaptured(session)
+        e = self.assertRaises(TakeoverRefused, self.incumbent.switch, session)
+        self.assertEqual(str(e), "switch is not allowed at step captured")
+        self.assertNotIn("pauseAccepting", self.registry.calls)
+        self.assertServing(protocol, client)
+
+    def test_commitBeforeSwitchRefusedAndAborted(self) -> None:
+        """
+        C{commit} before C{switch} is refused and abandons the takeover;
+        nothing is released, and the connections are thawed.
+        """
+        protocol, client = self.connection()
+        session = self.session()
+        self.toCaptured(session)
+        self.incumbent.restored(session, {"connections": 1})
+        e = self.assertRaises(TakeoverRefused, self.incumbent.commit, session)
+        self.assertEqual(str(e), "commit is not allowed at step restored")
+        self.assertIsNone(self.incumbent.current)
+        self.assertNotIn("releaseAll", self.registry.calls)
+        self.assertIsNone(self.incumbent.handedOffTo)
+        self.assertServing(protocol, client)
+
+    def test_stepRepeatedAfterSwitchRefusedAndResumes(self) -> None:
+        """
+        A step out of order after the switch abandons the takeover, and the
+        incumbent accepts again on every port and serves its connections.
+        """
+        protocol, client = self.connection()
+        session = self.session()
+        self.toSwitched(session)
+        self.assertEqual(self.accepting(), [False, False])
+        self.assertRaises(TakeoverRefused, self.incumbent.prepared, session, {"received": 2})
+        self.assertIsNone(self.incumbent.current)
+        self.assertEqual(self.accepting(), [True, True])
+        self.assertEqual(self.incumbent.lastAttempt["step"], SWITCHED)
+        self.assertServing(protocol, client)
+
+    def test_stepsWithoutTakeoverRefused(self) -> None:
+        """
+        Every step but C{begin} with no takeover in progress is refused, and
+        changes nothing.
+        """
+        session = self.session()
+        for step, args in [
+            ("prepared", ({"received": 2},)),
+            ("capture", ({},)),
+            ("restored", ({"connections": 0},)),
+            ("switch", ()),
+            ("commit", ()),
+        ]:
+            e = self.assertRaises(
+                TakeoverRefused, getattr(self.incumbent, step), session, *args
+            )
+            self.assertEqual(str(e), f"{step}: no takeover of yours is in progress")
+        self.assertIsNone(self.incumbent.lastAttempt)
+        self.assertEqual(self.registry.calls, [])
+
+    def test_stepsFromAnotherSessionRefused(self) -> None:
+        """
+        Steps from a session other than the one that began the takeover are
+        refused without disturbing the takeover in progress.
+        """
+        first = self.session()
+        self.incumbent.begin(first, dict(SUCCESSOR))
+        other = self.session()
+        self.assertRaises(TakeoverRefused, self.incumbent.prepared, other, {"received": 2})
+        self.assertRaises(TakeoverRefused, self.incumbent.capture, other, {})
+        self.assertRaises(TakeoverRefused, self.incumbent.restored, other, {"connections": 0})
+        self.assertRaises(TakeoverRefused, self.incumbent.switch, other)
+        self.assertRaises(TakeoverRefused, self.incumbent.commit, other)
+        self.assertFalse(self.incumbent.abort("not yours", other))
+        self.assertIs(self.incumbent.current.session, first)
+        self.assertEqual(self.incumbent.current.state, BEGUN)
+
+    def assertTimesOut(self, session: FakeSession, waitingFor: str, step: str) -> None:
+        self.reactor.advance(TIMEOUT - 0.001)
+        self.assertIsNotNone(self.incumbent.current)
+        self.assertEqual(session.hungUp, 0)
+        self.reactor.advance(0.001)
+        self.assertIsNone(self.incumbent.current)
+        self.assertEqual(session.hungUp, 1)
+        self.assertEqual(
+            self.incumbent.lastAttempt,
+            {
+                "outcome": "abandoned",
+                "successor_pid": 4242,
+                "at": self.reactor.seconds(),
+                "step": step,
+                "reason": f"the successor did not {waitingFor} within 30 s",
+            },
+        )
+        self.assertEqual(self.accepting(), [True, True])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_timeoutWaitingForPrepared(self) -> None:
+        """
+        A successor that does not report C{prepared} within the takeover
+        timeout is hung up on and the takeover abandoned.
+        """
+        session = self.session()
+        _, _, _, reader = self.beginAndRead(session)
+        self.assertTimesOut(session, "prepare", BEGUN)
+        self.assertEqual(peerState(reader.sock), "closed")
+
+    def test_timeoutWaitingForCapture(self) -> None:
+        """
+        A successor that does not ask for the connections within the
+        timeout after C{prepared} is hung up on and the takeover abandoned.
+        """
+        session = self.session()
+        self.incumbent.begin(session, dict(SUCCESSOR))
+        self.incumbent.prepared(session, {"received": 2})
+        self.assertTimesOut(session, "ask for the connections", PREPARED)
+        self.assertNotIn("resumeAccepting", self.registry.calls)
+
+    def test_timeoutWaitingForRestored(self) -> None:
+        """
+        A successor that does not report C{restored} within the timeout
+        after the capture is hung up on, and the connections are thawed.
+        """
+        protocol, client = self.connection()
+        session = self.session()
+        self.toCaptured(session)
+        self.assertFrozen(protocol.transport)
+        self.assertTimesOut(session, "restore the connections", CAPTURED)
+        self.assertServing(protocol, client)
+
+    def test_timeoutWaitingForSwitch(self) -> None:
+        """
+        A successor that does not ask to C{switch} within the timeout after
+        C{restored} is hung up on, and the connections are thawed.
+        """
+        protocol, client = self.connection()
+        session = self.session()
+        _, fds = self.toCaptured(session)
+        self.incumbent.restored(session, {"connections": len(fds)})
+        self.assertTimesOut(session, "switch", RESTORED)
+        self.assertNotIn("resumeAccepting", self.registry.calls)
+        self.assertServing(protocol, client)
+
+    def test_timeoutWaitingForCommit(self) -> None:
+        """
+        A successor that does not C{commit} within the timeout after the
+        switch is hung up on, and the incumbent accepts again and serves
+        its connections.
+        """
+        protocol, client = self.connection()
+        session = self.session()
+        self.toSwitched(session)
+        self.assertEqual(self.accepting(), [False, False])
+        self.assertTimesOut(session, "commit", SWITCHED)
+        self.assertIn("resumeAccepting", self.registry.calls)
+        self.assertServing(protocol, client)
+
+    def test_eachStepHasItsOwnTimeout(self) -> None:
+        """
+        The timeout applies to each step, not to the whole takeover.
+        """
+        session = self.session()
+        reader = self.toPrepared(session)
+        self.reactor.advance(TIMEOUT - 1)
+        self.capture(session, reader)
+        self.reactor.advance(TIMEOUT - 1)
+        self.incumbent.restored(session, {"connections": 0})
+        self.reactor.advance(TIMEOUT - 1)
+        self.incumbent.switch(session)
+        self.reactor.advance(TIMEOUT - 1)
+        self.incumbent.commit(session)
+        self.assertEqual(self.incumbent.lastAttempt["outcome"], "committed")
+
+    def test_abortFromSuccessor(self) -> None:
+        """
+        C{abort} for the successor's session abandons the takeover with the
+        given reason, resumes accepting if it had switched, and thaws the
+        connections.
+        """
+        protocol, client = self.connection()
+        session = self.session()
+        self.toSwitched(session)
+        self.assertTrue(self.incumbent.abort("it hurts", session))
+        self.assertIsNone(self.incumbent.current)
+        self.assertEqual(self.accepting(), [True, True])
+        self.assertEqual(self.incumbent.lastAttempt["reason"], "it hurts")
+        self.assertEqual(session.hungUp, 0)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertServing(protocol, client)
+
+    def test_abortWhenIdle(self) -> None:
+        """
+        C{abort} with no takeover in progress does nothing.
+        """
+        self.assertFalse(self.incumbent.abort("nothing"))
+        self.assertIsNone(self.incumbent.lastAttempt)
+
+    def test_abortAfterCommitDoesNothing(self) -> None:
+        """
+        Once committed, an abort cannot bring the ports (or the
+        connections) back.
+        """
+        protocol, _ = self.connection()
+        session = self.session()
+        self.toSwitched(session)
+        self.incumbent.commit(session)
+        self.assertFalse(self.incumbent.abort("too late", session))
+        self.assertEqual(self.incumbent.lastAttempt["outcome"], "committed")
+        self.assertNotIn("resumeAccepting", self.registry.calls)
+        self.assertFalse(protocol.transport.connected)
+        self.assertNotIn(protocol.transport, self.reactor.getReaders())
+
+    def test_abortLogsWhy(self) -> None:
+        """
+        An abandoned takeover is logged with its step and reason.
+        """
+        session = self.session()
+        self.toSwitched(session)
+        with capturedLogs() as events:
+            self.incumbent.abort("why not", session)
+        [event] = [e for e in events if "abandoned" in e.get("log_format", "")]
+        self.assertEqual((event["step"], event["reason"]), (SWITCHED, "why not"))
+        self.assertEqual(event["resumed"], " (accepting again on 2)")
+
+    def test_newBeginAfterAbort(self) -> None:
+        """
+        After an abandoned takeover, the next C{begin} (from another
+        session) starts a complete new takeover, which moves the
+        connections the first one had thawed.
+        """
+        protocol, _ = self.connection()
+        first = self.session()
+        self.toSwitched(first)
+        self.incumbent.abort("first one failed", first)
+        second = self.session()
+        answer, _, fds, reader = self.beginAndRead(second)
+        self.assertEqual(answer["ports"], 2)
+        self.assertEqual(len(fds), 2)
+        self.incumbent.prepared(second, {"received": 2})
+        captured, _, connectionFds = self.capture(second, reader)
+        self.assertEqual((captured["connections"], len(connectionFds)), (1, 1))
+        self.incumbent.restored(second, {"connections": 1})
+        self.incumbent.switch(second)
+        self.assertEqual(self.incumbent.commit(second)["generation"], 5)
+        self.assertFalse(protocol.transport.connected)
+        # The first session is no longer part of anything.
+        self.assertFalse(self.incumbent.abort("late", first))
+
+    def test_newBeginAfterTimeout(self) -> None:
+        """
+        After a takeover timed out, a new C{begin} works.
+        """
+        self.incumbent.begin(self.session(), dict(SUCCESSOR))
+        self.reactor.advance(TIMEOUT)
+        self.assertIsNone(self.incumbent.current)
+        self.assertEqual(self.incumbent.begin(self.session(), dict(SUCCESSOR))["ports"], 2)
+
     def test_commitClosesOnlyTheIncumbentsCopies(self) -> None:
         """
         After the commit the incumbent's copies of the ports are closed, but
@@ -301,8 +1128,10 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         down); once those close too, the sockets are gone.
         """
         session = self.session()
-        _, _, fds, _ = self.beginAndRead(session)
+        _, _, fds, reader = self.beginAndRead(session)
         self.incumbent.prepared(session, {"received": 2})
+        self.capture(session, reader)
+        self.incumbent.restored(session, {"connections": 0})
         self.incumbent.switch(session)
         self.incumbent.commit(session)
         self.assertEqual([peerState(p) for p in self.probes], ["open", "open"])
@@ -315,23 +1144,26 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         At the commit the incumbent closes its end of the frame channel.
         """
         session = self.session()
-        sock = self.toSwitched(session)
-        self.assertEqual(peerState(sock), "open")
+        reader = self.toSwitched(session)
+        self.assertEqual(peerState(reader.sock), "open")
         self.incumbent.commit(session)
-        self.assertEqual(peerState(sock), "closed")
+        self.assertEqual(peerState(reader.sock), "closed")
 
     def test_commitLogsTimings(self) -> None:
         """
-        The commit is logged with the number of ports moved, the new
-        generation, and how long accepting was paused.
+        The commit is logged with the number of ports and connections
+        moved, the new generation, and how long accepting was paused.
         """
+        self.connection()
         session = self.session()
         self.toSwitched(session)
         self.reactor.advance(0.002)
         with capturedLogs() as events:
             self.incumbent.commit(session)
         [event] = [e for e in events if "takeover committed" in e.get("log_format", "")]
-        self.assertEqual((event["moved"], event["generation"]), (2, 5))
+        self.assertEqual(
+            (event["moved"], event["connections"], event["generation"]), (2, 1, 5)
+        )
         self.assertAlmostEqual(event["paused"], 2.0, places=6)
 
     def test_secondBeginRefused(self) -> None:
@@ -395,245 +1227,138 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.incumbent.begin(self.session(), {"python": "3.12"})
         self.assertEqual(self.incumbent.takeoverStatus()["successor_pid"], -1)
 
-    def test_preparedWrongCountAborts(self) -> None:
-        """
-        A C{prepared} report whose count differs from the number of ports
-        sent is refused, and the takeover is abandoned (the ports never
-        stopped accepting) with the reason recorded.
-        """
-        session = self.session()
-        _, _, _, sock = self.beginAndRead(session)
-        e = self.assertRaises(
-            TakeoverRefused, self.incumbent.prepared, session, {"received": 1}
-        )
-        self.assertEqual(str(e), "count mismatch: sent 2 ports, you received 1")
-        self.assertIsNone(self.incumbent.current)
-        self.assertEqual(self.accepting(), [True, True])
-        self.assertEqual(self.incumbent.lastAttempt["outcome"], "abandoned")
-        self.assertEqual(self.incumbent.lastAttempt["step"], BEGUN)
-        self.assertIn("received 1 of 2 listening ports", self.incumbent.lastAttempt["reason"])
-        self.assertEqual(peerState(sock), "closed")
-        self.assertEqual(self.reactor.getDelayedCalls(), [])
 
-    def test_preparedWithoutAReport(self) -> None:
-        """
-        A C{prepared} report that is not a dictionary counts as no ports
-        received: refused and abandoned.
-        """
-        session = self.session()
-        self.incumbent.begin(session, dict(SUCCESSOR))
-        e = self.assertRaises(TakeoverRefused, self.incumbent.prepared, session, "yes")
-        self.assertIn("you received None", str(e))
-        self.assertIsNone(self.incumbent.current)
+class SettlingTests(IncumbentTestMixin, SynchronousTestCase):
+    """
+    The capture's bounded wait for busy connections
+    (L{migrator._connections.Settling}): C{capture} then answers with a
+    L{Deferred}.
+    """
 
-    def test_switchBeforePreparedRefusedAndAborted(self) -> None:
-        """
-        C{switch} before C{prepared} is a protocol error: refused, and the
-        takeover is abandoned without ever pausing.
-        """
-        session = self.session()
-        self.incumbent.begin(session, dict(SUCCESSOR))
-        e = self.assertRaises(TakeoverRefused, self.incumbent.switch, session)
-        self.assertEqual(str(e), "switch is not allowed at step begun")
-        self.assertIsNone(self.incumbent.current)
-        self.assertEqual(self.accepting(), [True, True])
-        self.assertEqual(
-            self.incumbent.lastAttempt["reason"], "protocol error: switch at step begun"
-        )
-        self.assertNotIn("pauseAccepting", self.registry.calls)
+    def setUp(self) -> None:
+        super().setUp()
+        self.busy, self.busyClient = self.connection(working=True)
+        self.idle, self.idleClient = self.connection()
+        self.session_ = self.session()
+        self.reader = self.toPrepared(self.session_)
 
-    def test_commitBeforeSwitchRefusedAndAborted(self) -> None:
-        """
-        C{commit} before C{switch} is refused and abandons the takeover;
-        nothing is released.
-        """
-        session = self.session()
-        self.incumbent.begin(session, dict(SUCCESSOR))
-        self.incumbent.prepared(session, {"received": 2})
-        e = self.assertRaises(TakeoverRefused, self.incumbent.commit, session)
-        self.assertEqual(str(e), "commit is not allowed at step prepared")
-        self.assertIsNone(self.incumbent.current)
-        self.assertNotIn("releaseAll", self.registry.calls)
-        self.assertIsNone(self.incumbent.handedOffTo)
-
-    def test_stepRepeatedAfterSwitchRefusedAndResumes(self) -> None:
-        """
-        A step out of order after the switch abandons the takeover, and the
-        incumbent accepts again on every port.
-        """
-        session = self.session()
-        self.toSwitched(session)
-        self.assertEqual(self.accepting(), [False, False])
-        self.assertRaises(TakeoverRefused, self.incumbent.prepared, session, {"received": 2})
-        self.assertIsNone(self.incumbent.current)
-        self.assertEqual(self.accepting(), [True, True])
-        self.assertEqual(self.incumbent.lastAttempt["step"], SWITCHED)
-
-    def test_stepsWithoutTakeoverRefused(self) -> None:
-        """
-        C{prepared}, C{switch} and C{commit} with no takeover in progress
-        are refused, and change nothing.
-        """
-        session = self.session()
-        for step, args in [("prepared", ({"received": 2},)), ("switch", ()), ("commit", ())]:
-            e = self.assertRaises(
-                TakeoverRefused, getattr(self.incumbent, step), session, *args
-            )
-            self.assertEqual(str(e), f"{step}: no takeover of yours is in progress")
-        self.assertIsNone(self.incumbent.lastAttempt)
-        self.assertEqual(self.registry.calls, [])
-
-    def test_stepsFromAnotherSessionRefused(self) -> None:
-        """
-        Steps from a session other than the one that began the takeover are
-        refused without disturbing the takeover in progress.
-        """
-        first = self.session()
-        self.incumbent.begin(first, dict(SUCCESSOR))
-        other = self.session()
-        self.assertRaises(TakeoverRefused, self.incumbent.prepared, other, {"received": 2})
-        self.assertRaises(TakeoverRefused, self.incumbent.switch, other)
-        self.assertRaises(TakeoverRefused, self.incumbent.commit, other)
-        self.assertFalse(self.incumbent.abort("not yours", other))
-        self.assertIs(self.incumbent.current.session, first)
-        self.assertEqual(self.incumbent.current.state, BEGUN)
-
-    def assertTimesOut(self, session: FakeSession, waitingFor: str, step: str) -> None:
-        self.reactor.advance(TIMEOUT - 0.001)
-        self.assertIsNotNone(self.incumbent.current)
-        self.assertEqual(session.hungUp, 0)
-        self.reactor.advance(0.001)
-        self.assertIsNone(self.incumbent.current)
-        self.assertEqual(session.hungUp, 1)
-        self.assertEqual(
-            self.incumbent.lastAttempt,
-            {
-                "outcome": "abandoned",
-                "successor_pid": 4242,
-                "at": self.reactor.seconds(),
-                "step": step,
-                "reason": f"the successor did not {waitingFor} within 30 s",
-            },
-        )
-        self.assertEqual(self.accepting(), [True, True])
-        self.assertEqual(self.reactor.getDelayedCalls(), [])
-
-    def test_timeoutWaitingForPrepared(self) -> None:
-        """
-        A successor that does not report C{prepared} within the takeover
-        timeout is hung up on and the takeover abandoned.
-        """
-        session = self.session()
-        _, _, _, sock = self.beginAndRead(session)
-        self.assertTimesOut(session, "prepare", BEGUN)
-        self.assertEqual(peerState(sock), "closed")
-
-    def test_timeoutWaitingForSwitch(self) -> None:
-        """
-        A successor that does not ask to C{switch} within the timeout after
-        C{prepared} is hung up on and the takeover abandoned.
-        """
-        session = self.session()
-        self.incumbent.begin(session, dict(SUCCESSOR))
-        self.incumbent.prepared(session, {"received": 2})
-        self.assertTimesOut(session, "switch", PREPARED)
-        self.assertNotIn("resumeAccepting", self.registry.calls)
-
-    def test_timeoutWaitingForCommit(self) -> None:
-        """
-        A successor that does not C{commit} within the timeout after the
-        switch is hung up on, and the incumbent accepts again.
-        """
-        session = self.session()
-        self.toSwitched(session)
-        self.assertEqual(self.accepting(), [False, False])
-        self.assertTimesOut(session, "commit", SWITCHED)
-        self.assertIn("resumeAccepting", self.registry.calls)
-
-    def test_eachStepHasItsOwnTimeout(self) -> None:
-        """
-        The timeout applies to each step, not to the whole takeover.
-        """
-        session = self.session()
-        self.incumbent.begin(session, dict(SUCCESSOR))
-        self.reactor.advance(TIMEOUT - 1)
-        self.incumbent.prepared(session, {"received": 2})
-        self.reactor.advance(TIMEOUT - 1)
-        self.incumbent.switch(session)
-        self.reactor.advance(TIMEOUT - 1)
-        self.incumbent.commit(session)
-        self.assertEqual(self.incumbent.lastAttempt["outcome"], "committed")
-
-    def test_abortFromSuccessor(self) -> None:
-        """
-        C{abort} for the successor's session abandons the takeover with the
-        given reason and resumes accepting if it had switched.
-        """
-        session = self.session()
-        self.toSwitched(session)
-        self.assertTrue(self.incumbent.abort("it hurts", session))
-        self.assertIsNone(self.incumbent.current)
-        self.assertEqual(self.accepting(), [True, True])
-        self.assertEqual(self.incumbent.lastAttempt["reason"], "it hurts")
-        self.assertEqual(session.hungUp, 0)
-        self.assertEqual(self.reactor.getDelayedCalls(), [])
-
-    def test_abortWhenIdle(self) -> None:
-        """
-        C{abort} with no takeover in progress does nothing.
-        """
-        self.assertFalse(self.incumbent.abort("nothing"))
-        self.assertIsNone(self.incumbent.lastAttempt)
-
-    def test_abortAfterCommitDoesNothing(self) -> None:
-        """
-        Once committed, an abort cannot bring the ports back.
-        """
-        session = self.session()
-        self.toSwitched(session)
-        self.incumbent.commit(session)
-        self.assertFalse(self.incumbent.abort("too late", session))
-        self.assertEqual(self.incumbent.lastAttempt["outcome"], "committed")
-        self.assertNotIn("resumeAccepting", self.registry.calls)
-
-    def test_abortLogsWhy(self) -> None:
-        """
-        An abandoned takeover is logged with its step and reason.
-        """
-        session = self.session()
-        self.toSwitched(session)
+    def startCapture(self) -> Deferred[dict[str, Any]]:
         with capturedLogs() as events:
-            self.incumbent.abort("why not", session)
-        [event] = [e for e in events if "abandoned" in e.get("log_format", "")]
-        self.assertEqual((event["step"], event["reason"]), (SWITCHED, "why not"))
-        self.assertEqual(event["resumed"], " (accepting again on 2)")
+            d = self.incumbent.capture(self.session_, {"types": self.adapters.typeNames()})
+        self.assertIsInstance(d, Deferred)
+        [event] = [e for e in events if "waiting up to" in e.get("log_format", "")]
+        timeout = min(self.incumbent.settleTimeout, TIMEOUT / 3)
+        self.assertEqual((event["timeout"], event["busy"]), (timeout, 1))
+        return d
 
-    def test_newBeginAfterAbort(self) -> None:
+    def test_waitsForBusyConnections(self) -> None:
         """
-        After an abandoned takeover, the next C{begin} (from another
-        session) starts a complete new takeover.
+        While a connection is busy the capture waits, the idle connections
+        not reading (so they start nothing new); once it is done, both are
+        captured in the same turn, and both had been reading.
         """
-        first = self.session()
-        self.toSwitched(first)
-        self.incumbent.abort("first one failed", first)
-        second = self.session()
-        answer, message, fds, _ = self.beginAndRead(second)
-        self.assertEqual(answer["ports"], 2)
+        d = self.startCapture()
+        self.assertNoResult(d)
+        self.assertNotIn(self.idle.transport, self.reactor.getReaders())
+        self.assertIn(self.busy.transport, self.reactor.getReaders())
+        self.reactor.pump([0.005] * 10)
+        self.assertNoResult(d)
+        self.busy.working = False
+        self.reactor.advance(0.005)
+        answer = self.successResultOf(d)
+        self.assertEqual((answer["connections"], answer["moved"]), (2, {ECHO: 2}))
+        self.assertEqual(self.incumbent.current.state, CAPTURED)
+        self.assertFrozen(self.busy.transport)
+        self.assertFrozen(self.idle.transport)
+        _, fds = self.reader.next()
+        self.ownFds(fds)
         self.assertEqual(len(fds), 2)
-        self.incumbent.prepared(second, {"received": 2})
-        self.incumbent.switch(second)
-        self.assertEqual(self.incumbent.commit(second)["generation"], 5)
-        # The first session is no longer part of anything.
-        self.assertFalse(self.incumbent.abort("late", first))
+        # Both were captured as reading: an abort has them read again.
+        self.incumbent.abort("test", self.session_)
+        self.assertServing(self.busy, self.busyClient)
+        self.assertServing(self.idle, self.idleClient)
 
-    def test_newBeginAfterTimeout(self) -> None:
+    def test_waitIsBounded(self) -> None:
         """
-        After a takeover timed out, a new C{begin} works.
+        The wait lasts at most C{settleTimeout} (at most a third of the
+        takeover timeout); a connection still busy then stays, and keeps
+        being served.
         """
-        self.incumbent.begin(self.session(), dict(SUCCESSOR))
-        self.reactor.advance(TIMEOUT)
+        self.incumbent.settleTimeout = 0.05
+        d = self.startCapture()
+        self.reactor.pump([0.01] * 4)
+        self.assertNoResult(d)
+        self.reactor.pump([0.01] * 2)
+        answer = self.successResultOf(d)
+        self.assertEqual(answer["connections"], 1)
+        self.assertEqual(answer["staying"], {f"{ECHO}: working": 1})
+        self.assertFrozen(self.idle.transport)
+        self.assertServing(self.busy, self.busyClient)
+        _, fds = self.reader.next()
+        self.ownFds(fds)
+
+    def test_waitIsAThirdOfTheTakeoverTimeout(self) -> None:
+        """
+        The wait never takes more than a third of the takeover timeout, so
+        the successor's call does not time out.
+        """
+        self.incumbent.settleTimeout = TIMEOUT
+        d = self.incumbent.capture(self.session_, {"types": self.adapters.typeNames()})
+        self.reactor.pump([1.0] * 9)
+        self.assertNoResult(d)
+        self.reactor.pump([1.0] * 2)
+        self.assertEqual(self.successResultOf(d)["connections"], 1)
+        self.ownFds(self.reader.next()[1])
+
+    def test_abortWhileWaiting(self) -> None:
+        """
+        An abort during the wait abandons it at once: the capture is refused,
+        nothing was frozen, the connections paused for the wait read again,
+        and no call is left scheduled.
+        """
+        d = self.startCapture()
+        self.reactor.advance(0.005)
+        self.assertTrue(self.incumbent.abort("the operator changed their mind", self.session_))
+        e = self.failureResultOf(d, TakeoverRefused).value
+        self.assertEqual(str(e), "capture: the takeover was abandoned while waiting")
         self.assertIsNone(self.incumbent.current)
-        self.assertEqual(self.incumbent.begin(self.session(), dict(SUCCESSOR))["ports"], 2)
+        self.assertEqual(self.incumbent.lastAttempt["step"], PREPARED)
+        self.assertEqual(
+            self.incumbent.lastAttempt["reason"], "the operator changed their mind"
+        )
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(peerState(self.reader.sock), "closed")
+        self.assertServing(self.busy, self.busyClient)
+        self.assertServing(self.idle, self.idleClient)
+
+    def test_noWait(self) -> None:
+        """
+        With a C{settleTimeout} of 0 the capture does not wait: the busy
+        connection stays, and the idle one is captured as it was, reading
+        (an abort has it read again).
+        """
+        self.incumbent.settleTimeout = 0.0
+        answer = self.successResultOf(
+            self.incumbent.capture(self.session_, {"types": self.adapters.typeNames()})
+        )
+        self.assertEqual(answer["staying"], {f"{ECHO}: working": 1})
+        self.assertEqual(answer["connections"], 1)
+        self.ownFds(self.reader.next()[1])
+        self.assertFrozen(self.idle.transport)
+        self.incumbent.abort("test", self.session_)
+        self.assertServing(self.idle, self.idleClient)
+        self.assertServing(self.busy, self.busyClient)
+
+    def test_stepDuringWaitRefused(self) -> None:
+        """
+        Another step while the capture waits is a protocol error: the
+        takeover is abandoned, and so is the wait.
+        """
+        d = self.startCapture()
+        self.assertRaises(TakeoverRefused, self.incumbent.switch, self.session_)
+        self.failureResultOf(d, TakeoverRefused)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertServing(self.idle, self.idleClient)
 
 
 class ControlSessionTests(IncumbentTestMixin, SynchronousTestCase):
@@ -661,6 +1386,8 @@ class ControlSessionTests(IncumbentTestMixin, SynchronousTestCase):
     def switched(self, session: ControlSession) -> None:
         session.remote_begin(dict(SUCCESSOR))
         session.remote_prepared({"received": 2})
+        captured = session.remote_capture({"types": self.adapters.typeNames()})
+        session.remote_restored({"connections": captured["connections"]})
         session.remote_switch()
 
     def test_beginSendsChannelOverTheConnection(self) -> None:
@@ -688,17 +1415,38 @@ class ControlSessionTests(IncumbentTestMixin, SynchronousTestCase):
         session = root.rootObject(_StubBroker())
         e = self.assertRaises(TakeoverRefused, session.remote_begin, dict(SUCCESSOR))
         self.assertEqual(str(e), "this process is not serving yet")
+        self.assertRaises(TakeoverRefused, session.remote_capture, {})
+        self.assertRaises(TakeoverRefused, session.remote_restored, {})
         session.disconnected()
+
+    def test_remoteSteps(self) -> None:
+        """
+        C{remote_capture} and C{remote_restored} answer as the incumbent's
+        C{capture} and C{restored} do.
+        """
+        protocol, _ = self.connection()
+        session, _ = self.connect()
+        session.remote_begin(dict(SUCCESSOR))
+        session.remote_prepared({"received": 2})
+        captured = session.remote_capture({"types": self.adapters.typeNames()})
+        self.assertEqual((captured["connections"], captured["moved"]), (1, {ECHO: 1}))
+        self.assertFrozen(protocol.transport)
+        self.assertEqual(session.remote_restored({"connections": 1}), {})
+        self.assertEqual(self.incumbent.current.state, RESTORED)
 
     def test_disconnectAtEachStepAborts(self) -> None:
         """
         A successor whose connection drops before the commit abandons its
         takeover at whatever step it was; after the switch, accepting
-        resumes.
+        resumes; after the capture, the connections are thawed.
         """
+        protocol, client = self.connection()
+        types = self.adapters.typeNames()
         steps = [
             ("begun", lambda s: s.remote_begin(dict(SUCCESSOR))),
             ("prepared", lambda s: s.remote_prepared({"received": 2})),
+            ("captured", lambda s: s.remote_capture({"types": types})),
+            ("restored", lambda s: s.remote_restored({"connections": 1})),
             ("switched", lambda s: s.remote_switch()),
         ]
         for n in range(1, len(steps) + 1):
@@ -712,6 +1460,24 @@ class ControlSessionTests(IncumbentTestMixin, SynchronousTestCase):
                 self.incumbent.lastAttempt["reason"], "the successor disconnected"
             )
             self.assertEqual(self.accepting(), [True, True])
+            self.assertServing(protocol, client)
+
+    def test_disconnectWhileCaptureWaits(self) -> None:
+        """
+        A successor that hangs up while the capture waits for a busy
+        connection abandons the wait with the takeover.
+        """
+        busy, client = self.connection(working=True)
+        session, _ = self.connect()
+        session.remote_begin(dict(SUCCESSOR))
+        session.remote_prepared({"received": 2})
+        d = session.remote_capture({"types": self.adapters.typeNames()})
+        self.assertNoResult(d)
+        session.disconnected()
+        self.failureResultOf(d, TakeoverRefused)
+        self.assertIsNone(self.incumbent.current)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertServing(busy, client)
 
     def test_disconnectAfterCommit(self) -> None:
         """
@@ -776,8 +1542,9 @@ class ControlSessionTests(IncumbentTestMixin, SynchronousTestCase):
 
 class IncumbentWithListenerRegistryTests(SynchronousTestCase):
     """
-    L{Incumbent} with a real L{ListenerRegistry} and a real listening UNIX
-    port (in a temporary directory, on a L{MemoryReactorClock}).
+    L{Incumbent} with a real L{ListenerRegistry}, a real listening UNIX
+    port (in a temporary directory, on a L{MemoryReactorClock}) and a real
+    connection it accepted.
     """
 
     def setUp(self) -> None:
@@ -798,11 +1565,15 @@ class IncumbentWithListenerRegistryTests(SynchronousTestCase):
         self.registry = ListenerRegistry(self.reactor)
         self.registry.install()
         self.addCleanup(self.registry.uninstall)
-        self.port = self.reactor.listenUNIX(self.path, Factory.forProtocol(Protocol))
+        self.factory = Factory.forProtocol(Echo)
+        self.port = self.reactor.listenUNIX(self.path, self.factory)
+        self.adapters = AdapterRegistry()
+        self.adapters.register(EchoAdapter(Echo))
         self.handedOff: list[dict[str, Any]] = []
         self.incumbent = Incumbent(
             self.reactor,
             self.registry,
+            self.adapters,
             identity=lambda: dict(IDENTITY),
             onHandedOff=self.handedOff.append,
             takeoverTimeout=TIMEOUT,
@@ -811,6 +1582,12 @@ class IncumbentWithListenerRegistryTests(SynchronousTestCase):
         self.addCleanup(self.incumbent.abort, "the test is over")
         self.session = FakeSession()
         self.addCleanup(self.session.close)
+        self.successorFds: list[int] = []
+        self.addCleanup(self.closeSuccessorFds)
+
+    def closeSuccessorFds(self) -> None:
+        for fd in self.successorFds:
+            os.close(fd)
 
     def test_verifyRegistry(self) -> None:
         """
@@ -818,35 +1595,66 @@ class IncumbentWithListenerRegistryTests(SynchronousTestCase):
         """
         verifyObject(IPortRegistry, self.registry)
 
-    def begin(self) -> list[int]:
+    def accept(self) -> tuple[Echo, socket.socket]:
+        """
+        Connect a client to the port and accept it.
+        """
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(client.close)
+        client.connect(self.path)
+        self.port.doRead()
+        [transport] = list(self.registry.openConnections())
+        self.addCleanup(releaseConnection, transport)
+        return transport.protocol, client
+
+    def begin(self) -> tuple[list[int], ChannelReader]:
         self.incumbent.begin(self.session, dict(SUCCESSOR))
         [channelFd] = self.session.takeSent()
-        message, fds, sock = readChannel(self.reactor, channelFd)
-        self.addCleanup(sock.close)
+        reader = ChannelReader(self.reactor, channelFd)
+        self.addCleanup(reader.close)
+        payload, fds = reader.next()
+        self.successorFds.extend(fds)
         self.assertEqual(
-            [(r["key"], r["kind"], r["address"]) for r in message["ports"]],
+            [(r["key"], r["kind"], r["address"]) for r in json.loads(payload)["ports"]],
             [(f"unix:{self.path}#0", "unix", self.path)],
         )
+        return fds, reader
+
+    def capture(self, reader: ChannelReader) -> list[int]:
+        self.incumbent.prepared(self.session, {"received": 1})
+        answer = self.incumbent.capture(self.session, {"types": self.adapters.typeNames()})
+        _, fds = reader.next()
+        self.successorFds.extend(fds)
+        self.assertEqual(answer["connections"], len(fds))
         return fds
 
     def test_handOff(self) -> None:
         """
         The port stops accepting at the switch and is released at the
-        commit without being shut down or unlinked: a client connecting to
-        its path afterwards is accepted by the successor's copy.
+        commit without being shut down or unlinked, and so is the accepted
+        connection: a client connecting to the path afterwards is accepted
+        by the successor's copy, and the connected client is served by the
+        successor's copy of its connection.
         """
-        [fd] = self.begin()
+        protocol, connected = self.accept()
+        [fd], reader = self.begin()
         successorCopy = socket.socket(fileno=fd)
+        self.successorFds.remove(fd)
         self.addCleanup(successorCopy.close)
         self.assertIn(self.port, self.reactor.getReaders())
-        self.incumbent.prepared(self.session, {"received": 1})
+        [connectionFd] = self.capture(reader)
+        self.assertNotIn(protocol.transport, self.reactor.getReaders())
+        self.incumbent.restored(self.session, {"connections": 1})
         self.incumbent.switch(self.session)
         self.assertNotIn(self.port, self.reactor.getReaders())
         result = self.incumbent.commit(self.session)
         self.assertEqual(result["released"], [f"unix:{self.path}#0"])
+        self.assertEqual(result["connections"], 1)
         self.assertFalse(self.port.connected)
         self.assertEqual(self.registry.listening(), [])
         self.assertTrue(os.path.exists(self.path))
+        self.assertFalse(protocol.transport.connected)
+        self.assertEqual(list(self.registry.openConnections()), [])
 
         client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.addCleanup(client.close)
@@ -855,16 +1663,40 @@ class IncumbentWithListenerRegistryTests(SynchronousTestCase):
         accepted, _ = successorCopy.accept()
         accepted.close()
 
+        self.assertEqual(peerState(connected), "open")
+        os.write(connectionFd, b"still here")
+        self.assertEqual(connected.recv(100), b"still here")
+
     def test_abortAfterSwitchResumes(self) -> None:
         """
-        An abort after the switch makes the port accept again.
+        An abort after the switch makes the port accept again, and the
+        accepted connection read again.
         """
-        self.begin()
-        self.incumbent.prepared(self.session, {"received": 1})
+        protocol, connected = self.accept()
+        _, reader = self.begin()
+        self.capture(reader)
+        self.incumbent.restored(self.session, {"connections": 1})
         self.incumbent.switch(self.session)
         self.incumbent.abort("changed my mind", self.session)
         self.assertIn(self.port, self.reactor.getReaders())
         self.assertTrue(self.port.connected)
+        self.assertEqual(exchange(protocol.transport, connected, b"hi\r\n"), b"hi\r\n")
+
+    def test_connectionOfUnclaimedPortStays(self) -> None:
+        """
+        A connection accepted on a port the successor does not declare
+        cannot move: it stays, and is served here.
+        """
+        protocol, connected = self.accept()
+        _, reader = self.begin()
+        self.incumbent.prepared(
+            self.session, {"received": 1, "unclaimed": [f"unix:{self.path}#0"]}
+        )
+        answer = self.incumbent.capture(self.session, {"types": self.adapters.typeNames()})
+        self.assertEqual(answer["connections"], 0)
+        [reason] = answer["staying"]
+        self.assertTrue(reason.startswith(f"{ECHO}: "), reason)
+        self.assertEqual(exchange(protocol.transport, connected, b"hi\r\n"), b"hi\r\n")
 
 
 class ControlBrokerTests(IncumbentTestMixin, SynchronousTestCase):
@@ -917,6 +1749,21 @@ class ControlBrokerTests(IncumbentTestMixin, SynchronousTestCase):
         self.pump.flush()
         return self.successResultOf(d)
 
+    def beginOverPB(self) -> ChannelReader:
+        """
+        C{begin} over PB; read the ports message.
+        """
+        answer = self.successResultOf(self.call("begin", dict(SUCCESSOR)))
+        self.assertEqual(answer, {**IDENTITY, "ports": 2})
+        [channelFd] = self.client.receivedFds
+        self.client.receivedFds.clear()
+        reader = ChannelReader(self.reactor, channelFd)
+        self.addCleanup(reader.close)
+        payload, fds = reader.next()
+        self.ownFds(fds)
+        self.assertEqual(len(json.loads(payload)["ports"]), 2)
+        return reader
+
     def test_peerChecked(self) -> None:
         """
         The server's peer policy was consulted for the connection.
@@ -950,45 +1797,101 @@ class ControlBrokerTests(IncumbentTestMixin, SynchronousTestCase):
         """
         e = self.awaitCall("switch")
         self.assertEqual(e.args, ("switch: no takeover of yours is in progress",))
+        e = self.awaitCall("capture", {})
+        self.assertEqual(e.args, ("capture: no takeover of yours is in progress",))
 
     def test_happyPathOverPB(self) -> None:
         """
         The whole takeover over PB: C{begin} answers and sends the channel's
-        descriptor to the client broker, C{prepared}, C{switch} and
-        C{commit} answer their records, and the client hanging up afterwards
-        detaches the successor.
+        descriptor to the client broker, C{prepared} answers, C{capture}
+        answers its counts and sends the connections on the channel,
+        C{restored}, C{switch} and C{commit} answer their records, and the
+        client hanging up afterwards detaches the successor.
         """
-        answer = self.successResultOf(self.call("begin", dict(SUCCESSOR)))
-        self.assertEqual(answer, {**IDENTITY, "ports": 2})
-        [channelFd] = self.client.receivedFds
-        self.client.receivedFds.clear()
-        message, fds, sock = readChannel(self.reactor, channelFd)
-        self.addCleanup(sock.close)
-        self.ownFds(fds)
-        self.assertEqual(len(message["ports"]), 2)
+        protocol, _ = self.connection()
+        reader = self.beginOverPB()
         self.assertEqual(self.successResultOf(self.call("prepared", {"received": 2})), {})
+        captured = self.successResultOf(
+            self.call("capture", {"types": self.adapters.typeNames()})
+        )
+        self.assertEqual((captured["connections"], captured["moved"]), (1, {ECHO: 1}))
+        _, fds = reader.next()
+        self.ownFds(fds)
+        self.assertEqual(len(fds), 1)
+        self.assertEqual(self.successResultOf(self.call("restored", {"connections": 1})), {})
         self.assertEqual(self.successResultOf(self.call("switch")), {"paused": 2})
         result = self.successResultOf(self.call("commit"))
         self.assertEqual(result["generation"], 5)
-        self.assertEqual(result["released"], ["tcp:8080:#0", "unix:/run/site/web#0"])
+        self.assertEqual(result["released"], KEYS)
+        self.assertEqual(result["connections"], 1)
+        self.assertFalse(protocol.transport.connected)
         self.assertEqual(self.handedOff, [{"pid": 4242, "python": "3.13.0", "generation": 5}])
         self.assertTrue(self.incumbent.successorAttached)
         self.disconnect()
         self.assertFalse(self.incumbent.successorAttached)
 
+    def test_captureWaitOverPB(self) -> None:
+        """
+        When the capture waits for a busy connection, its answer reaches
+        the successor once the wait is over.
+        """
+        busy, _ = self.connection(working=True)
+        reader = self.beginOverPB()
+        self.successResultOf(self.call("prepared", {"received": 2}))
+        d = self.call("capture", {"types": self.adapters.typeNames()})
+        self.assertNoResult(d)
+        busy.working = False
+        self.reactor.advance(0.005)
+        self.pump.flush()
+        self.assertEqual(self.successResultOf(d)["connections"], 1)
+        self.ownFds(reader.next()[1])
+
+    def test_refusedCaptureWaitOverPB(self) -> None:
+        """
+        A capture abandoned while it waits reaches the successor as a
+        refusal with the reason.
+        """
+        self.connection(working=True)
+        self.beginOverPB()
+        self.successResultOf(self.call("prepared", {"received": 2}))
+
+        async def capture() -> Any:
+            try:
+                return await self.remote.callRemote(
+                    "capture", {"types": self.adapters.typeNames()}
+                )
+            except Exception as e:
+                return e
+
+        d = Deferred.fromCoroutine(capture())
+        self.pump.flush()
+        self.assertNoResult(d)
+        self.incumbent.abort("stopping")
+        self.pump.flush()
+        e = self.successResultOf(d)
+        self.assertIsInstance(e, pb.RemoteError)
+        self.assertEqual(e.args[0], "capture: the takeover was abandoned while waiting")
+
     def test_disconnectAborts(self) -> None:
         """
         When the PB peer that began a takeover hangs up before the commit,
-        the takeover is abandoned and accepting resumes.
+        the takeover is abandoned, accepting resumes and the connections
+        are thawed.
         """
-        self.successResultOf(self.call("begin", dict(SUCCESSOR)))
+        protocol, client = self.connection()
+        reader = self.beginOverPB()
         self.successResultOf(self.call("prepared", {"received": 2}))
+        self.successResultOf(self.call("capture", {"types": self.adapters.typeNames()}))
+        self.ownFds(reader.next()[1])
+        self.successResultOf(self.call("restored", {"connections": 1}))
         self.successResultOf(self.call("switch"))
         self.assertEqual(self.accepting(), [False, False])
+        self.assertFrozen(protocol.transport)
         self.disconnect()
         self.assertIsNone(self.incumbent.current)
         self.assertEqual(self.incumbent.lastAttempt["reason"], "the successor disconnected")
         self.assertEqual(self.accepting(), [True, True])
+        self.assertServing(protocol, client)
 
     def test_timeoutHangsUpOverPB(self) -> None:
         """
@@ -1035,7 +1938,8 @@ class _Copyable(pb.Copyable):
 
 class FakeDoublesTests(SynchronousTestCase):
     """
-    The test doubles used here provide the interfaces they stand in for.
+    The test doubles used here provide the interfaces they stand in for,
+    and behave as the real ones do where the takeover relies on it.
     """
 
     def test_fakeRegistry(self) -> None:
@@ -1105,3 +2009,58 @@ class FakeDoublesTests(SynchronousTestCase):
         registry = FakeRegistry()
         self.assertRaises(ValueError, registry.offer, [], [a.detach()])
         self.assertEqual(peerState(b), "closed")
+
+    def test_fakeRegistryConnections(self) -> None:
+        """
+        L{FakeRegistry} looks up its ports by key and by port object, as
+        the capture and the restore of connections do, and counts the open
+        connections it was given.
+        """
+        registry = FakeRegistry()
+        port = registry.addPort("tcp:1:#0")
+        self.assertIs(port.port, port)
+        self.assertEqual(registry.keyOf(port), "tcp:1:#0")
+        self.assertIsNone(registry.keyOf(object()))
+        self.assertIs(registry.portForKey("tcp:1:#0"), port)
+        self.assertIsNone(registry.portForKey("tcp:2:#0"))
+        closed = FakeConnection(connected=False)
+        registry.connections.append(closed)
+        transport = FakeConnection()
+        registry.trackConnection(transport)
+        self.assertEqual(registry.openConnections(), [transport])
+        self.assertEqual(registry.connectionCount(), 1)
+        registry.releaseAll()
+        self.assertIsNone(registry.portForKey("tcp:1:#0"))
+
+    def test_fakeRegistryCaptureAndRestore(self) -> None:
+        """
+        The capture of connections works on a L{FakeRegistry} (its
+        L{FakeConnection}s stay: no adapter covers them), and its state
+        restores on another one that declares the same ports, the ports'
+        factories matched by key.
+        """
+        reactor = MemoryReactorClock()
+        incumbent = FakeRegistry()
+        incumbent.addPort("tcp:1:#0")
+        incumbent.connections.append(FakeConnection())
+        captured = captureConnections(
+            reactor, incumbent, AdapterRegistry(), frozenset({"tcp:1:#0"}), frozenset()
+        )
+        self.assertEqual((captured.count, captured.fds), (0, []))
+        self.assertEqual(captured.staying, {"builtins.NoneType: no adapter": 1})
+        successor = FakeRegistry()
+        successor.declare("tcp:1:#0")
+        restored = restoreConnections(
+            reactor, successor, AdapterRegistry(), captured.payload, []
+        )
+        self.assertEqual(restored.count, 0)
+        e = self.assertRaises(
+            GraphError,
+            restoreConnections,
+            reactor,
+            FakeRegistry(),
+            AdapterRegistry(),
+            captured.payload,
+            [],
+        )
+        self.assertEqual(str(e), "this process has nothing to match 'factory:tcp:1:#0'")

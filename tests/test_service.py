@@ -25,7 +25,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from migrator import _service
+from migrator._adapters import AdapterRegistry
 from migrator._channel import FrameChannel
+from migrator._connections import captureConnections
 from migrator._service import (
     DRAINING,
     FAILED,
@@ -50,6 +52,20 @@ TAKEOVER_TIMEOUT = 10.0
 DRAIN_TIMEOUT = 60.0
 KEYS = ["tcp:8080:#0", "unix:/run/site/web#0"]
 SUCCESSOR = {"pid": 4242, "python": "3.13.0"}
+
+
+class Tracked:
+    """
+    An application class the adapter module of these tests (this module,
+    through L{registerAdapters}) knows how to move.
+    """
+
+
+def registerAdapters(registry: AdapterRegistry) -> None:
+    """
+    This module as an adapter module (C{--adapters tests.test_service}).
+    """
+    registry.registerInstance(Tracked)
 
 
 class RecordingService(service.Service):
@@ -111,13 +127,16 @@ class ServiceTestMixin:
         self.inner = RecordingService()
         self.controls: list[FakeControlSocket] = []
 
-    def makeService(self, takeover: bool = False) -> MigrateService:
+    def makeService(
+        self, takeover: bool = False, adapterModules: tuple[str, ...] = ()
+    ) -> MigrateService:
         config = MigrateConfig(
             control=CONTROL,
             takeover=takeover,
             drainTimeout=DRAIN_TIMEOUT,
             takeoverTimeout=TAKEOVER_TIMEOUT,
             description="web --listen tcp:8080",
+            adapterModules=adapterModules,
         )
         svc = MigrateService(
             self.inner, config, self.reactor, exit=self.exits.append, policy=FakePeerPolicy()
@@ -154,9 +173,14 @@ class ServiceTestMixin:
         self.addCleanup(session.close)
         incumbent.begin(session, dict(SUCCESSOR))
         incumbent.prepared(session, {"received": len(KEYS)})
+        captured = incumbent.capture(session, {"types": svc.adapters.typeNames()})
+        # Fake connections have no adapter: they stay, to drain.
+        self.assertEqual(captured["connections"], 0)
+        self.assertEqual(sum(captured["staying"].values()), connections)
+        incumbent.restored(session, {"connections": 0})
         incumbent.switch(session)
         incumbent.commit(session)
-        # The commit closed the channel before its message was flushed:
+        # The commit closed the channel before its messages were flushed:
         # these ports have no descriptors to send.
         self.assertEqual(self.reactor.getWriters(), [])
         self.reactor.advance(0)
@@ -223,8 +247,37 @@ class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
                 "last_takeover": None,
                 "handed_off_to": None,
                 "predecessor": None,
+                "took_over": None,
+                "adapters": svc.adapters.typeNames(),
             },
         )
+        # migrator's own adapters, for Twisted's classes.
+        self.assertIn("twisted.web.http.HTTPChannel", status["adapters"])
+        self.assertIn("twisted.protocols.portforward.ProxyServer", status["adapters"])
+
+    def test_adapterModules(self) -> None:
+        """
+        The adapter registry is migrator's own adapters plus those of the
+        configured adapter modules (their C{registerAdapters}); the
+        incumbent uses it, and C{status} lists its type names.
+        """
+        svc = self.makeService(adapterModules=(__name__,))
+        name = f"{Tracked.__module__}.{Tracked.__qualname__}"
+        self.assertIsNotNone(svc.adapters.adapterFor(Tracked))
+        self.assertIn("twisted.web.http.HTTPChannel", svc.adapters.typeNames())
+        svc.privilegedStartService()
+        svc.startService()
+        self.assertIs(svc.incumbent.adapters, svc.adapters)
+        self.assertIn(name, svc.status()["adapters"])
+        self.assertNotIn(name, self.makeService().status()["adapters"])
+
+    def test_adapterModuleWithoutRegisterAdapters(self) -> None:
+        """
+        An adapter module without C{registerAdapters} is refused when the
+        service is made.
+        """
+        e = self.assertRaises(ValueError, self.makeService, adapterModules=("json",))
+        self.assertIn("json has no registerAdapters(registry) function", str(e))
 
     def test_statusBeforeServing(self) -> None:
         """
@@ -261,7 +314,11 @@ class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
             status["handed_off_to"], {"pid": 4242, "python": "3.13.0", "generation": 1}
         )
         self.assertEqual(status["last_takeover"]["outcome"], "committed")
+        self.assertEqual(
+            status["last_takeover"]["connections_staying"], {"builtins.NoneType: no adapter": 1}
+        )
         self.assertEqual(status["ports"], [])
+        self.assertIsNone(status["took_over"])
 
     def test_identity(self) -> None:
         """
@@ -412,16 +469,35 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
     L{MigrateService} started with C{takeover}.
     """
 
-    def start(self) -> tuple[MigrateService, Any]:
-        svc = self.makeService(takeover=True)
+    def start(self, adapterModules: tuple[str, ...] = ()) -> tuple[MigrateService, Any]:
+        svc = self.makeService(takeover=True, adapterModules=adapterModules)
         self.inner.onStart = lambda: [self.registry.declare(k) for k in KEYS]
         svc.privilegedStartService()
         self.assertEqual(self.inner.events, [])
         svc.startService()
+        self.addCleanup(self.abandon, svc)
         [(path, factory, timeout, _)] = self.reactor.unixClients
         self.assertEqual((path, timeout), (CONTROL, TAKEOVER_TIMEOUT))
         self.assertEqual(svc.successor.timeout, TAKEOVER_TIMEOUT)
+        self.assertIs(svc.successor.adapters, svc.adapters)
         return svc, factory
+
+    def abandon(self, svc: MigrateService) -> None:
+        """
+        Cancel a takeover the test left waiting, so that its coroutine is
+        rolled back now rather than closed by the garbage collector.
+        """
+        running = svc.successor._running
+        if running is not None and not running.called:
+            running.cancel()
+
+    def readChannel(self) -> None:
+        """
+        Let the successor read what arrived on its channel, and go on.
+        """
+        for reader in self.reactor.getReaders():
+            reader.doRead()
+        self.reactor.advance(0)
 
     def test_takeover(self) -> None:
         """
@@ -437,18 +513,37 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         self.sendPorts(root)
         root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
         self.assertEqual(self.inner.events, [])
-        for reader in self.reactor.getReaders():
-            reader.doRead()
-        self.reactor.advance(0)
+        self.readChannel()
         self.assertEqual(self.inner.events, ["privilegedStartService", "startService"])
         self.assertEqual(self.registry.adoptedCount(), 2)
         [control] = self.controls
         self.assertFalse(control.published)
         root.answer("prepared", {})
+        self.assertEqual(root.pending("capture").args, ({"types": svc.adapters.typeNames()},))
+        self.sendConnections()
+        staying = {"web.Legacy: no adapter": 2}
+        root.answer(
+            "capture",
+            {"connections": 0, "bytes": 0, "moved": {}, "staying": staying, "frozen_at": 0.0},
+        )
+        self.readChannel()
+        root.answer("restored", {})
         root.answer("switch", {"paused": 2})
         self.assertEqual(svc.state, STARTING)
-        root.answer("commit", {"generation": 5, "released": KEYS, "accept_paused_ms": 1.0})
+        self.assertIsNone(svc.status()["took_over"])
+        root.answer(
+            "commit",
+            {"generation": 5, "released": KEYS, "connections": 0, "accept_paused_ms": 1.0},
+        )
         self.assertEqual((svc.state, svc.generation), (SERVING, 5))
+        self.assertEqual(
+            root.methods(), ["begin", "prepared", "capture", "restored", "switch", "commit"]
+        )
+        tookOver = svc.status()["took_over"]
+        self.assertEqual(
+            {k: tookOver[k] for k in ("generation", "connections", "moved", "staying")},
+            {"generation": 5, "connections": 0, "moved": {}, "staying": staying},
+        )
         self.assertTrue(control.published)
         self.assertIs(svc.root.incumbent, svc.incumbent)
         self.assertEqual(
@@ -469,6 +564,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         """
         ours, theirs = socket.socketpair()
         self.addCleanup(ours.close)
+        self.channelEnd = ours
         root.broker.receivedFds.append(theirs.detach())
         ports = []
         for _ in KEYS:
@@ -484,6 +580,55 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         )
         sender.doWrite()
         sender.close()
+
+    def sendConnections(self) -> None:
+        """
+        Send, on the channel, the connections message of an incumbent with
+        nothing to move, as the incumbent does in C{capture}.
+        """
+        captured = captureConnections(
+            self.reactor, FakeRegistry(), AdapterRegistry(), frozenset(), frozenset()
+        )
+        sender = FrameChannel(self.reactor, self.channelEnd.dup())
+        sender.sendMessage(captured.payload, [])
+        sender.doWrite()
+        sender.close()
+
+    def test_takeoverUsesAdapterModules(self) -> None:
+        """
+        The successor asks for the connections of every type its adapter
+        registry (with the configured adapter modules) can restore.
+        """
+        svc, factory = self.start(adapterModules=(__name__,))
+        root = FakeRemoteRoot(autoAnswers={"abort": None})
+        factory.clientConnectionMade(root.broker)
+        self.sendPorts(root)
+        root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
+        self.readChannel()
+        root.answer("prepared", {})
+        [types] = [c.args[0]["types"] for c in root.calls if c.method == "capture"]
+        self.assertIn(f"{Tracked.__module__}.{Tracked.__qualname__}", types)
+        self.assertEqual(types, svc.adapters.typeNames())
+
+    def test_abandonedTakeoverRollsBack(self) -> None:
+        """
+        A takeover left waiting (here, for C{capture}'s answer) and then
+        abandoned rolls back and exits like any failed takeover.
+        """
+        svc, factory = self.start()
+        root = FakeRemoteRoot(autoAnswers={"abort": None})
+        factory.clientConnectionMade(root.broker)
+        self.sendPorts(root)
+        root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
+        self.readChannel()
+        root.answer("prepared", {})
+        self.abandon(svc)
+        self.assertEqual(svc.state, FAILED)
+        self.assertIn("takeover failed at step capture", self.stderr.getvalue())
+        self.assertEqual(root.methods()[-1], "abort")
+        self.assertFalse(self.controls[0].published)
+        self.assertTrue(self.controls[0].closed)
+        self.assertEqual(self.registry.listening(), [])
 
     def test_takeoverFailedExits(self) -> None:
         """

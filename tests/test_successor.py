@@ -9,30 +9,38 @@ ends are kept as probes: a probe reads end-of-file once every copy of its
 port is closed, or as soon as any copy is shut down.  So a probe that is
 still open while the test holds a copy proves nothing was shut down, and a
 probe that reads end-of-file once the test closed its own copy proves the
-successor kept no copy.
+successor kept no copy.  The established connections it moves are
+C{tcp.Server} transports on one end of a C{socketpair}, checked the same
+way from the client's end.
 """
 
 from __future__ import annotations
 
 import builtins
 import io
+import itertools
 import json
 import os
 import socket
 import sys
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.internet.defer import TimeoutError
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
+from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from twisted.spread import pb
 from twisted.trial.unittest import SynchronousTestCase
 
+from migrator._adapters import AdapterRegistry
 from migrator._channel import FrameChannel
+from migrator._connections import Captured, Restored, captureConnections
 from migrator._control import ControlServerFactory
 from migrator._incumbent import ControlRoot, Incumbent
+from migrator._ports import releaseConnection
 from migrator._successor import (
     FAULT_POINTS,
     Successor,
@@ -53,6 +61,46 @@ TIMEOUT = 30.0
 KEYS = ["tcp:8080:#0", "unix:/run/site/web#0"]
 BEGUN = {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2}
 
+_sessions = itertools.count(1)
+
+
+class Greeter(LineReceiver):
+    """
+    Answers each line with C{<n> hello <line>}.
+    """
+
+    count = 0
+
+    def lineReceived(self, line: bytes) -> None:
+        self.count += 1
+        self.sendLine(b"%d hello %s" % (self.count, line))
+
+
+GREETER = f"{Greeter.__module__}.{Greeter.__qualname__}"
+
+
+def adapters() -> AdapterRegistry:
+    """
+    An adapter registry that moves L{Greeter}s.
+    """
+    registry = AdapterRegistry()
+    registry.registerInstance(Greeter)
+    return registry
+
+
+def emptyCapture() -> Captured:
+    """
+    What an incumbent with nothing to move captures.
+    """
+    return captureConnections(
+        MemoryReactorClock(), FakeRegistry(), AdapterRegistry(), frozenset(), frozenset()
+    )
+
+
+#: The state an incumbent with nothing to move sends, and its report.
+EMPTY = emptyCapture().payload
+CAPTURED = {"connections": 0, "bytes": len(EMPTY), "moved": {}, "staying": {}, "frozen_at": 0.0}
+
 
 def doReads(reactor: MemoryReactorClock) -> None:
     """
@@ -64,6 +112,14 @@ def doReads(reactor: MemoryReactorClock) -> None:
         if why is not None:
             reactor.removeReader(reader)
             reader.connectionLost(Failure(why))
+
+
+def doWrites(reactor: MemoryReactorClock) -> None:
+    """
+    Let every writer of C{reactor} write.
+    """
+    for writer in reactor.getWriters():
+        writer.doWrite()
 
 
 def abandon(d: Any) -> None:
@@ -89,17 +145,38 @@ def peerState(probe: socket.socket) -> str:
     return "data" if data else "closed"
 
 
+def releaseConnections(registry: FakeRegistry) -> None:
+    """
+    Close (without shutdown) the connections a successor restored into
+    C{registry} and kept.
+    """
+    for transport in registry.openConnections():
+        releaseConnection(transport)
+
+
+def receive(client: socket.socket) -> bytes:
+    client.setblocking(False)
+    try:
+        return client.recv(65536)
+    except BlockingIOError:
+        return b""
+
+
 class SuccessorTestMixin:
     """
     A L{Successor} on a L{MemoryReactorClock} with a L{FakeRegistry}, a
-    L{FakeControlSocket}, and an incumbent played by the test through a
-    L{FakeRemoteRoot}.
+    L{FakeControlSocket}, an adapter for L{Greeter}, and an incumbent
+    played by the test through a L{FakeRemoteRoot}.
     """
 
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
         self.registry = FakeRegistry(holding=True)
         self.addCleanup(self.registry.close)
+        # The connections a takeover that succeeded kept (whichever registry
+        # the test ends up with).
+        self.addCleanup(lambda: releaseConnections(self.registry))
+        self.adapters = adapters()
         self.declares = list(KEYS)
         self.startError: BaseException | None = None
         self.started = 0
@@ -130,6 +207,7 @@ class SuccessorTestMixin:
             faults=faults,
             processAlive=lambda pid: self.alive.get(pid, True),
             clock=self.reactor.seconds,
+            adapters=self.adapters,
         )
 
     def startService(self) -> None:
@@ -143,6 +221,45 @@ class SuccessorTestMixin:
         control = FakeControlSocket(PATH)
         self.controls.append(control)
         return control
+
+    # -- the incumbent's connections ----------------------------------------
+
+    def captureOne(self) -> tuple[Captured, socket.socket]:
+        """
+        Capture, as the incumbent does, one connection served by a
+        L{Greeter} (a C{tcp.Server} on one end of a socket pair, in
+        L{incumbentTransport}) that has answered a line (not written yet)
+        and holds half of the next one.
+
+        @return: what was captured, and the client's end.
+        """
+        reactor = MemoryReactorClock()
+        ports = FakeRegistry()
+        for key in KEYS:
+            ports.addPort(key, key.split(":")[0])
+        mine, client = socket.socketpair()
+        self.addCleanup(client.close)
+        mine.setblocking(False)
+        protocol = Greeter()
+        transport = tcp.Server(mine, protocol, ("pair", 0), None, next(_sessions), reactor)
+        self.addCleanup(releaseConnection, transport)
+        protocol.makeConnection(transport)
+        ports.trackConnection(transport)
+        client.sendall(b"one\r\ntw")
+        transport.doRead()
+        self.incumbentTransport = transport
+        captured = captureConnections(
+            reactor, ports, self.adapters, frozenset(KEYS), frozenset(self.adapters.typeNames())
+        )
+        self.assertEqual(captured.count, 1)
+        return captured, client
+
+    def releaseIncumbentConnection(self) -> None:
+        """
+        Close the incumbent's handle of the connection of L{captureOne}, as
+        at its commit (no shutdown).
+        """
+        releaseConnection(self.incumbentTransport)
 
     # -- driving the takeover ---------------------------------------------
 
@@ -164,6 +281,17 @@ class SuccessorTestMixin:
         d = self.start(faults)
         self.factory.clientConnectionMade(self.root.broker)
         return d
+
+    def sendOnChannel(self, payload: bytes, fds: list[int]) -> None:
+        """
+        Send one message (the descriptors are duplicated) on the channel,
+        as the incumbent does.
+        """
+        assert self.channelEnd is not None
+        sender = FrameChannel(self.reactor, self.channelEnd.dup())
+        sender.sendMessage(payload, fds)
+        sender.doWrite()
+        sender.close()
 
     def sendPorts(
         self,
@@ -189,10 +317,17 @@ class SuccessorTestMixin:
             fds = [p.fileno() for p in self.incumbentPorts]
         if payload is None:
             payload = json.dumps({"type": "ports", "ports": records}).encode("utf-8")
-        sender = FrameChannel(self.reactor, ours.dup())
-        sender.sendMessage(payload, fds)
-        sender.doWrite()
-        sender.close()
+        self.sendOnChannel(payload, fds)
+
+    def sendConnections(self, captured: Captured | None = None) -> None:
+        """
+        Do what the incumbent does in C{capture} before answering: send the
+        connections message (by default: nothing to move).
+        """
+        if captured is None:
+            self.sendOnChannel(EMPTY, [])
+        else:
+            self.sendOnChannel(captured.payload, captured.fds)
 
     def readChannels(self) -> None:
         """
@@ -213,9 +348,36 @@ class SuccessorTestMixin:
         self.readChannels()
         return d
 
-    def toSwitched(self, faults: str = "") -> Any:
+    def toCapturing(self, faults: str = "") -> Any:
+        """
+        On to C{capture}: the successor waits for its answer.
+        """
         d = self.toBegun(faults)
         self.root.answer("prepared", {})
+        return d
+
+    def toRestoring(self, faults: str = "", captured: Captured | None = None) -> Any:
+        """
+        On through the capture (of C{captured}, by default nothing) and the
+        restore: the successor waits for C{restored}'s answer.
+        """
+        d = self.toCapturing(faults)
+        self.sendConnections(captured)
+        report = dict(CAPTURED)
+        if captured is not None:
+            report.update(
+                connections=captured.count,
+                bytes=len(captured.payload),
+                moved=captured.moved,
+                frozen_at=captured.frozenAt,
+            )
+        self.root.answer("capture", report)
+        self.readChannels()
+        return d
+
+    def toSwitched(self, faults: str = "", captured: Captured | None = None) -> Any:
+        d = self.toRestoring(faults, captured)
+        self.root.answer("restored", {})
         self.root.answer("switch", {"paused": 2})
         return d
 
@@ -237,13 +399,22 @@ class SuccessorTestMixin:
         self.closeIncumbentCopies()
         self.assertEqual([peerState(p) for p in self.probes], ["closed", "closed"])
 
+    def assertSuccessorHoldsNoConnection(self, client: socket.socket) -> None:
+        """
+        The connection of L{captureOne} was not shut down, and once the
+        incumbent lets go of it, it is gone: the successor kept no copy.
+        """
+        self.assertEqual(peerState(client), "open")
+        self.releaseIncumbentConnection()
+        self.assertEqual(peerState(client), "closed")
+
     def assertFailed(self, d: Any, step: str, reason: str) -> TakeoverFailed:
         """
         The takeover failed at C{step} with C{reason}, and was rolled back:
         the registry released everything and closed what it had not
-        adopted, any control socket was closed, the channel is closed, and
-        if the connection is alive the incumbent was told (C{abort}) and the
-        connection closed.
+        adopted, any control socket was closed, the channel is closed, any
+        restored connection was let go, and if the connection is alive the
+        incumbent was told (C{abort}) and the connection closed.
         """
         e = self.failureResultOf(d, TakeoverFailed).value
         self.assertEqual(str(e), f"takeover failed at step {step}: {reason}")
@@ -252,6 +423,8 @@ class SuccessorTestMixin:
         self.assertIn("closeUnclaimed", calls)
         self.assertEqual(self.registry.offered, {})
         self.assertEqual(self.registry.listening(), [])
+        self.assertEqual(self.registry.openConnections(), [])
+        self.assertIsNone(self.successor.restored)
         for control in self.controls:
             self.assertTrue(control.closed)
             self.assertFalse(control.published)
@@ -278,8 +451,10 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         """
         The successor connects, begins, receives the ports, starts its
         service (which adopts them without accepting), binds its control
-        socket, reports C{prepared} with matching counts, accepts after the
-        switch, commits, publishes its control socket and hangs up.
+        socket, reports C{prepared} with matching counts, asks for the
+        connections its adapters can restore, restores them and reports how
+        many, accepts after the switch, commits, publishes its control
+        socket and hangs up.
         """
         d = self.connect()
         [begin] = self.root.calls
@@ -303,6 +478,19 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
 
         self.reactor.advance(0.5)
         self.root.answer("prepared", {})
+        capture = self.root.pending("capture")
+        self.assertEqual(capture.args, ({"types": [GREETER]},))
+        self.sendConnections()
+        staying = {"web.Legacy: no adapter": 3}
+        self.root.answer("capture", {**CAPTURED, "staying": staying})
+        self.assertEqual(self.root.methods()[-1], "capture")
+        self.readChannels()
+        restored = self.root.pending("restored")
+        self.assertEqual(restored.args, ({"connections": 0},))
+        self.assertEqual(self.successor.restored.count, 0)
+        self.assertEqual([p.accepting for p in self.registry.ports], [False, False])
+
+        self.root.answer("restored", {})
         self.root.answer("switch", {"paused": 2})
         self.assertEqual([p.accepting for p in self.registry.ports], [True, True])
         self.assertNoResult(d)
@@ -321,11 +509,18 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
                 "accept_paused_ms": 250.0,
                 "total_ms": 750.0,
                 "switch_to_commit_ms": 250.0,
+                "moved": {},
+                "staying": staying,
+                "bytes": len(EMPTY),
+                "restore_ms": 0.0,
             },
         )
         self.assertTrue(control.published)
         self.assertFalse(control.closed)
-        self.assertEqual(self.root.methods(), ["begin", "prepared", "switch", "commit"])
+        self.assertEqual(
+            self.root.methods(),
+            ["begin", "prepared", "capture", "restored", "switch", "commit"],
+        )
         self.assertEqual(self.root.broker.transport.loseConnectionCalls, 1)
         self.assertNotIn("releaseAll", self.registry.calls)
         self.assertEqual(peerState(self.channelEnd), "closed")
@@ -333,6 +528,40 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         self.closeIncumbentCopies()
         self.assertPortsNotShutDown()
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_connectionMoves(self) -> None:
+        """
+        A connection sent by the incumbent is restored with its state on a
+        new transport, which neither reads nor writes until the commit;
+        then it writes what the incumbent had not sent, reads what the
+        client sent meanwhile, and serves the client on its own.
+        """
+        captured, client = self.captureOne()
+        d = self.toRestoring(captured=captured)
+        self.assertEqual(self.root.pending("restored").args, ({"connections": 1},))
+        [transport] = self.registry.openConnections()
+        self.assertIsNot(transport, self.incumbentTransport)
+        protocol = transport.protocol
+        self.assertIs(type(protocol), Greeter)
+        self.assertEqual((protocol.count, protocol._buffer), (1, b"tw"))
+        self.assertIs(protocol.transport, transport)
+        self.root.answer("restored", {})
+        self.root.answer("switch", {"paused": 2})
+        client.sendall(b"o\r\n")
+        doReads(self.reactor)
+        self.assertNotIn(transport, self.reactor.getReaders())
+        self.assertNotIn(transport, self.reactor.getWriters())
+        self.assertEqual(receive(client), b"")
+
+        self.root.answer("commit", {"generation": 5})
+        result = self.successResultOf(d)
+        self.assertEqual(result["moved"], {GREETER: 1})
+        self.assertEqual(set(result["freeze_ms"]), {"p50", "p99", "max"})
+        # The incumbent lets go at its commit.
+        self.releaseIncumbentConnection()
+        doReads(self.reactor)
+        doWrites(self.reactor)
+        self.assertEqual(receive(client), b"1 hello one\r\n2 hello two\r\n")
 
     def test_unclaimedPortsReported(self) -> None:
         """
@@ -454,6 +683,21 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         self.reactor.advance(TIMEOUT)
         self.assertFailed(d, "begin", "timed out waiting for the incumbent")
 
+    def test_incumbentHangsUpAsPortsArrive(self) -> None:
+        """
+        If the incumbent hangs up just after the ports message was read
+        (before the successor goes on with it), the ports' descriptors are
+        closed with the rollback.
+        """
+        d = self.connect()
+        self.sendPorts()
+        self.root.answer("begin", dict(BEGUN))
+        doReads(self.reactor)
+        self.root.broker.connectionLost()
+        self.assertFailed(d, "begin", "the incumbent hung up (it gave up on this takeover)")
+        self.assertEqual(self.started, 0)
+        self.assertSuccessorHoldsNoPort()
+
     def test_portCountMismatch(self) -> None:
         """
         If fewer descriptors arrive than C{begin} announced, the takeover
@@ -541,6 +785,7 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
             "the incumbent refused: count mismatch: sent 2 ports, you received 1",
         )
         self.assertNotIn("resumeAccepting", self.registry.calls)
+        self.assertNotIn("capture", self.root.methods())
         self.assertSuccessorHoldsNoPort()
 
     def test_preparedTimeout(self) -> None:
@@ -553,18 +798,194 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         self.assertFailed(d, "prepared", "timed out waiting for the incumbent")
         self.assertSuccessorHoldsNoPort()
 
+    def test_captureRefused(self) -> None:
+        """
+        A refused C{capture} fails the takeover before anything was
+        restored: ports released, control socket closed.
+        """
+        d = self.toCapturing()
+        self.root.refuse("capture", "capturing connections failed: boom")
+        self.assertFailed(
+            d, "capture", "the incumbent refused: capturing connections failed: boom"
+        )
+        self.assertNotIn("restored", self.root.methods())
+        self.assertNotIn("resumeAccepting", self.registry.calls)
+        self.assertSuccessorHoldsNoPort()
+
+    def test_captureTimeout(self) -> None:
+        """
+        An incumbent that does not answer C{capture} in time fails the
+        takeover.
+        """
+        d = self.toCapturing()
+        self.reactor.advance(TIMEOUT - 0.001)
+        self.assertNoResult(d)
+        self.reactor.advance(0.001)
+        self.assertFailed(d, "capture", "timed out waiting for the incumbent")
+        self.assertSuccessorHoldsNoPort()
+
+    def test_channelClosedBeforeConnections(self) -> None:
+        """
+        If the channel closes after C{capture}'s answer but before the
+        connections message, the takeover fails and the successor closes
+        its end.
+        """
+        d = self.toCapturing()
+        self.root.answer("capture", dict(CAPTURED))
+        self.assertNoResult(d)
+        assert self.channelEnd is not None
+        self.channelEnd.shutdown(socket.SHUT_WR)
+        self.readChannels()
+        self.assertFailed(d, "capture", "ChannelError: peer closed the channel")
+        self.assertSuccessorHoldsNoPort()
+
+    def test_connectionsTimeout(self) -> None:
+        """
+        If the connections message does not arrive within the timeout, the
+        takeover fails.
+        """
+        d = self.toCapturing()
+        self.root.answer("capture", dict(CAPTURED))
+        self.reactor.advance(TIMEOUT)
+        self.assertFailed(d, "capture", "timed out waiting for the incumbent")
+        self.assertSuccessorHoldsNoPort()
+
+    def test_malformedConnectionState(self) -> None:
+        """
+        If the connections message cannot be read (C{restoreConnections}
+        raises L{GraphError}), the takeover fails and the descriptors that
+        came with it are closed, not shut down.
+        """
+        ours, client = socket.socketpair()
+        self.addCleanup(client.close)
+        d = self.toCapturing()
+        self.sendOnChannel(b"not state", [ours.fileno()])
+        self.root.answer("capture", {**CAPTURED, "connections": 1})
+        self.readChannels()
+        self.assertFailed(
+            d,
+            "restore",
+            "GraphError: undecodable state: UnpicklingError: invalid load key, 'n'.",
+        )
+        self.assertNotIn("restored", self.root.methods())
+        self.assertEqual(peerState(client), "open")
+        ours.close()
+        self.assertEqual(peerState(client), "closed")
+        self.assertSuccessorHoldsNoPort()
+
+    def test_connectionStateNotAllowed(self) -> None:
+        """
+        State naming a class this process has no adapter for (which an
+        incumbent only sends if it ignores the types asked for) is refused
+        with L{GraphError}: the takeover fails, and the connection's
+        descriptor is closed, the connection not shut down.
+        """
+        captured, client = self.captureOne()
+        self.adapters = AdapterRegistry()
+        d = self.toRestoring(captured=captured)
+        self.assertFailed(
+            d,
+            "restore",
+            f"GraphError: the graph holds a {GREETER}, and this process has no "
+            "adapter registered for it",
+        )
+        self.assertSuccessorHoldsNoConnection(client)
+        self.assertSuccessorHoldsNoPort()
+
+    def test_restoredRefused(self) -> None:
+        """
+        A refused C{restored} fails the takeover: the restored connections
+        are let go (not shut down), the ports released.
+        """
+        captured, client = self.captureOne()
+        d = self.toRestoring(captured=captured)
+        self.assertEqual(self.successor.restored.count, 1)
+        self.root.refuse("restored", "count mismatch: sent 2 connections, you restored 1")
+        self.assertFailed(
+            d,
+            "restore",
+            "the incumbent refused: count mismatch: sent 2 connections, you restored 1",
+        )
+        self.assertNotIn("switch", self.root.methods())
+        self.assertSuccessorHoldsNoConnection(client)
+        self.assertSuccessorHoldsNoPort()
+
+    def test_restoredTimeout(self) -> None:
+        """
+        An incumbent that does not answer C{restored} in time fails the
+        takeover; the restored connections are let go.
+        """
+        captured, client = self.captureOne()
+        d = self.toRestoring(captured=captured)
+        self.reactor.advance(TIMEOUT)
+        self.assertFailed(d, "restore", "timed out waiting for the incumbent")
+        self.assertSuccessorHoldsNoConnection(client)
+
+    def test_incumbentHangsUpDuringCapture(self) -> None:
+        """
+        If the incumbent hangs up before answering C{capture}, the takeover
+        fails and is rolled back (the incumbent cannot be told).
+        """
+        d = self.toCapturing()
+        self.root.broker.connectionLost()
+        self.assertFailed(d, "capture", "PBConnectionLost: None")
+        self.assertSuccessorHoldsNoPort()
+
+    def test_incumbentHangsUpBeforeConnections(self) -> None:
+        """
+        If the incumbent hangs up after answering C{capture}, while the
+        successor waits for the connections message, the wait stops and the
+        takeover is rolled back at once.
+        """
+        d = self.toCapturing()
+        self.root.answer("capture", dict(CAPTURED))
+        self.assertNoResult(d)
+        self.root.broker.connectionLost()
+        self.assertFailed(d, "capture", "the incumbent hung up (it gave up on this takeover)")
+        self.assertSuccessorHoldsNoPort()
+
+    def test_incumbentHangsUpAsConnectionsArrive(self) -> None:
+        """
+        If the incumbent hangs up just after the connections message was
+        read (before the restore), the connections' descriptors are closed
+        with the rollback.
+        """
+        captured, client = self.captureOne()
+        d = self.toCapturing()
+        self.sendConnections(captured)
+        self.root.answer("capture", {**CAPTURED, "connections": 1})
+        doReads(self.reactor)
+        self.root.broker.connectionLost()
+        self.assertFailed(d, "capture", "the incumbent hung up (it gave up on this takeover)")
+        self.assertSuccessorHoldsNoConnection(client)
+        self.assertSuccessorHoldsNoPort()
+
+    def test_incumbentHangsUpDuringRestore(self) -> None:
+        """
+        If the incumbent hangs up before answering C{restored}, the
+        restored connections are let go and the ports released.
+        """
+        captured, client = self.captureOne()
+        d = self.toRestoring(captured=captured)
+        self.root.broker.connectionLost()
+        self.assertFailed(d, "restore", "PBConnectionLost: None")
+        self.assertSuccessorHoldsNoConnection(client)
+        self.assertSuccessorHoldsNoPort()
+
     def test_switchRefused(self) -> None:
         """
         A refused C{switch} fails the takeover before the successor ever
-        accepted.
+        accepted; the restored connections are let go.
         """
-        d = self.toBegun()
-        self.root.answer("prepared", {})
-        self.root.refuse("switch", "switch is not allowed at step begun")
+        captured, client = self.captureOne()
+        d = self.toRestoring(captured=captured)
+        self.root.answer("restored", {})
+        self.root.refuse("switch", "switch is not allowed at step captured")
         self.assertFailed(
-            d, "switch", "the incumbent refused: switch is not allowed at step begun"
+            d, "switch", "the incumbent refused: switch is not allowed at step captured"
         )
         self.assertNotIn("resumeAccepting", self.registry.calls)
+        self.assertSuccessorHoldsNoConnection(client)
         self.assertSuccessorHoldsNoPort()
 
     def test_switchTimeout(self) -> None:
@@ -572,8 +993,8 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         An incumbent that does not answer C{switch} in time fails the
         takeover.
         """
-        d = self.toBegun()
-        self.root.answer("prepared", {})
+        d = self.toRestoring()
+        self.root.answer("restored", {})
         self.reactor.advance(TIMEOUT)
         self.assertFailed(d, "switch", "timed out waiting for the incumbent")
         self.assertSuccessorHoldsNoPort()
@@ -581,13 +1002,18 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
     def test_commitRefused(self) -> None:
         """
         A refused C{commit} fails the takeover: the successor stops
-        accepting by releasing its copies (not shutting them down).
+        accepting by releasing its copies (not shutting them down), and
+        lets go of the restored connections, which never read here.
         """
-        d = self.toSwitched()
+        captured, client = self.captureOne()
+        d = self.toSwitched(captured=captured)
+        [transport] = self.registry.openConnections()
         self.root.refuse("commit", "commit is not allowed at step prepared")
         self.assertFailed(
             d, "commit", "the incumbent refused: commit is not allowed at step prepared"
         )
+        self.assertFalse(transport.connected)
+        self.assertSuccessorHoldsNoConnection(client)
         self.assertSuccessorHoldsNoPort()
 
     def test_commitHasNoTimeout(self) -> None:
@@ -604,10 +1030,12 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
     def test_commitLostIncumbentDead(self) -> None:
         """
         If the connection is lost during C{commit} and the incumbent is
-        dead, the successor keeps the ports, publishes its control socket,
-        and the takeover succeeds with the next generation.
+        dead, the successor keeps the ports and the connections (which now
+        read), publishes its control socket, and the takeover succeeds with
+        the next generation.
         """
-        d = self.toSwitched()
+        captured, client = self.captureOne()
+        d = self.toSwitched(captured=captured)
         self.alive[100] = False
         self.root.broker.connectionLost()
         result = self.successResultOf(d)
@@ -615,8 +1043,13 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         self.assertTrue(self.controls[0].published)
         self.assertNotIn("releaseAll", self.registry.calls)
         self.assertEqual([p.accepting for p in self.registry.ports], [True, True])
+        [transport] = self.registry.openConnections()
+        self.assertIn(transport, self.reactor.getReaders())
         self.closeIncumbentCopies()
         self.assertPortsNotShutDown()
+        self.releaseIncumbentConnection()
+        doWrites(self.reactor)
+        self.assertEqual(receive(client), b"1 hello one\r\n")
 
     def test_publishFailsAfterCommit(self) -> None:
         """
@@ -637,16 +1070,47 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         self.assertIsInstance(event["log_failure"].value, PermissionError)
         self.assertEqual(len(self.flushLoggedErrors(PermissionError)), 1)
 
+    def test_activationFailsAfterCommit(self) -> None:
+        """
+        If resuming the moved connections fails after the commit, that is
+        logged, and the successor still keeps and serves everything: no
+        rollback, no abort, the control socket published.
+        """
+
+        def broken(self: Restored, clock: Any = None) -> list[float]:
+            raise RuntimeError("the moved connections would not start")
+
+        self.patch(Restored, "activate", broken)
+        captured, client = self.captureOne()
+        d = self.toSwitched(captured=captured)
+        with capturedLogs() as events:
+            self.root.answer("commit", {"generation": 5})
+        result = self.successResultOf(d)
+        self.assertEqual(result["generation"], 5)
+        self.assertNotIn("freeze_ms", result)
+        self.assertNotIn("releaseAll", self.registry.calls)
+        self.assertNotIn("abort", self.root.methods())
+        self.assertTrue(self.controls[0].published)
+        self.assertEqual(self.root.broker.transport.loseConnectionCalls, 1)
+        self.assertEqual([p.accepting for p in self.registry.ports], [True, True])
+        self.assertIsNotNone(self.successor.restored)
+        self.assertEqual(len(self.registry.openConnections()), 1)
+        [event] = [e for e in events if e.get("log_failure") is not None]
+        self.assertIn("resuming the moved connections failed", event["log_format"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_commitLostIncumbentAlive(self) -> None:
         """
         If the connection is lost during C{commit} and the incumbent lives
         (it abandoned the takeover and accepts again), the takeover fails
-        and the successor lets go of the ports.
+        and the successor lets go of the ports and the connections.
         """
-        d = self.toSwitched()
+        captured, client = self.captureOne()
+        d = self.toSwitched(captured=captured)
         self.alive[100] = True
         self.root.broker.connectionLost()
         self.assertFailed(d, "commit", "the incumbent hung up instead of committing")
+        self.assertSuccessorHoldsNoConnection(client)
         self.assertSuccessorHoldsNoPort()
 
     def lostBeforeCommit(self) -> Any:
@@ -732,18 +1196,27 @@ class FaultInjectionTests(SuccessorTestMixin, SynchronousTestCase):
 
         self.patch(os, "kill", kill)
 
-    def run_(self, faults: str) -> Any:
+    def run_(self, faults: str, captured: Captured | None = None) -> Any:
         """
         Run a takeover as far as it goes with C{faults}, the incumbent
-        answering everything it is asked.
+        answering everything it is asked (and sending C{captured}, by
+        default nothing, as the connections).
         """
         d = self.connect(faults)
         if self.isPending("begin"):
             self.sendPorts()
             self.root.answer("begin", dict(BEGUN))
             self.readChannels()
+        if self.isPending("prepared"):
+            self.root.answer("prepared", {})
+        if self.isPending("capture"):
+            self.sendConnections(captured)
+            self.root.answer(
+                "capture", {**CAPTURED, "connections": captured.count if captured else 0}
+            )
+            self.readChannels()
         for method, answer in [
-            ("prepared", {}),
+            ("restored", {}),
             ("switch", {"paused": 2}),
             ("commit", {"generation": 5}),
         ]:
@@ -757,24 +1230,39 @@ class FaultInjectionTests(SuccessorTestMixin, SynchronousTestCase):
     def test_raiseAtEachPoint(self) -> None:
         """
         C{raise:POINT} fails the takeover at that point, rolled back like
-        any other failure.
+        any other failure: the ports and the restored connections are let
+        go, none shut down.
         """
         steps = {
             "connected": "connect",
             "before-adopt": "adopt",
             "after-adopt": "adopt",
+            "after-restore": "restore",
             "after-switch": "switch",
             "before-commit": "commit",
         }
         self.assertEqual(set(steps), set(FAULT_POINTS))
         for point, step in steps.items():
             self.setUp()
-            d = self.run_(f"raise:{point}")
+            captured, client = self.captureOne()
+            d = self.run_(f"raise:{point}", captured)
             self.assertFailed(d, step, f"injected fault at {point}")
             self.assertNotIn("commit", self.root.methods())
             if point != "connected":
                 self.assertSuccessorHoldsNoPort()
+            self.assertSuccessorHoldsNoConnection(client)
             self.assertEqual(self.kills, [])
+
+    def test_raiseAfterRestore(self) -> None:
+        """
+        C{raise:after-restore} fails the takeover once the connections were
+        restored, before the incumbent is told how many.
+        """
+        captured, client = self.captureOne()
+        d = self.run_("raise:after-restore", captured)
+        self.assertFailed(d, "restore", "injected fault at after-restore")
+        self.assertEqual(self.root.methods(), ["begin", "prepared", "capture", "abort"])
+        self.assertSuccessorHoldsNoConnection(client)
 
     def test_hang(self) -> None:
         """
@@ -782,7 +1270,9 @@ class FaultInjectionTests(SuccessorTestMixin, SynchronousTestCase):
         more is sent, and nothing is released.
         """
         d = self.run_("hang:after-switch")
-        self.assertEqual(self.root.methods(), ["begin", "prepared", "switch"])
+        self.assertEqual(
+            self.root.methods(), ["begin", "prepared", "capture", "restored", "switch"]
+        )
         self.reactor.advance(TIMEOUT * 10)
         self.assertNoResult(d)
         self.assertNotIn("releaseAll", self.registry.calls)
@@ -792,14 +1282,32 @@ class FaultInjectionTests(SuccessorTestMixin, SynchronousTestCase):
         """
         A successor stuck after the switch rolls back as soon as the
         incumbent hangs up (it gave up on the takeover and accepts again):
-        it must not keep accepting on the shared sockets.
+        it must not keep accepting on the shared sockets, nor hold the
+        connections.
         """
-        d = self.run_("hang:after-switch")
+        captured, client = self.captureOne()
+        d = self.run_("hang:after-switch", captured)
         self.assertNoResult(d)
         self.root.broker.connectionLost()
         self.assertFailed(d, "switch", "the incumbent hung up (it gave up on this takeover)")
         self.assertSuccessorHoldsNoPort()
+        self.assertSuccessorHoldsNoConnection(client)
         self.assertNotIn("commit", self.root.methods())
+
+    def test_hangAfterRestoreThenIncumbentHangsUp(self) -> None:
+        """
+        A successor stuck after restoring the connections rolls back as
+        soon as the incumbent hangs up.
+        """
+        captured, client = self.captureOne()
+        d = self.run_("hang:after-restore", captured)
+        self.assertNoResult(d)
+        self.assertEqual(self.root.methods(), ["begin", "prepared", "capture"])
+        self.root.broker.connectionLost()
+        self.assertFailed(
+            d, "restore", "the incumbent hung up (it gave up on this takeover)"
+        )
+        self.assertSuccessorHoldsNoConnection(client)
 
     def test_hangBeforeAdopt(self) -> None:
         """
@@ -850,7 +1358,8 @@ class SuccessorAgainstIncumbentTests(SynchronousTestCase):
     """
     A L{Successor} taking over from a real L{Incumbent} over an in-memory
     PB connection (L{connectControl}), with a real frame channel, each side
-    with a L{FakeRegistry}.
+    with a L{FakeRegistry}, on one reactor, the incumbent serving one
+    established connection (a L{Greeter}).
     """
 
     def setUp(self) -> None:
@@ -863,10 +1372,19 @@ class SuccessorAgainstIncumbentTests(SynchronousTestCase):
             self.addCleanup(probe.close)
             self.probes.append(probe)
             self.oldRegistry.addPort(key, key.split(":")[0], port.detach())
+        mine, self.client = socket.socketpair()
+        self.addCleanup(self.client.close)
+        mine.setblocking(False)
+        self.protocol = Greeter()
+        transport = tcp.Server(mine, self.protocol, ("pair", 0), None, next(_sessions), self.reactor)
+        self.addCleanup(releaseConnection, transport)
+        self.protocol.makeConnection(transport)
+        self.oldRegistry.trackConnection(transport)
         self.handedOff: list[dict[str, Any]] = []
         self.incumbent = Incumbent(
             self.reactor,
             self.oldRegistry,
+            adapters(),
             identity=lambda: {"pid": 100, "generation": 4, "python": "3.11.7"},
             onHandedOff=self.handedOff.append,
             takeoverTimeout=TIMEOUT,
@@ -876,9 +1394,12 @@ class SuccessorAgainstIncumbentTests(SynchronousTestCase):
         self.root = ControlRoot(lambda: {"pid": 100}, self.incumbent)
         self.pumps: list[Any] = []
 
-    def successor(self, startService: Any = None) -> tuple[Successor, FakeRegistry]:
+    def successor(
+        self, startService: Any = None, faults: str = ""
+    ) -> tuple[Successor, FakeRegistry]:
         registry = FakeRegistry(holding=True)
         self.addCleanup(registry.close)
+        self.addCleanup(releaseConnections, registry)
 
         def declare() -> None:
             for key in KEYS:
@@ -892,9 +1413,10 @@ class SuccessorAgainstIncumbentTests(SynchronousTestCase):
             prepareControl=FakeControlSocket,
             timeout=TIMEOUT,
             policy=FakePeerPolicy(),
-            faults="",
+            faults=faults,
             processAlive=lambda pid: True,
             clock=self.reactor.seconds,
+            adapters=adapters(),
         )
         return successor, registry
 
@@ -921,22 +1443,35 @@ class SuccessorAgainstIncumbentTests(SynchronousTestCase):
         for _ in range(20):
             for pump in self.pumps:
                 pump.flush()
-            for writer in self.reactor.getWriters():
-                writer.doWrite()
+            doWrites(self.reactor)
             doReads(self.reactor)
             self.reactor.advance(0)
+
+    def greet(self, line: bytes) -> bytes:
+        """
+        The client sends C{line}; whoever serves the connection answers.
+        """
+        self.client.sendall(line + b"\r\n")
+        self.turn()
+        return receive(self.client)
 
     def test_takeover(self) -> None:
         """
         A complete takeover: the successor ends up with the ports (accepting)
-        and the next generation, the incumbent released its copies (without
-        shutting anything down), handed off, and saw the successor hang up.
+        and the connection, and the next generation; the incumbent released
+        its copies (without shutting anything down), handed off, and saw
+        the successor hang up.  The client, served by the successor now,
+        sees one conversation.
         """
+        self.assertEqual(self.greet(b"one"), b"1 hello one\r\n")
+        oldTransport = self.protocol.transport
         successor, registry = self.successor()
         d = self.run_(successor)
         result = self.successResultOf(d)
         self.assertEqual(result["generation"], 5)
         self.assertEqual(result["released"], KEYS)
+        self.assertEqual(result["connections"], 1)
+        self.assertEqual(result["moved"], {GREETER: 1})
         self.assertEqual(
             self.handedOff,
             [{"pid": os.getpid(), "python": sys.version.split()[0], "generation": 5}],
@@ -946,6 +1481,10 @@ class SuccessorAgainstIncumbentTests(SynchronousTestCase):
         self.assertEqual([peerState(p) for p in self.probes], ["open", "open"])
         self.assertFalse(self.incumbent.successorAttached)
         self.assertEqual(self.incumbent.lastAttempt["outcome"], "committed")
+        self.assertFalse(oldTransport.connected)
+        [transport] = registry.openConnections()
+        self.assertIsNot(transport.protocol, self.protocol)
+        self.assertEqual(self.greet(b"two"), b"2 hello two\r\n")
         registry.close()
         self.assertEqual([peerState(p) for p in self.probes], ["closed", "closed"])
 
@@ -970,9 +1509,32 @@ class SuccessorAgainstIncumbentTests(SynchronousTestCase):
         )
         self.assertEqual([p.accepting for p in self.oldRegistry.ports], [True, True])
         self.assertEqual([peerState(p) for p in self.probes], ["open", "open"])
+        self.assertEqual(self.greet(b"one"), b"1 hello one\r\n")
 
         successor, registry = self.successor()
         self.assertEqual(self.successResultOf(self.run_(successor))["generation"], 5)
+        self.assertEqual(self.greet(b"two"), b"2 hello two\r\n")
+
+    def test_failureAfterRestoreRollsBackBoth(self) -> None:
+        """
+        When the successor fails after restoring the connections, it lets
+        go of its copies, and the incumbent thaws its own: the client,
+        served by the incumbent again, sees one conversation, including
+        what it sent during the attempt.
+        """
+        self.assertEqual(self.greet(b"one"), b"1 hello one\r\n")
+        self.client.sendall(b"tw")
+        successor, registry = self.successor(faults="raise:after-restore")
+        d = self.run_(successor)
+        self.failureResultOf(d, TakeoverFailed)
+        self.assertEqual(
+            self.incumbent.lastAttempt["reason"],
+            "the successor gave up: injected fault at after-restore",
+        )
+        self.assertEqual(self.incumbent.lastAttempt["step"], "captured")
+        self.assertEqual(registry.openConnections(), [])
+        self.assertTrue(self.protocol.transport.connected)
+        self.assertEqual(self.greet(b"o"), b"2 hello two\r\n")
 
     def test_concurrentTakeoverRefused(self) -> None:
         """
@@ -999,6 +1561,7 @@ class SuccessorAgainstIncumbentTests(SynchronousTestCase):
         hang.callback(None)
         self.turn()
         self.assertEqual(self.successResultOf(d1)["generation"], 5)
+        self.assertEqual(self.greet(b"one"), b"1 hello one\r\n")
 
 
 class DescribeTests(SynchronousTestCase):

@@ -152,6 +152,9 @@ class MigrateService(service.MultiService):
             # Stopping in the middle of a takeover: abandon it first (the
             # successor rolls back when our connection drops).
             self.incumbent.abort("this process is stopping")
+        if self.successor is not None:
+            # A successor stopped before its takeover finished rolls back.
+            self.successor.cancel()
         if self._drainCall is not None and self._drainCall.running:
             self._drainCall.stop()
         d = None

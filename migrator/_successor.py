@@ -163,6 +163,14 @@ class Successor:
         self._running = Deferred.fromCoroutine(self._run())
         return self._running
 
+    def cancel(self) -> None:
+        """
+        Abandon the takeover if it is still under way (this process is
+        stopping): it rolls back as on any other failure.
+        """
+        if self._running is not None and not self._running.called and self._step != "done":
+            self._running.cancel()
+
     def _afterCommit(self, frozenAt: float) -> None:
         """
         Finish a committed takeover; never raises.

@@ -487,9 +487,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         Cancel a takeover the test left waiting, so that its coroutine is
         rolled back now rather than closed by the garbage collector.
         """
-        running = svc.successor._running
-        if running is not None and not running.called:
-            running.cancel()
+        svc.successor.cancel()
 
     def readChannel(self) -> None:
         """
@@ -628,6 +626,22 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         self.assertEqual(root.methods()[-1], "abort")
         self.assertFalse(self.controls[0].published)
         self.assertTrue(self.controls[0].closed)
+        self.assertEqual(self.registry.listening(), [])
+
+    def test_stopMidTakeoverRollsBack(self) -> None:
+        """
+        A successor stopped (e.g. by SIGTERM) in the middle of its takeover
+        abandons it: it rolls back and tells the incumbent.
+        """
+        svc, factory = self.start()
+        root = FakeRemoteRoot(autoAnswers={"abort": None})
+        factory.clientConnectionMade(root.broker)
+        self.sendPorts(root)
+        root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
+        self.readChannel()
+        svc.stopService()
+        self.assertIn("takeover failed at step", self.stderr.getvalue())
+        self.assertEqual(root.methods()[-1], "abort")
         self.assertEqual(self.registry.listening(), [])
 
     def test_takeoverFailedExits(self) -> None:

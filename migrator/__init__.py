@@ -7,7 +7,9 @@ Run any twistd service under C{twistd migrate --control PATH ...}; start the
 successor with the same command plus C{--takeover}.  See C{docs/}.
 """
 
+from ._adapters import AdapterRegistry, InstanceAdapter, defaultRegistry, factoryAdapter
 from ._control import ControlPathError, PeerPolicy
+from ._graph import GraphError, Unadaptable
 from ._pidfile import Pidfile, sdNotify
 from ._ports import ListenerRegistry, TrackedPort, UnsupportedPort, releasePort
 from ._service import MigrateConfig, MigrateService
@@ -15,7 +17,13 @@ from ._successor import TakeoverFailed
 from ._version import __version__
 
 __all__ = [
+    "AdapterRegistry",
     "ControlPathError",
+    "GraphError",
+    "InstanceAdapter",
+    "Unadaptable",
+    "defaultRegistry",
+    "factoryAdapter",
     "ListenerRegistry",
     "MigrateConfig",
     "MigrateService",

@@ -130,6 +130,20 @@ def formatStatus(status: dict[str, Any]) -> str:
             lines.append(
                 f"last        abandoned at step {last.get('step')}: {last.get('reason')}"
             )
+    took = status.get("took_over")
+    if took:
+        moved = took.get("connections", 0)
+        staying = sum((took.get("staying") or {}).values())
+        freeze = took.get("freeze_ms") or {}
+        line = f"took over   {moved} connection(s) moved, {staying} left to drain"
+        if freeze:
+            line += f"; frozen p50 {freeze.get('p50')} ms, max {freeze.get('max')} ms"
+        lines.append(line)
+        for reason, count in sorted((took.get("staying") or {}).items()):
+            lines.append(f"  stayed: {count} x {reason}")
+    adapters = status.get("adapters")
+    if adapters is not None:
+        lines.append(f"adapters    {len(adapters)} type(s) can move")
     handed = status.get("handed_off_to")
     if handed:
         lines.append(f"handed off  to pid {handed.get('pid')} (draining)")

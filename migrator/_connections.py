@@ -20,7 +20,7 @@ the held calls; L{Restored.rollback} lets everything go.
 
 File descriptors: those in L{Captured.fds} stay owned by the incumbent's
 transports (they are sent, not given away).  Those given to
-L{restoreConnections} are owned by it: each is duplicated into a transport
+L{restoreConnections} are owned by it: each is taken over by a transport
 and closed at once.
 """
 
@@ -723,7 +723,7 @@ def restoreConnections(
 ) -> Restored:
     """
     Rebuild the incumbent's connections; see the module docstring.  Owns
-    C{fds}: on success each was duplicated into a transport and closed, on
+    C{fds}: on success each was taken over by a transport (no duplicate), on
     failure all are closed and what was built is released.
 
     @raise GraphError: if the state is malformed or names anything this

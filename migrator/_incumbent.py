@@ -267,6 +267,15 @@ class Incumbent:
         if self.current is not attempt or attempt.state != PREPARED:
             raise TakeoverRefused("capture: the takeover was abandoned while waiting")
         types = request.get("types") or ()
+        versions = request.get("versions")
+        if isinstance(versions, dict):
+            # Only types the successor reads at the version we write.
+            types = [
+                t
+                for t in types
+                if (mine := self.adapters.adapterNamed(t)) is None
+                or versions.get(t) == mine.version
+            ]
         claimed = self._claimed(attempt)
         started = self.clock()
         try:

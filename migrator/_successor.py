@@ -168,7 +168,11 @@ class Successor:
         Abandon the takeover if it is still under way (this process is
         stopping): it rolls back as on any other failure.
         """
-        if self._running is not None and not self._running.called and self._step != "done":
+        if self._step in ("commit", "done"):
+            # The incumbent may have committed already: rolling back now
+            # could leave nobody listening.
+            return
+        if self._running is not None and not self._running.called:
             self._running.cancel()
 
     def _afterCommit(self, frozenAt: float) -> None:
@@ -330,7 +334,15 @@ class Successor:
 
             self._step = "capture"
             captureReport = await self._call(
-                root, "capture", {"types": self.adapters.typeNames()}
+                root,
+                "capture",
+                {
+                    "types": self.adapters.typeNames(),
+                    "versions": {
+                        name: self.adapters.adapterNamed(name).version
+                        for name in self.adapters.typeNames()
+                    },
+                },
             )
             statePayload, connectionFds = await self._receive()
             self._step = "restore"

@@ -552,6 +552,25 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         # Not moved, so not released: it drains here.
         self.assertServing(protocol, client)
 
+    def test_captureLeavesOtherVersions(self) -> None:
+        """
+        A type the successor reads at another version than the one written
+        here stays (its connection drains) instead of failing the restore.
+        """
+        protocol, client = self.connection()
+        session = self.session()
+        reader = self.toPrepared(session)
+        answer = self.incumbent.capture(
+            session, {"types": [ECHO], "versions": {ECHO: 99}}
+        )
+        self.assertIsInstance(answer, dict)
+        _, fds = reader.next()
+        self.ownFds(fds)
+        self.assertEqual(answer["connections"], 0)
+        self.assertEqual(answer["staying"], {f"{ECHO}: no adapter in the successor": 1})
+        self.assertServing(protocol, client)
+        self.incumbent.abort("test over", session)
+
     def test_captureSendsConnections(self) -> None:
         """
         C{capture} freezes the movable connections (no reading, no writing,

@@ -517,7 +517,11 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         [control] = self.controls
         self.assertFalse(control.published)
         root.answer("prepared", {})
-        self.assertEqual(root.pending("capture").args, ({"types": svc.adapters.typeNames()},))
+        names = svc.adapters.typeNames()
+        versions = {n: svc.adapters.adapterNamed(n).version for n in names}
+        self.assertEqual(
+            root.pending("capture").args, ({"types": names, "versions": versions},)
+        )
         self.sendConnections()
         staying = {"web.Legacy: no adapter": 2}
         root.answer(

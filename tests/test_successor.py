@@ -479,7 +479,7 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         self.reactor.advance(0.5)
         self.root.answer("prepared", {})
         capture = self.root.pending("capture")
-        self.assertEqual(capture.args, ({"types": [GREETER]},))
+        self.assertEqual(capture.args, ({"types": [GREETER], "versions": {GREETER: 1}},))
         self.sendConnections()
         staying = {"web.Legacy: no adapter": 3}
         self.root.answer("capture", {**CAPTURED, "staying": staying})

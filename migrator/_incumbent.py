@@ -97,6 +97,8 @@ class Incumbent:
     adapters: AdapterRegistry
     identity: Callable[[], dict[str, Any]]
     onHandedOff: Callable[[dict[str, Any]], None]
+    #: Called when the committed successor hangs up (the drain may end now).
+    onSuccessorDetached: Callable[[], None] | None = None
     takeoverTimeout: float = 30.0
     #: The longest the capture waits for busy connections (an HTTP request
     #: being answered) to go idle, so that they move rather than drain.
@@ -536,6 +538,8 @@ class ControlSession(pb.Referenceable):
             return
         if incumbent.successorSession is self:
             incumbent.successorAttached = False
+            if incumbent.onSuccessorDetached is not None:
+                incumbent.onSuccessorDetached()
 
     def remote_status(self) -> dict[str, Any]:
         return self._root.status()

@@ -189,6 +189,7 @@ class MigrateService(service.MultiService):
             self.adapters,
             identity=self.identity,
             onHandedOff=self._handedOff,
+            onSuccessorDetached=self._successorDetached,
             takeoverTimeout=self.config.takeoverTimeout,
         )
         self.root.incumbent = self.incumbent
@@ -295,6 +296,11 @@ class MigrateService(service.MultiService):
         self._drainCall = LoopingCall(self._checkDrained)
         self._drainCall.clock = self._reactor
         self._drainCall.start(0.2, now=True)
+
+    def _successorDetached(self) -> None:
+        # Do not wait for the next tick of the drain loop.
+        if self._drainCall is not None and self._drainCall.running:
+            self._checkDrained()
 
     def _checkDrained(self) -> None:
         remaining = list(self.registry.openConnections())

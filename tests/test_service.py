@@ -387,6 +387,19 @@ class DrainTests(ServiceTestMixin, SynchronousTestCase):
         self.reactor.advance(0.2)
         self.assertEqual(self.stops, 1)
 
+    def test_exitsAsSoonAsSuccessorHangsUp(self) -> None:
+        """
+        With nothing left to drain, the successor hanging up ends the drain
+        at once, not at the drain loop's next tick.
+        """
+        svc = self.startIncumbent()
+        self.handOff(svc)
+        self.reactor.pump([0.2] * 2)
+        self.assertEqual(self.stops, 0)
+        svc.incumbent.successorAttached = False
+        svc.incumbent.onSuccessorDetached()
+        self.assertEqual(self.stops, 1)
+
     def test_waitsForSuccessorAtMostTakeoverTimeout(self) -> None:
         """
         A successor that stays attached is waited for at most the takeover

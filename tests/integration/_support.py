@@ -410,3 +410,65 @@ def accessLines(process: ServiceProcess, start: int = 0) -> list[str]:
     The access log lines C{process} wrote, from output line C{start} on.
     """
     return [line for line in process.lines[start:] if ACCESS.search(line)]
+
+
+# -- the numbered-lines application and its client -------------------------
+
+APPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
+NUMBERED_TAC = os.path.join(APPS, "numbered.tac")
+NUMBERED_ADAPTERS = "tests.integration.apps.numbered"
+
+
+def startLineClient(
+    case: TestCase,
+    port: int,
+    connections: int,
+    stop: str,
+    rate: float = 40.0,
+    pad: int = 1000,
+) -> ServiceProcess:
+    """
+    Start C{apps/lineclient.py}: C{connections} connections streaming
+    numbered lines at C{rate} per second each, reading slowly, until the
+    file C{stop} exists.  Waits for it to be connected.
+    """
+    client = ServiceProcess(
+        [
+            sys.executable,
+            os.path.join(APPS, "lineclient.py"),
+            "--port",
+            str(port),
+            "--connections",
+            str(connections),
+            "--rate",
+            str(rate),
+            "--stop-file",
+            stop,
+            "--pad",
+            str(pad),
+        ],
+        env=childEnvironment(),
+        name="lineclient",
+    )
+    case.addCleanup(client.stop)
+    client.waitFor("LINECLIENT READY", 30)
+    return client
+
+
+def finishLineClient(case: TestCase, client: ServiceProcess, stop: str) -> dict[str, Any]:
+    """
+    Stop the line client and check what every line client run must show:
+    no error, every connection answered its final C{stats}, no line
+    unanswered.
+
+    @return: its summary (C{made}, C{min_hops}, C{received}...).
+    """
+    with open(stop, "w"):
+        pass
+    case.assertEqual(client.waitForExit(120), 0)
+    result: dict[str, Any] = json.loads(client.lines[-1])
+    case.assertEqual(result["errors"], [])
+    case.assertEqual(result["error_count"], 0)
+    case.assertEqual(result["missing_stats"], 0)
+    case.assertEqual(result["unanswered"], 0)
+    return result

@@ -6,19 +6,17 @@ no byte lost or doubled, no second C{connectionMade}.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import sys
 import tempfile
 
 from twisted.trial.unittest import TestCase
 
-from migrator.testing import HANDED_OFF, READY, ServiceProcess, childEnvironment, startMigrate
+from migrator.testing import HANDED_OFF, READY, ServiceProcess, startMigrate
 
-APPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
-NUMBERED_TAC = os.path.join(APPS, "numbered.tac")
-ADAPTERS = "tests.integration.apps.numbered"
+from ._support import NUMBERED_ADAPTERS, NUMBERED_TAC, finishLineClient, startLineClient
+
+ADAPTERS = NUMBERED_ADAPTERS
 FROZE = re.compile(
     r"froze and sent (?P<count>\d+) connection\(s\) \((?P<size>\d+) bytes of state, "
     r"(?P<pending>\d+) unsent bytes"
@@ -63,26 +61,7 @@ class NumberedLinesTests(TestCase):
         port = int(incumbent.waitFor(r"NumberedFactory starting on (\d+)", 10).group(1))
         stop = os.path.join(self.work, "stop")
         connections = 20
-        client = ServiceProcess(
-            [
-                sys.executable,
-                os.path.join(APPS, "lineclient.py"),
-                "--port",
-                str(port),
-                "--connections",
-                str(connections),
-                "--rate",
-                "40",
-                "--stop-file",
-                stop,
-                "--pad",
-                str(PAD),
-            ],
-            env=childEnvironment(),
-            name="lineclient",
-        )
-        self.addCleanup(client.stop)
-        client.waitFor("LINECLIENT READY", 30)
+        client = startLineClient(self, port, connections, stop, pad=PAD)
         pendingSeen = 0
         moved = []
         for n in range(1, TAKEOVERS + 1):
@@ -95,14 +74,7 @@ class NumberedLinesTests(TestCase):
             incumbent.waitFor(HANDED_OFF, 30)
             self.assertEqual(incumbent.waitForExit(60), 0)
             incumbent = successor
-        with open(stop, "w"):
-            pass
-        self.assertEqual(client.waitForExit(120), 0)
-        result = json.loads(client.lines[-1])
-        self.assertEqual(result["errors"], [])
-        self.assertEqual(result["error_count"], 0)
-        self.assertEqual(result["missing_stats"], 0)
-        self.assertEqual(result["unanswered"], 0)
+        result = finishLineClient(self, client, stop)
         self.assertEqual(result["made"], connections)
         self.assertEqual(moved, [connections] * TAKEOVERS)
         self.assertGreaterEqual(result["min_hops"], TAKEOVERS)

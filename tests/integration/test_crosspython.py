@@ -11,7 +11,6 @@ says why.  C{.ci/run} prepares one.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -20,11 +19,11 @@ import tempfile
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from migrator.testing import HANDED_OFF, READY, ServiceProcess, childEnvironment, startMigrate
+from migrator.testing import HANDED_OFF, READY, ServiceProcess, startMigrate
 
-APPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
-NUMBERED_TAC = os.path.join(APPS, "numbered.tac")
-ADAPTERS = "tests.integration.apps.numbered"
+from ._support import NUMBERED_ADAPTERS, NUMBERED_TAC, finishLineClient, startLineClient
+
+ADAPTERS = NUMBERED_ADAPTERS
 _PROBE = "import sys, twisted, attrs, zope.interface; print(sys.version.split()[0])"
 
 
@@ -106,26 +105,7 @@ class CrossPythonTests(TestCase):
         first = incumbent.waitFor(READY, 60)
         port = int(incumbent.waitFor(r"NumberedFactory starting on (\d+)", 10).group(1))
         stop = os.path.join(work, "stop")
-        client = ServiceProcess(
-            [
-                sys.executable,
-                os.path.join(APPS, "lineclient.py"),
-                "--port",
-                str(port),
-                "--connections",
-                "5",
-                "--rate",
-                "40",
-                "--stop-file",
-                stop,
-                "--pad",
-                "1000",
-            ],
-            env=childEnvironment(),
-            name="lineclient",
-        )
-        self.addCleanup(client.stop)
-        client.waitFor("LINECLIENT READY", 30)
+        client = startLineClient(self, port, 5, stop, pad=1000)
         versions = [first["python"]]
         for generation, python in [(1, other), (2, None)]:
             successor = start(python, True)
@@ -137,12 +117,6 @@ class CrossPythonTests(TestCase):
             self.assertEqual(incumbent.waitForExit(60), 0)
             incumbent = successor
         self.assertEqual(versions, [sys.version.split()[0], otherVersion, sys.version.split()[0]])
-        with open(stop, "w"):
-            pass
-        self.assertEqual(client.waitForExit(120), 0)
-        result = json.loads(client.lines[-1])
-        self.assertEqual(result["errors"], [])
-        self.assertEqual(result["missing_stats"], 0)
-        self.assertEqual(result["unanswered"], 0)
+        result = finishLineClient(self, client, stop)
         self.assertEqual(result["made"], 5)
         self.assertEqual(result["min_hops"], 2)

@@ -86,14 +86,15 @@ class InstanceAdapter:
 
     def capture(self, obj: Any) -> dict[str, Any]:
         exclude = self.exclude
-        if not hasattr(obj, "__dict__") or _slotted(type(obj)):
+        if not hasattr(obj, "__dict__") or _slotted(type(obj)):  # type: ignore[arg-type]
             # With state in slots (beside a __dict__ or instead of one) the
             # instance dictionary is not the whole state.
             raise TypeError(f"{self.typeName} uses __slots__: write an adapter for it")
         return {k: v for k, v in vars(obj).items() if k not in exclude}
 
     def create(self, context: Any) -> Any:
-        return self.cls.__new__(self.cls)
+        cls: Any = self.cls
+        return cls.__new__(cls)
 
     def populate(self, obj: Any, state: dict[str, Any], context: Any) -> None:
         keep = self.keep

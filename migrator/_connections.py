@@ -316,9 +316,9 @@ def captureConnections(
     def stay(reason: str) -> None:
         staying[reason] = staying.get(reason, 0) + 1
 
-    captured: set[int] = set()
+    alreadyCaptured: set[int] = set()
     for t in list(ports.openConnections()):
-        if id(t) in captured:
+        if id(t) in alreadyCaptured:
             # Already part of an earlier connection's graph.
             continue
         protocol = t.protocol
@@ -345,7 +345,7 @@ def captureConnections(
             stay(f"{name}: {e}")
             continue
         writer.release()
-        captured.update(id(x) for x in hooks.transports[mark[0] :])
+        alreadyCaptured.update(id(x) for x in hooks.transports[mark[0] :])
 
     # The factories' own state travels too (merged into the successor's
     # factories).  If that fails, nothing moves: a half-moved factory would
@@ -688,7 +688,12 @@ class _RestoreHooks:
             )
         else:
             t = _RestoredTCPServer(
-                skt, noProtocolYet, tuple(peer or ("?", 0)), server, self._session, self.reactor
+                skt,
+                noProtocolYet,
+                tuple(peer or ("?", 0)),
+                server,  # type: ignore[arg-type]
+                self._session,
+                self.reactor,
             )
         # Constructed without reading (see _QuietStart); reading starts at
         # activate().

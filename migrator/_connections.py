@@ -528,6 +528,26 @@ class _Gate:
 
 
 @attrs.define(eq=False)
+class RestoreContext:
+    """
+    What adapters' C{create} and C{populate} get as their C{context} in the
+    successor.
+    """
+
+    _gate: _Gate
+
+    def whenActive(self, f: Callable[[], Any]) -> None:
+        """
+        Call C{f} once, after the commit, when the restored connections
+        have written the incumbent's unsent bytes and read again (never if
+        the takeover is rolled back).  For output an adapter wants to add
+        to a connection (a session's notice): written earlier, it would
+        come before the incumbent's unsent bytes, and before the commit.
+        """
+        self._gate.waiting.append((f, (), {}))
+
+
+@attrs.define(eq=False)
 class Restored:
     """
     The successor's restored connections, not active yet.
@@ -739,7 +759,7 @@ def restoreConnections(
         anchors["factory:" + tracked.key] = tracked.port.factory
     fds = list(fds)
     hooks = _RestoreHooks(reactor, adapters, ports, fds)
-    reader = GraphReader(adapters.adapterNamed, anchors, hooks)
+    reader = GraphReader(adapters.adapterNamed, anchors, hooks, RestoreContext(hooks.gate))
     try:
         data = loadsPlain(payload)
         if data is None:

@@ -29,9 +29,11 @@ def roundTrip(
 
     Transports met on the way (anything providing L{ITransport}) come back
     as fresh L{StringTransport}s, one per original, so that a restored
-    protocol can be fed bytes and its output inspected.  Scheduled calls
-    and other special values are not supported here (the integration tests
-    cover them with real processes).
+    protocol can be fed bytes and its output inspected.  What adapters ask
+    to run after the commit (C{context.whenActive}, see
+    L{migrator._connections.RestoreContext}) runs before this returns.
+    Scheduled calls and other special values are not supported here (the
+    integration tests cover them with real processes).
 
     @param adapters: the incumbent's registry.
     @param anchors: C{{name: (old, new)}}: C{old} in the incumbent's graph
@@ -63,9 +65,21 @@ def roundTrip(
     )
     wire = dumpsPlain(writer.write(value))
     registry = restoreWith or adapters
+    later: list[Any] = []
+
+    class _Context:
+        # As RestoreContext: what adapters defer to "after the commit" runs
+        # once everything is restored.
+        whenActive = staticmethod(later.append)
+
     reader = GraphReader(
-        registry.adapterNamed, {name: new for name, (_, new) in anchors.items()}, restoreSpecial
+        registry.adapterNamed,
+        {name: new for name, (_, new) in anchors.items()},
+        restoreSpecial,
+        _Context(),
     )
     restored = reader.read(loadsPlain(wire))
     reader.finish()
+    for f in later:
+        f()
     return restored

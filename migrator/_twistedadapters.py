@@ -7,6 +7,9 @@ process's registry (see L{migrator._adapters.defaultRegistry}).
     moves together, both sockets (one accepted, one outgoing), with their
     unsent bytes and producer registrations (which carry their pause
     state).  A pair still connecting upstream stays and drains.
+  - C{twisted.web}: idle keep-alive channels (L{migrator._webadapters}).
+  - C{twisted.conch}'s telnet manhole: a whole session, past its login
+    (L{migrator._manholeadapters}); SSH sessions stay and drain.
 """
 
 from __future__ import annotations
@@ -72,3 +75,8 @@ def registerAdapters(registry: AdapterRegistry) -> None:
     registry.register(factoryAdapter(portforward.ProxyFactory, keep=("host", "port")))
     registry.register(InstanceAdapter(portforward.ProxyClientFactory))
     _webadapters.registerAdapters(registry)
+    # Imported here: twisted.conch costs an import of cryptography, which
+    # only processes that build a registry need.
+    from . import _manholeadapters
+
+    _manholeadapters.registerAdapters(registry)

@@ -1,0 +1,384 @@
+# -*- test-case-name: tests.integration.test_manhole -*-
+"""
+A live telnet manhole session (C{twistd manhole}, unmodified, under
+C{twistd migrate}) moves to the successor: no reconnect, no second login,
+the namespace, the half-typed line and the history intact, in the same
+Python and onto another one.
+
+The client here is a few lines of Python speaking just enough telnet
+(L{TelnetSession}); the Debian C{telnet} client through a pty is another
+test's business.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import sys
+import tempfile
+import time
+
+from twisted.trial.unittest import TestCase
+
+from migrator.testing import HANDED_OFF, READY, ServiceProcess, startMigrate
+
+from .test_crosspython import otherPython
+
+IAC, DONT, DO, WONT, WILL, SB, SE = 255, 254, 253, 252, 251, 250, 240
+ECHO, SGA, NAWS = 1, 3, 31
+ENTER = b"\r\0"
+UP = b"\x1b[A"
+#: Logged when the manhole's telnet port listens.
+TELNET_PORT = re.compile(r"ServerFactory starting on (?P<port>\d+)")
+#: What a terminal escape sequence looks like (stripped from the screen).
+_ESCAPES = re.compile(rb"\x1b(\[[0-9;?]*[A-Za-z]|[A-Za-z=>])")
+TIMEOUT = 30.0
+
+
+class TelnetSession:
+    """
+    A telnet client: answers option negotiation (it will do NAWS and SGA,
+    lets the server echo), and collects what the server shows, escape
+    sequences removed.
+
+    @ivar screen: everything shown so far, as text.
+    """
+
+    def __init__(self, case: TestCase, port: int) -> None:
+        self._sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        case.addCleanup(self._sock.close)
+        self._raw = bytearray()
+        self._pending = b""
+        self.screen = ""
+        self._mark = 0
+
+    def _reply(self, command: int, option: int) -> None:
+        if command == DO:
+            answer = WILL if option in (NAWS, SGA) else WONT
+        elif command == WILL:
+            answer = DO if option in (ECHO, SGA) else DONT
+        elif command == WONT:
+            answer = DONT
+        else:
+            answer = WONT
+        self._sock.sendall(bytes([IAC, answer, option]))
+        if command == DO and option == NAWS:
+            self._sock.sendall(bytes([IAC, SB, NAWS, 0, 100, 0, 30, IAC, SE]))
+
+    def _feed(self, data: bytes) -> None:
+        data = self._pending + data
+        self._pending = b""
+        text = bytearray()
+        i = 0
+        while i < len(data):
+            b = data[i]
+            if b != IAC:
+                text.append(b)
+                i += 1
+                continue
+            if i + 1 >= len(data):
+                self._pending = data[i:]
+                break
+            command = data[i + 1]
+            if command in (DO, DONT, WILL, WONT):
+                if i + 2 >= len(data):
+                    self._pending = data[i:]
+                    break
+                self._reply(command, data[i + 2])
+                i += 3
+            elif command == SB:
+                end = data.find(bytes([IAC, SE]), i)
+                if end < 0:
+                    self._pending = data[i:]
+                    break
+                i = end + 2
+            elif command == IAC:
+                text.append(IAC)
+                i += 2
+            else:
+                i += 2
+        self._raw += text
+        self.screen = _ESCAPES.sub(b"", bytes(self._raw)).decode("utf-8", "replace")
+
+    def expect(self, pattern: str, timeout: float = TIMEOUT) -> re.Match[str]:
+        """
+        Wait until what was shown since the last match matches C{pattern}.
+        """
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            match = regex.search(self.screen, self._mark)
+            if match:
+                self._mark = match.end()
+                return match
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"no {pattern!r} within {timeout:g}s; shown since the last "
+                    f"match:\n{self.screen[self._mark :][-3000:]!r}"
+                )
+            self._sock.settimeout(remaining)
+            try:
+                data = self._sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                raise AssertionError(
+                    f"connection closed waiting for {pattern!r}; shown:\n{self.screen[-3000:]!r}"
+                )
+            self._feed(data)
+
+    def since(self) -> str:
+        return self.screen[self._mark :]
+
+    def type(self, text: str) -> None:
+        self._sock.sendall(text.encode("utf-8"))
+
+    def press(self, keys: bytes) -> None:
+        """
+        Send raw keystrokes (Enter, arrows).
+        """
+        self._sock.sendall(keys)
+
+    def line(self, text: str, prompt: str = ">>> ") -> None:
+        """
+        Type C{text} and Enter, and wait for the next prompt C{prompt}.
+        """
+        self.type(text)
+        self.press(ENTER)
+        self.expect(re.escape(text[-8:]) if text else "")
+        self.expect("\n" + re.escape(prompt))
+
+    def login(self, user: str, password: str) -> None:
+        # The login prompts read lines ending in CR LF; the manhole reads
+        # keystrokes (Enter is CR NUL there).
+        self.expect("Username: ")
+        self.type(user + "\r\n")
+        self.expect("Password: ")
+        self.type(password + "\r\n")
+        self.expect(">>> ")
+
+
+class ManholeTakeoverTests(TestCase):
+    """
+    Telnet manhole sessions through a takeover.
+    """
+
+    def setUp(self) -> None:
+        self.work = tempfile.mkdtemp(prefix="migrator-manhole-")
+        os.chmod(self.work, 0o700)
+        self.addCleanup(shutil.rmtree, self.work, ignore_errors=True)
+        self.control = os.path.join(self.work, "ctl")
+        self.passwd = os.path.join(self.work, "users")
+        with open(self.passwd, "w") as f:
+            f.write("admin:secret\nother:word\n")
+
+    def start(
+        self, python: str | None = None, takeover: bool = False, extra: list[str] | None = None
+    ) -> ServiceProcess:
+        process = startMigrate(
+            self.control,
+            [
+                "manhole",
+                "--telnetPort",
+                "tcp:0:interface=127.0.0.1",
+                "--passwd",
+                self.passwd,
+                *(extra or []),
+            ],
+            takeover=takeover,
+            python=python,
+            migrateOptions=["--drain-timeout", "30"],
+            cwd=self.work,
+        )
+        self.addCleanup(process.stop)
+        return process
+
+    def populate(self, session: TelnetSession) -> int:
+        """
+        The talk's steps: import, define, instantiate; then a counter (for
+        the history check after the move).
+
+        @return: the pid the session reports.
+        """
+        session.line("import sys, os")
+        session.line('x = [1, 2, {"a": 3}]')
+        session.line('def greet(name): return "hello " + name', "... ")
+        session.line("", ">>> ")
+        session.line("class Point:", "... ")
+        session.line("    def __init__(self, x, y): self.x, self.y = x, y", "... ")
+        session.line("", ">>> ")
+        session.line("p = Point(1, 2)")
+        session.line("counter = 0")
+        session.line("counter += 1; counter")
+        session.type("print('pid', os.getpid())")
+        session.press(ENTER)
+        pid = int(session.expect(r"pid (\d+)\r*\n")[1])
+        session.expect(">>> ")
+        return pid
+
+    def takeOver(
+        self, incumbent: ServiceProcess, python: str | None = None
+    ) -> tuple[ServiceProcess, float]:
+        """
+        Start a successor, wait until it serves and the incumbent handed
+        off and exited.
+
+        @return: the successor, and how long the takeover took.
+        """
+        started = time.monotonic()
+        successor = self.start(python, takeover=True)
+        successor.waitFor(READY, 90)
+        incumbent.waitFor(HANDED_OFF, 60)
+        elapsed = time.monotonic() - started
+        self.assertEqual(incumbent.waitForExit(60), 0, incumbent.output()[-3000:])
+        return successor, elapsed
+
+    def check(self, session: TelnetSession, pid: int, version: str) -> None:
+        """
+        After the move: the half line completes and runs, the names
+        survive, the pid (and version) changed, history recalls a line
+        typed before the move; no login prompt was shown again.
+        """
+        session.type('"you")')
+        session.press(ENTER)
+        session.expect(r"'hello you'")
+        session.expect(">>> ")
+        session.type(
+            "x, greet('me'), p.x, isinstance(p, Point), os.getpid(), sys.version.split()[0]"
+        )
+        session.press(ENTER)
+        shown = session.expect(r"\(\[1, 2, \{'a': 3\}\], 'hello me', 1, True, (\d+), '([0-9.]+)'\)")
+        self.assertNotEqual(int(shown[1]), pid)
+        self.assertEqual(shown[2], version)
+        session.expect(">>> ")
+        # Up four times: this line, the greeting, the pid line, the counter line.
+        session.press(UP * 4 + ENTER)
+        session.expect(r"\n2\r*\n>>> ")
+        self.assertNotIn("Username:", session.screen.split("print('pid'")[-1])
+
+    def test_sessionMoves(self) -> None:
+        """
+        A logged-in session, its namespace populated and half a line typed,
+        moves to a successor of the same Python: the line completes there,
+        every name survives, the pid changed, history recalls pre-move
+        lines, and nobody is asked to log in again.
+        """
+        incumbent = self.start()
+        incumbent.waitFor(READY, 60)
+        port = int(incumbent.waitFor(TELNET_PORT, 10)["port"])
+        session = TelnetSession(self, port)
+        session.login("admin", "secret")
+        pid = self.populate(session)
+        self.assertEqual(pid, incumbent.pid)
+        session.type("greet(")
+        session.expect("greet")
+        _, elapsed = self.takeOver(incumbent)
+        incumbent.waitFor(r"froze and sent 1 connection\(s\)", 5)
+        self.check(session, pid, sys.version.split()[0])
+        print(f"\nsame-Python manhole takeover: {elapsed:.2f}s")
+
+    def test_severalSessions(self) -> None:
+        """
+        Two sessions (two users) each keep their own namespace through the
+        move.
+        """
+        incumbent = self.start()
+        incumbent.waitFor(READY, 60)
+        port = int(incumbent.waitFor(TELNET_PORT, 10)["port"])
+        one, two = TelnetSession(self, port), TelnetSession(self, port)
+        one.login("admin", "secret")
+        two.login("other", "word")
+        one.line("mine = 'one'")
+        two.line("mine = 'two'")
+        two.line("def twice(v): return v * 2", "... ")
+        two.line("", ">>> ")
+        one.type("mi")
+        one.expect("mi")
+        self.takeOver(incumbent)
+        incumbent.waitFor(r"froze and sent 2 connection\(s\)", 5)
+        one.type("ne, 'twice' in globals(), os.getpid() if 'os' in globals() else 0")
+        one.press(ENTER)
+        one.expect(r"\('one', False, 0\)")
+        two.type("mine, twice(21)")
+        two.press(ENTER)
+        two.expect(r"\('two', 42\)")
+
+    def test_otherPython(self) -> None:
+        """
+        The same session moves onto another Python (3.11 <-> 3.13), and
+        back, without a reconnect.
+        """
+        other, otherVersion = otherPython()
+        incumbent = self.start()
+        incumbent.waitFor(READY, 60)
+        port = int(incumbent.waitFor(TELNET_PORT, 10)["port"])
+        session = TelnetSession(self, port)
+        session.login("admin", "secret")
+        pid = self.populate(session)
+        session.type("greet(")
+        session.expect("greet")
+        successor, there = self.takeOver(incumbent, other)
+        self.check(session, pid, otherVersion)
+        session.type("greet(")
+        session.expect("greet")
+        _, home = self.takeOver(successor)
+        session.type('"back")')
+        session.press(ENTER)
+        session.expect(r"'hello back'")
+        session.type("sys.version.split()[0], isinstance(p, Point), counter")
+        session.press(ENTER)
+        session.expect(re.escape(repr((sys.version.split()[0], True, 2))))
+        print(f"\nmanhole takeover onto {otherVersion}: {there:.2f}s, back: {home:.2f}s")
+
+    def test_sshSessionStays(self) -> None:
+        """
+        An SSH manhole connection cannot move: the takeover says so, the
+        telnet session moves anyway, and the SSH connection stays with the
+        incumbent, which exits once it has closed.
+        """
+        keys = os.path.join(self.work, "keys")
+        os.mkdir(keys)
+        incumbent = self.start(
+            extra=[
+                "--sshPort",
+                "tcp:0:interface=127.0.0.1",
+                "--sshKeyDir",
+                keys,
+                "--sshKeySize",
+                "2048",
+            ]
+        )
+        incumbent.waitFor(READY, 120)
+        ports = [int(m) for m in re.findall(r"ServerFactory starting on (\d+)", incumbent.output())]
+        sshPort = int(incumbent.waitFor(r"ConchFactory starting on (\d+)", 10)[1])
+        telnetPort = [p for p in ports if p != sshPort][0]
+        ssh = socket.create_connection(("127.0.0.1", sshPort), timeout=TIMEOUT)
+        self.addCleanup(ssh.close)
+        ssh.sendall(b"SSH-2.0-migratortest\r\n")
+        self.assertTrue(ssh.recv(100).startswith(b"SSH-2.0-"))
+        session = TelnetSession(self, telnetPort)
+        session.login("admin", "secret")
+        session.line("kept = 7")
+        successor = self.start(
+            takeover=True,
+            extra=[
+                "--sshPort",
+                "tcp:0:interface=127.0.0.1",
+                "--sshKeyDir",
+                keys,
+                "--sshKeySize",
+                "2048",
+            ],
+        )
+        successor.waitFor(READY, 120)
+        incumbent.waitFor(HANDED_OFF, 60)
+        incumbent.waitFor("SSH session cannot carry its encryption state", 5)
+        session.type("kept * 6")
+        session.press(ENTER)
+        session.expect(r"\n42\r*\n")
+        self.assertIsNone(incumbent.process.poll())
+        ssh.close()
+        self.assertEqual(incumbent.waitForExit(60), 0)

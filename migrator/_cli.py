@@ -3,7 +3,8 @@
 C{python -m migrator}: operators' commands.
 
     python -m migrator status --control PATH [--json]
-    python -m migrator demo [--takeovers N] [--rate R]
+    python -m migrator demo [--interactive] [--python PATH]
+    python -m migrator demo --load [--takeovers N] [--rate R] [--interval S]
 """
 
 from __future__ import annotations
@@ -33,19 +34,40 @@ class StatusOptions(usage.Options):
 
 
 class DemoOptions(usage.Options):
-    synopsis = "[--takeovers N] [--rate R] [--interval SECONDS]"
-    optParameters = [
-        ["takeovers", "n", 5, "How many takeovers to perform.", int],
-        ["rate", "r", 500, "New connections per second from the load client.", int],
-        ["interval", "i", 1.0, "Seconds of load between takeovers.", float],
+    synopsis = (
+        "[--interactive] [--python PATH] | --load [--takeovers N] [--rate R] [--interval SECONDS]"
+    )
+    longdesc = (
+        "Without --load: a telnet manhole session moves to a new process (on "
+        "a second Python when one is found: --python, MIGRATOR_DEMO_PYTHON, "
+        "MIGRATOR_TEST_OTHER_PYTHON or python3.N on PATH).  With --load: a "
+        "web server hands its port over, again and again, under load."
+    )
+    optFlags = [
+        [
+            "interactive",
+            None,
+            "Start the manhole service and say how to telnet in and take over by hand.",
+        ],
+        ["load", None, "The web-server-under-load demo instead."],
     ]
+    optParameters = [
+        ["python", None, None, "Interpreter for the successor (manhole demo)."],
+        ["takeovers", "n", 5, "How many takeovers to perform (--load).", int],
+        ["rate", "r", 500, "New connections per second from the load client (--load).", int],
+        ["interval", "i", 1.0, "Seconds of load between takeovers (--load).", float],
+    ]
+
+    def postOptions(self) -> None:
+        if self["load"] and self["interactive"]:
+            raise usage.UsageError("--interactive is for the manhole demo, not --load")
 
 
 class MainOptions(usage.Options):
     synopsis = "COMMAND [options]"
     subCommands = [
         ["status", None, StatusOptions, "Show what runs at a control socket."],
-        ["demo", None, DemoOptions, "Run a live demonstration of a takeover under load."],
+        ["demo", None, DemoOptions, "Run the live demonstration: a telnet session moves."],
     ]
 
     def postOptions(self) -> None:
@@ -127,9 +149,7 @@ def formatStatus(status: dict[str, Any]) -> str:
                 f"{last.get('accept_paused_ms')} ms"
             )
         else:
-            lines.append(
-                f"last        abandoned at step {last.get('step')}: {last.get('reason')}"
-            )
+            lines.append(f"last        abandoned at step {last.get('step')}: {last.get('reason')}")
     took = status.get("took_over")
     if took:
         moved = took.get("connections", 0)

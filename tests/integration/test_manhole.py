@@ -5,9 +5,9 @@ C{twistd migrate}) moves to the successor: no reconnect, no second login,
 the namespace, the half-typed line and the history intact, in the same
 Python and onto another one.
 
-The client here is a few lines of Python speaking just enough telnet
-(L{TelnetSession}); the Debian C{telnet} client through a pty is another
-test's business.
+The client here is L{migrator._telnetdriver.SocketTelnet}, a few lines of
+Python speaking just enough telnet; the Debian C{telnet} client through a
+pty is another test's business.
 """
 
 from __future__ import annotations
@@ -22,143 +22,13 @@ import time
 
 from twisted.trial.unittest import TestCase
 
+from migrator._telnetdriver import ENTER, TIMEOUT, UP, SocketTelnet
 from migrator.testing import HANDED_OFF, READY, ServiceProcess, startMigrate
 
 from .test_crosspython import otherPython
 
-IAC, DONT, DO, WONT, WILL, SB, SE = 255, 254, 253, 252, 251, 250, 240
-ECHO, SGA, NAWS = 1, 3, 31
-ENTER = b"\r\0"
-UP = b"\x1b[A"
 #: Logged when the manhole's telnet port listens.
 TELNET_PORT = re.compile(r"ServerFactory starting on (?P<port>\d+)")
-#: What a terminal escape sequence looks like (stripped from the screen).
-_ESCAPES = re.compile(rb"\x1b(\[[0-9;?]*[A-Za-z]|[A-Za-z=>])")
-TIMEOUT = 30.0
-
-
-class TelnetSession:
-    """
-    A telnet client: answers option negotiation (it will do NAWS and SGA,
-    lets the server echo), and collects what the server shows, escape
-    sequences removed.
-
-    @ivar screen: everything shown so far, as text.
-    """
-
-    def __init__(self, case: TestCase, port: int) -> None:
-        self._sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        case.addCleanup(self._sock.close)
-        self._raw = bytearray()
-        self._pending = b""
-        self.screen = ""
-        self._mark = 0
-
-    def _reply(self, command: int, option: int) -> None:
-        if command == DO:
-            answer = WILL if option in (NAWS, SGA) else WONT
-        elif command == WILL:
-            answer = DO if option in (ECHO, SGA) else DONT
-        elif command == WONT:
-            answer = DONT
-        else:
-            answer = WONT
-        self._sock.sendall(bytes([IAC, answer, option]))
-        if command == DO and option == NAWS:
-            self._sock.sendall(bytes([IAC, SB, NAWS, 0, 100, 0, 30, IAC, SE]))
-
-    def _feed(self, data: bytes) -> None:
-        data = self._pending + data
-        self._pending = b""
-        text = bytearray()
-        i = 0
-        while i < len(data):
-            b = data[i]
-            if b != IAC:
-                text.append(b)
-                i += 1
-                continue
-            if i + 1 >= len(data):
-                self._pending = data[i:]
-                break
-            command = data[i + 1]
-            if command in (DO, DONT, WILL, WONT):
-                if i + 2 >= len(data):
-                    self._pending = data[i:]
-                    break
-                self._reply(command, data[i + 2])
-                i += 3
-            elif command == SB:
-                end = data.find(bytes([IAC, SE]), i)
-                if end < 0:
-                    self._pending = data[i:]
-                    break
-                i = end + 2
-            elif command == IAC:
-                text.append(IAC)
-                i += 2
-            else:
-                i += 2
-        self._raw += text
-        self.screen = _ESCAPES.sub(b"", bytes(self._raw)).decode("utf-8", "replace")
-
-    def expect(self, pattern: str, timeout: float = TIMEOUT) -> re.Match[str]:
-        """
-        Wait until what was shown since the last match matches C{pattern}.
-        """
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            match = regex.search(self.screen, self._mark)
-            if match:
-                self._mark = match.end()
-                return match
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(
-                    f"no {pattern!r} within {timeout:g}s; shown since the last "
-                    f"match:\n{self.screen[self._mark :][-3000:]!r}"
-                )
-            self._sock.settimeout(remaining)
-            try:
-                data = self._sock.recv(65536)
-            except TimeoutError:
-                continue
-            if not data:
-                raise AssertionError(
-                    f"connection closed waiting for {pattern!r}; shown:\n{self.screen[-3000:]!r}"
-                )
-            self._feed(data)
-
-    def since(self) -> str:
-        return self.screen[self._mark :]
-
-    def type(self, text: str) -> None:
-        self._sock.sendall(text.encode("utf-8"))
-
-    def press(self, keys: bytes) -> None:
-        """
-        Send raw keystrokes (Enter, arrows).
-        """
-        self._sock.sendall(keys)
-
-    def line(self, text: str, prompt: str = ">>> ") -> None:
-        """
-        Type C{text} and Enter, and wait for the next prompt C{prompt}.
-        """
-        self.type(text)
-        self.press(ENTER)
-        self.expect(re.escape(text[-8:]) if text else "")
-        self.expect("\n" + re.escape(prompt))
-
-    def login(self, user: str, password: str) -> None:
-        # The login prompts read lines ending in CR LF; the manhole reads
-        # keystrokes (Enter is CR NUL there).
-        self.expect("Username: ")
-        self.type(user + "\r\n")
-        self.expect("Password: ")
-        self.type(password + "\r\n")
-        self.expect(">>> ")
 
 
 class ManholeTakeoverTests(TestCase):
@@ -196,7 +66,15 @@ class ManholeTakeoverTests(TestCase):
         self.addCleanup(process.stop)
         return process
 
-    def populate(self, session: TelnetSession) -> int:
+    def connect(self, port: int) -> SocketTelnet:
+        """
+        A telnet session with the manhole on C{port}, closed at cleanup.
+        """
+        session = SocketTelnet("127.0.0.1", port)
+        self.addCleanup(session.close)
+        return session
+
+    def populate(self, session: SocketTelnet) -> int:
         """
         The talk's steps: import, define, instantiate; then a counter (for
         the history check after the move).
@@ -214,7 +92,7 @@ class ManholeTakeoverTests(TestCase):
         session.line("counter = 0")
         session.line("counter += 1; counter")
         session.type("print('pid', os.getpid())")
-        session.press(ENTER)
+        session.enter()
         pid = int(session.expect(r"pid (\d+)\r*\n")[1])
         session.expect(">>> ")
         return pid
@@ -236,26 +114,26 @@ class ManholeTakeoverTests(TestCase):
         self.assertEqual(incumbent.waitForExit(60), 0, incumbent.output()[-3000:])
         return successor, elapsed
 
-    def check(self, session: TelnetSession, pid: int, version: str) -> None:
+    def check(self, session: SocketTelnet, pid: int, version: str) -> None:
         """
         After the move: the half line completes and runs, the names
         survive, the pid (and version) changed, history recalls a line
         typed before the move; no login prompt was shown again.
         """
         session.type('"you")')
-        session.press(ENTER)
+        session.enter()
         session.expect(r"'hello you'")
         session.expect(">>> ")
         session.type(
             "x, greet('me'), p.x, isinstance(p, Point), os.getpid(), sys.version.split()[0]"
         )
-        session.press(ENTER)
+        session.enter()
         shown = session.expect(r"\(\[1, 2, \{'a': 3\}\], 'hello me', 1, True, (\d+), '([0-9.]+)'\)")
         self.assertNotEqual(int(shown[1]), pid)
         self.assertEqual(shown[2], version)
         session.expect(">>> ")
         # Up four times: this line, the greeting, the pid line, the counter line.
-        session.press(UP * 4 + ENTER)
+        session.type(UP * 4 + ENTER)
         session.expect(r"\n2\r*\n>>> ")
         self.assertNotIn("Username:", session.screen.split("print('pid'")[-1])
 
@@ -269,7 +147,7 @@ class ManholeTakeoverTests(TestCase):
         incumbent = self.start()
         incumbent.waitFor(READY, 60)
         port = int(incumbent.waitFor(TELNET_PORT, 10)["port"])
-        session = TelnetSession(self, port)
+        session = self.connect(port)
         session.login("admin", "secret")
         pid = self.populate(session)
         self.assertEqual(pid, incumbent.pid)
@@ -288,7 +166,7 @@ class ManholeTakeoverTests(TestCase):
         incumbent = self.start()
         incumbent.waitFor(READY, 60)
         port = int(incumbent.waitFor(TELNET_PORT, 10)["port"])
-        one, two = TelnetSession(self, port), TelnetSession(self, port)
+        one, two = self.connect(port), self.connect(port)
         one.login("admin", "secret")
         two.login("other", "word")
         one.line("mine = 'one'")
@@ -300,10 +178,10 @@ class ManholeTakeoverTests(TestCase):
         self.takeOver(incumbent)
         incumbent.waitFor(r"froze and sent 2 connection\(s\)", 5)
         one.type("ne, 'twice' in globals(), os.getpid() if 'os' in globals() else 0")
-        one.press(ENTER)
+        one.enter()
         one.expect(r"\('one', False, 0\)")
         two.type("mine, twice(21)")
-        two.press(ENTER)
+        two.enter()
         two.expect(r"\('two', 42\)")
 
     def test_otherPython(self) -> None:
@@ -315,7 +193,7 @@ class ManholeTakeoverTests(TestCase):
         incumbent = self.start()
         incumbent.waitFor(READY, 60)
         port = int(incumbent.waitFor(TELNET_PORT, 10)["port"])
-        session = TelnetSession(self, port)
+        session = self.connect(port)
         session.login("admin", "secret")
         pid = self.populate(session)
         session.type("greet(")
@@ -326,10 +204,10 @@ class ManholeTakeoverTests(TestCase):
         session.expect("greet")
         _, home = self.takeOver(successor)
         session.type('"back")')
-        session.press(ENTER)
+        session.enter()
         session.expect(r"'hello back'")
         session.type("sys.version.split()[0], isinstance(p, Point), counter")
-        session.press(ENTER)
+        session.enter()
         session.expect(re.escape(repr((sys.version.split()[0], True, 2))))
         print(f"\nmanhole takeover onto {otherVersion}: {there:.2f}s, back: {home:.2f}s")
 
@@ -359,7 +237,7 @@ class ManholeTakeoverTests(TestCase):
         self.addCleanup(ssh.close)
         ssh.sendall(b"SSH-2.0-migratortest\r\n")
         self.assertTrue(ssh.recv(100).startswith(b"SSH-2.0-"))
-        session = TelnetSession(self, telnetPort)
+        session = self.connect(telnetPort)
         session.login("admin", "secret")
         session.line("kept = 7")
         successor = self.start(
@@ -377,7 +255,7 @@ class ManholeTakeoverTests(TestCase):
         incumbent.waitFor(HANDED_OFF, 60)
         incumbent.waitFor("SSH session cannot carry its encryption state", 5)
         session.type("kept * 6")
-        session.press(ENTER)
+        session.enter()
         session.expect(r"\n42\r*\n")
         self.assertIsNone(incumbent.process.poll())
         ssh.close()

@@ -55,6 +55,7 @@ from typing import Any
 import attrs
 
 from migrator._loadgen import OUTCOMES, READY_LINE, load_records, percentile, summarize
+from migrator._loadgen import command as loadgenCommand
 from migrator._processes import (
     READY,
     OutputTimeout,
@@ -253,25 +254,15 @@ class LoadRun:
     ) -> LoadRun:
         records = os.path.join(workdir, "records.jsonl")
         stopFile = os.path.join(workdir, "stop")
-        argv = [
-            sys.executable,
-            "-m",
-            "migrator._loadgen",
-            "--url",
-            f"http://127.0.0.1:{port}/",
-            "--rate",
-            str(options.rate),
-            "--concurrency",
-            str(options.concurrency),
-            "--timeout",
-            str(options.request_timeout),
-            "--duration",
-            str(duration),
-            "--records",
+        argv = loadgenCommand(
+            port,
+            options.rate,
+            duration,
             records,
-            "--stop-file",
             stopFile,
-        ]
+            concurrency=options.concurrency,
+            timeout=options.request_timeout,
+        )
         process = children.start(argv, "loadgen")
         process.waitFor(re.compile(re.escape(READY_LINE)), options.step_timeout)
         return cls(process, records, stopFile)

@@ -38,6 +38,7 @@ import threading
 import time
 from typing import Any, TextIO
 
+from ._loadgen import command as loadgenCommand
 from ._processes import (
     HANDED_OFF,
     READY,
@@ -272,14 +273,7 @@ def _scripted(
             say("  (install Debian's telnet, apt-get install telnet, to see the real client)")
         session.login(_USER, password)
         say(f"logged in as {_USER}; typing the talk's lines")
-        session.line("import sys, os")
-        session.line('x = [1, 2, {"a": 3}]')
-        session.line('def greet(name): return "hello " + name', "... ")
-        session.line("", ">>> ")
-        session.line("class Point:", "... ")
-        session.line("    def __init__(self, x, y): self.x, self.y = x, y", "... ")
-        session.line("", ">>> ")
-        session.line("p = Point(1, 2)")
+        session.typeTalk()
         before = _PID_VERSION.search(session.line("os.getpid(), sys.version"))
         if before is None:
             raise RuntimeError("the session did not show its pid and version")
@@ -500,21 +494,7 @@ def runLoadDemo(options: Any, out: TextIO) -> int:
         stopFile = os.path.join(work, "stop-load")
         records = os.path.join(work, "load.jsonl")
         load = ServiceProcess(
-            [
-                sys.executable,
-                "-m",
-                "migrator._loadgen",
-                "--url",
-                f"http://127.0.0.1:{port}/",
-                "--rate",
-                str(rate),
-                "--duration",
-                str(60 + takeovers * 30),
-                "--stop-file",
-                stopFile,
-                "--records",
-                records,
-            ],
+            loadgenCommand(port, rate, 60 + takeovers * 30, records, stopFile),
             env=childEnvironment(),
             name="load",
         )

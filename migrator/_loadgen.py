@@ -103,6 +103,44 @@ MAX_DURATION = 3600.0
 DEFAULT_DURATION = 10.0
 READY_LINE = "LOADGEN READY"
 
+
+
+def command(
+    port: int,
+    rate: float,
+    duration: float,
+    records: str,
+    stopFile: str,
+    concurrency: int | None = None,
+    timeout: float | None = None,
+    python: str | None = None,
+) -> list[str]:
+    """
+    The argv that runs this load generator against C{http://127.0.0.1:PORT/}
+    in a child process (for the demo, the benchmark and the tests).
+    """
+    argv = [
+        python or sys.executable,
+        "-m",
+        "migrator._loadgen",
+        "--url",
+        f"http://127.0.0.1:{port}/",
+        "--rate",
+        str(rate),
+        "--duration",
+        str(duration),
+        "--records",
+        records,
+        "--stop-file",
+        stopFile,
+    ]
+    if concurrency is not None:
+        argv += ["--concurrency", str(concurrency)]
+    if timeout is not None:
+        argv += ["--timeout", str(timeout)]
+    return argv
+
+
 _MAX_CONCURRENCY = 10000
 _MAX_TIMEOUT = 300.0
 _MAX_RATE = 100000.0

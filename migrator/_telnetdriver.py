@@ -46,6 +46,19 @@ UP = "\x1b[A"
 ESCAPES = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|[()][0-9A-Za-z]|[@-Z\\-_=>c78])")
 #: Default bound of every wait, in seconds.
 TIMEOUT = 30.0
+#: The talk's session (slides "Migration - a demonstration"): each line and
+#: the prompt that follows it.  C{x}, C{greet}, C{Point} and C{p} are what a
+#: takeover must keep.
+TALK_LINES: tuple[tuple[str, str], ...] = (
+    ("import sys, os", ">>> "),
+    ('x = [1, 2, {"a": 3}]', ">>> "),
+    ('def greet(name): return "hello " + name', "... "),
+    ("", ">>> "),
+    ("class Point:", "... "),
+    ("    def __init__(self, x, y): self.x, self.y = x, y", "... "),
+    ("", ">>> "),
+    ("p = Point(1, 2)", ">>> "),
+)
 COLUMNS, ROWS = 100, 30
 
 IAC, DONT, DO, WONT, WILL, SB, SE = 255, 254, 253, 252, 251, 250, 240
@@ -291,6 +304,13 @@ class TelnetDriver:
         start = self._mark
         match = self.expect(r"\n" + re.escape(prompt), timeout)
         return self.screen[start : match.start()].strip("\r\n")
+
+    def typeTalk(self) -> None:
+        """
+        Type L{TALK_LINES}, waiting for each prompt.
+        """
+        for text, prompt in TALK_LINES:
+            self.line(text, prompt)
 
     def login(self, user: str, password: str, timeout: float = TIMEOUT) -> None:
         """

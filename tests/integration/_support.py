@@ -27,6 +27,7 @@ from typing import Any
 from twisted.trial.unittest import TestCase
 
 from migrator._loadgen import READY_LINE, load_records, summarize
+from migrator._loadgen import command as loadgenCommand
 from migrator.testing import (
     HANDED_OFF,
     READY,
@@ -234,16 +235,15 @@ class Load:
         self.rate = rate
         self.records = workspace.file("records.jsonl")
         self.stopFile = workspace.file("stop")
-        argv = [
-            sys.executable, "-m", "migrator._loadgen",
-            "--url", f"http://127.0.0.1:{port}/",
-            "--rate", str(rate),
-            "--concurrency", str(concurrency),
-            "--duration", str(self.maxDuration),
-            "--timeout", "10",
-            "--records", self.records,
-            "--stop-file", self.stopFile,
-        ]  # fmt: skip
+        argv = loadgenCommand(
+            port,
+            rate,
+            self.maxDuration,
+            self.records,
+            self.stopFile,
+            concurrency=concurrency,
+            timeout=10,
+        )
         self.process = ServiceProcess(argv, env=childEnvironment(), name="loadgen")
         case.addCleanup(self.process.stop)
         self.process.waitFor(re.compile("^" + re.escape(READY_LINE) + "$"), START_TIMEOUT)

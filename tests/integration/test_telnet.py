@@ -81,14 +81,7 @@ class TelnetTakeoverTests(TestCase):
 
         @return: the pid and version the session reports.
         """
-        session.line("import sys, os")
-        session.line('x = [1, 2, {"a": 3}]')
-        session.line('def greet(name): return "hello " + name', "... ")
-        session.line("", ">>> ")
-        session.line("class Point:", "... ")
-        session.line("    def __init__(self, x, y): self.x, self.y = x, y", "... ")
-        session.line("", ">>> ")
-        session.line("p = Point(1, 2)")
+        session.typeTalk()
         session.line("counter = 41")
         session.line("counter += 1; counter")
         shown = session.line("os.getpid(), sys.version")

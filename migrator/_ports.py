@@ -490,18 +490,6 @@ class ListenerRegistry:
                 _log.warn("could not take the lock file of {key}", key=tracked.key)
         return missed
 
-    def stopFactories(self, keys: list[str]) -> None:
-        """
-        Tell the factories of released ports that they stopped listening
-        (once the last connection they built has gone).
-        """
-        for tracked in self._ports:
-            if tracked.key in keys:
-                try:
-                    tracked.port.factory.doStop()
-                except Exception:
-                    _log.failure("stopping factory of {key}", key=tracked.key)
-
     def keyOf(self, port: Any) -> str | None:
         """
         The declared key of a tracked port object, if it is one.

@@ -889,30 +889,6 @@ class ListenerRegistryHandoffTests(SynchronousTestCase):
         self.assertEqual(self.registry.releaseAll(kinds=(TCP,)), ["tcp:1:#0"])
         self.assertTrue(b.connected)
 
-    def test_stopFactories(self) -> None:
-        """
-        C{stopFactories} stops the factories of the given keys only; a
-        factory that raises is logged and does not stop the others.
-        """
-        stopped: list[str] = []
-
-        class Factory(ServerFactory):
-            def __init__(self, name: str) -> None:
-                self.name = name
-
-            def doStop(self) -> None:
-                if self.name == "bad":
-                    raise ZeroDivisionError()
-                stopped.append(self.name)
-
-        self.reactor.listenTCP(1, Factory("bad"))
-        self.reactor.listenTCP(2, Factory("good"))
-        self.reactor.listenTCP(3, Factory("kept"))
-        self.registry.stopFactories(["tcp:1:#0", "tcp:2:#0"])
-        self.assertEqual(stopped, ["good"])
-        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
-
-
 class TrackedPortTests(SynchronousTestCase):
     """
     L{TrackedPort} describes a port for humans and for the handoff.

@@ -39,7 +39,15 @@ from twisted.internet import base, task, tcp
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from ._graph import GraphError, GraphReader, GraphWriter, Unadaptable, dumpsPlain, loadsPlain
+from ._graph import (
+    GraphError,
+    GraphReader,
+    GraphWriter,
+    Unadaptable,
+    dumpsPlain,
+    loadsPlain,
+    typeName,
+)
 from ._ports import ListenerRegistry, releaseConnection
 
 _log = Logger()
@@ -169,6 +177,7 @@ class _CaptureHooks:
     ports: ListenerRegistry
     claimed: frozenset[str]
     readers: set[int] = attrs.field(factory=set)
+    checkedProtocol: Any = None
     transports: list[Any] = attrs.field(factory=list)
     calls: list[tuple[Any, float]] = attrs.field(factory=list)
     loops: list[tuple[Any, float]] = attrs.field(factory=list)
@@ -230,8 +239,10 @@ class _CaptureHooks:
         # A connection reached through the graph (a factory's client list,
         # a peer) may not move if its own protocol declines, any more than
         # when it is captured as a root.
-        adapter = self.adapters.adapterFor(type(t.protocol))
-        why = adapter.movable(t.protocol) if adapter is not None else None
+        why = None
+        if t.protocol is not self.checkedProtocol:
+            adapter = self.adapters.adapterFor(type(t.protocol))
+            why = adapter.movable(t.protocol) if adapter is not None else None
         if why:
             raise Unadaptable(t, path, f"a connection that declines to move ({why})")
         server = getattr(t, "server", None)
@@ -323,16 +334,18 @@ def captureConnections(
             continue
         protocol = t.protocol
         cls = type(protocol)
-        name = f"{cls.__module__}.{cls.__qualname__}"
         adapter = adapterFor(cls)
         if adapter is None:
             why = "no adapter" if adapters.adapterFor(cls) is None else "no adapter in the successor"
-            stay(f"{name}: {why}")
+            stay(f"{typeName(cls)}: {why}")
             continue
         why = adapter.movable(protocol)
         if why:
-            stay(f"{name}: {why}")
+            stay(f"{typeName(cls)}: {why}")
             continue
+        # Asked already: the hook need not ask again when it meets this
+        # protocol's transport (this all runs in the freeze).
+        hooks.checkedProtocol = protocol
         mark = (len(hooks.transports), len(hooks.calls), len(hooks.loops))
         writer.checkpoint()
         try:
@@ -342,7 +355,7 @@ def captureConnections(
             del hooks.transports[mark[0] :]
             del hooks.calls[mark[1] :]
             del hooks.loops[mark[2] :]
-            stay(f"{name}: {e}")
+            stay(f"{typeName(cls)}: {e}")
             continue
         writer.release()
         alreadyCaptured.update(id(x) for x in hooks.transports[mark[0] :])

@@ -7,13 +7,13 @@ in one run.
         [--takeovers 5] [--rate 1000] [--duration-per-switch 2] [--json-out FILE]
 
 Two phases, each with its own service on a loopback port chosen free
-beforehand and its own run of the load generator (L{migrator._loadgen}: a new
+beforehand and its own run of the load generator (L{migrator.demo._loadgen}: a new
 TCP connection and a complete HTTP/1.0 request per request, paced open-loop):
 
   - C{takeover}: C{twistd -n --pidfile= migrate --control DIR/ctl web ...};
     K times, the same command with C{--takeover} is started.  A switch window
     runs from starting the successor's command to seeing its C{READY} line
-    (L{migrator._processes.READY}); the incumbent must then exit.
+    (L{migrator.demo._processes.READY}); the incumbent must then exit.
   - C{restart}: C{twistd -n --pidfile= web ...} (no migrate); K times it gets
     C{SIGTERM}, is waited for, and the same command is started again.  A
     switch window runs from the C{SIGTERM} to the new process's
@@ -54,9 +54,9 @@ from typing import Any
 
 import attrs
 
-from migrator._loadgen import OUTCOMES, READY_LINE, load_records, percentile, summarize
-from migrator._loadgen import command as loadgenCommand
-from migrator._processes import (
+from migrator.demo._loadgen import OUTCOMES, READY_LINE, load_records, percentile, summarize
+from migrator.demo._loadgen import command as loadgenCommand
+from migrator.demo._processes import (
     READY,
     OutputTimeout,
     ServiceProcess,

@@ -1,38 +1,37 @@
-# -*- test-case-name: tests -*-
+# -*- test-case-name: tests.test_interfaces -*-
 """
 migrator: move a running Twisted service into a new process (new code, new
 Python, same clients) without its clients noticing.
 
 Run any twistd service under C{twistd migrate --control PATH ...}; start the
 successor with the same command plus C{--takeover}.  See C{docs/}.
+
+The public names are what an adapter author and an operator who embeds
+migrator use: the adapter registry and its building blocks, the errors a
+capture or restore raises, and the service with its configuration.  The
+rest lives in role packages: L{migrator.takeover} (the protocol),
+L{migrator.state} (graph, registry, connections), L{migrator.adapters}
+(the built-in adapters), L{migrator.cli} and L{migrator.demo} (tools).
 """
 
-from ._adapters import AdapterRegistry, InstanceAdapter, defaultRegistry, factoryAdapter
-from ._control import ControlPathError, PeerPolicy
-from ._graph import GraphError, Unadaptable
-from ._pidfile import Pidfile, sdNotify
-from ._ports import ListenerRegistry, TrackedPort, UnsupportedPort, releasePort
-from ._service import MigrateConfig, MigrateService
-from ._successor import TakeoverFailed
-from ._version import __version__
+from migrator._service import MigrateConfig, MigrateService
+from migrator._version import __version__
+from migrator.adapters import defaultRegistry
+from migrator.state._graph import GraphError, Unadaptable
+from migrator.state._registry import AdapterRegistry, InstanceAdapter, factoryAdapter
+from migrator.takeover._control import ControlPathError
+from migrator.takeover._successor import TakeoverFailed
 
 __all__ = [
     "AdapterRegistry",
     "ControlPathError",
     "GraphError",
     "InstanceAdapter",
-    "Unadaptable",
-    "defaultRegistry",
-    "factoryAdapter",
-    "ListenerRegistry",
     "MigrateConfig",
     "MigrateService",
-    "PeerPolicy",
-    "Pidfile",
     "TakeoverFailed",
-    "TrackedPort",
-    "UnsupportedPort",
+    "Unadaptable",
     "__version__",
-    "releasePort",
-    "sdNotify",
+    "defaultRegistry",
+    "factoryAdapter",
 ]

@@ -1,9 +1,9 @@
 """
-C{python -m migrator}: see L{migrator._cli}.
+C{python -m migrator}: the operator's commands (see L{migrator._commands}).
 """
 
 import sys
 
-from ._cli import main
+from migrator._commands import main
 
 sys.exit(main())

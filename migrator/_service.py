@@ -31,14 +31,14 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ._adapters import defaultRegistry
-from ._control import ControlServerFactory, ControlSocket, PeerPolicy
-from ._incumbent import ControlRoot, Incumbent
-from ._pidfile import Pidfile, sdNotify
-from ._ports import ListenerRegistry
-from ._successor import Successor, TakeoverFailed, processAlive
-from ._version import __version__
-from .interfaces import IMigrationNode
+from migrator._version import __version__
+from migrator.adapters import defaultRegistry
+from migrator.interfaces import IMigrationNode
+from migrator.takeover._control import ControlServerFactory, ControlSocket, PeerPolicy
+from migrator.takeover._incumbent import ControlRoot, Incumbent
+from migrator.takeover._pidfile import Pidfile, sdNotify
+from migrator.takeover._ports import ListenerRegistry
+from migrator.takeover._successor import Successor, TakeoverFailed, processAlive
 
 _log = Logger()
 

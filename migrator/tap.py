@@ -16,9 +16,9 @@ from twisted.application import service
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
-from ._control import ControlPathError, checkControlPath, probe
-from ._pidfile import Pidfile
-from ._service import MigrateConfig, MigrateService
+from migrator._service import MigrateConfig, MigrateService
+from migrator.takeover._control import ControlPathError, checkControlPath, probe
+from migrator.takeover._pidfile import Pidfile
 
 
 def _positiveFloat(value: str) -> float:
@@ -126,7 +126,7 @@ class Options(usage.Options):
         if state == "stale":
             os.unlink(self["control"])
         self._takeOverPidfile()
-        from ._adapters import defaultRegistry
+        from migrator.adapters import defaultRegistry
 
         try:
             defaultRegistry(self["adapters"])
@@ -137,7 +137,7 @@ class Options(usage.Options):
         """
         twistd refuses to start while its pidfile names a live process, and
         removes the pidfile at exit: both are wrong when the main process
-        changes.  Handle the pidfile here instead (see L{migrator._pidfile}).
+        changes.  Handle the pidfile here instead (see L{migrator.takeover._pidfile}).
         """
         self["pidfile"] = None
         parent = getattr(self, "parent", None)

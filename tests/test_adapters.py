@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_adapters -*-
 """
-Tests for L{migrator._adapters}: the default rule (L{InstanceAdapter}),
+Tests for L{migrator.state._registry}: the default rule (L{InstanceAdapter}),
 factories, and the registry that is the allow-list.
 """
 
@@ -15,14 +15,14 @@ from twisted.protocols import portforward
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from migrator._adapters import (
+from migrator.adapters import defaultRegistry
+from migrator.interfaces import IAdapter
+from migrator.state._graph import GraphReader, GraphWriter, dumpsPlain, loadsPlain, typeName
+from migrator.state._registry import (
     AdapterRegistry,
     InstanceAdapter,
-    defaultRegistry,
     factoryAdapter,
 )
-from migrator._graph import GraphReader, GraphWriter, dumpsPlain, loadsPlain, typeName
-from migrator.interfaces import IAdapter
 
 
 class Counter:

@@ -1,5 +1,5 @@
 """
-Tests for L{migrator._channel}: the framed stream of messages and file
+Tests for L{migrator.takeover._channel}: the framed stream of messages and file
 descriptors.
 
 Every test drives L{FrameChannel.doWrite} and L{FrameChannel.doRead} by hand
@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from migrator._channel import (
+from migrator.takeover._channel import (
     FDS,
     HEADER,
     MAX_FDS_PER_SENDMSG,

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_connections -*-
 """
-Tests for L{migrator._connections}: capturing established connections and
+Tests for L{migrator.state._capture} and L{migrator.state._restore}: capturing established connections and
 their object graph in the incumbent, restoring them in the successor.
 
 Both sides run in this process, each on its own L{MemoryReactorClock}
@@ -26,10 +26,12 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import SynchronousTestCase
 
-from migrator._adapters import AdapterRegistry
-from migrator._connections import Captured, Restored, captureConnections, restoreConnections
-from migrator._graph import GraphError, dumpsPlain
-from migrator._ports import ListenerRegistry, releaseConnection, releasePort
+from migrator._twistedinternals import releaseConnection, releasePort
+from migrator.state._capture import Captured, captureConnections
+from migrator.state._graph import GraphError, dumpsPlain
+from migrator.state._registry import AdapterRegistry
+from migrator.state._restore import Restored, restoreConnections
+from migrator.takeover._ports import ListenerRegistry
 
 #: The key the test ports are declared under, in both processes.
 _KEY = "tcp:0:127.0.0.1#0"

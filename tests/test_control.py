@@ -1,5 +1,5 @@
 """
-Tests for L{migrator._control}: the control socket's path checks, probing,
+Tests for L{migrator.takeover._control}: the control socket's path checks, probing,
 peer policy, checked PB brokers, jelly security and atomic publication.
 
 PB conversations run over L{twisted.test.iosim}; sockets are real UNIX
@@ -27,7 +27,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from migrator._control import (
+from migrator.takeover._control import (
     CheckedClientBroker,
     CheckedServerBroker,
     ControlClientFactory,

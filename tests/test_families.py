@@ -13,7 +13,8 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols import basic
 from twisted.trial.unittest import SynchronousTestCase
 
-from migrator._adapters import AdapterRegistry, InstanceAdapter, defaultRegistry
+from migrator.adapters import defaultRegistry
+from migrator.state._registry import AdapterRegistry, InstanceAdapter
 from migrator.testing import roundTrip
 
 

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_graph -*-
 """
-Tests for L{migrator._graph}: one object graph written in one process and
+Tests for L{migrator.state._graph}: one object graph written in one process and
 read back in another, with identity preserved and nothing reconstructed
 that the reading side did not allow.
 """
@@ -17,8 +17,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from migrator._adapters import AdapterRegistry
-from migrator._graph import (
+from migrator.state._graph import (
     GraphError,
     GraphReader,
     GraphWriter,
@@ -27,12 +26,13 @@ from migrator._graph import (
     loadsPlain,
     typeName,
 )
+from migrator.state._registry import AdapterRegistry
 
 
 class Thing:
     """
     An application object with plain attributes, covered by the default
-    rule (L{migrator._adapters.InstanceAdapter}) in these tests.
+    rule (L{migrator.state._registry.InstanceAdapter}) in these tests.
     """
 
     def __init__(self, **kwargs: Any) -> None:

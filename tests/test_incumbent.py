@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_incumbent -*-
 """
-Tests for L{migrator._incumbent}: the incumbent's state machine, driven by
+Tests for L{migrator.takeover._incumbent}: the incumbent's state machine, driven by
 direct calls (with L{FakeSession}), and its PB face (L{ControlRoot},
 L{ControlSession}) over an in-memory PB connection.
 
@@ -33,13 +33,17 @@ from twisted.spread.jelly import InsecureJelly
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyClass, verifyObject
 
-from migrator import _connections, _incumbent
-from migrator._adapters import AdapterRegistry, InstanceAdapter
-from migrator._channel import ChannelError, FrameChannel
-from migrator._connections import captureConnections, restoreConnections
-from migrator._control import ControlClientFactory, ControlServerFactory
-from migrator._graph import GraphError, loadsPlain
-from migrator._incumbent import (
+from migrator._twistedinternals import releaseConnection, releasePort
+from migrator.interfaces import IPeerPolicy, IPortRegistry
+from migrator.state import _capture, _restore
+from migrator.state._capture import captureConnections
+from migrator.state._graph import GraphError, loadsPlain
+from migrator.state._registry import AdapterRegistry, InstanceAdapter
+from migrator.state._restore import restoreConnections
+from migrator.takeover import _incumbent
+from migrator.takeover._channel import ChannelError, FrameChannel
+from migrator.takeover._control import ControlClientFactory, ControlServerFactory
+from migrator.takeover._incumbent import (
     BEGUN,
     CAPTURED,
     PREPARED,
@@ -50,9 +54,8 @@ from migrator._incumbent import (
     Incumbent,
     TakeoverRefused,
 )
-from migrator._ports import ListenerRegistry, releaseConnection, releasePort
-from migrator.interfaces import IPeerPolicy, IPortRegistry
-from migrator.testing import (
+from migrator.takeover._ports import ListenerRegistry
+from tests._fakes import (
     FakeConnection,
     FakePeerPolicy,
     FakeRegistry,
@@ -96,7 +99,7 @@ ECHO = f"{Echo.__module__}.{Echo.__qualname__}"
 class EchoAdapter(InstanceAdapter):
     """
     The default rule for L{Echo}, with C{busy} (which makes the capture
-    wait for it, see L{migrator._connections.Settling}).
+    wait for it, see L{migrator.state._capture.Settling}).
     """
 
     def busy(self, obj: Any) -> bool:
@@ -229,7 +232,8 @@ class IncumbentTestMixin:
         self.addCleanup(self.closeOpenFds)
         self.reactor = MemoryReactorClock()
         self.reactor.advance(1000.0)
-        self.patch(_connections, "time", _Time(self.reactor))
+        self.patch(_capture, "time", _Time(self.reactor))
+        self.patch(_restore, "time", _Time(self.reactor))
         self.registry = FakeRegistry()
         self.addCleanup(self.registry.close)
         self.probes = []
@@ -1250,7 +1254,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
 class SettlingTests(IncumbentTestMixin, SynchronousTestCase):
     """
     The capture's bounded wait for busy connections
-    (L{migrator._connections.Settling}): C{capture} then answers with a
+    (L{migrator.state._capture.Settling}): C{capture} then answers with a
     L{Deferred}.
     """
 
@@ -1752,7 +1756,7 @@ class ControlBrokerTests(IncumbentTestMixin, SynchronousTestCase):
 
     def awaitCall(self, method: str, *args: Any) -> Any:
         """
-        Call C{method} as L{migrator._successor.Successor} does (awaiting
+        Call C{method} as L{migrator.takeover._successor.Successor} does (awaiting
         it in a coroutine).
 
         @return: what the coroutine got: the answer or the exception.
@@ -1806,7 +1810,7 @@ class ControlBrokerTests(IncumbentTestMixin, SynchronousTestCase):
         self.assertIsInstance(e, pb.RemoteError)
         self.assertIn("a takeover is already in progress", e.args[0])
         self.assertIn("successor pid 4242", e.args[0])
-        self.assertEqual(e.remoteType, b"migrator._incumbent.TakeoverRefused")
+        self.assertEqual(e.remoteType, b"migrator.takeover._incumbent.TakeoverRefused")
         self.assertEqual(e.remoteTraceback, "Traceback unavailable\n")
 
     def test_stepWithoutTakeoverRefused(self) -> None:

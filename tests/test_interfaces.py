@@ -9,8 +9,10 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyClass, verifyObject
 
-from migrator import ListenerRegistry, MigrateService, PeerPolicy
+from migrator import MigrateService
 from migrator.interfaces import IMigrationNode, IPeerPolicy, IPortRegistry
+from migrator.takeover._control import PeerPolicy
+from migrator.takeover._ports import ListenerRegistry
 
 
 class ListenerRegistryInterfaceTests(SynchronousTestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{migrator._loadgen}.
+Tests for L{migrator.demo._loadgen}.
 
 The command-line tests run the generator in a subprocess against a small
 asyncio HTTP server running in a thread of the test process.
@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from migrator import _loadgen
-from migrator._loadgen import (
+from migrator.demo import _loadgen
+from migrator.demo._loadgen import (
     OUTCOMES,
     READY_LINE,
     load_records,
@@ -32,7 +32,7 @@ from migrator._loadgen import (
 )
 
 # The directory holding the migrator package, for the subprocesses.
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(_loadgen.__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(_loadgen.__file__))))
 
 # How long any single subprocess may take before the test gives up on it.
 _PROCESS_LIMIT = 20.0
@@ -160,7 +160,7 @@ def _spawn(case: SynchronousTestCase, args: Sequence[str]) -> subprocess.Popen[s
         [_ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "migrator._loadgen", *args],
+        [sys.executable, "-m", "migrator.demo._loadgen", *args],
         cwd=_ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -379,7 +379,7 @@ class SummarizeTests(SynchronousTestCase):
 
 class CommandLineTests(SynchronousTestCase):
     """
-    Tests for running C{python -m migrator._loadgen}.
+    Tests for running C{python -m migrator.demo._loadgen}.
     """
 
     def test_all_ok(self) -> None:

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_manholeadapters -*-
 """
-Tests for L{migrator._manholeadapters}: a real C{twistd manhole} telnet
+Tests for L{migrator.adapters._manhole}: a real C{twistd manhole} telnet
 stack (built by C{twisted.conch.manhole_tap.makeService}, unmodified) is
 driven over a L{StringTransport} as a telnet client would drive it, its
 protocol graph goes through L{migrator.testing.roundTrip} (or the real
@@ -21,12 +21,14 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from migrator._adapters import defaultRegistry
-from migrator._connections import captureConnections, restoreConnections
-from migrator._graph import Unadaptable
-from migrator._manholeadapters import SSH_STAYS, DecliningAdapter
-from migrator._namespace import NotMoved
-from migrator._ports import ListenerRegistry, releaseConnection, releasePort
+from migrator._twistedinternals import releaseConnection, releasePort
+from migrator.adapters import defaultRegistry
+from migrator.adapters._manhole import SSH_STAYS, DecliningAdapter
+from migrator.adapters.namespace._namespace import NotMoved
+from migrator.state._capture import captureConnections
+from migrator.state._graph import Unadaptable
+from migrator.state._restore import restoreConnections
+from migrator.takeover._ports import ListenerRegistry
 from migrator.testing import roundTrip
 
 from .test_connections import _KEY, _Reactor, _waitReadable

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_namespace -*-
 """
-Tests for L{migrator._namespace}: an interactive session's namespace
+Tests for L{migrator.adapters.namespace._namespace}: an interactive session's namespace
 captured as plain data and rebuilt, here or in another Python version.
 
 The sessions are real: lines are typed into Twisted's C{ColoredManhole}
@@ -25,9 +25,8 @@ from twisted.conch.insults import insults
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from migrator._adapters import AdapterRegistry, defaultRegistry
-from migrator._graph import GraphError, dumpsPlain, loadsPlain
-from migrator._namespace import (
+from migrator.adapters import defaultRegistry
+from migrator.adapters.namespace._namespace import (
     NotMoved,
     NotMovedError,
     captureNamespace,
@@ -35,6 +34,8 @@ from migrator._namespace import (
     restoreNamespace,
     sessionFutures,
 )
+from migrator.state._graph import GraphError, dumpsPlain, loadsPlain
+from migrator.state._registry import AdapterRegistry
 from migrator.testing import childEnvironment
 
 

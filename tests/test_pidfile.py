@@ -1,5 +1,5 @@
 """
-Tests for L{migrator._pidfile}: the pidfile that follows the serving
+Tests for L{migrator.takeover._pidfile}: the pidfile that follows the serving
 process, and systemd notifications.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from migrator._pidfile import Pidfile, sdNotify
+from migrator.takeover._pidfile import Pidfile, sdNotify
 
 
 class PidfileTests(SynchronousTestCase):

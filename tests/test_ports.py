@@ -1,5 +1,5 @@
 """
-Tests for L{migrator._ports}: tracking, adopting, pausing and releasing the
+Tests for L{migrator.takeover._ports}: tracking, adopting, pausing and releasing the
 wrapped service's listening ports.
 
 Most tests use fake ports on a fake reactor.  Those about what happens to a
@@ -27,18 +27,17 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from migrator._ports import (
+from migrator._twistedinternals import adoptTCP as _adoptTCP
+from migrator._twistedinternals import adoptUNIX as _adoptUNIX
+from migrator._twistedinternals import releaseConnection, releasePort
+from migrator.takeover._ports import (
     TCP,
     UDP,
     UNIX,
     ListenerRegistry,
     TrackedPort,
     UnsupportedPort,
-    _adoptTCP,
-    _adoptUNIX,
     _CountingTransport,
-    releaseConnection,
-    releasePort,
 )
 
 

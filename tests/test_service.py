@@ -25,9 +25,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from migrator import _service
-from migrator._adapters import AdapterRegistry
-from migrator._channel import FrameChannel
-from migrator._connections import captureConnections
 from migrator._service import (
     DRAINING,
     FAILED,
@@ -38,7 +35,10 @@ from migrator._service import (
 )
 from migrator._version import __version__
 from migrator.interfaces import IMigrationNode
-from migrator.testing import (
+from migrator.state._capture import captureConnections
+from migrator.state._registry import AdapterRegistry
+from migrator.takeover._channel import FrameChannel
+from tests._fakes import (
     FakeConnection,
     FakeControlSocket,
     FakePeerPolicy,

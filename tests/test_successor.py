@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_successor -*-
 """
-Tests for L{migrator._successor}: L{Successor} driven step by step against a
+Tests for L{migrator.takeover._successor}: L{Successor} driven step by step against a
 L{FakeRemoteRoot} (every answer of the incumbent fired by the test), and
 against a real L{Incumbent} over an in-memory PB connection.
 
@@ -35,20 +35,21 @@ from twisted.python.failure import Failure
 from twisted.spread import pb
 from twisted.trial.unittest import SynchronousTestCase
 
-from migrator._adapters import AdapterRegistry
-from migrator._channel import FrameChannel
-from migrator._connections import Captured, Restored, captureConnections
-from migrator._control import ControlServerFactory
-from migrator._incumbent import ControlRoot, Incumbent
-from migrator._ports import releaseConnection
-from migrator._successor import (
+from migrator._twistedinternals import releaseConnection
+from migrator.state._capture import Captured, captureConnections
+from migrator.state._registry import AdapterRegistry
+from migrator.state._restore import Restored
+from migrator.takeover._channel import FrameChannel
+from migrator.takeover._control import ControlServerFactory
+from migrator.takeover._incumbent import ControlRoot, Incumbent
+from migrator.takeover._successor import (
     FAULT_POINTS,
     Successor,
     TakeoverFailed,
     _describe,
     processAlive,
 )
-from migrator.testing import (
+from tests._fakes import (
     FakeControlSocket,
     FakePeerPolicy,
     FakeRegistry,
@@ -1574,7 +1575,7 @@ class DescribeTests(SynchronousTestCase):
         """
         A remote error is the incumbent's refusal, with its message.
         """
-        e = pb.RemoteError(b"migrator._incumbent.TakeoverRefused", "no way", "Traceback unavailable\n")
+        e = pb.RemoteError(b"migrator.takeover._incumbent.TakeoverRefused", "no way", "Traceback unavailable\n")
         self.assertEqual(_describe(e), "the incumbent refused: no way")
 
     def test_timeout(self) -> None:

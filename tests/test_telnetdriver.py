@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_telnetdriver -*-
 """
-Tests for L{migrator._telnetdriver}'s pieces that need no process: escape
+Tests for L{migrator.demo._telnetdriver}'s pieces that need no process: escape
 stripping, the transcript's screen emulator, and the fallback client's
 telnet option handling (over a socket pair).
 """
@@ -11,7 +11,7 @@ import socket
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from migrator._telnetdriver import (
+from migrator.demo._telnetdriver import (
     DO,
     ECHO,
     IAC,

@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_webadapters -*-
 """
-Tests for L{migrator._webadapters}: which HTTP channels may move, what a
+Tests for L{migrator.adapters._web}: which HTTP channels may move, what a
 moved channel and Site become in the successor, and the incumbent's bounded
-wait for busy channels (L{migrator._connections.Settling}).
+wait for busy channels (L{migrator.state._capture.Settling}).
 """
 
 from __future__ import annotations
@@ -17,9 +17,15 @@ from twisted.web import http, resource, server
 from zope.interface import Interface
 from zope.interface.verify import verifyObject
 
-from migrator._adapters import defaultRegistry
-from migrator._connections import Settling, _CaptureHooks, _RestoreHooks
-from migrator._graph import (
+from migrator.adapters import defaultRegistry
+from migrator.adapters._web import (
+    GenericHTTPChannelProtocolAdapter,
+    HTTPChannelAdapter,
+    SiteAdapter,
+)
+from migrator.interfaces import IAdapter
+from migrator.state._capture import Settling, _CaptureHooks
+from migrator.state._graph import (
     GraphError,
     GraphReader,
     GraphWriter,
@@ -27,12 +33,7 @@ from migrator._graph import (
     dumpsPlain,
     loadsPlain,
 )
-from migrator._webadapters import (
-    GenericHTTPChannelProtocolAdapter,
-    HTTPChannelAdapter,
-    SiteAdapter,
-)
-from migrator.interfaces import IAdapter
+from migrator.state._restore import _RestoreHooks
 
 REQUEST = b"GET /x HTTP/1.1\r\nHost: example\r\n\r\n"
 ROOT_REQUEST = b"GET / HTTP/1.1\r\nHost: example\r\n\r\n"
@@ -94,7 +95,7 @@ class _ReadingTransport(StringTransport):
 
 class _Ports:
     """
-    The part of L{migrator._ports.ListenerRegistry} that L{Settling} uses.
+    The part of L{migrator.takeover._ports.ListenerRegistry} that L{Settling} uses.
     """
 
     def __init__(self, transports: list[Any]) -> None:
@@ -125,7 +126,7 @@ class _Move:
     """
     Moves objects from an "incumbent" to a "successor" through the real
     object graph and the real scheduled-call and bound-method handling of
-    L{migrator._connections}; the transport and the Site are anchors (in a
+    L{migrator.state._capture} and L{migrator.state._restore}; the transport and the Site are anchors (in a
     real takeover the transport is rebuilt on the passed descriptor, and
     the Site is the port's factory).
     """

@@ -2,7 +2,7 @@
 """
 Shared helpers of the real-process integration tests: a private workspace
 with a control socket path and a document root, the stock C{twistd web}
-service under migrate, the load client (L{migrator._loadgen}) in its own
+service under migrate, the load client (L{migrator.demo._loadgen}) in its own
 process, C{python -m migrator status --json}, and a raw HTTP client for
 connections kept open across a takeover.
 
@@ -26,15 +26,9 @@ from typing import Any
 
 from twisted.trial.unittest import TestCase
 
-from migrator._loadgen import READY_LINE, load_records, summarize
-from migrator._loadgen import command as loadgenCommand
-from migrator.testing import (
-    HANDED_OFF,
-    READY,
-    ServiceProcess,
-    childEnvironment,
-    startMigrate,
-)
+from migrator.demo._loadgen import READY_LINE, load_records, summarize
+from migrator.demo._loadgen import command as loadgenCommand
+from migrator.testing import HANDED_OFF, READY, ServiceProcess, childEnvironment, startMigrate
 
 #: Logged by C{twistd web} once its site listens; gives the real port.
 SITE_STARTING = re.compile(r"Site starting on (?P<port>\d+)")
@@ -254,7 +248,7 @@ class Load:
     def finish(self) -> dict[str, Any]:
         """
         Stop sending, wait for the requests in flight, and return the load
-        client's summary (see L{migrator._loadgen.summarize}).
+        client's summary (see L{migrator.demo._loadgen.summarize}).
         """
         if self._summary is None:
             with open(self.stopFile, "w"):

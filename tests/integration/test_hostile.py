@@ -33,13 +33,7 @@ from twisted.python.failure import Failure
 from twisted.spread import banana, jelly, pb
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from migrator.testing import (
-    HANDED_OFF,
-    READY,
-    ServiceProcess,
-    childEnvironment,
-    startMigrate,
-)
+from migrator.testing import HANDED_OFF, READY, ServiceProcess, childEnvironment, startMigrate
 
 # -- helpers shared with test_operator ---------------------------------------
 
@@ -346,7 +340,7 @@ print(json.dumps(report))
 STATUS_AS = (
     _DROP
     + """
-from migrator import _cli
+from migrator import _commands as _cli
 from twisted.internet import reactor, task, defer, unix
 drop(int(sys.argv[2]), int(sys.argv[3]))
 sys.exit(_cli.main(["status", "--control", sys.argv[1], "--json"]))
@@ -663,7 +657,7 @@ class HalfConversationTests(_IncumbentMixin, SynchronousTestCase):
         for each, no takeover starts, its session stays usable, and a real
         takeover succeeds afterwards.
         """
-        refused = "migrator._incumbent.TakeoverRefused"
+        refused = "migrator.takeover._incumbent.TakeoverRefused"
         client = PumpedClient(self, self.control)
         for method, args, error in [
             ("commit", (), refused),

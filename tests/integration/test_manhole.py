@@ -5,7 +5,7 @@ C{twistd migrate}) moves to the successor: no reconnect, no second login,
 the namespace, the half-typed line and the history intact, in the same
 Python and onto another one.
 
-The client here is L{migrator._telnetdriver.SocketTelnet}, a few lines of
+The client here is L{migrator.demo._telnetdriver.SocketTelnet}, a few lines of
 Python speaking just enough telnet; the Debian C{telnet} client through a
 pty is another test's business.
 """
@@ -22,7 +22,7 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from migrator._telnetdriver import ENTER, TIMEOUT, UP, SocketTelnet
+from migrator.demo._telnetdriver import ENTER, TIMEOUT, UP, SocketTelnet
 from migrator.testing import HANDED_OFF, READY, ServiceProcess, startMigrate
 
 from .test_crosspython import otherPython

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.integration.test_telnet -*-
 """
 The talk's demonstration with the real Debian C{telnet} client on a
-pseudo-terminal (L{migrator._telnetdriver.PtyTelnet}): a person's telnet
+pseudo-terminal (L{migrator.demo._telnetdriver.PtyTelnet}): a person's telnet
 session in C{twistd manhole}, under C{twistd migrate}, goes on through a
 takeover with its namespace, its half-typed line and its history, in a
 new process (of the same Python, and of another one).
@@ -21,7 +21,7 @@ import time
 
 from twisted.trial.unittest import SkipTest, TestCase
 
-from migrator._telnetdriver import UP, PtyTelnet, TelnetDriver, telnetProgram
+from migrator.demo._telnetdriver import UP, PtyTelnet, TelnetDriver, telnetProgram
 from migrator.testing import HANDED_OFF, READY, ServiceProcess, startMigrate
 
 from .test_crosspython import otherPython

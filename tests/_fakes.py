@@ -6,8 +6,8 @@ Test doubles for the takeover protocol, re-exported by L{migrator.testing}.
     descriptors (e.g. one end of a C{socketpair}), which records what was
     paused, resumed, adopted and released.  Its connections are
     L{FakeConnection}s or real transports (L{FakeRegistry.trackConnection}),
-    so that L{migrator._connections.captureConnections} and
-    L{migrator._connections.restoreConnections} work on it.
+    so that L{migrator.state._capture.captureConnections} and
+    L{migrator.state._capture.restoreConnections} work on it.
   - L{FakeSession}: the incumbent's view of a successor's PB connection.
   - L{FakeRemoteRoot} and L{FakeBroker}: the successor's view of the
     incumbent, each remote call answered by the test through a L{Deferred}.
@@ -37,8 +37,8 @@ from twisted.spread import pb
 from twisted.test import iosim
 from zope.interface import implementer
 
-from ._ports import TCP, UDP, UNIX, UnsupportedPort
-from .interfaces import IPeerPolicy, IPortRegistry
+from migrator.interfaces import IPeerPolicy, IPortRegistry
+from migrator.takeover._ports import TCP, UDP, UNIX, UnsupportedPort
 
 
 def _closeQuietly(close: Callable[[int], None], fd: int) -> None:
@@ -335,7 +335,7 @@ class FakeRegistry:
 class FakeSession:
     """
     The incumbent's side of one successor's PB connection
-    (L{migrator._incumbent.ControlSession}, without PB).
+    (L{migrator.takeover._incumbent.ControlSession}, without PB).
 
     C{sendFileDescriptor} does what the kernel does for the peer: the
     session keeps a duplicate of each descriptor sent, in L{sentFds}, and
@@ -378,8 +378,8 @@ class _FakeBrokerTransport:
 @attrs.define(eq=False)
 class FakeBroker:
     """
-    The successor's PB broker (L{migrator._control.CheckedClientBroker}) as
-    L{migrator._successor.Successor} uses it.
+    The successor's PB broker (L{migrator.takeover._control.CheckedClientBroker}) as
+    L{migrator.takeover._successor.Successor} uses it.
 
     @ivar receivedFds: descriptors that arrived from the incumbent, owned by
         the broker until taken, closed by L{connectionLost}.
@@ -489,7 +489,7 @@ class FakeRemoteRoot:
         self.pending(method).deferred.errback(
             Failure(
                 pb.RemoteError(
-                    b"migrator._incumbent.TakeoverRefused",
+                    b"migrator.takeover._incumbent.TakeoverRefused",
                     message,
                     "Traceback unavailable\n",
                 )
@@ -519,7 +519,7 @@ class FakePeerPolicy:
 @attrs.define(eq=False)
 class FakeControlSocket:
     """
-    A L{migrator._control.ControlSocket} that binds nothing.
+    A L{migrator.takeover._control.ControlSocket} that binds nothing.
     """
 
     path: str = "/nonexistent/control"
@@ -560,7 +560,7 @@ def connectControl(
 ) -> tuple[Any, Any, iosim.IOPump]:
     """
     Connect a broker of C{serverFactory} (e.g.
-    L{migrator._control.ControlServerFactory}) and one of C{clientFactory}
+    L{migrator.takeover._control.ControlServerFactory}) and one of C{clientFactory}
     in memory, the server able to send descriptors to the client.
 
     @param clock: the clock the pump advances (by 0) on every pump.

@@ -1,15 +1,15 @@
 # -*- test-case-name: tests.test_twistedadapters -*-
 """
 migrator's adapters for Twisted's own classes, registered in every
-process's registry (see L{migrator._adapters.defaultRegistry}).
+process's registry (see L{migrator.adapters.defaultRegistry}).
 
   - C{twisted.protocols.portforward}: a C{ProxyServer}/C{ProxyClient} pair
     moves together, both sockets (one accepted, one outgoing), with their
     unsent bytes and producer registrations (which carry their pause
     state).  A pair still connecting upstream stays and drains.
-  - C{twisted.web}: idle keep-alive channels (L{migrator._webadapters}).
+  - C{twisted.web}: idle keep-alive channels (L{migrator.adapters._web}).
   - C{twisted.conch}'s telnet manhole: a whole session, past its login
-    (L{migrator._manholeadapters}); SSH sessions stay and drain.
+    (L{migrator.adapters._manhole}); SSH sessions stay and drain.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import attrs
 from twisted.protocols import portforward
 from zope.interface import implementer
 
-from . import _webadapters
-from ._adapters import AdapterRegistry, InstanceAdapter, factoryAdapter
-from .interfaces import IAdapter
+from migrator.adapters import _web
+from migrator.interfaces import IAdapter
+from migrator.state._registry import AdapterRegistry, InstanceAdapter, factoryAdapter
 
 
 @attrs.frozen
@@ -74,9 +74,9 @@ def registerAdapters(registry: AdapterRegistry) -> None:
     registry.register(_ProxyAdapter(portforward.ProxyClient))
     registry.register(factoryAdapter(portforward.ProxyFactory, keep=("host", "port")))
     registry.register(InstanceAdapter(portforward.ProxyClientFactory))
-    _webadapters.registerAdapters(registry)
+    _web.registerAdapters(registry)
     # Imported here: twisted.conch costs an import of cryptography, which
     # only processes that build a registry need.
-    from . import _manholeadapters
+    from migrator.adapters import _manhole
 
-    _manholeadapters.registerAdapters(registry)
+    _manhole.registerAdapters(registry)

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_namespace -*-
 """
-Restoring an interactive session's namespace (L{migrator._namespace}):
+Restoring an interactive session's namespace (L{migrator.adapters.namespace._namespace}):
 the namespace reader's hook, which re-runs the session's definitions,
 imports modules, re-creates session instances and binds placeholders for
 what could not move, collecting the notices to show the session.
@@ -14,10 +14,10 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from ._graph import GraphError, GraphReader
-from ._history import CONSOLE, futureFlags
-from ._objects import _MAKE, _MISSING, _plainLayout, _resolve
-from ._placeholders import NotMoved, _notice, _placeholdersIn, _shortRepr
+from migrator.adapters.namespace._history import CONSOLE, futureFlags
+from migrator.adapters.namespace._objects import _MAKE, _MISSING, _plainLayout, _resolve
+from migrator.adapters.namespace._placeholders import NotMoved, _notice, _placeholdersIn, _shortRepr
+from migrator.state._graph import GraphError, GraphReader
 
 
 class _Restore:

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_namespace -*-
 """
 Placeholders for what could not move out of an interactive session's
-namespace (L{migrator._namespace}): L{NotMoved}, which stands in the
+namespace (L{migrator.adapters.namespace._namespace}): L{NotMoved}, which stands in the
 successor for such a value, the errors using it raises, and the notice
 texts shown to the session about them.
 """

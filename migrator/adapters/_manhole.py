@@ -39,7 +39,7 @@ What moves, per layer:
   - L{Manhole}/L{ColoredManhole}: the line being typed and the cursor in
     it, insert/typeover mode, the history and the position in it, the
     terminal size, the prompt; the namespace through
-    L{migrator._namespace} (values by value, modules by name, session
+    L{migrator.adapters.namespace._namespace} (values by value, modules by name, session
     definitions by their source text, re-run in the successor); the
     interpreter's pending block (a C{def} half entered) and its
     C{__future__} flags.  The interpreter itself is made new (its monkey
@@ -52,7 +52,7 @@ definition that could not be re-run, a Deferred whose result will not be
 shown) does the session print a notice, as the manhole prints a
 Deferred's late result: the input line is erased, the notice written, and
 the prompt and the half-typed line drawn again.  This happens after the
-commit (L{migrator._connections.RestoreContext.whenActive}), after the
+commit (L{migrator.state._capture.RestoreContext.whenActive}), after the
 incumbent's unsent bytes.
 
 SSH manhole sessions (C{--sshPort}) cannot carry their encryption state:
@@ -72,17 +72,17 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._adapters import AdapterRegistry
-from ._graph import GraphError, Unadaptable
-from ._graph import typeName as _typeName
-from ._namespace import (
+from migrator.adapters.namespace._namespace import (
     captureNamespace,
     futureFlags,
     pendingLines,
     restoreNamespace,
     sessionFutures,
 )
-from .interfaces import IAdapter
+from migrator.interfaces import IAdapter
+from migrator.state._graph import GraphError, Unadaptable
+from migrator.state._graph import typeName as _typeName
+from migrator.state._registry import AdapterRegistry
 
 
 def _noLogout() -> None:

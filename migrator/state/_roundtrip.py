@@ -13,8 +13,8 @@ from typing import Any
 from twisted.internet.interfaces import ITransport
 from twisted.internet.testing import StringTransport
 
-from ._adapters import AdapterRegistry
-from ._graph import GraphReader, GraphWriter, dumpsPlain, loadsPlain
+from migrator.state._graph import GraphReader, GraphWriter, dumpsPlain, loadsPlain
+from migrator.state._registry import AdapterRegistry
 
 
 def roundTrip(
@@ -31,7 +31,7 @@ def roundTrip(
     as fresh L{StringTransport}s, one per original, so that a restored
     protocol can be fed bytes and its output inspected.  What adapters ask
     to run after the commit (C{context.whenActive}, see
-    L{migrator._connections.RestoreContext}) runs before this returns.
+    L{migrator.state._capture.RestoreContext}) runs before this returns.
     Scheduled calls and other special values are not supported here (the
     integration tests cover them with real processes).
 
@@ -40,9 +40,9 @@ def roundTrip(
         stands for C{new} in the successor's (e.g. a port's factory).
     @param restoreWith: the successor's registry, if it differs (new code).
     @return: the restored value.
-    @raise migrator._graph.Unadaptable: if something in C{value} cannot be
+    @raise migrator.state._graph.Unadaptable: if something in C{value} cannot be
         written.
-    @raise migrator._graph.GraphError: if it cannot be read back.
+    @raise migrator.state._graph.GraphError: if it cannot be read back.
     """
     anchors = dict(anchors or {})
     transports: dict[int, StringTransport] = {}

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_namespace -*-
 """
 Replaying an interactive session's typed history, without running
-anything, into the blocks the interpreter ran (L{migrator._namespace}):
+anything, into the blocks the interpreter ran (L{migrator.adapters.namespace._namespace}):
 the interpreter's own compiler groups the lines and remembers
 C{__future__} imports; a block that is a single C{def} or C{class}
 statement defines that name, with the compiled code that tells which

@@ -40,7 +40,8 @@ def projectRoot() -> str | None:
     The source checkout this package runs from, if it does (so that child
     processes find the C{twisted/plugins/migrator_plugin.py} next to it).
     """
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # migrator/demo/_processes.py -> the directory that holds migrator/
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if os.path.exists(os.path.join(here, "twisted", "plugins", "migrator_plugin.py")):
         return here
     return None

@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_connections -*-
 """
-Established connections and the objects behind them, moved as one graph.
+Established connections and the objects behind them, captured as one graph
+(incumbent side).  L{migrator.state._restore} is the other half.
 
 Incumbent side, all in one reactor turn (so nothing changes in between):
 L{captureConnections} walks the protocols of the open connections whose
@@ -11,27 +12,15 @@ had not sent yet travel with it.  L{Captured.thaw} undoes the freeze (the
 takeover was abandoned); L{Captured.release} lets go after the commit
 (close, never C{shutdown}; the application's C{connectionLost} never runs).
 
-Successor side: L{restoreConnections} reads the graph back into new objects
-of the successor's classes, attached to transports built on the passed file
-descriptors, without C{connectionMade} and without reading or writing.
-Scheduled calls are created but held.  L{Restored.activate} (after the
-commit) writes the incumbent's unsent bytes first, then reads, and releases
-the held calls; L{Restored.rollback} lets everything go.
-
 File descriptors: those in L{Captured.fds} stay owned by the incumbent's
-transports (they are sent, not given away).  Those given to
-L{restoreConnections} are owned by it: each is taken over by a transport
-and closed at once.
+transports (they are sent, not given away).
 """
 
 from __future__ import annotations
 
-import functools
-import os
 import socket
 import time
 import types
-from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -39,16 +28,15 @@ from twisted.internet import base, task, tcp
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from ._graph import (
-    GraphError,
-    GraphReader,
+from migrator._twistedinternals import pendingBytes as _pending
+from migrator._twistedinternals import releaseConnection
+from migrator.interfaces import IPortRegistry
+from migrator.state._graph import (
     GraphWriter,
     Unadaptable,
     dumpsPlain,
-    loadsPlain,
     typeName,
 )
-from ._ports import ListenerRegistry, releaseConnection
 
 _log = Logger()
 
@@ -61,14 +49,6 @@ def _isUnix(transport: Any) -> bool:
         return transport.socket.family == socket.AF_UNIX
     except (AttributeError, OSError):
         return False
-
-
-def _pending(transport: Any) -> bytes:
-    """
-    The bytes a transport was asked to write and has not written yet.
-    """
-    head = transport.dataBuffer[transport.offset :]
-    return bytes(head) + b"".join(transport._tempDataBuffer)
 
 
 def _methodName(method: types.MethodType) -> str | None:
@@ -174,7 +154,7 @@ class _CaptureHooks:
 
     reactor: Any
     adapters: Any
-    ports: ListenerRegistry
+    ports: IPortRegistry
     claimed: frozenset[str]
     readers: set[int] = attrs.field(factory=set)
     checkedProtocol: Any = None
@@ -283,7 +263,7 @@ class _CaptureHooks:
 
 def captureConnections(
     reactor: Any,
-    ports: ListenerRegistry,
+    ports: IPortRegistry,
     adapters: Any,
     claimed: frozenset[str],
     restorable: frozenset[str],
@@ -420,7 +400,7 @@ class Settling:
     """
 
     _reactor: Any
-    _ports: ListenerRegistry
+    _ports: IPortRegistry
     _adapters: Any
     timeout: float
     claimed: frozenset[str] | None = None
@@ -502,309 +482,3 @@ class Settling:
         if done is not None:
             self.waited = self._reactor.seconds() - self._started
             done.callback(self.busy)
-
-
-class _Gate:
-    """
-    Holds the successor's scheduled calls until the commit: a call that
-    comes due before then waits for L{open}; L{close} cancels them all.
-    """
-
-    def __init__(self) -> None:
-        self.open_ = False
-        self.waiting: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
-        self.calls: list[Any] = []
-
-    def wrap(self, f: Callable[..., Any]) -> Callable[..., Any]:
-        def gated(*a: Any, **kw: Any) -> Any:
-            if self.open_:
-                return f(*a, **kw)
-            self.waiting.append((f, a, kw))
-            return None
-
-        return gated
-
-    def open(self) -> None:
-        self.open_ = True
-        waiting, self.waiting = self.waiting, []
-        for f, a, kw in waiting:
-            try:
-                f(*a, **kw)
-            except Exception:
-                _log.failure("a scheduled call restored from the incumbent failed")
-
-    def close(self) -> None:
-        self.waiting = []
-        for call in self.calls:
-            if call.active():
-                call.cancel()
-
-
-@attrs.define(eq=False)
-class RestoreContext:
-    """
-    What adapters' C{create} and C{populate} get as their C{context} in the
-    successor.
-    """
-
-    _gate: _Gate
-
-    def whenActive(self, f: Callable[[], Any]) -> None:
-        """
-        Call C{f} once, after the commit, when the restored connections
-        have written the incumbent's unsent bytes and read again (never if
-        the takeover is rolled back).  For output an adapter wants to add
-        to a connection (a session's notice): written earlier, it would
-        come before the incumbent's unsent bytes, and before the commit.
-        """
-        self._gate.waiting.append((f, (), {}))
-
-
-@attrs.define(eq=False)
-class Restored:
-    """
-    The successor's restored connections, not active yet.
-    """
-
-    transports: list[Any]
-    metas: list[dict[str, Any]]
-    producers: list[Any]
-    gate: _Gate
-    loops: list[Any]
-    count: int
-
-    def activate(self, clock: Callable[[], float] = time.time) -> list[float]:
-        """
-        The commit happened: write what the incumbent had not sent, start
-        reading, release the held calls.
-
-        @return: when each connection was activated (by C{clock}).
-        """
-        for t, meta, producer in zip(self.transports, self.metas, self.producers, strict=True):
-            if producer is not None:
-                t.registerProducer(producer, meta["streaming"])
-                t.producerPaused = meta["producerPaused"]
-        times = []
-        for t, meta in zip(self.transports, self.metas, strict=True):
-            if meta["pending"]:
-                t.write(meta["pending"])
-            if meta["reading"]:
-                t.startReading()
-            times.append(clock())
-        self.gate.open()
-        return times
-
-    def rollback(self) -> None:
-        self.gate.close()
-        for loop in self.loops:
-            loop.running = False
-            loop.call = None
-        for t in self.transports:
-            releaseConnection(t)
-
-
-class _QuietStart:
-    """
-    A transport whose constructor does not start reading: Twisted's
-    C{Server.__init__} calls C{startReading()}, which for a restored
-    connection would only be undone at once (two epoll calls each, for
-    thousands of connections, while they are frozen).
-    """
-
-    _quiet = True
-
-    def startReading(self) -> None:
-        if self._quiet:
-            return
-        super().startReading()  # type: ignore[misc]
-
-
-class _RestoredTCPServer(_QuietStart, tcp.Server):
-    pass
-
-
-@functools.lru_cache(maxsize=1)
-def _restoredUNIXServer() -> type:
-    from twisted.internet import unix
-
-    return type("_RestoredUNIXServer", (_QuietStart, unix.Server), {})
-
-
-@attrs.define(eq=False)
-class _RestoreHooks:
-    reactor: Any
-    adapters: Any
-    ports: ListenerRegistry
-    fds: list[int]
-    transports: list[Any] = attrs.field(factory=list)
-    metas: list[dict[str, Any]] = attrs.field(factory=list)
-    producers: list[Any] = attrs.field(factory=list)
-    gate: _Gate = attrs.field(factory=_Gate)
-    loops: list[Any] = attrs.field(factory=list)
-    servers: dict[str, Any] = attrs.field(factory=dict)
-    _session: int = 0
-
-    def __call__(self, kind: str, payload: Any, reader: GraphReader) -> Any:
-        if kind == "transport":
-            return self._transport(payload, reader)
-        if kind == "call":
-            ident, when, f, a, kw = payload
-            if when is None:
-                call = self.reactor.callLater(0, lambda: None)
-                call.cancel()
-                reader.remember(ident, call)
-                return call
-            function, args, kwargs = reader.read(f), reader.read(a), reader.read(kw)
-            delay = max(0.0, when - self.reactor.seconds())
-            call = self.reactor.callLater(delay, self.gate.wrap(function), *args, **kwargs)
-            self.gate.calls.append(call)
-            reader.remember(ident, call)
-            return call
-        if kind == "loop":
-            ident, f, a, kw, running, interval, starttime, nextTime = payload
-            loop = task.LoopingCall.__new__(task.LoopingCall)
-            reader.remember(ident, loop)
-            loop.f, loop.a, loop.kw = reader.read(f), reader.read(a), reader.read(kw)
-            loop.clock = self.reactor
-            loop.call = None
-            loop.interval = interval
-            loop.running = False
-            if starttime is not None:
-                loop.starttime = starttime
-            if running:
-                loop.running = True
-                loop._deferred = Deferred()
-                loop._runAtStart = False
-                delay = max(0.0, nextTime - self.reactor.seconds())
-                loop.call = self.reactor.callLater(delay, self.gate.wrap(loop))
-                self.gate.calls.append(loop.call)
-                self.loops.append(loop)
-            return loop
-        if kind == "method":
-            obj, name = payload
-            return getattr(reader.read(obj), name)
-        if kind == "function":
-            function = self.adapters.functionNamed(payload)
-            if function is None:
-                raise GraphError(f"function {payload} is not allowed in this process")
-            return function
-        raise GraphError(f"unknown special value {kind!r}")
-
-    def _transport(self, payload: Any, reader: GraphReader) -> Any:
-        ident, protocolNode, meta, producerNode = payload
-        index = meta["fd"]
-        if not isinstance(index, int) or not 0 <= index < len(self.fds) or self.fds[index] < 0:
-            raise GraphError(f"transport names descriptor #{index!r}, which did not arrive")
-        fd, self.fds[index] = self.fds[index], -1
-        key = meta["port"]
-        if key and key not in self.servers:
-            self.servers[key] = self.ports.portForKey(key)
-        server = self.servers[key] if key else None
-        family = meta["family"]
-        try:
-            # The socket object takes the descriptor over (no duplicate).
-            skt = socket.socket(family, socket.SOCK_STREAM, fileno=fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        skt.setblocking(False)
-        self._session += 1
-        peer = meta["peer"]
-        # The transport exists (and is remembered) before its protocol is
-        # read: a transport first reached as another one's producer (the
-        # two halves of a proxy) has a protocol that refers back to it.
-        noProtocolYet: Any = None
-        t: Any
-        if meta["unix"]:
-            t = _restoredUNIXServer()(
-                skt, noProtocolYet, peer, server, self._session, self.reactor
-            )
-        else:
-            t = _RestoredTCPServer(
-                skt,
-                noProtocolYet,
-                tuple(peer or ("?", 0)),
-                server,  # type: ignore[arg-type]
-                self._session,
-                self.reactor,
-            )
-        # Constructed without reading (see _QuietStart); reading starts at
-        # activate().
-        t._quiet = False
-        reader.remember(ident, t)
-        protocol = reader.read(protocolNode)
-        t.protocol = protocol
-        t.logstr = f"{t._getLogPrefix(protocol)},{t.sessionno},{t.hostname}"
-        if server is None:
-            t.repstr = f"<{type(protocol).__name__} #{self._session} (restored)>"
-        else:
-            t.repstr = f"<{type(protocol).__name__} #{self._session} on {server._realPortNumber}>"
-        self.transports.append(t)
-        self.metas.append(meta)
-        # Reserve this transport's slot first: reading its producer may
-        # restore another transport (the other half of a proxy) and append
-        # to these lists.
-        slot = len(self.producers)
-        self.producers.append(None)
-        if producerNode is not None:
-            self.producers[slot] = reader.read(producerNode)
-        self.ports.trackConnection(t)
-        return t
-
-
-def restoreConnections(
-    reactor: Any,
-    ports: ListenerRegistry,
-    adapters: Any,
-    payload: bytes,
-    fds: list[int],
-) -> Restored:
-    """
-    Rebuild the incumbent's connections; see the module docstring.  Owns
-    C{fds}: on success each was taken over by a transport (no duplicate), on
-    failure all are closed and what was built is released.
-
-    @raise GraphError: if the state is malformed or names anything this
-        process does not allow.
-    """
-    anchors: dict[str, Any] = {"reactor": reactor}
-    for tracked in ports.listening():
-        anchors["factory:" + tracked.key] = tracked.port.factory
-    fds = list(fds)
-    hooks = _RestoreHooks(reactor, adapters, ports, fds)
-    reader = GraphReader(adapters.adapterNamed, anchors, hooks, RestoreContext(hooks.gate))
-    try:
-        data = loadsPlain(payload)
-        if data is None:
-            data = {"roots": [], "factories": [], "count": 0}
-        if not isinstance(data, dict):
-            raise GraphError("connection state is not a record")
-        if not (
-            isinstance(data.get("roots"), list)
-            and isinstance(data.get("factories"), list)
-            and type(data.get("count")) is int
-        ):
-            raise GraphError("connection state lacks its roots, factories or count")
-        for node in data["roots"]:
-            reader.read(node)
-        for node in data["factories"]:
-            reader.read(node)
-        # Count before populating anything: a mismatch must not have merged
-        # the incumbent's state into this process's factories.
-        if len(hooks.transports) != data["count"] or len(hooks.transports) != len(fds):
-            raise GraphError(
-                f"{len(hooks.transports)} connections restored, {data['count']} "
-                f"announced, {len(fds)} descriptors received"
-            )
-        reader.finish()
-    except BaseException:
-        hooks.gate.close()
-        for t in hooks.transports:
-            releaseConnection(t)
-        for fd in fds:
-            if fd >= 0:
-                os.close(fd)
-        raise
-    return Restored(
-        hooks.transports, hooks.metas, hooks.producers, hooks.gate, hooks.loops, len(hooks.transports)
-    )

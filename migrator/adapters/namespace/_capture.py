@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_namespace -*-
 """
-Capturing an interactive session's namespace (L{migrator._namespace}):
+Capturing an interactive session's namespace (L{migrator.adapters.namespace._namespace}):
 the session definitions that made its functions and classes, what each
 one needs bound before it runs, and the namespace writer's hook that
 writes definitions, modules, references, session instances and
@@ -22,9 +22,8 @@ from typing import Any
 
 import attrs
 
-from ._graph import GraphWriter
-from ._history import _Block, _codesIn, _definitionTimeNames
-from ._objects import (
+from migrator.adapters.namespace._history import _Block, _codesIn, _definitionTimeNames
+from migrator.adapters.namespace._objects import (
     _ATOMS,
     _FUNCTION_TYPES,
     _HEAPTYPE,
@@ -37,7 +36,8 @@ from ._objects import (
     _importableName,
     _plainLayout,
 )
-from ._placeholders import NotMoved, _shortRepr
+from migrator.adapters.namespace._placeholders import NotMoved, _shortRepr
+from migrator.state._graph import GraphWriter
 
 
 @attrs.define

@@ -28,11 +28,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.spread import pb
 
-from ._adapters import AdapterRegistry
-from ._channel import FrameChannel
-from ._connections import Restored, restoreConnections
-from ._control import ControlClientFactory, ControlSocket, PeerPolicy
-from ._ports import ListenerRegistry
+from migrator.state._registry import AdapterRegistry
+from migrator.state._restore import Restored, restoreConnections
+from migrator.takeover._channel import FrameChannel
+from migrator.takeover._control import ControlClientFactory, ControlSocket, PeerPolicy
+from migrator.takeover._ports import ListenerRegistry
 
 _log = Logger()
 

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_namespace -*-
 """
 What an object in an interactive session's namespace is, for capturing
-and restoring it (L{migrator._namespace}): importable by name, bound as a
+and restoring it (L{migrator.adapters.namespace._namespace}): importable by name, bound as a
 method, of a class whose instances keep all their state in C{__dict__},
 made by a session definition, or a builtin value the object graph has no
 node for.
@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._adapters import _slotted
+from migrator.state._registry import _slotted
 
 _ATOMS = (type(None), bool, int, float, complex, str, bytes)
 _MISSING = object()

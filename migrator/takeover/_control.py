@@ -32,8 +32,8 @@ from twisted.logger import Logger
 from twisted.spread import jelly, pb
 from zope.interface import implementer
 
-from ._ports import releasePort
-from .interfaces import IPeerPolicy
+from migrator.interfaces import IPeerPolicy
+from migrator.takeover._ports import releasePort
 
 _log = Logger()
 _CRED = struct.Struct("3i")

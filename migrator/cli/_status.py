@@ -1,23 +1,19 @@
-# -*- test-case-name: tests.test_cli -*-
+# -*- test-case-name: tests.integration.test_operator -*-
 """
-C{python -m migrator}: operators' commands.
-
-    python -m migrator status --control PATH [--json]
-    python -m migrator demo [--interactive] [--python PATH]
-    python -m migrator demo --load [--takeovers N] [--rate R] [--interval S]
+C{python -m migrator status --control PATH [--json]}: what runs at a
+control socket, for people or (with C{--json}) for scripts.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred
 from twisted.python import usage
 
-from ._control import ControlClientFactory, PeerPolicy, probe
+from migrator.takeover._control import ControlClientFactory, PeerPolicy, probe
 
 
 class StatusOptions(usage.Options):
@@ -31,48 +27,6 @@ class StatusOptions(usage.Options):
     def postOptions(self) -> None:
         if not self["control"]:
             raise usage.UsageError("--control PATH is required")
-
-
-class DemoOptions(usage.Options):
-    synopsis = (
-        "[--interactive] [--python PATH] | --load [--takeovers N] [--rate R] [--interval SECONDS]"
-    )
-    longdesc = (
-        "Without --load: a telnet manhole session moves to a new process (on "
-        "a second Python when one is found: --python, MIGRATOR_DEMO_PYTHON, "
-        "MIGRATOR_TEST_OTHER_PYTHON or python3.N on PATH).  With --load: a "
-        "web server hands its port over, again and again, under load."
-    )
-    optFlags = [
-        [
-            "interactive",
-            None,
-            "Start the manhole service and say how to telnet in and take over by hand.",
-        ],
-        ["load", None, "The web-server-under-load demo instead."],
-    ]
-    optParameters = [
-        ["python", None, None, "Interpreter for the successor (manhole demo)."],
-        ["takeovers", "n", 5, "How many takeovers to perform (--load).", int],
-        ["rate", "r", 500, "New connections per second from the load client (--load).", int],
-        ["interval", "i", 1.0, "Seconds of load between takeovers (--load).", float],
-    ]
-
-    def postOptions(self) -> None:
-        if self["load"] and self["interactive"]:
-            raise usage.UsageError("--interactive is for the manhole demo, not --load")
-
-
-class MainOptions(usage.Options):
-    synopsis = "COMMAND [options]"
-    subCommands = [
-        ["status", None, StatusOptions, "Show what runs at a control socket."],
-        ["demo", None, DemoOptions, "Run the live demonstration: a telnet session moves."],
-    ]
-
-    def postOptions(self) -> None:
-        if not self.subCommand:
-            raise usage.UsageError("give a command: status or demo")
 
 
 async def fetchStatus(reactor: Any, path: str, timeout: float = 10.0) -> dict[str, Any]:
@@ -177,7 +131,7 @@ def formatStatus(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _status(options: StatusOptions, out: TextIO, err: TextIO) -> int:
+def runStatus(options: StatusOptions, out: TextIO, err: TextIO) -> int:
     from twisted.internet import reactor
     from twisted.internet.task import react
 
@@ -202,20 +156,3 @@ def _status(options: StatusOptions, out: TextIO, err: TextIO) -> int:
     else:
         out.write(formatStatus(result["status"]) + "\n")
     return 0
-
-
-def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """
-    Entry point of C{python -m migrator}.
-    """
-    options = MainOptions()
-    try:
-        options.parseOptions(sys.argv[1:] if argv is None else argv)
-    except usage.UsageError as e:
-        err.write(f"{options}\nmigrator: {e}\n")
-        return 2
-    if options.subCommand == "status":
-        return _status(options.subOptions, out, err)
-    from ._demo import runDemo
-
-    return runDemo(options.subOptions, out)

@@ -22,11 +22,11 @@ An adapter provides L{migrator.interfaces.IAdapter}:
   - C{movable(obj)}: C{None}, or the reason this object must stay (the
     connection then drains in the incumbent).
 
-Optionally (see L{migrator._webadapters} for both):
+Optionally (see L{migrator.adapters._web} for both):
 
   - C{busy(protocol)}: whether a connection's protocol declines only for
     now (a request in progress); the incumbent then waits a bounded time
-    for it before capturing (L{migrator._connections.Settling});
+    for it before capturing (L{migrator.state._capture.Settling});
   - C{anchorOnly}: if true, objects of the class are only ever matched
     onto the successor's own (a port's factory), never created from state.
 """
@@ -41,8 +41,8 @@ from typing import Any
 import attrs
 from zope.interface import implementer
 
-from ._graph import typeName as _typeName
-from .interfaces import IAdapter
+from migrator.interfaces import IAdapter
+from migrator.state._graph import typeName as _typeName
 
 
 @functools.lru_cache(maxsize=1024)
@@ -200,17 +200,3 @@ class AdapterRegistry:
         if register is None:
             raise ValueError(f"adapter module {name} has no registerAdapters(registry) function")
         register(self)
-
-
-def defaultRegistry(modules: Iterable[str] = ()) -> AdapterRegistry:
-    """
-    A registry with migrator's adapters for Twisted's own classes, then the
-    adapters of C{modules}.
-    """
-    from ._twistedadapters import registerAdapters
-
-    registry = AdapterRegistry()
-    registerAdapters(registry)
-    for name in modules:
-        registry.loadModule(name)
-    return registry

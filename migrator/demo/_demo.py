@@ -6,7 +6,7 @@ C{twistd manhole} (a Python prompt reachable by telnet) runs under
 C{twistd migrate} in a private temporary directory, with a generated
 password.  A telnet session is driven through a pseudo-terminal (the real
 C{telnet} program when there is one, else a fallback speaking telnet from
-Python, and the transcript says which, see L{migrator._telnetdriver}): it
+Python, and the transcript says which, see L{migrator.demo._telnetdriver}): it
 logs in, imports, defines a function and a class, makes an instance,
 shows its pid and Python version, and types half a line.  Then a
 successor takes over, on a second Python interpreter when one is found
@@ -38,8 +38,8 @@ import threading
 import time
 from typing import Any, TextIO
 
-from ._loadgen import command as loadgenCommand
-from ._processes import (
+from migrator.demo._loadgen import command as loadgenCommand
+from migrator.demo._processes import (
     HANDED_OFF,
     READY,
     ServiceProcess,
@@ -48,7 +48,7 @@ from ._processes import (
     startMigrate,
     twistdCommand,
 )
-from ._telnetdriver import connect
+from migrator.demo._telnetdriver import connect
 
 _PAUSED = r"accepting was paused for (?P<ms>[\d.]+) ms"
 #: Logged when the manhole's telnet port listens.
@@ -526,7 +526,7 @@ def runLoadDemo(options: Any, out: TextIO) -> int:
         load.waitForExit(60)
         summary = json.loads(load.lines[-1])
         status = _status(control)
-        from ._cli import formatStatus
+        from migrator.cli._status import formatStatus
 
         out.write("\n$ python -m migrator status --control " + control + "\n")
         out.write(formatStatus(status) + "\n\n")

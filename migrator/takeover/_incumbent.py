@@ -34,10 +34,10 @@ from twisted.logger import Logger
 from twisted.spread import pb
 from zope.interface import implementer
 
-from ._adapters import AdapterRegistry
-from ._channel import FrameChannel, channelPair
-from ._connections import Captured, Settling, captureConnections
-from ._ports import ListenerRegistry, UnsupportedPort
+from migrator.state._capture import Captured, Settling, captureConnections
+from migrator.state._registry import AdapterRegistry
+from migrator.takeover._channel import FrameChannel, channelPair
+from migrator.takeover._ports import ListenerRegistry, UnsupportedPort
 
 _log = Logger()
 

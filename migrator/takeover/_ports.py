@@ -31,11 +31,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
-from twisted.internet import tcp
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .interfaces import IPortRegistry
+from migrator._twistedinternals import adoptTCP as _adoptTCP
+from migrator._twistedinternals import adoptUNIX as _adoptUNIX
+from migrator._twistedinternals import releasePort
+from migrator.interfaces import IPortRegistry
 
 _log = Logger()
 
@@ -50,88 +52,8 @@ class UnsupportedPort(Exception):
     """
 
 
-def releasePort(port: Any) -> None:
-    """
-    Stop a listening port and close this process's copy of its socket
-    without C{shutdown()} and without the port's C{connectionLost} (which
-    would shut the socket down for every process, and for a UNIX port unlink
-    the path the successor now answers on).  Later calls to
-    C{stopListening} on the port do nothing.
-
-    @param port: a listening port created by the reactor (C{tcp.Port},
-        C{unix.Port}); released ports are left alone.
-    """
-    if not getattr(port, "connected", False):
-        return
-    port.stopReading()
-    port.connected = False
-    port.disconnecting = False
-    # Keep a fileno that says "closed", so that a later removeReader on this
-    # port finds nothing to do.
-    skt = port.socket
-    port.fileno = lambda: -1
-    try:
-        skt.close()
-    except OSError:
-        pass
-
-
-def releaseConnection(transport: Any) -> None:
-    """
-    Let go of an established connection that another process now serves:
-    stop reading and writing, drop unsent bytes (they travelled with the
-    connection), close this process's handle without C{shutdown()} and
-    without telling the protocol (its C{connectionLost} never runs here).
-    """
-    if not getattr(transport, "connected", False):
-        return
-    transport.stopReading()
-    transport.stopWriting()
-    skt = transport.socket
-    transport.connected = False
-    transport.disconnecting = False
-    transport.fileno = lambda: -1
-    transport.dataBuffer = b""
-    transport.offset = 0
-    transport._tempDataBuffer = []
-    transport._tempDataLen = 0
-    try:
-        skt.close()
-    except OSError:
-        pass
-
-
 def _familyOf(port: Any) -> int:
     return int(port.socket.family)
-
-
-def _adoptTCP(
-    reactor: Any, fd: int, family: int, factory: Any, backlog: int
-) -> Any:
-    """
-    Adopt a listening TCP socket, without accepting yet.  The port holds its
-    own duplicate of C{fd}; the caller still owns C{fd}.
-    """
-    port = tcp.Port._fromListeningDescriptor(reactor, fd, family, factory)
-    port.backlog = backlog
-    port.startListening()
-    port.stopReading()
-    return port
-
-
-def _adoptUNIX(reactor: Any, fd: int, factory: Any, backlog: int, mode: int) -> Any:
-    """
-    Adopt a listening UNIX socket, without accepting yet, keeping the mode
-    its path was declared with (C{adoptStreamPort} would make it 0666).
-    """
-    from twisted.internet import unix
-
-    port = unix.Port._fromListeningDescriptor(reactor, fd, factory)
-    port.backlog = backlog
-    port.mode = mode
-    port.startListening()
-    port.stopReading()
-    return port
 
 
 @attrs.define(eq=False)

@@ -8,7 +8,7 @@ functions (C{marshal} output of one Python version crashed another one).
 The state is atoms, tuples, lists and dictionaries; what a namespace holds
 travels as follows.
 
-  - B{Plain values} by value, through a L{migrator._graph.GraphWriter}/L{GraphReader} pair
+  - B{Plain values} by value, through a L{migrator.state._graph.GraphWriter}/L{GraphReader} pair
     of the namespace's own: one writer for all the names, so nested
     containers, shared references and cycles arrive as they were, across
     names.  Objects of importable classes go through the adapters
@@ -73,9 +73,9 @@ Entries the service put in the namespace (C{provided}) are not carried:
 references to them stand for the successor's entries of the same names.
 C{__builtins__} is not carried (the successor's interpreter adds its own).
 
-For the manhole adapter (L{migrator._manholeadapters}, which also carries
+For the manhole adapter (L{migrator.adapters._manhole}, which also carries
 C{historyLines}, C{lineBuffer} and the interpreter's C{buffer}): the state is plain data
-that any graph writer, or L{migrator._graph.dumpsPlain}, carries as it is;
+that any graph writer, or L{migrator.state._graph.dumpsPlain}, carries as it is;
 the block being typed travels in it (L{pendingLines}, reported by
 L{restoreNamespace} as not run yet), and L{sessionFutures} names the
 C{__future__} features the session's compiler had turned on, for the
@@ -88,13 +88,30 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._adapters import AdapterRegistry
-from ._capture import _Capture, _Definition, _importedObjects, _NamespaceWriter
-from ._graph import GraphError, GraphReader, Unadaptable
-from ._history import CONSOLE, _Replay, _splitPending, _text, futureFeatures, futureFlags
-from ._objects import _ATOMS, _MISSING
-from ._placeholders import NotMoved, NotMovedAttributeError, NotMovedError, _shortRepr
-from ._restore import _Restore
+from migrator.adapters.namespace._capture import (
+    _Capture,
+    _Definition,
+    _importedObjects,
+    _NamespaceWriter,
+)
+from migrator.adapters.namespace._history import (
+    CONSOLE,
+    _Replay,
+    _splitPending,
+    _text,
+    futureFeatures,
+    futureFlags,
+)
+from migrator.adapters.namespace._objects import _ATOMS, _MISSING
+from migrator.adapters.namespace._placeholders import (
+    NotMoved,
+    NotMovedAttributeError,
+    NotMovedError,
+    _shortRepr,
+)
+from migrator.adapters.namespace._restore import _Restore
+from migrator.state._graph import GraphError, GraphReader, Unadaptable
+from migrator.state._registry import AdapterRegistry
 
 FORMAT = 1
 """The version of the state's layout, checked by L{restoreNamespace}."""

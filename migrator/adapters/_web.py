@@ -9,7 +9,7 @@ L{twisted.web.http.HTTPChannel} that parses requests.  What moves is
 deliberately little, because an idle channel has little state:
 
   - its transport (with the bytes it had not sent yet, see
-    L{migrator._connections}), and the channel's registration as that
+    L{migrator.state._capture} and L{migrator.state._restore}), and the channel's registration as that
     transport's producer (re-registered by the successor after the
     commit, once; the adapters here never register it themselves);
   - its idle timeout, as the scheduled call it is: it fires at the
@@ -32,7 +32,7 @@ answered, pipelined requests queued, a response producer registered)
 declines with a reason and stays with the incumbent, which drains it.
 Such a channel is I{busy} (L{GenericHTTPChannelProtocolAdapter.busy}):
 the incumbent waits a bounded time for busy connections to finish before
-it captures (see L{migrator._connections.Settling}).  A channel that can
+it captures (see L{migrator.state._capture.Settling}).  A channel that can
 never move (upgraded to WebSocket, HTTP/2, closing) is not busy.
 """
 
@@ -45,10 +45,10 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.web import http, server
 from zope.interface import implementer
 
-from ._adapters import AdapterRegistry, InstanceAdapter
-from ._graph import GraphError
-from ._graph import typeName as _typeName
-from .interfaces import IAdapter
+from migrator.interfaces import IAdapter
+from migrator.state._graph import GraphError
+from migrator.state._graph import typeName as _typeName
+from migrator.state._registry import AdapterRegistry, InstanceAdapter
 
 #: TimeoutMixin keeps its scheduled call under a private, mangled name.
 _TIMEOUT_CALL = "_TimeoutMixin__timeoutCall"

@@ -20,6 +20,8 @@ from twisted.trial.unittest import TestCase
 
 from migrator.testing import HANDED_OFF, READY, ServiceProcess, startMigrate
 
+from .test_crosspython import otherPython
+
 try:
     import irc.client as ircclient
 except ImportError:  # pragma: no cover (the test extra installs it)
@@ -158,11 +160,14 @@ class WordsTakeoverTests(TestCase):
         self.addCleanup(shutil.rmtree, self.work, ignore_errors=True)
         self.control = os.path.join(self.work, "ctl")
 
-    def start(self, takeover: bool = False, name: str = "") -> ServiceProcess:
+    def start(
+        self, takeover: bool = False, name: str = "", python: str | None = None
+    ) -> ServiceProcess:
         process = startMigrate(
             self.control,
             ["--tac", WORDS_TAC],
             takeover=takeover,
+            python=python,
             migrateOptions=["--drain-timeout", "30"],
             cwd=self.work,
             name=name,
@@ -171,14 +176,14 @@ class WordsTakeoverTests(TestCase):
         return process
 
     def takeOver(
-        self, incumbent: ServiceProcess, generation: int, connected: int
+        self, incumbent: ServiceProcess, generation: int, connected: int, python: str | None
     ) -> ServiceProcess:
         """
-        A complete takeover: the successor serves as C{generation}, the
-        incumbent froze and sent its C{connected} connections, none
-        staying, handed off and exited 0.
+        A complete takeover: the successor (run by C{python}, default this
+        one) serves as C{generation}, the incumbent froze and sent its
+        C{connected} connections, none staying, handed off and exited 0.
         """
-        successor = self.start(takeover=True, name=f"successor-{generation}")
+        successor = self.start(takeover=True, name=f"successor-{generation}", python=python)
         ready = successor.waitFor(READY, STEP)
         self.assertEqual(int(ready["generation"]), generation)
         froze = incumbent.waitFor(FROZE, STEP)
@@ -220,14 +225,15 @@ class WordsTakeoverTests(TestCase):
         self.assertTrue(any("Already logged in" in n for n in notices), notices)
         self.assertEqual(clients.of(label, "welcome"), [])
 
-    def test_oneChatAcrossTakeovers(self) -> None:
+    def chat(self, pythons: list[str | None]) -> None:
         """
-        alice and bob join C{#chat} and bob sets its topic; then, three
-        times: a takeover (every connection moves, none stays), and one
-        more user joins the successor.  Each time the newcomer finds
-        everybody in C{#chat} and the topic set before the first takeover;
-        everybody hears everybody else exactly once; and logging in as
-        alice again is refused.
+        alice and bob join C{#chat} and bob sets its topic; then, for each
+        of C{pythons}: a takeover by a successor run by that Python (every
+        connection moves, none stays), and one more user joins the
+        successor.  Each time the newcomer finds everybody in C{#chat} and
+        the topic set before the first takeover; everybody hears
+        everybody else exactly once; and logging in as alice again is
+        refused.
         """
         incumbent = self.start()
         incumbent.waitFor(READY, STEP)
@@ -240,8 +246,8 @@ class WordsTakeoverTests(TestCase):
         clients.wait("the topic", lambda: bool(clients.of("alice", "topic")))
         self.assertDelivered(clients, ["alice", "bob"], 0)
         members = ["alice", "bob"]
-        for generation in (1, 2, 3):
-            incumbent = self.takeOver(incumbent, generation, len(members))
+        for generation, python in enumerate(pythons, 1):
+            incumbent = self.takeOver(incumbent, generation, len(members), python)
             newcomer = USERS[len(members)]
             clients.join(newcomer)
             members.append(newcomer)
@@ -255,3 +261,18 @@ class WordsTakeoverTests(TestCase):
                 clients.waitJoined(nick, newcomer)
             self.assertDelivered(clients, members, generation)
             self.assertNickTaken(clients, "alice", generation)
+
+    def test_oneChatAcrossTakeovers(self) -> None:
+        """
+        Three takeovers, each by a successor of this Python: one chat
+        throughout (see L{chat}).
+        """
+        self.chat([None, None, None])
+
+    def test_otherPython(self) -> None:
+        """
+        A takeover onto another Python (3.11 <-> 3.13) and one back: one
+        chat throughout (see L{chat}).
+        """
+        other, _ = otherPython()
+        self.chat([other, None])

@@ -10,6 +10,8 @@ process's registry (see L{migrator.adapters.defaultRegistry}).
   - C{twisted.web}: idle keep-alive channels (L{migrator.adapters._web}).
   - C{twisted.conch}'s telnet manhole: a whole session, past its login
     (L{migrator.adapters._manhole}); SSH sessions stay and drain.
+  - C{twisted.words}: the IRC server's sessions, with the in-memory
+    realm's users and groups (L{migrator.adapters._words}).
 """
 
 from __future__ import annotations
@@ -80,3 +82,7 @@ def registerAdapters(registry: AdapterRegistry) -> None:
     from migrator.adapters import _manhole
 
     _manhole.registerAdapters(registry)
+    # Imported here too: twisted.words brings the IRC protocol module.
+    from migrator.adapters import _words
+
+    _words.registerAdapters(registry)

@@ -25,6 +25,13 @@ class IPeerPolicy(Interface):
             and who it is, for the logs (e.g. C{"pid 12 uid 1000 gid 1000"}).
         """
 
+    def refusal() -> str:
+        """
+        What a refused peer is told, one line of printable ASCII without its
+        end of line (e.g. C{"this control socket serves uid 1000 and root
+        only"}).
+        """
+
 
 class IPortRegistry(Interface):
     """

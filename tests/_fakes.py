@@ -513,10 +513,14 @@ class FakePeerPolicy:
     allowed: bool = True
     who: str = "pid 1 uid 0 gid 0 (fake)"
     checked: list[Any] = attrs.field(factory=list)
+    why: str = "this control socket serves the fake user only"
 
     def check(self, transport: Any) -> tuple[bool, str]:
         self.checked.append(transport)
         return self.allowed, self.who
+
+    def refusal(self) -> str:
+        return self.why
 
 
 @attrs.define(eq=False)

@@ -292,6 +292,21 @@ class ControlDirectoryTests(_Fixture, SynchronousTestCase):
             )
             self.assertEqual(os.listdir(unsafe), [])
 
+    def test_groupWritableDirectory(self) -> None:
+        """
+        A control directory writable by its group (0770) is refused like a
+        world-writable one, with a message saying so; no socket is created
+        in it.
+        """
+        unsafe = os.path.join(self.directory, "team")
+        os.mkdir(unsafe)
+        os.chmod(unsafe, 0o770)
+        self.assertRefusedToStart(
+            os.path.join(unsafe, "ctl"),
+            f"control directory {unsafe} is writable by its group",
+        )
+        self.assertEqual(os.listdir(unsafe), [])
+
     def test_directoryOfAnotherUser(self) -> None:
         """
         A control directory that belongs to another (non-root) user is

@@ -25,6 +25,13 @@ class IPeerPolicy(Interface):
             and who it is, for the logs (e.g. C{"pid 12 uid 1000 gid 1000"}).
         """
 
+    def refusal() -> str:
+        """
+        What a refused peer is told, one line of printable ASCII without its
+        end of line (e.g. C{"this control socket serves uid 1000 and root
+        only"}).
+        """
+
 
 class IPortRegistry(Interface):
     """
@@ -46,7 +53,7 @@ class IPortRegistry(Interface):
             its file descriptor, in the same order.  The descriptors stay
             owned by the ports.
         @raise migrator.UnsupportedPort: if an open port cannot be handed
-            over (UDP).
+            over (a UDP port connected to one peer).
         """
 
     def offer(records: list[dict[str, Any]], fds: list[int]) -> None:
@@ -72,23 +79,24 @@ class IPortRegistry(Interface):
 
     def pauseAccepting() -> int:
         """
-        Stop accepting on every stream port; connections wait in the
-        kernel's backlog.
+        Stop accepting on every stream port and reading on every datagram
+        port; connections wait in the kernel's backlog, datagrams in the
+        socket's receive buffer.
 
         @return: how many ports were paused.
         """
 
     def resumeAccepting() -> int:
         """
-        Accept on every stream port (again).
+        Accept (read) on every port (again).
 
         @return: how many ports accept.
         """
 
     def releaseAll() -> list[str]:
         """
-        Close this process's copy of every stream port, without
-        C{shutdown()}, so that another process holding it is unaffected.
+        Close this process's copy of every port, without C{shutdown()}, so
+        that another process holding it is unaffected.
 
         @return: the keys released.
         """

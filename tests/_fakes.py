@@ -64,6 +64,8 @@ class FakePort:
     @ivar factory: the port's factory: what a capture of connections
         anchors its state to (C{"factory:" + key}), and what a restore maps
         that anchor onto.
+    @ivar peer: for a UDP port, the peer its socket is connected to, if
+        any: such a port cannot be handed over.
     """
 
     key: str
@@ -75,6 +77,7 @@ class FakePort:
     where: str = "127.0.0.1:0"
     family: int = int(socket.AF_INET)
     factory: Any = attrs.field(factory=lambda: ServerFactory())
+    peer: tuple[str, int] | None = None
 
     @property
     def listening(self) -> bool:
@@ -98,7 +101,7 @@ class FakePort:
             "address": self.where if self.listening else None,
             "adopted": self.adopted,
         }
-        if self.listening and self.kind != UDP:
+        if self.listening:
             record["family"] = self.family
         return record
 
@@ -237,11 +240,11 @@ class FakeRegistry:
     def handoffRecords(self) -> tuple[list[dict[str, Any]], list[int]]:
         self.calls.append("handoffRecords")
         open_ = [p for p in self.ports if p.listening]
-        bad = [p.key for p in open_ if p.kind == UDP]
+        bad = [p.key for p in open_ if p.kind == UDP and p.peer is not None]
         if bad:
             raise UnsupportedPort(
                 "cannot hand over " + ", ".join(bad)
-                + ": migrator hands over TCP and UNIX stream ports only"
+                + ": a UDP port connected to one peer cannot be handed over"
             )
         records = [p.describe() for p in open_]
         fds = [p.fd if p.fd is not None else -1 for p in open_]
@@ -272,7 +275,7 @@ class FakeRegistry:
         self.calls.append("pauseAccepting")
         n = 0
         for port in self.ports:
-            if port.listening and port.kind != UDP:
+            if port.listening:
                 port.accepting = False
                 n += 1
         return n
@@ -282,7 +285,7 @@ class FakeRegistry:
         self.holding = False
         n = 0
         for port in self.ports:
-            if port.listening and port.kind != UDP:
+            if port.listening:
                 port.accepting = True
                 n += 1
         return n
@@ -291,7 +294,7 @@ class FakeRegistry:
         self.calls.append("releaseAll")
         keys = []
         for port in self.ports:
-            if port.listening and port.kind in (TCP, UNIX):
+            if port.listening:
                 port.released = True
                 port.accepting = False
                 if port.fd is not None:
@@ -510,10 +513,14 @@ class FakePeerPolicy:
     allowed: bool = True
     who: str = "pid 1 uid 0 gid 0 (fake)"
     checked: list[Any] = attrs.field(factory=list)
+    why: str = "this control socket serves the fake user only"
 
     def check(self, transport: Any) -> tuple[bool, str]:
         self.checked.append(transport)
         return self.allowed, self.who
+
+    def refusal(self) -> str:
+        return self.why
 
 
 @attrs.define(eq=False)

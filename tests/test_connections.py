@@ -19,9 +19,9 @@ import select
 import socket
 from typing import Any
 
-from twisted.internet import task, tcp, unix
+from twisted.internet import task, tcp, udp, unix
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ServerFactory
+from twisted.internet.protocol import DatagramProtocol, ServerFactory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import SynchronousTestCase
@@ -144,6 +144,13 @@ class _Reactor(MemoryReactorClock):
 
     def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
         listening = tcp.Port(port, factory, backlog, interface, self)
+        listening.startListening()
+        return listening
+
+    def listenUDP(
+        self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+    ) -> Any:
+        listening = udp.Port(port, protocol, interface, maxPacketSize, self)
         listening.startListening()
         return listening
 
@@ -349,6 +356,23 @@ class CaptureRestoreTests(_Sides):
         self.assertIs(r.factory, self.factory2)
         self.assertIs(t.server, self.port2)
         self.assertIn(t, list(self.ports2.openConnections()))
+
+    def test_besideUDPPorts(self) -> None:
+        """
+        A UDP port (it has a protocol, no factory) among the ports of either
+        side, declared by both, does not disturb the capture or the
+        restore: the stream port's connections move.
+        """
+        for reactor in (self.reactor, self.reactor2):
+            udpPort = reactor.listenUDP(0, DatagramProtocol(), "127.0.0.1")
+            self.addCleanup(releasePort, udpPort)
+        p, client = self.accept()
+        captured = self.capture(frozenset({_KEY, "udp:0:127.0.0.1#0"}))
+        self.assertEqual(captured.count, 1)
+        restored = self.restore(captured)
+        self.assertEqual(restored.count, 1)
+        [t] = restored.transports
+        self.assertIs(t.protocol.factory, self.factory2)
 
     def test_noConnectionMade(self) -> None:
         """

@@ -17,29 +17,48 @@ import tempfile
 from typing import Any
 
 from twisted.internet import error, unix
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IFileDescriptorReceiver
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
-from twisted.spread import jelly, pb
+from twisted.spread import banana, jelly, pb
 from twisted.test import iosim
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from migrator.cli._status import fetchStatus
+from migrator.interfaces import IPeerPolicy
 from migrator.takeover._control import (
+    REFUSED,
     CheckedClientBroker,
     CheckedServerBroker,
     ControlClientFactory,
     ControlPathError,
+    ControlRefused,
     ControlServerFactory,
     ControlSocket,
+    MalformedJelly,
     PeerPolicy,
     checkControlPath,
     controlSecurity,
     peerCredentials,
     probe,
 )
+
+#: What the server of L{CheckedServerBrokerTests} tells a refused peer.
+_REFUSAL = REFUSED + b"this control socket serves uid 1000 and root only\n"
+
+
+def _call(method: bytes, args: Any, kwargs: Any = None) -> bytes:
+    """
+    The banana bytes of a PB call of C{method} on the root object, with
+    already-jellied C{args} and C{kwargs}, answer required.
+    """
+    if kwargs is None:
+        kwargs = [b"dictionary"]
+    return banana.encode([b"message", 1, b"root", method, 1, args, kwargs])
 
 
 class _Arbitrary:
@@ -141,6 +160,25 @@ class CheckControlPathTests(_TempDirMixin, SynchronousTestCase):
         e = self.assertRaises(ControlPathError, checkControlPath, os.path.join(directory, "ctl"))
         self.assertIn("writable by other users", str(e))
         self.assertIn("0777", str(e))
+
+    def test_groupWritable(self) -> None:
+        """
+        A directory its group may write to is refused like a world-writable
+        one (members of the group could swap the socket), with its group and
+        mode in the message; set-group-id makes no difference.  A directory
+        its group may only read and search is accepted.
+        """
+        directory = self.tempdir()
+        gid = os.stat(directory).st_gid
+        for mode in (0o770, 0o2770, 0o730):
+            os.chmod(directory, mode)
+            e = self.assertRaises(
+                ControlPathError, checkControlPath, os.path.join(directory, "ctl")
+            )
+            self.assertIn(f"control directory {directory} is writable by its group", str(e))
+            self.assertIn(f"gid {gid}, mode {mode:04o}", str(e))
+        os.chmod(directory, 0o750)
+        checkControlPath(os.path.join(directory, "ctl"))
 
     def test_stickyWorldWritable(self) -> None:
         """
@@ -333,6 +371,17 @@ class PeerPolicyTests(SynchronousTestCase):
         self.assertFalse(ok)
         self.assertIn("unknown peer", who)
 
+    def test_refusal(self) -> None:
+        """
+        A refused peer is told which user the socket serves: root too,
+        unless root is the one.
+        """
+        verifyObject(IPeerPolicy, PeerPolicy())
+        self.assertEqual(
+            PeerPolicy(1000).refusal(), "this control socket serves uid 1000 and root only"
+        )
+        self.assertEqual(PeerPolicy(0).refusal(), "this control socket serves uid 0 only")
+
     def test_defaults(self) -> None:
         """
         By default the policy allows this process's user and reads real
@@ -364,22 +413,43 @@ class CheckedServerBrokerTests(SynchronousTestCase):
     """
 
     def broker(self, peerUid: int) -> tuple[CheckedServerBroker, _HandleTransport]:
-        factory = ControlServerFactory(pb.Root(), PeerPolicy(1000, _credentials(7, peerUid, 7)))
+        self.statusCalls: list[Any] = []
+        calls = self.statusCalls
+
+        class Root(pb.Root):
+            def remote_status(self, *args: Any) -> Any:
+                calls.append(args)
+                return {"ok": True}
+
+        factory = ControlServerFactory(Root(), PeerPolicy(1000, _credentials(7, peerUid, 7)))
         broker = factory.buildProtocol(None)
         self.assertIsInstance(broker, CheckedServerBroker)
         transport = _HandleTransport()
         broker.makeConnection(transport)
         return broker, transport
 
+    def talking(self) -> tuple[CheckedServerBroker, _HandleTransport]:
+        """
+        An allowed peer's broker, the dialect chosen, its output so far
+        cleared.
+        """
+        broker, transport = self.broker(1000)
+        broker.dataReceived(banana.encode(b"pb"))
+        transport.clear()
+        return broker, transport
+
     def test_refused(self) -> None:
         """
-        A peer of another user is aborted at once, gets no PB byte, and a
-        warning names it.
+        A peer of another user gets no PB byte: it is told why in one line
+        of plain text (L{REFUSED}, then which user the socket serves), the
+        connection is closed once that is written (not aborted, which would
+        discard it), and a warning names the peer.
         """
         with capturedLogs() as events:
             broker, transport = self.broker(2000)
-        self.assertTrue(transport.disconnected)
-        self.assertEqual(transport.value(), b"")
+        self.assertEqual(transport.value(), _REFUSAL)
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnected)
         self.assertEqual(broker.peer, "refused pid 7 uid 2000 gid 7")
         [warning] = [e for e in events if e.get("log_level") == LogLevel.warn]
         self.assertEqual(warning["peer"], "pid 7 uid 2000 gid 7")
@@ -391,8 +461,87 @@ class CheckedServerBrokerTests(SynchronousTestCase):
         """
         broker, transport = self.broker(2000)
         broker.dataReceived(b"\x04\x80\x02\x82pb\xff garbage \x00\x87" * 100)
-        self.assertEqual(transport.value(), b"")
+        self.assertEqual(transport.value(), _REFUSAL)
         broker.connectionLost(Failure(error.ConnectionLost()))
+
+    def test_listTypeTag(self) -> None:
+        """
+        A call whose arguments hold a jelly list whose type tag is itself a
+        list gets exactly one log line, a warning saying the input is
+        malformed (no traceback, no error logged), no answer at all, and
+        only this connection is dropped: the method is not called.
+        """
+        broker, transport = self.talking()
+        with capturedLogs() as events:
+            broker.dataReceived(_call(b"status", [[b"list"], 1]))
+        self.assertEqual(len(events), 1, events)
+        [warning] = events
+        self.assertEqual(warning["log_level"], LogLevel.warn)
+        self.assertIn("malformed input", warning["log_format"])
+        self.assertEqual(warning["peer"], "pid 7 uid 1000 gid 7")
+        self.assertIn(MalformedJelly.__name__, warning["error"])
+        self.assertIn("a jelly type tag that is a list", warning["error"])
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(self.statusCalls, [])
+        # What follows is ignored too.
+        broker.dataReceived(_call(b"status", [b"tuple"]))
+        self.assertEqual((transport.value(), self.statusCalls), (b"", []))
+        broker.connectionLost(Failure(error.ConnectionAborted()))
+
+    def test_malformedThenValidInOneChunk(self) -> None:
+        """
+        A valid call that arrives in the same chunk after a malformed one
+        is not obeyed.
+        """
+        broker, transport = self.talking()
+        with capturedLogs():
+            broker.dataReceived(
+                _call(b"status", [b"tuple", [[b"tuple"]]]) + _call(b"status", [b"tuple"])
+            )
+        self.assertEqual((transport.value(), self.statusCalls), (b"", []))
+        self.assertTrue(transport.disconnected)
+        broker.connectionLost(Failure(error.ConnectionAborted()))
+
+    def test_otherMalformedJelly(self) -> None:
+        """
+        Other jelly that does not decode (a dictionary item that is not a
+        pair, an empty list, a type tag that is a number, a reference to
+        nothing) drops the connection the same way, with one warning each.
+        """
+        for args in (
+            [b"dictionary", 5],
+            [b"tuple", []],
+            [7, 1],
+            [b"tuple", [b"dereference", 99]],
+        ):
+            broker, transport = self.talking()
+            with capturedLogs() as events:
+                broker.dataReceived(_call(b"status", args))
+            self.assertEqual(
+                [e["log_level"] for e in events], [LogLevel.warn], (args, events)
+            )
+            self.assertIn("malformed input", events[0]["log_format"])
+            self.assertEqual(transport.value(), b"", args)
+            self.assertTrue(transport.disconnected, args)
+            broker.connectionLost(Failure(error.ConnectionAborted()))
+        self.assertEqual(self.statusCalls, [])
+
+    def test_insecureJellyAnswered(self) -> None:
+        """
+        A well-formed call naming a type that is not allowed is not
+        malformed: the call fails with an answer, and the session goes on.
+        """
+        broker, transport = self.talking()
+        broker.dataReceived(_call(b"status", [b"tuple", [b"module", b"os"]]))
+        self.assertEqual(len(self.flushLoggedErrors(jelly.InsecureJelly)), 1)
+        self.assertFalse(transport.disconnected)
+        self.assertIn(b"InsecureJelly", transport.value())
+        transport.clear()
+        broker.dataReceived(_call(b"status", [b"tuple"]))
+        self.assertEqual(self.statusCalls, [()])
+        self.assertNotEqual(transport.value(), b"")
+        broker.connectionLost(Failure(error.ConnectionDone()))
 
     def test_allowed(self) -> None:
         """
@@ -454,6 +603,66 @@ class CheckedClientBrokerTests(SynchronousTestCase):
         self.assertTrue([e for e in events if e.get("log_level") == LogLevel.error])
         broker.connectionLost(Failure(error.ConnectionLost()))
 
+    def test_serverRefusal(self) -> None:
+        """
+        A server that refuses this client tells it why in a plain line;
+        the broker reads it (here one byte at a time) without decoding it
+        as PB, records the reason on the factory, logs it, hangs up, and
+        whoever waits for the root object gets L{ControlRefused} with the
+        reason.
+        """
+        factory, broker, transport = self.broker(0)
+        rootD = factory.getRootObject()
+        with capturedLogs() as events:
+            for i in range(len(_REFUSAL)):
+                self.assertFalse(transport.disconnecting)
+                broker.dataReceived(_REFUSAL[i : i + 1])
+        reason = "this control socket serves uid 1000 and root only"
+        self.assertEqual(factory.refusal, reason)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.value(), b"")
+        [logged] = events
+        self.assertEqual((logged["log_level"], logged["reason"]), (LogLevel.error, reason))
+        broker.connectionLost(Failure(error.ConnectionDone()))
+        factory.clientConnectionLost(None, Failure(error.ConnectionDone()))
+        refused = self.failureResultOf(rootD, ControlRefused)
+        self.assertEqual(str(refused.value), f"refused by the service: {reason}")
+
+    def test_refusalBounded(self) -> None:
+        """
+        A refusal line is read up to a bound, whether or not its end of line
+        comes, what is not printable is replaced, and nothing the server
+        sends after it is read.
+        """
+        for tail in (b"", b"\n"):
+            factory, broker, transport = self.broker(0)
+            broker.dataReceived(REFUSED + b"\x1b[2J\xff" + b"x" * 1000 + tail)
+            self.assertTrue(transport.disconnecting)
+            assert factory.refusal is not None
+            self.assertTrue(factory.refusal.startswith("?[2J?xxx"), factory.refusal)
+            self.assertEqual(len(factory.refusal), 512 - len(REFUSED))
+            broker.dataReceived(b"\xff" * 100)
+            self.assertEqual(transport.value(), b"")
+            broker.connectionLost(Failure(error.ConnectionDone()))
+
+    def test_greetingIsNotARefusal(self) -> None:
+        """
+        A real server's greeting, however it is split, goes to PB at once:
+        the client answers it with its dialect.
+        """
+        server = ControlServerFactory(pb.Root(), PeerPolicy(1000, _credentials(1, 1000, 1)))
+        serverTransport = _HandleTransport()
+        server.buildProtocol(None).makeConnection(serverTransport)
+        greeting = serverTransport.value()
+        self.assertFalse(greeting.startswith(REFUSED[:2]))
+        factory, broker, transport = self.broker(1000)
+        for i in range(len(greeting)):
+            broker.dataReceived(greeting[i : i + 1])
+        self.assertTrue(transport.value().startswith(banana.encode(b"pb")), transport.value())
+        self.assertIsNone(factory.refusal)
+        self.assertFalse(transport.disconnecting)
+        broker.connectionLost(Failure(error.ConnectionDone()))
+
     def test_descriptors(self) -> None:
         """
         Descriptors received are kept until the connection is lost, then
@@ -494,6 +703,40 @@ class CheckedClientBrokerTests(SynchronousTestCase):
         self.assertIs(factory.protocol, CheckedClientBroker)
         self.assertEqual(factory.policy, PeerPolicy())
         self.assertEqual(factory.security.allowedTypes, controlSecurity().allowedTypes)
+
+
+class StatusRefusedTests(_TempDirMixin, SynchronousTestCase):
+    """
+    C{python -m migrator status} (L{fetchStatus}) says why a service
+    refused it.
+    """
+
+    def test_refusalReported(self) -> None:
+        """
+        When the service's control socket refuses this user (its line read
+        by the client broker), L{fetchStatus} fails with one message naming
+        the control path and the service's reason.
+        """
+        path = os.path.join(self.tempdir(), "ctl")
+        self.boundSocket(path)
+        reactor = MemoryReactorClock()
+        d = Deferred.fromCoroutine(fetchStatus(reactor, path, timeout=5.0))
+        [(address, factory, _, _)] = reactor.unixClients
+        self.assertEqual(address, path)
+        # The server is root, whom this client talks to; it refuses us.
+        factory.policy = PeerPolicy(os.getuid(), _credentials(1, 0, 0))
+        broker = factory.buildProtocol(None)
+        broker.makeConnection(_HandleTransport())
+        with capturedLogs():
+            broker.dataReceived(_REFUSAL)
+        broker.connectionLost(Failure(error.ConnectionDone()))
+        factory.clientConnectionLost(None, Failure(error.ConnectionDone()))
+        failure = self.failureResultOf(d, RuntimeError)
+        self.assertEqual(
+            str(failure.value),
+            f"{path}: refused by the service: this control socket serves uid 1000 "
+            f"and root only",
+        )
 
 
 class ControlConversationTests(SynchronousTestCase):
@@ -566,6 +809,24 @@ class ControlConversationTests(SynchronousTestCase):
         self.assertTrue(f.check("builtins.ValueError"))
         self.assertEqual(f.value, "no such thing")
         self.flushLoggedErrors(ValueError)
+
+    def test_malformedCallDropsConnection(self) -> None:
+        """
+        A peer whose call holds a jelly list with a list as its type tag
+        (sent past its own jelly) gets no answer: the server drops its
+        connection with one warning, and the method is not called.  The
+        calls before it were answered.
+        """
+        self.assertEqual(self.successResultOf(self.call("echo", "before")), "before")
+        with capturedLogs() as events:
+            self.client.sendEncoded(
+                [b"message", 99, b"root", b"echo", 1, [[b"list"], 1], [b"dictionary"]]
+            )
+            self.pump.flush()
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.warn])
+        self.assertEqual(self.calls, ["before"])
+        self.assertTrue(self.client.disconnected)
+        self.assertRaises(pb.DeadReferenceError, self.root.callRemote, "echo", "after")
 
     def test_arbitraryClassNotSent(self) -> None:
         """

@@ -1220,17 +1220,18 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         )
         self.assertIn("has already handed its service to pid 4242", str(e))
 
-    def test_beginWithUDPPortRefused(self) -> None:
+    def test_beginWithUnsupportedPortRefused(self) -> None:
         """
-        A service with a UDP port cannot be taken over: C{begin} is refused
+        A service with a port that cannot be handed over (a UDP port
+        connected to one peer) cannot be taken over: C{begin} is refused
         with the registry's explanation, nothing is sent, and no takeover is
         in progress.
         """
-        self.registry.addPort("udp:53:#0", "udp")
+        self.registry.addPort("udp:53:#0", "udp").peer = ("127.0.0.1", 5353)
         session = self.session()
         e = self.assertRaises(TakeoverRefused, self.incumbent.begin, session, dict(SUCCESSOR))
         self.assertIn("udp:53:#0", str(e))
-        self.assertIn("TCP and UNIX stream ports only", str(e))
+        self.assertIn("a UDP port connected to one peer", str(e))
         self.assertEqual(session.sentFds, [])
         self.assertIsNone(self.incumbent.current)
         self.assertEqual(self.reactor.getDelayedCalls(), [])

@@ -3,9 +3,10 @@ Tests for L{migrator.takeover._ports}: tracking, adopting, pausing and releasing
 wrapped service's listening ports.
 
 Most tests use fake ports on a fake reactor.  Those about what happens to a
-socket use real listening sockets (TCP on 127.0.0.1 port 0, UNIX in a
+socket use real listening sockets (TCP and UDP on 127.0.0.1 port 0, UNIX in a
 temporary directory) wrapped in Twisted's own port classes, driven by a
-L{MemoryReactorClock}: nothing ever connects over TCP.
+L{MemoryReactorClock}: nothing ever connects over TCP, and the UDP tests
+send a few datagrams on loopback, each awaited with a bounded C{select}.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ from __future__ import annotations
 import gc
 import itertools
 import os
+import select
 import shutil
 import socket
 import stat
 import tempfile
 from typing import Any
 
-from twisted.internet import error, tcp, unix
+from twisted.internet import error, tcp, udp, unix
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.internet.protocol import DatagramProtocol, Protocol, ServerFactory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs
@@ -37,6 +40,7 @@ from migrator.takeover._ports import (
     ListenerRegistry,
     TrackedPort,
     UnsupportedPort,
+    _adoptUDP,
     _CountingTransport,
 )
 
@@ -104,7 +108,25 @@ class _FakePort:
 
 
 class _FakeUDPPort(_FakePort):
+    """
+    A UDP port: no connections to count, and a socket that may be
+    connected to one peer.
+    """
+
     transport = None
+
+    def __init__(self, address: Any, protocol: Any, family: int = socket.AF_INET) -> None:
+        _FakePort.__init__(self, address, None, family)
+        self.protocol = protocol
+        self.peer: tuple[str, int] | None = None
+
+    def getHandle(self) -> Any:
+        return self
+
+    def getpeername(self) -> tuple[str, int]:
+        if self.peer is None:
+            raise OSError(107, "Transport endpoint is not connected")
+        return self.peer
 
 
 class _FakeReactor:
@@ -139,7 +161,7 @@ class _FakeReactor:
         self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
     ) -> _FakeUDPPort:
         self.calls.append(("udp", port, protocol, interface, maxPacketSize))
-        return _FakeUDPPort(IPv4Address("UDP", interface or "0.0.0.0", port), None)
+        return _FakeUDPPort(IPv4Address("UDP", interface or "0.0.0.0", port), protocol)
 
 
 class _NoUDPReactor:
@@ -177,6 +199,24 @@ class _ListeningReactor(MemoryReactorClock):
     ) -> Any:
         p = unix.Port(address, factory, backlog, mode, self, wantPID)
         p.startListening()
+        self.ports.append(p)
+        return p
+
+    def listenUDP(
+        self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
+    ) -> Any:
+        p = udp.Port(port, protocol, interface, maxPacketSize, self)
+        p.startListening()
+        self.ports.append(p)
+        return p
+
+    def adoptDatagramPort(
+        self, fileDescriptor: int, addressFamily: int, protocol: Any, maxPacketSize: int = 8192
+    ) -> Any:
+        # The real reactors' implementation, on this reactor.
+        p = PosixReactorBase.adoptDatagramPort(
+            self, fileDescriptor, addressFamily, protocol, maxPacketSize  # type: ignore[arg-type]
+        )
         self.ports.append(p)
         return p
 
@@ -700,90 +740,352 @@ class ListenerRegistryAdoptionTests(_RealSocketsMixin, SynchronousTestCase):
         self.assertEqual(new.readers, {newTCP, newUNIX})
 
 
-class ListenerRegistryUDPTests(SynchronousTestCase):
+class _Datagrams(DatagramProtocol):
     """
-    UDP ports cannot be handed over: an incumbent warns and refuses
-    takeovers, a successor refuses to start.
+    Records the datagrams it receives and answers each with C{re:} and the
+    datagram.
     """
 
-    def test_incumbentWarns(self) -> None:
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.starts = 0
+        self.stops = 0
+
+    def startProtocol(self) -> None:
+        self.starts += 1
+
+    def stopProtocol(self) -> None:
+        self.stops += 1
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.received.append(datagram)
+        assert self.transport is not None
+        self.transport.write(b"re:" + datagram, addr)
+
+
+def _readable(s: Any, timeout: float = 5.0) -> bool:
+    """
+    Whether C{s} has something to read within C{timeout} seconds.
+    """
+    return bool(select.select([s], [], [], timeout)[0])
+
+
+class ListenerRegistryUDPTests(SynchronousTestCase):
+    """
+    UDP ports are tracked and handed over like stream ports: recorded with
+    their family and descriptor, adopted for the successor's protocol
+    without reading, paused and resumed by reading, released by closing
+    this process's copy.
+    """
+
+    def test_incumbentTracks(self) -> None:
         """
-        An incumbent's service may listen on UDP: the port is created and
-        tracked, and a warning names it.
+        An incumbent's UDP port is created as the service asked, tracked
+        under its declared key, and can be handed over: no warning.
         """
         reactor = _FakeReactor()
         registry = ListenerRegistry(reactor)
         registry.install()
+        protocol = DatagramProtocol()
         with capturedLogs() as events:
-            port = reactor.listenUDP(53, DatagramProtocol(), "127.0.0.1")
-        self.assertEqual(reactor.calls[0][0], "udp")
+            port = reactor.listenUDP(53, protocol, "127.0.0.1", 512)
+        self.assertEqual(reactor.calls, [("udp", 53, protocol, "127.0.0.1", 512)])
         [tracked] = registry.listening()
         self.assertIs(tracked.port, port)
         self.assertEqual((tracked.kind, tracked.key), (UDP, "udp:53:127.0.0.1#0"))
-        self.assertEqual(registry.unsupported(), [tracked])
-        [warning] = [e for e in events if e["log_level"] == LogLevel.warn]
-        self.assertEqual(warning["key"], "udp:53:127.0.0.1#0")
-        self.assertIn("UDP", warning["log_format"])
+        self.assertEqual(registry.unsupported(), [])
+        self.assertEqual([e for e in events if e["log_level"] >= LogLevel.warn], [])
+        self.assertIsNone(port.transport)
+        self.assertEqual(port.readingCalls, [])
 
-    def test_handoffRefused(self) -> None:
+    def test_handoffRecords(self) -> None:
         """
-        C{handoffRecords} refuses with L{UnsupportedPort} naming the UDP
-        port while it is open, and hands over again once it is closed.
+        C{handoffRecords} gives a UDP port's record, with its address
+        family, and its descriptor, in creation order with the stream
+        ports.
+        """
+        reactor = _FakeReactor()
+        registry = ListenerRegistry(reactor)
+        registry.install()
+        tcpPort = reactor.listenTCP(53, _factory(), interface="127.0.0.1")
+        udpPort = reactor.listenUDP(53, DatagramProtocol(), "127.0.0.1")
+        records, fds = registry.handoffRecords()
+        self.assertEqual(fds, [tcpPort.fileno(), udpPort.fileno()])
+        self.assertEqual(
+            records[1],
+            {
+                "key": "udp:53:127.0.0.1#0",
+                "kind": UDP,
+                "address": "127.0.0.1:53",
+                "adopted": False,
+                "family": socket.AF_INET,
+            },
+        )
+
+    def test_connectedRefused(self) -> None:
+        """
+        A UDP port whose protocol connected it to one peer cannot be handed
+        over (the successor's port object would not know it is connected):
+        C{handoffRecords} refuses with L{UnsupportedPort} naming it, and
+        hands over again once it is closed.
         """
         reactor = _FakeReactor()
         registry = ListenerRegistry(reactor)
         registry.install()
         reactor.listenTCP(80, _factory())
-        udp = reactor.listenUDP(53, DatagramProtocol())
+        connected = reactor.listenUDP(5353, DatagramProtocol())
+        connected.peer = ("127.0.0.1", 53)
+        self.assertEqual([t.port for t in registry.unsupported()], [connected])
         e = self.assertRaises(UnsupportedPort, registry.handoffRecords)
-        self.assertIn("udp:53:#0", str(e))
-        self.assertIn("TCP and UNIX stream ports only", str(e))
-        udp.connected = False
-        records, fds = registry.handoffRecords()
+        self.assertIn("udp:5353:#0", str(e))
+        self.assertIn("connected to one peer", str(e))
+        connected.connected = False
+        records, _ = registry.handoffRecords()
         self.assertEqual([r["key"] for r in records], ["tcp:80:#0"])
 
-    def test_successorRefuses(self) -> None:
+    def test_adopt(self) -> None:
         """
-        A successor's service listening on UDP gets L{UnsupportedPort} with
-        a message that says what cannot be done, and no port is created.
+        A declared UDP address that was offered is adopted from its
+        descriptor for the successor's own protocol and packet size,
+        instead of being bound; the descriptor is closed once, and the port
+        is recorded as adopted.
+        """
+        reactor = _FakeReactor()
+        adopted: list[tuple[Any, ...]] = []
+        made = _FakeUDPPort(IPv4Address("UDP", "127.0.0.1", 5353), None)
+
+        def adoptUDP(*args: Any) -> Any:
+            adopted.append(args)
+            return made
+
+        closer = _Closer()
+        registry = ListenerRegistry(reactor, holding=True, adoptUDP=adoptUDP, close=closer)
+        registry.install()
+        registry.offer(
+            [{"key": "udp:0:127.0.0.1#0", "family": socket.AF_INET, "address": "x"}], [42]
+        )
+        protocol = DatagramProtocol()
+        self.assertIs(reactor.listenUDP(0, protocol, "127.0.0.1", 1024), made)
+        self.assertEqual(adopted, [(reactor, 42, socket.AF_INET, protocol, 1024)])
+        self.assertEqual(closer.closed, [42])
+        self.assertEqual(reactor.calls, [])
+        [tracked] = registry.listening()
+        self.assertEqual((tracked.kind, tracked.key, tracked.adopted), (UDP, "udp:0:127.0.0.1#0", True))
+        self.assertEqual(registry.adoptedCount(), 1)
+        self.assertEqual(registry.closeUnclaimed(), [])
+        self.assertEqual(closer.closed, [42])
+
+    def test_adoptionFails(self) -> None:
+        """
+        If adopting a UDP port raises, the error reaches the service, the
+        descriptor is still closed exactly once, and nothing is tracked.
+        """
+
+        def adoptUDP(*args: Any) -> Any:
+            raise error.UnsupportedAddressFamily(socket.AF_UNIX)
+
+        closer = _Closer()
+        reactor = _FakeReactor()
+        registry = ListenerRegistry(reactor, adoptUDP=adoptUDP, close=closer)
+        registry.install()
+        registry.offer([{"key": "udp:53:#0", "family": socket.AF_UNIX}], [9])
+        self.assertRaises(
+            error.UnsupportedAddressFamily, reactor.listenUDP, 53, DatagramProtocol()
+        )
+        self.assertEqual(closer.closed, [9])
+        self.assertEqual(registry.listening(), [])
+
+    def test_holdingNewPort(self) -> None:
+        """
+        A UDP port only the successor declares is bound, but does not read
+        until the switch.
         """
         reactor = _FakeReactor()
         registry = ListenerRegistry(reactor, holding=True)
         registry.install()
-        e = self.assertRaises(UnsupportedPort, reactor.listenUDP, 53, DatagramProtocol())
-        self.assertIn("UDP (udp:53:#0)", str(e))
-        self.assertIn("cannot be taken over", str(e))
-        self.assertEqual(reactor.calls, [])
-        self.assertEqual(registry.listening(), [])
+        port = reactor.listenUDP(53, DatagramProtocol())
+        self.assertEqual(port.readingCalls, [False])
+        self.assertEqual(registry.resumeAccepting(), 1)
+        self.assertEqual(port.readingCalls, [False, True])
 
-    def test_offeredUDP(self) -> None:
+    def test_pauseResumeRelease(self) -> None:
         """
-        A UDP key among the offered ports is refused even outside holding.
-        """
-        reactor = _FakeReactor()
-        registry = ListenerRegistry(reactor, close=_Closer())
-        registry.install()
-        registry.offer([{"key": "udp:53:#0"}], [9])
-        self.assertRaises(UnsupportedPort, reactor.listenUDP, 53, DatagramProtocol())
-        self.assertEqual(reactor.calls, [])
-
-    def test_streamOnlyOperations(self) -> None:
-        """
-        Pausing, resuming and releasing leave UDP ports alone, and they are
-        not wrapped for connection counting.
+        Pausing stops reading on UDP ports too, resuming starts again, and
+        releasing closes this process's copy of the socket, never shutting
+        it down; UDP ports are not wrapped for connection counting.
         """
         reactor = _FakeReactor()
         registry = ListenerRegistry(reactor)
         registry.install()
-        udp = reactor.listenUDP(53, DatagramProtocol())
+        udpPort = reactor.listenUDP(53, DatagramProtocol())
         reactor.listenTCP(80, _factory())
-        self.assertEqual(registry.pauseAccepting(), 1)
-        self.assertEqual(registry.resumeAccepting(), 1)
-        self.assertEqual(registry.releaseAll(), ["tcp:80:#0"])
-        self.assertEqual(udp.readingCalls, [])
-        self.assertEqual(udp.socket.calls, [])
-        self.assertIsNone(udp.transport)
-        self.assertEqual(registry.releaseAll(kinds=(UDP,)), ["udp:53:#0"])
+        self.assertEqual(registry.pauseAccepting(), 2)
+        self.assertEqual(udpPort.readingCalls, [False])
+        self.assertEqual(registry.resumeAccepting(), 2)
+        self.assertEqual(udpPort.readingCalls, [False, True])
+        self.assertIsNone(udpPort.transport)
+        self.assertEqual(registry.releaseAll(), ["udp:53:#0", "tcp:80:#0"])
+        self.assertEqual(udpPort.socket.calls, ["close"])
+        self.assertFalse(udpPort.connected)
+
+
+class UDPHandoffTests(_RealSocketsMixin, SynchronousTestCase):
+    """
+    Real UDP sockets handed from one registry to another: a datagram is
+    read by exactly one side, whichever reads next.
+    """
+
+    def setUp(self) -> None:
+        self.client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(self.client.close)
+        self.client.bind(("127.0.0.1", 0))
+        self.client.settimeout(5.0)
+
+    def send(self, port: Any, *datagrams: bytes) -> None:
+        for datagram in datagrams:
+            self.client.sendto(datagram, ("127.0.0.1", port.getHost().port))
+
+    def answers(self, count: int) -> list[bytes]:
+        return [self.client.recvfrom(1024)[0] for _ in range(count)]
+
+    def serve(self, reactor: _ListeningReactor, port: Any, protocol: _Datagrams, count: int) -> None:
+        """
+        Run C{port} as a reactor would, until C{protocol} has C{count}
+        datagrams: only while the port is among the reactor's readers.
+        """
+        for _ in range(count):
+            if len(protocol.received) >= count:
+                break
+            self.assertIn(port, reactor.readers)
+            self.assertTrue(_readable(port.socket), f"only {protocol.received}")
+            port.doRead()
+        self.assertEqual(len(protocol.received), count)
+
+    def handedOver(
+        self,
+    ) -> tuple[_ListeningReactor, ListenerRegistry, Any, _Datagrams, _ListeningReactor, ListenerRegistry, Any, _Datagrams]:
+        """
+        An incumbent serving a real UDP port, and a holding successor that
+        adopted it for its own protocol.
+        """
+        old = self.listeningReactor()
+        incumbent = ListenerRegistry(old)
+        incumbent.install()
+        oldProtocol = _Datagrams()
+        oldPort = old.listenUDP(0, oldProtocol, "127.0.0.1")
+        records, fds = incumbent.handoffRecords()
+        self.assertEqual(fds, [oldPort.fileno()])
+        self.assertEqual(records[0]["family"], socket.AF_INET)
+
+        new = self.listeningReactor()
+        passed = [os.dup(fd) for fd in fds]  # what SCM_RIGHTS does
+        closer = _Closer(real=True)
+        successor = ListenerRegistry(new, holding=True, close=closer)
+        successor.install()
+        successor.offer(records, passed)
+        newProtocol = _Datagrams()
+        newPort = new.listenUDP(0, newProtocol, "127.0.0.1")
+        self.assertEqual(closer.closed, passed)
+        self.assertEqual(successor.adoptedCount(), 1)
+        return old, incumbent, oldPort, oldProtocol, new, successor, newPort, newProtocol
+
+    def test_adoptUDPReal(self) -> None:
+        """
+        L{_adoptUDP} makes a port on its own duplicate of the descriptor,
+        bound to the same address, connected to the given protocol but not
+        reading; the caller's descriptor stays open.
+        """
+        reactor = self.listeningReactor()
+        original = reactor.listenUDP(0, DatagramProtocol(), "127.0.0.1")
+        fd = os.dup(original.fileno())
+        self.addCleanup(os.close, fd)
+        protocol = _Datagrams()
+        port = _adoptUDP(reactor, fd, socket.AF_INET, protocol, 512)
+        self.assertNotIn(port, reactor.readers)
+        self.assertIs(protocol.transport, port)
+        self.assertEqual(protocol.starts, 1)
+        self.assertEqual(port.maxPacketSize, 512)
+        self.assertNotEqual(port.fileno(), fd)
+        self.assertTrue(_isOpen(fd))
+        self.assertEqual(port.getHost(), original.getHost())
+        self.assertEqual(os.fstat(port.fileno()).st_ino, os.fstat(fd).st_ino)
+
+    def test_connectedRefusedReal(self) -> None:
+        """
+        A real UDP port its protocol connected to one peer is refused by
+        C{handoffRecords}; an unconnected one is handed over.
+        """
+        reactor = self.listeningReactor()
+        registry = ListenerRegistry(reactor)
+        registry.install()
+        reactor.listenUDP(0, DatagramProtocol(), "127.0.0.1")
+        connected = reactor.listenUDP(0, DatagramProtocol(), "127.0.0.1")
+        self.assertEqual(len(registry.handoffRecords()[1]), 2)
+        connected.connect("127.0.0.1", self.client.getsockname()[1])
+        e = self.assertRaises(UnsupportedPort, registry.handoffRecords)
+        self.assertIn("udp:0:127.0.0.1#1", str(e))
+
+    def test_switch(self) -> None:
+        """
+        Through a handoff, every datagram is read once, by the side reading
+        at the time: the incumbent until it pauses, the successor once it
+        resumes (datagrams sent in between wait in the socket), and the
+        successor alone after the incumbent released its copy, which does
+        not stop the incumbent's protocol, and which a later
+        C{stopListening} (twistd stopping the old service) leaves alone.
+        """
+        old, incumbent, oldPort, oldProtocol, new, successor, newPort, newProtocol = (
+            self.handedOver()
+        )
+        self.assertEqual(newPort.getHost(), oldPort.getHost())
+        self.assertEqual(new.readers, set())
+        self.assertEqual(newProtocol.starts, 1)
+
+        self.send(oldPort, b"1")
+        self.serve(old, oldPort, oldProtocol, 1)
+        self.assertEqual(self.answers(1), [b"re:1"])
+
+        self.assertEqual(incumbent.pauseAccepting(), 1)
+        self.assertEqual(old.readers, set())
+        self.send(oldPort, b"2", b"3")
+        self.assertTrue(_readable(newPort.socket))
+        self.assertEqual(successor.resumeAccepting(), 1)
+        self.serve(new, newPort, newProtocol, 2)
+        self.assertEqual(newProtocol.received, [b"2", b"3"])
+        self.assertEqual(self.answers(2), [b"re:2", b"re:3"])
+
+        address = newPort.getHost()
+        self.assertEqual(incumbent.releaseAll(), ["udp:0:127.0.0.1#0"])
+        self.assertIsNone(oldPort.stopListening())
+        old.advance(0)
+        self.assertEqual(oldProtocol.stops, 0)
+        self.assertIs(oldProtocol.transport, oldPort)
+        self.client.sendto(b"4", (address.host, address.port))
+        self.serve(new, newPort, newProtocol, 3)
+        self.assertEqual(self.answers(1), [b"re:4"])
+        self.assertEqual(oldProtocol.received, [b"1"])
+
+    def test_rollback(self) -> None:
+        """
+        If the takeover is abandoned after the switch, the successor
+        releases its copy and the incumbent reads again, including what
+        waited in between.
+        """
+        old, incumbent, oldPort, oldProtocol, new, successor, newPort, newProtocol = (
+            self.handedOver()
+        )
+        incumbent.pauseAccepting()
+        successor.resumeAccepting()
+        self.send(oldPort, b"a")
+        self.assertTrue(_readable(oldPort.socket))
+        self.assertEqual(successor.releaseAll(), ["udp:0:127.0.0.1#0"])
+        self.assertEqual(newProtocol.stops, 0)
+        self.assertEqual(incumbent.resumeAccepting(), 1)
+        self.send(oldPort, b"b")
+        self.serve(old, oldPort, oldProtocol, 2)
+        self.assertEqual(oldProtocol.received, [b"a", b"b"])
+        self.assertEqual(self.answers(2), [b"re:a", b"re:b"])
+        self.assertEqual(newProtocol.received, [])
 
 
 class ListenerRegistryHandoffTests(SynchronousTestCase):
@@ -920,12 +1222,13 @@ class TrackedPortTests(SynchronousTestCase):
 
     def test_describeUDP(self) -> None:
         """
-        A UDP port's description has no family: it is never handed over.
+        A UDP port's description has its address family, for the
+        successor's C{adoptDatagramPort}.
         """
-        port = _FakeUDPPort(IPv4Address("UDP", "0.0.0.0", 53), None)
-        record = TrackedPort("udp:53:#0", UDP, port).describe()
-        self.assertNotIn("family", record)
-        self.assertEqual(record["address"], "0.0.0.0:53")
+        port = _FakeUDPPort(IPv4Address("UDP", "::", 53), None, socket.AF_INET6)
+        record = TrackedPort("udp:53:::#0", UDP, port).describe()
+        self.assertEqual(record["family"], socket.AF_INET6)
+        self.assertEqual(record["address"], "[::]:53")
 
 
 class ReleasePortTests(_RealSocketsMixin, SynchronousTestCase):

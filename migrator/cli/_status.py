@@ -13,7 +13,7 @@ from typing import Any, TextIO
 from twisted.internet.defer import Deferred
 from twisted.python import usage
 
-from migrator.takeover._control import ControlClientFactory, PeerPolicy, probe
+from migrator.takeover._control import ControlClientFactory, ControlRefused, PeerPolicy, probe
 
 
 class StatusOptions(usage.Options):
@@ -50,6 +50,9 @@ async def fetchStatus(reactor: Any, path: str, timeout: float = 10.0) -> dict[st
             raise RuntimeError(
                 f"{path} is served by another user ({factory.refused}); not talking to it"
             ) from e
+        if isinstance(e, ControlRefused):
+            # The service told us why (another user's socket, opened to us).
+            raise RuntimeError(f"{path}: {e}") from e
         raise RuntimeError(f"could not talk to {path}: {e}") from e
     try:
         d: Deferred[dict[str, Any]] = root.callRemote("status")

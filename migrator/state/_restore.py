@@ -303,7 +303,9 @@ def restoreConnections(
     """
     anchors: dict[str, Any] = {"reactor": reactor}
     for tracked in ports.listening():
-        anchors["factory:" + tracked.key] = tracked.port.factory
+        # A UDP port has a protocol, no factory, and no connections.
+        if tracked.kind != "udp":
+            anchors["factory:" + tracked.key] = tracked.port.factory
     fds = list(fds)
     hooks = _RestoreHooks(reactor, adapters, ports, fds)
     reader = GraphReader(adapters.adapterNamed, anchors, hooks, RestoreContext(hooks.gate))

@@ -4,16 +4,19 @@ The control socket: a UNIX socket, private to its owner, on which a running
 service answers Perspective Broker calls from its successor and from
 operators' tools.
 
-  - The directory holding it must not be writable by other users
-    (L{checkControlPath}).
+  - The directory holding it must not be writable by its group or by other
+    users (L{checkControlPath}).
   - It is bound under a temporary name with a umask that makes it 0600 from
     the start, then renamed into place (L{ControlSocket}): whoever connects
     to the path reaches a fully ready broker, and a successor replaces its
     predecessor's socket atomically.
   - Every peer's credentials are checked (C{SO_PEERCRED}) on both ends: only
-    the same user, or root, is served (L{PeerPolicy}).
+    the same user, or root, is served (L{PeerPolicy}).  A refused peer is
+    told why in one line of plain text (L{REFUSED}), which a client tells
+    apart from Perspective Broker's greeting before decoding anything.
   - PB unjellies basic types only (L{controlSecurity}): no class is ever
-    reconstructed from what a peer sends.
+    reconstructed from what a peer sends.  Input that does not decode
+    (banana or jelly) drops only that connection, with one log line.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from typing import Any
 import attrs
 from twisted.internet.interfaces import IFileDescriptorReceiver
 from twisted.logger import Logger
+from twisted.persisted import crefutil
+from twisted.python.failure import Failure
 from twisted.spread import jelly, pb
 from zope.interface import implementer
 
@@ -38,10 +43,42 @@ from migrator.takeover._ports import releasePort
 _log = Logger()
 _CRED = struct.Struct("3i")
 
+#: How a server's refusal of a peer begins: one line of plain text, then the
+#: connection closes.  Every byte of it is below 0x80, while Perspective
+#: Broker's greeting (banana) has a type byte (0x80 or more) as its second
+#: byte, so a client cannot mistake one for the other.
+REFUSED = b"migrator: refused: "
+#: The longest refusal line a client reads (the rest is ignored).
+_REFUSAL_LIMIT = 512
+
 
 class ControlPathError(Exception):
     """
     The control path cannot be used safely, or is in use.
+    """
+
+
+class ControlRefused(Exception):
+    """
+    The service at a control socket refused this connection, and said why.
+    """
+
+    def __str__(self) -> str:
+        return f"refused by the service: {self.args[0]}"
+
+
+class MalformedJelly(ValueError):
+    """
+    A jelly expression that is not even well formed (e.g. a type tag that is
+    not a string).
+    """
+
+
+class MalformedInput(pb.Error):
+    """
+    A peer's call could not be decoded; its connection is dropped.  (A
+    L{pb.Error}, so that PB answers it without logging a traceback; the
+    answer is not sent, the connection being dropped already.)
     """
 
 
@@ -62,8 +99,13 @@ class StrictSecurity(jelly.SecurityOptions):
     )
 
     def isTypeAllowed(self, typeName: str | bytes) -> bool:
-        if not isinstance(typeName, bytes):
+        if isinstance(typeName, str):
             typeName = typeName.encode("utf-8")
+        elif not isinstance(typeName, bytes):
+            # A list, a number...: not a name at all.
+            raise MalformedJelly(
+                f"a jelly type tag that is a {type(typeName).__name__}, not a string"
+            )
         # A peer naming "builtins.x" still reaches isClassAllowed, which
         # allows no class at all.
         return typeName in self.allowedTypes or typeName in self._builtins
@@ -90,8 +132,8 @@ def checkControlPath(path: str, uid: int | None = None) -> str:
     made absolute.
 
     @raise ControlPathError: if its directory is missing, is writable by
-        other users, or belongs to another (non-root) user, or if C{path}
-        exists and is not a socket.
+        its group or other users, or belongs to another (non-root) user, or
+        if C{path} exists and is not a socket.
     """
     if uid is None:
         uid = os.getuid()
@@ -106,6 +148,13 @@ def checkControlPath(path: str, uid: int | None = None) -> str:
             f"control directory {directory} is writable by other users "
             f"(mode {stat.S_IMODE(st.st_mode):04o}); use a private directory, "
             f"e.g. /run/<service> with mode 0700"
+        )
+    if st.st_mode & stat.S_IWGRP:
+        # Members of the group could replace the socket as well as others.
+        raise ControlPathError(
+            f"control directory {directory} is writable by its group (gid "
+            f"{st.st_gid}, mode {stat.S_IMODE(st.st_mode):04o}); use a private "
+            f"directory, e.g. /run/<service> with mode 0700"
         )
     if st.st_uid not in (uid, 0):
         raise ControlPathError(
@@ -190,11 +239,43 @@ class PeerPolicy:
         who = f"pid {pid} uid {uid} gid {gid}"
         return uid in (self.uid, 0), who
 
+    def refusal(self) -> str:
+        """
+        What a refused peer is told.
+        """
+        if self.uid == 0:
+            return "this control socket serves uid 0 only"
+        return f"this control socket serves uid {self.uid} and root only"
+
+
+def _checkResolved(value: Any) -> None:
+    """
+    Check that an unjellied value holds no placeholder for a reference that
+    was never resolved (jelly leaves one for a C{dereference} of nothing).
+
+    @raise MalformedJelly: if it does.
+    """
+    seen: set[int] = set()
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, crefutil.NotKnown):
+            raise MalformedJelly("a jelly reference to nothing")
+        if id(item) in seen or not isinstance(item, (list, tuple, dict, set, frozenset)):
+            continue
+        seen.add(id(item))
+        if isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        else:
+            todo.extend(item)
+
 
 class CheckedServerBroker(pb.Broker):
     """
     A server-side PB broker that hangs up on peers its factory's policy
-    refuses, before a single byte of PB is exchanged.
+    refuses, before a single byte of PB is exchanged (they are told why in
+    one plain line, L{REFUSED}), and on peers whose input does not decode.
     """
 
     peer = "unknown peer"
@@ -205,27 +286,68 @@ class CheckedServerBroker(pb.Broker):
         if not ok:
             self.peer = "refused " + who
             _log.warn("refused a control connection from {peer}: wrong user", peer=who)
-            self.transport.abortConnection()
+            reason = self.factory.policy.refusal()
+            self.transport.write(REFUSED + reason.encode("ascii", "replace") + b"\n")
+            # Not abortConnection: the line must get there.
+            self.transport.loseConnection()
             return
         pb.Broker.connectionMade(self)
 
+    @property
+    def _dropped(self) -> bool:
+        return self.peer.startswith("refused")
+
+    def _drop(self, e: BaseException) -> None:
+        """
+        Say plainly that this peer's input is malformed, and drop only this
+        connection: nothing more is read from it or sent to it.
+        """
+        if self._dropped:
+            return
+        self.peer = "refused " + self.peer
+        _log.warn(
+            "dropped a control connection from {peer}: malformed input ({error})",
+            peer=self.peer[8:],
+            error=f"{e.__class__.__name__}: {e}"[:200],
+        )
+        self.transport.abortConnection()
+
     def dataReceived(self, data: bytes) -> None:
         # A refused peer's bytes are never parsed.
-        if self.peer.startswith("refused"):
+        if self._dropped:
             return
         try:
             pb.Broker.dataReceived(self, data)
         except Exception as e:
-            # Banana raises on malformed input; say so plainly and drop only
-            # this connection.
-            self.peer = "refused " + self.peer
-            _log.warn(
-                "dropped a control connection from {peer}: malformed input "
-                "({error})",
-                peer=self.peer[8:],
-                error=f"{e.__class__.__name__}: {e}"[:200],
-            )
-            self.transport.abortConnection()
+            # Banana raises on malformed input.
+            self._drop(e)
+
+    def expressionReceived(self, sexp: Any) -> None:
+        # The rest of a chunk in which a malformed call came is not obeyed.
+        if not self._dropped:
+            pb.Broker.expressionReceived(self, sexp)
+
+    def unserialize(self, sexp: Any, perspective: Any = None) -> Any:
+        """
+        Unjelly a peer's arguments.  A type that is not allowed fails the
+        call (L{jelly.InsecureJelly}, answered and logged, the session goes
+        on); anything else that goes wrong means the expression is
+        malformed, and drops the connection without an answer.
+        """
+        try:
+            value = pb.Broker.unserialize(self, sexp, perspective)
+            _checkResolved(value)
+        except jelly.InsecureJelly:
+            raise
+        except Exception as e:
+            self._drop(e)
+            raise MalformedInput("malformed input") from e
+        return value
+
+    def sendEncoded(self, obj: Any) -> None:
+        # Nothing is sent to a dropped peer (PB answers every failed call).
+        if not self._dropped:
+            pb.Broker.sendEncoded(self, obj)
 
 
 class ControlServerFactory(pb.PBServerFactory):
@@ -243,13 +365,50 @@ class ControlServerFactory(pb.PBServerFactory):
 @implementer(IFileDescriptorReceiver)
 class CheckedClientBroker(pb.Broker):
     """
-    A client-side PB broker that checks the server's credentials, and keeps
-    the file descriptors the server sends (the frame channel's socket).
+    A client-side PB broker that checks the server's credentials, reads the
+    server's refusal (L{REFUSED}) if it refuses this client, and keeps the
+    file descriptors the server sends (the frame channel's socket).
+
+    @ivar _first: the server's first bytes while they may still be a
+        refusal (a prefix of L{REFUSED}, or a refusal line not yet ended),
+        or C{None} once they cannot be: then everything goes to PB.
+    @ivar _refused: whether the server refused this client (then nothing
+        more it sends is read).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pb.Broker.__init__(self, *args, **kwargs)
         self.receivedFds: list[int] = []
+        self._first: bytes | None = b""
+        self._refused = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._first is None:
+            pb.Broker.dataReceived(self, data)
+            return
+        first = self._first + data
+        head = first[: len(REFUSED)]
+        if not REFUSED.startswith(head):
+            # PB's greeting: never a refusal.
+            self._first = None
+            pb.Broker.dataReceived(self, first)
+            return
+        end = first.find(b"\n")
+        if len(head) < len(REFUSED) or (end < 0 and len(first) < _REFUSAL_LIMIT):
+            self._first = first
+            return
+        stop = end if 0 <= end < _REFUSAL_LIMIT else _REFUSAL_LIMIT
+        reason = "".join(
+            c if " " <= c <= "~" else "?"
+            for c in first[len(REFUSED) : stop].decode("ascii", "replace")
+        )
+        self._first = None
+        self._refused = True
+        self.factory.refusal = reason
+        _log.error("the control socket refused this connection: {reason}", reason=reason)
+        self.transport.loseConnection()
 
     def connectionMade(self) -> None:
         ok, who = self.factory.policy.check(self.transport)
@@ -279,11 +438,20 @@ class ControlClientFactory(pb.PBClientFactory):
     """
 
     protocol = CheckedClientBroker
+    #: Who serves the socket, if this client refused to talk to it.
     refused: str | None = None
+    #: Why the server refused this client, if it did.
+    refusal: str | None = None
 
     def __init__(self, policy: PeerPolicy | None = None) -> None:
         pb.PBClientFactory.__init__(self, security=controlSecurity())
         self.policy = policy or PeerPolicy()
+
+    def clientConnectionLost(self, connector: Any, reason: Any, reconnecting: int = 0) -> None:
+        # Whoever waits for the root object learns why the server refused.
+        if self.refusal is not None:
+            reason = Failure(ControlRefused(self.refusal))
+        pb.PBClientFactory.clientConnectionLost(self, connector, reason, reconnecting)
 
 
 @attrs.define

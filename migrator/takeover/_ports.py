@@ -3,9 +3,9 @@
 Track, adopt, pause and release the listening ports of a wrapped service.
 
 The wrapped service knows nothing of migration: it calls C{listenTCP},
-C{listenUNIX} (directly, or through endpoints and C{strports}) on the global
-reactor.  L{ListenerRegistry} hooks those methods on the reactor instance, so
-that
+C{listenUNIX}, C{listenUDP} (directly, or through endpoints, C{strports} and
+C{internet.UDPServer}) on the global reactor.  L{ListenerRegistry} hooks
+those methods on the reactor instance, so that
 
   - in an incumbent, every port created is recorded under the address the
     service I{declared} (C{tcp:0} stays C{tcp:0}, whatever port the kernel
@@ -13,7 +13,14 @@ that
 
   - in a successor, a port whose declared address the incumbent already holds
     is I{adopted} from the file descriptor the incumbent sent, instead of
-    being bound again, and no port accepts until the switch.
+    being bound again, and no port accepts (a stream port) or reads (a
+    datagram port) until the switch.
+
+A UDP port moves like a stream port: the successor adopts the same datagram
+socket, bound to its own service's protocol.  Between the incumbent's last
+read and the successor's first, datagrams wait in the socket's receive
+buffer, and whoever reads next gets them: none is lost unless the buffer
+fills up.
 
 File descriptor ownership: descriptors handed to L{ListenerRegistry.offer}
 belong to the registry from then on.  Each is either adopted (the reactor's
@@ -54,6 +61,33 @@ class UnsupportedPort(Exception):
 
 def _familyOf(port: Any) -> int:
     return int(port.socket.family)
+
+
+def _adoptUDP(
+    reactor: Any, fd: int, family: int, protocol: Any, maxPacketSize: int
+) -> Any:
+    """
+    Adopt a bound datagram socket for C{protocol}, without reading yet.
+
+    C{adoptDatagramPort} (L{IReactorSocket}) connects the protocol and starts
+    reading; reading stops again before the reactor runs, so nothing is read
+    until the switch.  The port holds its own duplicate of C{fd}; the caller
+    still owns C{fd}.
+    """
+    port = reactor.adoptDatagramPort(fd, family, protocol, maxPacketSize)
+    port.stopReading()
+    return port
+
+
+def _peerOf(port: Any) -> Any:
+    """
+    The address a UDP port's socket is connected to, or C{None} (the usual
+    case: a server answers whoever wrote).
+    """
+    try:
+        return port.getHandle().getpeername()
+    except OSError:
+        return None
 
 
 @attrs.define(eq=False)
@@ -104,7 +138,7 @@ class TrackedPort:
             "address": self.address() if self.listening else None,
             "adopted": self.adopted,
         }
-        if self.listening and self.kind != UDP:
+        if self.listening:
             record["family"] = _familyOf(self.port)
         return record
 
@@ -134,13 +168,14 @@ class ListenerRegistry:
 
     @ivar _reactor: the reactor whose methods are hooked.
     @ivar _holding: while C{True} (a successor before the switch), new and
-        adopted stream ports do not accept.
+        adopted ports do not accept (stream) or read (datagram).
     """
 
     _reactor: Any
     _holding: bool = False
     _adoptTCP: Callable[..., Any] = _adoptTCP
     _adoptUNIX: Callable[..., Any] = _adoptUNIX
+    _adoptUDP: Callable[..., Any] = _adoptUDP
     _close: Callable[[int], None] = os.close
     _ports: list[TrackedPort] = attrs.field(factory=list)
     _occurrences: dict[str, int] = attrs.field(factory=dict)
@@ -263,18 +298,25 @@ class ListenerRegistry:
         self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
     ) -> Any:
         key = self._key(UDP, f"{port}:{interface}")
-        if key in self._offered or self._holding:
-            raise UnsupportedPort(
-                f"the service listens on UDP ({key}); migrator hands over TCP "
-                f"and UNIX stream ports only, so this service cannot be "
-                f"taken over yet"
+        offered = self._offered.pop(key, None)
+        if offered is not None:
+            fd, record = offered
+            try:
+                listening = self._adoptUDP(
+                    self._reactor, fd, record["family"], protocol, maxPacketSize
+                )
+            finally:
+                self._close(fd)
+            _log.info(
+                "adopted {key} ({address}) from the incumbent",
+                key=key,
+                address=record.get("address"),
             )
-        _log.warn(
-            "the service listens on UDP ({key}): migrator cannot hand UDP "
-            "ports over yet, and will refuse takeovers of this service",
-            key=key,
-        )
+            self._track(TrackedPort(key, UDP, listening, adopted=True))
+            return listening
         listening = self._originals["listenUDP"](port, protocol, interface, maxPacketSize)
+        if self._holding:
+            listening.stopReading()
         self._track(TrackedPort(key, UDP, listening))
         return listening
 
@@ -288,13 +330,17 @@ class ListenerRegistry:
 
     def unsupported(self) -> list[TrackedPort]:
         """
-        Open ports that cannot be handed over.
+        Open ports that cannot be handed over: UDP ports whose protocol
+        C{connect()}ed them to one peer (the successor's port object would
+        not know it is connected).
         """
-        return [p for p in self.listening() if p.kind == UDP]
+        return [
+            p for p in self.listening() if p.kind == UDP and _peerOf(p.port) is not None
+        ]
 
     def handoffRecords(self) -> tuple[list[dict[str, Any]], list[int]]:
         """
-        The records and file descriptors of every stream port to hand over.
+        The records and file descriptors of every port to hand over.
         The descriptors stay owned by the ports: send them, do not close them.
 
         @raise UnsupportedPort: if an open port cannot be handed over.
@@ -304,7 +350,7 @@ class ListenerRegistry:
             raise UnsupportedPort(
                 "cannot hand over "
                 + ", ".join(p.key for p in bad)
-                + ": migrator hands over TCP and UNIX stream ports only"
+                + ": a UDP port connected to one peer cannot be handed over"
             )
         records, fds = [], []
         for tracked in self.listening():
@@ -342,34 +388,37 @@ class ListenerRegistry:
     def pauseAccepting(self) -> int:
         """
         Stop accepting on every open stream port (their backlogs keep
-        queueing connections).
+        queueing connections) and reading on every open datagram port (its
+        receive buffer keeps queueing datagrams).
 
         @return: how many ports were paused.
         """
         n = 0
         for tracked in self.listening():
-            if tracked.kind != UDP:
-                tracked.port.stopReading()
-                n += 1
+            tracked.port.stopReading()
+            n += 1
         return n
 
     def resumeAccepting(self) -> int:
         """
-        Accept again on every open stream port.
+        Accept (read) again on every open port.
 
         @return: how many ports accept.
         """
         self._holding = False
         n = 0
         for tracked in self.listening():
-            if tracked.kind != UDP:
-                tracked.port.startReading()
-                n += 1
+            tracked.port.startReading()
+            n += 1
         return n
 
-    def releaseAll(self, kinds: tuple[str, ...] = (TCP, UNIX)) -> list[str]:
+    def releaseAll(self, kinds: tuple[str, ...] = (TCP, UNIX, UDP)) -> list[str]:
         """
         Let go of every open port of the given kinds with L{releasePort}.
+        For a UDP port that is all there is to it: a datagram socket has no
+        C{shutdown()} hazard, but closing only this process's copy also
+        leaves the protocol alone (its C{stopProtocol} does not run here,
+        as a stream port's factory is not stopped).
 
         @return: the keys released.
         """

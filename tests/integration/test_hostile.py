@@ -320,6 +320,10 @@ else:
     try:
         if payload:
             skt.sendall(payload)
+    except OSError as e:
+        # The server may have closed already; what it sent is still there.
+        report["send_error"] = errno.errorcode.get(e.errno, str(e))
+    try:
         while len(received) < 65536:
             chunk = skt.recv(65536)
             if not chunk:
@@ -379,6 +383,23 @@ def _greeting() -> bytes:
 
 #: What a control socket sends to a peer it serves, before anything else.
 GREETING = _greeting()
+
+
+def _version() -> bytes:
+    """
+    What a PB server sends once the client chose the C{pb} dialect: its
+    protocol version.
+    """
+    transport = StringTransport()
+    broker = pb.PBServerFactory(pb.Root()).buildProtocol(None)
+    broker.makeConnection(transport)
+    transport.clear()
+    broker.dataReceived(banana.encode(b"pb"))
+    return transport.value()
+
+
+#: A control socket's answer to a peer that chose the C{pb} dialect.
+VERSION = _version()
 
 #: What the incumbent logs about this process when it drops one of its
 #: connections for malformed input.
@@ -600,6 +621,43 @@ class GarbageTests(_IncumbentMixin, SynchronousTestCase):
         self.assertTakeoverWorks()
 
 
+class MalformedJellyTests(_IncumbentMixin, SynchronousTestCase):
+    """
+    PB calls whose arguments are not well-formed jelly.
+    """
+
+    def setUp(self) -> None:
+        self.startIncumbent()
+
+    def test_listTypeTag(self) -> None:
+        """
+        A PB call whose arguments hold a jelly list whose type tag is itself
+        a list (C{[[b"list"], 1]}, banana-encoded) is not answered: the
+        connection is dropped, the incumbent logs the one "malformed input" line and no traceback
+        (nothing like "Peer will receive following PB traceback"), keeps
+        serving, answers status and can be taken over.
+        """
+        mark = len(self.incumbent.lines)
+        skt = connectUNIX(self, self.control)
+        self.assertEqual(readExactly(skt, len(GREETING)), GREETING)
+        skt.sendall(banana.encode(b"pb"))
+        self.assertEqual(readExactly(skt, len(VERSION)), VERSION)
+        skt.sendall(
+            banana.encode(
+                [b"message", 1, b"root", b"status", 1, [[b"list"], 1], [b"dictionary"]]
+            )
+        )
+        self.assertEqual(readUntilClosed(skt), b"")
+        logged = self.incumbent.waitFor(MALFORMED_LOGGED, TIMEOUT, start=mark)
+        self.assertIn("a jelly type tag that is a list", logged.string)
+        assertUnaffected(self, self.incumbent, self.control, self.port, self.marker)
+        after = "\n".join(self.incumbent.lines[mark:])
+        self.assertNotIn("Traceback", after)
+        self.assertNotIn("PB traceback", after)
+        self.assertEqual(len(MALFORMED_LOGGED.findall(after)), 1, after)
+        self.assertTakeoverWorks()
+
+
 class HalfConversationTests(_IncumbentMixin, SynchronousTestCase):
     """
     Peers that start a conversation and never finish it.
@@ -754,9 +812,10 @@ class OtherUserTests(_IncumbentMixin, SynchronousTestCase):
         With the permissions relaxed by hand (directory 0711, socket 0666),
         another user connects but is refused by the C{SO_PEERCRED} check
         before any PB byte is exchanged: the incumbent logs its pid and uid,
-        never sends it a byte (not even the banana greeting), ignores what it
-        sent, keeps serving, and a later takeover succeeds and publishes a
-        private (0600) socket again.
+        sends it no PB byte (not even the banana greeting), only one plain
+        line saying why, then closes; it ignores what the peer sent, keeps
+        serving, and a later takeover succeeds and publishes a private
+        (0600) socket again.
         """
         os.chmod(self.directory, 0o711)
         os.chmod(self.control, 0o666)
@@ -767,7 +826,11 @@ class OtherUserTests(_IncumbentMixin, SynchronousTestCase):
         mark = len(self.incumbent.lines)
         report = self.connectAs(begin)
         self.assertTrue(report["connected"], report)
-        self.assertEqual(report["received"], "", report)
+        self.assertEqual(
+            bytes.fromhex(report["received"]),
+            f"migrator: refused: this control socket serves uid {os.getuid()} only\n".encode(),
+            report,
+        )
         self.assertIn(report["end"], ("EOF", "ECONNRESET", "EPIPE"), report)
         self.incumbent.waitFor(
             rf"refused a control connection from pid {report['pid']} "
@@ -786,7 +849,8 @@ class OtherUserTests(_IncumbentMixin, SynchronousTestCase):
         code 1, one line naming the control path, no traceback, no status
         data.  With the default permissions the line says permission was
         denied (not that nothing runs there); with the permissions relaxed
-        the incumbent refuses and logs it.  The incumbent is unaffected.
+        the incumbent refuses, logs it, and tells the client why, which the
+        line says.  The incumbent is unaffected.
         """
         ids = (str(self.user.pw_uid), str(self.user.pw_gid))
         result = runAs(self.user, STATUS_AS, self.control, *ids)
@@ -807,7 +871,11 @@ class OtherUserTests(_IncumbentMixin, SynchronousTestCase):
         self.assertNotIn("Traceback", result.stderr)
         lines = result.stderr.strip().splitlines()
         self.assertEqual(len(lines), 1, result.stderr)
-        self.assertIn(self.control, lines[0])
+        self.assertEqual(
+            lines[0],
+            f"migrator status: {self.control}: refused by the service: this control "
+            f"socket serves uid {os.getuid()} only",
+        )
         self.incumbent.waitFor(
             rf"refused a control connection from pid \d+ uid {self.user.pw_uid}\b",
             TIMEOUT,

@@ -27,9 +27,9 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from migrator._twistedinternals import _CountingTransport, releaseConnection, releasePort
 from migrator._twistedinternals import adoptTCP as _adoptTCP
 from migrator._twistedinternals import adoptUNIX as _adoptUNIX
-from migrator._twistedinternals import releaseConnection, releasePort
 from migrator.takeover._ports import (
     TCP,
     UDP,
@@ -37,7 +37,6 @@ from migrator.takeover._ports import (
     ListenerRegistry,
     TrackedPort,
     UnsupportedPort,
-    _CountingTransport,
 )
 
 

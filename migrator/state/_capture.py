@@ -28,8 +28,13 @@ from twisted.internet import base, task, tcp
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from migrator._twistedinternals import (
+    abandonLoopingCall,
+    isClosing,
+    needsWriting,
+    releaseConnection,
+)
 from migrator._twistedinternals import pendingBytes as _pending
-from migrator._twistedinternals import releaseConnection
 from migrator.interfaces import IPortRegistry
 from migrator.state._graph import (
     GraphWriter,
@@ -118,7 +123,7 @@ class Captured:
                 continue
             if reading:
                 t.startReading()
-            if t.dataBuffer[t.offset :] or t._tempDataBuffer or t._writeDisconnected:
+            if needsWriting(t):
                 t.startWriting()
         for call, when in self._calls:
             if call.active():
@@ -139,10 +144,7 @@ class Captured:
             if call.active():
                 call.cancel()
         for loop, _ in self._loops:
-            loop.running = False
-            if loop.call is not None and loop.call.active():
-                loop.call.cancel()
-            loop.call = None
+            abandonLoopingCall(loop)
 
 
 @attrs.define(eq=False)
@@ -214,7 +216,7 @@ class _CaptureHooks:
         return None
 
     def _transport(self, t: Any, writer: GraphWriter, path: str) -> Any:
-        if not t.connected or t.disconnecting or getattr(t, "_writeDisconnected", False):
+        if isClosing(t):
             raise Unadaptable(t, path, "a connection that is closing")
         # A connection reached through the graph (a factory's client list,
         # a peer) may not move if its own protocol declines, any more than

@@ -16,7 +16,6 @@ taken over by a transport and closed at once.
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
 import time
@@ -24,11 +23,17 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet import task, tcp
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from migrator._twistedinternals import releaseConnection
+from migrator._twistedinternals import (
+    abandonLoopingCall,
+    attachProtocol,
+    blankLoopingCall,
+    initLoopingCall,
+    releaseConnection,
+    resumeLoopingCall,
+    serverTransport,
+)
 from migrator.interfaces import IPortRegistry
 from migrator.state._graph import (
     GraphError,
@@ -131,37 +136,9 @@ class Restored:
     def rollback(self) -> None:
         self.gate.close()
         for loop in self.loops:
-            loop.running = False
-            loop.call = None
+            abandonLoopingCall(loop)
         for t in self.transports:
             releaseConnection(t)
-
-
-class _QuietStart:
-    """
-    A transport whose constructor does not start reading: Twisted's
-    C{Server.__init__} calls C{startReading()}, which for a restored
-    connection would only be undone at once (two epoll calls each, for
-    thousands of connections, while they are frozen).
-    """
-
-    _quiet = True
-
-    def startReading(self) -> None:
-        if self._quiet:
-            return
-        super().startReading()  # type: ignore[misc]
-
-
-class _RestoredTCPServer(_QuietStart, tcp.Server):
-    pass
-
-
-@functools.lru_cache(maxsize=1)
-def _restoredUNIXServer() -> type:
-    from twisted.internet import unix
-
-    return type("_RestoredUNIXServer", (_QuietStart, unix.Server), {})
 
 
 @attrs.define(eq=False)
@@ -196,22 +173,20 @@ class _RestoreHooks:
             return call
         if kind == "loop":
             ident, f, a, kw, running, interval, starttime, nextTime = payload
-            loop = task.LoopingCall.__new__(task.LoopingCall)
+            loop = blankLoopingCall()
             reader.remember(ident, loop)
-            loop.f, loop.a, loop.kw = reader.read(f), reader.read(a), reader.read(kw)
-            loop.clock = self.reactor
-            loop.call = None
-            loop.interval = interval
-            loop.running = False
-            if starttime is not None:
-                loop.starttime = starttime
+            initLoopingCall(
+                loop,
+                self.reactor,
+                reader.read(f),
+                reader.read(a),
+                reader.read(kw),
+                interval,
+                starttime,
+            )
             if running:
-                loop.running = True
-                loop._deferred = Deferred()
-                loop._runAtStart = False
                 delay = max(0.0, nextTime - self.reactor.seconds())
-                loop.call = self.reactor.callLater(delay, self.gate.wrap(loop))
-                self.gate.calls.append(loop.call)
+                self.gate.calls.append(resumeLoopingCall(loop, delay, self.gate.wrap))
                 self.loops.append(loop)
             return loop
         if kind == "method":
@@ -243,36 +218,15 @@ class _RestoreHooks:
             raise
         skt.setblocking(False)
         self._session += 1
-        peer = meta["peer"]
         # The transport exists (and is remembered) before its protocol is
         # read: a transport first reached as another one's producer (the
         # two halves of a proxy) has a protocol that refers back to it.
-        noProtocolYet: Any = None
-        t: Any
-        if meta["unix"]:
-            t = _restoredUNIXServer()(
-                skt, noProtocolYet, peer, server, self._session, self.reactor
-            )
-        else:
-            t = _RestoredTCPServer(
-                skt,
-                noProtocolYet,
-                tuple(peer or ("?", 0)),
-                server,  # type: ignore[arg-type]
-                self._session,
-                self.reactor,
-            )
-        # Constructed without reading (see _QuietStart); reading starts at
-        # activate().
-        t._quiet = False
+        # It does not read yet: reading starts at activate().
+        t = serverTransport(
+            skt, meta["peer"], server, self._session, self.reactor, unix=bool(meta["unix"])
+        )
         reader.remember(ident, t)
-        protocol = reader.read(protocolNode)
-        t.protocol = protocol
-        t.logstr = f"{t._getLogPrefix(protocol)},{t.sessionno},{t.hostname}"
-        if server is None:
-            t.repstr = f"<{type(protocol).__name__} #{self._session} (restored)>"
-        else:
-            t.repstr = f"<{type(protocol).__name__} #{self._session} on {server._realPortNumber}>"
+        attachProtocol(t, reader.read(protocolNode))
         self.transports.append(t)
         self.metas.append(meta)
         # Reserve this transport's slot first: reading its producer may

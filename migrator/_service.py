@@ -23,10 +23,11 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from twisted.application import service
+from twisted.internet.interfaces import IReactorCore, IReactorFDSet, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -86,13 +87,17 @@ def _exitNow(code: int) -> None:
 class MigrateService(service.MultiService):
     """
     Runs C{inner} so that it can be taken over, or takes it over.
+
+    @ivar _reactor: the process's reactor: the clock of the drain and the
+        takeover steps, also an L{IReactorCore} (stopped at the end) and an
+        L{IReactorFDSet} (ports and connections register with it).
     """
 
     def __init__(
         self,
         inner: service.IService,
         config: MigrateConfig,
-        reactor: Any,
+        reactor: IReactorTime,
         exit: Callable[[int], None] = _exitNow,
         policy: PeerPolicy | None = None,
     ) -> None:
@@ -102,7 +107,7 @@ class MigrateService(service.MultiService):
         self._reactor = reactor
         self._exit = exit
         self._policy = policy or PeerPolicy()
-        self.registry = ListenerRegistry(reactor, holding=config.takeover)
+        self.registry = ListenerRegistry(cast(IReactorFDSet, reactor), holding=config.takeover)
         self.adapters = defaultRegistry(config.adapterModules)
         self.pidfile = Pidfile(config.pidfile)
         self.state = STARTING
@@ -269,8 +274,9 @@ class MigrateService(service.MultiService):
         self._finished = True
         if self._drainCall is not None and self._drainCall.running:
             self._drainCall.stop()
-        self._reactor.addSystemEventTrigger("after", "shutdown", self._exit, code)
-        self._reactor.stop()
+        core = cast(IReactorCore, self._reactor)
+        core.addSystemEventTrigger("after", "shutdown", self._exit, code)
+        core.stop()
 
     def _handedOff(self, successor: dict[str, Any]) -> None:
         self.state = DRAINING
@@ -341,7 +347,7 @@ class MigrateService(service.MultiService):
         self._finished = True
         if self._drainCall is not None and self._drainCall.running:
             self._drainCall.stop()
-        self._reactor.stop()
+        cast(IReactorCore, self._reactor).stop()
 
     # -- status ---------------------------------------------------------------
 

@@ -21,11 +21,12 @@ from __future__ import annotations
 import socket
 import time
 import types
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from twisted.internet import base, task, tcp
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 
 from migrator._twistedinternals import (
@@ -87,7 +88,7 @@ class Captured:
     _wasReading: list[bool] = attrs.field(factory=list)
     _calls: list[tuple[Any, float]] = attrs.field(factory=list)
     _loops: list[tuple[Any, float]] = attrs.field(factory=list)
-    _reactor: Any = None
+    _reactor: IReactorTime = attrs.field(kw_only=True)
     frozen: bool = False
     pendingBytes: int = 0
     frozenAt: float = 0.0
@@ -97,7 +98,7 @@ class Captured:
         return len(self.transports)
 
     def freeze(self) -> None:
-        readers = set(map(id, self._reactor.getReaders()))
+        readers = set(map(id, cast(IReactorFDSet, self._reactor).getReaders()))
         self._wasReading = [id(t) in readers for t in self.transports]
         for t in self.transports:
             t.stopReading()
@@ -154,7 +155,7 @@ class _CaptureHooks:
     methods and allowed functions.
     """
 
-    reactor: Any
+    reactor: IReactorTime
     adapters: Any
     ports: IPortRegistry
     claimed: frozenset[str]
@@ -264,7 +265,7 @@ class _CaptureHooks:
 
 
 def captureConnections(
-    reactor: Any,
+    reactor: IReactorTime,
     ports: IPortRegistry,
     adapters: Any,
     claimed: frozenset[str],
@@ -274,6 +275,8 @@ def captureConnections(
     Capture and freeze every connection that can move; see the module
     docstring.
 
+    @param reactor: the clock of the scheduled calls that may move (and
+        the reactor whose readers say which connections read).
     @param claimed: the port keys the successor declared.
     @param restorable: the type names the successor has adapters for.
     """
@@ -299,7 +302,7 @@ def captureConnections(
     # Connections are not served from here on (this all runs in one reactor
     # turn): the freeze, as a client sees it, starts now.
     frozenAt = time.time()
-    readers = set(map(id, reactor.getReaders()))
+    readers = set(map(id, cast(IReactorFDSet, reactor).getReaders()))
     hooks = _CaptureHooks(reactor, adapters, ports, claimed, readers)
     writer = GraphWriter(adapterFor, anchors, hooks)
     staying: dict[str, int] = {}
@@ -401,7 +404,7 @@ class Settling:
     @ivar waited: how long the wait took, in seconds.
     """
 
-    _reactor: Any
+    _reactor: IReactorTime
     _ports: IPortRegistry
     _adapters: Any
     timeout: float
@@ -411,7 +414,7 @@ class Settling:
     waited: float = 0.0
     _started: float = 0.0
     _paused: list[Any] = attrs.field(factory=list)
-    _call: Any = None
+    _call: IDelayedCall | None = None
     _done: Deferred[int] | None = None
 
     def start(self) -> Deferred[int] | None:
@@ -432,7 +435,7 @@ class Settling:
         return done
 
     def _check(self, pause: bool) -> int:
-        readers = set(map(id, self._reactor.getReaders())) if pause else set()
+        readers = set(map(id, cast(IReactorFDSet, self._reactor).getReaders())) if pause else set()
         busyOf: dict[type, Any] = {}
         busy = 0
         for t in self._ports.openConnections():

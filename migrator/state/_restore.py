@@ -20,9 +20,10 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import attrs
+from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 
 from migrator._twistedinternals import (
@@ -143,7 +144,7 @@ class Restored:
 
 @attrs.define(eq=False)
 class _RestoreHooks:
-    reactor: Any
+    reactor: IReactorTime
     adapters: Any
     ports: IPortRegistry
     fds: list[int]
@@ -223,7 +224,12 @@ class _RestoreHooks:
         # two halves of a proxy) has a protocol that refers back to it.
         # It does not read yet: reading starts at activate().
         t = serverTransport(
-            skt, meta["peer"], server, self._session, self.reactor, unix=bool(meta["unix"])
+            skt,
+            meta["peer"],
+            server,
+            self._session,
+            cast(IReactorFDSet, self.reactor),
+            unix=bool(meta["unix"]),
         )
         reader.remember(ident, t)
         attachProtocol(t, reader.read(protocolNode))
@@ -241,7 +247,7 @@ class _RestoreHooks:
 
 
 def restoreConnections(
-    reactor: Any,
+    reactor: IReactorTime,
     ports: IPortRegistry,
     adapters: Any,
     payload: bytes,
@@ -252,6 +258,8 @@ def restoreConnections(
     C{fds}: on success each was taken over by a transport (no duplicate), on
     failure all are closed and what was built is released.
 
+    @param reactor: the clock of the restored calls, with which the
+        restored transports also register (an L{IReactorFDSet} too).
     @raise GraphError: if the state is malformed or names anything this
         process does not allow.
     """

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet.interfaces import IFileDescriptorReceiver
+from twisted.internet.interfaces import IFileDescriptorReceiver, IListeningPort
 from twisted.logger import Logger
 from twisted.spread import jelly, pb
 from zope.interface import implementer
@@ -296,14 +296,14 @@ class ControlSocket:
     """
 
     path: str
-    port: Any
+    port: IListeningPort
     _temp: str
     _inode: int | None = None
     published: bool = False
 
     @classmethod
     def listen(
-        cls, listenUNIX: Callable[..., Any], path: str, factory: Any
+        cls, listenUNIX: Callable[..., IListeningPort], path: str, factory: Any
     ) -> ControlSocket:
         """
         Bind a control socket next to C{path}, private to this user, not yet

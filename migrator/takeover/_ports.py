@@ -28,9 +28,10 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import attrs
+from twisted.internet.interfaces import IReactorFDSet, IReactorUNIX
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -124,12 +125,14 @@ class ListenerRegistry:
     Hooks a reactor's C{listenTCP}, C{listenUNIX} and C{listenUDP} and keeps
     the record of every port the wrapped service opened.
 
-    @ivar _reactor: the reactor whose methods are hooked.
+    @ivar _reactor: the reactor whose methods are hooked (those of
+        C{listenTCP}, C{listenUNIX} and C{listenUDP} it has), and with
+        which adopted ports register.
     @ivar _holding: while C{True} (a successor before the switch), new and
         adopted stream ports do not accept.
     """
 
-    _reactor: Any
+    _reactor: IReactorFDSet
     _holding: bool = False
     _adoptTCP: Callable[..., Any] = _adoptTCP
     _adoptUNIX: Callable[..., Any] = _adoptUNIX
@@ -164,7 +167,7 @@ class ListenerRegistry:
         """
         The reactor's own C{listenUNIX}, for migrator's own sockets.
         """
-        listen = self._originals.get("listenUNIX", None) or self._reactor.listenUNIX
+        listen = self._originals.get("listenUNIX") or cast(IReactorUNIX, self._reactor).listenUNIX
         return listen(*args, **kwargs)
 
     # -- what the service declares -------------------------------------------

@@ -91,6 +91,8 @@ class MigrateService(service.MultiService):
     @ivar _reactor: the process's reactor: the clock of the drain and the
         takeover steps, also an L{IReactorCore} (stopped at the end) and an
         L{IReactorFDSet} (ports and connections register with it).
+    @ivar startedAt: when this process started, by C{wallClock} (the
+        one wall-clock reading, shown to operators).
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class MigrateService(service.MultiService):
         reactor: IReactorTime,
         exit: Callable[[int], None] = _exitNow,
         policy: PeerPolicy | None = None,
+        wallClock: Callable[[], float] = time.time,
     ) -> None:
         service.MultiService.__init__(self)
         self.inner = inner
@@ -112,7 +115,10 @@ class MigrateService(service.MultiService):
         self.pidfile = Pidfile(config.pidfile)
         self.state = STARTING
         self.generation = 0
-        self.startedAt = time.time()
+        # When, for operators (status shows it); how long ago is measured
+        # by the reactor's clock, as every other duration.
+        self.startedAt = wallClock()
+        self._startedSeconds = reactor.seconds()
         self.root = ControlRoot(self.status)
         self.control: ControlSocket | None = None
         self.incumbent: Incumbent | None = None
@@ -147,6 +153,7 @@ class MigrateService(service.MultiService):
             timeout=self.config.takeoverTimeout,
             policy=self._policy,
             adapters=self.adapters,
+            clock=self._reactor.seconds,
         )
         d = self.successor.run()
         d.addCallbacks(self._tookOver, self._takeoverFailed)
@@ -196,6 +203,7 @@ class MigrateService(service.MultiService):
             onHandedOff=self._handedOff,
             onSuccessorDetached=self._successorDetached,
             takeoverTimeout=self.config.takeoverTimeout,
+            clock=self._reactor.seconds,
         )
         self.root.incumbent = self.incumbent
         self.pidfile.write()
@@ -362,7 +370,6 @@ class MigrateService(service.MultiService):
         """
         Everything C{python -m migrator status} shows, as plain data.
         """
-        now = time.time()
         incumbent = self.incumbent
         predecessor = None
         if self.successor is not None and self.successor.predecessor:
@@ -379,7 +386,7 @@ class MigrateService(service.MultiService):
             "state": self.state,
             "generation": self.generation,
             "started": self.startedAt,
-            "uptime": round(now - self.startedAt, 3),
+            "uptime": round(self._reactor.seconds() - self._startedSeconds, 3),
             "service": self.config.description,
             "control": self.config.control,
             "ports": [p.describe() for p in self.registry.listening()],

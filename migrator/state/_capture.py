@@ -19,7 +19,6 @@ transports (they are sent, not given away).
 from __future__ import annotations
 
 import socket
-import time
 import types
 from typing import Any, cast
 
@@ -300,8 +299,9 @@ def captureConnections(
             anchors[id(tracked.port.factory)] = "factory:" + tracked.key
             factories.append(tracked.port.factory)
     # Connections are not served from here on (this all runs in one reactor
-    # turn): the freeze, as a client sees it, starts now.
-    frozenAt = time.time()
+    # turn): the freeze, as a client sees it, starts now.  (A real reactor's
+    # clock is the wall clock: the successor compares this with its own.)
+    frozenAt = reactor.seconds()
     readers = set(map(id, cast(IReactorFDSet, reactor).getReaders()))
     hooks = _CaptureHooks(reactor, adapters, ports, claimed, readers)
     writer = GraphWriter(adapterFor, anchors, hooks)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -104,6 +103,8 @@ class RestoreContext:
 class Restored:
     """
     The successor's restored connections, not active yet.
+
+    @ivar clock: the reactor they were restored on.
     """
 
     transports: list[Any]
@@ -112,13 +113,16 @@ class Restored:
     gate: _Gate
     loops: list[Any]
     count: int
+    clock: IReactorTime
 
-    def activate(self, clock: Callable[[], float] = time.time) -> list[float]:
+    def activate(self) -> list[float]:
         """
         The commit happened: write what the incumbent had not sent, start
         reading, release the held calls.
 
-        @return: when each connection was activated (by C{clock}).
+        @return: when each connection was activated, by L{clock} (the
+            reactor's, which for a real reactor is the wall clock the
+            incumbent's C{frozenAt} was read from).
         """
         for t, meta, producer in zip(self.transports, self.metas, self.producers, strict=True):
             if producer is not None:
@@ -130,7 +134,7 @@ class Restored:
                 t.write(meta["pending"])
             if meta["reading"]:
                 t.startReading()
-            times.append(clock())
+            times.append(self.clock.seconds())
         self.gate.open()
         return times
 
@@ -302,5 +306,11 @@ def restoreConnections(
                 os.close(fd)
         raise
     return Restored(
-        hooks.transports, hooks.metas, hooks.producers, hooks.gate, hooks.loops, len(hooks.transports)
+        hooks.transports,
+        hooks.metas,
+        hooks.producers,
+        hooks.gate,
+        hooks.loops,
+        len(hooks.transports),
+        reactor,
     )

@@ -11,7 +11,8 @@ commit) writes the incumbent's unsent bytes first, then reads, and releases
 the held calls; L{Restored.rollback} lets everything go.
 
 File descriptors given to L{restoreConnections} are owned by it: each is
-taken over by a transport and closed at once.
+taken over by a transport (without a duplicate), or closed.  The system
+calls on them go through its C{adoptSocket} and C{closeFd} parameters.
 """
 
 from __future__ import annotations
@@ -146,12 +147,29 @@ class Restored:
             releaseConnection(t)
 
 
+def _adoptSocket(fd: int, family: int) -> socket.socket:
+    """
+    A non-blocking stream socket object that takes C{fd} over (no
+    duplicate: closing the object closes C{fd}).  If it fails, the caller
+    still owns C{fd}.
+    """
+    skt = socket.socket(family, socket.SOCK_STREAM, fileno=fd)
+    try:
+        skt.setblocking(False)
+    except BaseException:
+        skt.detach()
+        raise
+    return skt
+
+
 @attrs.define(eq=False)
 class _RestoreHooks:
     reactor: IReactorTime
     adapters: Any
     ports: IPortRegistry
     fds: list[int]
+    adoptSocket: Callable[[int, int], socket.socket] = _adoptSocket
+    closeFd: Callable[[int], None] = os.close
     transports: list[Any] = attrs.field(factory=list)
     metas: list[dict[str, Any]] = attrs.field(factory=list)
     producers: list[Any] = attrs.field(factory=list)
@@ -214,14 +232,11 @@ class _RestoreHooks:
         if key and key not in self.servers:
             self.servers[key] = self.ports.portForKey(key)
         server = self.servers[key] if key else None
-        family = meta["family"]
         try:
-            # The socket object takes the descriptor over (no duplicate).
-            skt = socket.socket(family, socket.SOCK_STREAM, fileno=fd)
+            skt = self.adoptSocket(fd, meta["family"])
         except BaseException:
-            os.close(fd)
+            self.closeFd(fd)
             raise
-        skt.setblocking(False)
         self._session += 1
         # The transport exists (and is remembered) before its protocol is
         # read: a transport first reached as another one's producer (the
@@ -256,6 +271,8 @@ def restoreConnections(
     adapters: Any,
     payload: bytes,
     fds: list[int],
+    adoptSocket: Callable[[int, int], socket.socket] = _adoptSocket,
+    closeFd: Callable[[int], None] = os.close,
 ) -> Restored:
     """
     Rebuild the incumbent's connections; see the module docstring.  Owns
@@ -264,6 +281,9 @@ def restoreConnections(
 
     @param reactor: the clock of the restored calls, with which the
         restored transports also register (an L{IReactorFDSet} too).
+    @param adoptSocket: makes the socket object of a transport from a
+        descriptor and its address family, taking the descriptor over.
+    @param closeFd: closes a descriptor that no transport took over.
     @raise GraphError: if the state is malformed or names anything this
         process does not allow.
     """
@@ -271,7 +291,7 @@ def restoreConnections(
     for tracked in ports.listening():
         anchors["factory:" + tracked.key] = tracked.port.factory
     fds = list(fds)
-    hooks = _RestoreHooks(reactor, adapters, ports, fds)
+    hooks = _RestoreHooks(reactor, adapters, ports, fds, adoptSocket, closeFd)
     reader = GraphReader(adapters.adapterNamed, anchors, hooks, RestoreContext(hooks.gate))
     try:
         data = loadsPlain(payload)
@@ -303,7 +323,7 @@ def restoreConnections(
             releaseConnection(t)
         for fd in fds:
             if fd >= 0:
-                os.close(fd)
+                closeFd(fd)
         raise
     return Restored(
         hooks.transports,

@@ -123,10 +123,16 @@ def checkControlPath(path: str, uid: int | None = None) -> str:
     return path
 
 
-def probe(path: str, timeout: float = 2.0) -> str:
+def probe(
+    path: str,
+    timeout: float = 2.0,
+    socketFactory: Callable[[int, int], socket.socket] = socket.socket,
+) -> str:
     """
     Is anybody answering at C{path}?
 
+    @param socketFactory: makes the probing socket from an address family
+        and a socket type (C{socket.socket}), a seam for tests.
     @return: C{"absent"} (nothing there), C{"stale"} (a socket file nobody
         listens on) or C{"live"}.
     """
@@ -138,7 +144,7 @@ def probe(path: str, timeout: float = 2.0) -> str:
         pass
     except OSError:
         return "absent"
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s = socketFactory(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect(path)
@@ -245,7 +251,15 @@ class CheckedClientBroker(pb.Broker):
     """
     A client-side PB broker that checks the server's credentials, and keeps
     the file descriptors the server sends (the frame channel's socket).
+
+    @ivar receivedFds: the descriptors received, owned by the broker until
+        whoever takes one removes it from this list; the rest are closed
+        (with L{closeFd}) when the connection is lost.
+    @ivar closeFd: how a descriptor is closed (C{os.close}), a seam for
+        tests.
     """
+
+    closeFd: Callable[[int], None] = staticmethod(os.close)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pb.Broker.__init__(self, *args, **kwargs)
@@ -266,7 +280,7 @@ class CheckedClientBroker(pb.Broker):
     def connectionLost(self, reason: Any) -> None:
         for fd in self.receivedFds:
             try:
-                os.close(fd)
+                self.closeFd(fd)
             except OSError:
                 pass
         self.receivedFds = []

@@ -130,6 +130,12 @@ class ListenerRegistry:
         which adopted ports register.
     @ivar _holding: while C{True} (a successor before the switch), new and
         adopted stream ports do not accept.
+    @ivar _adoptTCP: adopts a listening TCP descriptor
+        (L{migrator._twistedinternals.adoptTCP}), a seam for tests.
+    @ivar _adoptUNIX: the same for UNIX
+        (L{migrator._twistedinternals.adoptUNIX}).
+    @ivar _close: closes a descriptor the registry owns (C{os.close}), a
+        seam for tests.
     """
 
     _reactor: IReactorFDSet

@@ -23,10 +23,11 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from twisted.application import service
+from twisted.internet.interfaces import IReactorCore, IReactorFDSet, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -86,15 +87,22 @@ def _exitNow(code: int) -> None:
 class MigrateService(service.MultiService):
     """
     Runs C{inner} so that it can be taken over, or takes it over.
+
+    @ivar _reactor: the process's reactor: the clock of the drain and the
+        takeover steps, also an L{IReactorCore} (stopped at the end) and an
+        L{IReactorFDSet} (ports and connections register with it).
+    @ivar startedAt: when this process started, by C{wallClock} (the
+        one wall-clock reading, shown to operators).
     """
 
     def __init__(
         self,
         inner: service.IService,
         config: MigrateConfig,
-        reactor: Any,
+        reactor: IReactorTime,
         exit: Callable[[int], None] = _exitNow,
         policy: PeerPolicy | None = None,
+        wallClock: Callable[[], float] = time.time,
     ) -> None:
         service.MultiService.__init__(self)
         self.inner = inner
@@ -102,12 +110,15 @@ class MigrateService(service.MultiService):
         self._reactor = reactor
         self._exit = exit
         self._policy = policy or PeerPolicy()
-        self.registry = ListenerRegistry(reactor, holding=config.takeover)
+        self.registry = ListenerRegistry(cast(IReactorFDSet, reactor), holding=config.takeover)
         self.adapters = defaultRegistry(config.adapterModules)
         self.pidfile = Pidfile(config.pidfile)
         self.state = STARTING
         self.generation = 0
-        self.startedAt = time.time()
+        # When, for operators (status shows it); how long ago is measured
+        # by the reactor's clock, as every other duration.
+        self.startedAt = wallClock()
+        self._startedSeconds = reactor.seconds()
         self.root = ControlRoot(self.status)
         self.control: ControlSocket | None = None
         self.incumbent: Incumbent | None = None
@@ -142,6 +153,7 @@ class MigrateService(service.MultiService):
             timeout=self.config.takeoverTimeout,
             policy=self._policy,
             adapters=self.adapters,
+            clock=self._reactor.seconds,
         )
         d = self.successor.run()
         d.addCallbacks(self._tookOver, self._takeoverFailed)
@@ -191,6 +203,7 @@ class MigrateService(service.MultiService):
             onHandedOff=self._handedOff,
             onSuccessorDetached=self._successorDetached,
             takeoverTimeout=self.config.takeoverTimeout,
+            clock=self._reactor.seconds,
         )
         self.root.incumbent = self.incumbent
         self.pidfile.write()
@@ -269,8 +282,9 @@ class MigrateService(service.MultiService):
         self._finished = True
         if self._drainCall is not None and self._drainCall.running:
             self._drainCall.stop()
-        self._reactor.addSystemEventTrigger("after", "shutdown", self._exit, code)
-        self._reactor.stop()
+        core = cast(IReactorCore, self._reactor)
+        core.addSystemEventTrigger("after", "shutdown", self._exit, code)
+        core.stop()
 
     def _handedOff(self, successor: dict[str, Any]) -> None:
         self.state = DRAINING
@@ -341,7 +355,7 @@ class MigrateService(service.MultiService):
         self._finished = True
         if self._drainCall is not None and self._drainCall.running:
             self._drainCall.stop()
-        self._reactor.stop()
+        cast(IReactorCore, self._reactor).stop()
 
     # -- status ---------------------------------------------------------------
 
@@ -356,7 +370,6 @@ class MigrateService(service.MultiService):
         """
         Everything C{python -m migrator status} shows, as plain data.
         """
-        now = time.time()
         incumbent = self.incumbent
         predecessor = None
         if self.successor is not None and self.successor.predecessor:
@@ -373,7 +386,7 @@ class MigrateService(service.MultiService):
             "state": self.state,
             "generation": self.generation,
             "started": self.startedAt,
-            "uptime": round(now - self.startedAt, 3),
+            "uptime": round(self._reactor.seconds() - self._startedSeconds, 3),
             "service": self.config.description,
             "control": self.config.control,
             "ports": [p.describe() for p in self.registry.listening()],

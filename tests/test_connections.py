@@ -13,6 +13,7 @@ of the incumbent's descriptors, as they would be after passing them.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import select
@@ -1005,6 +1006,39 @@ class RestoreFailureTests(_Sides):
         self.assertEqual(captured.count, 4)
         e = self.restoreCaptured(captured, len(captured.fds))
         self.assertIn("Newcomer", str(e))
+
+    def test_syscallSeams(self) -> None:
+        """
+        The descriptors go through C{adoptSocket} and C{closeFd}: one whose
+        socket object cannot be made is closed, and so are those not yet
+        taken over.
+        """
+        self.accept()
+        self.accept()
+        captured = self.capture()
+        fds = [os.dup(fd) for fd in captured.fds]
+        closed: list[int] = []
+
+        def close(fd: int) -> None:
+            closed.append(fd)
+            os.close(fd)
+
+        def refuse(fd: int, family: int) -> socket.socket:
+            raise OSError(errno.EMFILE, "out of descriptors")
+
+        self.assertRaises(
+            OSError,
+            restoreConnections,
+            self.reactor2,
+            self.ports2,
+            self.adapters2,
+            captured.payload,
+            fds,
+            adoptSocket=refuse,
+            closeFd=close,
+        )
+        self.assertEqual(sorted(closed), sorted(fds))
+        self.assertEqual(list(self.ports2.openConnections()), [])
 
     def restoreCaptured(self, captured: Captured, count: int) -> GraphError:
         """

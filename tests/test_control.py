@@ -312,6 +312,26 @@ class ProbeTests(_TempDirMixin, SynchronousTestCase):
         os.symlink(os.path.join(directory, "gone"), path)
         self.assertEqual(probe(path), "stale")
 
+    def test_socketFactory(self) -> None:
+        """
+        The probing socket comes from C{socketFactory}, as a UNIX stream
+        socket with the timeout given, and is closed.
+        """
+        path = os.path.join(self.tempdir(), "ctl")
+        self.boundSocket(path)
+        made: list[Any] = []
+
+        def socketFactory(family: int, kind: int) -> socket.socket:
+            s = socket.socket(family, kind)
+            made.append((family, kind, s))
+            return s
+
+        self.assertEqual(probe(path, timeout=0.25, socketFactory=socketFactory), "live")
+        [(family, kind, s)] = made
+        self.assertEqual((family, kind), (socket.AF_UNIX, socket.SOCK_STREAM))
+        self.assertEqual(s.gettimeout(), 0.25)
+        self.assertEqual(s.fileno(), -1)
+
 
 class PeerPolicyTests(SynchronousTestCase):
     """
@@ -694,6 +714,18 @@ class CheckedClientBrokerTests(SynchronousTestCase):
         os.close(w)
         broker.connectionLost(Failure(error.ConnectionDone()))
         self.assertTrue(_isOpen(r))
+
+    def test_closeFdSeam(self) -> None:
+        """
+        Descriptors are closed with the broker's C{closeFd}.
+        """
+        factory, broker, transport = self.broker(1000)
+        closed: list[int] = []
+        broker.closeFd = closed.append  # type: ignore[method-assign]
+        broker.fileDescriptorReceived(1001)
+        broker.fileDescriptorReceived(1002)
+        broker.connectionLost(Failure(error.ConnectionDone()))
+        self.assertEqual(closed, [1001, 1002])
 
     def test_class(self) -> None:
         """

@@ -35,7 +35,6 @@ from zope.interface.verify import verifyClass, verifyObject
 
 from migrator._twistedinternals import releaseConnection, releasePort
 from migrator.interfaces import IPeerPolicy, IPortRegistry
-from migrator.state import _capture, _restore
 from migrator.state._capture import captureConnections
 from migrator.state._graph import GraphError, loadsPlain
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
@@ -107,15 +106,6 @@ class EchoAdapter(InstanceAdapter):
 
     def movable(self, obj: Any) -> str | None:
         return "working" if obj.working else None
-
-
-class _Time:
-    """
-    Stands in for the C{time} module: C{time()} is the test's clock.
-    """
-
-    def __init__(self, clock: MemoryReactorClock) -> None:
-        self.time = clock.seconds
 
 
 def peerState(probe: socket.socket) -> str:
@@ -232,8 +222,6 @@ class IncumbentTestMixin:
         self.addCleanup(self.closeOpenFds)
         self.reactor = MemoryReactorClock()
         self.reactor.advance(1000.0)
-        self.patch(_capture, "time", _Time(self.reactor))
-        self.patch(_restore, "time", _Time(self.reactor))
         self.registry = FakeRegistry()
         self.addCleanup(self.registry.close)
         self.probes = []

@@ -30,9 +30,9 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from migrator._twistedinternals import _CountingTransport, releaseConnection, releasePort
 from migrator._twistedinternals import adoptTCP as _adoptTCP
 from migrator._twistedinternals import adoptUNIX as _adoptUNIX
-from migrator._twistedinternals import releaseConnection, releasePort
 from migrator.takeover._ports import (
     TCP,
     UDP,
@@ -41,7 +41,6 @@ from migrator.takeover._ports import (
     TrackedPort,
     UnsupportedPort,
     _adoptUDP,
-    _CountingTransport,
 )
 
 

@@ -94,6 +94,10 @@ class RecordingService(service.Service):
 
 
 class _FakeTime:
+    """
+    The service's wall clock (C{wallClock}), which only says when it started.
+    """
+
     def __init__(self) -> None:
         self.now = 1_700_000_000.0
 
@@ -105,7 +109,6 @@ class ServiceTestMixin:
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
         self.fakeTime = _FakeTime()
-        self.patch(_service, "time", self.fakeTime)
         self.notified: list[str] = []
         self.patch(_service, "sdNotify", self.notified.append)
         self.alive: dict[int, bool] = {}
@@ -139,7 +142,12 @@ class ServiceTestMixin:
             adapterModules=adapterModules,
         )
         svc = MigrateService(
-            self.inner, config, self.reactor, exit=self.exits.append, policy=FakePeerPolicy()
+            self.inner,
+            config,
+            self.reactor,
+            exit=self.exits.append,
+            policy=FakePeerPolicy(),
+            wallClock=self.fakeTime.time,
         )
         self.registry = FakeRegistry(holding=takeover)
         self.addCleanup(self.registry.close)
@@ -226,7 +234,9 @@ class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
         svc = self.startIncumbent()
         self.registry.connections.append(FakeConnection())
         self.registry.connections.append(FakeConnection(connected=False))
-        self.fakeTime.now += 12.5
+        # The wall clock says when; the reactor's clock how long ago.
+        self.fakeTime.now += 3600
+        self.reactor.advance(12.5)
         status = svc.status()
         self.assertEqual(
             status,

@@ -234,7 +234,11 @@ class SuccessorTestMixin:
 
         @return: what was captured, and the client's end.
         """
+        # The two processes' reactors read the same (wall) clock, which is
+        # not at 0: a capture report's frozen_at of 0 means "not measured".
+        self.reactor.advance(1.0)
         reactor = MemoryReactorClock()
+        reactor.advance(self.reactor.seconds())
         ports = FakeRegistry()
         for key in KEYS:
             ports.addPort(key, key.split(":")[0])

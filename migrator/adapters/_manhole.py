@@ -72,6 +72,13 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from migrator._twistedinternals import (
+    TERMINAL_CURSOR_REPORTS,
+    TERMINAL_SAVED_CURSOR,
+    cursorReportsPending,
+    forgetCursorReports,
+    pendingDeferredNumbers,
+)
 from migrator.adapters.namespace._namespace import (
     captureNamespace,
     futureFlags,
@@ -272,7 +279,7 @@ class TelnetTransportAdapter(_Adapter):
                 return "logging in (the password is being checked)", True
             return None
         terminal = getattr(protocol, "protocol", None)
-        if isinstance(terminal, insults.ServerProtocol) and terminal._cursorReports:
+        if isinstance(terminal, insults.ServerProtocol) and cursorReportsPending(terminal):
             return "waiting for the terminal's cursor position report", True
         return None
 
@@ -385,20 +392,20 @@ class ServerProtocolAdapter(_Adapter):
             "protocolFactory",
             "protocolArgs",
             "protocolKwArgs",
-            "_cursorReports",
+            TERMINAL_CURSOR_REPORTS,
             "termSize",
             "cursorPos",
-            "_savedCursorPos",
+            TERMINAL_SAVED_CURSOR,
         }
     )
 
     def movable(self, obj: Any) -> str | None:
-        if obj._cursorReports:
+        if cursorReportsPending(obj):
             return "waiting for the terminal's cursor position report"
         return None
 
     def busy(self, obj: Any) -> bool:
-        return bool(obj._cursorReports)
+        return cursorReportsPending(obj)
 
     def capture(self, obj: Any) -> dict[str, Any]:
         why = self.movable(obj)
@@ -406,14 +413,14 @@ class ServerProtocolAdapter(_Adapter):
             raise Unadaptable(obj, "", why)
         vectors = {
             name: _vector(vars(obj)[name])
-            for name in ("termSize", "cursorPos", "_savedCursorPos")
+            for name in ("termSize", "cursorPos", TERMINAL_SAVED_CURSOR)
             if name in vars(obj)
         }
         return {"attrs": self._plain(obj), "vectors": vectors, "factory": _factoryAbove(obj)}
 
     def populate(self, obj: Any, state: dict[str, Any], context: Any) -> None:
         obj.__dict__.update(state["attrs"])
-        obj._cursorReports = []
+        forgetCursorReports(obj)
         for name, xy in state["vectors"].items():
             setattr(obj, name, None if xy is None else insults.Vector(*xy))
         setup = _Setup.of(state["factory"])
@@ -464,7 +471,7 @@ class ManholeAdapter(_Adapter):
             "buffer": buffer,
             "filename": interpreter.filename,
             "numDeferreds": interpreter.numDeferreds,
-            "deferreds": sorted(k for k, _ in interpreter._pendingDeferreds.values()),
+            "deferreds": pendingDeferredNumbers(interpreter),
             "factory": factory,
         }
 

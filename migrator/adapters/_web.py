@@ -41,17 +41,23 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from twisted.internet.interfaces import IPushProducer
 from twisted.web import http, server
 from zope.interface import implementer
 
+from migrator._twistedinternals import (
+    attachHTTPChannel,
+    genericHTTPChannelProtocol,
+    httpChannelActivity,
+    proxyState,
+    restoreProxy,
+    setTimeoutCall,
+    timeoutCall,
+    waitingForTransport,
+)
 from migrator.interfaces import IAdapter
 from migrator.state._graph import GraphError
 from migrator.state._graph import typeName as _typeName
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
-
-#: TimeoutMixin keeps its scheduled call under a private, mangled name.
-_TIMEOUT_CALL = "_TimeoutMixin__timeoutCall"
 
 
 def _notIdle(channel: Any) -> tuple[str, bool] | None:
@@ -64,19 +70,16 @@ def _notIdle(channel: Any) -> tuple[str, bool] | None:
     """
     if "dataReceived" in vars(channel):
         return "upgraded to another protocol (WebSocket)", False
-    if getattr(channel, "_abortingCall", None) is not None:
+    activity = httpChannelActivity(channel)
+    if activity.aborting:
         return "timed out and closing", False
-    if channel.requests or channel._handlingRequest:
+    if activity.handling:
         return "a request is in progress", True
-    if channel._buffer or not channel.line_mode or channel._transferDecoder is not None:
+    if activity.partial:
         return "part of a request has arrived", True
-    if getattr(channel, "_HTTPChannel__first_line", 1) != 1 or getattr(
-        channel, "_HTTPChannel__header", b""
-    ):
-        return "part of a request has arrived", True
-    if channel._dataBuffer:
+    if activity.pipelined:
         return "pipelined requests are queued", True
-    if channel._requestProducer is not None:
+    if activity.producing:
         return "a response is being produced", True
     return None
 
@@ -122,7 +125,7 @@ class HTTPChannelAdapter:
         return why is not None and why[1]
 
     def capture(self, channel: Any) -> dict[str, Any]:
-        call = getattr(channel, _TIMEOUT_CALL, None)
+        call = timeoutCall(channel)
         if call is not None and not call.active():
             call = None
         return {
@@ -130,7 +133,7 @@ class HTTPChannelAdapter:
             "factory": getattr(channel, "factory", None),
             "site": getattr(channel, "site", None),
             "timeout": call,
-            "waitingForTransport": bool(channel._waitingForTransport),
+            "waitingForTransport": waitingForTransport(channel),
         }
 
     def create(self, context: Any) -> Any:
@@ -140,20 +143,15 @@ class HTTPChannelAdapter:
         transport = state["transport"]
         for name, value in _config(state["factory"], state["site"]).items():
             setattr(channel, name, value)
-        channel.transport = transport
-        channel.connected = 1
-        channel._waitingForTransport = state["waitingForTransport"]
         # What connectionMade would have set, minus the registration as
         # the transport's producer: Restored.activate does that, once.
-        channel._networkProducer = (
-            transport if IPushProducer.providedBy(transport) else http._NoPushProducer()
-        )
+        attachHTTPChannel(channel, transport, state["waitingForTransport"])
         call = state["timeout"]
         if call is not None and channel.timeOut is None:
             # The successor's site has no idle timeout.
             call.cancel()
             call = None
-        setattr(channel, _TIMEOUT_CALL, call)
+        setTimeoutCall(channel, call)
 
 
 @implementer(IAdapter)
@@ -165,54 +163,37 @@ class GenericHTTPChannelProtocolAdapter:
     when its channel is an idle HTTP/1.1 channel.
     """
 
-    cls: type = http._GenericHTTPChannelProtocol
+    cls: type = attrs.field(factory=genericHTTPChannelProtocol)
     typeName: str = attrs.field(
         default=attrs.Factory(lambda self: _typeName(self.cls), takes_self=True)
     )
     version: int = 1
 
     def movable(self, proxy: Any) -> str | None:
-        if proxy._negotiatedProtocol not in (None, b"http/1.1"):
-            return f"speaks {proxy._negotiatedProtocol!r}"
-        channel = proxy._channel
+        parts = proxyState(proxy)
+        if parts["negotiated"] not in (None, b"http/1.1"):
+            return f"speaks {parts['negotiated']!r}"
+        channel = parts["channel"]
         if not isinstance(channel, http.HTTPChannel):
             return f"its channel is a {_typeName(type(channel))}"
         why = _notIdle(channel)
         return None if why is None else why[0]
 
     def busy(self, proxy: Any) -> bool:
-        channel = proxy._channel
+        channel = proxyState(proxy)["channel"]
         if not isinstance(channel, http.HTTPChannel):
             return False
         why = _notIdle(channel)
         return why is not None and why[1]
 
     def capture(self, proxy: Any) -> dict[str, Any]:
-        return {
-            "channel": proxy._channel,
-            "negotiated": proxy._negotiatedProtocol,
-            "factory": proxy._factory,
-            "site": proxy._site,
-        }
+        return proxyState(proxy)
 
     def create(self, context: Any) -> Any:
         return object.__new__(self.cls)
 
     def populate(self, proxy: Any, state: dict[str, Any], context: Any) -> None:
-        # The proxy's own copies of the channel's configuration (it hands
-        # them to a replacement channel); set directly, not through its
-        # properties, which would write to the channel too.
-        config = _config(state["factory"], state["site"])
-        proxy.__dict__.update(
-            _channel=state["channel"],
-            _negotiatedProtocol=state["negotiated"],
-            _factory=config["factory"],
-            _site=config.get("site"),
-            _callLater=config.get("callLater"),
-            _timeOut=config.get("timeOut"),
-        )
-        if "requestFactory" in config:
-            proxy.__dict__["_requestFactory"] = config["requestFactory"]
+        restoreProxy(proxy, state, _config(state["factory"], state["site"]))
 
 
 @implementer(IAdapter)

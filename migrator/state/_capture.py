@@ -19,17 +19,22 @@ transports (they are sent, not given away).
 from __future__ import annotations
 
 import socket
-import time
 import types
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from twisted.internet import base, task, tcp
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 
+from migrator._twistedinternals import (
+    abandonLoopingCall,
+    isClosing,
+    needsWriting,
+    releaseConnection,
+)
 from migrator._twistedinternals import pendingBytes as _pending
-from migrator._twistedinternals import releaseConnection
 from migrator.interfaces import IPortRegistry
 from migrator.state._graph import (
     GraphWriter,
@@ -82,7 +87,7 @@ class Captured:
     _wasReading: list[bool] = attrs.field(factory=list)
     _calls: list[tuple[Any, float]] = attrs.field(factory=list)
     _loops: list[tuple[Any, float]] = attrs.field(factory=list)
-    _reactor: Any = None
+    _reactor: IReactorTime = attrs.field(kw_only=True)
     frozen: bool = False
     pendingBytes: int = 0
     frozenAt: float = 0.0
@@ -92,7 +97,7 @@ class Captured:
         return len(self.transports)
 
     def freeze(self) -> None:
-        readers = set(map(id, self._reactor.getReaders()))
+        readers = set(map(id, cast(IReactorFDSet, self._reactor).getReaders()))
         self._wasReading = [id(t) in readers for t in self.transports]
         for t in self.transports:
             t.stopReading()
@@ -118,7 +123,7 @@ class Captured:
                 continue
             if reading:
                 t.startReading()
-            if t.dataBuffer[t.offset :] or t._tempDataBuffer or t._writeDisconnected:
+            if needsWriting(t):
                 t.startWriting()
         for call, when in self._calls:
             if call.active():
@@ -139,10 +144,7 @@ class Captured:
             if call.active():
                 call.cancel()
         for loop, _ in self._loops:
-            loop.running = False
-            if loop.call is not None and loop.call.active():
-                loop.call.cancel()
-            loop.call = None
+            abandonLoopingCall(loop)
 
 
 @attrs.define(eq=False)
@@ -152,7 +154,7 @@ class _CaptureHooks:
     methods and allowed functions.
     """
 
-    reactor: Any
+    reactor: IReactorTime
     adapters: Any
     ports: IPortRegistry
     claimed: frozenset[str]
@@ -214,7 +216,7 @@ class _CaptureHooks:
         return None
 
     def _transport(self, t: Any, writer: GraphWriter, path: str) -> Any:
-        if not t.connected or t.disconnecting or getattr(t, "_writeDisconnected", False):
+        if isClosing(t):
             raise Unadaptable(t, path, "a connection that is closing")
         # A connection reached through the graph (a factory's client list,
         # a peer) may not move if its own protocol declines, any more than
@@ -262,7 +264,7 @@ class _CaptureHooks:
 
 
 def captureConnections(
-    reactor: Any,
+    reactor: IReactorTime,
     ports: IPortRegistry,
     adapters: Any,
     claimed: frozenset[str],
@@ -272,6 +274,8 @@ def captureConnections(
     Capture and freeze every connection that can move; see the module
     docstring.
 
+    @param reactor: the clock of the scheduled calls that may move (and
+        the reactor whose readers say which connections read).
     @param claimed: the port keys the successor declared.
     @param restorable: the type names the successor has adapters for.
     """
@@ -295,9 +299,10 @@ def captureConnections(
             anchors[id(tracked.port.factory)] = "factory:" + tracked.key
             factories.append(tracked.port.factory)
     # Connections are not served from here on (this all runs in one reactor
-    # turn): the freeze, as a client sees it, starts now.
-    frozenAt = time.time()
-    readers = set(map(id, reactor.getReaders()))
+    # turn): the freeze, as a client sees it, starts now.  (A real reactor's
+    # clock is the wall clock: the successor compares this with its own.)
+    frozenAt = reactor.seconds()
+    readers = set(map(id, cast(IReactorFDSet, reactor).getReaders()))
     hooks = _CaptureHooks(reactor, adapters, ports, claimed, readers)
     writer = GraphWriter(adapterFor, anchors, hooks)
     staying: dict[str, int] = {}
@@ -399,7 +404,7 @@ class Settling:
     @ivar waited: how long the wait took, in seconds.
     """
 
-    _reactor: Any
+    _reactor: IReactorTime
     _ports: IPortRegistry
     _adapters: Any
     timeout: float
@@ -409,7 +414,7 @@ class Settling:
     waited: float = 0.0
     _started: float = 0.0
     _paused: list[Any] = attrs.field(factory=list)
-    _call: Any = None
+    _call: IDelayedCall | None = None
     _done: Deferred[int] | None = None
 
     def start(self) -> Deferred[int] | None:
@@ -430,7 +435,7 @@ class Settling:
         return done
 
     def _check(self, pause: bool) -> int:
-        readers = set(map(id, self._reactor.getReaders())) if pause else set()
+        readers = set(map(id, cast(IReactorFDSet, self._reactor).getReaders())) if pause else set()
         busyOf: dict[type, Any] = {}
         busy = 0
         for t in self._ports.openConnections():

@@ -11,24 +11,30 @@ commit) writes the incumbent's unsent bytes first, then reads, and releases
 the held calls; L{Restored.rollback} lets everything go.
 
 File descriptors given to L{restoreConnections} are owned by it: each is
-taken over by a transport and closed at once.
+taken over by a transport (without a duplicate), or closed.  The system
+calls on them go through its C{adoptSocket} and C{closeFd} parameters.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import socket
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import attrs
-from twisted.internet import task, tcp
-from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 
-from migrator._twistedinternals import releaseConnection
+from migrator._twistedinternals import (
+    abandonLoopingCall,
+    attachProtocol,
+    blankLoopingCall,
+    initLoopingCall,
+    releaseConnection,
+    resumeLoopingCall,
+    serverTransport,
+)
 from migrator.interfaces import IPortRegistry
 from migrator.state._graph import (
     GraphError,
@@ -98,6 +104,8 @@ class RestoreContext:
 class Restored:
     """
     The successor's restored connections, not active yet.
+
+    @ivar clock: the reactor they were restored on.
     """
 
     transports: list[Any]
@@ -106,13 +114,16 @@ class Restored:
     gate: _Gate
     loops: list[Any]
     count: int
+    clock: IReactorTime
 
-    def activate(self, clock: Callable[[], float] = time.time) -> list[float]:
+    def activate(self) -> list[float]:
         """
         The commit happened: write what the incumbent had not sent, start
         reading, release the held calls.
 
-        @return: when each connection was activated (by C{clock}).
+        @return: when each connection was activated, by L{clock} (the
+            reactor's, which for a real reactor is the wall clock the
+            incumbent's C{frozenAt} was read from).
         """
         for t, meta, producer in zip(self.transports, self.metas, self.producers, strict=True):
             if producer is not None:
@@ -124,52 +135,41 @@ class Restored:
                 t.write(meta["pending"])
             if meta["reading"]:
                 t.startReading()
-            times.append(clock())
+            times.append(self.clock.seconds())
         self.gate.open()
         return times
 
     def rollback(self) -> None:
         self.gate.close()
         for loop in self.loops:
-            loop.running = False
-            loop.call = None
+            abandonLoopingCall(loop)
         for t in self.transports:
             releaseConnection(t)
 
 
-class _QuietStart:
+def _adoptSocket(fd: int, family: int) -> socket.socket:
     """
-    A transport whose constructor does not start reading: Twisted's
-    C{Server.__init__} calls C{startReading()}, which for a restored
-    connection would only be undone at once (two epoll calls each, for
-    thousands of connections, while they are frozen).
+    A non-blocking stream socket object that takes C{fd} over (no
+    duplicate: closing the object closes C{fd}).  If it fails, the caller
+    still owns C{fd}.
     """
-
-    _quiet = True
-
-    def startReading(self) -> None:
-        if self._quiet:
-            return
-        super().startReading()  # type: ignore[misc]
-
-
-class _RestoredTCPServer(_QuietStart, tcp.Server):
-    pass
-
-
-@functools.lru_cache(maxsize=1)
-def _restoredUNIXServer() -> type:
-    from twisted.internet import unix
-
-    return type("_RestoredUNIXServer", (_QuietStart, unix.Server), {})
+    skt = socket.socket(family, socket.SOCK_STREAM, fileno=fd)
+    try:
+        skt.setblocking(False)
+    except BaseException:
+        skt.detach()
+        raise
+    return skt
 
 
 @attrs.define(eq=False)
 class _RestoreHooks:
-    reactor: Any
+    reactor: IReactorTime
     adapters: Any
     ports: IPortRegistry
     fds: list[int]
+    adoptSocket: Callable[[int, int], socket.socket] = _adoptSocket
+    closeFd: Callable[[int], None] = os.close
     transports: list[Any] = attrs.field(factory=list)
     metas: list[dict[str, Any]] = attrs.field(factory=list)
     producers: list[Any] = attrs.field(factory=list)
@@ -196,22 +196,20 @@ class _RestoreHooks:
             return call
         if kind == "loop":
             ident, f, a, kw, running, interval, starttime, nextTime = payload
-            loop = task.LoopingCall.__new__(task.LoopingCall)
+            loop = blankLoopingCall()
             reader.remember(ident, loop)
-            loop.f, loop.a, loop.kw = reader.read(f), reader.read(a), reader.read(kw)
-            loop.clock = self.reactor
-            loop.call = None
-            loop.interval = interval
-            loop.running = False
-            if starttime is not None:
-                loop.starttime = starttime
+            initLoopingCall(
+                loop,
+                self.reactor,
+                reader.read(f),
+                reader.read(a),
+                reader.read(kw),
+                interval,
+                starttime,
+            )
             if running:
-                loop.running = True
-                loop._deferred = Deferred()
-                loop._runAtStart = False
                 delay = max(0.0, nextTime - self.reactor.seconds())
-                loop.call = self.reactor.callLater(delay, self.gate.wrap(loop))
-                self.gate.calls.append(loop.call)
+                self.gate.calls.append(resumeLoopingCall(loop, delay, self.gate.wrap))
                 self.loops.append(loop)
             return loop
         if kind == "method":
@@ -234,45 +232,26 @@ class _RestoreHooks:
         if key and key not in self.servers:
             self.servers[key] = self.ports.portForKey(key)
         server = self.servers[key] if key else None
-        family = meta["family"]
         try:
-            # The socket object takes the descriptor over (no duplicate).
-            skt = socket.socket(family, socket.SOCK_STREAM, fileno=fd)
+            skt = self.adoptSocket(fd, meta["family"])
         except BaseException:
-            os.close(fd)
+            self.closeFd(fd)
             raise
-        skt.setblocking(False)
         self._session += 1
-        peer = meta["peer"]
         # The transport exists (and is remembered) before its protocol is
         # read: a transport first reached as another one's producer (the
         # two halves of a proxy) has a protocol that refers back to it.
-        noProtocolYet: Any = None
-        t: Any
-        if meta["unix"]:
-            t = _restoredUNIXServer()(
-                skt, noProtocolYet, peer, server, self._session, self.reactor
-            )
-        else:
-            t = _RestoredTCPServer(
-                skt,
-                noProtocolYet,
-                tuple(peer or ("?", 0)),
-                server,  # type: ignore[arg-type]
-                self._session,
-                self.reactor,
-            )
-        # Constructed without reading (see _QuietStart); reading starts at
-        # activate().
-        t._quiet = False
+        # It does not read yet: reading starts at activate().
+        t = serverTransport(
+            skt,
+            meta["peer"],
+            server,
+            self._session,
+            cast(IReactorFDSet, self.reactor),
+            unix=bool(meta["unix"]),
+        )
         reader.remember(ident, t)
-        protocol = reader.read(protocolNode)
-        t.protocol = protocol
-        t.logstr = f"{t._getLogPrefix(protocol)},{t.sessionno},{t.hostname}"
-        if server is None:
-            t.repstr = f"<{type(protocol).__name__} #{self._session} (restored)>"
-        else:
-            t.repstr = f"<{type(protocol).__name__} #{self._session} on {server._realPortNumber}>"
+        attachProtocol(t, reader.read(protocolNode))
         self.transports.append(t)
         self.metas.append(meta)
         # Reserve this transport's slot first: reading its producer may
@@ -287,17 +266,24 @@ class _RestoreHooks:
 
 
 def restoreConnections(
-    reactor: Any,
+    reactor: IReactorTime,
     ports: IPortRegistry,
     adapters: Any,
     payload: bytes,
     fds: list[int],
+    adoptSocket: Callable[[int, int], socket.socket] = _adoptSocket,
+    closeFd: Callable[[int], None] = os.close,
 ) -> Restored:
     """
     Rebuild the incumbent's connections; see the module docstring.  Owns
     C{fds}: on success each was taken over by a transport (no duplicate), on
     failure all are closed and what was built is released.
 
+    @param reactor: the clock of the restored calls, with which the
+        restored transports also register (an L{IReactorFDSet} too).
+    @param adoptSocket: makes the socket object of a transport from a
+        descriptor and its address family, taking the descriptor over.
+    @param closeFd: closes a descriptor that no transport took over.
     @raise GraphError: if the state is malformed or names anything this
         process does not allow.
     """
@@ -307,7 +293,7 @@ def restoreConnections(
         if tracked.kind != "udp":
             anchors["factory:" + tracked.key] = tracked.port.factory
     fds = list(fds)
-    hooks = _RestoreHooks(reactor, adapters, ports, fds)
+    hooks = _RestoreHooks(reactor, adapters, ports, fds, adoptSocket, closeFd)
     reader = GraphReader(adapters.adapterNamed, anchors, hooks, RestoreContext(hooks.gate))
     try:
         data = loadsPlain(payload)
@@ -339,8 +325,14 @@ def restoreConnections(
             releaseConnection(t)
         for fd in fds:
             if fd >= 0:
-                os.close(fd)
+                closeFd(fd)
         raise
     return Restored(
-        hooks.transports, hooks.metas, hooks.producers, hooks.gate, hooks.loops, len(hooks.transports)
+        hooks.transports,
+        hooks.metas,
+        hooks.producers,
+        hooks.gate,
+        hooks.loops,
+        len(hooks.transports),
+        reactor,
     )

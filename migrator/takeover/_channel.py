@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IReadDescriptor, IWriteDescriptor
+from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor, IWriteDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -77,7 +77,7 @@ class FrameChannel:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IReactorFDSet,
         sock: socket.socket,
         onMessage: Callable[[bytes, list[int]], None] | None = None,
         onClose: Callable[[Failure], None] | None = None,

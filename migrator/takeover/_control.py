@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet.interfaces import IFileDescriptorReceiver
+from twisted.internet.interfaces import IFileDescriptorReceiver, IListeningPort
 from twisted.logger import Logger
 from twisted.persisted import crefutil
 from twisted.python.failure import Failure
@@ -172,10 +172,16 @@ def checkControlPath(path: str, uid: int | None = None) -> str:
     return path
 
 
-def probe(path: str, timeout: float = 2.0) -> str:
+def probe(
+    path: str,
+    timeout: float = 2.0,
+    socketFactory: Callable[[int, int], socket.socket] = socket.socket,
+) -> str:
     """
     Is anybody answering at C{path}?
 
+    @param socketFactory: makes the probing socket from an address family
+        and a socket type (C{socket.socket}), a seam for tests.
     @return: C{"absent"} (nothing there), C{"stale"} (a socket file nobody
         listens on) or C{"live"}.
     """
@@ -187,7 +193,7 @@ def probe(path: str, timeout: float = 2.0) -> str:
         pass
     except OSError:
         return "absent"
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s = socketFactory(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect(path)
@@ -374,7 +380,14 @@ class CheckedClientBroker(pb.Broker):
         or C{None} once they cannot be: then everything goes to PB.
     @ivar _refused: whether the server refused this client (then nothing
         more it sends is read).
+    @ivar receivedFds: the descriptors received, owned by the broker until
+        whoever takes one removes it from this list; the rest are closed
+        (with L{closeFd}) when the connection is lost.
+    @ivar closeFd: how a descriptor is closed (C{os.close}), a seam for
+        tests.
     """
+
+    closeFd: Callable[[int], None] = staticmethod(os.close)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pb.Broker.__init__(self, *args, **kwargs)
@@ -425,7 +438,7 @@ class CheckedClientBroker(pb.Broker):
     def connectionLost(self, reason: Any) -> None:
         for fd in self.receivedFds:
             try:
-                os.close(fd)
+                self.closeFd(fd)
             except OSError:
                 pass
         self.receivedFds = []
@@ -464,14 +477,14 @@ class ControlSocket:
     """
 
     path: str
-    port: Any
+    port: IListeningPort
     _temp: str
     _inode: int | None = None
     published: bool = False
 
     @classmethod
     def listen(
-        cls, listenUNIX: Callable[..., Any], path: str, factory: Any
+        cls, listenUNIX: Callable[..., IListeningPort], path: str, factory: Any
     ) -> ControlSocket:
         """
         Bind a control socket next to C{path}, private to this user, not yet

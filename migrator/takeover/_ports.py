@@ -35,15 +35,24 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import attrs
+from twisted.internet.interfaces import IReactorFDSet, IReactorUNIX
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from migrator._twistedinternals import adoptTCP as _adoptTCP
 from migrator._twistedinternals import adoptUNIX as _adoptUNIX
-from migrator._twistedinternals import releasePort
+from migrator._twistedinternals import (
+    countAccepted,
+    hookReactorMethod,
+    neverShutdown,
+    releasePort,
+    releaseUNIXLock,
+    takeUNIXLock,
+    unhookReactorMethod,
+)
 from migrator.interfaces import IPortRegistry
 
 _log = Logger()
@@ -143,22 +152,6 @@ class TrackedPort:
         return record
 
 
-class _CountingTransport:
-    """
-    Stands in for a port's C{transport} class: builds the connection as the
-    port would, and remembers it so that open connections can be counted.
-    """
-
-    def __init__(self, transportClass: Any, seen: weakref.WeakSet[Any]) -> None:
-        self._transportClass = transportClass
-        self._seen = seen
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        transport = self._transportClass(*args, **kwargs)
-        self._seen.add(transport)
-        return transport
-
-
 @implementer(IPortRegistry)
 @attrs.define
 class ListenerRegistry:
@@ -166,12 +159,20 @@ class ListenerRegistry:
     Hooks a reactor's C{listenTCP}, C{listenUNIX} and C{listenUDP} and keeps
     the record of every port the wrapped service opened.
 
-    @ivar _reactor: the reactor whose methods are hooked.
+    @ivar _reactor: the reactor whose methods are hooked (those of
+        C{listenTCP}, C{listenUNIX} and C{listenUDP} it has), and with
+        which adopted ports register.
     @ivar _holding: while C{True} (a successor before the switch), new and
         adopted ports do not accept (stream) or read (datagram).
+    @ivar _adoptTCP: adopts a listening TCP descriptor
+        (L{migrator._twistedinternals.adoptTCP}), a seam for tests.
+    @ivar _adoptUNIX: the same for UNIX
+        (L{migrator._twistedinternals.adoptUNIX}).
+    @ivar _close: closes a descriptor the registry owns (C{os.close}), a
+        seam for tests.
     """
 
-    _reactor: Any
+    _reactor: IReactorFDSet
     _holding: bool = False
     _adoptTCP: Callable[..., Any] = _adoptTCP
     _adoptUNIX: Callable[..., Any] = _adoptUNIX
@@ -190,30 +191,24 @@ class ListenerRegistry:
         Replace the reactor instance's listen methods with ours.
         """
         for name in ("listenTCP", "listenUNIX", "listenUDP"):
-            if name in self._originals or not hasattr(self._reactor, name):
+            if name in self._originals:
                 continue
-            self._originals[name] = getattr(self._reactor, name)
-            setattr(self._reactor, name, getattr(self, "_" + name))
+            original = hookReactorMethod(self._reactor, name, getattr(self, "_" + name))
+            if original is not None:
+                self._originals[name] = original
 
     def uninstall(self) -> None:
         """
         Put the reactor's own listen methods back.
         """
         for name in list(self._originals):
-            original = self._originals.pop(name)
-            try:
-                delattr(self._reactor, name)
-            except AttributeError:
-                pass
-            # The original may have been an attribute of the instance itself.
-            if getattr(self._reactor, name, None) != original:
-                setattr(self._reactor, name, original)
+            unhookReactorMethod(self._reactor, name, self._originals.pop(name))
 
     def untrackedListenUNIX(self, *args: Any, **kwargs: Any) -> Any:
         """
         The reactor's own C{listenUNIX}, for migrator's own sockets.
         """
-        listen = self._originals.get("listenUNIX", None) or self._reactor.listenUNIX
+        listen = self._originals.get("listenUNIX") or cast(IReactorUNIX, self._reactor).listenUNIX
         return listen(*args, **kwargs)
 
     # -- what the service declares -------------------------------------------
@@ -225,15 +220,13 @@ class ListenerRegistry:
         return f"{base}#{n}"
 
     def _track(self, tracked: TrackedPort) -> None:
-        transport = getattr(tracked.port, "transport", None)
-        if transport is not None and tracked.kind != UDP:
-            tracked.port.transport = _CountingTransport(transport, self._connections)
         if tracked.kind != UDP:
+            countAccepted(tracked.port, self._connections)
             # Whoever stops this port (the service, or twistd at exit, even
             # in the middle of a takeover) must never shutdown() a socket
             # another process may hold too: close() is enough to stop it
             # once ours is the last copy.
-            tracked.port._shouldShutdown = False
+            neverShutdown(tracked.port)
         self._ports.append(tracked)
 
     def _listenTCP(
@@ -426,15 +419,10 @@ class ListenerRegistry:
         for tracked in self.listening():
             if tracked.kind in kinds:
                 releasePort(tracked.port)
-                lock = getattr(tracked.port, "lockFile", None)
-                if lock is not None and tracked.kind == UNIX:
+                if tracked.kind == UNIX:
                     # Hand Twisted's lock file over with the socket: the
                     # successor takes it (see takeLocks) once we let go.
-                    try:
-                        lock.unlock()
-                    except OSError:
-                        pass
-                    tracked.port.lockFile = None
+                    releaseUNIXLock(tracked.port)
                 keys.append(tracked.key)
         return keys
 
@@ -446,17 +434,11 @@ class ListenerRegistry:
 
         @return: the keys whose lock could not be taken (logged).
         """
-        from twisted.python import lockfile
-
         missed = []
         for tracked in self.listening():
             if not (tracked.adopted and tracked.kind == UNIX and tracked.wantPID):
                 continue
-            path = tracked.port._bindPath
-            lock = lockfile.FilesystemLock(path + (b".lock" if isinstance(path, bytes) else ".lock"))
-            if lock.lock():
-                tracked.port.lockFile = lock
-            else:
+            if not takeUNIXLock(tracked.port):
                 missed.append(tracked.key)
                 _log.warn("could not take the lock file of {key}", key=tracked.key)
         return missed

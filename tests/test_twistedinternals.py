@@ -1,0 +1,351 @@
+# -*- test-case-name: tests.test_twistedinternals -*-
+"""
+Tests for L{migrator._twistedinternals}: that it is the only module of
+C{migrator} touching Twisted's private API, and the behaviour of what the
+other test modules (C{test_ports}, C{test_connections}, C{test_webadapters},
+C{test_manholeadapters}) do not already pin.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import socket
+import tempfile
+from typing import Any
+
+from twisted.internet import task
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web import resource, server
+
+import migrator
+from migrator._twistedinternals import (
+    abandonLoopingCall,
+    adoptUNIX,
+    attachProtocol,
+    genericHTTPChannelProtocol,
+    hookReactorMethod,
+    proxyState,
+    releasePort,
+    releaseUNIXLock,
+    restoreProxy,
+    serverTransport,
+    takeUNIXLock,
+    unhookReactorMethod,
+)
+
+PACKAGE = os.path.dirname(os.path.abspath(migrator.__file__))
+
+#: The private names of Twisted objects that migrator uses, all in
+#: L{migrator._twistedinternals}.  A new use goes there, and its name here.
+PRIVATE_NAMES = frozenset(
+    {
+        # ports
+        "_shouldShutdown",
+        "_fromListeningDescriptor",
+        "_bindPath",
+        "_realPortNumber",
+        # connections
+        "_tempDataBuffer",
+        "_tempDataLen",
+        "_writeDisconnected",
+        "_getLogPrefix",
+        # LoopingCall
+        "_deferred",
+        "_runAtStart",
+        # twisted.web
+        "_TimeoutMixin__timeoutCall",
+        "_abortingCall",
+        "_handlingRequest",
+        "_buffer",
+        "_transferDecoder",
+        "_HTTPChannel__first_line",
+        "_HTTPChannel__header",
+        "_dataBuffer",
+        "_requestProducer",
+        "_waitingForTransport",
+        "_networkProducer",
+        "_NoPushProducer",
+        "_GenericHTTPChannelProtocol",
+        "_negotiatedProtocol",
+        "_channel",
+        "_factory",
+        "_site",
+        "_callLater",
+        "_timeOut",
+        "_requestFactory",
+        # twisted.conch
+        "_cursorReports",
+        "_savedCursorPos",
+        "_pendingDeferreds",
+    }
+)
+
+SEAM = os.path.join(PACKAGE, "_twistedinternals.py")
+
+
+def _sources() -> dict[str, str]:
+    found = {}
+    for directory, dirs, files in os.walk(PACKAGE):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(directory, f)
+                found[os.path.relpath(path, os.path.dirname(PACKAGE))] = path
+    return found
+
+
+def _privateUses(path: str) -> list[str]:
+    """
+    Where the module at C{path} names a private Twisted name: an attribute
+    in L{PRIVATE_NAMES} read or set on anything but C{self}/C{cls}, that
+    name as a string (C{getattr}, C{vars(...)[...]}) or keyword, or any
+    underscored attribute of a module or name imported from C{twisted}.
+    """
+    with open(path, "rb") as f:
+        tree = ast.parse(f.read(), path)
+    fromTwisted: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "twisted":
+            fromTwisted.update(a.asname or a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            fromTwisted.update(
+                a.asname or a.name.split(".")[0]
+                for a in node.names
+                if a.name.split(".")[0] == "twisted"
+            )
+    uses = []
+    for node in ast.walk(tree):
+        line = getattr(node, "lineno", 0)
+        if isinstance(node, ast.Attribute):
+            owner = node.value.id if isinstance(node.value, ast.Name) else None
+            if node.attr in PRIVATE_NAMES and owner not in ("self", "cls"):
+                uses.append(f"{line}: .{node.attr}")
+            elif (
+                owner in fromTwisted
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                uses.append(f"{line}: {owner}.{node.attr}")
+        elif isinstance(node, ast.Constant) and node.value in PRIVATE_NAMES:
+            uses.append(f"{line}: {node.value!r}")
+        elif isinstance(node, ast.keyword) and node.arg in PRIVATE_NAMES:
+            uses.append(f"{line}: {node.arg}=")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "twisted":
+            private = any(p.startswith("_") for p in (node.module or "").split("."))
+            for alias in node.names:
+                if private or alias.name.startswith("_"):
+                    uses.append(f"{line}: from {node.module} import {alias.name}")
+    return uses
+
+
+class PrivateAPISeamTests(SynchronousTestCase):
+    """
+    Twisted's private API is used in L{migrator._twistedinternals} only.
+    """
+
+    def test_onlyInTheSeam(self) -> None:
+        """
+        No other module of C{migrator} reads or sets one of the private
+        names the seam uses, names it as a string, or reaches an underscored
+        name of a Twisted module.
+        """
+        found = {}
+        for name, path in _sources().items():
+            if path == SEAM:
+                continue
+            uses = _privateUses(path)
+            if uses:
+                found[name] = uses
+        self.assertEqual(found, {})
+
+    def test_namesAreTheSeams(self) -> None:
+        """
+        Every name in the list is one the seam uses (the list is the record
+        of what a Twisted upgrade must be checked for).
+        """
+        uses = " ".join(_privateUses(SEAM))
+        missing = sorted(n for n in PRIVATE_NAMES if n not in uses)
+        self.assertEqual(missing, [])
+
+    def test_checkFindsUses(self) -> None:
+        """
+        The check finds an attribute, a string, a keyword and an underscored
+        name of a Twisted module, and leaves C{self._x} alone.
+        """
+        path = os.path.join(_tempdir(self), "example.py")
+        with open(path, "w") as f:
+            f.write(
+                "from twisted.web import http\n"
+                "from twisted.internet._sslverify import x\n"
+                "t._tempDataBuffer\n"
+                "getattr(c, '_abortingCall')\n"
+                "p.__dict__.update(_channel=1)\n"
+                "http._Anything\n"
+                "self._buffer\n"
+            )
+        self.assertEqual(
+            sorted(_privateUses(path)),
+            [
+                "2: from twisted.internet._sslverify import x",
+                "3: ._tempDataBuffer",
+                "4: '_abortingCall'",
+                "5: _channel=",
+                "6: http._Anything",
+            ],
+        )
+
+
+def _tempdir(case: SynchronousTestCase) -> str:
+    path = tempfile.mkdtemp()
+    case.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
+class UNIXLockTests(SynchronousTestCase):
+    """
+    L{releaseUNIXLock} and L{takeUNIXLock} hand a UNIX port's C{wantPID}
+    lock file (C{PATH.lock}) from one port to another.
+    """
+
+    def listen(self, path: str, wantPID: int) -> Any:
+        from twisted.internet import unix
+
+        port = unix.Port(path, Factory.forProtocol(Protocol), 5, 0o600, MemoryReactorClock(), wantPID)
+        port.startListening()
+        self.addCleanup(releasePort, port)
+        return port
+
+    def test_handOver(self) -> None:
+        """
+        The lock of a released port can be taken by another port on the
+        same path, which then holds it.
+        """
+        path = os.path.join(_tempdir(self), "s")
+        first = self.listen(path, wantPID=1)
+        self.assertTrue(os.path.lexists(path + ".lock"))
+        adopted = adoptUNIX(MemoryReactorClock(), first.fileno(), first.factory, 5, 0o600)
+        self.addCleanup(releasePort, adopted)
+        self.assertFalse(takeUNIXLock(adopted))
+        releaseUNIXLock(first)
+        self.assertIsNone(first.lockFile)
+        self.assertFalse(os.path.lexists(path + ".lock"))
+        self.assertTrue(takeUNIXLock(adopted))
+        self.assertTrue(adopted.lockFile.locked)
+        adopted.lockFile.unlock()
+
+    def test_noLock(self) -> None:
+        """
+        Releasing the lock of a port without one does nothing.
+        """
+        port = self.listen(os.path.join(_tempdir(self), "s"), wantPID=0)
+        releaseUNIXLock(port)
+        self.assertIsNone(port.lockFile)
+
+
+class HookTests(SynchronousTestCase):
+    """
+    L{hookReactorMethod} is seen by Twisted's endpoints, which look the
+    method up on the reactor when they listen.
+    """
+
+    def test_endpointListensThroughHook(self) -> None:
+        """
+        A TCP server endpoint made before the hook listens through it.
+        """
+        reactor = MemoryReactorClock()
+        endpoint = TCP4ServerEndpoint(reactor, 8080)
+        calls: list[Any] = []
+        original = hookReactorMethod(
+            reactor, "listenTCP", lambda *a, **kw: calls.append(a) or original(*a, **kw)
+        )
+        endpoint.listen(Factory.forProtocol(Protocol))
+        self.assertEqual([c[0] for c in calls], [8080])
+        unhookReactorMethod(reactor, "listenTCP", original)
+        self.assertNotIn("listenTCP", vars(reactor))
+
+
+class AttachProtocolTests(SynchronousTestCase):
+    """
+    L{serverTransport} and L{attachProtocol} make a transport that reads
+    nothing until told, named after its protocol and port.
+    """
+
+    def test_namedAfterProtocolAndPort(self) -> None:
+        """
+        The transport's log prefix and C{repr} are those Twisted would have
+        given a connection of that protocol accepted on that port.
+        """
+        a, b = socket.socketpair()
+        self.addCleanup(b.close)
+        reactor = MemoryReactorClock()
+
+        class Port:
+            _realPortNumber = 8080
+
+        class Hello(Protocol):
+            pass
+
+        t = serverTransport(a, ("127.0.0.1", 4321), Port(), 7, reactor, unix=False)
+        self.addCleanup(a.close)
+        self.assertNotIn(t, reactor.getReaders())
+        attachProtocol(t, Hello())
+        self.assertEqual(t.logstr, "Hello,7,127.0.0.1")
+        self.assertEqual(repr(t), "<Hello #7 on 8080>")
+        t.startReading()
+        self.assertIn(t, reactor.getReaders())
+
+
+class LoopingCallTests(SynchronousTestCase):
+    """
+    L{abandonLoopingCall} stops a loop here without telling its owner.
+    """
+
+    def test_abandon(self) -> None:
+        """
+        The loop stops, its next call is cancelled, and the L{Deferred}
+        C{start()} returned does not fire.
+        """
+        clock = task.Clock()
+        calls: list[int] = []
+        loop = task.LoopingCall(calls.append, 1)
+        loop.clock = clock
+        d = loop.start(1.0, now=False)
+        abandonLoopingCall(loop)
+        clock.advance(5)
+        self.assertEqual(calls, [])
+        self.assertFalse(loop.running)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertNoResult(d)
+
+
+class ProxyTests(SynchronousTestCase):
+    """
+    L{proxyState} and L{restoreProxy} carry what a L{server.Site} gives the
+    protocol of a new connection.
+    """
+
+    def test_asSiteBuildsIt(self) -> None:
+        """
+        A blank proxy restored from a Site's proxy, with the Site's
+        configuration, has the same instance attributes (and the protocol
+        TLS negotiated, none, which the Site's proxy has from its class).
+        """
+        reactor = MemoryReactorClock()
+        site = server.Site(resource.Resource(), reactor=reactor)
+        proxy = site.buildProtocol(None)
+        self.assertIsInstance(proxy, genericHTTPChannelProtocol())
+        blank = object.__new__(genericHTTPChannelProtocol())
+        config = {
+            "factory": site,
+            "site": site,
+            "callLater": reactor.callLater,
+            "timeOut": site.timeOut,
+            "requestFactory": site.requestFactory,
+        }
+        restoreProxy(blank, proxyState(proxy), config)
+        self.assertEqual(vars(blank), {**vars(proxy), "_negotiatedProtocol": None})

@@ -39,6 +39,7 @@ from migrator.takeover._incumbent import ControlRoot, Incumbent
 from migrator.takeover._pidfile import Pidfile, sdNotify
 from migrator.takeover._ports import ListenerRegistry
 from migrator.takeover._successor import Successor, TakeoverFailed, processAlive
+from migrator.takeover._unmovable import splitStatus
 
 _log = Logger()
 
@@ -62,6 +63,10 @@ class MigrateConfig:
     @ivar description: what is being run, for status (the subcommand or tac).
     @ivar adapterModules: modules whose C{registerAdapters(registry)} add
         adapters for the application's classes.
+    @ivar unmovable: as a successor, what the incumbent is to do with
+        connections no adapter can move: C{"refuse"} the takeover,
+        C{"drain"} them or C{"close"} them (see
+        L{migrator.takeover._unmovable}).
     """
 
     control: str
@@ -71,6 +76,7 @@ class MigrateConfig:
     pidfile: str | None = None
     description: str = ""
     adapterModules: tuple[str, ...] = ()
+    unmovable: str = "refuse"
 
 
 def _exitNow(code: int) -> None:
@@ -95,7 +101,13 @@ class MigrateService(service.MultiService):
         reactor: Any,
         exit: Callable[[int], None] = _exitNow,
         policy: PeerPolicy | None = None,
+        registerAdapters: Callable[[Any], object] | None = None,
     ) -> None:
+        """
+        @param registerAdapters: registers more adapters, after those of
+            C{config.adapterModules} (a C{.tac} file's own
+            C{registerAdapters}).
+        """
         service.MultiService.__init__(self)
         self.inner = inner
         self.config = config
@@ -104,6 +116,8 @@ class MigrateService(service.MultiService):
         self._policy = policy or PeerPolicy()
         self.registry = ListenerRegistry(reactor, holding=config.takeover)
         self.adapters = defaultRegistry(config.adapterModules)
+        if registerAdapters is not None:
+            registerAdapters(self.adapters)
         self.pidfile = Pidfile(config.pidfile)
         self.state = STARTING
         self.generation = 0
@@ -142,6 +156,7 @@ class MigrateService(service.MultiService):
             timeout=self.config.takeoverTimeout,
             policy=self._policy,
             adapters=self.adapters,
+            unmovable=self.config.unmovable,
         )
         d = self.successor.run()
         d.addCallbacks(self._tookOver, self._takeoverFailed)
@@ -229,6 +244,17 @@ class MigrateService(service.MultiService):
             total=result.get("total_ms"),
             paused=result.get("accept_paused_ms"),
         )
+        if result.get("split"):
+            _log.warn(
+                "the service's state is now split: {classes} connection(s) no "
+                "adapter can move stayed in pid {pid} (the old process) until they "
+                "close, and do not see this process's state (--unmovable {policy})",
+                classes=", ".join(
+                    f"{name}: {n}" for name, n in (result.get("split_classes") or {}).items()
+                ),
+                pid=(self.successor.predecessor or {}).get("pid"),
+                policy=result.get("unmovable"),
+            )
         if result.get("freeze_ms"):
             _log.info(
                 "connections were frozen for p50 {p50} ms, p99 {p99} ms, max "
@@ -365,7 +391,9 @@ class MigrateService(service.MultiService):
                 "python": self.successor.predecessor.get("python"),
                 "draining": processAlive(int(self.successor.predecessor.get("pid") or 0)),
             }
+        guard = incumbent.unmovable if incumbent else None
         return {
+            **splitStatus(guard, self.lastTakeover, predecessor),
             "migrator": __version__,
             "pid": os.getpid(),
             "python": sys.version.split()[0],

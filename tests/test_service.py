@@ -249,6 +249,9 @@ class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
                 "predecessor": None,
                 "took_over": None,
                 "adapters": svc.adapters.typeNames(),
+                "split": False,
+                "split_classes": {},
+                "split_with": None,
             },
         )
         # migrator's own adapters, for Twisted's classes.

@@ -244,14 +244,14 @@ class MigrateService(service.MultiService):
             total=result.get("total_ms"),
             paused=result.get("accept_paused_ms"),
         )
+        split = result.get("split_classes") or {}
         if result.get("split"):
             _log.warn(
-                "the service's state is now split: {classes} connection(s) no "
-                "adapter can move stayed in pid {pid} (the old process) until they "
-                "close, and do not see this process's state (--unmovable {policy})",
-                classes=", ".join(
-                    f"{name}: {n}" for name, n in (result.get("split_classes") or {}).items()
-                ),
+                "the service's state is now split: {count} connection(s) no adapter "
+                "can move stay in pid {pid} (the old process) until they close, and do "
+                "not see this process's state (--unmovable {policy}): {classes}",
+                count=sum(split.values()),
+                classes=", ".join(f"{name}: {n}" for name, n in split.items()),
                 pid=(self.successor.predecessor or {}).get("pid"),
                 policy=result.get("unmovable"),
             )

@@ -159,8 +159,8 @@ class ClassPlan:
     """
     The connections of one class, by kind.
 
-    @ivar reasons: why those that stay stay, as sorted C{(reason, count)}
-        pairs.
+    @ivar reasons: why those that stay stay, as sorted C{(kind, reason,
+        count)} triples.
     """
 
     typeName: str
@@ -168,11 +168,17 @@ class ClassPlan:
     harmless: int = 0
     declined: int = 0
     unknown: int = 0
-    reasons: tuple[tuple[str, int], ...] = ()
+    reasons: tuple[tuple[str, str, int], ...] = ()
 
     @property
     def total(self) -> int:
         return self.moves + self.harmless + self.declined + self.unknown
+
+    def reasonsFor(self, kind: str) -> list[str]:
+        """
+        @return: why the connections of C{kind} stay.
+        """
+        return [reason for k, reason, _ in self.reasons if k == kind]
 
     def asDict(self) -> dict[str, Any]:
         return {
@@ -180,7 +186,7 @@ class ClassPlan:
             HARMLESS: self.harmless,
             DECLINED: self.declined,
             UNKNOWN: self.unknown,
-            "reasons": dict(self.reasons),
+            "reasons": _nested(self.reasons),
         }
 
 
@@ -237,7 +243,12 @@ class Plan:
                 _classPlan(
                     name,
                     {kind: _int(counts.get(kind)) for kind in KINDS},
-                    {str(r): _int(n) for r, n in reasons.items()}
+                    {
+                        (str(kind), str(reason)): _int(n)
+                        for kind, why in reasons.items()
+                        if isinstance(why, dict)
+                        for reason, n in why.items()
+                    }
                     if isinstance(reasons, dict)
                     else {},
                 )
@@ -274,7 +285,7 @@ def planConnections(
     Classify every connection of C{transports} (see L{classify}).
     """
     counts: dict[str, dict[str, int]] = {}
-    reasons: dict[str, dict[str, int]] = {}
+    reasons: dict[str, dict[tuple[str, str], int]] = {}
     unknown: list[tuple[str, Any]] = []
     for transport in transports:
         verdict = classify(transport, adapters, successorVersions)
@@ -282,7 +293,8 @@ def planConnections(
         mine[verdict.kind] += 1
         if verdict.reason is not None:
             why = reasons.setdefault(verdict.typeName, {})
-            why[verdict.reason] = why.get(verdict.reason, 0) + 1
+            key = (verdict.kind, verdict.reason)
+            why[key] = why.get(key, 0) + 1
         if verdict.kind == UNKNOWN:
             unknown.append((verdict.typeName, transport))
     classes = tuple(
@@ -291,15 +303,24 @@ def planConnections(
     return Plan(classes, tuple(unknown))
 
 
-def _classPlan(name: str, counts: Mapping[str, int], reasons: Mapping[str, int]) -> ClassPlan:
+def _classPlan(
+    name: str, counts: Mapping[str, int], reasons: Mapping[tuple[str, str], int]
+) -> ClassPlan:
     return ClassPlan(
         name,
         moves=counts[MOVES],
         harmless=counts[HARMLESS],
         declined=counts[DECLINED],
         unknown=counts[UNKNOWN],
-        reasons=tuple(sorted(reasons.items())),
+        reasons=tuple(sorted((kind, why, n) for (kind, why), n in reasons.items())),
     )
+
+
+def _nested(reasons: Iterable[tuple[str, str, int]]) -> dict[str, dict[str, int]]:
+    result: dict[str, dict[str, int]] = {}
+    for kind, reason, count in reasons:
+        result.setdefault(kind, {})[reason] = count
+    return result
 
 
 def emptyCounts() -> dict[str, int]:
@@ -343,14 +364,15 @@ def refusalMessage(plan: Plan, pid: int, step: str = "begin") -> str:
     L{UNKNOWN} connections: each class with its count and reason, and the
     remedies.
     """
+    since = "" if step == "begin" else f" (opened since the takeover began; seen at step {step})"
     lines = [
-        f"{plan.count(UNKNOWN)} open connection(s) cannot move (no adapter can "
-        f"move them); left in the old process they would split the service's "
-        f"state in two (found at step {step}):"
+        f"{plan.count(UNKNOWN)} open connection(s) have no adapter that can move "
+        f"them{since}; left in the old process, they would split the service's "
+        f"state in two:"
     ]
     for c in plan.classes:
         if c.unknown:
-            why = "; ".join(reason for reason, _ in c.reasons)
+            why = "; ".join(c.reasonsFor(UNKNOWN))
             lines.append(f"  {c.typeName}: {c.unknown} connection(s) ({why})")
     lines += [
         f"Nothing was changed: pid {pid} keeps serving all its ports and connections.",

@@ -235,8 +235,10 @@ class Plan:
         """
         classes = []
         items = record.get("classes") if isinstance(record, dict) else None
-        for name, counts in sorted((items or {}).items()):
-            if not isinstance(name, str) or not isinstance(counts, dict):
+        if not isinstance(items, dict):
+            items = {}
+        for name, counts in sorted((k, v) for k, v in items.items() if isinstance(k, str)):
+            if not isinstance(counts, dict):
                 continue
             reasons = counts.get("reasons")
             classes.append(

@@ -15,7 +15,7 @@ import attrs
 from twisted.conch.ssh.transport import SSHServerTransport
 from twisted.protocols import ftp, portforward
 from twisted.protocols.policies import ProtocolWrapper
-from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOProtocol
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
 from zope.interface import implementer
@@ -255,17 +255,22 @@ class BuiltInDeclarationTests(SynchronousTestCase):
 
     def test_webInsideTLS(self) -> None:
         """
-        A web connection inside TLS (C{twistd web --https}) cannot move
-        but drains harmlessly.
+        A web connection inside TLS (C{twistd web --https}, or an C{ssl:}
+        port: a L{BufferingTLSTransport} or L{TLSMemoryBIOProtocol} around
+        the channel) cannot move but drains harmlessly.
         """
-        channel = http._GenericHTTPChannelProtocol(http.HTTPChannel())
-        tls = TLSMemoryBIOProtocol(None, channel)
-        verdict = classify(connection(tls), self.adapters)
-        self.assertEqual(verdict.kind, HARMLESS)
-        self.assertEqual(
-            verdict.typeName,
-            "twisted.protocols.tls.TLSMemoryBIOProtocol(twisted.web.http._GenericHTTPChannelProtocol)",
-        )
+        for wrapper in (TLSMemoryBIOProtocol, BufferingTLSTransport):
+            tls = object.__new__(wrapper)
+            tls.wrappedProtocol = http._GenericHTTPChannelProtocol(http.HTTPChannel())
+            verdict = classify(connection(tls), self.adapters)
+            self.assertEqual(
+                verdict,
+                Verdict(
+                    HARMLESS,
+                    f"{typeName(wrapper)}(twisted.web.http._GenericHTTPChannelProtocol)",
+                    f"inside a {typeName(wrapper)}, which has no adapter",
+                ),
+            )
 
     def test_webBusy(self) -> None:
         """

@@ -34,6 +34,7 @@ from migrator.state._plan import (
     ClassPlan,
     Plan,
     Verdict,
+    anyUnknown,
     classify,
     drainsHarmlessly,
     planConnections,
@@ -242,6 +243,32 @@ class ClassifyTests(SynchronousTestCase):
                 Verdict(UNKNOWN, f"{typeName(ProtocolWrapper)}({STRANGER})", "no adapter"),
             ],
         )
+
+
+class QuickLookTests(SynchronousTestCase):
+    """
+    L{anyUnknown}: whether any connection is L{UNKNOWN}, without asking
+    adapters whether their connections can move now.
+    """
+
+    def test_quick(self) -> None:
+        """
+        No adapter's C{movable} is asked; connections whose classes can
+        move, or which stay harmlessly, are not L{UNKNOWN}; one with no
+        adapter, or none in the successor, is.
+        """
+
+        @attrs.frozen
+        class Untouchable(RoomAdapter):
+            def movable(self, obj: Any) -> str | None:
+                raise AssertionError("asked")
+
+        adapters = registry(Untouchable(Room))
+        adapters.registerDraining(Stranger, "harmless")
+        rooms = [connection(Room()) for _ in range(3)]
+        self.assertFalse(anyUnknown(rooms + [connection(Stranger())], adapters, {ROOM: 1}))
+        self.assertTrue(anyUnknown(rooms, adapters, {}))
+        self.assertTrue(anyUnknown(rooms + [connection(object())], adapters, {ROOM: 1}))
 
 
 class BuiltInDeclarationTests(SynchronousTestCase):

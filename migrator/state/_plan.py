@@ -91,67 +91,129 @@ class Verdict:
     reason: str | None = None
 
 
+_ABSENT = object()
+
+
+@attrs.define
+class Classifier:
+    """
+    Decides what becomes of connections (L{classify}), remembering what
+    depends on classes only (the adapter, the successor's version, the name
+    to count under), so that only C{movable} and C{drainsHarmlessly} are
+    asked per connection.
+
+    @ivar adapters: this process's registry (C{adapterFor(cls)}).
+    @ivar successorVersions: the type names the successor reads, with the
+        version of each; C{None} if unknown (not checked).
+    """
+
+    adapters: Any
+    successorVersions: Mapping[str, Any] | None = None
+    _adapters: dict[type, Any] = attrs.field(factory=dict, init=False)
+    _facts: dict[tuple[type, ...], tuple[str, str | None]] = attrs.field(factory=dict, init=False)
+
+    def _adapterFor(self, cls: type) -> Any:
+        try:
+            return self._adapters[cls]
+        except KeyError:
+            adapter = self._adapters[cls] = self.adapters.adapterFor(cls)
+            return adapter
+
+    def _resolve(self, protocol: Any) -> tuple[Any, Any, tuple[type, ...]]:
+        """
+        Look through protocol wrappers without an adapter of their own.
+
+        @return: the innermost protocol reached, its adapter (or C{None}),
+            and the classes on the way, outermost first.
+        """
+        chain = [type(protocol)]
+        adapter = self._adapterFor(chain[0])
+        while (
+            adapter is None
+            and isinstance(protocol, ProtocolWrapper)
+            and len(chain) <= _MAX_WRAPPERS
+        ):
+            inner = getattr(protocol, "wrappedProtocol", None)
+            if inner is None:
+                break
+            protocol = inner
+            chain.append(type(protocol))
+            adapter = self._adapterFor(chain[-1])
+        return protocol, adapter, tuple(chain)
+
+    def _classFacts(self, chain: tuple[type, ...], adapter: Any) -> tuple[str, str | None]:
+        """
+        @return: the name to count a connection under, and why its classes
+            alone keep it from moving (C{None} if they do not).
+        """
+        try:
+            return self._facts[chain]
+        except KeyError:
+            pass
+        name = typeName(chain[-1])
+        for wrapper in reversed(chain[:-1]):
+            name = f"{typeName(wrapper)}({name})"
+        why: str | None = None
+        if adapter is None:
+            why = "no adapter"
+        elif len(chain) > 1:
+            # The wrapper has no adapter: nothing can move this connection.
+            why = f"inside a {typeName(chain[-2])}, which has no adapter"
+        elif self.successorVersions is not None:
+            theirs = self.successorVersions.get(adapter.typeName, _ABSENT)
+            if theirs is _ABSENT:
+                why = "no adapter in the successor"
+            elif theirs != adapter.version:
+                why = (
+                    f"the successor reads version {theirs} of {adapter.typeName}, "
+                    f"this process writes version {adapter.version}"
+                )
+        self._facts[chain] = (name, why)
+        return name, why
+
+    def classify(self, transport: Any, movable: bool = True) -> Verdict | None:
+        """
+        Decide what becomes of one connection.
+
+        @param movable: if false, only say whether it is L{UNKNOWN} (and
+            return C{None} otherwise), without asking its adapter whether
+            it can move now.
+        """
+        protocol = getattr(transport, "protocol", None)
+        if not getattr(transport, "connected", True) or getattr(transport, "disconnecting", False):
+            return Verdict(HARMLESS, typeName(type(protocol)), "closing") if movable else None
+        protocol, adapter, chain = self._resolve(protocol)
+        name, why = self._classFacts(chain, adapter)
+        if why is not None:
+            if adapter is not None and drainsHarmlessly(adapter, protocol):
+                return Verdict(HARMLESS, name, why) if movable else None
+            return Verdict(UNKNOWN, name, why)
+        if not movable:
+            return None
+        try:
+            why = adapter.movable(protocol)
+        except Exception as e:
+            why = f"its adapter failed: {e.__class__.__name__}: {e}"
+        if not why:
+            return Verdict(MOVES, name)
+        if drainsHarmlessly(adapter, protocol):
+            return Verdict(HARMLESS, name, why)
+        return Verdict(DECLINED, name, why)
+
+
 def classify(
     transport: Any, adapters: Any, successorVersions: Mapping[str, Any] | None = None
 ) -> Verdict:
     """
-    Decide what becomes of one connection.
+    Decide what becomes of one connection (see L{Classifier}).
 
     @param adapters: this process's registry (C{adapterFor(cls)}).
     @param successorVersions: the type names the successor reads, with the
         version of each; C{None} if unknown (not checked).
     """
-    protocol = getattr(transport, "protocol", None)
-    name = typeName(type(protocol))
-    if not getattr(transport, "connected", True) or getattr(transport, "disconnecting", False):
-        return Verdict(HARMLESS, name, "closing")
-    adapter = adapters.adapterFor(type(protocol))
-    wrappers: list[type] = []
-    while (
-        adapter is None and isinstance(protocol, ProtocolWrapper) and len(wrappers) < _MAX_WRAPPERS
-    ):
-        inner = getattr(protocol, "wrappedProtocol", None)
-        if inner is None:
-            break
-        wrappers.append(type(protocol))
-        protocol = inner
-        adapter = adapters.adapterFor(type(protocol))
-    if wrappers:
-        name = (
-            "".join(f"{typeName(w)}(" for w in wrappers)
-            + typeName(type(protocol))
-            + ")" * len(wrappers)
-        )
-    if adapter is None:
-        return Verdict(UNKNOWN, name, "no adapter")
-    missing = False
-    if wrappers:
-        # The wrapper has no adapter: nothing can move this connection.
-        why: str | None = f"inside a {typeName(wrappers[-1])}, which has no adapter"
-        missing = True
-    else:
-        try:
-            why = adapter.movable(protocol)
-        except Exception as e:
-            why = f"its adapter failed: {e.__class__.__name__}: {e}"
-    if not why and successorVersions is not None:
-        theirs = successorVersions.get(adapter.typeName, _ABSENT)
-        if theirs is _ABSENT:
-            why, missing = "no adapter in the successor", True
-        elif theirs != adapter.version:
-            why = (
-                f"the successor reads version {theirs} of {adapter.typeName}, "
-                f"this process writes version {adapter.version}"
-            )
-            missing = True
-    if not why:
-        return Verdict(MOVES, name)
-    if drainsHarmlessly(adapter, protocol):
-        return Verdict(HARMLESS, name, why)
-    return Verdict(UNKNOWN if missing else DECLINED, name, why)
-
-
-_ABSENT = object()
+    verdict = Classifier(adapters, successorVersions).classify(transport)
+    assert verdict is not None
+    return verdict
 
 
 @attrs.frozen
@@ -289,8 +351,10 @@ def planConnections(
     counts: dict[str, dict[str, int]] = {}
     reasons: dict[str, dict[tuple[str, str], int]] = {}
     unknown: list[tuple[str, Any]] = []
+    classifier = Classifier(adapters, successorVersions)
     for transport in transports:
-        verdict = classify(transport, adapters, successorVersions)
+        verdict = classifier.classify(transport)
+        assert verdict is not None
         mine = counts.setdefault(verdict.typeName, dict.fromkeys(KINDS, 0))
         mine[verdict.kind] += 1
         if verdict.reason is not None:
@@ -323,6 +387,17 @@ def _nested(reasons: Iterable[tuple[str, str, int]]) -> dict[str, dict[str, int]
     for kind, reason, count in reasons:
         result.setdefault(kind, {})[reason] = count
     return result
+
+
+def anyUnknown(
+    transports: Iterable[Any], adapters: Any, successorVersions: Mapping[str, Any] | None = None
+) -> bool:
+    """
+    Whether any of C{transports} is L{UNKNOWN}: a quick look (no adapter's
+    C{movable} is asked), for a step where time counts.
+    """
+    classifier = Classifier(adapters, successorVersions)
+    return any(classifier.classify(t, movable=False) is not None for t in transports)
 
 
 def emptyCounts() -> dict[str, int]:

@@ -40,6 +40,7 @@ from migrator.state._plan import (
     REFUSE,
     UNKNOWN,
     Plan,
+    anyUnknown,
     planConnections,
     refusalMessage,
     refusedCounts,
@@ -148,9 +149,16 @@ class UnmovableGuard:
 
         @return: the refusal, or C{None} if the takeover may go on.
         """
-        plan = self.planned if step == "begin" and self.planned is not None else self._plan()
-        self.planned = plan
-        if self.policy != REFUSE or not plan.count(UNKNOWN):
+        if self.policy != REFUSE:
+            return None
+        if step == "begin" and self.planned is not None:
+            plan = self.planned
+        elif anyUnknown(self._registry.openConnections(), self._adapters, self._versions):
+            # A quick look first: at switch, accepting is paused meanwhile.
+            plan = self.planned = self._plan()
+        else:
+            return None
+        if not plan.count(UNKNOWN):
             return None
         message = refusalMessage(plan, os.getpid(), step)
         if step == "begin":

@@ -244,6 +244,15 @@ class MigrateService(service.MultiService):
             total=result.get("total_ms"),
             paused=result.get("accept_paused_ms"),
         )
+        classes = result.get("classes") or {}
+        if classes:
+            _log.info(
+                "connections by class: {classes}",
+                classes="; ".join(
+                    f"{name}: " + ", ".join(f"{k} {n}" for k, n in counts.items())
+                    for name, counts in classes.items()
+                ),
+            )
         split = result.get("split_classes") or {}
         if result.get("split"):
             _log.warn(

@@ -40,6 +40,7 @@ from migrator.takeover._incumbent import ControlRoot, Incumbent
 from migrator.takeover._pidfile import Pidfile, sdNotify
 from migrator.takeover._ports import ListenerRegistry
 from migrator.takeover._successor import Successor, TakeoverFailed, processAlive
+from migrator.takeover._unmovable import splitStatus
 
 _log = Logger()
 
@@ -63,6 +64,10 @@ class MigrateConfig:
     @ivar description: what is being run, for status (the subcommand or tac).
     @ivar adapterModules: modules whose C{registerAdapters(registry)} add
         adapters for the application's classes.
+    @ivar unmovable: as a successor, what the incumbent is to do with
+        connections no adapter can move: C{"refuse"} the takeover,
+        C{"drain"} them or C{"close"} them (see
+        L{migrator.takeover._unmovable}).
     """
 
     control: str
@@ -72,6 +77,7 @@ class MigrateConfig:
     pidfile: str | None = None
     description: str = ""
     adapterModules: tuple[str, ...] = ()
+    unmovable: str = "refuse"
 
 
 def _exitNow(code: int) -> None:
@@ -103,7 +109,13 @@ class MigrateService(service.MultiService):
         exit: Callable[[int], None] = _exitNow,
         policy: PeerPolicy | None = None,
         wallClock: Callable[[], float] = time.time,
+        registerAdapters: Callable[[Any], object] | None = None,
     ) -> None:
+        """
+        @param registerAdapters: registers more adapters, after those of
+            C{config.adapterModules} (a C{.tac} file's own
+            C{registerAdapters}).
+        """
         service.MultiService.__init__(self)
         self.inner = inner
         self.config = config
@@ -112,6 +124,8 @@ class MigrateService(service.MultiService):
         self._policy = policy or PeerPolicy()
         self.registry = ListenerRegistry(cast(IReactorFDSet, reactor), holding=config.takeover)
         self.adapters = defaultRegistry(config.adapterModules)
+        if registerAdapters is not None:
+            registerAdapters(self.adapters)
         self.pidfile = Pidfile(config.pidfile)
         self.state = STARTING
         self.generation = 0
@@ -154,6 +168,7 @@ class MigrateService(service.MultiService):
             policy=self._policy,
             adapters=self.adapters,
             clock=self._reactor.seconds,
+            unmovable=self.config.unmovable,
         )
         d = self.successor.run()
         d.addCallbacks(self._tookOver, self._takeoverFailed)
@@ -242,6 +257,26 @@ class MigrateService(service.MultiService):
             total=result.get("total_ms"),
             paused=result.get("accept_paused_ms"),
         )
+        classes = result.get("classes") or {}
+        if classes:
+            _log.info(
+                "connections by class: {classes}",
+                classes="; ".join(
+                    f"{name}: " + ", ".join(f"{k} {n}" for k, n in counts.items())
+                    for name, counts in classes.items()
+                ),
+            )
+        split = result.get("split_classes") or {}
+        if result.get("split"):
+            _log.warn(
+                "the service's state is now split: {count} connection(s) no adapter "
+                "can move stay in pid {pid} (the old process) until they close, and do "
+                "not see this process's state (--unmovable {policy}): {classes}",
+                count=sum(split.values()),
+                classes=", ".join(f"{name}: {n}" for name, n in split.items()),
+                pid=(self.successor.predecessor or {}).get("pid"),
+                policy=result.get("unmovable"),
+            )
         if result.get("freeze_ms"):
             _log.info(
                 "connections were frozen for p50 {p50} ms, p99 {p99} ms, max "
@@ -378,7 +413,9 @@ class MigrateService(service.MultiService):
                 "python": self.successor.predecessor.get("python"),
                 "draining": processAlive(int(self.successor.predecessor.get("pid") or 0)),
             }
+        guard = incumbent.unmovable if incumbent else None
         return {
+            **splitStatus(guard, self.lastTakeover, predecessor),
             "migrator": __version__,
             "pid": os.getpid(),
             "python": sys.version.split()[0],

@@ -192,3 +192,25 @@ class IAdapter(Interface):
         @return: C{None} if C{obj} can move now, or why not (its connection
             then stays with the incumbent and drains).
         """
+
+
+class IDrainable(Interface):
+    """
+    Optional, for an L{IAdapter}: connections of its class that stay with
+    the old process (it declines them, or they cannot move for another
+    reason: a TLS layer around them, no adapter in the successor) may stay
+    there until they close without harm to the service, because they share
+    no state with the others that a split would break: an HTTP request
+    being answered, an SSH or FTP session.  They drain whatever the
+    operator's C{--unmovable} policy, which is about the connections that
+    would split the service's state.
+
+    An adapter may instead have a C{drainsHarmlessly} attribute that is
+    simply C{True} (L{migrator.InstanceAdapter} takes it as an argument).
+    """
+
+    def drainsHarmlessly(obj: Any) -> bool:
+        """
+        @param obj: the protocol of a connection that stays.
+        @return: whether it may drain in the old process without harm.
+        """

@@ -4,6 +4,9 @@ C{twistd migrate}: command line options and service construction.
 
     twistd -n --pidfile= migrate --control PATH [--takeover] SUBCOMMAND [ARGS]
     twistd -n --pidfile= migrate --control PATH [--takeover] --tac FILE
+
+A C{.tac} file that defines C{registerAdapters(registry)} is its own
+adapters module (L{migrator._tac}).
 """
 
 from __future__ import annotations
@@ -17,8 +20,16 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 
 from migrator._service import MigrateConfig, MigrateService
+from migrator._tac import loadTac
+from migrator.state._plan import POLICIES, REFUSE
 from migrator.takeover._control import ControlPathError, checkControlPath, probe
 from migrator.takeover._pidfile import Pidfile
+
+
+def _policy(value: str) -> str:
+    if value not in POLICIES:
+        raise ValueError(f"must be one of {', '.join(POLICIES)}")
+    return value
 
 
 def _positiveFloat(value: str) -> float:
@@ -64,6 +75,16 @@ class Options(usage.Options):
             30.0,
             "Longest time one takeover step may take before it is abandoned.",
             _positiveFloat,
+        ],
+        [
+            "unmovable",
+            None,
+            REFUSE,
+            "With --takeover: what to do with connections no adapter can move "
+            "(they would keep the old process's state): refuse the takeover, "
+            "drain them in the old process (the service's state is then split), "
+            "or close them after the move.  One of: " + ", ".join(POLICIES) + ".",
+            _policy,
         ],
     ]
 
@@ -176,9 +197,11 @@ def makeService(options: Options) -> MigrateService:
     """
     from twisted.internet import reactor
 
+    registerAdapters = None
     if options["tac"]:
-        application = service.loadApplication(options["tac"], "python")
-        inner = service.IService(application)
+        tac = loadTac(options["tac"])
+        inner = service.IService(tac.application)
+        registerAdapters = tac.registerAdapters
     else:
         plugin = options.loadedPlugins[options.subCommand]
         inner = plugin.makeService(options.subOptions)
@@ -190,5 +213,6 @@ def makeService(options: Options) -> MigrateService:
         pidfile=options["pidfile"],
         description=options.description(),
         adapterModules=tuple(options["adapters"]),
+        unmovable=options["unmovable"],
     )
-    return MigrateService(inner, config, reactor)
+    return MigrateService(inner, config, reactor, registerAdapters=registerAdapters)

@@ -20,6 +20,7 @@ from typing import Any
 from twisted.application import service
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -131,7 +132,10 @@ class ServiceTestMixin:
         self.controls: list[FakeControlSocket] = []
 
     def makeService(
-        self, takeover: bool = False, adapterModules: tuple[str, ...] = ()
+        self,
+        takeover: bool = False,
+        adapterModules: tuple[str, ...] = (),
+        unmovable: str = "refuse",
     ) -> MigrateService:
         config = MigrateConfig(
             control=CONTROL,
@@ -140,6 +144,7 @@ class ServiceTestMixin:
             takeoverTimeout=TAKEOVER_TIMEOUT,
             description="web --listen tcp:8080",
             adapterModules=adapterModules,
+            unmovable=unmovable,
         )
         svc = MigrateService(
             self.inner,
@@ -259,6 +264,9 @@ class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
                 "predecessor": None,
                 "took_over": None,
                 "adapters": svc.adapters.typeNames(),
+                "split": False,
+                "split_classes": {},
+                "split_with": None,
             },
         )
         # migrator's own adapters, for Twisted's classes.
@@ -492,8 +500,10 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
     L{MigrateService} started with C{takeover}.
     """
 
-    def start(self, adapterModules: tuple[str, ...] = ()) -> tuple[MigrateService, Any]:
-        svc = self.makeService(takeover=True, adapterModules=adapterModules)
+    def start(
+        self, adapterModules: tuple[str, ...] = (), unmovable: str = "refuse"
+    ) -> tuple[MigrateService, Any]:
+        svc = self.makeService(takeover=True, adapterModules=adapterModules, unmovable=unmovable)
         self.inner.onStart = lambda: [self.registry.declare(k) for k in KEYS]
         svc.privilegedStartService()
         self.assertEqual(self.inner.events, [])
@@ -618,6 +628,51 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         sender.sendMessage(captured.payload, [])
         sender.doWrite()
         sender.close()
+
+    def test_splitAnnounced(self) -> None:
+        """
+        The successor sends its C{--unmovable} policy with C{begin}; when
+        the commit says connections stayed behind and split the service,
+        it logs a warning, and its C{status} says C{split} (with the
+        classes and the predecessor) while the predecessor still runs.
+        """
+        svc, factory = self.start(unmovable="drain")
+        root = FakeRemoteRoot(autoAnswers={"abort": None})
+        factory.clientConnectionMade(root.broker)
+        self.assertEqual(root.pending("begin").args[0]["unmovable"], "drain")
+        self.sendPorts(root)
+        root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
+        self.readChannel()
+        root.answer("prepared", {})
+        self.sendConnections()
+        root.answer(
+            "capture",
+            {"connections": 0, "bytes": 0, "moved": {}, "staying": {}, "frozen_at": 0.0},
+        )
+        self.readChannel()
+        root.answer("restored", {})
+        root.answer("switch", {"paused": 2})
+        split = {
+            "unmovable": "drain",
+            "classes": {"tac:Chat": {"moved": 0, "drained": 2, "closed": 0, "refused": 0}},
+            "split": True,
+            "split_classes": {"tac:Chat": 2},
+        }
+        with capturedLogs() as events:
+            answer = {"generation": 5, "released": KEYS, "connections": 0, "accept_paused_ms": 1.0}
+            root.answer("commit", {**answer, **split})
+        [warning] = [e for e in events if e["log_level"].name == "warn"]
+        self.assertIn("the service's state is now split", warning["log_format"])
+        self.assertEqual((warning["count"], warning["pid"]), (2, 100))
+        self.alive[100] = True
+        status = svc.status()
+        self.assertEqual(
+            {k: status[k] for k in ("split", "split_classes", "split_with")},
+            {"split": True, "split_classes": {"tac:Chat": 2}, "split_with": 100},
+        )
+        self.assertEqual(status["took_over"]["classes"], split["classes"])
+        self.alive[100] = False
+        self.assertFalse(svc.status()["split"])
 
     def test_takeoverUsesAdapterModules(self) -> None:
         """

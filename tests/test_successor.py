@@ -465,7 +465,13 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         [begin] = self.root.calls
         self.assertEqual(begin.method, "begin")
         self.assertEqual(begin.args[0]["pid"], os.getpid())
-        self.assertEqual(set(begin.args[0]), {"pid", "python", "argv"})
+        self.assertEqual(
+            set(begin.args[0]), {"pid", "python", "argv", "unmovable", "types", "versions"}
+        )
+        # The default policy for connections no adapter can move, and what
+        # it can restore (the incumbent plans with them before sending ports).
+        self.assertEqual(begin.args[0]["unmovable"], "refuse")
+        self.assertEqual(begin.args[0]["versions"], {GREETER: 1})
 
         self.sendPorts()
         self.root.answer("begin", dict(BEGUN))

@@ -543,6 +543,8 @@ class DecliningAdapter:
         default=attrs.Factory(lambda self: _typeName(self.cls), takes_self=True)
     )
     version: int = 1
+    #: Whether staying is harmless (L{migrator.interfaces.IDrainable}).
+    drainsHarmlessly: bool = False
 
     def movable(self, obj: Any) -> str | None:
         return self.why
@@ -578,4 +580,7 @@ def registerAdapters(registry: AdapterRegistry) -> None:
         from twisted.conch.ssh.transport import SSHServerTransport
     except ImportError:  # pragma: no cover (cryptography is missing)
         return
-    registry.register(DecliningAdapter(cls=SSHServerTransport, why=SSH_STAYS))
+    # An SSH session is a session of its own: staying is harmless.
+    registry.register(
+        DecliningAdapter(cls=SSHServerTransport, why=SSH_STAYS, drainsHarmlessly=True)
+    )

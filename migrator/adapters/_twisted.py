@@ -6,12 +6,15 @@ process's registry (see L{migrator.adapters.defaultRegistry}).
   - C{twisted.protocols.portforward}: a C{ProxyServer}/C{ProxyClient} pair
     moves together, both sockets (one accepted, one outgoing), with their
     unsent bytes and producer registrations (which carry their pause
-    state).  A pair still connecting upstream stays and drains.
+    state).  A pair still connecting upstream stays and drains
+    (harmlessly: a proxied connection shares no state with the others).
   - C{twisted.web}: idle keep-alive channels (L{migrator.adapters._web}).
   - C{twisted.conch}'s telnet manhole: a whole session, past its login
     (L{migrator.adapters._manhole}); SSH sessions stay and drain.
   - C{twisted.words}: the IRC server's sessions, with the in-memory
     realm's users and groups (L{migrator.adapters._words}).
+  - C{twisted.protocols.ftp}: an FTP session never moves; it stays and
+    drains harmlessly (sessions are independent of each other).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import io
 from typing import Any
 
 import attrs
-from twisted.protocols import portforward
+from twisted.protocols import ftp, portforward
 from zope.interface import implementer
 
 from migrator.adapters import _web
@@ -31,8 +34,11 @@ from migrator.state._registry import AdapterRegistry, InstanceAdapter, factoryAd
 @attrs.frozen
 class _ProxyAdapter(InstanceAdapter):
     """
-    A proxy half moves only once both halves are connected.
+    A proxy half moves only once both halves are connected; until then it
+    stays, harmlessly.
     """
+
+    drainsHarmlessly: bool = True
 
     def movable(self, obj: Any) -> str | None:
         if obj.peer is None or not getattr(obj.peer, "connected", False):
@@ -67,6 +73,12 @@ class BytesIOAdapter:
         return None
 
 
+FTP_STAYS = (
+    "an FTP session does not move (its data connections and transfers are not "
+    "carried): it stays with the old process until the client disconnects"
+)
+
+
 def registerAdapters(registry: AdapterRegistry) -> None:
     """
     Register migrator's adapters for Twisted's classes in C{registry}.
@@ -77,6 +89,7 @@ def registerAdapters(registry: AdapterRegistry) -> None:
     registry.register(factoryAdapter(portforward.ProxyFactory, keep=("host", "port")))
     registry.register(InstanceAdapter(portforward.ProxyClientFactory))
     _web.registerAdapters(registry)
+    registry.registerDraining(ftp.FTP, FTP_STAYS)
     # Imported here: twisted.conch costs an import of cryptography, which
     # only processes that build a registry need.
     from migrator.adapters import _manhole

@@ -115,6 +115,10 @@ class HTTPChannelAdapter:
         default=attrs.Factory(lambda self: _typeName(self.cls), takes_self=True)
     )
     version: int = 1
+    #: A channel that stays (busy, or inside TLS) finishes its requests in
+    #: the old process: HTTP keeps no per-connection state that a split
+    #: would break (sessions live in the Site, which moves).
+    drainsHarmlessly: bool = True
 
     def movable(self, channel: Any) -> str | None:
         why = _notIdle(channel)
@@ -168,6 +172,9 @@ class GenericHTTPChannelProtocolAdapter:
         default=attrs.Factory(lambda self: _typeName(self.cls), takes_self=True)
     )
     version: int = 1
+    #: As for L{HTTPChannelAdapter}: also a TLS web connection, or one
+    #: speaking HTTP/2, which cannot move.
+    drainsHarmlessly: bool = True
 
     def movable(self, proxy: Any) -> str | None:
         parts = proxyState(proxy)

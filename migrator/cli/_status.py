@@ -106,7 +106,8 @@ def formatStatus(status: dict[str, Any]) -> str:
                 f"{last.get('accept_paused_ms')} ms"
             )
         else:
-            lines.append(f"last        abandoned at step {last.get('step')}: {last.get('reason')}")
+            outcome = last.get("outcome") or "abandoned"
+            lines.append(f"last        {outcome} at step {last.get('step')}: {last.get('reason')}")
     took = status.get("took_over")
     if took:
         moved = took.get("connections", 0)
@@ -131,7 +132,32 @@ def formatStatus(status: dict[str, Any]) -> str:
             f"predecessor pid {predecessor.get('pid')} "
             f"(Python {predecessor.get('python')}), {state}"
         )
+    lines.extend(_formatNeverTwo(status))
     return "\n".join(lines)
+
+
+def _formatNeverTwo(status: dict[str, Any]) -> list[str]:
+    """
+    Whether the service's state is split between two processes, and what
+    the last takeover did with each class of connections.
+    """
+    lines = []
+    if status.get("split"):
+        split = ", ".join(f"{n} {c}" for n, c in (status.get("split_classes") or {}).items())
+        lines.append(
+            f"split       YES: connections no adapter can move live on in pid "
+            f"{status.get('split_with')} with its own copy of the state: {split}"
+        )
+    labels = (("last_takeover", "last takeover"), ("took_over", "takeover by this process"))
+    for key, label in labels:
+        record = status.get(key) or {}
+        classes = record.get("classes") or {}
+        if classes:
+            lines.append(f"connections of the {label}, by class:")
+        for name, counts in sorted(classes.items()):
+            outcomes = ("moved", "drained", "closed", "refused")
+            lines.append(f"  {name:<48} " + ", ".join(f"{k} {counts.get(k, 0)}" for k in outcomes))
+    return lines
 
 
 def runStatus(options: StatusOptions, out: TextIO, err: TextIO) -> int:

@@ -357,11 +357,11 @@ def captureConnections(
     except Unadaptable as e:
         for t in hooks.transports:
             cls = type(t.protocol)
-            stay(f"{cls.__module__}.{cls.__qualname__}: its factory's state cannot move ({e})")
+            stay(f"{typeName(cls)}: its factory's state cannot move ({e})")
         return Captured(dumpsPlain(None), [], [], {}, staying, reactor=reactor)
     for t in hooks.transports:
         cls = type(t.protocol)
-        name = f"{cls.__module__}.{cls.__qualname__}"
+        name = typeName(cls)
         moved[name] = moved.get(name, 0) + 1
 
     payload = dumpsPlain({"roots": roots, "factories": factoryNodes, "count": len(hooks.transports)})

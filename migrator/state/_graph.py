@@ -43,6 +43,7 @@ Node forms (first element is the tag)::
 
 from __future__ import annotations
 
+import builtins
 import io
 import pickle
 import sys
@@ -66,7 +67,7 @@ class Unadaptable(Exception):
     def __init__(self, obj: Any, path: str, why: str = "") -> None:
         self.obj = obj
         self.path = path
-        self.why = why or f"no adapter for {type(obj).__module__}.{type(obj).__qualname__}"
+        self.why = why or f"no adapter for {typeName(type(obj))}"
         Exception.__init__(self, f"{path}: {self.why}")
 
     def within(self, segment: str) -> None:
@@ -85,8 +86,28 @@ class GraphError(Exception):
     """
 
 
+#: CPython's C{Py_TPFLAGS_HEAPTYPE}: a class made by a C{class} statement.
+_HEAPTYPE = 1 << 9
+
+
 def typeName(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
+    """
+    The default type name of C{cls}: C{module.qualname}.
+
+    A class defined in a C{.tac} file says its module is C{builtins} (twistd
+    runs the file's code in a namespace without C{__name__}, so the class
+    statement finds the builtins module's): such a class is named
+    C{tac:qualname}, the same in every generation that runs that C{.tac},
+    whatever the file is called.
+    """
+    module = cls.__module__
+    if (
+        module == "builtins"
+        and getattr(cls, "__flags__", 0) & _HEAPTYPE
+        and getattr(builtins, cls.__qualname__, None) is not cls
+    ):
+        return f"tac:{cls.__qualname__}"
+    return f"{module}.{cls.__qualname__}"
 
 
 @contextmanager

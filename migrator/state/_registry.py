@@ -43,6 +43,7 @@ from zope.interface import implementer
 
 from migrator.interfaces import IAdapter
 from migrator.state._graph import typeName as _typeName
+from migrator.state._plan import DrainingAdapter
 
 
 @functools.lru_cache(maxsize=1024)
@@ -83,6 +84,9 @@ class InstanceAdapter:
     version: int = 1
     exclude: frozenset[str] = frozenset()
     keep: frozenset[str] = frozenset()
+    #: Whether a connection of this class that stays with the old process
+    #: (see L{migrator.interfaces.IDrainable}) does so harmlessly.
+    drainsHarmlessly: bool = False
 
     def capture(self, obj: Any) -> dict[str, Any]:
         exclude = self.exclude
@@ -158,6 +162,16 @@ class AdapterRegistry:
         Register L{factoryAdapter} for C{cls}.
         """
         adapter = factoryAdapter(cls, **kwargs)
+        self.register(adapter)
+        return adapter
+
+    def registerDraining(self, cls: type, why: str, **kwargs: Any) -> DrainingAdapter:
+        """
+        Register a L{DrainingAdapter} for C{cls}: its connections never
+        move, and stay with the old process until they close, harmlessly
+        (C{why} says why they stay, in the takeover log).
+        """
+        adapter = DrainingAdapter(cls, why, **kwargs)
         self.register(adapter)
         return adapter
 

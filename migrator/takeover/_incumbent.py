@@ -38,6 +38,7 @@ from migrator.state._capture import Captured, Settling, captureConnections
 from migrator.state._registry import AdapterRegistry
 from migrator.takeover._channel import FrameChannel, channelPair
 from migrator.takeover._ports import ListenerRegistry, UnsupportedPort
+from migrator.takeover._unmovable import UnmovableGuard
 
 _log = Logger()
 
@@ -109,6 +110,10 @@ class Incumbent:
     successorSession: ControlSession | None = None
     successorAttached: bool = False
     lastAttempt: dict[str, Any] | None = None
+    #: Never two: what each takeover will move and leave behind, and the
+    #: successor's policy for connections no adapter can move.
+    unmovable: UnmovableGuard = attrs.field(default=attrs.Factory(
+        lambda self: UnmovableGuard(self.registry, self.adapters, self.clock), takes_self=True))
 
     # -- status -------------------------------------------------------------
 
@@ -153,6 +158,9 @@ class Incumbent:
             }
             _log.warn("takeover by pid {pid} refused: {reason}", pid=pid, reason=str(e))
             raise TakeoverRefused(str(e)) from e
+        # Never two: what will move and what will stay, before any port is sent.
+        plan = self.unmovable.start(info)
+        self._refuseUnmovable("begin")
         pid = info.get("pid")
         attempt = _Attempt(
             session=session,
@@ -191,6 +199,7 @@ class Incumbent:
             "generation": me["generation"],
             "python": me["python"],
             "ports": len(fds),
+            "plan": plan,
         }
 
     def prepared(self, session: ControlSession, report: dict[str, Any]) -> dict[str, Any]:
@@ -268,6 +277,7 @@ class Incumbent:
             )
         if self.current is not attempt or attempt.state != PREPARED:
             raise TakeoverRefused("capture: the takeover was abandoned while waiting")
+        self._refuseUnmovable("capture", session)
         types = request.get("types") or ()
         versions = request.get("versions")
         if isinstance(versions, dict):
@@ -344,6 +354,8 @@ class Incumbent:
         paused = self.registry.pauseAccepting()
         attempt.pausedAt = self.clock()
         attempt.state = SWITCHED
+        # Nothing is accepted from here on: the last look at what stays.
+        self._refuseUnmovable("switch", session)
         self._armTimeout(attempt, "commit")
         _log.info("stopped accepting on {count} port(s); successor accepts now", count=paused)
         return {"paused": paused}
@@ -379,6 +391,8 @@ class Incumbent:
             "accept_paused_ms": round(pausedMs, 3),
             "total_ms": round(totalMs, 3),
         }
+        unmovable = self.unmovable.committed(attempt.captured.moved if attempt.captured else {})
+        self.lastAttempt.update(unmovable)
         self.current = None
         self._closeAttempt(attempt)
         _log.info(
@@ -401,6 +415,7 @@ class Incumbent:
             "released": released,
             "connections": moved,
             "accept_paused_ms": round(pausedMs, 3),
+            **unmovable,
         }
 
     def abort(self, reason: str, session: ControlSession | None = None) -> bool:
@@ -443,6 +458,19 @@ class Incumbent:
         return True
 
     # -- helpers ---------------------------------------------------------------
+
+    def _refuseUnmovable(self, step: str, session: ControlSession | None = None) -> None:
+        """
+        Never two: refuse (abandon C{session}'s) takeover if connections no
+        adapter can move would stay and the successor's policy is refuse.
+        """
+        refusal = self.unmovable.check(step)
+        if refusal is None:
+            return
+        if session is not None:
+            self.abort(refusal.message, session)
+        self.lastAttempt = refusal.record
+        raise TakeoverRefused(refusal.message)
 
     def _claimed(self, attempt: _Attempt) -> frozenset[str]:
         """

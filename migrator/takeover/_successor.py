@@ -33,6 +33,7 @@ from migrator.state._restore import Restored, restoreConnections
 from migrator.takeover._channel import FrameChannel
 from migrator.takeover._control import ControlClientFactory, ControlSocket, PeerPolicy
 from migrator.takeover._ports import ListenerRegistry
+from migrator.takeover._unmovable import beginInfo, describePlan
 
 _log = Logger()
 
@@ -140,6 +141,9 @@ class Successor:
     clock: Callable[[], float] = time.time
     predecessor: dict[str, Any] = attrs.field(factory=dict)
     adapters: AdapterRegistry = attrs.field(factory=AdapterRegistry)
+    #: Never two: what the incumbent is to do with connections no adapter
+    #: can move (C{--unmovable}: refuse, drain or close).
+    unmovable: str = "refuse"
     broker: Any = None
     control: ControlSocket | None = None
     inbox: _Inbox | None = None
@@ -278,8 +282,12 @@ class Successor:
                 "python": sys.version.split()[0],
                 "argv": sys.argv[:50],
             }
+            info.update(beginInfo(self.adapters, self.unmovable))
             begun = await self._call(root, "begin", info)
             self.predecessor = dict(begun)
+            plan = describePlan(begun.get("plan"))
+            if plan is not None:
+                _log.info("the incumbent's plan: {plan}", plan=plan)
             fds = self.broker.receivedFds
             if len(fds) != 1:
                 raise TakeoverFailed(

@@ -1,0 +1,118 @@
+# -*- test-case-name: tests.test_tac -*-
+"""
+Tests for L{migrator._tac} (a C{.tac} file is loaded as twistd loads it,
+and may be its own adapters module) and for how L{migrator.tap} wires it,
+with the C{--unmovable} option, into the service.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.application import service
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from migrator import tap
+from migrator._service import MigrateConfig, MigrateService
+from migrator._tac import TacError, loadTac
+
+CHAT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "integration", "apps", "chat.tac")
+
+REGISTER = """
+
+def registerAdapters(registry):
+    registry.registerInstance(Chat)
+    registry.registerFactory(ChatFactory)
+"""
+
+
+class LoadTacTests(SynchronousTestCase):
+    """
+    L{loadTac}.
+    """
+
+    def write(self, text: str) -> str:
+        path = self.mktemp() + ".tac"
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def chat(self, extra: str = "") -> str:
+        with open(CHAT) as f:
+            return self.write(f.read() + extra)
+
+    def test_application(self) -> None:
+        """
+        A C{.tac} file runs as twistd runs it (its classes say their module
+        is C{builtins}); its C{application} is taken, and it has no
+        C{registerAdapters} unless it defines one.
+        """
+        tac = loadTac(self.chat())
+        self.assertIsInstance(service.IService(tac.application), service.MultiService)
+        self.assertIsNone(tac.registerAdapters)
+
+    def test_registerAdapters(self) -> None:
+        """
+        A C{.tac} that defines C{registerAdapters} is its own adapters
+        module: its classes are registered under C{tac:qualname}, the same
+        names every time the file is loaded.
+        """
+        path = self.chat(REGISTER)
+        names = []
+        classes = []
+        for _ in range(2):
+            tac = loadTac(path)
+            assert tac.registerAdapters is not None
+            svc = MigrateService(
+                service.IService(tac.application),
+                MigrateConfig(control="/nonexistent/ctl"),
+                MemoryReactorClock(),
+                registerAdapters=tac.registerAdapters,
+            )
+            names.append([n for n in svc.adapters.typeNames() if n.startswith("tac:")])
+            classes.append(svc.adapters.adapterNamed("tac:Chat").cls)
+        self.assertEqual(names, [["tac:Chat", "tac:ChatFactory"]] * 2)
+        # Each load (each generation) restores by that name into its own
+        # class.
+        self.assertIsNot(classes[0], classes[1])
+        self.assertEqual([c.__qualname__ for c in classes], ["Chat", "Chat"])
+
+    def test_errors(self) -> None:
+        """
+        A C{.tac} without C{application}, or whose C{registerAdapters} is
+        not callable, is refused with a message naming the file.
+        """
+        path = self.write("x = 1\n")
+        self.assertIn(path, str(self.assertRaises(TacError, loadTac, path)))
+        path = self.chat("\nregisterAdapters = 3\n")
+        self.assertIn("registerAdapters", str(self.assertRaises(TacError, loadTac, path)))
+
+
+class UnmovableOptionTests(SynchronousTestCase):
+    """
+    C{--unmovable}.
+    """
+
+    def parse(self, *args: str) -> tap.Options:
+        work = self.mktemp()
+        os.mkdir(work, 0o700)
+        options = tap.Options()
+        options.parseOptions(["--control", os.path.join(work, "ctl"), *args, "--tac", CHAT])
+        return options
+
+    def test_default(self) -> None:
+        """
+        The default is C{refuse}; C{drain} and C{close} are accepted.
+        """
+        self.assertEqual(self.parse()["unmovable"], "refuse")
+        self.assertEqual(self.parse("--unmovable", "drain")["unmovable"], "drain")
+        self.assertEqual(self.parse("--unmovable", "close")["unmovable"], "close")
+
+    def test_other(self) -> None:
+        """
+        Anything else is a usage error naming the choices.
+        """
+        e = self.assertRaises(usage.UsageError, self.parse, "--unmovable", "keep")
+        self.assertIn("refuse, drain, close", str(e))

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.test_service,tests.test_tac -*-
 """
 C{twistd migrate}: command line options and service construction.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_twistedadapters -*-
+# -*- test-case-name: tests.test_families,tests.test_adapters -*-
 """
 migrator's adapters for Twisted's own classes, registered in every
 process's registry (see L{migrator.adapters.defaultRegistry}).

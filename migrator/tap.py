@@ -9,6 +9,8 @@ C{twistd migrate}: command line options and service construction.
 from __future__ import annotations
 
 import os
+import platform
+import sys
 from operator import attrgetter
 from typing import Any
 
@@ -67,9 +69,17 @@ class Options(usage.Options):
         ],
     ]
 
+    #: Whether L{postOptions} has begun (a usage error before it, once a
+    #: subcommand was named, is the subcommand's).
+    _checking = False
+
     def __init__(self) -> None:
         usage.Options.__init__(self)
         self["adapters"] = []
+        # A method's docstring is its option's help: make it one paragraph.
+        for name, doc in list(self.docs.items()):
+            if doc:
+                self.docs[name] = " ".join(doc.split())
 
     def opt_adapters(self, module: str) -> None:
         """
@@ -77,6 +87,45 @@ class Options(usage.Options):
         defines (repeatable; comma-separated names are accepted too).
         """
         self["adapters"].extend(m.strip() for m in module.split(",") if m.strip())
+
+    def opt_version(self) -> None:
+        """
+        Display migrator's, Twisted's and Python's versions and exit.
+        """
+        from twisted.copyright import version
+
+        from migrator._version import __version__
+
+        print(f"migrator {__version__}\nTwisted {version}\nPython {platform.python_version()}")
+        sys.exit(0)
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Parse C{options}; see L{usage.Options.parseOptions}.
+
+        As C{twistd}'s subcommand, say a usage error briefly and exit:
+        C{twistd} would print its whole usage text (several screens with
+        every plugin listed) before the one line that matters.
+
+        @raise usage.UsageError: for a usage error, used on its own.
+        @raise SystemExit: for a usage error, as C{twistd}'s subcommand.
+        """
+        try:
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError as e:
+            if self.parent is None:
+                raise
+            raise SystemExit(self.briefError(e)) from None
+
+    def briefError(self, error: usage.UsageError) -> str:
+        """
+        @return: C{error} in two lines: the error, and the command whose
+            C{--help} shows the options it is about.
+        """
+        command = "twistd migrate"
+        if self.subCommand and not self._checking:
+            command += f" {self.subCommand}"
+        return f"{command}: {error}\nRun '{command} --help' for usage."
 
     compData = usage.Completions(
         optActions={"control": usage.CompleteFiles(), "tac": usage.CompleteFiles("*.tac")}
@@ -98,6 +147,7 @@ class Options(usage.Options):
             )
 
     def postOptions(self) -> None:
+        self._checking = True
         if not self["control"]:
             raise usage.UsageError("--control PATH is required")
         if self["tac"] and self.subCommand:

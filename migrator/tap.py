@@ -8,6 +8,7 @@ C{twistd migrate}: command line options and service construction.
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import sys
@@ -21,6 +22,52 @@ from twisted.python import usage
 from migrator._service import MigrateConfig, MigrateService
 from migrator.takeover._control import ControlPathError, checkControlPath, probe
 from migrator.takeover._pidfile import Pidfile
+
+
+def _isMissing(error: ModuleNotFoundError, name: str) -> bool:
+    """
+    Is C{error} about module C{name} (or a package above it) itself, not
+    about something that module imports?
+    """
+    missing = error.name or ""
+    return name == missing or name.startswith(missing + ".")
+
+
+def importAdapterModule(name: str, directory: str | None = None) -> None:
+    """
+    Import the adapter module C{name} for C{--adapters}: from the Python
+    path, else from C{directory}, the way C{--tac} finds its file there.
+    C{twistd} does not put the current directory on the Python path; if
+    the module is found there, that directory is added to the end of the
+    path (so it shadows nothing), for the module's own imports too.
+
+    @param name: the module's dotted name.
+    @param directory: where else to look (default: the current directory).
+    @raise ImportError: if the module is found in neither place, with a
+        message naming both; or whatever importing the module raises.
+    """
+    try:
+        importlib.import_module(name)
+        return
+    except ModuleNotFoundError as e:
+        if not _isMissing(e, name):
+            raise
+    directory = os.path.abspath(directory if directory is not None else os.getcwd())
+    added = directory not in sys.path
+    if added:
+        sys.path.append(directory)
+        importlib.invalidate_caches()
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if not _isMissing(e, name):
+            raise
+        if added:
+            sys.path.remove(directory)
+        raise ImportError(
+            f"no module named {name} on the Python path or in the current "
+            f"directory ({directory})"
+        ) from None
 
 
 def _positiveFloat(value: str) -> float:
@@ -83,7 +130,8 @@ class Options(usage.Options):
 
     def opt_adapters(self, module: str) -> None:
         """
-        Import MODULE and register the adapters its registerAdapters(registry)
+        Import MODULE (from the Python path, else from the current
+        directory) and register the adapters its registerAdapters(registry)
         defines (repeatable; comma-separated names are accepted too).
         """
         self["adapters"].extend(m.strip() for m in module.split(",") if m.strip())
@@ -179,6 +227,8 @@ class Options(usage.Options):
         from migrator.adapters import defaultRegistry
 
         try:
+            for name in self["adapters"]:
+                importAdapterModule(name)
             defaultRegistry(self["adapters"])
         except (ImportError, ValueError) as e:
             raise usage.UsageError(f"--adapters: {e}") from e

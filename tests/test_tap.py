@@ -9,8 +9,10 @@ from __future__ import annotations
 import io
 import os
 import platform
+import shutil
 import sys
 import tempfile
+import uuid
 
 from twisted.copyright import version as twistedVersion
 from twisted.python import usage
@@ -18,7 +20,7 @@ from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
 from migrator import __version__
-from migrator.tap import Options
+from migrator.tap import Options, importAdapterModule
 
 
 def privateDirectory(case: SynchronousTestCase) -> str:
@@ -148,4 +150,130 @@ class UsageErrorTests(SynchronousTestCase):
             raised.exception.code,
             "twistd migrate portforward: option --no-such-option not recognized\n"
             "Run 'twistd migrate portforward --help' for usage.",
+        )
+
+
+#: An adapter module: registers the default rule for its own class.
+ADAPTERS = """\
+from migrator import InstanceAdapter
+
+
+class Thing:
+    pass
+
+
+def registerAdapters(registry):
+    registry.register(InstanceAdapter(Thing, typeName="cwd.Thing"))
+"""
+
+
+class AdapterModuleTests(SynchronousTestCase):
+    """
+    C{--adapters MODULE} finds C{MODULE} on the Python path, else in the
+    current directory (as C{--tac} finds its file), which C{twistd} does
+    not put on the path.
+    """
+
+    def setUp(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="migrator-adapters-")
+        self.addCleanup(shutil.rmtree, self.directory)
+        os.chmod(self.directory, 0o700)
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(self.directory)
+        self.addCleanup(sys.path.__setitem__, slice(None), list(sys.path))
+        # twistd's own path: without the current directory.
+        sys.path[:] = [p for p in sys.path if p not in ("", ".", os.getcwd())]
+        self.name = f"cwdadapters_{uuid.uuid4().hex}"
+        self.addCleanup(self.forget, self.name)
+
+    def forget(self, name: str) -> None:
+        """
+        Drop the modules named C{name} (and below) that a test imported.
+        """
+        for loaded in list(sys.modules):
+            if loaded == name or loaded.startswith(name + "."):
+                del sys.modules[loaded]
+
+    def write(self, path: str, text: str) -> None:
+        """
+        Write C{text} to C{path}, relative to the current directory.
+        """
+        os.makedirs(os.path.dirname(os.path.join(self.directory, path)), exist_ok=True)
+        with open(os.path.join(self.directory, path), "w") as f:
+            f.write(text)
+
+    def test_currentDirectory(self) -> None:
+        """
+        A module in the current directory is imported from there; the
+        directory joins the end of the path, where it shadows nothing.
+        """
+        self.write(f"{self.name}.py", ADAPTERS)
+        importAdapterModule(self.name)
+        self.assertEqual(
+            os.path.dirname(sys.modules[self.name].__file__ or ""),
+            os.path.realpath(self.directory),
+        )
+        self.assertEqual(sys.path[-1], os.getcwd())
+
+    def test_package(self) -> None:
+        """
+        A dotted name finds a package in the current directory.
+        """
+        self.write(f"{self.name}/__init__.py", "")
+        self.write(f"{self.name}/adapters.py", ADAPTERS)
+        importAdapterModule(f"{self.name}.adapters")
+        self.assertIn(f"{self.name}.adapters", sys.modules)
+
+    def test_pathFirst(self) -> None:
+        """
+        A module found on the path is imported from there, and the path
+        is left as it was.
+        """
+        path = list(sys.path)
+        importAdapterModule("tests.integration.apps.numbered")
+        self.assertEqual(sys.path, path)
+
+    def test_notFound(self) -> None:
+        """
+        A module found in neither place: an error naming both, and the
+        path left as it was.
+        """
+        path = list(sys.path)
+        with self.assertRaises(ImportError) as raised:
+            importAdapterModule(self.name)
+        self.assertEqual(
+            str(raised.exception),
+            f"no module named {self.name} on the Python path or in the current "
+            f"directory ({os.getcwd()})",
+        )
+        self.assertEqual(sys.path, path)
+
+    def test_itsOwnImportFails(self) -> None:
+        """
+        A module that is found but fails to import something of its own is
+        reported with that module's error, not as missing.
+        """
+        self.write(f"{self.name}.py", "import no_such_module_for_migrator_tests\n")
+        with self.assertRaises(ModuleNotFoundError) as raised:
+            importAdapterModule(self.name)
+        self.assertEqual(raised.exception.name, "no_such_module_for_migrator_tests")
+
+    def test_options(self) -> None:
+        """
+        C{twistd migrate --adapters MODULE} accepts a module of the
+        current directory, and refuses one that is nowhere with a usage
+        error saying where it looked.
+        """
+        self.write(f"{self.name}.py", ADAPTERS)
+        tac = tacFile(self, self.directory)
+        control = os.path.join(self.directory, "ctl")
+        options = Options()
+        options.parseOptions(["--control", control, "--adapters", self.name, "--tac", tac])
+        self.assertEqual(options["adapters"], [self.name])
+        with self.assertRaises(usage.UsageError) as raised:
+            Options().parseOptions(["--control", control, "--adapters", "nowhere_x", "--tac", tac])
+        self.assertEqual(
+            str(raised.exception),
+            f"--adapters: no module named nowhere_x on the Python path or in the "
+            f"current directory ({os.getcwd()})",
         )

@@ -23,17 +23,18 @@ deliberately little, because an idle channel has little state:
 The L{Site} itself is never re-created: the successor's new code builds it,
 with its own resource tree and configuration.  Only its runtime state
 travels (L{SiteAdapter.carry}: the sessions and the session counter), and
-only onto the successor's Site (C{anchorOnly}).  Sessions move with their
+only onto the successor's Site (L{IAnchorOnly}).  Sessions move with their
 expiry call and components (which need adapters of their own, as anything
 in the graph does).
 
 A channel that is not idle (a request being received, handled or
 answered, pipelined requests queued, a response producer registered)
 declines with a reason and stays with the incumbent, which drains it.
-Such a channel is I{busy} (L{GenericHTTPChannelProtocolAdapter.busy}):
-the incumbent waits a bounded time for busy connections to finish before
-it captures (see L{migrator.state._capture.Settling}).  A channel that can
-never move (upgraded to WebSocket, HTTP/2, closing) is not busy.
+Such a channel is I{busy} (L{IBusyAware}; see
+L{GenericHTTPChannelProtocolAdapter.busy}): the incumbent waits a bounded
+time for busy connections to finish before it captures (see
+L{migrator.state._capture.Settling}).  A channel that can never move
+(upgraded to WebSocket, HTTP/2, closing) is not busy.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.web import http, server
 from zope.interface import implementer
 
-from migrator.interfaces import IAdapter
+from migrator.interfaces import IAdapter, IAnchorOnly, IBusyAware
 from migrator.state._graph import GraphError
 from migrator.state._graph import typeName as _typeName
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
@@ -98,7 +99,7 @@ def _config(factory: Any, site: Any) -> dict[str, Any]:
     return config
 
 
-@implementer(IAdapter)
+@implementer(IAdapter, IBusyAware)
 @attrs.frozen
 class HTTPChannelAdapter:
     """
@@ -156,7 +157,7 @@ class HTTPChannelAdapter:
         setattr(channel, _TIMEOUT_CALL, call)
 
 
-@implementer(IAdapter)
+@implementer(IAdapter, IBusyAware)
 @attrs.frozen
 class GenericHTTPChannelProtocolAdapter:
     """
@@ -215,7 +216,7 @@ class GenericHTTPChannelProtocolAdapter:
             proxy.__dict__["_requestFactory"] = config["requestFactory"]
 
 
-@implementer(IAdapter)
+@implementer(IAdapter, IAnchorOnly)
 @attrs.frozen
 class SiteAdapter:
     """
@@ -223,7 +224,7 @@ class SiteAdapter:
     attributes named in C{carry}, nothing else (not the resource tree, the
     log, the timeout or any other configuration: the successor's new code
     set those).  A Site is only ever matched onto the successor's Site for
-    the same port, never re-created (C{anchorOnly}): one reached any other
+    the same port, never re-created (L{IAnchorOnly}): one reached any other
     way cannot move.
 
     @ivar carry: the attribute names carried (an allow-list, so that a
@@ -237,7 +238,6 @@ class SiteAdapter:
     )
     version: int = 1
     carry: tuple[str, ...] = ("sessions", "counter")
-    anchorOnly: bool = True
 
     def movable(self, site: Any) -> str | None:
         return None

@@ -27,9 +27,10 @@ import attrs
 from twisted.internet import task, tcp
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from migrator._twistedinternals import releaseConnection
-from migrator.interfaces import IPortRegistry
+from migrator.interfaces import IPortRegistry, IRestoreContext
 from migrator.state._graph import (
     GraphError,
     GraphReader,
@@ -74,11 +75,12 @@ class _Gate:
                 call.cancel()
 
 
+@implementer(IRestoreContext)
 @attrs.define(eq=False)
 class RestoreContext:
     """
     What adapters' C{create} and C{populate} get as their C{context} in the
-    successor.
+    successor (see L{IRestoreContext}).
     """
 
     _gate: _Gate

@@ -31,10 +31,11 @@ from twisted.protocols.basic import LineReceiver
 from twisted.spread import pb
 from twisted.spread.jelly import InsecureJelly
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyClass, verifyObject
 
 from migrator._twistedinternals import releaseConnection, releasePort
-from migrator.interfaces import IPeerPolicy, IPortRegistry
+from migrator.interfaces import IBusyAware, IPeerPolicy, IPortRegistry
 from migrator.state._capture import captureConnections
 from migrator.state._graph import GraphError, loadsPlain
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
@@ -100,6 +101,7 @@ ECHO = f"{Echo.__module__}.{Echo.__qualname__}"
 
 
 @attrs.frozen
+@implementer(IBusyAware)
 class EchoAdapter(InstanceAdapter):
     """
     The default rule for L{Echo}, with C{busy} (which makes the capture

@@ -138,10 +138,19 @@ class ClassifyTests(SynchronousTestCase):
         one that raises says no.
         """
 
-        @implementer(IDrainable)
+        @implementer(IAdapter, IDrainable)
         class Choosy:
             typeName = ROOM
             version = 1
+
+            def capture(self, obj: Any) -> Any:
+                raise NotImplementedError
+
+            def create(self, context: Any) -> Any:
+                raise NotImplementedError
+
+            def populate(self, obj: Any, state: Any, context: Any) -> None:
+                raise NotImplementedError
 
             def movable(self, obj: Any) -> str | None:
                 return "busy"

@@ -35,7 +35,7 @@ from migrator._twistedinternals import (
     releaseConnection,
 )
 from migrator._twistedinternals import pendingBytes as _pending
-from migrator.interfaces import IPortRegistry
+from migrator.interfaces import IBusyAware, IPortRegistry
 from migrator.state._graph import (
     GraphWriter,
     Unadaptable,
@@ -385,13 +385,13 @@ def captureConnections(
 class Settling:
     """
     Before a capture, waits (at most C{timeout} seconds) for the connections
-    that are I{busy} to go idle: those whose adapter has a C{busy(protocol)}
-    method that says so (work in progress that ends by itself, such as an
+    that are I{busy} to go idle: those whose adapter, an L{IBusyAware},
+    says so (work in progress that ends by itself, such as an
     HTTP request being answered).  A busy connection declines to move; one
     that finishes in time moves instead of draining here.
 
-    While it waits, every connection that I{could} be busy (its adapter has
-    C{busy}) and is idle stops reading, so that it starts no new work; the
+    While it waits, every connection that I{could} be busy (its adapter is
+    L{IBusyAware}) and is idle stops reading, so that it starts no new work; the
     client's bytes wait in the kernel.  L{resume} makes them read again:
     call it in the same reactor turn as L{captureConnections}, which then
     sees them reading (and the successor starts them reading).
@@ -442,7 +442,8 @@ class Settling:
             protocol = t.protocol
             cls = type(protocol)
             if cls not in busyOf:
-                busyOf[cls] = getattr(self._adapters.adapterFor(cls), "busy", None)
+                adapter = self._adapters.adapterFor(cls)
+                busyOf[cls] = adapter.busy if IBusyAware.providedBy(adapter) else None
             isBusy = busyOf[cls]
             if isBusy is None:
                 continue

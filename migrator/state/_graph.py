@@ -15,8 +15,8 @@ The writer walks values:
   - any other object must be covered by an adapter registered for its exact
     class (L{AdapterRegistry}), which turns it into plain state; or be an
     I{anchor} (an object both processes already have, such as a port's
-    factory, which the reading side maps onto its own; an adapter with a
-    true C{anchorOnly} covers anchors only); or be one of the
+    factory, which the reading side maps onto its own; an adapter that
+    provides L{IAnchorOnly} covers anchors only); or be one of the
     special values the writer's C{special} hook knows (transports, scheduled
     calls, bound methods).
 
@@ -50,6 +50,8 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from migrator.interfaces import IAnchorOnly
 
 _ATOMS = (type(None), bool, int, float, str, bytes)
 _RECURSION = 20000
@@ -243,7 +245,7 @@ class GraphWriter:
                 state = self._write(self._capture(adapter, value))
             return ("a", ident, anchor, name, version, state)
         if adapter is not None:
-            if getattr(adapter, "anchorOnly", False):
+            if IAnchorOnly.providedBy(adapter):
                 # Its objects are only ever matched onto the reading side's
                 # own (e.g. a web Site, whose resource tree never moves).
                 raise Unadaptable(value, "", f"a {typeName(kind)} moves only as a port's factory")

@@ -24,11 +24,18 @@ An adapter provides L{migrator.interfaces.IAdapter}:
 
 Optionally (see L{migrator.adapters._web} for both):
 
-  - C{busy(protocol)}: whether a connection's protocol declines only for
-    now (a request in progress); the incumbent then waits a bounded time
-    for it before capturing (L{migrator.state._capture.Settling});
-  - C{anchorOnly}: if true, objects of the class are only ever matched
-    onto the successor's own (a port's factory), never created from state.
+  - L{migrator.interfaces.IBusyAware}, C{busy(protocol)}: whether a
+    connection's protocol declines only for now (a request in progress);
+    the incumbent then waits a bounded time for it before capturing
+    (L{migrator.state._capture.Settling});
+  - L{migrator.interfaces.IAnchorOnly}: objects of the class are only ever
+    matched onto the successor's own (a port's factory), never created
+    from state.
+
+L{AdapterRegistry.register} checks what an adapter declares with
+C{zope.interface.verify.verifyObject}, and refuses one with a member of
+these optional interfaces that does not declare the interface (it would
+be silently ignored).
 """
 
 from __future__ import annotations
@@ -40,8 +47,10 @@ from typing import Any
 
 import attrs
 from zope.interface import implementer
+from zope.interface.exceptions import Invalid
+from zope.interface.verify import verifyObject
 
-from migrator.interfaces import IAdapter
+from migrator.interfaces import IAdapter, IAnchorOnly, IBusyAware
 from migrator.state._graph import typeName as _typeName
 from migrator.state._plan import DrainingAdapter
 
@@ -124,9 +133,47 @@ def factoryAdapter(cls: type, keep: Iterable[str] = (), exclude: Iterable[str] =
     )
 
 
+class BrokenAdapter(ValueError):
+    """
+    An object given to L{AdapterRegistry.register} is not a usable
+    adapter: it does not provide L{IAdapter} (or an optional interface it
+    declares) with the members and signatures the interface names, or it
+    has a member of an optional interface without declaring it.
+    """
+
+
+def checkAdapter(adapter: Any) -> None:
+    """
+    Check that C{adapter} provides what an adapter must, and what it
+    declares.
+
+    @param adapter: the adapter to check.
+    @raise BrokenAdapter: if it is not usable, saying why.
+    """
+    try:
+        verifyObject(IAdapter, adapter)
+        for optional in (IBusyAware, IAnchorOnly):
+            if optional.providedBy(adapter):
+                verifyObject(optional, adapter)
+    except Invalid as e:
+        raise BrokenAdapter(f"{adapter!r} is not a usable adapter: {e}") from e
+    if hasattr(adapter, "busy") and not IBusyAware.providedBy(adapter):
+        raise BrokenAdapter(
+            f"{adapter!r} has a busy() method but does not declare "
+            f"IBusyAware (@implementer(IAdapter, IBusyAware)): it would be ignored"
+        )
+    if hasattr(adapter, "anchorOnly") and not IAnchorOnly.providedBy(adapter):
+        raise BrokenAdapter(
+            f"{adapter!r} has an anchorOnly attribute; declare IAnchorOnly "
+            f"(@implementer(IAdapter, IAnchorOnly)) instead"
+        )
+
+
 class AdapterRegistry:
     """
-    Adapters by exact class (to capture) and by type name (to restore).
+    Adapters by exact class (to capture) and by type name (to restore),
+    and the plain functions that may be carried by name: the allow-list of
+    a process.
     """
 
     def __init__(self) -> None:
@@ -137,11 +184,28 @@ class AdapterRegistry:
 
     def register(self, adapter: Any, cls: type | None = None) -> Any:
         """
-        Register C{adapter} for C{cls} (default C{adapter.cls}).
+        Register C{adapter} for objects of exactly C{cls} (to capture) and
+        for its type name (to restore).  Registering the same adapter again,
+        or another one for a class and type name already paired, replaces
+        the previous one.
 
-        @return: the adapter.
+        @param adapter: an L{IAdapter} provider (optionally also
+            L{IBusyAware} or L{IAnchorOnly}), checked with C{verifyObject}.
+        @param cls: the class it covers (default: C{adapter.cls}); not its
+            subclasses.
+        @return: C{adapter}.
+        @raise BrokenAdapter: if C{adapter} is not a usable adapter (see
+            L{checkAdapter}), or has no C{cls} and none is given.
+        @raise ValueError: if another class is registered under the same
+            type name.
         """
-        cls = cls if cls is not None else adapter.cls
+        checkAdapter(adapter)
+        if cls is None:
+            cls = getattr(adapter, "cls", None)
+            if not isinstance(cls, type):
+                raise BrokenAdapter(
+                    f"{adapter!r} has no class (cls attribute): give the class to register"
+                )
         other = self._byName.get(adapter.typeName)
         if other is not None and other is not adapter and self._byClass.get(cls) is not other:
             raise ValueError(f"type name {adapter.typeName} is already registered")
@@ -152,6 +216,13 @@ class AdapterRegistry:
     def registerInstance(self, cls: type, **kwargs: Any) -> InstanceAdapter:
         """
         Register the default rule (L{InstanceAdapter}) for C{cls}.
+
+        @param cls: the class.
+        @param kwargs: L{InstanceAdapter}'s other fields (C{typeName},
+            C{version}, C{exclude}, C{keep}).
+        @return: the new adapter.
+        @raise ValueError: if another class is registered under the same
+            type name.
         """
         adapter = InstanceAdapter(cls, **kwargs)
         self.register(adapter)
@@ -160,6 +231,13 @@ class AdapterRegistry:
     def registerFactory(self, cls: type, **kwargs: Any) -> InstanceAdapter:
         """
         Register L{factoryAdapter} for C{cls}.
+
+        @param cls: the factory's class.
+        @param kwargs: L{factoryAdapter}'s other arguments (C{keep},
+            C{exclude}, C{version}).
+        @return: the new adapter.
+        @raise ValueError: if another class is registered under the same
+            type name.
         """
         adapter = factoryAdapter(cls, **kwargs)
         self.register(adapter)
@@ -178,36 +256,63 @@ class AdapterRegistry:
     def allowFunction(self, function: Callable[..., Any], name: str | None = None) -> None:
         """
         Allow a plain function (not a bound method) to be carried by
-        reference, e.g. as the target of a scheduled call.  It is looked up
-        by C{name} (default: its qualified name) in the successor.
+        reference, e.g. as the target of a scheduled call.
+
+        @param function: the function.
+        @param name: the name it is written under and looked up by in the
+            successor (default: its module and qualified name).
         """
         name = name or f"{function.__module__}.{function.__qualname__}"
         self._functions[name] = function
         self._functionNames[function] = name
 
     def functionName(self, function: Any) -> str | None:
+        """
+        @param function: any object.
+        @return: the name C{function} was allowed under, or C{None} if it
+            was not.
+        """
         try:
             return self._functionNames.get(function)
         except TypeError:
             return None
 
     def functionNamed(self, name: str) -> Callable[..., Any] | None:
+        """
+        @param name: a name read from a graph.
+        @return: the function allowed under C{name}, or C{None}.
+        """
         return self._functions.get(name)
 
     def adapterFor(self, cls: type) -> Any:
+        """
+        @param cls: the exact class of an object to capture.
+        @return: its adapter (an L{IAdapter} provider), or C{None}.
+        """
         return self._byClass.get(cls)
 
     def adapterNamed(self, name: str) -> Any:
+        """
+        @param name: a type name read from a graph.
+        @return: the adapter registered under it, or C{None}.
+        """
         return self._byName.get(name)
 
     def typeNames(self) -> list[str]:
+        """
+        @return: every registered type name, sorted: what this process can
+            restore.
+        """
         return sorted(self._byName)
 
     def loadModule(self, name: str) -> None:
         """
         Import C{name} and call its C{registerAdapters(registry)}.
 
-        @raise ValueError: if it has no such function.
+        @param name: a module's dotted name.
+        @raise ImportError: if it cannot be imported.
+        @raise ValueError: if it has no such function, or registers a
+            broken adapter (L{BrokenAdapter}).
         """
         module = importlib.import_module(name)
         register = getattr(module, "registerAdapters", None)

@@ -25,6 +25,7 @@ from typing import Any, cast
 import attrs
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from migrator._twistedinternals import (
     abandonLoopingCall,
@@ -35,7 +36,7 @@ from migrator._twistedinternals import (
     resumeLoopingCall,
     serverTransport,
 )
-from migrator.interfaces import IPortRegistry
+from migrator.interfaces import IPortRegistry, IRestoreContext
 from migrator.state._graph import (
     GraphError,
     GraphReader,
@@ -80,11 +81,12 @@ class _Gate:
                 call.cancel()
 
 
+@implementer(IRestoreContext)
 @attrs.define(eq=False)
 class RestoreContext:
     """
     What adapters' C{create} and C{populate} get as their C{context} in the
-    successor.
+    successor (see L{IRestoreContext}).
     """
 
     _gate: _Gate

@@ -12,7 +12,9 @@ from typing import Any
 
 from twisted.internet.interfaces import ITransport
 from twisted.internet.testing import StringTransport
+from zope.interface import implementer
 
+from migrator.interfaces import IRestoreContext
 from migrator.state._graph import GraphReader, GraphWriter, dumpsPlain, loadsPlain
 from migrator.state._registry import AdapterRegistry
 
@@ -31,7 +33,7 @@ def roundTrip(
     as fresh L{StringTransport}s, one per original, so that a restored
     protocol can be fed bytes and its output inspected.  What adapters ask
     to run after the commit (C{context.whenActive}, see
-    L{migrator.state._capture.RestoreContext}) runs before this returns.
+    L{migrator.interfaces.IRestoreContext}) runs before this returns.
     Scheduled calls and other special values are not supported here (the
     integration tests cover them with real processes).
 
@@ -67,6 +69,7 @@ def roundTrip(
     registry = restoreWith or adapters
     later: list[Any] = []
 
+    @implementer(IRestoreContext)
     class _Context:
         # As RestoreContext: what adapters defer to "after the commit" runs
         # once everything is restored.

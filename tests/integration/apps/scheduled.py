@@ -38,6 +38,9 @@ from twisted.internet import task
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
+from zope.interface import implementer
+
+from migrator.interfaces import IAdapter
 
 _log = Logger()
 
@@ -152,6 +155,7 @@ class ScheduledFactory(ServerFactory):
             client.sendLine(line)
 
 
+@implementer(IAdapter)
 class _LineAdapter:
     """
     The default rule for L{ScheduledLine}, except that a connection asked

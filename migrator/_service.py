@@ -35,9 +35,11 @@ from migrator._version import __version__
 from migrator.adapters import defaultRegistry
 from migrator.interfaces import IMigrationNode
 from migrator.takeover._control import ControlServerFactory, ControlSocket, PeerPolicy
-from migrator.takeover._incumbent import ControlRoot, Incumbent
+from migrator.takeover._incumbent import Incumbent
 from migrator.takeover._pidfile import Pidfile, sdNotify
 from migrator.takeover._ports import ListenerRegistry
+from migrator.takeover._session import ControlRoot
+from migrator.takeover._steps import Faults
 from migrator.takeover._successor import Successor, TakeoverFailed, processAlive
 
 _log = Logger()
@@ -62,6 +64,8 @@ class MigrateConfig:
     @ivar description: what is being run, for status (the subcommand or tac).
     @ivar adapterModules: modules whose C{registerAdapters(registry)} add
         adapters for the application's classes.
+    @ivar faults: failures to inject in a successor, on purpose (rollback
+        drills; C{MIGRATOR_FAULT}, read by L{migrator.tap}).
     """
 
     control: str
@@ -71,6 +75,7 @@ class MigrateConfig:
     pidfile: str | None = None
     description: str = ""
     adapterModules: tuple[str, ...] = ()
+    faults: Faults = attrs.field(factory=Faults)
 
 
 def _exitNow(code: int) -> None:
@@ -142,6 +147,7 @@ class MigrateService(service.MultiService):
             timeout=self.config.takeoverTimeout,
             policy=self._policy,
             adapters=self.adapters,
+            faults=self.config.faults,
         )
         d = self.successor.run()
         d.addCallbacks(self._tookOver, self._takeoverFailed)
@@ -359,11 +365,11 @@ class MigrateService(service.MultiService):
         now = time.time()
         incumbent = self.incumbent
         predecessor = None
-        if self.successor is not None and self.successor.predecessor:
+        if self.successor is not None and self.successor.predecessor is not None:
             predecessor = {
-                "pid": self.successor.predecessor.get("pid"),
-                "python": self.successor.predecessor.get("python"),
-                "draining": processAlive(int(self.successor.predecessor.get("pid") or 0)),
+                "pid": self.successor.predecessor.pid,
+                "python": self.successor.predecessor.python,
+                "draining": processAlive(self.successor.predecessor.pid),
             }
         return {
             "migrator": __version__,

@@ -19,6 +19,7 @@ from twisted.python import usage
 from migrator._service import MigrateConfig, MigrateService
 from migrator.takeover._control import ControlPathError, checkControlPath, probe
 from migrator.takeover._pidfile import Pidfile
+from migrator.takeover._steps import Faults, InvalidFaults
 
 
 def _positiveFloat(value: str) -> float:
@@ -126,6 +127,11 @@ class Options(usage.Options):
         if state == "stale":
             os.unlink(self["control"])
         self._takeOverPidfile()
+        # Read once, here: the roles are handed what to inject.
+        try:
+            self["faults"] = Faults.parse(os.environ.get("MIGRATOR_FAULT", ""))
+        except InvalidFaults as e:
+            raise usage.UsageError(f"MIGRATOR_FAULT: {e}") from e
         from migrator.adapters import defaultRegistry
 
         try:
@@ -190,5 +196,6 @@ def makeService(options: Options) -> MigrateService:
         pidfile=options["pidfile"],
         description=options.description(),
         adapterModules=tuple(options["adapters"]),
+        faults=options.get("faults") or Faults(),
     )
     return MigrateService(inner, config, reactor)

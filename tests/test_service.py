@@ -38,6 +38,14 @@ from migrator.interfaces import IMigrationNode
 from migrator.state._capture import captureConnections
 from migrator.state._registry import AdapterRegistry
 from migrator.takeover._channel import FrameChannel
+from migrator.takeover._messages import (
+    BeginRequest,
+    CaptureReport,
+    CaptureRequest,
+    PreparedReport,
+    ReceivedReport,
+    RestoredReport,
+)
 from tests._fakes import (
     FakeConnection,
     FakeControlSocket,
@@ -171,13 +179,15 @@ class ServiceTestMixin:
         incumbent = svc.incumbent
         session = FakeSession()
         self.addCleanup(session.close)
-        incumbent.begin(session, dict(SUCCESSOR))
-        incumbent.prepared(session, {"received": len(KEYS)})
-        captured = incumbent.capture(session, {"types": svc.adapters.typeNames()})
+        incumbent.begin(session, BeginRequest.fromWire(SUCCESSOR))
+        incumbent.received(session, ReceivedReport(len(KEYS)))
+        incumbent.prepared(session, PreparedReport(len(KEYS)))
+        captured = incumbent.capture(session, CaptureRequest(tuple(svc.adapters.typeNames())))
+        assert isinstance(captured, CaptureReport)
         # Fake connections have no adapter: they stay, to drain.
-        self.assertEqual(captured["connections"], 0)
-        self.assertEqual(sum(captured["staying"].values()), connections)
-        incumbent.restored(session, {"connections": 0})
+        self.assertEqual(captured.connections, 0)
+        self.assertEqual(sum(captured.staying.values()), connections)
+        incumbent.restored(session, RestoredReport(0))
         incumbent.switch(session)
         incumbent.commit(session)
         # The commit closed the channel before its messages were flushed:
@@ -296,7 +306,7 @@ class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
         svc = self.startIncumbent()
         session = FakeSession()
         self.addCleanup(session.close)
-        svc.incumbent.begin(session, dict(SUCCESSOR))
+        svc.incumbent.begin(session, BeginRequest.fromWire(SUCCESSOR))
         takeover = svc.status()["takeover"]
         self.assertEqual((takeover["successor_pid"], takeover["step"]), (4242, "begun"))
         svc.incumbent.abort("test over", session)
@@ -493,6 +503,8 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         self.assertEqual((path, timeout), (CONTROL, TAKEOVER_TIMEOUT))
         self.assertEqual(svc.successor.timeout, TAKEOVER_TIMEOUT)
         self.assertIs(svc.successor.adapters, svc.adapters)
+        # Fault injection is read once by the composition root, handed in.
+        self.assertIs(svc.successor.faults, svc.config.faults)
         return svc, factory
 
     def abandon(self, svc: MigrateService) -> None:
@@ -518,7 +530,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         is the main process now, and shows its predecessor in C{status}.
         """
         svc, factory = self.start()
-        root = FakeRemoteRoot()
+        root = FakeRemoteRoot(autoAnswers={"received": None})
         factory.clientConnectionMade(root.broker)
         self.assertEqual(root.methods(), ["begin"])
         self.sendPorts(root)
@@ -552,7 +564,8 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         )
         self.assertEqual((svc.state, svc.generation), (SERVING, 5))
         self.assertEqual(
-            root.methods(), ["begin", "prepared", "capture", "restored", "switch", "commit"]
+            root.methods(),
+            ["begin", "received", "prepared", "capture", "restored", "switch", "commit"],
         )
         tookOver = svc.status()["took_over"]
         self.assertEqual(
@@ -615,7 +628,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         registry (with the configured adapter modules) can restore.
         """
         svc, factory = self.start(adapterModules=(__name__,))
-        root = FakeRemoteRoot(autoAnswers={"abort": None})
+        root = FakeRemoteRoot(autoAnswers={"abort": None, "received": None})
         factory.clientConnectionMade(root.broker)
         self.sendPorts(root)
         root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
@@ -631,7 +644,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         abandoned rolls back and exits like any failed takeover.
         """
         svc, factory = self.start()
-        root = FakeRemoteRoot(autoAnswers={"abort": None})
+        root = FakeRemoteRoot(autoAnswers={"abort": None, "received": None})
         factory.clientConnectionMade(root.broker)
         self.sendPorts(root)
         root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
@@ -651,7 +664,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         abandons it: it rolls back and tells the incumbent.
         """
         svc, factory = self.start()
-        root = FakeRemoteRoot(autoAnswers={"abort": None})
+        root = FakeRemoteRoot(autoAnswers={"abort": None, "received": None})
         factory.clientConnectionMade(root.broker)
         self.sendPorts(root)
         root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})

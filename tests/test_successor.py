@@ -41,9 +41,10 @@ from migrator.state._registry import AdapterRegistry
 from migrator.state._restore import Restored
 from migrator.takeover._channel import FrameChannel
 from migrator.takeover._control import ControlServerFactory
-from migrator.takeover._incumbent import ControlRoot, Incumbent
+from migrator.takeover._incumbent import Incumbent
+from migrator.takeover._session import ControlRoot
+from migrator.takeover._steps import SUCCESSOR_POINTS, Faults
 from migrator.takeover._successor import (
-    FAULT_POINTS,
     Successor,
     TakeoverFailed,
     _describe,
@@ -183,7 +184,7 @@ class SuccessorTestMixin:
         self.started = 0
         self.controls: list[FakeControlSocket] = []
         self.alive: dict[int, bool] = {}
-        self.root = FakeRemoteRoot(autoAnswers={"abort": None})
+        self.root = FakeRemoteRoot(autoAnswers={"abort": None, "received": None})
         # The incumbent's ports: the test holds one copy of each (as the
         # incumbent does) and the probe at the other end.
         self.incumbentPorts: list[socket.socket] = []
@@ -205,7 +206,7 @@ class SuccessorTestMixin:
             prepareControl=self.prepareControl,
             timeout=TIMEOUT,
             policy=FakePeerPolicy(),
-            faults=faults,
+            faults=Faults.parse(faults),
             processAlive=lambda pid: self.alive.get(pid, True),
             clock=self.reactor.seconds,
             adapters=self.adapters,
@@ -468,7 +469,7 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         self.assertEqual(self.started, 0)
         self.readChannels()
         self.assertEqual(self.started, 1)
-        self.assertEqual(self.successor.predecessor, BEGUN)
+        self.assertEqual(self.successor.predecessor.toWire(), BEGUN)
         self.assertEqual([(p.key, p.adopted) for p in self.registry.ports],
                          [(k, True) for k in KEYS])
         self.assertEqual([p.accepting for p in self.registry.ports], [False, False])
@@ -507,6 +508,7 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
             {
                 "generation": 5,
                 "released": KEYS,
+                "connections": 0,
                 "accept_paused_ms": 250.0,
                 "total_ms": 750.0,
                 "switch_to_commit_ms": 250.0,
@@ -520,7 +522,7 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         self.assertFalse(control.closed)
         self.assertEqual(
             self.root.methods(),
-            ["begin", "prepared", "capture", "restored", "switch", "commit"],
+            ["begin", "received", "prepared", "capture", "restored", "switch", "commit"],
         )
         self.assertEqual(self.root.broker.transport.loseConnectionCalls, 1)
         self.assertNotIn("releaseAll", self.registry.calls)
@@ -1242,7 +1244,7 @@ class FaultInjectionTests(SuccessorTestMixin, SynchronousTestCase):
             "after-switch": "switch",
             "before-commit": "commit",
         }
-        self.assertEqual(set(steps), set(FAULT_POINTS))
+        self.assertEqual(set(steps), set(SUCCESSOR_POINTS))
         for point, step in steps.items():
             self.setUp()
             captured, client = self.captureOne()
@@ -1262,7 +1264,7 @@ class FaultInjectionTests(SuccessorTestMixin, SynchronousTestCase):
         captured, client = self.captureOne()
         d = self.run_("raise:after-restore", captured)
         self.assertFailed(d, "restore", "injected fault at after-restore")
-        self.assertEqual(self.root.methods(), ["begin", "prepared", "capture", "abort"])
+        self.assertEqual(self.root.methods(), ["begin", "received", "prepared", "capture", "abort"])
         self.assertSuccessorHoldsNoConnection(client)
 
     def test_hang(self) -> None:
@@ -1272,7 +1274,7 @@ class FaultInjectionTests(SuccessorTestMixin, SynchronousTestCase):
         """
         d = self.run_("hang:after-switch")
         self.assertEqual(
-            self.root.methods(), ["begin", "prepared", "capture", "restored", "switch"]
+            self.root.methods(), ["begin", "received", "prepared", "capture", "restored", "switch"]
         )
         self.reactor.advance(TIMEOUT * 10)
         self.assertNoResult(d)
@@ -1303,7 +1305,7 @@ class FaultInjectionTests(SuccessorTestMixin, SynchronousTestCase):
         captured, client = self.captureOne()
         d = self.run_("hang:after-restore", captured)
         self.assertNoResult(d)
-        self.assertEqual(self.root.methods(), ["begin", "prepared", "capture"])
+        self.assertEqual(self.root.methods(), ["begin", "received", "prepared", "capture"])
         self.root.broker.connectionLost()
         self.assertFailed(
             d, "restore", "the incumbent hung up (it gave up on this takeover)"
@@ -1317,14 +1319,14 @@ class FaultInjectionTests(SuccessorTestMixin, SynchronousTestCase):
         d = self.run_("hang:before-adopt")
         self.assertNoResult(d)
         self.assertEqual(self.started, 0)
-        self.assertEqual(self.root.methods(), ["begin"])
+        self.assertEqual(self.root.methods(), ["begin", "received"])
 
     def test_otherPointsIgnored(self) -> None:
         """
-        Faults for points the takeover does not reach, and unknown actions,
-        do nothing; the first matching fault in the list applies.
+        Faults for points the takeover does not reach do nothing; the first
+        matching fault in the list applies.
         """
-        d = self.run_("bogus:connected,raise:nowhere,raise:after-adopt,kill:after-switch")
+        d = self.run_("raise:after-adopt,kill:after-switch")
         self.assertFailed(d, "adopt", "injected fault at after-adopt")
         self.assertEqual(self.kills, [])
 
@@ -1335,14 +1337,15 @@ class FaultInjectionTests(SuccessorTestMixin, SynchronousTestCase):
         d = self.run_(",,")
         self.assertEqual(self.successResultOf(d)["generation"], 5)
 
-    def test_faultsFromEnvironment(self) -> None:
+    def test_faultsNotFromEnvironment(self) -> None:
         """
-        By default L{Successor.faults} is C{MIGRATOR_FAULT} from the
-        environment.
+        L{Successor} never reads C{MIGRATOR_FAULT}: by default it injects
+        nothing, whatever the environment says (the composition root reads
+        it and hands the faults in).
         """
         self.patch(os, "environ", {"MIGRATOR_FAULT": "raise:connected"})
         successor = Successor(self.reactor, PATH, self.registry, lambda: None, lambda: None)
-        self.assertEqual(successor.faults, "raise:connected")
+        self.assertEqual(successor.faults, Faults())
 
     def test_faultLogged(self) -> None:
         """
@@ -1414,7 +1417,7 @@ class SuccessorAgainstIncumbentTests(SynchronousTestCase):
             prepareControl=FakeControlSocket,
             timeout=TIMEOUT,
             policy=FakePeerPolicy(),
-            faults=faults,
+            faults=Faults.parse(faults),
             processAlive=lambda pid: True,
             clock=self.reactor.seconds,
             adapters=adapters(),
@@ -1544,7 +1547,7 @@ class SuccessorAgainstIncumbentTests(SynchronousTestCase):
         """
         first, _ = self.successor()
         # The first one stops after adopting, before reporting prepared.
-        first.faults = "hang:after-adopt"
+        first.faults = Faults.parse("hang:after-adopt")
         d1 = self.run_(first)
         self.assertNoResult(d1)
         second, secondRegistry = self.successor()
@@ -1552,11 +1555,11 @@ class SuccessorAgainstIncumbentTests(SynchronousTestCase):
         e = self.failureResultOf(d2, TakeoverFailed).value
         self.assertIn(
             "takeover failed at step begin: the incumbent refused: a takeover is "
-            f"already in progress (successor pid {os.getpid()}, step begun",
+            f"already in progress (successor pid {os.getpid()}, step received",
             str(e),
         )
         self.assertEqual(secondRegistry.calls.count("offer"), 0)
-        self.assertEqual(self.incumbent.current.state, "begun")
+        self.assertEqual(self.incumbent.current.state, "received")
         # The first one goes on from where it stopped, and takes over.
         [hang] = first._hangs
         hang.callback(None)

@@ -1,53 +1,66 @@
 # -*- test-case-name: tests.test_incumbent -*-
 """
 The incumbent's half of a takeover: a state machine driven by its
-successor's PB calls.
-
-    idle --begin--> begun --prepared--> prepared --capture--> captured
-         --restored--> restored --switch--> switched --commit--> handed off
-
-    any failure before commit --abort--> idle (everything as it was)
+successor's PB calls.  Its states and transitions are in one table,
+L{migrator.takeover._steps.TRANSITIONS}; every step goes through
+L{Incumbent._expect} (is this step allowed now?) and L{Incumbent._advance}
+(go to the next state and arm the timeout for what comes next).
 
 Until C{commit} the incumbent owns everything: it keeps its ports (and only
 stops I{accepting} at C{switch}) and its connections (frozen at C{capture}:
 not reading, not writing, their scheduled calls suspended), so an abort
 just resumes accepting and thaws the connections.  An
 abort happens on the successor's request, when its PB connection drops, when
-a step takes longer than the takeover timeout, or when its report does not
-match what was sent.  At C{commit} the incumbent releases its copies (close,
-never C{shutdown}) and from then on only serves the connections it already
-has.
+a step takes longer than its timeout (the short handshake timeout for
+C{received}, the takeover timeout for the others), when a message is
+malformed, or when its report does not match what was sent.  At C{commit}
+the incumbent releases its copies (close, never C{shutdown}) and from then
+on only serves the connections it already has.
+
+The messages are the typed records of L{migrator.takeover._messages};
+L{ControlSession} converts them from and to plain dictionaries at the PB
+boundary.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.spread import pb
-from zope.interface import implementer
 
-from migrator.state._capture import Captured, Settling, captureConnections
+from migrator.state._capture import Settling, captureConnections
 from migrator.state._registry import AdapterRegistry
-from migrator.takeover._channel import FrameChannel, channelPair
+from migrator.takeover._attempt import Attempt, Peer
+from migrator.takeover._messages import (
+    BeginAnswer,
+    BeginRequest,
+    CaptureReport,
+    CaptureRequest,
+    CommitAnswer,
+    PortsMessage,
+    PreparedReport,
+    ReceivedReport,
+    RestoredReport,
+    SwitchAnswer,
+)
 from migrator.takeover._ports import ListenerRegistry, UnsupportedPort
+from migrator.takeover._steps import (
+    ABORTABLE,
+    CAPTURING,
+    HANDSHAKE,
+    IDLE,
+    SWITCHED,
+    ProtocolError,
+    advance,
+)
 
 _log = Logger()
-
-IDLE = "idle"
-BEGUN = "begun"
-PREPARED = "prepared"
-CAPTURED = "captured"
-RESTORED = "restored"
-SWITCHED = "switched"
-COMMITTED = "committed"
 
 
 class TakeoverRefused(pb.Error):
@@ -58,29 +71,6 @@ class TakeoverRefused(pb.Error):
 
 
 @attrs.define(eq=False)
-class _Attempt:
-    """
-    One takeover in progress.
-    """
-
-    session: ControlSession
-    successorPid: int
-    info: dict[str, Any]
-    startedAt: float
-    state: str = BEGUN
-    channel: FrameChannel | None = None
-    peerEnd: socket.socket | None = None
-    sentPorts: int = 0
-    records: list[dict[str, Any]] = attrs.field(factory=list)
-    captured: Captured | None = None
-    settling: Settling | None = None
-    stepStartedAt: float = 0.0
-    pausedAt: float | None = None
-    timeoutCall: Any = None
-    report: dict[str, Any] = attrs.field(factory=dict)
-
-
-@attrs.define(eq=False)
 class Incumbent:
     """
     Answers takeover requests for the ports in C{registry}.
@@ -88,6 +78,10 @@ class Incumbent:
     @ivar onHandedOff: called with the successor's description once a
         takeover has committed.
     @ivar takeoverTimeout: the longest any one step may take, in seconds.
+    @ivar handshakeTimeout: the longest the successor may take to
+        acknowledge the ports after C{begin} (C{received}); at most
+        C{takeoverTimeout}.  A peer that sends C{begin} and then nothing
+        holds the takeover no longer than this.
     @ivar settleTimeout: the longest the capture step waits for busy
         connections to go idle (at most a third of C{takeoverTimeout}).
     """
@@ -100,19 +94,24 @@ class Incumbent:
     #: Called when the committed successor hangs up (the drain may end now).
     onSuccessorDetached: Callable[[], None] | None = None
     takeoverTimeout: float = 30.0
+    handshakeTimeout: float = 10.0
     #: The longest the capture waits for busy connections (an HTTP request
     #: being answered) to go idle, so that they move rather than drain.
     settleTimeout: float = 5.0
     clock: Callable[[], float] = time.time
-    current: _Attempt | None = None
+    current: Attempt | None = None
     handedOffTo: dict[str, Any] | None = None
-    successorSession: ControlSession | None = None
+    successorSession: Peer | None = None
     successorAttached: bool = False
     lastAttempt: dict[str, Any] | None = None
 
     # -- status -------------------------------------------------------------
 
     def takeoverStatus(self) -> dict[str, Any] | None:
+        """
+        @return: the takeover in progress (successor, step, start, elapsed
+            seconds), or C{None}.
+        """
         a = self.current
         if a is None:
             return None
@@ -125,9 +124,17 @@ class Incumbent:
 
     # -- steps --------------------------------------------------------------
 
-    def begin(self, session: ControlSession, info: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(info, dict):
-            raise TakeoverRefused("begin expects a dictionary")
+    def begin(self, session: Peer, request: BeginRequest) -> BeginAnswer:
+        """
+        Start a takeover: open a frame channel, send its other end to the
+        successor with this answer, and send every listening port on it.
+
+        @param session: the successor's connection.
+        @param request: who the successor is.
+        @return: who this process is and how many ports it sends.
+        @raise TakeoverRefused: if this process already handed off, another
+            takeover is in progress, or a port cannot be handed over.
+        """
         if self.handedOffTo is not None:
             raise TakeoverRefused(
                 f"this process (pid {os.getpid()}) has already handed its "
@@ -143,29 +150,24 @@ class Incumbent:
         try:
             records, fds = self.registry.handoffRecords()
         except UnsupportedPort as e:
-            pid = info.get("pid")
             self.lastAttempt = {
                 "outcome": "refused",
-                "successor_pid": pid,
+                "successor_pid": request.pid,
                 "at": self.clock(),
                 "step": IDLE,
                 "reason": str(e),
             }
-            _log.warn("takeover by pid {pid} refused: {reason}", pid=pid, reason=str(e))
+            _log.warn(
+                "takeover by pid {pid} refused: {reason}", pid=request.pid, reason=str(e)
+            )
             raise TakeoverRefused(str(e)) from e
-        pid = info.get("pid")
-        attempt = _Attempt(
+        attempt = Attempt(
             session=session,
-            successorPid=pid if isinstance(pid, int) else -1,
-            info=info,
+            successorPid=request.pid,
+            request=request,
             startedAt=self.clock(),
-            stepStartedAt=self.clock(),
         )
-        ours, theirs = channelPair()
-        attempt.peerEnd = theirs
-        attempt.channel = FrameChannel(
-            self._reactor, ours, onClose=lambda reason: None
-        )
+        channelFd = attempt.openChannel(self._reactor)
         attempt.sentPorts = len(fds)
         attempt.records = records
         self.current = attempt
@@ -173,78 +175,101 @@ class Incumbent:
             "takeover requested by pid {pid} (Python {python}): sending "
             "{count} listening port(s)",
             pid=attempt.successorPid,
-            python=info.get("python"),
+            python=request.python,
             count=len(fds),
         )
         # The channel's socket rides with the bytes of this call's answer.
-        session.sendFileDescriptor(theirs.fileno())
-        sent = attempt.channel.sendMessage(
-            json.dumps({"type": "ports", "ports": records}).encode("utf-8"), fds
-        )
+        session.sendFileDescriptor(channelFd)
+        assert attempt.channel is not None
+        sent = attempt.channel.sendMessage(PortsMessage(tuple(records)).toBytes(), fds)
         # If the channel closes before the message went out, the takeover
         # was abandoned, and that is logged on its own.
         sent.addErrback(lambda _: None)
-        self._armTimeout(attempt, "prepare")
+        self._advance(attempt, "begin")
         me = self.identity()
-        return {
-            "pid": me["pid"],
-            "generation": me["generation"],
-            "python": me["python"],
-            "ports": len(fds),
-        }
+        return BeginAnswer(
+            pid=me["pid"], generation=me["generation"], python=me["python"], ports=len(fds)
+        )
 
-    def prepared(self, session: ControlSession, report: dict[str, Any]) -> dict[str, Any]:
-        attempt = self._expect(session, BEGUN, "prepared")
-        if not isinstance(report, dict):
-            report = {}
-        attempt.report = report
-        received = report.get("received")
-        if received != attempt.sentPorts:
-            self.abort(
-                f"the successor received {received!r} of {attempt.sentPorts} "
+    def received(self, session: Peer, report: ReceivedReport) -> None:
+        """
+        The successor has the frame channel and the ports: the handshake is
+        over, and the successor has the takeover timeout to start its
+        service.
+
+        @param session: the successor's connection.
+        @param report: how many port descriptors arrived.
+        @raise TakeoverRefused: (and the takeover is abandoned) if the step
+            is out of order or the count does not match.
+        """
+        attempt = self._expect(session, "received")
+        if report.ports != attempt.sentPorts:
+            self._refuse(
+                attempt,
+                f"the successor received {report.ports} of {attempt.sentPorts} "
                 f"listening ports",
-                session,
-            )
-            raise TakeoverRefused(
                 f"count mismatch: sent {attempt.sentPorts} ports, you received "
-                f"{received!r}"
+                f"{report.ports}",
             )
-        attempt.state = PREPARED
-        attempt.stepStartedAt = self.clock()
-        self._armTimeout(attempt, "ask for the connections")
+        self._advance(attempt, "received")
+
+    def prepared(self, session: Peer, report: PreparedReport) -> None:
+        """
+        The successor's service runs on the adopted ports (not accepting).
+
+        @param session: the successor's connection.
+        @param report: what it received, adopted and left unclaimed.
+        @raise TakeoverRefused: (and the takeover is abandoned) if the step
+            is out of order or the count does not match.
+        """
+        attempt = self._expect(session, "prepared")
+        if report.received != attempt.sentPorts:
+            self._refuse(
+                attempt,
+                f"the successor received {report.received} of {attempt.sentPorts} "
+                f"listening ports",
+                f"count mismatch: sent {attempt.sentPorts} ports, you received "
+                f"{report.received}",
+            )
+        attempt.report = report
+        self._advance(attempt, "prepared")
         _log.info(
             "successor pid {pid} adopted {adopted} port(s) ({unclaimed} not "
             "declared by its service); prepare took {ms:.1f} ms",
             pid=attempt.successorPid,
-            adopted=report.get("adopted"),
-            unclaimed=len(report.get("unclaimed") or ()),
+            adopted=report.adopted,
+            unclaimed=len(report.unclaimed),
             ms=(self.clock() - attempt.startedAt) * 1000,
         )
-        return {}
 
     def capture(
-        self, session: ControlSession, request: dict[str, Any]
-    ) -> dict[str, Any] | Deferred[dict[str, Any]]:
+        self, session: Peer, request: CaptureRequest
+    ) -> CaptureReport | Deferred[CaptureReport]:
         """
         Capture and freeze every connection that can move, and send them
         over the channel.  If some connections are busy (see L{Settling}),
         first wait for them, a bounded time.
 
+        @param session: the successor's connection.
+        @param request: the type names (and versions) the successor has
+            adapters for.
         @return: the report, or (after a wait) a L{Deferred} firing with it.
+        @raise TakeoverRefused: (and the takeover is abandoned) if the step
+            is out of order or capturing fails; the L{Deferred} fails with
+            it too.
         """
-        attempt = self._expect(session, PREPARED, "capture")
-        if not isinstance(request, dict):
-            request = {}
+        attempt = self._expect(session, "capture")
+        self._advance(attempt, "capture")
         settling = Settling(
             self._reactor,
             self.registry,
             self.adapters,
             min(self.settleTimeout, self.takeoverTimeout / 3),
-            claimed=self._claimed(attempt),
+            claimed=attempt.claimed(),
         )
         waiting = settling.start()
         if waiting is None:
-            return self._capture(session, attempt, request)
+            return self._capture(attempt, request)
         attempt.settling = settling
         _log.info(
             "waiting up to {timeout:g} s for {busy} busy connection(s) to finish "
@@ -252,11 +277,15 @@ class Incumbent:
             timeout=settling.timeout,
             busy=settling.busy,
         )
-        return waiting.addCallback(lambda _: self._capture(session, attempt, request))
+        return waiting.addCallback(lambda _: self._capture(attempt, request))
 
-    def _capture(
-        self, session: ControlSession, attempt: _Attempt, request: dict[str, Any]
-    ) -> dict[str, Any]:
+    def _capture(self, attempt: Attempt, request: CaptureRequest) -> CaptureReport:
+        """
+        The capture itself, in one reactor turn: freeze and send.
+
+        @raise TakeoverRefused: if the takeover was abandoned meanwhile, or
+            capturing fails (which abandons it).
+        """
         settling, attempt.settling = attempt.settling, None
         if settling is not None:
             # In this reactor turn, with the capture: nothing is read between.
@@ -266,39 +295,36 @@ class Incumbent:
                 ms=settling.waited * 1000,
                 busy=settling.busy,
             )
-        if self.current is not attempt or attempt.state != PREPARED:
+        if self.current is not attempt or attempt.state != CAPTURING:
             raise TakeoverRefused("capture: the takeover was abandoned while waiting")
-        types = request.get("types") or ()
-        versions = request.get("versions")
-        if isinstance(versions, dict):
+        types = request.types
+        if request.versions is not None:
+            versions = request.versions
             # Only types the successor reads at the version we write.
-            types = [
+            types = tuple(
                 t
                 for t in types
                 if (mine := self.adapters.adapterNamed(t)) is None
                 or versions.get(t) == mine.version
-            ]
-        claimed = self._claimed(attempt)
+            )
         started = self.clock()
         try:
             captured = captureConnections(
                 self._reactor,
                 self.registry,
                 self.adapters,
-                claimed,
-                frozenset(t for t in types if isinstance(t, str)),
+                attempt.claimed(),
+                frozenset(types),
             )
         except Exception as e:
             _log.failure("capturing connections failed")
-            self.abort(f"capturing connections failed: {e}", session)
-            raise TakeoverRefused(f"capturing connections failed: {e}") from e
+            self._refuse(attempt, f"capturing connections failed: {e}", from_=e)
         attempt.captured = captured
-        attempt.state = CAPTURED
         assert attempt.channel is not None
         sent = attempt.channel.sendMessage(captured.payload, captured.fds)
         # Abandoned before it went out: logged by abort() on its own.
         sent.addErrback(lambda _: None)
-        self._armTimeout(attempt, "restore the connections")
+        self._advance(attempt, "captured")
         ms = (self.clock() - started) * 1000
         staying = sum(captured.staying.values())
         _log.info(
@@ -314,56 +340,77 @@ class Incumbent:
             if staying
             else "",
         )
-        return {
-            "connections": captured.count,
-            "bytes": len(captured.payload),
-            "moved": captured.moved,
-            "staying": captured.staying,
-            "frozen_at": captured.frozenAt,
-        }
+        return CaptureReport(
+            connections=captured.count,
+            bytes=len(captured.payload),
+            moved=captured.moved,
+            staying=captured.staying,
+            frozenAt=captured.frozenAt,
+        )
 
-    def restored(self, session: ControlSession, report: dict[str, Any]) -> dict[str, Any]:
-        attempt = self._expect(session, CAPTURED, "restored")
+    def restored(self, session: Peer, report: RestoredReport) -> None:
+        """
+        The successor restored the connections (not reading yet).
+
+        @param session: the successor's connection.
+        @param report: how many it restored.
+        @raise TakeoverRefused: (and the takeover is abandoned) if the step
+            is out of order or the count does not match.
+        """
+        attempt = self._expect(session, "restored")
         assert attempt.captured is not None
-        got = report.get("connections") if isinstance(report, dict) else None
-        if got != attempt.captured.count:
-            self.abort(
-                f"the successor restored {got!r} of {attempt.captured.count} connections",
-                session,
-            )
-            raise TakeoverRefused(
+        if report.connections != attempt.captured.count:
+            self._refuse(
+                attempt,
+                f"the successor restored {report.connections} of "
+                f"{attempt.captured.count} connections",
                 f"count mismatch: sent {attempt.captured.count} connections, you "
-                f"restored {got!r}"
+                f"restored {report.connections}",
             )
-        attempt.state = RESTORED
-        self._armTimeout(attempt, "switch")
-        return {}
+        self._advance(attempt, "restored")
 
-    def switch(self, session: ControlSession) -> dict[str, Any]:
-        attempt = self._expect(session, RESTORED, "switch")
+    def switch(self, session: Peer) -> SwitchAnswer:
+        """
+        Stop accepting on every port (the kernel's backlog keeps queueing):
+        the successor accepts from now on.
+
+        @param session: the successor's connection.
+        @return: how many ports stopped accepting.
+        @raise TakeoverRefused: (and the takeover is abandoned) if the step
+            is out of order.
+        """
+        attempt = self._expect(session, "switch")
         paused = self.registry.pauseAccepting()
         attempt.pausedAt = self.clock()
-        attempt.state = SWITCHED
-        self._armTimeout(attempt, "commit")
+        self._advance(attempt, "switch")
         _log.info("stopped accepting on {count} port(s); successor accepts now", count=paused)
-        return {"paused": paused}
+        return SwitchAnswer(paused)
 
-    def commit(self, session: ControlSession) -> dict[str, Any]:
-        attempt = self._expect(session, SWITCHED, "commit")
-        self._disarm(attempt)
+    def commit(self, session: Peer) -> CommitAnswer:
+        """
+        Let go of the ports and the moved connections (close, never
+        C{shutdown}); from now on this process only drains what stayed.
+
+        @param session: the successor's connection.
+        @return: the successor's generation, the ports and connections
+            released, how long accepting was paused.
+        @raise TakeoverRefused: (and the takeover is abandoned) if the step
+            is out of order.
+        """
+        attempt = self._expect(session, "commit")
+        self._advance(attempt, "commit")
         released = self.registry.releaseAll()
         moved = 0
         if attempt.captured is not None:
             moved = attempt.captured.count
             attempt.captured.release()
-        attempt.state = COMMITTED
         now = self.clock()
         pausedMs = (now - (attempt.pausedAt or now)) * 1000
         totalMs = (now - attempt.startedAt) * 1000
         me = self.identity()
         successor = {
             "pid": attempt.successorPid,
-            "python": attempt.info.get("python"),
+            "python": attempt.request.python,
             "generation": me["generation"] + 1,
         }
         self.handedOffTo = successor
@@ -380,7 +427,8 @@ class Incumbent:
             "total_ms": round(totalMs, 3),
         }
         self.current = None
-        self._closeAttempt(attempt)
+        attempt.close()
+        unclaimed = attempt.report.unclaimed if attempt.report is not None else ()
         _log.info(
             "takeover committed: {moved} port(s) and {connections} connection(s) "
             "now belong to pid {pid} "
@@ -393,29 +441,32 @@ class Incumbent:
             generation=successor["generation"],
             paused=pausedMs,
             total=totalMs,
-            unclaimed=", ".join(attempt.report.get("unclaimed") or ()) or "none",
+            unclaimed=", ".join(unclaimed) or "none",
         )
         self._reactor.callLater(0, self.onHandedOff, successor)
-        return {
-            "generation": successor["generation"],
-            "released": released,
-            "connections": moved,
-            "accept_paused_ms": round(pausedMs, 3),
-        }
+        return CommitAnswer(
+            generation=successor["generation"],
+            released=tuple(released),
+            connections=moved,
+            acceptPausedMs=round(pausedMs, 3),
+        )
 
-    def abort(self, reason: str, session: ControlSession | None = None) -> bool:
+    def abort(self, reason: str, session: Peer | None = None) -> bool:
         """
         Abandon the takeover in progress (if C{session} is given, only if it
-        is that session's) and resume accepting everywhere.
+        is that session's): resume accepting, thaw the frozen connections,
+        close the channel.
 
+        @param reason: why, for the log and C{lastAttempt}.
+        @param session: only abandon this session's takeover.
         @return: whether anything was abandoned.
         """
         attempt = self.current
         if attempt is None or (session is not None and attempt.session is not session):
             return False
-        if attempt.state == COMMITTED:
+        if attempt.state not in ABORTABLE:
             return False
-        self._disarm(attempt)
+        attempt.disarm()
         self.current = None
         resumed = 0
         if attempt.state == SWITCHED:
@@ -424,7 +475,7 @@ class Incumbent:
             attempt.settling.resume()
         if attempt.captured is not None:
             attempt.captured.thaw()
-        self._closeAttempt(attempt)
+        attempt.close()
         self.lastAttempt = {
             "outcome": "abandoned",
             "successor_pid": attempt.successorPid,
@@ -442,128 +493,61 @@ class Incumbent:
         )
         return True
 
-    # -- helpers ---------------------------------------------------------------
+    # -- the state machine ------------------------------------------------------
 
-    def _claimed(self, attempt: _Attempt) -> frozenset[str]:
+    def _expect(self, session: Peer, step: str) -> Attempt:
         """
-        The keys of the ports the successor declared.
-        """
-        unclaimed = set(attempt.report.get("unclaimed") or ())
-        return frozenset(r["key"] for r in attempt.records) - unclaimed
+        The takeover of C{session}, if C{step} is allowed in its state
+        (L{TRANSITIONS}).
 
-    def _expect(self, session: ControlSession, state: str, step: str) -> _Attempt:
+        @raise TakeoverRefused: if C{session} has no takeover in progress,
+            or (and then the takeover is abandoned) if the step is not
+            allowed now.
+        """
         attempt = self.current
         if attempt is None or attempt.session is not session:
             raise TakeoverRefused(f"{step}: no takeover of yours is in progress")
-        if attempt.state != state:
-            self.abort(f"protocol error: {step} at step {attempt.state}", session)
-            raise TakeoverRefused(f"{step} is not allowed at step {attempt.state}")
+        try:
+            advance(attempt.state, step)
+        except ProtocolError as e:
+            self._refuse(attempt, f"protocol error: {step} at step {attempt.state}", str(e))
         return attempt
 
-    def _armTimeout(self, attempt: _Attempt, waitingFor: str) -> None:
-        self._disarm(attempt)
+    def _advance(self, attempt: Attempt, step: str) -> None:
+        """
+        Take C{step}: go to the state L{TRANSITIONS} gives, and arm the
+        timeout for what the successor must do next (if anything).
+        """
+        transition = advance(attempt.state, step)
+        attempt.state = transition.state
+        attempt.disarm()
+        if transition.waitingFor is None:
+            return
+        limit = self.takeoverTimeout
+        if transition.limit == HANDSHAKE:
+            limit = min(self.handshakeTimeout, self.takeoverTimeout)
+        waitingFor = transition.waitingFor
 
         def expired() -> None:
-            attempt.timeoutCall = None
             if self.abort(
-                f"the successor did not {waitingFor} within "
-                f"{self.takeoverTimeout:g} s",
-                attempt.session,
+                f"the successor did not {waitingFor} within {limit:g} s", attempt.session
             ):
                 attempt.session.hangUp()
 
-        attempt.timeoutCall = self._reactor.callLater(self.takeoverTimeout, expired)
+        attempt.arm(self._reactor, limit, expired)
 
-    def _disarm(self, attempt: _Attempt) -> None:
-        if attempt.timeoutCall is not None and attempt.timeoutCall.active():
-            attempt.timeoutCall.cancel()
-        attempt.timeoutCall = None
+    def _refuse(
+        self,
+        attempt: Attempt,
+        reason: str,
+        toPeer: str | None = None,
+        from_: BaseException | None = None,
+    ) -> NoReturn:
+        """
+        Abandon C{attempt} for C{reason} and refuse the step.
 
-    def _closeAttempt(self, attempt: _Attempt) -> None:
-        if attempt.channel is not None:
-            attempt.channel.close()
-            attempt.channel = None
-        if attempt.peerEnd is not None:
-            # By now the descriptor has long been sent (it rode with the
-            # answer to begin); our copy can go.
-            attempt.peerEnd.close()
-            attempt.peerEnd = None
-
-
-@implementer(pb.IPBRoot)
-@attrs.define(eq=False)
-class ControlRoot:
-    """
-    The PB root of a control socket: each connection gets its own
-    L{ControlSession}.
-
-    @ivar status: returns the status record.
-    @ivar incumbent: answers takeover steps, once this process serves.
-    """
-
-    status: Callable[[], dict[str, Any]]
-    incumbent: Incumbent | None = None
-
-    def rootObject(self, broker: Any) -> ControlSession:
-        session = ControlSession(self, broker)
-        broker.notifyOnDisconnect(session.disconnected)
-        return session
-
-
-class ControlSession(pb.Referenceable):
-    """
-    One peer's conversation with a control socket.
-    """
-
-    def __init__(self, root: ControlRoot, broker: Any) -> None:
-        self._root = root
-        self._broker = broker
-
-    def _incumbent(self) -> Incumbent:
-        if self._root.incumbent is None:
-            raise TakeoverRefused("this process is not serving yet")
-        return self._root.incumbent
-
-    def sendFileDescriptor(self, fd: int) -> None:
-        self._broker.transport.sendFileDescriptor(fd)
-
-    def hangUp(self) -> None:
-        self._broker.transport.loseConnection()
-
-    def disconnected(self) -> None:
-        incumbent = self._root.incumbent
-        if incumbent is None:
-            return
-        if incumbent.abort("the successor disconnected", self):
-            return
-        if incumbent.successorSession is self:
-            incumbent.successorAttached = False
-            if incumbent.onSuccessorDetached is not None:
-                incumbent.onSuccessorDetached()
-
-    def remote_status(self) -> dict[str, Any]:
-        return self._root.status()
-
-    def remote_begin(self, info: dict[str, Any]) -> dict[str, Any]:
-        return self._incumbent().begin(self, info)
-
-    def remote_prepared(self, report: dict[str, Any]) -> dict[str, Any]:
-        return self._incumbent().prepared(self, report)
-
-    def remote_capture(
-        self, request: dict[str, Any]
-    ) -> dict[str, Any] | Deferred[dict[str, Any]]:
-        return self._incumbent().capture(self, request)
-
-    def remote_restored(self, report: dict[str, Any]) -> dict[str, Any]:
-        return self._incumbent().restored(self, report)
-
-    def remote_switch(self) -> dict[str, Any]:
-        return self._incumbent().switch(self)
-
-    def remote_commit(self) -> dict[str, Any]:
-        return self._incumbent().commit(self)
-
-    def remote_abort(self, reason: str) -> None:
-        self._incumbent().abort(f"the successor gave up: {str(reason)[:500]}", self)
-
+        @param toPeer: what the successor is told (by default C{reason}).
+        @raise TakeoverRefused: always.
+        """
+        self.abort(reason, attempt.session)
+        raise TakeoverRefused(toPeer or reason) from from_

@@ -12,9 +12,7 @@ accepting and nothing was refused.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import socket
 import sys
 import time
@@ -32,21 +30,23 @@ from migrator.state._registry import AdapterRegistry
 from migrator.state._restore import Restored, restoreConnections
 from migrator.takeover._channel import FrameChannel
 from migrator.takeover._control import ControlClientFactory, ControlSocket, PeerPolicy
+from migrator.takeover._messages import (
+    BeginAnswer,
+    BeginRequest,
+    CaptureReport,
+    CaptureRequest,
+    CommitAnswer,
+    MalformedMessage,
+    PortsMessage,
+    PreparedReport,
+    ReceivedReport,
+    RestoredReport,
+    SwitchAnswer,
+)
 from migrator.takeover._ports import ListenerRegistry
+from migrator.takeover._steps import Faults
 
 _log = Logger()
-
-#: The points at which L{Successor} consults C{MIGRATOR_FAULT}: a comma
-#: separated list of C{kill:POINT}, C{hang:POINT} or C{raise:POINT}.  Used by
-#: the rollback tests; documented in docs/operators.md.
-FAULT_POINTS = (
-    "connected",
-    "before-adopt",
-    "after-adopt",
-    "after-restore",
-    "after-switch",
-    "before-commit",
-)
 
 
 class TakeoverFailed(Exception):
@@ -126,6 +126,8 @@ class Successor:
         the incumbent's ports are on offer in C{registry}.
     @ivar prepareControl: binds this process's own control socket (not yet
         published).
+    @ivar faults: failures to inject on purpose (rollback drills); given
+        by the composition root, which reads C{MIGRATOR_FAULT}.
     """
 
     _reactor: Any
@@ -135,10 +137,10 @@ class Successor:
     prepareControl: Callable[[], ControlSocket]
     timeout: float = 30.0
     policy: PeerPolicy = attrs.field(factory=PeerPolicy)
-    faults: str = attrs.field(factory=lambda: os.environ.get("MIGRATOR_FAULT", ""))
+    faults: Faults = attrs.field(factory=Faults)
     processAlive: Callable[[int], bool] = processAlive
     clock: Callable[[], float] = time.time
-    predecessor: dict[str, Any] = attrs.field(factory=dict)
+    predecessor: BeginAnswer | None = None
     adapters: AdapterRegistry = attrs.field(factory=AdapterRegistry)
     broker: Any = None
     control: ControlSocket | None = None
@@ -228,19 +230,7 @@ class Successor:
         self._running.cancel()
 
     async def _fault(self, point: str) -> None:
-        for spec in filter(None, self.faults.split(",")):
-            action, _, where = spec.partition(":")
-            if where != point:
-                continue
-            _log.warn("fault injection: {action} at {point}", action=action, point=point)
-            if action == "kill":
-                os.kill(os.getpid(), signal.SIGKILL)
-            elif action == "hang":
-                hang: Deferred[None] = Deferred()
-                self._hangs.append(hang)
-                await hang
-            elif action == "raise":
-                raise RuntimeError(f"injected fault at {point}")
+        await self.faults.at(point, self._hangs)
 
     def _call(self, root: Any, method: str, *args: Any) -> Deferred[Any]:
         d = root.callRemote(method, *args)
@@ -273,13 +263,9 @@ class Successor:
             await self._fault("connected")
 
             self._step = "begin"
-            info = {
-                "pid": os.getpid(),
-                "python": sys.version.split()[0],
-                "argv": sys.argv[:50],
-            }
-            begun = await self._call(root, "begin", info)
-            self.predecessor = dict(begun)
+            request = BeginRequest(os.getpid(), sys.version.split()[0], tuple(sys.argv[:50]))
+            begun = BeginAnswer.fromWire(await self._call(root, "begin", request.toWire()))
+            self.predecessor = begun
             fds = self.broker.receivedFds
             if len(fds) != 1:
                 raise TakeoverFailed(
@@ -288,21 +274,23 @@ class Successor:
             self.inbox = _Inbox(self._reactor, socket.socket(fileno=fds.pop()))
             payload, portFds = await self._receive()
             unoffered = portFds
-            message = json.loads(payload.decode("utf-8"))
-            records = message["ports"]
+            records = list(PortsMessage.fromBytes(payload).ports)
             _log.info(
                 "incumbent pid {pid} (generation {generation}, Python "
                 "{python}) sent {count} listening port(s)",
-                pid=begun.get("pid"),
-                generation=begun.get("generation"),
-                python=begun.get("python"),
+                pid=begun.pid,
+                generation=begun.generation,
+                python=begun.python,
                 count=len(portFds),
             )
-            if len(portFds) != begun.get("ports") or len(records) != len(portFds):
+            if len(portFds) != begun.ports or len(records) != len(portFds):
                 raise TakeoverFailed(
-                    f"the incumbent announced {begun.get('ports')} ports and "
+                    f"the incumbent announced {begun.ports} ports and "
                     f"{len(records)} records, {len(portFds)} descriptors arrived"
                 )
+            # The handshake's end: from here on the incumbent gives us the
+            # takeover timeout for each step (starting our service first).
+            await self._call(root, "received", ReceivedReport(len(portFds)).toWire())
 
             self._step = "adopt"
             await self._fault("before-adopt")
@@ -329,20 +317,16 @@ class Successor:
             await self._call(
                 root,
                 "prepared",
-                {"received": len(portFds), "adopted": adopted, "unclaimed": unclaimed},
+                PreparedReport(len(portFds), adopted, tuple(unclaimed)).toWire(),
             )
 
             self._step = "capture"
-            captureReport = await self._call(
-                root,
-                "capture",
-                {
-                    "types": self.adapters.typeNames(),
-                    "versions": {
-                        name: self.adapters.adapterNamed(name).version
-                        for name in self.adapters.typeNames()
-                    },
-                },
+            types = self.adapters.typeNames()
+            captureRequest = CaptureRequest(
+                tuple(types), {name: self.adapters.adapterNamed(name).version for name in types}
+            )
+            captureReport = CaptureReport.fromWire(
+                await self._call(root, "capture", captureRequest.toWire())
             )
             statePayload, connectionFds = await self._receive()
             self._step = "restore"
@@ -351,9 +335,9 @@ class Successor:
                 self._reactor, self.registry, self.adapters, statePayload, connectionFds
             )
             self.connectionReport = {
-                "moved": captureReport.get("moved") or {},
-                "staying": captureReport.get("staying") or {},
-                "bytes": captureReport.get("bytes"),
+                "moved": captureReport.moved,
+                "staying": captureReport.staying,
+                "bytes": captureReport.bytes,
                 "restore_ms": round((self.clock() - restoreStarted) * 1000, 3),
             }
             _log.info(
@@ -364,10 +348,10 @@ class Successor:
                 ms=self.connectionReport["restore_ms"],
             )
             await self._fault("after-restore")
-            await self._call(root, "restored", {"connections": self.restored.count})
+            await self._call(root, "restored", RestoredReport(self.restored.count).toWire())
 
             self._step = "switch"
-            await self._call(root, "switch")
+            SwitchAnswer.fromWire(await self._call(root, "switch"))
             switchedAt = self.clock()
             self.registry.resumeAccepting()
             await self._fault("after-switch")
@@ -379,15 +363,15 @@ class Successor:
             # listening.  A lost connection is decided by whether the
             # incumbent still lives (it only exits after we hang up).
             try:
-                result = await root.callRemote("commit")
+                committed = CommitAnswer.fromWire(await root.callRemote("commit"))
             except (pb.PBConnectionLost, pb.DeadReferenceError) as e:
                 # DeadReferenceError: the connection was already gone when
                 # we called.
-                if not self.processAlive(int(begun.get("pid", -1))):
+                if not self.processAlive(begun.pid):
                     _log.warn(
                         "the incumbent died during commit; this process keeps the ports"
                     )
-                    result = {"generation": int(begun.get("generation", 0)) + 1}
+                    committed = CommitAnswer(generation=begun.generation + 1)
                 else:
                     raise TakeoverFailed(
                         "the incumbent hung up instead of committing"
@@ -397,8 +381,8 @@ class Successor:
             # leave nobody serving them), so every failure is logged and the
             # successor keeps serving.
             self._step = "done"
-            self._afterCommit(float(captureReport.get("frozen_at") or 0.0))
-            result = dict(result)
+            self._afterCommit(captureReport.frozenAt)
+            result = committed.toWire()
             result["total_ms"] = round((self.clock() - started) * 1000, 3)
             result["switch_to_commit_ms"] = round((self.clock() - switchedAt) * 1000, 3)
             result.update(self.connectionReport)
@@ -464,6 +448,8 @@ def _describe(e: BaseException) -> str:
         # The message is the remote value; the traceback is withheld
         # ("Traceback unavailable") for pb.Error subclasses.
         return f"the incumbent refused: {e.args[0] if e.args else e.remoteType}"
+    if isinstance(e, MalformedMessage):
+        return f"the incumbent sent a malformed message: {e}"
     if isinstance(e, TimeoutError):
         return "timed out waiting for the incumbent"
     if isinstance(e, Failure):

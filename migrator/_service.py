@@ -36,11 +36,12 @@ from migrator.adapters import defaultRegistry
 from migrator.interfaces import IMigrationNode
 from migrator.takeover._control import ControlServerFactory, ControlSocket, PeerPolicy
 from migrator.takeover._incumbent import Incumbent
+from migrator.takeover._liveness import processAlive
 from migrator.takeover._pidfile import Pidfile, sdNotify
 from migrator.takeover._ports import ListenerRegistry
 from migrator.takeover._session import ControlRoot
 from migrator.takeover._steps import Faults
-from migrator.takeover._successor import Successor, TakeoverFailed, processAlive
+from migrator.takeover._successor import Successor, TakeoverFailed
 
 _log = Logger()
 
@@ -155,9 +156,19 @@ class MigrateService(service.MultiService):
     def stopService(self) -> Any:
         service.Service.stopService(self)
         if self.incumbent is not None:
-            # Stopping in the middle of a takeover: abandon it first (the
-            # successor rolls back when our connection drops).
-            self.incumbent.abort("this process is stopping")
+            # Asked to stop while a successor takes over: let the takeover
+            # finish first (commit or abort), so that no port or connection
+            # the successor is about to serve is closed under it.
+            waiting = self.incumbent.stop()
+            if not waiting.called:
+                return waiting.addCallback(lambda _: self._stopNow())
+        return self._stopNow()
+
+    def _stopNow(self) -> Any:
+        """
+        Stop the wrapped service, close the control socket, let go of the
+        pidfile and the reactor hooks.
+        """
         if self.successor is not None:
             # A successor stopped before its takeover finished rolls back.
             self.successor.cancel()
@@ -197,6 +208,7 @@ class MigrateService(service.MultiService):
             onHandedOff=self._handedOff,
             onSuccessorDetached=self._successorDetached,
             takeoverTimeout=self.config.takeoverTimeout,
+            faults=self.config.faults,
         )
         self.root.incumbent = self.incumbent
         self.pidfile.write()
@@ -223,18 +235,34 @@ class MigrateService(service.MultiService):
         self.control = self.successor.control
         self._serve(generation=int(result.get("generation", 1)))
         staying = result.get("staying") or {}
-        _log.info(
-            "takeover complete: generation {generation}, {moved} port(s) "
-            "adopted, {connections} connection(s) moved, {staying} left to "
-            "drain in the predecessor; {total} ms from connecting to commit "
-            "(accepting was paused {paused} ms in the predecessor)",
-            generation=self.generation,
-            moved=self.registry.adoptedCount(),
-            connections=result.get("connections", 0),
-            staying=sum(staying.values()),
-            total=result.get("total_ms"),
-            paused=result.get("accept_paused_ms"),
-        )
+        alone = result.get("alone")
+        if alone:
+            # The successor said in full what happened; here, the outcome.
+            sdNotify(
+                f"STATUS=serving generation {self.generation}; the predecessor "
+                f"(pid {alone['pid']}) died during the takeover"
+            )
+            _log.info(
+                "takeover complete without the predecessor: generation "
+                "{generation}, {ports} port(s) accepting, {connections} "
+                "connection(s) moved",
+                generation=self.generation,
+                ports=len(self.registry.listening()),
+                connections=result.get("connections", 0),
+            )
+        else:
+            _log.info(
+                "takeover complete: generation {generation}, {moved} port(s) "
+                "adopted, {connections} connection(s) moved, {staying} left to "
+                "drain in the predecessor; {total} ms from connecting to commit "
+                "(accepting was paused {paused} ms in the predecessor)",
+                generation=self.generation,
+                moved=self.registry.adoptedCount(),
+                connections=result.get("connections", 0),
+                staying=sum(staying.values()),
+                total=result.get("total_ms"),
+                paused=result.get("accept_paused_ms"),
+            )
         if result.get("freeze_ms"):
             _log.info(
                 "connections were frozen for p50 {p50} ms, p99 {p99} ms, max "
@@ -247,15 +275,15 @@ class MigrateService(service.MultiService):
         self.state = FAILED
         if failure.check(TakeoverFailed):
             message = failure.getErrorMessage()
+            aftermath = failure.value.aftermath
         else:
             # A bug (e.g. in the rollback), not a refusal: still exit, rather
             # than linger serving nothing.
             _log.failure("the takeover failed unexpectedly", failure)
             message = f"the takeover failed unexpectedly: {failure.getErrorMessage()}"
-        sys.stderr.write(
-            f"migrate: {message}\nmigrate: the running service was not "
-            f"changed and keeps serving.\n"
-        )
+            aftermath = self.successor.aftermath() if self.successor else "nothing is known"
+        # Never more than is known: see Successor.aftermath.
+        sys.stderr.write(f"migrate: {message}\nmigrate: {aftermath}.\n")
         remaining = self.registry.connectionCount()
         if remaining:
             # Connections accepted before the takeover was abandoned are
@@ -280,6 +308,16 @@ class MigrateService(service.MultiService):
 
     def _handedOff(self, successor: dict[str, Any]) -> None:
         self.state = DRAINING
+        if not self.running:
+            # Asked to stop during the takeover: no drain, the stop goes on
+            # once the successor has hung up.
+            _log.info(
+                "handed off to pid {pid}: stopping, as asked; {count} "
+                "connection(s) that stayed here are closed",
+                pid=successor.get("pid"),
+                count=self.registry.connectionCount(),
+            )
+            return
         sdNotify(f"STATUS=handed off to pid {successor.get('pid')}; draining")
         remaining = self.registry.connectionCount()
         _log.info(

@@ -129,7 +129,10 @@ class Options(usage.Options):
         self._takeOverPidfile()
         # Read once, here: the roles are handed what to inject.
         try:
-            self["faults"] = Faults.parse(os.environ.get("MIGRATOR_FAULT", ""))
+            self["faults"] = Faults.parse(
+                os.environ.get("MIGRATOR_FAULT", ""),
+                gate=os.environ.get("MIGRATOR_FAULT_GATE") or None,
+            )
         except InvalidFaults as e:
             raise usage.UsageError(f"MIGRATOR_FAULT: {e}") from e
         from migrator.adapters import defaultRegistry

@@ -28,6 +28,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
 from twisted.spread import pb
 from twisted.spread.jelly import InsecureJelly
 from twisted.trial.unittest import SynchronousTestCase
@@ -40,7 +41,7 @@ from migrator.state._capture import captureConnections
 from migrator.state._graph import GraphError, loadsPlain
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
 from migrator.state._restore import restoreConnections
-from migrator.takeover import _incumbent
+from migrator.takeover import _attempt
 from migrator.takeover._channel import ChannelError, FrameChannel
 from migrator.takeover._control import ControlClientFactory, ControlServerFactory
 from migrator.takeover._incumbent import Incumbent, TakeoverRefused
@@ -50,6 +51,7 @@ from migrator.takeover._messages import (
     CaptureReport,
     CaptureRequest,
     CommitAnswer,
+    Farewell,
     PreparedReport,
     ReceivedReport,
     RestoredReport,
@@ -158,7 +160,10 @@ def flushChannels(reactor: MemoryReactorClock) -> None:
     """
     for writer in reactor.getWriters():
         if isinstance(writer, FrameChannel):
-            writer.doWrite()
+            why = writer.doWrite()
+            if why is not None:
+                # As a reactor does when a write fails.
+                writer.connectionLost(Failure(why))
 
 
 class ChannelReader:
@@ -372,6 +377,17 @@ class IncumbentTestMixin:
             os.close(fd)
         self.openFds.clear()
 
+    def assertFarewell(self, reader: ChannelReader) -> None:
+        """
+        The last message on the channel of an abandoned takeover is the
+        incumbent's farewell, with the reason it recorded; then the channel
+        closes.
+        """
+        payload, fds = reader.next()
+        expected = Farewell(self.incumbent.lastAttempt["reason"], self.incumbent.stopping)
+        self.assertEqual((Farewell.fromBytes(payload), fds), (expected, []))
+        self.assertEqual(peerState(reader.sock), "closed")
+
     def accepting(self) -> list[bool]:
         return [p.accepting for p in self.registry.ports]
 
@@ -449,9 +465,10 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
 
     def test_happyPath(self) -> None:
         """
-        begin, prepared, capture (nothing to move), restored, switch,
-        commit: the ports accept until the switch, are released at the
-        commit, C{onHandedOff} is called (later, not inside the commit call)
+        begin, received, prepared, capture (nothing to move), restored,
+        switch, commit: the ports accept until the capture (which stops
+        accepting first, so that no connection is accepted between the
+        capture and the commit), are released at the commit, C{onHandedOff} is called (later, not inside the commit call)
         with the successor and generation + 1, and the attempt is recorded
         in C{lastAttempt}.
         """
@@ -467,10 +484,10 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.assertEqual(answer, CaptureReport(connections=0, bytes=len(payload), frozenAt=1000.1))
         self.assertEqual(connectionFds, [])
         self.assertEqual(self.incumbent.current.state, CAPTURED)
-        self.assertEqual(self.accepting(), [True, True])
+        self.assertEqual(self.accepting(), [False, False])
         self.assertIsNone(self.incumbent.restored(session, RestoredReport(0)))
         self.assertEqual(self.incumbent.current.state, RESTORED)
-        self.assertEqual(self.accepting(), [True, True])
+        self.assertEqual(self.accepting(), [False, False])
 
         self.assertEqual(self.incumbent.switch(session), SwitchAnswer(paused=2))
         self.assertEqual(self.incumbent.current.state, SWITCHED)
@@ -600,7 +617,12 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.assertEqual(
             answer,
             CaptureReport(
-                connections=1, bytes=len(payload), moved={ECHO: 1}, staying={}, frozenAt=1000.5
+                connections=1,
+                bytes=len(payload),
+                moved={ECHO: 1},
+                staying={},
+                frozenAt=1000.5,
+                held=1,
             ),
         )
         self.assertFrozen(transport)
@@ -634,7 +656,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
             )
         self.ownFds(reader.next()[1])
         [event] = [e for e in events if "froze and sent" in e.get("log_format", "")]
-        self.assertEqual((event["count"], event["staying"]), (1, 1))
+        self.assertEqual((event["count"], event["stay"], event["held"]), (1, 1, 2))
         self.assertEqual(event["why"], f": 1 x {ECHO}: working")
 
     def test_captureFails(self) -> None:
@@ -646,7 +668,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         def broken(*args: Any) -> Any:
             raise RuntimeError("the graph is on fire")
 
-        self.patch(_incumbent, "captureConnections", broken)
+        self.patch(_attempt, "captureConnections", broken)
         protocol, client = self.connection()
         session = self.session()
         self.toPrepared(session)
@@ -660,6 +682,9 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         )
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertServing(protocol, client)
+        # It had stopped accepting just before: it accepts again.
+        self.assertEqual(self.accepting(), [True, True])
+        flushChannels(self.reactor)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_captureBeforePreparedRefusedAndAborted(self) -> None:
@@ -729,7 +754,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.assertEqual(
             self.incumbent.lastAttempt["reason"], "the successor restored 0 of 1 connections"
         )
-        self.assertEqual(peerState(reader.sock), "closed")
+        self.assertFarewell(reader)
         self.assertEqual(self.accepting(), [True, True])
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         # It writes again by itself, before it reads anything.
@@ -827,7 +852,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.assertEqual(self.incumbent.lastAttempt["outcome"], "abandoned")
         self.assertEqual(self.incumbent.lastAttempt["step"], RECEIVED)
         self.assertIn("received 1 of 2 listening ports", self.incumbent.lastAttempt["reason"])
-        self.assertEqual(peerState(reader.sock), "closed")
+        self.assertFarewell(reader)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_switchBeforePreparedRefusedAndAborted(self) -> None:
@@ -849,15 +874,16 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
     def test_switchBeforeRestoredRefusedAndThaws(self) -> None:
         """
         C{switch} right after C{capture} (without C{restored}) is refused;
-        the takeover is abandoned without pausing, and the captured
-        connections are thawed.
+        the takeover is abandoned: the incumbent accepts again (it stopped
+        at the capture), and the captured connections are thawed.
         """
         protocol, client = self.connection()
         session = self.session()
         self.toCaptured(session)
+        self.assertEqual(self.accepting(), [False, False])
         e = self.assertRaises(TakeoverRefused, self.incumbent.switch, session)
         self.assertEqual(str(e), "switch is not allowed at step captured")
-        self.assertNotIn("pauseAccepting", self.registry.calls)
+        self.assertEqual(self.accepting(), [True, True])
         self.assertServing(protocol, client)
 
     def test_commitBeforeSwitchRefusedAndAborted(self) -> None:
@@ -949,6 +975,8 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
             },
         )
         self.assertEqual(self.accepting(), [True, True])
+        # Once its farewell is sent, nothing of the takeover is left.
+        flushChannels(self.reactor)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
     def test_handshakeTimeout(self) -> None:
@@ -962,7 +990,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         _, _, _, reader = self.beginAndRead(session)
         self.assertEqual(self.incumbent.handshakeTimeout, 10.0)
         self.assertTimesOut(session, "acknowledge the ports", BEGUN, timeout=10.0)
-        self.assertEqual(peerState(reader.sock), "closed")
+        self.assertFarewell(reader)
         self.assertEqual(self.incumbent.begin(self.session(), BEGIN).ports, 2)
 
     def test_handshakeTimeoutAtMostTheTakeoverTimeout(self) -> None:
@@ -986,7 +1014,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.reactor.advance(9)
         self.incumbent.received(session, ReceivedReport(2))
         self.assertTimesOut(session, "prepare", RECEIVED)
-        self.assertEqual(peerState(reader.sock), "closed")
+        self.assertFarewell(reader)
 
     def test_timeoutWaitingForCapture(self) -> None:
         """
@@ -1015,14 +1043,15 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
     def test_timeoutWaitingForSwitch(self) -> None:
         """
         A successor that does not ask to C{switch} within the timeout after
-        C{restored} is hung up on, and the connections are thawed.
+        C{restored} is hung up on, the incumbent accepts again (it stopped
+        at the capture), and the connections are thawed.
         """
         protocol, client = self.connection()
         session = self.session()
         _, fds = self.toCaptured(session)
         self.incumbent.restored(session, RestoredReport(len(fds)))
         self.assertTimesOut(session, "switch", RESTORED)
-        self.assertNotIn("resumeAccepting", self.registry.calls)
+        self.assertIn("resumeAccepting", self.registry.calls)
         self.assertServing(protocol, client)
 
     def test_timeoutWaitingForCommit(self) -> None:
@@ -1069,6 +1098,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.assertEqual(self.accepting(), [True, True])
         self.assertEqual(self.incumbent.lastAttempt["reason"], "it hurts")
         self.assertEqual(session.hungUp, 0)
+        flushChannels(self.reactor)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertServing(protocol, client)
 
@@ -1332,8 +1362,8 @@ class SettlingTests(IncumbentTestMixin, SynchronousTestCase):
         self.assertEqual(
             self.incumbent.lastAttempt["reason"], "the operator changed their mind"
         )
+        self.assertFarewell(self.reader)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
-        self.assertEqual(peerState(self.reader.sock), "closed")
         self.assertServing(self.busy, self.busyClient)
         self.assertServing(self.idle, self.idleClient)
 
@@ -1363,6 +1393,7 @@ class SettlingTests(IncumbentTestMixin, SynchronousTestCase):
         d = self.startCapture()
         self.assertRaises(TakeoverRefused, self.incumbent.switch, self.session_)
         self.failureResultOf(d, TakeoverRefused)
+        flushChannels(self.reactor)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertServing(self.idle, self.idleClient)
 
@@ -1542,6 +1573,7 @@ class ControlSessionTests(IncumbentTestMixin, SynchronousTestCase):
         session.disconnected()
         self.failureResultOf(d, TakeoverRefused)
         self.assertIsNone(self.incumbent.current)
+        flushChannels(self.reactor)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertServing(busy, client)
 
@@ -1822,7 +1854,7 @@ class ControlBrokerTests(IncumbentTestMixin, SynchronousTestCase):
         C{begin} over PB; read the ports message.
         """
         answer = self.successResultOf(self.call("begin", dict(SUCCESSOR)))
-        self.assertEqual(answer, {**IDENTITY, "ports": 2})
+        self.assertEqual(answer, {**IDENTITY, "ports": 2, "connections": 1})
         [channelFd] = self.client.receivedFds
         self.client.receivedFds.clear()
         reader = ChannelReader(self.reactor, channelFd)

@@ -42,6 +42,7 @@ from migrator.takeover._messages import (
     BeginRequest,
     CaptureReport,
     CaptureRequest,
+    Farewell,
     PreparedReport,
     ReceivedReport,
     RestoredReport,
@@ -53,6 +54,7 @@ from tests._fakes import (
     FakeRegistry,
     FakeRemoteRoot,
     FakeSession,
+    FakeWatch,
 )
 
 CONTROL = "/run/site/ctl"
@@ -177,7 +179,7 @@ class ServiceTestMixin:
         self.connections = [FakeConnection(closeOnLose=closeOnLose) for _ in range(connections)]
         self.registry.connections.extend(self.connections)
         incumbent = svc.incumbent
-        session = FakeSession()
+        session = self.session = FakeSession()
         self.addCleanup(session.close)
         incumbent.begin(session, BeginRequest.fromWire(SUCCESSOR))
         incumbent.received(session, ReceivedReport(len(KEYS)))
@@ -310,6 +312,55 @@ class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
         takeover = svc.status()["takeover"]
         self.assertEqual((takeover["successor_pid"], takeover["step"]), (4242, "begun"))
         svc.incumbent.abort("test over", session)
+
+    def test_stopDuringTakeoverFinishesIt(self) -> None:
+        """
+        Asked to stop while a successor takes over, the incumbent does not
+        stop its service (which would close the ports the successor is
+        about to serve) until the takeover has committed and the successor
+        has hung up; then it stops.
+        """
+        svc = self.startIncumbent()
+        session = self.session = FakeSession()
+        self.addCleanup(session.close)
+        incumbent = svc.incumbent
+        incumbent.begin(session, BeginRequest.fromWire(SUCCESSOR))
+        incumbent.received(session, ReceivedReport(len(KEYS)))
+        d = svc.stopService()
+        self.assertNoResult(d)
+        self.assertNotIn("stopService", self.inner.events)
+        incumbent.prepared(session, PreparedReport(len(KEYS)))
+        incumbent.capture(session, CaptureRequest())
+        incumbent.restored(session, RestoredReport(0))
+        incumbent.switch(session)
+        incumbent.commit(session)
+        self.reactor.advance(0)
+        self.assertNoResult(d)
+        incumbent.detached(session)
+        self.successResultOf(d)
+        self.assertIn("stopService", self.inner.events)
+        self.assertEqual(self.registry.listening(), [])
+
+    def test_stopDuringTakeoverAbandoned(self) -> None:
+        """
+        If the takeover is abandoned instead, the incumbent stops as it
+        would have without one.
+        """
+        svc = self.startIncumbent()
+        session = FakeSession()
+        self.addCleanup(session.close)
+        svc.incumbent.begin(session, BeginRequest.fromWire(SUCCESSOR))
+        d = svc.stopService()
+        self.assertNoResult(d)
+        svc.incumbent.detached(session)
+        # The farewell goes out on the channel (here the channel fails: these
+        # fake ports have no descriptors to send), then the stop goes on.
+        for writer in self.reactor.getWriters():
+            why = writer.doWrite()
+            if why is not None:
+                writer.connectionLost(Failure(why))
+        self.successResultOf(d)
+        self.assertIn("stopService", self.inner.events)
 
     def test_statusAfterHandOff(self) -> None:
         """
@@ -483,7 +534,12 @@ class DrainTests(ServiceTestMixin, SynchronousTestCase):
         """
         svc = self.startIncumbent()
         self.handOff(svc, connections=1)
-        svc.stopService()
+        d = svc.stopService()
+        # Not before the successor has hung up (the answer to its commit may
+        # still be on its way).
+        self.assertNoResult(d)
+        svc.incumbent.detached(self.session)
+        self.successResultOf(d)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
 
@@ -687,7 +743,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
             self.stderr.getvalue(),
             "migrate: takeover failed at step connect: ConnectionRefusedError: "
             "Connection was refused by other side.\n"
-            "migrate: the running service was not changed and keeps serving.\n",
+            "migrate: nothing was changed (this process never reached the running service).\n",
         )
         self.assertEqual(self.stops, 0)
         self.reactor.advance(0)
@@ -701,6 +757,55 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         svc.stopService()
         self.assertEqual(self.inner.events, [])
         self.assertFalse(self.registry.installed)
+
+    def test_incumbentDiedCompletesAlone(self) -> None:
+        """
+        When the incumbent dies during the takeover, the successor
+        completes it on its own and serves as the next generation (control
+        socket published, pidfile and systemd told), saying the
+        predecessor died.
+        """
+        svc, factory = self.start()
+        svc.successor.watchProcess = lambda pid: FakeWatch(pid, lambda p: False)
+        root = FakeRemoteRoot(autoAnswers={"abort": None, "received": None})
+        factory.clientConnectionMade(root.broker)
+        self.sendPorts(root)
+        root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
+        self.readChannel()
+        root.broker.connectionLost()
+        self.assertEqual((svc.state, svc.generation), (SERVING, 5))
+        self.assertTrue(self.controls[0].published)
+        self.assertEqual([p.accepting for p in self.registry.ports], [True, True])
+        self.assertIn(
+            "STATUS=serving generation 5; the predecessor (pid 100) died during the takeover",
+            self.notified,
+        )
+        tookOver = svc.status()["took_over"]
+        self.assertEqual((tookOver["alone"]["pid"], tookOver["alone"]["step"]), (100, "prepared"))
+        self.assertEqual(self.stderr.getvalue(), "")
+
+    def test_failedAftermathNeverClaimsServing(self) -> None:
+        """
+        A failed takeover says what serves as far as the successor knows:
+        here the incumbent gave up because it is stopping, so not that it
+        keeps serving.
+        """
+        svc, factory = self.start()
+        root = FakeRemoteRoot(autoAnswers={"abort": None, "received": None})
+        factory.clientConnectionMade(root.broker)
+        self.sendPorts(root)
+        root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
+        self.readChannel()
+        sender = FrameChannel(self.reactor, self.channelEnd.dup())
+        sender.sendMessage(Farewell("this process is stopping", stopping=True).toBytes())
+        sender.doWrite()
+        sender.close()
+        self.readChannel()
+        self.assertEqual(svc.state, FAILED)
+        err = self.stderr.getvalue()
+        self.assertIn("the incumbent abandoned the takeover: this process is stopping", err)
+        self.assertIn("once it has exited, nothing serves", err)
+        self.assertNotIn("keeps serving", err)
 
     def test_unexpectedFailureExits(self) -> None:
         """

@@ -16,8 +16,6 @@ way from the client's end.
 
 from __future__ import annotations
 
-import builtins
-import io
 import itertools
 import json
 import os
@@ -48,13 +46,13 @@ from migrator.takeover._successor import (
     Successor,
     TakeoverFailed,
     _describe,
-    processAlive,
 )
 from tests._fakes import (
     FakeControlSocket,
     FakePeerPolicy,
     FakeRegistry,
     FakeRemoteRoot,
+    FakeWatch,
     connectControl,
 )
 
@@ -184,6 +182,12 @@ class SuccessorTestMixin:
         self.started = 0
         self.controls: list[FakeControlSocket] = []
         self.alive: dict[int, bool] = {}
+        # How long a hang-up waits for the incumbent to die (none, unless a
+        # test says otherwise).
+        self.deathGrace = 0.0
+        # The incumbent's pid as the connection's credentials give it
+        # (in-memory connections have none).
+        self.peerPid: int | None = None
         self.root = FakeRemoteRoot(autoAnswers={"abort": None, "received": None})
         # The incumbent's ports: the test holds one copy of each (as the
         # incumbent does) and the probe at the other end.
@@ -207,7 +211,9 @@ class SuccessorTestMixin:
             timeout=TIMEOUT,
             policy=FakePeerPolicy(),
             faults=Faults.parse(faults),
-            processAlive=lambda pid: self.alive.get(pid, True),
+            watchProcess=lambda pid: FakeWatch(pid, lambda p: self.alive.get(p, True)),
+            peerPid=lambda broker: self.peerPid,
+            deathGrace=self.deathGrace,
             clock=self.reactor.seconds,
             adapters=self.adapters,
         )
@@ -469,7 +475,7 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         self.assertEqual(self.started, 0)
         self.readChannels()
         self.assertEqual(self.started, 1)
-        self.assertEqual(self.successor.predecessor.toWire(), BEGUN)
+        self.assertEqual(self.successor.predecessor.toWire(), {**BEGUN, "connections": 0})
         self.assertEqual([(p.key, p.adopted) for p in self.registry.ports],
                          [(k, True) for k in KEYS])
         self.assertEqual([p.accepting for p in self.registry.ports], [False, False])
@@ -514,6 +520,7 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
                 "switch_to_commit_ms": 250.0,
                 "moved": {},
                 "staying": staying,
+                "held": 0,
                 "bytes": len(EMPTY),
                 "restore_ms": 0.0,
             },
@@ -931,7 +938,7 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         """
         d = self.toCapturing()
         self.root.broker.connectionLost()
-        self.assertFailed(d, "capture", "PBConnectionLost: None")
+        self.assertFailed(d, "capture", "the incumbent hung up")
         self.assertSuccessorHoldsNoPort()
 
     def test_incumbentHangsUpBeforeConnections(self) -> None:
@@ -971,7 +978,7 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         captured, client = self.captureOne()
         d = self.toRestoring(captured=captured)
         self.root.broker.connectionLost()
-        self.assertFailed(d, "restore", "PBConnectionLost: None")
+        self.assertFailed(d, "restore", "the incumbent hung up")
         self.assertSuccessorHoldsNoConnection(client)
         self.assertSuccessorHoldsNoPort()
 
@@ -1418,7 +1425,9 @@ class SuccessorAgainstIncumbentTests(SynchronousTestCase):
             timeout=TIMEOUT,
             policy=FakePeerPolicy(),
             faults=Faults.parse(faults),
-            processAlive=lambda pid: True,
+            watchProcess=lambda pid: FakeWatch(pid, lambda p: True),
+            peerPid=lambda broker: None,
+            deathGrace=0,
             clock=self.reactor.seconds,
             adapters=adapters(),
         )
@@ -1599,57 +1608,17 @@ class DescribeTests(SynchronousTestCase):
         """
         Other exceptions are prefixed with their class name.
         """
-        self.assertEqual(_describe(pb.PBConnectionLost("gone")), "PBConnectionLost: gone")
+        self.assertEqual(_describe(pb.NoSuchMethod("gone")), "NoSuchMethod: gone")
+
+    def test_hungUp(self) -> None:
+        """
+        A lost PB connection is the incumbent hanging up.
+        """
+        self.assertEqual(_describe(pb.PBConnectionLost("gone")), "the incumbent hung up")
+        self.assertEqual(_describe(pb.DeadReferenceError("stale")), "the incumbent hung up")
 
     def test_takeoverFailed(self) -> None:
         """
         L{TakeoverFailed} (raised by L{Successor} itself) is its message.
         """
         self.assertEqual(_describe(TakeoverFailed("why")), "why")
-
-
-class ProcessAliveTests(SynchronousTestCase):
-    """
-    Tests for L{processAlive}.
-    """
-
-    def test_self(self) -> None:
-        """
-        This process is alive.
-        """
-        self.assertTrue(processAlive(os.getpid()))
-
-    def test_notAPid(self) -> None:
-        """
-        Zero and negative numbers are never alive processes (and are never
-        passed to C{kill}, where they mean process groups).
-        """
-        self.patch(os, "kill", lambda pid, sig: self.fail("kill called"))
-        self.assertFalse(processAlive(0))
-        self.assertFalse(processAlive(-1))
-
-    def test_noSuchProcess(self) -> None:
-        """
-        A pid no process has is not alive.
-        """
-        with open("/proc/sys/kernel/pid_max") as f:
-            pidMax = int(f.read())
-        self.assertFalse(processAlive(pidMax + 1))
-
-    def test_zombie(self) -> None:
-        """
-        A process that exited but was not reaped is not alive.
-        """
-        def kill(pid: int, sig: int) -> None:
-            self.assertEqual((pid, sig), (12345, 0))
-
-        self.patch(os, "kill", kill)
-        real = open
-
-        def fakeOpen(path: str, mode: str = "r", *a: Any, **kw: Any) -> Any:
-            if path == "/proc/12345/stat":
-                return io.BytesIO(b"12345 (twistd (x)) Z 1 2 3")
-            return real(path, mode, *a, **kw)
-
-        self.patch(builtins, "open", fakeOpen)
-        self.assertFalse(processAlive(12345))

@@ -12,11 +12,14 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import attrs
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 
-from migrator.state._capture import Captured, Settling
+from migrator.state._capture import Captured, Settling, captureConnections
+from migrator.state._registry import AdapterRegistry
 from migrator.takeover._channel import FrameChannel, channelPair
-from migrator.takeover._messages import BeginRequest, PreparedReport
+from migrator.takeover._messages import BeginRequest, CaptureReport, PreparedReport
+from migrator.takeover._ports import ListenerRegistry
 from migrator.takeover._steps import IDLE
 
 
@@ -56,7 +59,9 @@ class Attempt:
     @ivar records: the ports' records, as sent.
     @ivar captured: the connections captured and frozen, once they are.
     @ivar settling: the wait for busy connections, while it lasts.
-    @ivar pausedAt: when accepting stopped, if it did.
+    @ivar pausedAt: when accepting stopped (just before the capture), if
+        it did.
+    @ivar paused: on how many ports.
     @ivar report: the successor's C{prepared} report.
     """
 
@@ -72,6 +77,8 @@ class Attempt:
     captured: Captured | None = None
     settling: Settling | None = None
     pausedAt: float | None = None
+    paused: int = 0
+    sent: Deferred[None] | None = None
     report: PreparedReport | None = None
     _timeout: IDelayedCall | None = None
 
@@ -86,6 +93,87 @@ class Attempt:
         self.peerEnd = theirs
         self.channel = FrameChannel(reactor, ours, onClose=lambda reason: None)
         return theirs.fileno()
+
+    def startSettling(
+        self, reactor: Any, registry: ListenerRegistry, adapters: AdapterRegistry, timeout: float
+    ) -> Deferred[int] | None:
+        """
+        Before capturing, wait (at most C{timeout} seconds) for the busy
+        connections to go idle; see L{Settling}.
+
+        @return: C{None} if none is busy, else a L{Deferred} that fires when
+            the wait is over (then call L{capture} in that reactor turn).
+        """
+        settling = Settling(reactor, registry, adapters, timeout, claimed=self.claimed())
+        waiting = settling.start()
+        if waiting is not None:
+            self.settling = settling
+        return waiting
+
+    def endSettling(self) -> Settling | None:
+        """
+        End the wait for busy connections, if there was one: the
+        connections it paused read again.
+
+        @return: the wait, for its figures.
+        """
+        settling, self.settling = self.settling, None
+        if settling is not None:
+            settling.resume()
+        return settling
+
+    def capture(
+        self,
+        reactor: Any,
+        registry: ListenerRegistry,
+        adapters: AdapterRegistry,
+        types: frozenset[str],
+        now: float,
+    ) -> CaptureReport:
+        """
+        In one reactor turn: stop accepting (so that no connection is
+        accepted between the capture and the commit: the kernel's backlog
+        queues new ones, for whichever process accepts next), capture and
+        freeze every connection that can move, and send their state and
+        descriptors on the channel.
+
+        @param types: the type names the successor can restore.
+        @param now: the incumbent's clock.
+        @return: the report for the successor.
+        @raise Exception: if capturing fails (accepting stays paused until
+            L{undo}).
+        """
+        self.paused = registry.pauseAccepting()
+        self.pausedAt = now
+        held = registry.connectionCount()
+        captured = self.captured = captureConnections(
+            reactor, registry, adapters, self.claimed(), types
+        )
+        assert self.channel is not None
+        self.sent = self.channel.sendMessage(captured.payload, captured.fds)
+        # Abandoned before it went out: the abort is logged on its own.
+        self.sent.addErrback(lambda _: None)
+        return CaptureReport(
+            connections=captured.count,
+            bytes=len(captured.payload),
+            moved=captured.moved,
+            staying=captured.staying,
+            frozenAt=captured.frozenAt,
+            held=held,
+        )
+
+    def undo(self, registry: ListenerRegistry) -> int:
+        """
+        Put everything back as it was before the takeover: accept again,
+        let the connections paused for the wait read, thaw the frozen ones.
+
+        @return: on how many ports accepting resumed.
+        """
+        resumed = registry.resumeAccepting() if self.pausedAt is not None else 0
+        self.endSettling()
+        if self.captured is not None:
+            self.captured.thaw()
+        return resumed
 
     def claimed(self) -> frozenset[str]:
         """
@@ -115,16 +203,39 @@ class Attempt:
             self._timeout.cancel()
         self._timeout = None
 
-    def close(self) -> None:
+    def close(
+        self, reactor: Any = None, farewell: bytes | None = None, bound: float = 5.0
+    ) -> Deferred[None]:
         """
         Close the frame channel (both ends) and cancel the timeout.
+
+        @param farewell: a last message to send first (then the channel
+            closes once it is handed to the kernel, or after C{bound}
+            seconds, whichever comes first).
+        @param reactor: schedules the bound (needed with C{farewell}).
+        @return: a L{Deferred} that fires once the channel is closed.
         """
         self.disarm()
-        if self.channel is not None:
-            self.channel.close()
-            self.channel = None
         if self.peerEnd is not None:
             # By now the descriptor has long been sent (it rode with the
             # answer to begin); our copy can go.
             self.peerEnd.close()
             self.peerEnd = None
+        channel, self.channel = self.channel, None
+        if channel is None:
+            return succeed(None)
+        if farewell is None or reactor is None:
+            channel.close()
+            return succeed(None)
+        closed: Deferred[None] = Deferred()
+
+        def done(_: object = None) -> None:
+            if not closed.called:
+                if bounded.active():
+                    bounded.cancel()
+                channel.close()
+                closed.callback(None)
+
+        bounded = reactor.callLater(bound, done)
+        channel.sendMessage(farewell).addBoth(done)
+        return closed

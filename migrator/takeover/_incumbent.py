@@ -6,20 +6,24 @@ L{migrator.takeover._steps.TRANSITIONS}; every step goes through
 L{Incumbent._expect} (is this step allowed now?) and L{Incumbent._advance}
 (go to the next state and arm the timeout for what comes next).
 
-Until C{commit} the incumbent owns everything: it keeps its ports (and only
-stops I{accepting} at C{switch}) and its connections (frozen at C{capture}:
-not reading, not writing, their scheduled calls suspended), so an abort
-just resumes accepting and thaws the connections.  An
-abort happens on the successor's request, when its PB connection drops, when
-a step takes longer than its timeout (the short handshake timeout for
-C{received}, the takeover timeout for the others), when a message is
-malformed, or when its report does not match what was sent.  At C{commit}
-the incumbent releases its copies (close, never C{shutdown}) and from then
-on only serves the connections it already has.
+Until C{commit} the incumbent owns everything: it keeps its ports (it only
+stops I{accepting} on them, at C{capture}, in the same reactor turn as the
+capture, so that every connection it holds is either sent or counted as
+staying) and its connections (frozen at C{capture}: not reading, not
+writing, their scheduled calls suspended), so an abort just resumes
+accepting and thaws the connections.  An abort happens on the successor's
+request, when its PB connection drops, when a step takes longer than its
+timeout (the short handshake timeout for C{received}, the takeover timeout
+for the others), when a message is malformed, or when its report does not
+match what was sent; the incumbent then says farewell on the frame channel
+(L{migrator.takeover._messages.Farewell}).  At C{commit} the incumbent
+releases its copies (close, never C{shutdown}) and from then on only serves
+the connections it already has.  Asked to stop during a takeover, it lets
+the takeover finish first (L{migrator.takeover._stopping}).
 
 The messages are the typed records of L{migrator.takeover._messages};
-L{ControlSession} converts them from and to plain dictionaries at the PB
-boundary.
+L{migrator.takeover._session.ControlSession} converts them from and to
+plain dictionaries at the PB boundary.
 """
 
 from __future__ import annotations
@@ -31,10 +35,10 @@ from typing import Any, NoReturn
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.spread import pb
 
-from migrator.state._capture import Settling, captureConnections
 from migrator.state._registry import AdapterRegistry
 from migrator.takeover._attempt import Attempt, Peer
 from migrator.takeover._messages import (
@@ -43,6 +47,7 @@ from migrator.takeover._messages import (
     CaptureReport,
     CaptureRequest,
     CommitAnswer,
+    Farewell,
     PortsMessage,
     PreparedReport,
     ReceivedReport,
@@ -55,10 +60,11 @@ from migrator.takeover._steps import (
     CAPTURING,
     HANDSHAKE,
     IDLE,
-    SWITCHED,
+    Faults,
     ProtocolError,
     advance,
 )
+from migrator.takeover._stopping import StopsPolitely
 
 _log = Logger()
 
@@ -71,7 +77,7 @@ class TakeoverRefused(pb.Error):
 
 
 @attrs.define(eq=False)
-class Incumbent:
+class Incumbent(StopsPolitely):
     """
     Answers takeover requests for the ports in C{registry}.
 
@@ -99,11 +105,23 @@ class Incumbent:
     #: being answered) to go idle, so that they move rather than drain.
     settleTimeout: float = 5.0
     clock: Callable[[], float] = time.time
+    #: Failures to inject on purpose (rollback drills), from the
+    #: composition root.
+    faults: Faults = attrs.field(factory=Faults)
+    #: Set by L{stop}: no new takeover begins, and the one in progress
+    #: finishes (commit or abort) before this process stops.
+    stopping: bool = False
     current: Attempt | None = None
     handedOffTo: dict[str, Any] | None = None
     successorSession: Peer | None = None
     successorAttached: bool = False
     lastAttempt: dict[str, Any] | None = None
+    _hangs: list[Deferred[None]] = attrs.field(factory=list)
+    #: Channels still sending a farewell (see L{abort}).
+    _closing: int = 0
+    _waitedEnough: bool = False
+    _detachWait: IDelayedCall | None = None
+    _stopWaiters: list[Deferred[None]] = attrs.field(factory=list)
 
     # -- status -------------------------------------------------------------
 
@@ -139,6 +157,11 @@ class Incumbent:
             raise TakeoverRefused(
                 f"this process (pid {os.getpid()}) has already handed its "
                 f"service to pid {self.handedOffTo.get('pid')}"
+            )
+        if self.stopping:
+            raise TakeoverRefused(
+                f"this process (pid {os.getpid()}) is stopping; start the "
+                f"service afresh once it has exited"
             )
         if self.current is not None:
             raise TakeoverRefused(
@@ -188,7 +211,11 @@ class Incumbent:
         self._advance(attempt, "begin")
         me = self.identity()
         return BeginAnswer(
-            pid=me["pid"], generation=me["generation"], python=me["python"], ports=len(fds)
+            pid=me["pid"],
+            generation=me["generation"],
+            python=me["python"],
+            ports=len(fds),
+            connections=self.registry.connectionCount(),
         )
 
     def received(self, session: Peer, report: ReceivedReport) -> None:
@@ -260,36 +287,33 @@ class Incumbent:
         """
         attempt = self._expect(session, "capture")
         self._advance(attempt, "capture")
-        settling = Settling(
-            self._reactor,
-            self.registry,
-            self.adapters,
-            min(self.settleTimeout, self.takeoverTimeout / 3),
-            claimed=attempt.claimed(),
-        )
-        waiting = settling.start()
+        timeout = min(self.settleTimeout, self.takeoverTimeout / 3)
+        waiting = attempt.startSettling(self._reactor, self.registry, self.adapters, timeout)
         if waiting is None:
             return self._capture(attempt, request)
-        attempt.settling = settling
         _log.info(
             "waiting up to {timeout:g} s for {busy} busy connection(s) to finish "
             "before capturing",
-            timeout=settling.timeout,
-            busy=settling.busy,
+            timeout=timeout,
+            busy=attempt.settling.busy if attempt.settling else 0,
         )
         return waiting.addCallback(lambda _: self._capture(attempt, request))
 
-    def _capture(self, attempt: Attempt, request: CaptureRequest) -> CaptureReport:
+    def _capture(
+        self, attempt: Attempt, request: CaptureRequest
+    ) -> CaptureReport | Deferred[CaptureReport]:
         """
-        The capture itself, in one reactor turn: freeze and send.
+        The capture itself, in one reactor turn: stop accepting, so that the
+        set of connections is closed (the kernel's backlog queues new ones
+        for the successor, none is refused), then capture, freeze and send
+        (L{Attempt.capture}).  Every connection held at that moment is
+        either sent or counted as staying, with its reason.
 
         @raise TakeoverRefused: if the takeover was abandoned meanwhile, or
             capturing fails (which abandons it).
         """
-        settling, attempt.settling = attempt.settling, None
+        settling = attempt.endSettling()
         if settling is not None:
-            # In this reactor turn, with the capture: nothing is read between.
-            settling.resume()
             _log.info(
                 "waited {ms:.1f} ms for busy connections; {busy} still busy",
                 ms=settling.waited * 1000,
@@ -309,44 +333,38 @@ class Incumbent:
             )
         started = self.clock()
         try:
-            captured = captureConnections(
-                self._reactor,
-                self.registry,
-                self.adapters,
-                attempt.claimed(),
-                frozenset(types),
+            report = attempt.capture(
+                self._reactor, self.registry, self.adapters, frozenset(types), started
             )
         except Exception as e:
             _log.failure("capturing connections failed")
             self._refuse(attempt, f"capturing connections failed: {e}", from_=e)
-        attempt.captured = captured
-        assert attempt.channel is not None
-        sent = attempt.channel.sendMessage(captured.payload, captured.fds)
-        # Abandoned before it went out: logged by abort() on its own.
-        sent.addErrback(lambda _: None)
         self._advance(attempt, "captured")
-        ms = (self.clock() - started) * 1000
-        staying = sum(captured.staying.values())
+        assert attempt.captured is not None
+        staying = attempt.captured.staying
         _log.info(
-            "froze and sent {count} connection(s) ({size} bytes of state, "
-            "{pending} unsent bytes, captured in {ms:.1f} ms); {staying} stay "
+            "stopped accepting on {paused} port(s) with {held} connection(s) "
+            "open; froze and sent {count} connection(s) ({size} bytes of state, "
+            "{pending} unsent bytes, captured in {ms:.1f} ms); {stay} stay "
             "here and drain{why}",
-            count=captured.count,
-            pending=captured.pendingBytes,
-            size=len(captured.payload),
-            ms=ms,
-            staying=staying,
-            why=(": " + "; ".join(f"{n} x {r}" for r, n in sorted(captured.staying.items())))
+            paused=attempt.paused,
+            held=report.held,
+            count=report.connections,
+            pending=attempt.captured.pendingBytes,
+            size=report.bytes,
+            ms=(self.clock() - started) * 1000,
+            stay=sum(staying.values()),
+            why=(": " + "; ".join(f"{n} x {r}" for r, n in sorted(staying.items())))
             if staying
             else "",
         )
-        return CaptureReport(
-            connections=captured.count,
-            bytes=len(captured.payload),
-            moved=captured.moved,
-            staying=captured.staying,
-            frozenAt=captured.frozenAt,
-        )
+        if not self.faults:
+            return report
+        # A drill: act once the state has left, before answering.
+        assert attempt.sent is not None
+        return attempt.sent.addCallback(
+            lambda _: Deferred.fromCoroutine(self.faults.at("state-sent", self._hangs, self._reactor))
+        ).addCallback(lambda _: report)
 
     def restored(self, session: Peer, report: RestoredReport) -> None:
         """
@@ -380,11 +398,13 @@ class Incumbent:
             is out of order.
         """
         attempt = self._expect(session, "switch")
-        paused = self.registry.pauseAccepting()
-        attempt.pausedAt = self.clock()
         self._advance(attempt, "switch")
-        _log.info("stopped accepting on {count} port(s); successor accepts now", count=paused)
-        return SwitchAnswer(paused)
+        _log.info(
+            "the successor accepts now (this process stopped accepting on "
+            "{count} port(s) before the capture)",
+            count=attempt.paused,
+        )
+        return SwitchAnswer(attempt.paused)
 
     def commit(self, session: Peer) -> CommitAnswer:
         """
@@ -444,6 +464,9 @@ class Incumbent:
             unclaimed=", ".join(unclaimed) or "none",
         )
         self._reactor.callLater(0, self.onHandedOff, successor)
+        if self.stopping:
+            self._waitForDetach()
+            self._settled()
         return CommitAnswer(
             generation=successor["generation"],
             released=tuple(released),
@@ -468,14 +491,12 @@ class Incumbent:
             return False
         attempt.disarm()
         self.current = None
-        resumed = 0
-        if attempt.state == SWITCHED:
-            resumed = self.registry.resumeAccepting()
-        if attempt.settling is not None:
-            attempt.settling.resume()
-        if attempt.captured is not None:
-            attempt.captured.thaw()
-        attempt.close()
+        resumed = attempt.undo(self.registry)
+        # Tell the successor that this was on purpose (so that it rolls
+        # back even if this process exits soon after), then close.
+        self._closing += 1
+        closed = attempt.close(self._reactor, Farewell(reason, self.stopping).toBytes())
+        closed.addCallback(self._closed)
         self.lastAttempt = {
             "outcome": "abandoned",
             "successor_pid": attempt.successorPid,
@@ -483,14 +504,24 @@ class Incumbent:
             "step": attempt.state,
             "reason": reason,
         }
-        _log.warn(
-            "takeover by pid {pid} abandoned at step {step}: {reason}; this "
-            "process keeps serving on all its ports{resumed}",
-            pid=attempt.successorPid,
-            step=attempt.state,
-            reason=reason,
-            resumed=f" (accepting again on {resumed})" if resumed else "",
-        )
+        if self.stopping:
+            _log.warn(
+                "takeover by pid {pid} abandoned at step {step}: {reason}; this "
+                "process was asked to stop: it now stops as it would have "
+                "without a takeover, closing its ports and connections",
+                pid=attempt.successorPid,
+                step=attempt.state,
+                reason=reason,
+            )
+        else:
+            _log.warn(
+                "takeover by pid {pid} abandoned at step {step}: {reason}; this "
+                "process keeps serving on all its ports{resumed}",
+                pid=attempt.successorPid,
+                step=attempt.state,
+                reason=reason,
+                resumed=f" (accepting again on {resumed})" if resumed else "",
+            )
         return True
 
     # -- the state machine ------------------------------------------------------

@@ -23,7 +23,8 @@ Step by step (successor -> incumbent, then the answer):
   - C{commit() -> CommitAnswer}
   - C{abort(reason: str) -> None}
 
-The ports travel on the frame channel, as JSON: L{PortsMessage}.
+The ports travel on the frame channel, as JSON: L{PortsMessage}; so does
+an incumbent's L{Farewell} when it abandons a takeover.
 """
 
 from __future__ import annotations
@@ -148,12 +149,17 @@ class BeginAnswer:
     """
     The incumbent accepts: who it is, and how many listening ports it sends
     on the frame channel (whose descriptor rides with this answer).
+
+    @ivar connections: how many connections it held when it answered (what
+        a successor reports as lost if the incumbent dies before their
+        state is sent).
     """
 
     pid: int
     generation: int
     python: str
     ports: int
+    connections: int = 0
 
     def toWire(self) -> dict[str, Any]:
         return {
@@ -161,6 +167,7 @@ class BeginAnswer:
             "generation": self.generation,
             "python": self.python,
             "ports": self.ports,
+            "connections": self.connections,
         }
 
     @classmethod
@@ -169,7 +176,13 @@ class BeginAnswer:
         @raise MalformedMessage: if C{wire} is not a begin answer.
         """
         f = _Fields(wire, "begin's answer")
-        return cls(f.integer("pid"), f.integer("generation"), f.text("python", ""), f.integer("ports"))
+        return cls(
+            f.integer("pid"),
+            f.integer("generation"),
+            f.text("python", ""),
+            f.integer("ports"),
+            f.integer("connections", 0),
+        )
 
 
 @attrs.frozen
@@ -283,11 +296,17 @@ class CaptureReport:
     """
     What the incumbent froze and sent on the frame channel.
 
+    Every connection the incumbent held when it stopped accepting is
+    either sent or staying: C{held == connections + sum(staying.values())}
+    (unless the graph reached connections that no port accepted).
+
     @ivar connections: how many connections (and descriptors) it sent.
     @ivar bytes: the size of their state.
     @ivar moved: how many of each class move.
     @ivar staying: how many stay in the incumbent, by reason.
     @ivar frozenAt: when the freeze began (the incumbent's wall clock).
+    @ivar held: how many connections the incumbent held when it stopped
+        accepting, just before the capture.
     """
 
     connections: int
@@ -295,6 +314,7 @@ class CaptureReport:
     moved: dict[str, int] = attrs.field(factory=dict)
     staying: dict[str, int] = attrs.field(factory=dict)
     frozenAt: float = 0.0
+    held: int = 0
 
     def toWire(self) -> dict[str, Any]:
         return {
@@ -303,6 +323,7 @@ class CaptureReport:
             "moved": dict(self.moved),
             "staying": dict(self.staying),
             "frozen_at": self.frozenAt,
+            "held": self.held,
         }
 
     @classmethod
@@ -317,6 +338,7 @@ class CaptureReport:
             f.counts("moved"),
             f.counts("staying"),
             f.number("frozen_at", 0.0),
+            f.integer("held", 0),
         )
 
 
@@ -399,3 +421,47 @@ class CommitAnswer:
             f.integer("connections", 0),
             f.number("accept_paused_ms", 0.0),
         )
+
+
+@attrs.frozen
+class Farewell:
+    """
+    The incumbent abandoned the takeover on purpose: its last message on the
+    frame channel, sent before it closes the channel.
+
+    It tells a successor that an incumbent which hung up (and may exit
+    soon after, if it was stopping) gave up deliberately and owns its
+    sockets again, so the successor rolls back rather than completing the
+    takeover on its own.
+
+    @ivar reason: why the incumbent gave up.
+    @ivar stopping: whether the incumbent is about to exit (it was asked to
+        stop): then nothing serves after it.
+    """
+
+    reason: str
+    stopping: bool = False
+
+    #: Marks the payload; no pickle (the state message) or JSON (the ports
+    #: message) starts like this.
+    PREFIX = b"migrator-farewell\n"
+
+    def toBytes(self) -> bytes:
+        return self.PREFIX + json.dumps({"reason": self.reason, "stopping": self.stopping}).encode()
+
+    @classmethod
+    def fromBytes(cls, payload: bytes) -> Farewell | None:
+        """
+        @return: the farewell in C{payload}, or C{None} if it is another
+            message.
+        @raise MalformedMessage: if it is a farewell with bad contents.
+        """
+        if not payload.startswith(cls.PREFIX):
+            return None
+        try:
+            wire = json.loads(payload[len(cls.PREFIX) :].decode("utf-8"))
+        except ValueError as e:
+            raise MalformedMessage(f"farewell: not JSON ({e})") from e
+        f = _Fields(wire, "farewell")
+        stopping = wire.get("stopping") if isinstance(wire, Mapping) else None
+        return cls(f.text("reason", ""), stopping is True)

@@ -104,14 +104,8 @@ class ControlSession(pb.Referenceable):
         or note that the committed successor has hung up.
         """
         incumbent = self._root.incumbent
-        if incumbent is None:
-            return
-        if incumbent.abort("the successor disconnected", self):
-            return
-        if incumbent.successorSession is self:
-            incumbent.successorAttached = False
-            if incumbent.onSuccessorDetached is not None:
-                incumbent.onSuccessorDetached()
+        if incumbent is not None:
+            incumbent.detached(self)
 
     def remote_status(self) -> dict[str, Any]:
         """

@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 _log = Logger()
@@ -119,9 +120,22 @@ SUCCESSOR_POINTS = (
     "before-commit",
 )
 
+#: The points at which an incumbent consults its L{Faults}: C{state-sent}
+#: is once the connections' state and descriptors are handed to the
+#: kernel, before C{capture} is answered.
+INCUMBENT_POINTS = ("state-sent",)
+
+#: Every point a fault may name.
+POINTS = SUCCESSOR_POINTS + INCUMBENT_POINTS
+
 #: The fault actions: C{kill} (C{SIGKILL} this process), C{hang} (stop
-#: progressing, the reactor still running), C{raise} (raise an exception).
-ACTIONS = ("kill", "hang", "raise")
+#: progressing, the reactor still running), C{raise} (raise an exception),
+#: C{gate} (wait, the reactor still running, until the gate file exists).
+ACTIONS = ("kill", "hang", "raise", "gate")
+
+#: How long a C{gate} waits at most for its file, and how often it looks.
+GATE_TIMEOUT = 600.0
+GATE_INTERVAL = 0.01
 
 
 def _killSelf() -> None:
@@ -144,21 +158,25 @@ class Faults:
     handed to the role that consults it.
 
     @ivar points: the C{(action, point)} pairs, in the order given.
+    @ivar gate: the file a C{gate} waits for (C{MIGRATOR_FAULT_GATE}).
     @ivar kill: how to kill this process (a seam for tests).
     """
 
     points: tuple[tuple[str, str], ...] = ()
+    gate: str | None = None
     kill: Callable[[], None] = attrs.field(default=_killSelf, eq=False, repr=False)
 
     @classmethod
-    def parse(cls, spec: str, known: tuple[str, ...] = SUCCESSOR_POINTS) -> Faults:
+    def parse(cls, spec: str, known: tuple[str, ...] = POINTS, gate: str | None = None) -> Faults:
         """
         Read a comma-separated list of C{ACTION:POINT}.
 
         @param spec: e.g. C{"kill:after-switch"}; empty for none.
         @param known: the points that may be named.
+        @param gate: the gate file, required by a C{gate} action.
         @return: the faults.
-        @raise InvalidFaults: if an action or point is unknown.
+        @raise InvalidFaults: if an action or point is unknown, or a
+            C{gate} has no gate file.
         """
         points = []
         for item in filter(None, (s.strip() for s in spec.split(","))):
@@ -168,21 +186,26 @@ class Faults:
                     f"{item!r}: expected ACTION:POINT with ACTION one of "
                     f"{', '.join(ACTIONS)} and POINT one of {', '.join(known)}"
                 )
+            if action == "gate" and not gate:
+                raise InvalidFaults(f"{item!r}: a gate needs MIGRATOR_FAULT_GATE, the file it waits for")
             points.append((action, point))
-        return cls(tuple(points))
+        return cls(tuple(points), gate or None)
 
     def __bool__(self) -> bool:
         return bool(self.points)
 
-    async def at(self, point: str, hangs: list[Deferred[None]]) -> None:
+    async def at(
+        self, point: str, hangs: list[Deferred[None]], clock: IReactorTime | None = None
+    ) -> None:
         """
         Inject the faults given for C{point}, if any.
 
         @param point: where the caller is.
-        @param hangs: where a C{hang} keeps the L{Deferred} it waits on (a
-            coroutine suspended on a L{Deferred} that nothing else
-            references is garbage-collected, which would turn the hang into
-            a failure).
+        @param hangs: where a C{hang} (or C{gate}) keeps the L{Deferred} it
+            waits on (a coroutine suspended on a L{Deferred} that nothing
+            else references is garbage-collected, which would turn the hang
+            into a failure).
+        @param clock: what a C{gate} polls its file with.
         @raise RuntimeError: for a C{raise} fault.
         """
         for action, where in self.points:
@@ -195,5 +218,29 @@ class Faults:
                 hang: Deferred[None] = Deferred()
                 hangs.append(hang)
                 await hang
+            elif action == "gate":
+                assert clock is not None and self.gate is not None
+                await self._gate(clock, self.gate, hangs)
             else:
                 raise RuntimeError(f"injected fault at {point}")
+
+    @staticmethod
+    def _gate(clock: IReactorTime, path: str, hangs: list[Deferred[None]]) -> Deferred[None]:
+        """
+        Wait, polling, until C{path} exists (at most L{GATE_TIMEOUT}).
+        """
+        opened: Deferred[None] = Deferred()
+        hangs.append(opened)
+        deadline = clock.seconds() + GATE_TIMEOUT
+
+        def look() -> None:
+            if opened.called:
+                return
+            if os.path.exists(path) or clock.seconds() >= deadline:
+                _log.info("fault injection: the gate opened")
+                opened.callback(None)
+            else:
+                clock.callLater(GATE_INTERVAL, look)
+
+        look()
+        return opened

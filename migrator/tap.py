@@ -27,6 +27,7 @@ from migrator._tac import loadTac
 from migrator.state._plan import POLICIES, REFUSE
 from migrator.takeover._control import ControlPathError, checkControlPath, probe
 from migrator.takeover._pidfile import Pidfile
+from migrator.takeover._steps import Faults, InvalidFaults
 
 
 def _policy(value: str) -> str:
@@ -245,6 +246,14 @@ class Options(usage.Options):
         if state == "stale":
             os.unlink(self["control"])
         self._takeOverPidfile()
+        # Read once, here: the roles are handed what to inject.
+        try:
+            self["faults"] = Faults.parse(
+                os.environ.get("MIGRATOR_FAULT", ""),
+                gate=os.environ.get("MIGRATOR_FAULT_GATE") or None,
+            )
+        except InvalidFaults as e:
+            raise usage.UsageError(f"MIGRATOR_FAULT: {e}") from e
         from migrator.adapters import defaultRegistry
 
         try:
@@ -314,5 +323,6 @@ def makeService(options: Options) -> MigrateService:
         description=options.description(),
         adapterModules=tuple(options["adapters"]),
         unmovable=options["unmovable"],
+        faults=options.get("faults") or Faults(),
     )
     return MigrateService(inner, config, reactor, registerAdapters=registerAdapters)

@@ -39,6 +39,15 @@ from migrator.interfaces import IMigrationNode
 from migrator.state._capture import captureConnections
 from migrator.state._registry import AdapterRegistry
 from migrator.takeover._channel import FrameChannel
+from migrator.takeover._messages import (
+    BeginRequest,
+    CaptureReport,
+    CaptureRequest,
+    Farewell,
+    PreparedReport,
+    ReceivedReport,
+    RestoredReport,
+)
 from tests._fakes import (
     FakeConnection,
     FakeControlSocket,
@@ -46,6 +55,7 @@ from tests._fakes import (
     FakeRegistry,
     FakeRemoteRoot,
     FakeSession,
+    FakeWatch,
 )
 
 CONTROL = "/run/site/ctl"
@@ -182,15 +192,17 @@ class ServiceTestMixin:
         self.connections = [FakeConnection(closeOnLose=closeOnLose) for _ in range(connections)]
         self.registry.connections.extend(self.connections)
         incumbent = svc.incumbent
-        session = FakeSession()
+        session = self.session = FakeSession()
         self.addCleanup(session.close)
-        incumbent.begin(session, dict(SUCCESSOR))
-        incumbent.prepared(session, {"received": len(KEYS)})
-        captured = incumbent.capture(session, {"types": svc.adapters.typeNames()})
+        incumbent.begin(session, BeginRequest.fromWire(SUCCESSOR))
+        incumbent.received(session, ReceivedReport(len(KEYS)))
+        incumbent.prepared(session, PreparedReport(len(KEYS)))
+        captured = incumbent.capture(session, CaptureRequest(tuple(svc.adapters.typeNames())))
+        assert isinstance(captured, CaptureReport)
         # Fake connections have no adapter: they stay, to drain.
-        self.assertEqual(captured["connections"], 0)
-        self.assertEqual(sum(captured["staying"].values()), connections)
-        incumbent.restored(session, {"connections": 0})
+        self.assertEqual(captured.connections, 0)
+        self.assertEqual(sum(captured.staying.values()), connections)
+        incumbent.restored(session, RestoredReport(0))
         incumbent.switch(session)
         incumbent.commit(session)
         # The commit closed the channel before its messages were flushed:
@@ -314,10 +326,59 @@ class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
         svc = self.startIncumbent()
         session = FakeSession()
         self.addCleanup(session.close)
-        svc.incumbent.begin(session, dict(SUCCESSOR))
+        svc.incumbent.begin(session, BeginRequest.fromWire(SUCCESSOR))
         takeover = svc.status()["takeover"]
         self.assertEqual((takeover["successor_pid"], takeover["step"]), (4242, "begun"))
         svc.incumbent.abort("test over", session)
+
+    def test_stopDuringTakeoverFinishesIt(self) -> None:
+        """
+        Asked to stop while a successor takes over, the incumbent does not
+        stop its service (which would close the ports the successor is
+        about to serve) until the takeover has committed and the successor
+        has hung up; then it stops.
+        """
+        svc = self.startIncumbent()
+        session = self.session = FakeSession()
+        self.addCleanup(session.close)
+        incumbent = svc.incumbent
+        incumbent.begin(session, BeginRequest.fromWire(SUCCESSOR))
+        incumbent.received(session, ReceivedReport(len(KEYS)))
+        d = svc.stopService()
+        self.assertNoResult(d)
+        self.assertNotIn("stopService", self.inner.events)
+        incumbent.prepared(session, PreparedReport(len(KEYS)))
+        incumbent.capture(session, CaptureRequest())
+        incumbent.restored(session, RestoredReport(0))
+        incumbent.switch(session)
+        incumbent.commit(session)
+        self.reactor.advance(0)
+        self.assertNoResult(d)
+        incumbent.detached(session)
+        self.successResultOf(d)
+        self.assertIn("stopService", self.inner.events)
+        self.assertEqual(self.registry.listening(), [])
+
+    def test_stopDuringTakeoverAbandoned(self) -> None:
+        """
+        If the takeover is abandoned instead, the incumbent stops as it
+        would have without one.
+        """
+        svc = self.startIncumbent()
+        session = FakeSession()
+        self.addCleanup(session.close)
+        svc.incumbent.begin(session, BeginRequest.fromWire(SUCCESSOR))
+        d = svc.stopService()
+        self.assertNoResult(d)
+        svc.incumbent.detached(session)
+        # The farewell goes out on the channel (here the channel fails: these
+        # fake ports have no descriptors to send), then the stop goes on.
+        for writer in self.reactor.getWriters():
+            why = writer.doWrite()
+            if why is not None:
+                writer.connectionLost(Failure(why))
+        self.successResultOf(d)
+        self.assertIn("stopService", self.inner.events)
 
     def test_statusAfterHandOff(self) -> None:
         """
@@ -491,7 +552,12 @@ class DrainTests(ServiceTestMixin, SynchronousTestCase):
         """
         svc = self.startIncumbent()
         self.handOff(svc, connections=1)
-        svc.stopService()
+        d = svc.stopService()
+        # Not before the successor has hung up (the answer to its commit may
+        # still be on its way).
+        self.assertNoResult(d)
+        svc.incumbent.detached(self.session)
+        self.successResultOf(d)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
 
@@ -513,6 +579,8 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         self.assertEqual((path, timeout), (CONTROL, TAKEOVER_TIMEOUT))
         self.assertEqual(svc.successor.timeout, TAKEOVER_TIMEOUT)
         self.assertIs(svc.successor.adapters, svc.adapters)
+        # Fault injection is read once by the composition root, handed in.
+        self.assertIs(svc.successor.faults, svc.config.faults)
         return svc, factory
 
     def abandon(self, svc: MigrateService) -> None:
@@ -538,7 +606,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         is the main process now, and shows its predecessor in C{status}.
         """
         svc, factory = self.start()
-        root = FakeRemoteRoot()
+        root = FakeRemoteRoot(autoAnswers={"received": None})
         factory.clientConnectionMade(root.broker)
         self.assertEqual(root.methods(), ["begin"])
         self.sendPorts(root)
@@ -572,7 +640,8 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         )
         self.assertEqual((svc.state, svc.generation), (SERVING, 5))
         self.assertEqual(
-            root.methods(), ["begin", "prepared", "capture", "restored", "switch", "commit"]
+            root.methods(),
+            ["begin", "received", "prepared", "capture", "restored", "switch", "commit"],
         )
         tookOver = svc.status()["took_over"]
         self.assertEqual(
@@ -637,7 +706,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         classes and the predecessor) while the predecessor still runs.
         """
         svc, factory = self.start(unmovable="drain")
-        root = FakeRemoteRoot(autoAnswers={"abort": None})
+        root = FakeRemoteRoot(autoAnswers={"abort": None, "received": None})
         factory.clientConnectionMade(root.broker)
         self.assertEqual(root.pending("begin").args[0]["unmovable"], "drain")
         self.sendPorts(root)
@@ -680,7 +749,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         registry (with the configured adapter modules) can restore.
         """
         svc, factory = self.start(adapterModules=(__name__,))
-        root = FakeRemoteRoot(autoAnswers={"abort": None})
+        root = FakeRemoteRoot(autoAnswers={"abort": None, "received": None})
         factory.clientConnectionMade(root.broker)
         self.sendPorts(root)
         root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
@@ -696,7 +765,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         abandoned rolls back and exits like any failed takeover.
         """
         svc, factory = self.start()
-        root = FakeRemoteRoot(autoAnswers={"abort": None})
+        root = FakeRemoteRoot(autoAnswers={"abort": None, "received": None})
         factory.clientConnectionMade(root.broker)
         self.sendPorts(root)
         root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
@@ -716,7 +785,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         abandons it: it rolls back and tells the incumbent.
         """
         svc, factory = self.start()
-        root = FakeRemoteRoot(autoAnswers={"abort": None})
+        root = FakeRemoteRoot(autoAnswers={"abort": None, "received": None})
         factory.clientConnectionMade(root.broker)
         self.sendPorts(root)
         root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
@@ -739,7 +808,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
             self.stderr.getvalue(),
             "migrate: takeover failed at step connect: ConnectionRefusedError: "
             "Connection was refused by other side.\n"
-            "migrate: the running service was not changed and keeps serving.\n",
+            "migrate: nothing was changed (this process never reached the running service).\n",
         )
         self.assertEqual(self.stops, 0)
         self.reactor.advance(0)
@@ -753,6 +822,55 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         svc.stopService()
         self.assertEqual(self.inner.events, [])
         self.assertFalse(self.registry.installed)
+
+    def test_incumbentDiedCompletesAlone(self) -> None:
+        """
+        When the incumbent dies during the takeover, the successor
+        completes it on its own and serves as the next generation (control
+        socket published, pidfile and systemd told), saying the
+        predecessor died.
+        """
+        svc, factory = self.start()
+        svc.successor.watchProcess = lambda pid: FakeWatch(pid, lambda p: False)
+        root = FakeRemoteRoot(autoAnswers={"abort": None, "received": None})
+        factory.clientConnectionMade(root.broker)
+        self.sendPorts(root)
+        root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
+        self.readChannel()
+        root.broker.connectionLost()
+        self.assertEqual((svc.state, svc.generation), (SERVING, 5))
+        self.assertTrue(self.controls[0].published)
+        self.assertEqual([p.accepting for p in self.registry.ports], [True, True])
+        self.assertIn(
+            "STATUS=serving generation 5; the predecessor (pid 100) died during the takeover",
+            self.notified,
+        )
+        tookOver = svc.status()["took_over"]
+        self.assertEqual((tookOver["alone"]["pid"], tookOver["alone"]["step"]), (100, "prepared"))
+        self.assertEqual(self.stderr.getvalue(), "")
+
+    def test_failedAftermathNeverClaimsServing(self) -> None:
+        """
+        A failed takeover says what serves as far as the successor knows:
+        here the incumbent gave up because it is stopping, so not that it
+        keeps serving.
+        """
+        svc, factory = self.start()
+        root = FakeRemoteRoot(autoAnswers={"abort": None, "received": None})
+        factory.clientConnectionMade(root.broker)
+        self.sendPorts(root)
+        root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
+        self.readChannel()
+        sender = FrameChannel(self.reactor, self.channelEnd.dup())
+        sender.sendMessage(Farewell("this process is stopping", stopping=True).toBytes())
+        sender.doWrite()
+        sender.close()
+        self.readChannel()
+        self.assertEqual(svc.state, FAILED)
+        err = self.stderr.getvalue()
+        self.assertIn("the incumbent abandoned the takeover: this process is stopping", err)
+        self.assertIn("once it has exited, nothing serves", err)
+        self.assertNotIn("keeps serving", err)
 
     def test_unexpectedFailureExits(self) -> None:
         """

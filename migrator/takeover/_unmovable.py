@@ -25,6 +25,7 @@ The successor's side is two small things: what it sends in C{begin}'s info
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +47,7 @@ from migrator.state._plan import (
     refusedCounts,
     settledCounts,
 )
+from migrator.takeover._messages import BeginRequest
 
 _log = Logger()
 
@@ -61,6 +63,22 @@ def beginInfo(adapters: Any, policy: str) -> dict[str, Any]:
         "types": names,
         "versions": {name: adapters.adapterNamed(name).version for name in names},
     }
+
+
+def beginRequest(adapters: Any, policy: str) -> BeginRequest:
+    """
+    A successor's C{begin}: who it is, its policy for connections no
+    adapter can move, and the type names (with versions) it can restore.
+    """
+    mine = beginInfo(adapters, policy)
+    return BeginRequest(
+        os.getpid(),
+        sys.version.split()[0],
+        tuple(sys.argv[:50]),
+        mine["unmovable"],
+        tuple(mine["types"]),
+        mine["versions"],
+    )
 
 
 def describePlan(plan: Any) -> str | None:

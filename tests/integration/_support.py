@@ -103,14 +103,16 @@ def startService(
     fault: str | None = None,
     migrateOptions: Sequence[str] = (),
     name: str = "",
+    env: dict[str, str] | None = None,
 ) -> ServiceProcess:
     """
     Start the web service under migrate (as incumbent, or as successor with
     C{takeover}), stopped at the end of the test.
 
     @param fault: the C{MIGRATOR_FAULT} for the process, if any.
+    @param env: more environment for the process.
     """
-    env = {"MIGRATOR_FAULT": fault} if fault else {"MIGRATOR_FAULT": ""}
+    env = {"MIGRATOR_FAULT": fault or "", **(env or {})}
     process = startMigrate(
         workspace.control,
         webService(workspace),

@@ -125,20 +125,20 @@ class KillRollbackTests(TestCase):
     def test_killBeforeAdopt(self) -> None:
         """
         A successor killed after receiving the ports but before adopting
-        them: the incumbent abandons the takeover (step C{begun}), serves
+        them: the incumbent abandons the takeover (step C{received}), serves
         every request of the load, reports generation 0 and its own pid,
         and a later takeover succeeds.
         """
-        self._killedAt("before-adopt", "begun")
+        self._killedAt("before-adopt", "received")
 
     def test_killAfterAdopt(self) -> None:
         """
         A successor killed after adopting the ports, before confirming:
-        the incumbent abandons the takeover (step C{begun}), serves every
+        the incumbent abandons the takeover (step C{received}), serves every
         request, reports generation 0 and its own pid, and a later takeover
         succeeds.
         """
-        self._killedAt("after-adopt", "begun")
+        self._killedAt("after-adopt", "received")
 
     def test_killAfterSwitch(self) -> None:
         """
@@ -189,7 +189,7 @@ class RaiseRollbackTests(TestCase):
         saying where and why it failed; the incumbent abandons the takeover,
         serves every request of the load, and a later takeover succeeds.
         """
-        self._raisedAt("after-adopt", "adopt", "begun")
+        self._raisedAt("after-adopt", "adopt", "received")
 
     def test_raiseAfterSwitch(self) -> None:
         """

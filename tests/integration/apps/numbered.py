@@ -2,7 +2,8 @@
 A line service for the connection-handoff tests: every line C{N payload}
 gets the reply C{N payload-reversed} plus padding, so replies pile up in
 the server when a client reads slowly.  C{stats} answers with the
-factory's counters.  Its adapters live in L{registerAdapters}, beside the
+factory's counters, C{pid} with the pid of the process serving the
+connection.  Its adapters live in L{registerAdapters}, beside the
 application, not inside it.
 """
 
@@ -28,6 +29,9 @@ class NumberedLine(LineReceiver):
     def lineReceived(self, line):
         if os.getpid() != self.pids[-1]:
             self.pids.append(os.getpid())
+        if line == b"pid":
+            self.sendLine(b"pid %d" % os.getpid())
+            return
         if line == b"stats":
             self.sendLine(
                 b"stats made=%d open=%d lines=%d hops=%d shared=%d"

@@ -23,7 +23,7 @@ from migrator.adapters import defaultRegistry
 from migrator.state._graph import GraphError, Unadaptable
 from migrator.state._registry import AdapterRegistry, InstanceAdapter, factoryAdapter
 from migrator.takeover._control import ControlPathError
-from migrator.takeover._successor import TakeoverFailed
+from migrator.takeover._failure import TakeoverFailed
 
 __all__ = [
     "AdapterRegistry",

@@ -36,13 +36,14 @@ from migrator._version import __version__
 from migrator.adapters import defaultRegistry
 from migrator.interfaces import IMigrationNode
 from migrator.takeover._control import ControlServerFactory, ControlSocket, PeerPolicy
+from migrator.takeover._failure import TakeoverFailed
 from migrator.takeover._incumbent import Incumbent
 from migrator.takeover._liveness import processAlive
 from migrator.takeover._pidfile import Pidfile, sdNotify
 from migrator.takeover._ports import ListenerRegistry
 from migrator.takeover._session import ControlRoot
 from migrator.takeover._steps import Faults
-from migrator.takeover._successor import Successor, TakeoverFailed
+from migrator.takeover._successor import Successor
 from migrator.takeover._unmovable import splitStatus
 
 _log = Logger()

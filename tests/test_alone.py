@@ -14,8 +14,8 @@ from typing import Any
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
+from migrator.takeover._failure import KEEPS_SERVING, TakeoverFailed
 from migrator.takeover._messages import Farewell
-from migrator.takeover._successor import KEEPS_SERVING, TakeoverFailed
 from tests.test_successor import (
     BEGUN,
     CAPTURED,

@@ -39,14 +39,12 @@ from migrator.state._registry import AdapterRegistry
 from migrator.state._restore import Restored
 from migrator.takeover._channel import FrameChannel
 from migrator.takeover._control import ControlServerFactory
+from migrator.takeover._failure import TakeoverFailed
+from migrator.takeover._failure import describeFailure as _describe
 from migrator.takeover._incumbent import Incumbent
 from migrator.takeover._session import ControlRoot
 from migrator.takeover._steps import SUCCESSOR_POINTS, Faults
-from migrator.takeover._successor import (
-    Successor,
-    TakeoverFailed,
-    _describe,
-)
+from migrator.takeover._successor import Successor
 from tests._fakes import (
     FakeControlSocket,
     FakePeerPolicy,

@@ -26,10 +26,9 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.spread import pb
 
 from migrator.state._registry import AdapterRegistry
@@ -41,6 +40,8 @@ from migrator.takeover._control import (
     PeerPolicy,
     peerCredentials,
 )
+from migrator.takeover._failure import KEEPS_SERVING, TakeoverFailed
+from migrator.takeover._failure import describeFailure as _describe
 from migrator.takeover._inbox import Inbox, Message
 from migrator.takeover._liveness import ProcessWatch, waitForDeath
 from migrator.takeover._messages import (
@@ -49,7 +50,6 @@ from migrator.takeover._messages import (
     CaptureRequest,
     CommitAnswer,
     Farewell,
-    MalformedMessage,
     PortsMessage,
     PreparedReport,
     ReceivedReport,
@@ -61,23 +61,6 @@ from migrator.takeover._steps import Faults
 from migrator.takeover._unmovable import beginRequest, describePlan
 
 _log = Logger()
-
-#: What the operator is told when the incumbent is known to serve on.
-KEEPS_SERVING = "the running service was not changed and keeps serving"
-
-
-class TakeoverFailed(Exception):
-    """
-    The takeover did not happen; the message says why, for the operator.
-
-    @ivar aftermath: what serves now, in words that never claim more than
-        is known (e.g. L{KEEPS_SERVING}).
-    """
-
-    def __init__(self, message: str, aftermath: str = KEEPS_SERVING) -> None:
-        Exception.__init__(self, message)
-        self.aftermath = aftermath
-
 
 def _peerPid(broker: Any) -> int | None:
     """
@@ -571,23 +554,3 @@ class Successor(CompletesAlone):
                 pass
             self.broker.transport.loseConnection()
 
-
-def _describe(e: BaseException) -> str:
-    if isinstance(e, CancelledError):
-        return "the incumbent hung up (it gave up on this takeover)"
-    if isinstance(e, (pb.PBConnectionLost, pb.DeadReferenceError)):
-        return "the incumbent hung up"
-    if isinstance(e, pb.RemoteError):
-        # The message is the remote value; the traceback is withheld
-        # ("Traceback unavailable") for pb.Error subclasses.
-        return f"the incumbent refused: {e.args[0] if e.args else e.remoteType}"
-    if isinstance(e, MalformedMessage):
-        return f"the incumbent sent a malformed message: {e}"
-    if isinstance(e, TimeoutError):
-        return "timed out waiting for the incumbent"
-    if isinstance(e, Failure):
-        return e.getErrorMessage()
-    text = str(e) or e.__class__.__name__
-    if e.__class__.__module__ not in ("builtins", __name__):
-        text = f"{e.__class__.__name__}: {text}"
-    return text

@@ -33,6 +33,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from migrator._twistedinternals import _CountingTransport, releaseConnection, releasePort
 from migrator._twistedinternals import adoptTCP as _adoptTCP
 from migrator._twistedinternals import adoptUNIX as _adoptUNIX
+from migrator.state._staging import DetachedPort
 from migrator.takeover._ports import (
     TCP,
     UDP,
@@ -453,6 +454,50 @@ class ListenerRegistryKeyTests(SynchronousTestCase):
             self.reactor.calls,
             [("tcp", 80, f, 7, "10.0.0.1"), ("unix", "/run/y", f, 3, 0o600, 1)],
         )
+
+
+class ListenerRegistryDetachedTests(SynchronousTestCase):
+    """
+    A dry run's registry (C{detached}) binds and adopts nothing: every port
+    the service declares is a L{DetachedPort}, recorded under its key.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = _FakeReactor()
+        self.registry = ListenerRegistry(self.reactor, holding=True, detached=True)
+        self.registry.install()
+        self.addCleanup(self.registry.uninstall)
+
+    def test_nothingBound(self) -> None:
+        """
+        TCP, UNIX and UDP declarations reach no reactor method; the ports
+        are detached, listening (their factories started), under the
+        declared keys, and an offered port of the same key is left alone.
+        """
+        offered = os.open(os.devnull, os.O_RDONLY)
+        self.registry.offer([{"key": "tcp:0:127.0.0.1#0", "kind": TCP, "family": 2}], [offered])
+        self.addCleanup(self.registry.closeUnclaimed)
+        f = _factory()
+        self.reactor.listenTCP(0, f, interface="127.0.0.1")
+        self.reactor.listenUNIX("/run/site/web.sock", _factory())
+        protocol = DatagramProtocol()
+        self.reactor.listenUDP(53, protocol)
+        self.assertEqual(self.reactor.calls, [])
+        tracked = self.registry.listening()
+        self.assertEqual(
+            [t.key for t in tracked],
+            ["tcp:0:127.0.0.1#0", "unix:/run/site/web.sock#0", "udp:53:#0"],
+        )
+        self.assertTrue(all(isinstance(t.port, DetachedPort) for t in tracked))
+        self.assertFalse(any(t.adopted for t in tracked))
+        self.assertEqual(f.numPorts, 1)
+        self.assertIs(protocol.transport, tracked[2].port)
+        self.assertEqual(tracked[0].address(), "127.0.0.1:0")
+        self.assertEqual(tracked[1].address(), "/run/site/web.sock")
+        self.assertEqual(self.registry.adoptedCount(), 0)
+        # Pausing and resuming touch nothing real.
+        self.assertEqual(self.registry.resumeAccepting(), 3)
+        self.assertEqual(self.registry.closeUnclaimed(), ["tcp:0:127.0.0.1#0"])
 
 
 class ListenerRegistryHoldingTests(_RealSocketsMixin, SynchronousTestCase):

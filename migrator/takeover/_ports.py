@@ -14,7 +14,10 @@ those methods on the reactor instance, so that
   - in a successor, a port whose declared address the incumbent already holds
     is I{adopted} from the file descriptor the incumbent sent, instead of
     being bound again, and no port accepts (a stream port) or reads (a
-    datagram port) until the switch.
+    datagram port) until the switch;
+
+  - in a dry run's staging process (C{detached}), every port is a
+    L{DetachedPort}: nothing is bound or adopted.
 
 A UDP port moves like a stream port: the successor adopts the same datagram
 socket, bound to its own service's protocol.  Between the incumbent's last
@@ -54,6 +57,7 @@ from migrator._twistedinternals import (
     unhookReactorMethod,
 )
 from migrator.interfaces import IPortRegistry
+from migrator.state._staging import DetachedPort
 
 _log = Logger()
 
@@ -85,6 +89,15 @@ def _adoptUDP(
     """
     port = reactor.adoptDatagramPort(fd, family, protocol, maxPacketSize)
     port.stopReading()
+    return port
+
+
+def _detached(port: DetachedPort) -> DetachedPort:
+    """
+    Start a port that listens nowhere (a dry run's), as the reactor starts
+    the ports it makes.
+    """
+    port.startListening()
     return port
 
 
@@ -170,10 +183,13 @@ class ListenerRegistry:
         (L{migrator._twistedinternals.adoptUNIX}).
     @ivar _close: closes a descriptor the registry owns (C{os.close}), a
         seam for tests.
+    @ivar detached: in a dry run's staging process: every port the service
+        declares is a L{DetachedPort}, which binds and adopts nothing.
     """
 
     _reactor: IReactorFDSet
     _holding: bool = False
+    detached: bool = False
     _adoptTCP: Callable[..., Any] = _adoptTCP
     _adoptUNIX: Callable[..., Any] = _adoptUNIX
     _adoptUDP: Callable[..., Any] = _adoptUDP
@@ -220,7 +236,7 @@ class ListenerRegistry:
         return f"{base}#{n}"
 
     def _track(self, tracked: TrackedPort) -> None:
-        if tracked.kind != UDP:
+        if tracked.kind != UDP and not self.detached:
             countAccepted(tracked.port, self._connections)
             # Whoever stops this port (the service, or twistd at exit, even
             # in the middle of a takeover) must never shutdown() a socket
@@ -233,7 +249,7 @@ class ListenerRegistry:
         self, port: int, factory: Any, backlog: int = 50, interface: str = ""
     ) -> Any:
         key = self._key(TCP, f"{port}:{interface}")
-        offered = self._offered.pop(key, None)
+        offered = None if self.detached else self._offered.pop(key, None)
         if offered is not None:
             fd, record = offered
             try:
@@ -249,7 +265,10 @@ class ListenerRegistry:
             )
             self._track(TrackedPort(key, TCP, listening, adopted=True))
             return listening
-        listening = self._originals["listenTCP"](port, factory, backlog, interface)
+        if self.detached:
+            listening = _detached(DetachedPort.forTCP(port, interface, factory))
+        else:
+            listening = self._originals["listenTCP"](port, factory, backlog, interface)
         if self._holding:
             listening.stopReading()
         self._track(TrackedPort(key, TCP, listening))
@@ -267,7 +286,7 @@ class ListenerRegistry:
         if not path.startswith("\0"):
             path = os.path.abspath(path)
         key = self._key(UNIX, path)
-        offered = self._offered.pop(key, None)
+        offered = None if self.detached else self._offered.pop(key, None)
         if offered is not None:
             fd, record = offered
             try:
@@ -279,9 +298,10 @@ class ListenerRegistry:
                 TrackedPort(key, UNIX, listening, adopted=True, mode=mode, wantPID=bool(wantPID))
             )
             return listening
-        listening = self._originals["listenUNIX"](
-            address, factory, backlog, mode, wantPID
-        )
+        if self.detached:
+            listening = _detached(DetachedPort.forUNIX(path, factory))
+        else:
+            listening = self._originals["listenUNIX"](address, factory, backlog, mode, wantPID)
         if self._holding:
             listening.stopReading()
         self._track(TrackedPort(key, UNIX, listening, mode=mode, wantPID=bool(wantPID)))
@@ -291,7 +311,7 @@ class ListenerRegistry:
         self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
     ) -> Any:
         key = self._key(UDP, f"{port}:{interface}")
-        offered = self._offered.pop(key, None)
+        offered = None if self.detached else self._offered.pop(key, None)
         if offered is not None:
             fd, record = offered
             try:
@@ -307,7 +327,10 @@ class ListenerRegistry:
             )
             self._track(TrackedPort(key, UDP, listening, adopted=True))
             return listening
-        listening = self._originals["listenUDP"](port, protocol, interface, maxPacketSize)
+        if self.detached:
+            listening = _detached(DetachedPort.forTCP(port, interface, protocol, kind=UDP))
+        else:
+            listening = self._originals["listenUDP"](port, protocol, interface, maxPacketSize)
         if self._holding:
             listening.stopReading()
         self._track(TrackedPort(key, UDP, listening))

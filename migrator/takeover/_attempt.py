@@ -18,9 +18,26 @@ from twisted.internet.interfaces import IDelayedCall
 from migrator.state._capture import Captured, Settling, captureConnections
 from migrator.state._registry import AdapterRegistry
 from migrator.takeover._channel import FrameChannel, channelPair
-from migrator.takeover._messages import BeginRequest, CaptureReport, PreparedReport
+from migrator.takeover._messages import BeginRequest, CaptureReport, CaptureRequest, PreparedReport
 from migrator.takeover._ports import ListenerRegistry
 from migrator.takeover._steps import IDLE
+
+
+def restorableTypes(adapters: AdapterRegistry, request: CaptureRequest) -> frozenset[str]:
+    """
+    The type names a successor (or a dry run's staging process) can
+    restore, as its capture request says: those it has adapters for, and
+    only at the version this process writes, when it said its versions.
+    """
+    types = request.types
+    if request.versions is not None:
+        versions = request.versions
+        types = tuple(
+            t
+            for t in types
+            if (mine := adapters.adapterNamed(t)) is None or versions.get(t) == mine.version
+        )
+    return frozenset(types)
 
 
 class Peer(Protocol):

@@ -40,7 +40,7 @@ from twisted.logger import Logger
 from twisted.spread import pb
 
 from migrator.state._registry import AdapterRegistry
-from migrator.takeover._attempt import Attempt, Peer
+from migrator.takeover._attempt import Attempt, Peer, restorableTypes
 from migrator.takeover._messages import (
     BeginAnswer,
     BeginRequest,
@@ -321,20 +321,11 @@ class Incumbent(StopsPolitely):
             )
         if self.current is not attempt or attempt.state != CAPTURING:
             raise TakeoverRefused("capture: the takeover was abandoned while waiting")
-        types = request.types
-        if request.versions is not None:
-            versions = request.versions
-            # Only types the successor reads at the version we write.
-            types = tuple(
-                t
-                for t in types
-                if (mine := self.adapters.adapterNamed(t)) is None
-                or versions.get(t) == mine.version
-            )
+        types = restorableTypes(self.adapters, request)
         started = self.clock()
         try:
             report = attempt.capture(
-                self._reactor, self.registry, self.adapters, frozenset(types), started,
+                self._reactor, self.registry, self.adapters, types, started,
                 # Accepting has stopped: the last look at what would stay.
                 check=lambda: self._refuseUnmovable("capture", attempt.session),
             )

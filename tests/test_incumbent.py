@@ -1796,7 +1796,7 @@ class IncumbentWithListenerRegistryTests(SynchronousTestCase):
         _, reader = self.begin()
         self.incumbent.received(self.session, ReceivedReport(1))
         self.incumbent.prepared(
-            self.session, PreparedReport(1, unclaimed=(f"unix:{self.path}#0",))
+            self.session, PreparedReport(1, unclaimed=(f"unix:{self.path}#0",), closeUndeclared=True)
         )
         answer = self.incumbent.capture(self.session, ask(self.adapters))
         self.assertEqual(answer.connections, 0)

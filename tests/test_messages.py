@@ -32,6 +32,7 @@ RECORDS: list[Any] = [
     BeginAnswer(100, 4, "3.11.7", 2),
     ReceivedReport(2),
     PreparedReport(2, 1, ("unix:/run/x#0",)),
+    PreparedReport(2, 1, ("unix:/run/x#0",), True),
     CaptureRequest(("a.B",), {"a.B": 1}),
     CaptureRequest(("a.B",)),
     CaptureReport(1, 300, {"a.B": 1}, {"c.D: no adapter": 2}, 1000.5),

@@ -490,7 +490,10 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         [control] = self.controls
         self.assertFalse(control.published)
         prepared = self.root.pending("prepared")
-        self.assertEqual(prepared.args, ({"received": 2, "adopted": 2, "unclaimed": []},))
+        self.assertEqual(
+            prepared.args,
+            ({"received": 2, "adopted": 2, "unclaimed": [], "close_undeclared": False},),
+        )
 
         self.reactor.advance(0.5)
         self.root.answer("prepared", {})
@@ -595,7 +598,8 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         d = self.toBegun()
         prepared = self.root.pending("prepared")
         self.assertEqual(
-            prepared.args, ({"received": 2, "adopted": 1, "unclaimed": [KEYS[1]]},)
+            prepared.args,
+            ({"received": 2, "adopted": 1, "unclaimed": [KEYS[1]], "close_undeclared": False},),
         )
         self.assertEqual(
             [(p.key, p.adopted) for p in self.registry.ports],
@@ -603,6 +607,27 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         )
         self.incumbentPorts[1].close()
         self.assertEqual(peerState(self.probes[1]), "closed")
+        self.assertNoResult(d)
+
+    def test_closeUndeclaredSent(self) -> None:
+        """
+        With C{--close-undeclared-ports} the successor says, in
+        C{prepared}, that the incumbent may close the ports it does not
+        declare, and logs that they will be.
+        """
+        self.declares = [KEYS[0]]
+        with capturedLogs() as events:
+            d = self.connect()
+            self.successor.closeUndeclared = True
+            self.sendPorts()
+            self.root.answer("begin", dict(BEGUN))
+            self.readChannels()
+        prepared = self.root.pending("prepared")
+        self.assertTrue(prepared.args[0]["close_undeclared"])
+        self.assertTrue(
+            any("closed at the commit (--close-undeclared-ports)" in str(e.get("log_format"))
+                for e in events)
+        )
         self.assertNoResult(d)
 
     def test_connectionFailed(self) -> None:

@@ -65,6 +65,7 @@ from migrator.takeover._steps import (
     advance,
 )
 from migrator.takeover._stopping import StopsPolitely
+from migrator.takeover._undeclared import undeclaredRefusal
 from migrator.takeover._unmovable import UnmovableGuard
 
 _log = Logger()
@@ -247,7 +248,8 @@ class Incumbent(StopsPolitely):
         @param session: the successor's connection.
         @param report: what it received, adopted and left unclaimed.
         @raise TakeoverRefused: (and the takeover is abandoned) if the step
-            is out of order or the count does not match.
+            is out of order, the count does not match, or ports would be
+            closed without C{--close-undeclared-ports}.
         """
         attempt = self._expect(session, "prepared")
         if report.received != attempt.sentPorts:
@@ -258,6 +260,8 @@ class Incumbent(StopsPolitely):
                 f"count mismatch: sent {attempt.sentPorts} ports, you received "
                 f"{report.received}",
             )
+        if (why := undeclaredRefusal(report.unclaimed, report.closeUndeclared)) is not None:
+            self._refuse(attempt, why)
         attempt.report = report
         self._advance(attempt, "prepared")
         _log.info(

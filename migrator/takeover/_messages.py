@@ -294,14 +294,23 @@ class PreparedReport:
     @ivar received: how many port descriptors arrived.
     @ivar adopted: how many of them its service declared and adopted.
     @ivar unclaimed: the keys of the ports it did not declare (closed).
+    @ivar closeUndeclared: whether the operator allowed the takeover to
+        close those ports (C{--close-undeclared-ports}); without it, the
+        incumbent refuses a takeover that would close any.
     """
 
     received: int
     adopted: int = 0
     unclaimed: tuple[str, ...] = ()
+    closeUndeclared: bool = False
 
     def toWire(self) -> dict[str, Any]:
-        return {"received": self.received, "adopted": self.adopted, "unclaimed": list(self.unclaimed)}
+        return {
+            "received": self.received,
+            "adopted": self.adopted,
+            "unclaimed": list(self.unclaimed),
+            "close_undeclared": self.closeUndeclared,
+        }
 
     @classmethod
     def fromWire(cls, wire: object) -> PreparedReport:
@@ -309,7 +318,12 @@ class PreparedReport:
         @raise MalformedMessage: if C{wire} is not such a report.
         """
         f = _Fields(wire, "prepared")
-        return cls(f.integer("received"), f.integer("adopted", 0), f.texts("unclaimed"))
+        return cls(
+            f.integer("received"),
+            f.integer("adopted", 0),
+            f.texts("unclaimed"),
+            f.flag("close_undeclared", False),
+        )
 
 
 @attrs.frozen

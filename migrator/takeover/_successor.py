@@ -111,6 +111,13 @@ class Successor(CompletesAlone):
     #: Never two: what the incumbent does with connections no adapter can
     #: move (C{--unmovable}: refuse, drain or close).
     unmovable: str = "refuse"
+    #: Whether ports of the incumbent this service does not declare may be
+    #: closed (C{--close-undeclared-ports}); else the incumbent refuses.
+    closeUndeclared: bool = False
+    #: The health check (C{--check}), run once this process accepts, before
+    #: the commit; it fails (and the takeover rolls back) if the service
+    #: is not healthy (L{migrator.takeover._check}).
+    check: Callable[[], Deferred[Any]] | None = None
     broker: Any = None
     control: ControlSocket | None = None
     inbox: Inbox | None = None
@@ -139,7 +146,7 @@ class Successor(CompletesAlone):
     def step(self) -> str:
         """
         The step the takeover is at (C{connect}, C{begin}, C{adopt},
-        C{prepared}, C{capture}, C{restore}, C{switch}, C{commit},
+        C{prepared}, C{capture}, C{restore}, C{switch}, C{check}, C{commit},
         C{done}, or C{alone} while completing without the incumbent).
         """
         return self._step
@@ -388,10 +395,10 @@ class Successor(CompletesAlone):
                     f"adopted {adopted} and set aside {len(unclaimed)} of "
                     f"{len(portFds)} ports received"
                 )
-            if unclaimed:
+            if unclaimed and self.closeUndeclared:
                 _log.warn(
-                    "the incumbent listens on {keys}, which this service does "
-                    "not declare: they will be closed",
+                    "the incumbent listens on {keys}, which this service does not "
+                    "declare: they will be closed at the commit (--close-undeclared-ports)",
                     keys=", ".join(unclaimed),
                 )
             self.control = self.prepareControl()
@@ -401,7 +408,9 @@ class Successor(CompletesAlone):
             await self._call(
                 root,
                 "prepared",
-                PreparedReport(len(portFds), adopted, tuple(unclaimed)).toWire(),
+                PreparedReport(
+                    len(portFds), adopted, tuple(unclaimed), self.closeUndeclared
+                ).toWire(),
             )
 
             self._step = "capture"
@@ -424,6 +433,9 @@ class Successor(CompletesAlone):
             switchedAt = self.clock()
             self.registry.resumeAccepting()
             await self._fault("after-switch")
+            if self.check is not None:
+                self._step = "check"
+                await self.check()
 
             self._step = "commit"
             await self._fault("before-commit")

@@ -57,7 +57,7 @@ from migrator._twistedinternals import (
     unhookReactorMethod,
 )
 from migrator.interfaces import IPortRegistry
-from migrator.state._staging import DetachedPort
+from migrator.state._detached import DetachedPort
 
 _log = Logger()
 

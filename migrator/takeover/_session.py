@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred
 from twisted.spread import pb
 from zope.interface import implementer
 
+from migrator.takeover._dryrun import DryRunRequest, DryRunResult, DryRuns
 from migrator.takeover._incumbent import Incumbent, TakeoverRefused
 from migrator.takeover._messages import (
     BeginRequest,
@@ -44,10 +45,12 @@ class ControlRoot:
 
     @ivar status: returns the status record.
     @ivar incumbent: answers takeover steps, once this process serves.
+    @ivar dryRuns: answers dry runs, once this process serves.
     """
 
     status: Callable[[], dict[str, Any]]
     incumbent: Incumbent | None = None
+    dryRuns: DryRuns | None = None
 
     def rootObject(self, broker: Any) -> ControlSession:
         """
@@ -106,6 +109,8 @@ class ControlSession(pb.Referenceable):
         incumbent = self._root.incumbent
         if incumbent is not None:
             incumbent.detached(self)
+        if self._root.dryRuns is not None:
+            self._root.dryRuns.detached(self)
 
     def remote_status(self) -> dict[str, Any]:
         """
@@ -200,3 +205,38 @@ class ControlSession(pb.Referenceable):
         @param reason: why (its first 500 characters are logged).
         """
         self._incumbent().abort(f"the successor gave up: {str(reason)[:500]}", self)
+
+    def _dryRuns(self) -> DryRuns:
+        if self._root.dryRuns is None:
+            raise TakeoverRefused("this process is not serving yet")
+        return self._root.dryRuns
+
+    def remote_dryRun(self, request: object) -> dict[str, Any]:
+        """
+        Take a snapshot for a dry run (L{DryRuns.snapshot}).
+
+        @param request: a L{DryRunRequest} on the wire.
+        @return: a L{migrator.takeover._dryrun.DryRunAnswer} on the wire;
+            the snapshot's channel descriptor rides with it.
+        @raise TakeoverRefused: if the request is malformed or refused.
+        """
+        dryRuns = self._dryRuns()
+        try:
+            parsed = DryRunRequest.fromWire(request)
+        except MalformedMessage as e:
+            raise TakeoverRefused(f"malformed message: {e}") from None
+        return dryRuns.snapshot(self, parsed).toWire()
+
+    def remote_dryRunDone(self, result: object) -> None:
+        """
+        The staging process reports what it found (L{DryRuns.done}).
+
+        @param result: a L{DryRunResult} on the wire.
+        @raise TakeoverRefused: if it is malformed or unexpected.
+        """
+        dryRuns = self._dryRuns()
+        try:
+            parsed = DryRunResult.fromWire(result)
+        except MalformedMessage as e:
+            raise TakeoverRefused(f"malformed message: {e}") from None
+        dryRuns.done(self, parsed)

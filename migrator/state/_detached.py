@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_staging -*-
+# -*- test-case-name: tests.test_detached -*-
 """
 A snapshot of the incumbent's connections, restored in a I{staging}
 process: the dry run of a takeover (C{twistd migrate --dry-run}).

@@ -1,6 +1,6 @@
-# -*- test-case-name: tests.test_staging -*-
+# -*- test-case-name: tests.test_detached -*-
 """
-Tests for L{migrator.state._staging}: a dry run's snapshot restored in a
+Tests for L{migrator.state._detached}: a dry run's snapshot restored in a
 staging process with detached transports, one connection at a time, with
 a report per class.
 
@@ -25,9 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from migrator._twistedinternals import releaseConnection
 from migrator.state._capture import captureConnections
-from migrator.state._graph import GraphError, dumpsPlain
-from migrator.state._registry import AdapterRegistry, InstanceAdapter
-from migrator.state._staging import (
+from migrator.state._detached import (
     UNKNOWN_CLASS,
     DetachedPort,
     DetachedTransport,
@@ -35,6 +33,8 @@ from migrator.state._staging import (
     peerAddress,
     restoreDetached,
 )
+from migrator.state._graph import GraphError, dumpsPlain
+from migrator.state._registry import AdapterRegistry, InstanceAdapter
 from tests._fakes import FakeRegistry
 
 KEY = "tcp:0:127.0.0.1#0"

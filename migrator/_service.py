@@ -35,13 +35,16 @@ from zope.interface import implementer
 from migrator._version import __version__
 from migrator.adapters import defaultRegistry
 from migrator.interfaces import IMigrationNode
+from migrator.takeover._check import HealthCheck, checkEnvironment
 from migrator.takeover._control import ControlServerFactory, ControlSocket, PeerPolicy
+from migrator.takeover._dryrun import DryRuns
 from migrator.takeover._failure import TakeoverFailed
 from migrator.takeover._incumbent import Incumbent
 from migrator.takeover._liveness import processAlive
 from migrator.takeover._pidfile import Pidfile, sdNotify
 from migrator.takeover._ports import ListenerRegistry
 from migrator.takeover._session import ControlRoot
+from migrator.takeover._staging import Staging
 from migrator.takeover._steps import Faults
 from migrator.takeover._successor import Successor
 from migrator.takeover._unmovable import splitStatus
@@ -74,6 +77,17 @@ class MigrateConfig:
         L{migrator.takeover._unmovable}).
     @ivar faults: failures to inject in a successor, on purpose (rollback
         drills; C{MIGRATOR_FAULT}, read by L{migrator.tap}).
+    @ivar dryRun: instead of taking over, try this code on a snapshot of
+        the running service's state (L{migrator.takeover._staging}), then
+        exit: nothing is bound, published or written.
+    @ivar check: as a successor, a health check to run after the switch
+        and before the commit (L{migrator.takeover._check}).
+    @ivar checkTimeout: how long the check may take.
+    @ivar closeUndeclared: as a successor, let the takeover close the
+        incumbent's ports this service does not declare.
+    @ivar command: how this process was started
+        (L{migrator.takeover._lineage.thisCommand}), for C{status} and for
+        the successor.
     """
 
     control: str
@@ -85,6 +99,22 @@ class MigrateConfig:
     adapterModules: tuple[str, ...] = ()
     unmovable: str = "refuse"
     faults: Faults = attrs.field(factory=Faults)
+    dryRun: bool = False
+    check: str | None = None
+    checkTimeout: float = 10.0
+    closeUndeclared: bool = False
+    command: dict[str, Any] | None = None
+
+
+def _report(text: str) -> None:
+    """
+    Print a dry run's report on the standard output this process started
+    with (twistd sends C{sys.stdout} to the log).
+    """
+    out = sys.__stdout__
+    if out is not None:
+        out.write(text + "\n")
+        out.flush()
 
 
 def _exitNow(code: int) -> None:
@@ -117,11 +147,15 @@ class MigrateService(service.MultiService):
         policy: PeerPolicy | None = None,
         wallClock: Callable[[], float] = time.time,
         registerAdapters: Callable[[Any], object] | None = None,
+        checkRestored: Callable[[Any], object] | None = None,
     ) -> None:
         """
         @param registerAdapters: registers more adapters, after those of
             C{config.adapterModules} (a C{.tac} file's own
             C{registerAdapters}).
+        @param checkRestored: in a dry run, checks each restored
+            connection's protocol (the adapters modules' and the C{.tac}'s
+            C{checkRestored}).
         """
         service.MultiService.__init__(self)
         self.inner = inner
@@ -129,11 +163,15 @@ class MigrateService(service.MultiService):
         self._reactor = reactor
         self._exit = exit
         self._policy = policy or PeerPolicy()
-        self.registry = ListenerRegistry(cast(IReactorFDSet, reactor), holding=config.takeover)
+        self._checkRestored = checkRestored
+        self.registry = ListenerRegistry(
+            cast(IReactorFDSet, reactor), holding=config.takeover, detached=config.dryRun
+        )
         self.adapters = defaultRegistry(config.adapterModules)
         if registerAdapters is not None:
             registerAdapters(self.adapters)
-        self.pidfile = Pidfile(config.pidfile)
+        # A dry run never touches the pidfile.
+        self.pidfile = Pidfile(None if config.dryRun else config.pidfile)
         self.state = STARTING
         self.generation = 0
         # When, for operators (status shows it); how long ago is measured
@@ -144,6 +182,7 @@ class MigrateService(service.MultiService):
         self.control: ControlSocket | None = None
         self.incumbent: Incumbent | None = None
         self.successor: Successor | None = None
+        self.staging: Staging | None = None
         self._innerStarted = False
         self._drainCall: LoopingCall | None = None
         self.lastTakeover: dict[str, Any] | None = None
@@ -159,6 +198,9 @@ class MigrateService(service.MultiService):
 
     def startService(self) -> None:
         service.Service.startService(self)
+        if self.config.dryRun:
+            self._stage()
+            return
         if not self.config.takeover:
             self._startInner()
             self.control = self._bindControl()
@@ -177,9 +219,45 @@ class MigrateService(service.MultiService):
             clock=self._reactor.seconds,
             unmovable=self.config.unmovable,
             faults=self.config.faults,
+            closeUndeclared=self.config.closeUndeclared,
+            check=self._healthCheck() if self.config.check else None,
         )
         d = self.successor.run()
         d.addCallbacks(self._tookOver, self._takeoverFailed)
+
+    def _healthCheck(self) -> HealthCheck:
+        """
+        The successor's C{--check}, told where this service listens.
+        """
+        assert self.config.check is not None
+        return HealthCheck(
+            self._reactor,
+            self.config.check,
+            self.config.checkTimeout,
+            environment=lambda: checkEnvironment(
+                [(p.kind, p.address()) for p in self.registry.listening()], self.config.control
+            ),
+        )
+
+    def _stage(self) -> None:
+        """
+        A dry run: try this code on a snapshot of the running service's
+        state, print the report, exit with its code.
+        """
+        self.staging = Staging(
+            self._reactor,
+            self.config.control,
+            self.registry,
+            self.adapters,
+            startService=self._startInner,
+            out=_report,
+            check=self._checkRestored,
+            timeout=self.config.takeoverTimeout,
+            policy=self._policy,
+            unmovable=self.config.unmovable,
+            closeUndeclared=self.config.closeUndeclared,
+        )
+        self.staging.run().addCallback(lambda code: self._reactor.callLater(0, self._stopAndExit, code))
 
     def stopService(self) -> Any:
         service.Service.stopService(self)
@@ -200,6 +278,8 @@ class MigrateService(service.MultiService):
         if self.successor is not None:
             # A successor stopped before its takeover finished rolls back.
             self.successor.cancel()
+        if self.staging is not None:
+            self.staging.cancel()
         if self._drainCall is not None and self._drainCall.running:
             self._drainCall.stop()
         d = None
@@ -240,6 +320,9 @@ class MigrateService(service.MultiService):
             faults=self.config.faults,
         )
         self.root.incumbent = self.incumbent
+        self.root.dryRuns = DryRuns(
+            self._reactor, self.incumbent, timeout=self.config.takeoverTimeout
+        )
         self.pidfile.write()
         notify = f"READY=1\nSTATUS=serving generation {generation}"
         if generation:
@@ -452,6 +535,7 @@ class MigrateService(service.MultiService):
             "pid": os.getpid(),
             "generation": self.generation,
             "python": sys.version.split()[0],
+            "command": self.config.command,
         }
 
     def status(self) -> dict[str, Any]:
@@ -467,6 +551,9 @@ class MigrateService(service.MultiService):
                 "draining": processAlive(self.successor.predecessor.pid),
             }
         guard = incumbent.unmovable if incumbent else None
+        predecessorCommand = None
+        if self.successor is not None and self.successor.predecessor is not None:
+            predecessorCommand = self.successor.predecessor.command
         return {
             **splitStatus(guard, self.lastTakeover, predecessor),
             "migrator": __version__,
@@ -487,4 +574,7 @@ class MigrateService(service.MultiService):
             "predecessor": predecessor,
             "took_over": self.lastTakeover,
             "adapters": self.adapters.typeNames(),
+            "command": self.config.command,
+            "previous_command": predecessorCommand,
+            "last_dry_run": self.root.dryRuns.last if self.root.dryRuns else None,
         }

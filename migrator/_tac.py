@@ -36,11 +36,14 @@ class TacFile:
 
     @ivar application: its C{application}.
     @ivar registerAdapters: its C{registerAdapters(registry)}, or C{None}.
+    @ivar checkRestored: its C{checkRestored(protocol)} (a dry run's check
+        of each restored connection), or C{None}.
     """
 
     path: str
     application: Any
     registerAdapters: Callable[[Any], object] | None = None
+    checkRestored: Callable[[Any], object] | None = None
 
 
 def loadTac(path: str) -> TacFile:
@@ -60,4 +63,7 @@ def loadTac(path: str) -> TacFile:
     register = namespace.get("registerAdapters")
     if register is not None and not callable(register):
         raise TacError(f"{path}: registerAdapters must be a function of the registry")
-    return TacFile(path, namespace["application"], register)
+    check = namespace.get("checkRestored")
+    if check is not None and not callable(check):
+        raise TacError(f"{path}: checkRestored must be a function of a protocol")
+    return TacFile(path, namespace["application"], register, check)

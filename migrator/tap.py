@@ -4,9 +4,14 @@ C{twistd migrate}: command line options and service construction.
 
     twistd -n --pidfile= migrate --control PATH [--takeover] SUBCOMMAND [ARGS]
     twistd -n --pidfile= migrate --control PATH [--takeover] --tac FILE
+    twistd -n --pidfile= migrate --control PATH --dry-run ... (the same service)
+
+A successor may be given C{--check COMMAND} (C{--check-timeout S}) and
+C{--close-undeclared-ports}.
 
 A C{.tac} file that defines C{registerAdapters(registry)} is its own
-adapters module (L{migrator._tac}).
+adapters module (L{migrator._tac}); a C{checkRestored(protocol)} in it, or
+in an C{--adapters} module, checks each connection a dry run restored.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import importlib
 import os
 import platform
 import sys
+from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
 
@@ -26,6 +32,7 @@ from migrator._service import MigrateConfig, MigrateService
 from migrator._tac import loadTac
 from migrator.state._plan import POLICIES, REFUSE
 from migrator.takeover._control import ControlPathError, checkControlPath, probe
+from migrator.takeover._lineage import thisCommand
 from migrator.takeover._pidfile import Pidfile
 from migrator.takeover._steps import Faults, InvalidFaults
 
@@ -91,7 +98,8 @@ def _positiveFloat(value: str) -> float:
 
 class Options(usage.Options):
     synopsis = (
-        "--control PATH [--takeover] (SUBCOMMAND [subcommand options] | --tac FILE)"
+        "--control PATH [--takeover | --dry-run] [--check COMMAND] "
+        "(SUBCOMMAND [subcommand options] | --tac FILE)"
     )
     longdesc = (
         "Run any twistd service (a subcommand plugin, or a .tac file) so that "
@@ -106,6 +114,21 @@ class Options(usage.Options):
             "t",
             "Take over the service running at --control: adopt its listening "
             "ports, then let it drain and exit.",
+        ],
+        [
+            "dry-run",
+            None,
+            "Instead of taking over: try this command's code on a snapshot of the running service's state, in "
+            "this process, with nothing bound; print a report per class and "
+            "exit 0 if every connection would move, 1 if something failed, 2 "
+            "if some would stay.  The running service is not interrupted.",
+        ],
+        [
+            "close-undeclared-ports",
+            None,
+            "With --takeover: let the takeover close the ports the running "
+            "service listens on and this one does not declare (without it, "
+            "such a takeover is refused).",
         ],
     ]
     optParameters = [
@@ -135,6 +158,23 @@ class Options(usage.Options):
             "drain them in the old process (the service's state is then split), "
             "or close them after the move.  One of: " + ", ".join(POLICIES) + ".",
             _policy,
+        ],
+        [
+            "check",
+            None,
+            None,
+            "With --takeover: a shell command run after the switch, before the "
+            "commit, against the service as this process serves it "
+            "(MIGRATOR_PORTS holds its addresses, MIGRATOR_PORT the first "
+            "port); a non-zero exit or a timeout rolls the takeover back.",
+        ],
+        [
+            "check-timeout",
+            None,
+            10.0,
+            "Seconds --check may take before it is killed and the takeover "
+            "rolled back.",
+            _positiveFloat,
         ],
     ]
 
@@ -224,6 +264,8 @@ class Options(usage.Options):
             raise usage.UsageError("give either --tac or a subcommand, not both")
         if not self["tac"] and not self.subCommand:
             raise usage.UsageError("give the service to run: a subcommand, or --tac FILE")
+        if self["dry-run"]:
+            self._dryRun()
         if self["tac"]:
             self["tac"] = os.path.abspath(self["tac"])
             if not os.path.isfile(self["tac"]):
@@ -262,6 +304,17 @@ class Options(usage.Options):
             defaultRegistry(self["adapters"])
         except (ImportError, ValueError) as e:
             raise usage.UsageError(f"--adapters: {e}") from e
+
+    def _dryRun(self) -> None:
+        """
+        C{--dry-run} needs a running service (as C{--takeover} does), runs
+        in the foreground (its report and exit code are the point), and
+        never touches the pidfile.
+        """
+        self["takeover"] = True
+        parent = getattr(self, "parent", None)
+        if parent is not None:
+            parent["nodaemon"] = True
 
     def _takeOverPidfile(self) -> None:
         """
@@ -306,11 +359,20 @@ def makeService(options: Options) -> MigrateService:
     """
     from twisted.internet import reactor
 
+    # Before twistd changes directory (--rundir) or daemonizes.
+    command = thisCommand()
     registerAdapters = None
+    checks = [
+        check
+        for name in options["adapters"]
+        if (check := getattr(sys.modules.get(name), "checkRestored", None)) is not None
+    ]
     if options["tac"]:
         tac = loadTac(options["tac"])
         inner = service.IService(tac.application)
         registerAdapters = tac.registerAdapters
+        if tac.checkRestored is not None:
+            checks.append(tac.checkRestored)
     else:
         plugin = options.loadedPlugins[options.subCommand]
         inner = plugin.makeService(options.subOptions)
@@ -324,5 +386,28 @@ def makeService(options: Options) -> MigrateService:
         adapterModules=tuple(options["adapters"]),
         unmovable=options["unmovable"],
         faults=options.get("faults") or Faults(),
+        dryRun=bool(options["dry-run"]),
+        check=options["check"],
+        checkTimeout=options["check-timeout"],
+        closeUndeclared=bool(options["close-undeclared-ports"]),
+        command=command,
     )
-    return MigrateService(inner, config, reactor, registerAdapters=registerAdapters)
+    return MigrateService(
+        inner,
+        config,
+        reactor,
+        registerAdapters=registerAdapters,
+        checkRestored=_allChecks(checks) if checks else None,
+    )
+
+
+def _allChecks(checks: list[Callable[[Any], object]]) -> Callable[[Any], object]:
+    """
+    One C{checkRestored} that runs each of C{checks} in turn.
+    """
+
+    def checkRestored(protocol: Any) -> None:
+        for check in checks:
+            check(protocol)
+
+    return checkRestored

@@ -30,6 +30,7 @@ from migrator.takeover._messages import (
 RECORDS: list[Any] = [
     BeginRequest(4242, "3.13.0", ("twistd", "-n")),
     BeginAnswer(100, 4, "3.11.7", 2),
+    BeginAnswer(100, 4, "3.11.7", 2, command={"argv": ["python", "twistd"], "cwd": "/"}),
     ReceivedReport(2),
     PreparedReport(2, 1, ("unix:/run/x#0",)),
     PreparedReport(2, 1, ("unix:/run/x#0",), True),

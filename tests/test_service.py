@@ -40,6 +40,7 @@ from migrator.state._capture import captureConnections
 from migrator.state._registry import AdapterRegistry
 from migrator.takeover._channel import FrameChannel
 from migrator.takeover._messages import (
+    BeginAnswer,
     BeginRequest,
     CaptureReport,
     CaptureRequest,
@@ -279,6 +280,9 @@ class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
                 "split": False,
                 "split_classes": {},
                 "split_with": None,
+                "command": None,
+                "previous_command": None,
+                "last_dry_run": None,
             },
         )
         # migrator's own adapters, for Twisted's classes.
@@ -406,7 +410,7 @@ class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
         svc = self.startIncumbent()
         self.assertEqual(
             svc.identity(),
-            {"pid": os.getpid(), "generation": 0, "python": sys.version.split()[0]},
+            {"pid": os.getpid(), "generation": 0, "python": sys.version.split()[0], "command": None},
         )
 
     def test_stop(self) -> None:
@@ -886,3 +890,118 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         call(*args, **kw)
         self.assertEqual(self.exits, [1])
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+
+class OperatorHooksTests(ServiceTestMixin, SynchronousTestCase):
+    """
+    The service's wiring of the operator's tools: a dry run (C{dryRun}),
+    a successor's health check and undeclared ports, the recorded command
+    lines and the last dry run in C{status}.
+    """
+
+    def configured(self, **kw: Any) -> MigrateService:
+        config = MigrateConfig(
+            control=CONTROL,
+            takeover=True,
+            takeoverTimeout=TAKEOVER_TIMEOUT,
+            pidfile="/run/site/twistd.pid",
+            **kw,
+        )
+        return MigrateService(
+            self.inner,
+            config,
+            self.reactor,
+            exit=self.exits.append,
+            policy=FakePeerPolicy(),
+            checkRestored=lambda protocol: None,
+        )
+
+    def test_dryRunBindsNothing(self) -> None:
+        """
+        A dry run's registry is detached, its pidfile is none; it starts the
+        wrapped service, connects to the control socket, binds no control
+        socket of its own, and exits with the dry run's code (here 1: the
+        incumbent refused).
+        """
+        svc = self.configured(dryRun=True)
+        self.assertTrue(svc.registry.detached)
+        self.assertIsNone(svc.pidfile.path)
+        printed: list[str] = []
+        self.patch(_service, "_report", printed.append)
+        svc.privilegedStartService()
+        svc.startService()
+        self.addCleanup(svc.registry.uninstall)
+        self.assertEqual(self.inner.events, ["privilegedStartService", "startService"])
+        assert svc.staging is not None
+        self.assertIsNotNone(svc.staging.check)
+        [(path, factory, _, _)] = self.reactor.unixClients
+        self.assertEqual(path, CONTROL)
+        root = FakeRemoteRoot()
+        factory.clientConnectionMade(root.broker)
+        root.refuse("dryRun", "a takeover is in progress")
+        self.reactor.advance(0)
+        self.assertEqual(self.stops, 1)
+        self.assertEqual(len(printed), 1)
+        self.assertIn("a takeover is in progress", printed[0])
+        self.assertIsNone(svc.control)
+        self.assertEqual(self.notified, [])
+
+    def test_successorOptions(self) -> None:
+        """
+        A successor gets the health check (told the service's addresses)
+        and the operator's consent to close undeclared ports.
+        """
+        svc = self.configured(check="true", checkTimeout=3.0, closeUndeclared=True)
+        svc.registry = FakeRegistry()  # type: ignore[assignment]
+        self.addCleanup(svc.registry.close)
+        svc.registry.addPort("tcp:0:#0", where="127.0.0.1:8080")
+        svc.privilegedStartService()
+        svc.startService()
+        successor = svc.successor
+        assert successor is not None
+        self.addCleanup(successor.cancel)
+        self.assertTrue(successor.closeUndeclared)
+        check = successor.check
+        self.assertEqual((check.command, check.timeout), ("true", 3.0))  # type: ignore[union-attr]
+        env = check.environment()  # type: ignore[union-attr]
+        self.assertEqual(env["MIGRATOR_PORTS"], "127.0.0.1:8080")
+        self.assertEqual(env["MIGRATOR_CONTROL"], CONTROL)
+
+    def test_noCheck(self) -> None:
+        """
+        Without C{--check} the successor runs none.
+        """
+        svc = self.configured()
+        svc.registry = FakeRegistry()  # type: ignore[assignment]
+        svc.privilegedStartService()
+        svc.startService()
+        assert svc.successor is not None
+        self.addCleanup(svc.successor.cancel)
+        self.assertIsNone(svc.successor.check)
+
+    def test_commandsAndDryRunInStatus(self) -> None:
+        """
+        C{status} shows this process's command line, the one its
+        predecessor sent in C{begin}'s answer, and the last dry run; the
+        identity sent to a successor carries the command line.
+        """
+        command = {"argv": ["python", "twistd"], "cwd": "/srv", "executable": "/usr/bin/python3"}
+        config = MigrateConfig(control=CONTROL, command=command)
+        svc = MigrateService(self.inner, config, self.reactor, policy=FakePeerPolicy())
+        svc.registry = FakeRegistry()  # type: ignore[assignment]
+        svc._bindControl = lambda: FakeControlSocket(CONTROL)  # type: ignore[method-assign]
+        svc.privilegedStartService()
+        svc.startService()
+        self.assertEqual(svc.identity()["command"], command)
+        status = svc.status()
+        self.assertEqual(status["command"], command)
+        self.assertIsNone(status["previous_command"])
+        self.assertIsNone(status["last_dry_run"])
+        assert svc.root.dryRuns is not None
+        self.assertIs(svc.root.dryRuns.incumbent, svc.incumbent)
+        svc.root.dryRuns.last = {"outcome": "ok"}
+        self.assertEqual(svc.status()["last_dry_run"], {"outcome": "ok"})
+        svc.successor = type(  # type: ignore[assignment]
+            "S", (), {"predecessor": BeginAnswer(1, 0, "3.11", 1, command={"argv": ["old"]})}
+        )()
+        self.assertEqual(svc.status()["previous_command"], {"argv": ["old"]})

@@ -8,6 +8,7 @@ with the C{--unmovable} option, into the service.
 from __future__ import annotations
 
 import os
+import sys
 
 from twisted.application import service
 from twisted.internet.testing import MemoryReactorClock
@@ -116,3 +117,70 @@ class UnmovableOptionTests(SynchronousTestCase):
         """
         e = self.assertRaises(usage.UsageError, self.parse, "--unmovable", "keep")
         self.assertIn("refuse, drain, close", str(e))
+
+
+class CheckRestoredTests(SynchronousTestCase):
+    """
+    A C{.tac}'s C{checkRestored} (a dry run's check), and how
+    L{tap.makeService} gathers it with the C{--adapters} modules' ones.
+    """
+
+    def write(self, text: str) -> str:
+        path = self.mktemp() + ".tac"
+        with open(CHAT) as f:
+            source = f.read()
+        with open(path, "w") as f:
+            f.write(source + text)
+        return path
+
+    def test_loaded(self) -> None:
+        """
+        A C{.tac} may define C{checkRestored}; one that is not callable is
+        refused.
+        """
+        self.assertIsNone(loadTac(self.write("")).checkRestored)
+        tac = loadTac(self.write("\ndef checkRestored(protocol):\n    pass\n"))
+        self.assertTrue(callable(tac.checkRestored))
+        e = self.assertRaises(TacError, loadTac, self.write("\ncheckRestored = 1\n"))
+        self.assertIn("checkRestored", str(e))
+
+    def test_makeService(self) -> None:
+        """
+        L{tap.makeService} gives the service one check that runs the
+        C{.tac}'s and every adapters module's C{checkRestored}, and the
+        command line this process was started with, and the dry run's
+        and health check's options.
+        """
+        seen: list[str] = []
+        module = type(os)("checkmodule")
+        module.checkRestored = lambda protocol: seen.append(f"module {protocol}")  # type: ignore[attr-defined]
+        module.registerAdapters = lambda registry: None  # type: ignore[attr-defined]
+        sys.modules["checkmodule"] = module
+        self.addCleanup(sys.modules.pop, "checkmodule", None)
+        work = self.mktemp()
+        os.mkdir(work, 0o700)
+        path = self.write("\ndef checkRestored(protocol):\n    SEEN.append(protocol)\nSEEN = []\n")
+        options = tap.Options()
+        options.parseOptions(
+            [
+                "--control", os.path.join(work, "ctl"),
+                "--adapters", "checkmodule",
+                "--check", "curl -f http://$MIGRATOR_PORTS/",
+                "--check-timeout", "4",
+                "--close-undeclared-ports",
+                "--tac", path,
+            ]
+        )
+        svc = tap.makeService(options)
+        self.addCleanup(svc.registry.uninstall)
+        assert svc._checkRestored is not None
+        svc._checkRestored("p")
+        self.assertEqual(seen, ["module p"])
+        config = svc.config
+        self.assertEqual(
+            (config.check, config.checkTimeout, config.closeUndeclared, config.dryRun),
+            ("curl -f http://$MIGRATOR_PORTS/", 4.0, True, False),
+        )
+        assert config.command is not None
+        self.assertEqual(config.command["cwd"], os.getcwd())
+        self.assertEqual(config.command["executable"], sys.executable)

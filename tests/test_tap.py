@@ -320,3 +320,65 @@ class FaultsOptionTests(SynchronousTestCase):
             usage.UsageError, self.options, {"MIGRATOR_FAULT": "kill:nowhere"}
         )
         self.assertTrue(str(e).startswith("MIGRATOR_FAULT: 'kill:nowhere'"), str(e))
+
+
+class DryRunOptionTests(SynchronousTestCase):
+    """
+    C{--dry-run}, C{--check}, C{--check-timeout} and
+    C{--close-undeclared-ports}.
+    """
+
+    def setUp(self) -> None:
+        self.directory = privateDirectory(self)
+        self.control = os.path.join(self.directory, "ctl")
+        self.tac = tacFile(self, self.directory)
+        # A service answers at the control path.
+        self.patch(tap, "probe", lambda path: "live")
+
+    def test_dryRunImpliesTakeover(self) -> None:
+        """
+        C{--dry-run} alone means C{--takeover} (a service must be running)
+        and, under C{twistd}, runs in the foreground and leaves the
+        pidfile alone.
+        """
+        pidfile = os.path.join(self.directory, "twistd.pid")
+        server = ServerOptions()
+        server.parseOptions(
+            ["--pidfile", pidfile, "migrate", "--control", self.control, "--dry-run", "--tac", self.tac]
+        )
+        options = server.subOptions
+        self.assertTrue(options["dry-run"])
+        self.assertTrue(options["takeover"])
+        self.assertTrue(server["nodaemon"])
+        self.assertEqual(server["pidfile"], "")
+        self.assertFalse(os.path.exists(pidfile))
+
+    def test_dryRunNeedsAService(self) -> None:
+        """
+        With nothing running, C{--dry-run} is the usage error of
+        C{--takeover}.
+        """
+        self.patch(tap, "probe", lambda path: "absent")
+        e = self.assertRaises(
+            usage.UsageError,
+            Options().parseOptions,
+            ["--control", self.control, "--dry-run", "--tac", self.tac],
+        )
+        self.assertIn("no service answers", str(e))
+
+    def test_check(self) -> None:
+        """
+        C{--check} takes a command, C{--check-timeout} a positive number of
+        seconds (10 by default).
+        """
+        options = Options()
+        options.parseOptions(
+            ["--control", self.control, "--takeover", "--check", "true", "--tac", self.tac]
+        )
+        self.assertEqual((options["check"], options["check-timeout"]), ("true", 10.0))
+        self.assertFalse(options["close-undeclared-ports"])
+        self.assertRaises(
+            usage.UsageError,
+            Options().parseOptions,
+            ["--control", self.control, "--takeover", "--check-timeout", "0", "--tac", self.tac],
+        )

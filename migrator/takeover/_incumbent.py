@@ -217,6 +217,7 @@ class Incumbent(StopsPolitely):
             ports=len(fds),
             connections=self.registry.connectionCount(),
             plan=plan,
+            command=me.get("command"),
         )
 
     def received(self, session: Peer, report: ReceivedReport) -> None:

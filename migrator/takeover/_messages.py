@@ -197,6 +197,10 @@ class BeginAnswer:
         state is sent).
     @ivar plan: what the takeover will move and leave behind, per class
         (L{migrator.state._plan.Plan.asDict}), or C{None}.
+    @ivar command: how the incumbent was started (argv, cwd, executable:
+        L{migrator.takeover._lineage.thisCommand}), or C{None}: what the
+        successor's C{status} shows as C{previous_command}, and what
+        C{python -m migrator rollback} runs again.
     """
 
     pid: int
@@ -205,6 +209,7 @@ class BeginAnswer:
     ports: int
     connections: int = 0
     plan: dict[str, Any] | None = None
+    command: dict[str, Any] | None = None
 
     def toWire(self) -> dict[str, Any]:
         wire = {
@@ -216,6 +221,8 @@ class BeginAnswer:
         }
         if self.plan is not None:
             wire["plan"] = self.plan
+        if self.command is not None:
+            wire["command"] = self.command
         return wire
 
     @classmethod
@@ -231,6 +238,7 @@ class BeginAnswer:
             f.integer("ports"),
             f.integer("connections", 0),
             f.mapping("plan"),
+            f.mapping("command"),
         )
 
 

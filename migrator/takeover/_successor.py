@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -117,7 +117,7 @@ class Successor(CompletesAlone):
     #: The health check (C{--check}), run once this process accepts, before
     #: the commit; it fails (and the takeover rolls back) if the service
     #: is not healthy (L{migrator.takeover._check}).
-    check: Callable[[], Deferred[Any]] | None = None
+    check: Callable[[], Awaitable[Any]] | None = None
     broker: Any = None
     control: ControlSocket | None = None
     inbox: Inbox | None = None

@@ -3,6 +3,7 @@
 C{python -m migrator}: the operator's commands, dispatched.
 
     python -m migrator status --control PATH [--json]
+    python -m migrator rollback --control PATH [--timeout S] [--log FILE] [--dry-run | --show]
     python -m migrator demo [--interactive] [--python PATH]
     python -m migrator demo --load [--takeovers N] [--rate R] [--interval S]
 
@@ -17,6 +18,7 @@ from typing import TextIO
 from twisted.python import usage
 
 from migrator.cli._options import PROGRAM, CommandOptions, briefUsageError
+from migrator.cli._rollback import RollbackOptions, runRollback
 from migrator.cli._status import StatusOptions, runStatus
 
 
@@ -62,12 +64,19 @@ class DemoOptions(CommandOptions):
 class MainOptions(CommandOptions):
     longdesc = (
         "The tools of migrator that run outside a service: see what runs at "
-        "a control socket, or watch a takeover happen.  Services themselves "
+        "a control socket, go back to the previous generation, or watch a "
+        "takeover happen.  Services themselves "
         "run under twistd migrate (twistd migrate --help).  "
         f"{PROGRAM} COMMAND --help shows a command's options."
     )
     subCommands = [
         ["status", None, StatusOptions, "Show what runs at a control socket."],
+        [
+            "rollback",
+            None,
+            RollbackOptions,
+            "Start the previous generation's command again, as a successor.",
+        ],
         ["demo", None, DemoOptions, "Run the live demonstration: a telnet session moves."],
     ]
 
@@ -79,7 +88,7 @@ class MainOptions(CommandOptions):
 
     def postOptions(self) -> None:
         if not self.subCommand:
-            raise usage.UsageError("give a command: status or demo")
+            raise usage.UsageError("give a command: status, rollback or demo")
 
 
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
@@ -100,6 +109,8 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
         return 2
     if options.subCommand == "status":
         return runStatus(options.subOptions, out, err)
+    if options.subCommand == "rollback":
+        return runRollback(options.subOptions, out, err)
     from migrator.demo._demo import runDemo
 
     return runDemo(options.subOptions, out)

@@ -127,7 +127,7 @@ class UsageErrorTests(SynchronousTestCase):
         """
         No command at all: say which there are.
         """
-        self.assertEqual(self.error()[0], "python -m migrator: give a command: status or demo")
+        self.assertEqual(self.error()[0], "python -m migrator: give a command: status, rollback or demo")
 
     def test_commandOption(self) -> None:
         """

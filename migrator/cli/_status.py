@@ -7,6 +7,7 @@ control socket, for people or (with C{--json}) for scripts.
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from typing import Any, TextIO
 
@@ -139,7 +140,40 @@ def formatStatus(status: dict[str, Any]) -> str:
             f"(Python {predecessor.get('python')}), {state}"
         )
     lines.extend(_formatNeverTwo(status))
+    lines.extend(_formatOperator(status))
     return "\n".join(lines)
+
+
+def _command(record: Any) -> str:
+    if not isinstance(record, dict) or not isinstance(record.get("argv"), list):
+        return "not recorded"
+    argv = [str(a) for a in record["argv"]]
+    return f"{shlex.join(argv)}  (in {record.get('cwd')})"
+
+
+def _formatOperator(status: dict[str, Any]) -> list[str]:
+    """
+    The command lines of this generation and the previous one (what
+    C{rollback} runs), and the last dry run.
+    """
+    lines = []
+    if "command" in status:
+        lines.append(f"command     {_command(status.get('command'))}")
+    if status.get("previous_command"):
+        lines.append(f"previous    {_command(status['previous_command'])}")
+        lines.append(f"            (python -m migrator rollback --control {status.get('control')})")
+    dry = status.get("last_dry_run")
+    if dry:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(dry.get("at") or 0))
+        lines.append(
+            f"dry run     {dry.get('outcome')} at {when}, by pid {dry.get('by')}: "
+            f"{dry.get('connections')} connection(s) snapshotted"
+            + (f"; {dry['message']}" if dry.get("message") else "")
+        )
+        for name, counts in sorted((dry.get("classes") or {}).items()):
+            kinds = ("restored", "failed", "staying")
+            lines.append(f"  {name:<48} " + ", ".join(f"{k} {counts.get(k, 0)}" for k in kinds))
+    return lines
 
 
 def _formatNeverTwo(status: dict[str, Any]) -> list[str]:

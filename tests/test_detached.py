@@ -191,6 +191,24 @@ class RestoreDetachedTests(SynchronousTestCase):
         self.assertIn("in populate)", error)
         self.assertEqual(staged.classes[f"{__name__}.Other"].restored, 1)
 
+    def test_sharedGraph(self) -> None:
+        """
+        Connections reached through another one's graph (a factory's list
+        of clients) have no root of their own: they are counted by their
+        transports, restored or failed with the graph that holds them.
+        """
+        first, _ = self.connect()
+        second, _ = self.connect()
+        self.hub.clients = [first, second]
+        staged = restoreDetached(self.stagingReactor, self.staging, registry(), self.snapshot())
+        self.assertEqual(staged.classes[f"{__name__}.Counter"].restored, 2)
+        self.assertEqual(len(staged.protocols), 2)
+        staged = restoreDetached(
+            self.stagingReactor, self.staging, registry(Broken(Counter)), self.snapshot()
+        )
+        counter = staged.classes[f"{__name__}.Counter"]
+        self.assertEqual((counter.restored, counter.failed), (0, 2))
+
     def test_check(self) -> None:
         """
         The check is called with each restored protocol; a connection whose

@@ -435,7 +435,9 @@ class StagingTests(SynchronousTestCase):
         self.assertEqual(self.result()["classes"], {ECHO: {"restored": 2, "failed": 0, "staying": 0}})
         [text] = self.printed
         self.assertIn(f"    {ECHO}: would move 2", text)
-        self.assertIn(f"ports: {KEYS[0]} adopted; {KEYS[1]} adopted", text)
+        self.assertIn(
+            f"ports: {KEYS[0]} (would be adopted); {KEYS[1]} (would be adopted)", text
+        )
         self.assertTrue(text.endswith("dry run: every connection would move (2 restored here) (exit 0)"))
         self.assertEqual(self.root.broker.transport.loseConnectionCalls, 1)
 

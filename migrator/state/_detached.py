@@ -168,7 +168,7 @@ class DetachedPort:
         _log.info(
             "{name} declared on {host}: not bound (dry run)",
             name=type(self.factory).__name__,
-            host=self.host,
+            host=getattr(self.host, "name", None) or f"{self.host.host}:{self.host.port}",  # type: ignore[attr-defined]
         )
         if self.kind == "udp":
             self.factory.makeConnection(self)
@@ -214,9 +214,10 @@ class ClassOutcome:
     The connections of one class in a dry run.
 
     @ivar typeName: the class's type name (the adapter's).
-    @ivar restored: how many were restored and populated (and passed the
-        check, if any).
-    @ivar failed: how many failed.
+    @ivar restored: how many connections were restored and populated (and
+        passed the check, if any).
+    @ivar failed: how many failed (the connections of the graph that
+        failed, or at least one).
     @ivar errors: the last line of each distinct failure's traceback (at
         most L{MAX_ERRORS}).
     """
@@ -301,9 +302,10 @@ class _DetachedHooks(_RestoreHooks):
         if not isinstance(meta, dict):
             raise GraphError("malformed transport record")
         t = DetachedTransport(meta)
+        # Before its protocol is read: a failure there still counts it.
+        self.transports.append(t)
         reader.remember(ident, t)
         t.protocol = reader.read(protocolNode)
-        self.transports.append(t)
         self.metas.append(meta)
         if producerNode is not None:
             # Read (it is part of the graph), never registered.
@@ -382,9 +384,13 @@ def restoreDetached(
             staged.problems.append("the state lacks its roots, factories or count")
             return staged
         staged.announced = data["count"]
-        restored: list[tuple[str, Any]] = []
+        # Connections are counted by their transports: one connection's
+        # graph may hold others (a factory's list of its clients), which
+        # then have no root of their own.
+        restored: list[DetachedTransport] = []
         for node in data["roots"]:
             name = _nodeName(node, "o", 2)
+            mark = len(hooks.transports)
             try:
                 obj = reader.read(node)
                 name = name or _nameOf(adapters, obj)
@@ -393,9 +399,15 @@ def restoreDetached(
                 why = lastLine(e)
                 if _dangling(e) and staged.failed:
                     why = f"it refers to objects of a connection that failed: {why}"
-                staged.outcome(name or UNKNOWN_CLASS).fail(why)
+                names = [
+                    _nameOf(adapters, t.protocol)
+                    for t in hooks.transports[mark:]
+                    if t.protocol is not None
+                ]
+                for failed in names or [name or UNKNOWN_CLASS]:
+                    staged.outcome(failed).fail(why)
                 continue
-            restored.append((name, obj))
+            restored.extend(hooks.transports[mark:])
         for node in data["factories"]:
             name = _nodeName(node, "a", 3)
             try:
@@ -408,15 +420,16 @@ def restoreDetached(
                 staged.outcome(name or UNKNOWN_CLASS).fail(
                     f"its factory's state did not merge: {lastLine(e)}"
                 )
-        for name, obj in restored:
+        for t in restored:
+            name = _nameOf(adapters, t.protocol)
             try:
                 if check is not None:
-                    check(obj)
+                    check(t.protocol)
             except Exception as e:
                 staged.outcome(name).fail(f"checkRestored: {lastLine(e)}")
                 continue
             staged.outcome(name).restored += 1
-            staged.protocols.append(obj)
+            staged.protocols.append(t.protocol)
         staged.connections = len(hooks.transports)
         staged.pendingBytes = sum(
             len(m.get("pending") or b"") for m in hooks.metas if isinstance(m, dict)

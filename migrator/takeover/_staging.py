@@ -166,8 +166,8 @@ class DryRunReport:
         lines.extend(f"  problem: {problem}" for problem in staged.problems)
         incumbent = set(a.ports)
         ports = [
-            f"{key} adopted" for key in self.declared if key in incumbent
-        ] + [f"{key} bound anew" for key in self.declared if key not in incumbent]
+            f"{key} (would be adopted)" for key in self.declared if key in incumbent
+        ] + [f"{key} (would be bound anew)" for key in self.declared if key not in incumbent]
         ports += [f"{key} NOT declared (closed by a takeover only with {FLAG})" for key in a.undeclared]
         if ports:
             lines.append("  ports: " + "; ".join(ports))

@@ -136,8 +136,9 @@ class HealthCheckTests(SynchronousTestCase):
         message = str(e)
         self.assertTrue(message.startswith("the health check exited 22 after 0.00 s: curl"), message)
         self.assertIn("curl: (22) 404 Not Found", message)
-        self.assertNotIn("line 5\n", message)
-        self.assertIn("line 14", message)
+        self.assertNotIn("line 5 ", message)
+        self.assertIn("line 14 | curl", message)
+        self.assertNotIn("\n", message)
 
     def test_timeout(self) -> None:
         """
@@ -211,8 +212,12 @@ class CheckResultTests(SynchronousTestCase):
         """
         The tail skips blank lines, keeps the last ones, indented.
         """
-        result = CheckResult("c", 1, output=b"a\n\n  \nb\r\nc\n")
-        self.assertEqual(result.tail(), "  a\n  b\n  c")
+        result = CheckResult("c", 1, output=b"a\n\n  \nb\r\n  c\n")
+        self.assertEqual(result.lines(), ["a", "b", "  c"])
+        self.assertEqual(result.tail(), "a | b | c")
+        long = CheckResult("c", 1, output=b"x" * 5000)
+        self.assertEqual(len(long.tail()), 1503)
+        self.assertTrue(long.tail().startswith("..."))
 
 
 class CheckEnvironmentTests(SynchronousTestCase):
@@ -301,3 +306,17 @@ class SuccessorCheckTests(SuccessorTestMixin, SynchronousTestCase):
         self.assertTrue(self.checks[0].called)
         e = self.failureResultOf(d, TakeoverFailed).value
         self.assertTrue(str(e).startswith("takeover failed at step check"), str(e))
+
+
+class ShownTests(SynchronousTestCase):
+    """
+    A check's command is shown on one line, bounded.
+    """
+
+    def test_shown(self) -> None:
+        """
+        Newlines and runs of blanks become one space; a long command is cut.
+        """
+        check = HealthCheck(ProcessReactor(), "python -c 'import x\n\nx.go()'")
+        self.assertEqual(check.shown(), "python -c 'import x x.go()'")
+        self.assertEqual(len(HealthCheck(ProcessReactor(), "y" * 500).shown()), 200)

@@ -110,14 +110,21 @@ class CheckResult:
             return f"killed by signal {self.signal} after {self.seconds:.2f} s"
         return f"exited {self.code} after {self.seconds:.2f} s"
 
-    def tail(self) -> str:
+    def lines(self) -> list[str]:
         """
-        The last lines of its output (at most L{TAIL_LINES}, L{TAIL_CHARS}).
+        The last lines of its output that are not blank (at most
+        L{TAIL_LINES}).
         """
         text = self.output.decode("utf-8", "replace")
-        lines = [line for line in text.splitlines() if line.strip()][-TAIL_LINES:]
-        joined = "\n".join(f"  {line}" for line in lines)
-        return joined[-TAIL_CHARS:]
+        return [line.rstrip() for line in text.splitlines() if line.strip()][-TAIL_LINES:]
+
+    def tail(self) -> str:
+        """
+        The last lines of its output on one line, separated by C{" | "}
+        (at most L{TAIL_CHARS} characters: the end).
+        """
+        joined = " | ".join(line.strip() for line in self.lines())
+        return joined if len(joined) <= TAIL_CHARS else "..." + joined[-TAIL_CHARS:]
 
 
 class _Output(ProcessProtocol):
@@ -169,6 +176,13 @@ class HealthCheck:
     shell: str = "/bin/sh"
     kill: Callable[[int], None] = _killSession
     clock: Callable[[], float] = time.monotonic
+
+    def shown(self) -> str:
+        """
+        The command on one line (at most 200 characters), for messages.
+        """
+        text = " ".join(self.command.split())
+        return text if len(text) <= 200 else text[:197] + "..."
 
     def run(self) -> Deferred[CheckResult]:
         """
@@ -234,23 +248,27 @@ class HealthCheck:
         _log.info(
             "running the health check (at most {timeout:g} s): {command}",
             timeout=self.timeout,
-            command=self.command,
+            command=self.shown(),
         )
         try:
             result = await self.run()
         except CancelledError:
-            _log.warn("the health check was cancelled: {command}", command=self.command)
+            _log.warn("the health check was cancelled: {command}", command=self.shown())
             raise
         if result.ok:
             _log.info(
                 "the health check passed ({how}): {command}",
                 how=result.describe(),
-                command=self.command,
+                command=self.shown(),
             )
             return
-        tail = result.tail()
-        message = f"the health check {result.describe()}: {self.command}"
-        if tail:
-            message += f"; its output ended with:\n{tail}"
-        _log.error("{message}", message=message)
+        message = f"the health check {result.describe()}: {self.shown()}"
+        _log.error(
+            "{message}; its output ended with:\n{output}",
+            message=message,
+            output="\n".join(f"  {line}" for line in result.lines()) or "  (nothing)",
+        )
+        # One line, for the incumbent's log too.
+        if tail := result.tail():
+            message += f"; its output ended with: {tail}"
         raise TakeoverFailed(message)

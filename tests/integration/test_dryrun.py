@@ -8,6 +8,7 @@ service: the report, the exit code, and a service left exactly as it was.
 from __future__ import annotations
 
 import os
+import shutil
 import re
 import tempfile
 from typing import Any
@@ -43,6 +44,7 @@ class DryRunTests(TestCase):
     def setUp(self) -> None:
         self.work = tempfile.mkdtemp(prefix="migrator-dry-")
         os.chmod(self.work, 0o700)
+        self.addCleanup(shutil.rmtree, self.work, ignore_errors=True)
         self.control = os.path.join(self.work, "ctl")
         self.incumbent = self.start([NUMBERED_ADAPTERS], name="incumbent")
         self.incumbent.waitFor(READY, START_TIMEOUT)

@@ -8,8 +8,8 @@ service: the report, the exit code, and a service left exactly as it was.
 from __future__ import annotations
 
 import os
-import shutil
 import re
+import shutil
 import tempfile
 from typing import Any
 

@@ -512,9 +512,12 @@ class DeclaredPortsTests(_Fixture, SynchronousTestCase):
     def test_portOnlyInIncumbent(self) -> None:
         """
         Ports that only the incumbent declares (TCP and UNIX) are closed
-        once the takeover commits (connections to them are refused), and both
-        processes log them by their declared addresses; the shared port moves
-        to the successor's code.
+        once the takeover commits (connections to them are refused), when
+        the successor is started with C{--close-undeclared-ports} (without
+        it the takeover is refused: see
+        L{tests.integration.test_check.UndeclaredPortTests}), and both
+        processes log them by their declared addresses; the shared port
+        moves to the successor's code.
         """
         oldPath = os.path.join(self.directory, "old.sock")
         before = writeTac(
@@ -537,7 +540,14 @@ class DeclaredPortsTests(_Fixture, SynchronousTestCase):
         assertServes(self, socket.AF_INET, ("127.0.0.2", extra), "old extra")
         assertServes(self, socket.AF_UNIX, oldPath, "old unix")
 
-        successor = takeOver(self, self.control, [], incumbent, 1, migrateOptions=["--tac", after])
+        successor = takeOver(
+            self,
+            self.control,
+            [],
+            incumbent,
+            1,
+            migrateOptions=["--close-undeclared-ports", "--tac", after],
+        )
         dropped = re.escape(f"tcp:0:127.0.0.2#0, unix:{oldPath}#0")
         successor.waitFor(
             rf"the incumbent listens on {dropped}, which this service does not declare",
@@ -574,7 +584,14 @@ class DeclaredPortsTests(_Fixture, SynchronousTestCase):
         incumbent, _ = start(self, self.control, [], migrateOptions=["--tac", before])
         main = portOf(incumbent, "MainSite")
 
-        successor = takeOver(self, self.control, [], incumbent, 1, migrateOptions=["--tac", after])
+        successor = takeOver(
+            self,
+            self.control,
+            [],
+            incumbent,
+            1,
+            migrateOptions=["--close-undeclared-ports", "--tac", after],
+        )
         extra = portOf(successor, "ExtraSite")
         assertServes(self, socket.AF_INET, ("127.0.0.1", main), "new main")
         assertServes(self, socket.AF_INET, ("127.0.0.2", extra), "new extra")

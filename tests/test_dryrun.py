@@ -477,7 +477,7 @@ class StagingTests(SynchronousTestCase):
         self.assertIn("x.Y: would stay 1 (no adapter)", text)
         self.assertIn(f"{KEYS[1]} NOT declared (closed by a takeover only with {FLAG})", text)
         self.assertIn("a takeover now would be refused: the incumbent listens on ...", text)
-        self.assertIn("checkRestored run", text)
+        self.assertIn("then checkRestored)", text)
 
     def test_refused(self) -> None:
         """

@@ -13,6 +13,14 @@ L{migrator.takeover._alone}); the listening ports they hand over
 (L{migrator.takeover._ports}) and the pidfile and service-manager
 notifications that follow the serving process (L{migrator.takeover._pidfile}).
 
+Around the takeover, for operators trying new code: dry runs (the
+incumbent's snapshot L{migrator.takeover._dryrun}, the staging process
+L{migrator.takeover._staging}), a successor's health check
+(L{migrator.takeover._check}), the refusal of a takeover that would close
+undeclared ports (L{migrator.takeover._undeclared}), the command lines of
+a lineage (L{migrator.takeover._lineage}), and what a failure is said as
+(L{migrator.takeover._failure}).
+
 It uses L{migrator.state} to capture and restore connections; it never
 imports the built-in adapters or the operator tools.
 """

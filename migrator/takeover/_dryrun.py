@@ -320,7 +320,7 @@ class DryRuns:
             captured.thaw()
         except Exception as e:
             _log.failure("dry run by pid {pid}: capturing connections failed", pid=pid)
-            self._record(pid, request.begin.python, "failed", {}, f"capturing failed: {e}")
+            self._record(pid, request.begin.python, FAILED, {}, f"FAILED: capturing failed: {e}")
             raise TakeoverRefused(f"capturing connections failed: {e}") from e
         captureMs = (incumbent.clock() - started) * 1000
         me = incumbent.identity()
@@ -383,14 +383,14 @@ class DryRuns:
         """
         pending = self._pending
         if pending is not None and pending.session is session:
-            self._finish(pending, NO_RESULT, {}, "the staging process hung up without a result")
+            self._finish(
+                pending, NO_RESULT, {}, "no result: the staging process hung up without one"
+            )
 
     def _expired(self, pending: _Pending) -> None:
         pending.timer = None
         if self._pending is pending:
-            self._finish(
-                pending, NO_RESULT, {}, f"no result within {self.timeout:g} s"
-            )
+            self._finish(pending, NO_RESULT, {}, f"no result within {self.timeout:g} s")
             pending.session.hangUp()
 
     def _finish(
@@ -429,9 +429,4 @@ class DryRuns:
             "refusals": list(answer.refusals) if answer else [],
         }
         log = _log.info if outcome == OK else _log.warn
-        log(
-            "dry run by pid {pid}: {outcome}{message}",
-            pid=pid,
-            outcome=outcome,
-            message=f": {message}" if message else "",
-        )
+        log("dry run by pid {pid}: {message}", pid=pid, message=message or outcome)

@@ -147,9 +147,9 @@ class DryRunReport:
             f"  snapshot: {a.connections} of {a.held} open connection(s), {a.bytes} bytes of "
             f"state, captured in {a.captureMs:.1f} ms and thawed in the same reactor turn "
             f"(nothing changed hands)",
-            f"  restored here on detached transports: {staged.connections} connection(s); "
-            f"translation steps and populate run"
-            + ("; checkRestored run" if self.checked else "; no checkRestored defined"),
+            f"  tried here on detached transports: {staged.connections} connection(s) "
+            f"(translation steps and populate"
+            + (", then checkRestored)" if self.checked else "; no checkRestored defined)"),
         ]
         classes = self.classes()
         if classes:

@@ -127,7 +127,7 @@ class DryRunTests(TestCase):
         code, output = self.dryRun("tests.integration.apps.checkednumbered")
         self.assertEqual(code, 0, output)
         self.assertIn(f"{LINE}: would move {CONNECTIONS}", output)
-        self.assertIn("checkRestored run", output)
+        self.assertIn("then checkRestored)", output)
         self.assertIn("tcp:0:127.0.0.1#0 (would be adopted)", output)
         self.assertIn(
             f"dry run: every connection would move ({CONNECTIONS} restored here) (exit 0)",

@@ -257,7 +257,12 @@ class MigrateService(service.MultiService):
             unmovable=self.config.unmovable,
             closeUndeclared=self.config.closeUndeclared,
         )
-        self.staging.run().addCallback(lambda code: self._reactor.callLater(0, self._stopAndExit, code))
+        self.staging.run().addCallback(self._staged)
+
+    def _staged(self, code: int) -> None:
+        # Unless this process is already stopping (asked to, meanwhile).
+        if self.running:
+            self._reactor.callLater(0, self._stopAndExit, code)
 
     def stopService(self) -> Any:
         service.Service.stopService(self)

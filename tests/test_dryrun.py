@@ -514,3 +514,26 @@ class StagingTests(SynchronousTestCase):
         self.staging.cancel()
         self.assertEqual(self.successResultOf(d), SOMETHING_FAILED)
         self.assertIn("this process is stopping", self.printed[0])
+
+
+class DryRunResultBoundsTests(SynchronousTestCase):
+    """
+    What a staging process reports is kept for C{status}: bounded.
+    """
+
+    def test_bounded(self) -> None:
+        """
+        At most L{_dryrun.MAX_CLASSES} classes (names cut at 200
+        characters), and a message of at most 1000 characters.
+        """
+        wire = {
+            "outcome": "failed",
+            "classes": {f"c{i}" + "x" * 300: {"failed": 1} for i in range(500)},
+            "failed": [f"c{i}" for i in range(500)],
+            "message": "m" * 5000,
+        }
+        result = DryRunResult.fromWire(wire)
+        self.assertEqual(len(result.classes), _dryrun.MAX_CLASSES)
+        self.assertTrue(all(len(k) <= 200 for k in result.classes))
+        self.assertEqual(len(result.failed), _dryrun.MAX_CLASSES)
+        self.assertEqual(len(result.message), 1000)

@@ -220,6 +220,15 @@ class RollbackTests(SynchronousTestCase):
         self.assertNotIn("stdout", kw)
         self.assertIn("the dry run of the previous command exited 2", self.out.getvalue())
 
+    def test_unwritableLog(self) -> None:
+        """
+        Exit 1, saying why, and nothing started.
+        """
+        self.statuses = [status(10, 2)]
+        self.assertEqual(self.rollback(log="/nonexistent/dir/out.log"), 1)
+        self.assertIn("FAILED: [Errno 2] No such file or directory", self.out.getvalue())
+        self.assertEqual(self.spawned, [])
+
 
 class RollbackOptionsTests(SynchronousTestCase):
     """
@@ -280,3 +289,4 @@ class StatusViewTests(SynchronousTestCase):
         self.assertIn("(python -m migrator rollback --control /run/s/ctl)", text)
         self.assertIn("by pid 77: 3 connection(s) snapshotted; FAILED: app.Bad", text)
         self.assertIn("restored 0, failed 3, staying 0", text)
+

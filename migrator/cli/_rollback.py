@@ -143,7 +143,7 @@ class Rollback:
     async def run(self, dryRun: bool = False, show: bool = False) -> int:
         try:
             return await self._run(dryRun, show)
-        except (RollbackFailed, NoCommand, RuntimeError) as e:
+        except (RollbackFailed, NoCommand, RuntimeError, OSError) as e:
             self.say(f"FAILED: {e}")
             return 1
 

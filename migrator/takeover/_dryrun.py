@@ -56,6 +56,8 @@ FAILED = "failed"
 INCOMPLETE = "incomplete"
 #: Recorded when the staging process hung up (or timed out) without one.
 NO_RESULT = "no result"
+#: At most this many classes of a result are kept.
+MAX_CLASSES = 200
 
 
 def _section(wire: object, field: str, name: str) -> object:
@@ -216,8 +218,9 @@ class DryRunResult:
             raise MalformedMessage("dryRunDone: classes must map names to counts")
         return cls(
             f.text("outcome"),
-            {k: _counts(v) for k, v in classes.items()},
-            f.texts("failed"),
+            # Bounded: it is kept for status.
+            {k[:200]: _counts(v) for k, v in list(classes.items())[:MAX_CLASSES]},
+            f.texts("failed")[:MAX_CLASSES],
             f.text("message", "")[:1000],
         )
 

@@ -176,10 +176,6 @@ class DryRunReport:
         return "\n".join(lines)
 
 
-def _print(text: str) -> None:
-    raise NotImplementedError("give Staging an output")
-
-
 @attrs.define(eq=False)
 class Staging:
     """
@@ -196,7 +192,7 @@ class Staging:
     registry: ListenerRegistry
     adapters: AdapterRegistry
     startService: Callable[[], None]
-    out: Callable[[str], None] = _print
+    out: Callable[[str], None]
     check: Check | None = None
     timeout: float = 30.0
     policy: PeerPolicy = attrs.field(factory=PeerPolicy)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import socket
 import types
+from collections.abc import Callable
 from typing import Any, cast
 
 import attrs
@@ -42,6 +43,7 @@ from migrator.state._graph import (
     dumpsPlain,
     typeName,
 )
+from migrator.state._plan import NOT_SELECTED
 
 _log = Logger()
 
@@ -159,6 +161,8 @@ class _CaptureHooks:
     ports: IPortRegistry
     claimed: frozenset[str]
     readers: set[int] = attrs.field(factory=set)
+    #: If given, whether the operator selected a connection to move.
+    selected: Callable[[Any], bool] | None = None
     checkedProtocol: Any = None
     transports: list[Any] = attrs.field(factory=list)
     calls: list[tuple[Any, float]] = attrs.field(factory=list)
@@ -227,6 +231,10 @@ class _CaptureHooks:
             why = adapter.movable(t.protocol) if adapter is not None else None
         if why:
             raise Unadaptable(t, path, f"a connection that declines to move ({why})")
+        if self.selected is not None and not self.selected(t):
+            # Carrying it would move a connection the operator chose to
+            # leave: what reaches it stays too.
+            raise Unadaptable(t, path, f"a connection {NOT_SELECTED}")
         server = getattr(t, "server", None)
         key = self.ports.keyOf(server) if server is not None else None
         if server is not None and key not in self.claimed:
@@ -269,6 +277,7 @@ def captureConnections(
     adapters: Any,
     claimed: frozenset[str],
     restorable: frozenset[str],
+    selected: Callable[[Any], bool] | None = None,
 ) -> Captured:
     """
     Capture and freeze every connection that can move; see the module
@@ -278,6 +287,9 @@ def captureConnections(
         the reactor whose readers say which connections read).
     @param claimed: the port keys the successor declared.
     @param restorable: the type names the successor has adapters for.
+    @param selected: if given, whether the operator selected a connection
+        (a transport) to move this time: the others stay, and so does a
+        selected one whose graph reaches one of them.
     """
 
     known: dict[type, Any] = {}
@@ -303,7 +315,7 @@ def captureConnections(
     # clock is the wall clock: the successor compares this with its own.)
     frozenAt = reactor.seconds()
     readers = set(map(id, cast(IReactorFDSet, reactor).getReaders()))
-    hooks = _CaptureHooks(reactor, adapters, ports, claimed, readers)
+    hooks = _CaptureHooks(reactor, adapters, ports, claimed, readers, selected)
     writer = GraphWriter(adapterFor, anchors, hooks)
     staying: dict[str, int] = {}
     moved: dict[str, int] = {}
@@ -325,6 +337,8 @@ def captureConnections(
             stay(f"{typeName(cls)}: {why}")
             continue
         why = adapter.movable(protocol)
+        if not why and selected is not None and not selected(t):
+            why = NOT_SELECTED
         if why:
             stay(f"{typeName(cls)}: {why}")
             continue

@@ -33,7 +33,7 @@ always drain harmlessly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -57,6 +57,12 @@ POLICIES = (REFUSE, DRAIN, CLOSE)
 
 #: How many protocol wrappers (TLS, timeouts...) are looked through.
 _MAX_WRAPPERS = 4
+
+#: Why a connection that could move stays: the operator chose which
+#: connections move this time (C{select}), and not this one.  It then
+#: follows the policy as an L{UNKNOWN} one, unless its adapter says staying
+#: is harmless.
+NOT_SELECTED = "not selected to move"
 
 
 def drainsHarmlessly(adapter: Any, obj: Any) -> bool:
@@ -171,13 +177,19 @@ class Classifier:
         self._facts[chain] = (name, why)
         return name, why
 
-    def classify(self, transport: Any, movable: bool = True) -> Verdict | None:
+    def classify(
+        self, transport: Any, movable: bool = True, selected: bool = True
+    ) -> Verdict | None:
         """
         Decide what becomes of one connection.
 
         @param movable: if false, only say whether it is L{UNKNOWN} (and
             return C{None} otherwise), without asking its adapter whether
             it can move now.
+        @param selected: false if the operator chose which connections move
+            and left this one out: one that could move is then L{UNKNOWN}
+            (or L{HARMLESS}, if its adapter says staying is), with the
+            reason L{NOT_SELECTED}.
         """
         protocol = getattr(transport, "protocol", None)
         if not getattr(transport, "connected", True) or getattr(transport, "disconnecting", False):
@@ -188,6 +200,10 @@ class Classifier:
             if adapter is not None and drainsHarmlessly(adapter, protocol):
                 return Verdict(HARMLESS, name, why) if movable else None
             return Verdict(UNKNOWN, name, why)
+        if not selected:
+            if drainsHarmlessly(adapter, protocol):
+                return Verdict(HARMLESS, name, NOT_SELECTED) if movable else None
+            return Verdict(UNKNOWN, name, NOT_SELECTED)
         if not movable:
             return None
         try:
@@ -344,16 +360,22 @@ def planConnections(
     transports: Iterable[Any],
     adapters: Any,
     successorVersions: Mapping[str, Any] | None = None,
+    selected: Callable[[Any], bool] | None = None,
 ) -> Plan:
     """
     Classify every connection of C{transports} (see L{classify}).
+
+    @param selected: if given, whether the operator selected a connection
+        (a transport) to move this time; see L{Classifier.classify}.
     """
     counts: dict[str, dict[str, int]] = {}
     reasons: dict[str, dict[tuple[str, str], int]] = {}
     unknown: list[tuple[str, Any]] = []
     classifier = Classifier(adapters, successorVersions)
     for transport in transports:
-        verdict = classifier.classify(transport)
+        verdict = classifier.classify(
+            transport, selected=True if selected is None else selected(transport)
+        )
         assert verdict is not None
         mine = counts.setdefault(verdict.typeName, dict.fromkeys(KINDS, 0))
         mine[verdict.kind] += 1
@@ -390,14 +412,23 @@ def _nested(reasons: Iterable[tuple[str, str, int]]) -> dict[str, dict[str, int]
 
 
 def anyUnknown(
-    transports: Iterable[Any], adapters: Any, successorVersions: Mapping[str, Any] | None = None
+    transports: Iterable[Any],
+    adapters: Any,
+    successorVersions: Mapping[str, Any] | None = None,
+    selected: Callable[[Any], bool] | None = None,
 ) -> bool:
     """
     Whether any of C{transports} is L{UNKNOWN}: a quick look (no adapter's
     C{movable} is asked), for a step where time counts.
+
+    @param selected: as for L{planConnections}.
     """
     classifier = Classifier(adapters, successorVersions)
-    return any(classifier.classify(t, movable=False) is not None for t in transports)
+    return any(
+        classifier.classify(t, movable=False, selected=True if selected is None else selected(t))
+        is not None
+        for t in transports
+    )
 
 
 def emptyCounts() -> dict[str, int]:
@@ -442,10 +473,11 @@ def refusalMessage(plan: Plan, pid: int, step: str = "begin") -> str:
     remedies.
     """
     since = "" if step == "begin" else f" (opened since the takeover began; seen at step {step})"
+    unselected = any(NOT_SELECTED in c.reasonsFor(UNKNOWN) for c in plan.classes)
     lines = [
         f"{plan.count(UNKNOWN)} open connection(s) have no adapter that can move "
-        f"them{since}; left in the old process, they would split the service's "
-        f"state in two:"
+        f"them{' or were not selected to move' if unselected else ''}{since}; left in "
+        f"the old process, they would split the service's state in two:"
     ]
     for c in plan.classes:
         if c.unknown:

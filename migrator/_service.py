@@ -44,6 +44,10 @@ from migrator.takeover._unmovable import splitStatus
 
 _log = Logger()
 
+#: The most generations C{status}'s lineage lists (the newest).
+MAX_LINEAGE = 100
+_LINEAGE_KEYS = ("generation", "pid", "python", "migrator", "started", "ended", "alive")
+
 STARTING = "starting"
 SERVING = "serving"
 DRAINING = "draining"
@@ -78,6 +82,9 @@ class MigrateConfig:
     description: str = ""
     adapterModules: tuple[str, ...] = ()
     unmovable: str = "refuse"
+    #: As a successor, the connection or component ids to move (all if
+    #: empty); the others follow C{unmovable}.
+    select: tuple[str, ...] = ()
 
 
 def _exitNow(code: int) -> None:
@@ -169,6 +176,7 @@ class MigrateService(service.MultiService):
             adapters=self.adapters,
             clock=self._reactor.seconds,
             unmovable=self.config.unmovable,
+            select=self.config.select,
         )
         d = self.successor.run()
         d.addCallbacks(self._tookOver, self._takeoverFailed)
@@ -243,6 +251,7 @@ class MigrateService(service.MultiService):
         assert self.successor is not None
         # Ours now: closed (and unlinked if still ours) when we stop.
         self.control = self.successor.control
+        self._tookOverAt = self._wall(self._reactor.seconds())
         self._serve(generation=int(result.get("generation", 1)))
         staying = result.get("staying") or {}
         _log.info(
@@ -380,6 +389,7 @@ class MigrateService(service.MultiService):
         self._reactor.callLater(5.0, self._drainDone)
 
     _closing = False
+    _tookOverAt: float | None = None
     _successorWaitUntil = 0.0
     _drainDone: Callable[[], None]
     _finished = False
@@ -399,7 +409,56 @@ class MigrateService(service.MultiService):
             "pid": os.getpid(),
             "generation": self.generation,
             "python": sys.version.split()[0],
+            "lineage": self.lineage(),
         }
+
+    def _wall(self, seconds: Any) -> float | None:
+        """
+        A time of the reactor's clock on the wall clock (for operators).
+        """
+        if not isinstance(seconds, (int, float)):
+            return None
+        return round(self.startedAt + seconds - self._startedSeconds, 3)
+
+    def lineage(self) -> list[dict[str, Any]]:
+        """
+        Every generation this service has had, as far as it was handed on
+        (at most L{MAX_LINEAGE}, the newest last): pid, Python, migrator's
+        version, when it started and how it ended.  The predecessor gave
+        this process its own lineage in its answer to C{begin}.
+        """
+        entries: list[dict[str, Any]] = []
+        predecessor = self.successor.predecessor if self.successor is not None else {}
+        if predecessor:
+            carried = predecessor.get("lineage")
+            for entry in carried if isinstance(carried, list) else ():
+                if isinstance(entry, dict):
+                    # Whether an older generation still runs is not known here.
+                    entries.append({k: entry.get(k) for k in _LINEAGE_KEYS if k in entry})
+                    entries[-1]["alive"] = None
+            pid = predecessor.get("pid")
+            if not entries or entries[-1].get("pid") != pid:
+                entries.append({k: predecessor.get(k) for k in ("generation", "pid", "python")})
+            entries[-1]["ended"] = {"how": "handed off", "to": os.getpid(), "at": self._tookOverAt}
+            entries[-1]["alive"] = processAlive(int(pid)) if isinstance(pid, int) else False
+        me: dict[str, Any] = {
+            "generation": self.generation,
+            "pid": os.getpid(),
+            "python": sys.version.split()[0],
+            "migrator": __version__,
+            "started": self.startedAt,
+            "ended": None,
+            "alive": True,
+        }
+        incumbent = self.incumbent
+        if incumbent is not None and incumbent.handedOffTo is not None:
+            last = incumbent.lastAttempt or {}
+            me["ended"] = {
+                "how": "handed off",
+                "to": incumbent.handedOffTo.get("pid"),
+                "at": self._wall(last.get("at")),
+            }
+        return [*entries, me][-MAX_LINEAGE:]
 
     def status(self) -> dict[str, Any]:
         """
@@ -434,4 +493,5 @@ class MigrateService(service.MultiService):
             "predecessor": predecessor,
             "took_over": self.lastTakeover,
             "adapters": self.adapters.typeNames(),
+            "lineage": self.lineage(),
         }

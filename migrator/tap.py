@@ -91,6 +91,15 @@ class Options(usage.Options):
     def __init__(self) -> None:
         usage.Options.__init__(self)
         self["adapters"] = []
+        self["select"] = ()
+
+    def opt_select(self, ids: str) -> None:
+        """
+        With --takeover: move only these connections this time (ids of
+        connections or of components, comma-separated, as "python -m
+        migrator plan" shows them); the others follow --unmovable.
+        """
+        self["select"] = tuple(i.strip() for i in ids.split(",") if i.strip())
 
     def opt_adapters(self, module: str) -> None:
         """
@@ -121,6 +130,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["control"]:
             raise usage.UsageError("--control PATH is required")
+        if self["select"] and not self["takeover"]:
+            raise usage.UsageError("--select is for a takeover (--takeover)")
         if self["tac"] and self.subCommand:
             raise usage.UsageError("give either --tac or a subcommand, not both")
         if not self["tac"] and not self.subCommand:
@@ -214,5 +225,6 @@ def makeService(options: Options) -> MigrateService:
         description=options.description(),
         adapterModules=tuple(options["adapters"]),
         unmovable=options["unmovable"],
+        select=options["select"],
     )
     return MigrateService(inner, config, reactor, registerAdapters=registerAdapters)

@@ -267,6 +267,7 @@ class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
                 "split": False,
                 "split_classes": {},
                 "split_with": None,
+                "lineage": svc.lineage(),
             },
         )
         # migrator's own adapters, for Twisted's classes.
@@ -343,9 +344,28 @@ class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
         C{identity} is what the incumbent tells a successor.
         """
         svc = self.startIncumbent()
+        identity = svc.identity()
         self.assertEqual(
-            svc.identity(),
-            {"pid": os.getpid(), "generation": 0, "python": sys.version.split()[0]},
+            identity,
+            {
+                "pid": os.getpid(),
+                "generation": 0,
+                "python": sys.version.split()[0],
+                "lineage": svc.lineage(),
+            },
+        )
+        [me] = identity["lineage"]
+        self.assertEqual(
+            me,
+            {
+                "generation": 0,
+                "pid": os.getpid(),
+                "python": sys.version.split()[0],
+                "migrator": __version__,
+                "started": 1_700_000_000.0,
+                "ended": None,
+                "alive": True,
+            },
         )
 
     def test_stop(self) -> None:
@@ -542,7 +562,18 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         factory.clientConnectionMade(root.broker)
         self.assertEqual(root.methods(), ["begin"])
         self.sendPorts(root)
-        root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
+        earlier = {"generation": 3, "pid": 90, "python": "3.10.1", "started": 5.0, "alive": True}
+        previous = {"generation": 4, "pid": 100, "python": "3.11.7", "started": 6.0}
+        root.answer(
+            "begin",
+            {
+                "pid": 100,
+                "generation": 4,
+                "python": "3.11.7",
+                "ports": 2,
+                "lineage": [earlier, previous, "junk"],
+            },
+        )
         self.assertEqual(self.inner.events, [])
         self.readChannel()
         self.assertEqual(self.inner.events, ["privilegedStartService", "startService"])
@@ -591,6 +622,20 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         self.alive[100] = False
         self.assertFalse(svc.status()["predecessor"]["draining"])
         self.assertEqual(svc.identity()["generation"], 5)
+        # The lineage: what the predecessor handed on, how it ended, and us.
+        lineage = svc.status()["lineage"]
+        self.assertEqual([e["generation"] for e in lineage], [3, 4, 5])
+        self.assertEqual(lineage[0], {**earlier, "alive": None})
+        self.assertEqual(
+            lineage[1],
+            {
+                **previous,
+                "ended": {"how": "handed off", "to": os.getpid(), "at": lineage[1]["ended"]["at"]},
+                "alive": False,
+            },
+        )
+        self.assertIsInstance(lineage[1]["ended"]["at"], float)
+        self.assertEqual((lineage[2]["pid"], lineage[2]["ended"]), (os.getpid(), None))
 
     def sendPorts(self, root: FakeRemoteRoot) -> None:
         """

@@ -116,3 +116,30 @@ class UnmovableOptionTests(SynchronousTestCase):
         """
         e = self.assertRaises(usage.UsageError, self.parse, "--unmovable", "keep")
         self.assertIn("refuse, drain, close", str(e))
+
+
+class SelectOptionTests(UnmovableOptionTests):
+    """
+    C{--select}: the connections a takeover moves this time.
+    """
+
+    def test_default(self) -> None:
+        """
+        By default nothing is selected (everything moves).
+        """
+        self.assertEqual(self.parse()["select"], ())
+
+    def test_other(self) -> None:
+        """
+        Without C{--takeover}, C{--select} is a usage error.
+        """
+        e = self.assertRaises(usage.UsageError, self.parse, "--select", "c7.4000,k9")
+        self.assertIn("--select is for a takeover", str(e))
+
+    def test_parsed(self) -> None:
+        """
+        The ids are comma-separated (blanks dropped).
+        """
+        options = tap.Options()
+        options.opt_select("c7.4000, k9,,")
+        self.assertEqual(options["select"], ("c7.4000", "k9"))

@@ -37,6 +37,7 @@ from zope.interface import implementer
 from migrator.state._capture import Captured, Settling, captureConnections
 from migrator.state._registry import AdapterRegistry
 from migrator.takeover._channel import FrameChannel, channelPair
+from migrator.takeover._inspect import OperatorQueries
 from migrator.takeover._ports import ListenerRegistry, UnsupportedPort
 from migrator.takeover._unmovable import UnmovableGuard
 
@@ -200,6 +201,7 @@ class Incumbent:
             "python": me["python"],
             "ports": len(fds),
             "plan": plan,
+            **{k: me[k] for k in ("lineage",) if k in me},
         }
 
     def prepared(self, session: ControlSession, report: dict[str, Any]) -> dict[str, Any]:
@@ -297,6 +299,7 @@ class Incumbent:
                 self.adapters,
                 claimed,
                 frozenset(t for t in types if isinstance(t, str)),
+                self.unmovable.selected,
             )
         except Exception as e:
             _log.failure("capturing connections failed")
@@ -538,7 +541,7 @@ class ControlRoot:
         return session
 
 
-class ControlSession(pb.Referenceable):
+class ControlSession(pb.Referenceable, OperatorQueries):
     """
     One peer's conversation with a control socket.
     """

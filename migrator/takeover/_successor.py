@@ -144,6 +144,9 @@ class Successor:
     #: Never two: what the incumbent is to do with connections no adapter
     #: can move (C{--unmovable}: refuse, drain or close).
     unmovable: str = "refuse"
+    #: The connection or component ids the operator selected to move (all
+    #: if empty; see L{migrator.takeover._unmovable.beginInfo}).
+    select: tuple[str, ...] = ()
     broker: Any = None
     control: ControlSocket | None = None
     inbox: _Inbox | None = None
@@ -282,7 +285,7 @@ class Successor:
                 "python": sys.version.split()[0],
                 "argv": sys.argv[:50],
             }
-            info.update(beginInfo(self.adapters, self.unmovable))
+            info.update(beginInfo(self.adapters, self.unmovable, self.select))
             begun = await self._call(root, "begin", info)
             self.predecessor = dict(begun)
             plan = describePlan(begun.get("plan"))

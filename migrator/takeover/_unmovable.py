@@ -18,6 +18,12 @@ the connections no adapter can move.
 A successor that sends no policy (one older than this protocol field) gets
 what it always got: C{drain}.
 
+A successor may also send a selection (C{select}: connection and component
+ids, from C{twistd migrate --select}): only those move this time; the
+others are planned as not selected and follow the policy like connections
+no adapter can move (or drain, if their adapter says that is harmless),
+and the capture keeps back a selected one whose graph reaches them.
+
 The successor's side is two small things: what it sends in C{begin}'s info
 (L{beginInfo}), and the plan it logs (L{describePlan}).
 """
@@ -26,7 +32,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -46,21 +52,28 @@ from migrator.state._plan import (
     refusedCounts,
     settledCounts,
 )
+from migrator.takeover._inspect import selectionOf
 
 _log = Logger()
 
 
-def beginInfo(adapters: Any, policy: str) -> dict[str, Any]:
+def beginInfo(adapters: Any, policy: str, select: Sequence[str] = ()) -> dict[str, Any]:
     """
     What a successor adds to C{begin}'s info: its policy for connections no
-    adapter can move, and the type names (with versions) it can restore.
+    adapter can move, the type names (with versions) it can restore, and,
+    if the operator chose which connections move this time, their ids
+    (C{select}: connection or component ids, as C{python -m migrator plan}
+    and the console show them).
     """
     names = adapters.typeNames()
-    return {
+    info: dict[str, Any] = {
         "unmovable": policy,
         "types": names,
         "versions": {name: adapters.adapterNamed(name).version for name in names},
     }
+    if select:
+        info["select"] = list(select)
+    return info
 
 
 def describePlan(plan: Any) -> str | None:
@@ -106,6 +119,9 @@ class UnmovableGuard:
     #: the service, with their class names.
     _left: list[tuple[str, Any]] = attrs.field(factory=list)
     _splitWith: int | None = None
+    #: If the successor sent a selection (C{select}): whether a connection
+    #: was selected to move; the others follow the policy.
+    selected: Callable[[Any], bool] | None = None
 
     def start(self, info: dict[str, Any]) -> dict[str, Any]:
         """
@@ -127,19 +143,28 @@ class UnmovableGuard:
             if isinstance(versions, dict)
             else None
         )
+        self.selected = None
+        chosen = ""
+        select = info.get("select")
+        if isinstance(select, list) and select and all(isinstance(t, str) for t in select):
+            self.selected, count, unknown = selectionOf(self._registry, self._adapters, select)
+            chosen = f"; the operator selected {count} connection(s) to move" + (
+                f" ({len(unknown)} id(s) name nothing open)" if unknown else ""
+            )
         self.planned = self._plan()
         _log.info(
             "takeover by pid {pid}: {summary}; policy for connections no adapter "
-            "can move: {policy}",
+            "can move: {policy}{chosen}",
             pid=self._successorPid,
             summary=self.planned.summary(),
             policy=self.policy,
+            chosen=chosen,
         )
         return self.planned.asDict()
 
     def _plan(self) -> Plan:
         return planConnections(
-            list(self._registry.openConnections()), self._adapters, self._versions
+            list(self._registry.openConnections()), self._adapters, self._versions, self.selected
         )
 
     def check(self, step: str) -> Refusal | None:
@@ -153,7 +178,9 @@ class UnmovableGuard:
             return None
         if step == "begin" and self.planned is not None:
             plan = self.planned
-        elif anyUnknown(self._registry.openConnections(), self._adapters, self._versions):
+        elif anyUnknown(
+            self._registry.openConnections(), self._adapters, self._versions, self.selected
+        ):
             # A quick look first: at switch, accepting is paused meanwhile.
             plan = self.planned = self._plan()
         else:

@@ -3,10 +3,12 @@
 C{python -m migrator}: the operator's commands, dispatched.
 
     python -m migrator status --control PATH [--json]
+    python -m migrator plan --control PATH [--policy P] [--select IDS] [--json]
+    python -m migrator console --control PATH [--port 0] [--successor-command CMD]
     python -m migrator demo [--interactive] [--python PATH]
     python -m migrator demo --load [--takeovers N] [--rate R] [--interval S]
 
-The demo's modules are imported only when the demo runs.
+The demo's and the console's modules are imported only when they run.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from typing import TextIO
 
 from twisted.python import usage
 
+from migrator.cli._plan import PlanOptions, runPlan
 from migrator.cli._status import StatusOptions, runStatus
+from migrator.console._app import ConsoleOptions
 
 
 class DemoOptions(usage.Options):
@@ -53,12 +57,14 @@ class MainOptions(usage.Options):
     synopsis = "COMMAND [options]"
     subCommands = [
         ["status", None, StatusOptions, "Show what runs at a control socket."],
+        ["plan", None, PlanOptions, "Show what a takeover would do now (nothing starts)."],
+        ["console", None, ConsoleOptions, "Serve the operator's console (a web page)."],
         ["demo", None, DemoOptions, "Run the live demonstration: a telnet session moves."],
     ]
 
     def postOptions(self) -> None:
         if not self.subCommand:
-            raise usage.UsageError("give a command: status or demo")
+            raise usage.UsageError("give a command: status, plan, console or demo")
 
 
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
@@ -73,6 +79,12 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
         return 2
     if options.subCommand == "status":
         return runStatus(options.subOptions, out, err)
+    if options.subCommand == "plan":
+        return runPlan(options.subOptions, out, err)
+    if options.subCommand == "console":
+        from migrator.console._app import runConsole
+
+        return runConsole(options.subOptions, out, err)
     from migrator.demo._demo import runDemo
 
     return runDemo(options.subOptions, out)

@@ -56,7 +56,9 @@ class QueriesTests(IncumbentTestMixin, SynchronousTestCase):
         the dry run says it is not available yet.  Nothing started.
         """
         plan = self.successResultOf(self.call("plan", "drain"))
-        self.assertEqual((plan["policy"], plan["move"], plan["refused"]), ("drain", 2, False))
+        self.assertEqual(
+            (plan["policy"], plan["move"], plan["takeover_refused"]), ("drain", 2, False)
+        )
         self.assertEqual([p["key"] for p in plan["ports"]], sorted([*KEYS, "(no port)"]))
         [noPort] = [p for p in plan["ports"] if p["key"] == "(no port)"]
         self.assertEqual([(c["class"], c["move"]) for c in noPort["classes"]], [(ECHO, 2)])
@@ -73,7 +75,7 @@ class QueriesTests(IncumbentTestMixin, SynchronousTestCase):
         """
         chosen = connectionId(self.protocols[0].transport)
         plan = self.successResultOf(self.call("plan", "refuse", [chosen]))
-        self.assertTrue(plan["refused"])
+        self.assertTrue(plan["takeover_refused"])
         self.assertEqual(plan["selection"]["selected"], 1)
         other = plan["connections"][connectionId(self.protocols[1].transport)]
         self.assertEqual((other["outcome"], other["reason"]), ("refused", NOT_SELECTED))

@@ -19,7 +19,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from migrator.state._graph import typeName
 from migrator.state._plan import CLOSE, DRAIN, NOT_SELECTED, REFUSE
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
-from migrator.state._report import graphReport, outcomeOf, planReport, previewCapture
+from migrator.state._report import (
+    graphReport,
+    outcomeOf,
+    planReport,
+    previewCapture,
+    safePath,
+)
 from migrator.state._summary import (
     ANCHOR,
     CONNECTION,
@@ -155,6 +161,21 @@ class ShapeTests(SynchronousTestCase):
             ["None", "bool", "int", "float", "str[3]", "bytes[2]", "list[1]", "tuple[2]",
              "dict[1]", typeName(Room)],
         )  # fmt: skip
+
+    def test_safePath(self) -> None:
+        """
+        A capture's path keeps class names, attribute names and list
+        positions, never a dictionary's keys (user names, session ids).
+        """
+        self.assertEqual(
+            safePath("factory:tcp:0:127.0.0.1#0['users'][b'bob']<Chat>['transport']"),
+            "factory:tcp:0:127.0.0.1#0['users'][...]<Chat>['transport']",
+        )
+        self.assertEqual(
+            safePath("Site<Site>['sessions']['s3cr3t']<Session>['x'][3]"),
+            "Site<Site>['sessions'][...]<Session>['x'][3]",
+        )
+        self.assertEqual(safePath("X<X>[('k', 'v')]<Y>"), "X<X>[...]<Y>")
 
     def test_stateShape(self) -> None:
         """
@@ -405,7 +426,9 @@ class PlanReportTests(SynchronousTestCase):
         stranger = classes[("tcp:80", typeName(Chatty))]
         self.assertEqual((stranger["total"], stranger["refused"]), (1, 1))
         self.assertEqual(stranger["reasons"], [["refused: no adapter", 1]])
-        self.assertEqual((report["move"], report["refused"]), (3, True))
+        self.assertEqual(
+            (report["move"], report["refused"], report["takeover_refused"]), (3, 1, True)
+        )
         self.assertIn("would be refused", report["message"])
         self.assertNotIn("selection", report)
 
@@ -415,7 +438,7 @@ class PlanReportTests(SynchronousTestCase):
         the takeover goes ahead.
         """
         report = self.report(CLOSE)
-        self.assertEqual((report["close"], report["refused"]), (1, False))
+        self.assertEqual((report["close"], report["takeover_refused"]), (1, False))
         self.assertNotIn("message", report)
 
     def test_selectComponent(self) -> None:
@@ -443,7 +466,7 @@ class PlanReportTests(SynchronousTestCase):
         refuses the takeover.
         """
         report = self.report(REFUSE, [self.graph.connectionIds[2]])
-        self.assertTrue(report["refused"])
+        self.assertTrue(report["takeover_refused"])
 
     def test_harmlessWhenNotSelected(self) -> None:
         """
@@ -453,7 +476,7 @@ class PlanReportTests(SynchronousTestCase):
         adapters = registry(Room, harmless=(Talker,))
         graph = summarizeGraph(self.transports[:3], adapters, {})
         report = planReport(graph, adapters, REFUSE, lambda p: p.key, [graph.connectionIds[0]])
-        self.assertFalse(report["refused"])
+        self.assertFalse(report["takeover_refused"])
         self.assertEqual(report["connections"][graph.connectionIds[2]]["outcome"], "drain")
 
     def test_keptBack(self) -> None:

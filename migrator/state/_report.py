@@ -16,6 +16,7 @@ control socket (PB) and for JSON.
 
 from __future__ import annotations
 
+import re
 import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -88,6 +89,37 @@ class _PreviewHooks:
         return None
 
 
+_CLASS = re.compile(r"<[A-Za-z_][A-Za-z0-9_.]*>")
+_ATTRIBUTE = re.compile(r"\['[A-Za-z_][A-Za-z0-9_]*'\]")
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def safePath(path: str) -> str:
+    """
+    A capture's path to an object (C{"factory['users'][b'bob']<Chat>"}),
+    without the application's data: after the root's name, only an
+    object's C{<Class>}, list positions and the attribute names of an
+    object's state (a key right after C{<Class>} or the root) are kept;
+    anything else (a dictionary's keys: user names, session ids) becomes
+    C{[...]}.
+    """
+    cut = min((i for i in (path.find("["), path.find("<")) if i >= 0), default=len(path))
+    out = [path[:cut]]
+    i, attributeNext, hidden = cut, True, False
+    while i < len(path):
+        for pattern, isClass in ((_CLASS, True), (_ATTRIBUTE, False), (_INDEX, False)):
+            match = pattern.match(path, i)
+            if match and (pattern is not _ATTRIBUTE or attributeNext):
+                out.append(match.group())
+                i, attributeNext, hidden = match.end(), isClass, False
+                break
+        else:
+            if not hidden:
+                out.append("[...]")
+            i, attributeNext, hidden = i + 1, False, True
+    return "".join(out)
+
+
 def previewCapture(
     graph: ObjectGraph,
     movers: Sequence[int],
@@ -119,7 +151,7 @@ def previewCapture(
             writer.write(protocol, type(protocol).__name__)
         except Unadaptable as e:
             writer.rollback()
-            kept[i] = f"its graph reaches {e.why} ({e.path})"
+            kept[i] = f"its graph reaches {e.why} ({safePath(e.path)})"
             continue
         except RecursionError:
             writer.rollback()
@@ -134,7 +166,7 @@ def previewCapture(
         try:
             writer.write(factory, name)
         except Unadaptable as e:
-            return kept, f"the state of {name} reaches {e.why} ({e.path})"
+            return kept, f"the state of {name} reaches {e.why} ({safePath(e.path)})"
     return kept, None
 
 
@@ -197,7 +229,7 @@ def planReport(
         "policy": policy,
         "total": len(graph.connections),
         **{o: sum(1 for x, _ in outcomes if x == o) for o in OUTCOMES},
-        "refused": bool(refusedCount),
+        "takeover_refused": bool(refusedCount),
         "ports": [
             {
                 "key": key,

@@ -337,6 +337,7 @@ class _Walker:
 
     def walk(self, start: Any, owner: int) -> None:
         stack: list[tuple[Any, int]] = [(start, owner)]
+        names: dict[int, str] = {}
         while stack:
             if self.visits >= self.budget:
                 self.truncated = True
@@ -349,7 +350,12 @@ class _Walker:
             if kind is _Opaque:
                 state = value.state
                 if type(state) is dict:
-                    stack.extend((v, owner) for v in state.values())
+                    for k, v in state.items():
+                        if type(k) is str and k.isidentifier() and type(v) in _CONTAINERS:
+                            # The attribute a container is held as (a name,
+                            # never data): its node's label.
+                            names[id(v)] = k
+                        stack.append((v, owner))
                     stack.extend((k, owner) for k in state if type(k) not in _ATOMS)
                 else:
                     stack.append((state, owner))
@@ -361,8 +367,16 @@ class _Walker:
             if index is not None:
                 self.link(owner, index)
             elif kind in _CONTAINERS:
+                name = names.get(id(value))
                 index = self.add(
-                    Node(f"o{id(value):x}", CONTAINER, kind.__name__, shape=shapeOf(value)), value
+                    Node(
+                        f"o{id(value):x}",
+                        CONTAINER,
+                        kind.__name__,
+                        shape=shapeOf(value),
+                        note=f"held as .{name}" if name else None,
+                    ),
+                    value,
                 )
                 self.link(owner, index)
                 if kind is dict:

@@ -87,7 +87,8 @@ def formatPlan(plan: dict[str, Any], status: dict[str, Any] | None = None) -> st
         if points:
             lines.append(f"  the state would split at {len(points)} object(s):")
         for point in points[:20]:
-            lines.append(f"    {point['class']} ({point['kind']}, {point['id']})")
+            held = f" {point['note']}" if point.get("note") else ""
+            lines.append(f"    {point['class']}{held} ({point['kind']}, {point['id']})")
     lines.append(f"dry run     {plan.get('dry_run', 'not available yet')}")
     if plan.get("truncated"):
         lines.append("(the object graph was too large to walk completely)")

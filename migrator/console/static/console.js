@@ -59,7 +59,18 @@
   // -- header, lineage ----------------------------------------------------------
 
   function renderStatus(s) {
+    var moved = state.status && state.status.pid !== s.pid;
     state.status = s;
+    if (moved) {
+      // Connection and component ids belong to a process: a new one serves.
+      state.expanded = {};
+      if (state.selection.length) {
+        state.selection = [];
+        renderComponents();
+        refreshSelectionPlan();
+        $("selection-summary").textContent = "A new process serves: the selection was cleared.";
+      }
+    }
     $("service").textContent = s.service + " \u2014 pid " + s.pid + ", generation " +
       s.generation + ", " + s.state + ", " + s.connections.open + " open connection(s)";
     if (state.policy === null && s.console) {
@@ -167,8 +178,14 @@
     var url = "/api/plan?policy=" + encodeURIComponent($("policy").value) +
       "&select=" + encodeURIComponent(state.selection.join(","));
     api(url).then(function (plan) {
-      state.selectionPlan = plan;
       var s = plan.selection;
+      if (s.unknown.length) {
+        // Ids of connections that closed (or of another process): dropped.
+        state.selection = state.selection.filter(function (id) { return s.unknown.indexOf(id) < 0; });
+        renderComponents();
+        return refreshSelectionPlan();
+      }
+      state.selectionPlan = plan;
       var text = "Selected " + s.selected + " connection(s): " + planSummary(plan);
       if (s.kept_back) { text += "; " + s.kept_back + " selected kept back"; }
       if (s.blocked) { text += "; nothing would move: " + s.blocked; }
@@ -211,11 +228,11 @@
   // -- graph ---------------------------------------------------------------------------
 
   var STYLE = [
-    { selector: "node", style: { "label": "data(label)", "font-size": 9, "color": "#1d2430",
-        "text-valign": "bottom", "text-margin-y": 2, "width": 18, "height": 18,
+    { selector: "node", style: { "label": "data(label)", "font-size": 11, "color": "#1d2430",
+        "text-valign": "bottom", "text-margin-y": 2, "width": 20, "height": 20,
         "background-color": "#3f9c5a", "border-width": 1, "border-color": "#fff" } },
     { selector: "node[kind = 'connection']", style: { "shape": "round-rectangle", "background-color": "#2456a6",
-        "width": 26, "height": 14 } },
+        "width": 30, "height": 16 } },
     { selector: "node[noadapter = 1]", style: { "background-color": "#d9534f" } },
     { selector: "node[kind = 'shared']", style: { "shape": "diamond", "background-color": "#e39b22" } },
     { selector: "node[kind = 'anchor']", style: { "shape": "hexagon", "background-color": "#7b8798",
@@ -223,7 +240,7 @@
     { selector: "node[kind = 'collapsed']", style: { "shape": "round-rectangle", "background-color": "#c8d3e6",
         "width": 44, "height": 22, "font-size": 10 } },
     { selector: ":parent", style: { "background-color": "#f3f6fb", "background-opacity": 1, "border-color": "#b7c3d6",
-        "border-width": 1, "label": "data(label)", "text-valign": "top", "font-size": 10, "color": "#4a5568" } },
+        "border-width": 1, "label": "data(label)", "text-valign": "top", "font-size": 11, "color": "#4a5568" } },
     { selector: ":parent.chosen", style: { "border-color": "#2456a6", "border-width": 3, "background-color": "#e6eefb" } },
     { selector: ".split", style: { "border-color": "#d9534f", "border-width": 3, "border-style": "dashed" } },
     { selector: ".kept", style: { "border-color": "#8a5a00", "border-width": 3 } },
@@ -438,8 +455,10 @@
     var command = state.status && state.status.console && state.status.console.command;
     $("start").disabled = !!running || !command;
     $("abort").disabled = !running;
+    var chosen = state.selectionPlan ? state.selectionPlan.selection.selected + " connection(s)" :
+      state.selection.length + " id(s)";
     var extra = " (--unmovable " + $("policy").value +
-      (state.selection.length ? ", " + state.selection.length + " selected" : "") + ")";
+      (state.selection.length ? ", " + chosen + " selected" : "") + ")";
     $("start").textContent = "start takeover" + extra;
   }
 

@@ -258,9 +258,10 @@ class ModelTests(SynchronousTestCase):
     def test_pollsWhileWatched(self) -> None:
         """
         Polling starts with the first watcher (status, plan and graph at
-        once), asks for the status every second and for the plan and graph
-        every fifth time or when something changed, and stops with the
-        last watcher.
+        once), asks for the status every second, for the plan every fifth
+        time or when something changed, for the graph (which the service
+        walks in its reactor) at most every 5 seconds, unless another
+        process or generation serves; it stops with the last watcher.
         """
         sink = Sink()
         self.model.subscribe(sink)
@@ -269,7 +270,13 @@ class ModelTests(SynchronousTestCase):
         self.assertEqual(self.service.calls[3:], ["status"])
         self.service.status["connections"] = {"open": 3}
         self.reactor.advance(1)
-        self.assertEqual(self.service.calls[4:], ["status", "plan", "graph"])
+        self.assertEqual(self.service.calls[4:], ["status", "plan"])
+        for _ in range(3):
+            self.reactor.advance(1)
+        self.assertEqual(self.service.calls[6:], ["status", "status", "status", "plan", "graph"])
+        self.service.status["generation"] = 2
+        self.reactor.advance(1)
+        self.assertEqual(self.service.calls[11:], ["status", "plan", "graph"])
         self.model.unsubscribe(sink)
         calls = len(self.service.calls)
         self.reactor.advance(10)

@@ -575,3 +575,18 @@ class GraphReportTests(SynchronousTestCase):
         """
         report = graphReport(self.graph, {})
         self.assertEqual(json.loads(json.dumps(report)), report)
+
+    def test_connectionsBounded(self) -> None:
+        """
+        At most C{maxConnections} connections are listed one by one, those
+        that would not move first; the others are counted.
+        """
+        graph = summarizeGraph(self.transports, self.adapters, {})
+        report = planReport(
+            graph, self.adapters, DRAIN, lambda p: None, [graph.connectionIds[5]], maxConnections=3
+        )
+        self.assertEqual(report["connections_left_out"], 300)
+        self.assertEqual(
+            sorted(r["outcome"] for r in report["connections"].values()),
+            ["drain", "drain", "drain"],
+        )

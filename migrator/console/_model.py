@@ -84,6 +84,7 @@ class ConsoleModel:
     _ticks: int = 0
     _signature: Any = None
     _runSeq: int = 0
+    _graphDue: float = 0.0
     _runGeneration: int | None = None
 
     # -- watchers ---------------------------------------------------------------
@@ -158,19 +159,26 @@ class ConsoleModel:
             (status.get("connections") or {}).get("open"),
             bool(status.get("takeover")),
         )
+        if self._signature is None or signature[:2] != self._signature[:2]:
+            # Another process or generation: its graph at once.
+            self._graphDue = 0.0
         if slow is None:
             slow = signature != self._signature or self._ticks % self.slowEvery == 1
         self._signature = signature
         if not slow:
             return
         try:
-            plan = await self.call("plan", self.defaultPolicy())
-            graph = await self.call("graph", None, 400)
+            self.publish("plan", await self.call("plan", self.defaultPolicy()))
+            now = self._reactor.seconds()
+            if now >= self._graphDue:
+                graph = await self.call("graph", None, 400)
+                cost = self._reactor.seconds() - now
+                # The walk runs in the service's reactor: ask again at most
+                # every 5 s, or 50 times as long as it took.
+                self._graphDue = now + max(self.interval * self.slowEvery, 50 * cost)
+                self.publish("graph", graph)
         except Exception as e:
             self.publish("problem", {"message": str(e), "at": self.wallClock()})
-            return
-        self.publish("plan", plan)
-        self.publish("graph", graph)
 
     def observe(self, status: dict[str, Any]) -> None:
         """
@@ -272,3 +280,4 @@ class ConsoleModel:
         if run.state != RUNNING and self._loop is not None:
             # The end of a takeover: look at the service again at once.
             self._signature = None
+            self._graphDue = 0.0

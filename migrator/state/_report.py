@@ -178,10 +178,13 @@ def planReport(
     selection: Sequence[str] | None = None,
     anchors: Mapping[int, tuple[str, Any]] | None = None,
     successorVersions: Mapping[str, Any] | None = None,
+    maxConnections: int = 2000,
 ) -> dict[str, Any]:
     """
     What a takeover would do now, per port and class (see the module
-    docstring).
+    docstring), and for at most C{maxConnections} connections one by one
+    (those that would not move first; C{connections_left_out} counts the
+    others).
 
     @param graph: the connections and their graph (L{summarizeGraph}).
     @param keyOf: the declared key of a connection's listening port.
@@ -212,6 +215,9 @@ def planReport(
                 outcomes[i] = (DRAIN, why)
                 keptBack += 1
     refusedCount = sum(1 for o, _ in outcomes if o == REFUSED)
+    # One by one: those that do not move first, at most maxConnections.
+    listed = sorted(range(len(outcomes)), key=lambda i: outcomes[i][0] == MOVE)[:maxConnections]
+    listed.sort()
     ports: dict[str, dict[str, dict[str, Any]]] = {}
     for i, t in enumerate(graph.connections):
         server = getattr(t, "server", None)
@@ -241,9 +247,14 @@ def planReport(
             for key, classes in sorted(ports.items())
         ],
         "connections": {
-            graph.connectionIds[i]: {"outcome": o, "reason": r, "kind": verdicts[i].kind}
-            for i, (o, r) in enumerate(outcomes)
+            graph.connectionIds[i]: {
+                "outcome": outcomes[i][0],
+                "reason": outcomes[i][1],
+                "kind": verdicts[i].kind,
+            }
+            for i in listed
         },
+        "connections_left_out": len(outcomes) - len(listed),
     }
     for port in report["ports"]:
         for c in port["classes"]:

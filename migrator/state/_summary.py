@@ -500,23 +500,20 @@ def _components(
     for index in range(len(walker.nodes)):
         if index not in walker.anchorNodes:
             groups.setdefault(walker.find(index), []).append(index)
+    anchorsReached: dict[int, set[str]] = {}
+    for a, b in walker.edges:
+        if b in walker.anchorNodes and a not in walker.anchorNodes:
+            anchorsReached.setdefault(walker.find(a), set()).add(walker.nodes[b].note or "")
     components = []
     componentOf: dict[int, Component] = {}
-    for members in groups.values():
+    for root, members in groups.items():
         conns = tuple(
             walker.nodes[i].connection for i in members if walker.nodes[i].kind == CONNECTION
         )
         if not conns:
             continue
         connections = tuple(sorted((c for c in conns if c is not None), key=lambda c: ids[c]))
-        memberSet = set(members)
-        reached = sorted(
-            {
-                walker.nodes[b].note or ""
-                for a, b in walker.edges
-                if a in memberSet and b in walker.anchorNodes
-            }
-        )
+        reached = sorted(anchorsReached.get(root, ()))
         component = Component(
             "k" + ids[connections[0]][1:], connections, tuple(members), tuple(reached)
         )

@@ -263,7 +263,7 @@
       shown[c.id] = c.expanded || state.expanded[c.id];
     });
     (graph.groups || []).forEach(function (g, i) {
-      elements.push({ data: { id: "group:" + i, kind: "collapsed",
+      elements.push({ data: { id: "group:" + i, kind: "collapsed", group: g,
         label: "+" + g.components + " components (" + g.connections + " conn.)" } });
     });
     var ids = {};
@@ -356,6 +356,18 @@
     var box = $("details");
     clear(box);
     state.clicked = data;
+    if (data.group) {
+      box.appendChild(el("h2", { text: data.group.components + " more components like this" }));
+      box.appendChild(el("p", { cls: "note", text: "classes: " + Object.keys(data.group.classes).join(", ") }));
+      var examples = el("div", { cls: "buttons" });
+      data.group.examples.forEach(function (id) {
+        var b = el("button", { type: "button", text: "expand " + id });
+        b.addEventListener("click", function () { expand(id); });
+        examples.appendChild(b);
+      });
+      box.appendChild(examples);
+      return;
+    }
     if (data.kind === "collapsed" || data.kind === "component") {
       var c = (state.graph.components || []).filter(function (x) { return x.id === data.component; })[0];
       box.appendChild(el("h2", { text: "component " + (data.component || data.label) }));

@@ -64,6 +64,8 @@
     if (moved) {
       // Connection and component ids belong to a process: a new one serves.
       state.expanded = {};
+      clear($("details"));
+      $("details").appendChild(el("p", { cls: "note", text: "A new process serves: click a node to see it." }));
       if (state.selection.length) {
         state.selection = [];
         renderComponents();
@@ -327,7 +329,7 @@
   function layout() {
     var count = cy.nodes().length;
     cy.layout(count > 600 ? { name: "grid", animate: false } :
-      { name: "cose", animate: false, nodeRepulsion: 9000, idealEdgeLength: 40,
+      { name: "cose", animate: false, nodeRepulsion: 12000, idealEdgeLength: 45, nodeOverlap: 12,
         componentSpacing: 60, padding: 20, randomize: false }).run();
     cy.fit(undefined, 20);
   }

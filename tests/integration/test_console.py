@@ -57,7 +57,9 @@ def _browser() -> Any:
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if binary is None or driver is None:
-        raise SkipTest("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+        raise SkipTest(
+            "Debian's chromium and chromium-driver are not installed (.ci/run installs them)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for argument in (
@@ -147,6 +149,79 @@ class ConsoleTests(TestCase):
     def severe(self) -> list[dict[str, Any]]:
         return [e for e in self.browser.get_log("browser") if e["level"] == "SEVERE"]
 
+    def startService(self) -> ServiceProcess:
+        """
+        The chat and web service under migrate, serving.
+        """
+        incumbent = startMigrate(
+            self.control,
+            ["--tac", CONSOLE_TAC],
+            migrateOptions=["--drain-timeout", "60"],
+            cwd=self.work,
+            env={"MIGRATOR_FAULT": ""},
+            name="incumbent",
+        )
+        self.addCleanup(incumbent.stop)
+        incumbent.waitFor(READY, STEP)
+        return incumbent
+
+    def openConsole(self, incumbent: ServiceProcess, fault: str = "") -> None:
+        """
+        Start the console (its successors get C{fault} as
+        C{MIGRATOR_FAULT}) and open its page.
+        """
+        console = ServiceProcess(
+            [
+                sys.executable,
+                "-m",
+                "migrator",
+                "console",
+                "--control",
+                self.control,
+                "--log-dir",
+                self.work,
+            ],
+            env=childEnvironment({"MIGRATOR_FAULT": fault}),
+            name="console",
+        )
+        self.addCleanup(console.stop)
+        line = console.waitFor(CONSOLE_LINE, STEP)
+        self.assertEqual((int(line["pid"]), line["generation"]), (incumbent.pid, "0"))
+        self.browser.get(line["url"])
+        self.wait(lambda d: self.text("#live") == "live", "the page never went live")
+
+    def test_abort(self) -> None:
+        """
+        A takeover started from the page that hangs (fault injection) is
+        aborted from the page: the successor is stopped, the incumbent
+        rolls back and keeps serving as generation 0, and the page says so.
+        """
+        from selenium.webdriver.common.by import By
+
+        incumbent = self.startService()
+        self.openConsole(incumbent, fault="hang:after-adopt")
+        self.wait(lambda d: d.find_element(By.ID, "start").is_enabled(), "no successor command")
+        self.browser.find_element(By.ID, "start").click()
+        self.wait(
+            lambda d: "at step" in self.text("#progress"),
+            "the incumbent's step of the takeover never showed",
+        )
+        pid = int(self.js("return window.migratorConsole.state.run.pid"))
+        self.stopLater(pid)
+        self.browser.find_element(By.ID, "abort").click()
+        self.wait(
+            lambda d: d.find_element(By.ID, "run-state").get_attribute("data-state") == "aborted",
+            "the abort never showed",
+        )
+        self.wait(lambda d: "abandoned" in self.text("#attempts"), "the rollback never showed")
+        _waitGone(pid, STEP)
+        record = status(self.control)
+        self.assertEqual((record["pid"], record["generation"]), (incumbent.pid, 0))
+        self.assertEqual(record["last_takeover"]["outcome"], "abandoned")
+        self.assertIsNone(record["takeover"])
+        self.shot("aborted")
+        self.assertEqual(self.severe(), [])
+
     def test_console(self) -> None:
         """
         Open the console on a service with two chat users and two web
@@ -161,16 +236,7 @@ class ConsoleTests(TestCase):
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.ui import Select
 
-        incumbent = startMigrate(
-            self.control,
-            ["--tac", CONSOLE_TAC],
-            migrateOptions=["--drain-timeout", "60"],
-            cwd=self.work,
-            env={"MIGRATOR_FAULT": ""},
-            name="incumbent",
-        )
-        self.addCleanup(incumbent.stop)
-        incumbent.waitFor(READY, STEP)
+        incumbent = self.startService()
         chatPort = int(incumbent.waitFor(CHAT_PORT, STEP)["port"])
         webPort = int(incumbent.waitFor(WEB_PORT, STEP)["port"])
         alice = ChatClient(self, chatPort, "alice").join()
@@ -182,17 +248,7 @@ class ConsoleTests(TestCase):
             self.assertEqual(web.readResponse()[0], 200)
             webs.append(web)
 
-        console = ServiceProcess(
-            [sys.executable, "-m", "migrator", "console", "--control", self.control, "--log-dir", self.work],
-            env=childEnvironment(),
-            name="console",
-        )
-        self.addCleanup(console.stop)
-        line = console.waitFor(CONSOLE_LINE, STEP)
-        self.assertEqual((int(line["pid"]), line["generation"]), (incumbent.pid, "0"))
-
-        self.browser.get(line["url"])
-        self.wait(lambda d: self.text("#live") == "live", "the page never went live")
+        self.openConsole(incumbent)
         self.wait(
             lambda d: len(d.find_elements(By.CSS_SELECTOR, "#components tbody tr")) == 3,
             "the three components never appeared",
@@ -239,7 +295,9 @@ class ConsoleTests(TestCase):
         Select(self.browser.find_element(By.ID, "policy")).select_by_value("drain")
         [chatRow] = [
             r
-            for r in self.browser.find_elements(By.CSS_SELECTOR, "#components tbody tr[data-component]")
+            for r in self.browser.find_elements(
+                By.CSS_SELECTOR, "#components tbody tr[data-component]"
+            )
             if "Chat" in r.text
         ]
         chatRow.find_element(By.CSS_SELECTOR, "input[type=checkbox]").click()
@@ -274,8 +332,10 @@ class ConsoleTests(TestCase):
         lineage = self.text("#lineage")
         self.assertIn(f"handed off to pid {record['pid']}", lineage)
         self.wait(
-            lambda d: "Nothing selected" in self.text("#selection-summary")
-            or "cleared" in self.text("#selection-summary"),
+            lambda d: (
+                "Nothing selected" in self.text("#selection-summary")
+                or "cleared" in self.text("#selection-summary")
+            ),
             "the selection of the old process was kept",
         )
         self.shot("after-takeover")

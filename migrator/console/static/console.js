@@ -331,7 +331,12 @@
     cy.layout(count > 600 ? { name: "grid", animate: false } :
       { name: "cose", animate: false, nodeRepulsion: 12000, idealEdgeLength: 45, nodeOverlap: 12,
         componentSpacing: 60, padding: 20, randomize: false }).run();
+    fit();
+  }
+
+  function fit() {
     cy.fit(undefined, 20);
+    if (cy.zoom() > 1.4) { cy.zoom(1.4); cy.center(); }
   }
 
   function markGraph() {
@@ -515,7 +520,7 @@
     state.selection = []; renderComponents(); refreshSelectionPlan();
   });
   $("search").addEventListener("input", search);
-  $("fit").addEventListener("click", function () { if (cy) { cy.fit(undefined, 20); } });
+  $("fit").addEventListener("click", function () { if (cy) { fit(); } });
   $("zoom-in").addEventListener("click", function () { if (cy) { cy.zoom(cy.zoom() * 1.3); } });
   $("zoom-out").addEventListener("click", function () { if (cy) { cy.zoom(cy.zoom() / 1.3); } });
   $("start").addEventListener("click", start);

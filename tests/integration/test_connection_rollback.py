@@ -124,6 +124,17 @@ class Probe:
         if line != expected:
             raise AssertionError(f"expected the reply to {number}, got {line[:80]!r}")
 
+    def awaitMark(self, name: str) -> None:
+        """
+        Wait until the line C{mark NAME} has been processed on some
+        connection (see L{tests.integration.apps.numbered}): every line
+        sent on that connection before it has been answered.
+        """
+        self.sock.sendall(b"await %s\r\n" % (name.encode("ascii"),))
+        line = self._line()
+        if line != b"marked " + name.encode("ascii"):
+            raise AssertionError(f"expected the mark {name!r}, got {line[:80]!r}")
+
     def stats(self) -> dict[str, int]:
         """
         The app's C{stats} as seen through this connection.
@@ -203,6 +214,11 @@ class _Fixture:
         # the incumbent when it freezes, and must come out after the thaw
         # with nothing more sent on that connection to wake it up.
         backlog = [quiet.send() for _ in range(BACKLOG)]
+        # The incumbent has answered them all (the replies wait in its
+        # buffer) before the successor starts: an event, not the
+        # successor's start time outlasting the incumbent's work.
+        quiet.sock.sendall(b"mark backlog\r\n")
+        probe.awaitMark("backlog")
 
         faulty = self.start(takeover=True, fault=fault, name="faulty successor")
         action, _, point = fault.partition(":")

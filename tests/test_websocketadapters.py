@@ -170,7 +170,9 @@ class _Case(SynchronousTestCase):
         """
         return roundTrip(proto, self.registry, anchors={"factory:ws": (self.old, self.new)})
 
-    def moveWithTimers(self, proto: Any) -> tuple[Any, StringTransport, _RestoreHooks]:
+    def moveWithTimers(
+        self, proto: Any, new: Any = None
+    ) -> tuple[Any, StringTransport, _RestoreHooks]:
         """
         C{proto} through the real capture and restore hooks (scheduled
         calls, bound methods), on the one test clock; its transport and
@@ -181,7 +183,7 @@ class _Case(SynchronousTestCase):
         capture = _CaptureHooks(self.clock, self.registry, None, frozenset())
         writer = GraphWriter(
             self.registry.adapterFor,
-            {id(self.clock): "reactor", id(proto.transport): "t", id(self.old): "f"},
+            {id(self.clock): "reactor", id(proto.transport): "t", id(proto.factory): "f"},
             capture,
         )
         payload = dumpsPlain(writer.write(proto))
@@ -191,13 +193,41 @@ class _Case(SynchronousTestCase):
         hooks = _RestoreHooks(self.clock, self.registry, None, [])
         reader = GraphReader(
             self.registry.adapterNamed,
-            {"reactor": self.clock, "t": transport, "f": self.new},
+            {"reactor": self.clock, "t": transport, "f": new or self.new},
             hooks,
         )
         restored = reader.read(loadsPlain(payload))
         reader.finish()
         restored.transport = transport
         return restored, transport, hooks
+
+
+class WithoutAutobahnTests(SynchronousTestCase):
+    """
+    Autobahn is optional.
+    """
+
+    def test_notImportable(self) -> None:
+        """
+        Where autobahn cannot be imported, the default registry is built
+        without its adapters, and without an error.
+        """
+        import sys
+
+        from migrator.adapters._twisted import registerAdapters
+        from migrator.state._registry import AdapterRegistry
+
+        names = [n for n in sys.modules if n == "autobahn" or n.startswith("autobahn.")]
+        saved = {n: sys.modules[n] for n in names}
+        self.addCleanup(sys.modules.update, saved)
+        for n in names:
+            del sys.modules[n]
+        sys.modules["autobahn"] = None  # type: ignore[assignment]
+        self.addCleanup(sys.modules.pop, "autobahn", None)
+        registry = AdapterRegistry()
+        registerAdapters(registry)
+        self.assertEqual([n for n in registry.typeNames() if "autobahn" in n], [])
+        self.assertIn("twisted.web.http.HTTPChannel", registry.typeNames())
 
 
 class RegistrationTests(_Case):
@@ -512,6 +542,24 @@ class AutoPingTests(_Case):
         self.assertEqual([f[2] for f in frames(newTransport.value())], [9])
         self.assertEqual(transport.value(), b"")
 
+    def test_movesAgainBeforeItsTimersFire(self) -> None:
+        """
+        Timers restored by one takeover (calls through the successor's
+        gate) move again at the next one, before they fire: the ping is
+        sent once, by the last process, at its original time.
+        """
+        proto, transport = self.connect()
+        deadline = proto.factory.reactor.seconds() + 10
+        moved, second, hooks = self.moveWithTimers(proto)
+        hooks.gate.open()
+        third = self.factory(autoPingInterval=10, autoPingTimeout=5)
+        again, last, hooks = self.moveWithTimers(moved, third)
+        hooks.gate.open()
+        self.assertAlmostEqual(again.autoPingPendingCall.getTime(), deadline, delta=1.0)
+        self.clock.advance(11)
+        self.assertEqual([f[2] for f in frames(last.value())], [9])
+        self.assertEqual((transport.value(), second.value()), (b"", b""))
+
 
 class WebResourceTests(_Case):
     """
@@ -551,6 +599,27 @@ class WebResourceTests(_Case):
         self.assertEqual(self.new.countConnections, 1)
         moved.dataReceived(frame(0, b" and half"))
         self.assertEqual(moved.messages, [(b"half and half", False)])
+
+    def test_siteBehindAWrappingFactory(self) -> None:
+        """
+        A C{Site} behind a wrapping factory (as TLS wraps it on an C{ssl:}
+        port) is looked into too: the successor's is found the same way.
+        """
+        from twisted.protocols.policies import WrappingFactory
+
+        oldSite, newSite = self.site(self.old), self.site(self.new)
+        oldPort, newPort = WrappingFactory(oldSite), WrappingFactory(newSite)
+        transport = _Transport()
+        transport.server = type("Port", (), {"factory": oldPort})()
+        channel = oldSite.buildProtocol(IPv4Address("TCP", "127.0.0.1", 4321))
+        transport.protocol = channel
+        channel.makeConnection(transport)
+        channel.dataReceived(_request(path=b"/api/ws"))
+        moved = roundTrip(
+            transport.protocol, self.registry, anchors={"factory:wss": (oldPort, newPort)}
+        )
+        self.assertIs(moved.factory, self.new)
+        self.assertEqual(self.new.clients, [moved])
 
     def test_successorServesNoneThere(self) -> None:
         """

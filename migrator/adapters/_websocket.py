@@ -2,39 +2,24 @@
 """
 migrator's adapters for Autobahn|Python's Twisted WebSocket server: an open
 WebSocket connection moves with its framing state, without a new opening
-handshake.
+handshake (C{docs/adapters.md}, "WebSockets (Autobahn)", says what moves
+and what declines, and why).
 
 Autobahn is optional: these adapters are registered only where it can be
-imported (L{migrator.adapters._twisted.registerAdapters}), and nothing
-imports it at module level (this module imports it inside functions).
+imported (L{migrator.adapters._twisted.registerAdapters}); this module
+imports it inside functions, never at module level.  An application
+registers its own subclasses with L{registerWebSocketServer}.
 
-What moves, for a connection in the OPEN state (see L{WebSocketServerProtocolAdapter}):
-
-  - the handshake's outcome: request path, headers, the subprotocol and
-    extensions in use (permessage-deflate: see below), the peer, the
-    transport details (re-made for this process);
-  - inbound: bytes of a frame not received whole (C{data}), the frame being
-    received (its header and how far its unmasking has got), the message
-    being reassembled (C{message_data}, C{frame_data}) and its UTF-8
-    validation (replayed from the bytes kept: the validator is C code);
-  - outbound: a message being sent with the streaming API
-    (C{beginMessage}...), its opcode, frame length, mask and position;
-  - automatic pings: the pending ping's payload, sequence number and send
-    time, and the two timers (next ping, pong timeout) at their deadlines;
-  - the application's own attributes (anything the graph can carry);
-  - its factory: the port's factory, one that factory wraps (TLS), or the
-    one a L{autobahn.twisted.resource.WebSocketResource} of the port's
-    C{Site} serves; always the successor's own, with the incumbent's
-    application state merged in (L{WebSocketServerFactoryAdapter}).
-
-Configuration (C{CONFIG_ATTRS}: auto-ping interval, limits...) is the
-successor's factory's, unless the application had set it on the connection.
-
-What declines: the opening or closing handshake in progress, a compressed
-message half received or half sent, chopped or synchronous writes being
-sent (these pass by themselves: I{busy}); a permessage-deflate context
-that must carry over (zlib objects cannot be serialized), another
-compression extension, a callback waiting on C{is_closed}.
+What moves, for an OPEN connection: the handshake's outcome (subprotocol,
+extensions, request, peer); inbound, the bytes of a frame not received
+whole, the frame being received and the message being reassembled (its
+UTF-8 validation replayed from the bytes kept: the validator is C code);
+outbound, a message being streamed (C{beginMessage}...); automatic pings
+(the pending ping and both timers, at their deadlines); the application's
+attributes; its factory, always the successor's own (the port's, the one
+it wraps, or the one a C{WebSocketResource} of the port's C{Site} serves),
+with the incumbent's application state merged in.  Configuration is the
+successor factory's unless the application set it on the connection.
 """
 
 from __future__ import annotations
@@ -69,21 +54,16 @@ from migrator.state._registry import AdapterRegistry, InstanceAdapter
 
 @functools.cache
 def _ab() -> Any:
-    """
-    Autobahn's modules, imported on first use (never at module level).
-    """
+    """Autobahn's modules, imported on first use (never at module level)."""
+    import txaio
     from autobahn.twisted import websocket
     from autobahn.wamp import types
     from autobahn.websocket import compress_deflate, protocol, utf8validator, xormasker
 
     return SimpleNamespace(
-        websocket=websocket,
-        types=types,
-        deflate=compress_deflate,
-        protocol=protocol,
-        utf8=utf8validator,
-        xor=xormasker,
-    )
+        txaio=txaio, websocket=websocket, types=types, deflate=compress_deflate,
+        protocol=protocol, utf8=utf8validator, xor=xormasker,
+    )  # fmt: skip
 
 
 def batchedDeadline(call: Any) -> float | None:
@@ -103,14 +83,12 @@ def batchedDeadline(call: Any) -> float | None:
     return float(call._index) / 1000.0
 
 
-def batchedClock(call: Any) -> tuple[Any, Any]:
+def batchedNow(call: Any) -> float:
     """
-    The C{(callLater, seconds)} of the reactor a txaio C{_BatchedCall} runs
-    on.  Relies on: C{_BatchedTimer._create_delayed_call} and
-    C{_get_seconds}.
+    The time now on the clock of a txaio C{_BatchedCall} (txaio's loop).
+    Relies on: C{_BatchedTimer._get_seconds}.
     """
-    timer = call._timer
-    return timer._create_delayed_call, timer._get_seconds
+    return float(call._timer._get_seconds())
 
 
 def deflateContexts(pmce: Any) -> tuple[Any, Any]:
@@ -123,9 +101,7 @@ def deflateContexts(pmce: Any) -> tuple[Any, Any]:
 
 
 def deflateIsServer(pmce: Any) -> bool:
-    """
-    Whether a C{PerMessageDeflate} is a server's.  Relies on: C{_is_server}.
-    """
+    """Whether a C{PerMessageDeflate} is a server's.  Relies on: C{_is_server}."""
     return bool(pmce._is_server)
 
 
@@ -144,16 +120,13 @@ def resourceFactory(resource: Any) -> Any:
 
 def waitedOn(deferred: Any) -> bool:
     """
-    Whether callbacks wait on C{deferred} (autobahn's C{is_closed}).  Reads
-    Twisted's public C{Deferred.callbacks}, deprecated since 25.5.0 (the
-    warning is silenced here); once it is gone, this says C{False}.
+    Whether callbacks wait on C{deferred}.  Twisted's public, deprecated
+    (25.5.0) C{Deferred.callbacks}: once it is gone, this says C{False}.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return bool(getattr(deferred, "callbacks", None))
 
-
-# -- the names ------------------------------------------------------------------
 
 #: WebSocketProtocol's timers, and the method each one calls.
 _TIMERS = {
@@ -166,20 +139,11 @@ _TIMERS = {
 #: Attributes carried their own way (or made anew) by the protocol adapter.
 _PROTOCOL_OWN = frozenset(
     {
-        "factory",
-        "is_open",
-        "is_closed",
-        "_transport_details",
-        "utf8validator",
-        "current_frame",
-        "current_frame_masker",
-        "send_message_frame_masker",
-        "send_queue",
-        "triggered",
-        "trackedTimings",
-        *_TIMERS,
+        "factory", "is_open", "is_closed", "_transport_details", "utf8validator",
+        "current_frame", "current_frame_masker", "send_message_frame_masker",
+        "send_queue", "triggered", "trackedTimings", *_TIMERS,
     }
-)
+)  # fmt: skip
 
 #: What autobahn's factory sets itself (configuration and bookkeeping): the
 #: successor's own values stay; the rest of a factory's attributes is the
@@ -200,8 +164,7 @@ _CHUNK = 1 << 20
 
 def _masker(mask: bytes | None, length: int, pointer: int, applyMask: bool) -> Any:
     """
-    A frame masker as autobahn makes it for a frame with C{mask} and
-    C{length}, advanced to C{pointer}.
+    A frame masker as autobahn makes it, advanced to C{pointer}.
     """
     xor = _ab().xor
     if mask and length > 0 and applyMask:
@@ -217,8 +180,8 @@ def _masker(mask: bytes | None, length: int, pointer: int, applyMask: bool) -> A
 
 def _receivedText(protocol: Any) -> bytes:
     """
-    The payload received so far of the message being received, as
-    autobahn's default message handlers keep it.
+    The payload of the message being received, as autobahn's default
+    handlers keep it.
     """
     vs = vars(protocol)
     parts = list(vs.get("message_data") or ()) + list(vs.get("frame_data") or ())
@@ -294,13 +257,10 @@ def _deflateWhy(pmce: Any) -> str | None:
     return None
 
 
-# -- factories ---------------------------------------------------------------------
-
-
 def _portFactory(protocol: Any) -> Any:
     """
-    The factory of the listening port the connection of C{protocol} came
-    from (through any wrapping transports, such as TLS), or C{None}.
+    The factory of the port C{protocol}'s connection came from (through
+    wrapping transports, such as TLS), or C{None}.
     """
     transport = vars(protocol).get("transport")
     for _ in range(4):
@@ -334,33 +294,24 @@ def _resourcePath(root: Any, factory: Any, limit: int = 2000) -> list[bytes] | N
 
 def _locate(root: Any, steps: list[Any]) -> Any:
     """
-    In the successor: the WebSocket factory at C{steps} from the port's
-    factory C{root} (see L{WebSocketServerProtocolAdapter.capture}).
+    In the successor: the WebSocket factory C{steps} (how many
+    C{wrappedFactory} links, then a Site's resource path or C{None}) away
+    from the port's factory C{root}.
 
     @raise GraphError: if the successor's new code serves none there.
     """
-    if not steps:
-        return root
-    kind, path = steps
-    if kind == "wrapped":
-        factory = getattr(root, "wrappedFactory", None)
-    else:
-        resource = getattr(root, "resource", None)
+    wraps, path = steps
+    factory = root
+    for _ in range(wraps):
+        factory = getattr(factory, "wrappedFactory", None)
+    if path is not None:
+        resource = getattr(factory, "resource", None)
         for name in path:
             resource = (getattr(resource, "children", None) or {}).get(name)
         factory = resourceFactory(resource) if resource is not None else None
     if not isinstance(factory, _ab().websocket.WebSocketServerFactory):
         raise GraphError(f"the successor serves no WebSocket factory at {steps!r}")
     return factory
-
-
-@functools.cache
-def _factoryConfig() -> frozenset[str]:
-    """
-    The attributes autobahn's server factory sets itself.
-    """
-    P = _ab().protocol.WebSocketProtocol
-    return _FACTORY_OWN | frozenset(P.CONFIG_ATTRS_COMMON) | frozenset(P.CONFIG_ATTRS_SERVER)
 
 
 @implementer(IAdapter)
@@ -385,8 +336,9 @@ class WebSocketServerFactoryAdapter:
     version: int = 1
     anchorOnly: bool = True
 
-    def _own(self, factory: Any) -> frozenset[str]:
-        return _factoryConfig() | self.keep
+    def _own(self, factory: Any) -> set[str]:
+        P = _ab().protocol.WebSocketProtocol
+        return {*_FACTORY_OWN, *P.CONFIG_ATTRS_COMMON, *P.CONFIG_ATTRS_SERVER, *self.keep}
 
     def movable(self, factory: Any) -> str | None:
         return None
@@ -405,20 +357,16 @@ class WebSocketServerFactoryAdapter:
                 setattr(factory, name, value)
 
 
-# -- the protocol ------------------------------------------------------------------
-
-
 @implementer(IAdapter)
 @attrs.frozen
 class WebSocketServerProtocolAdapter:
     """
-    An open C{WebSocketServerProtocol} (or a subclass): see the module
-    docstring.  The instance dictionary travels, minus C{_PROTOCOL_OWN}
-    (made anew or carried their own way) and the configuration that came
-    from the factory.
+    An open C{WebSocketServerProtocol} (or subclass; see the module
+    docstring): its instance dictionary, minus C{_PROTOCOL_OWN} (made anew
+    or carried their own way) and the configuration from its factory.
 
-    @ivar registry: this process's registry: the adapter of the factory
-        when it is not the port's (its state is merged by this adapter).
+    @ivar registry: this process's registry (to merge the state of a
+        factory that is not the port's).
     """
 
     cls: type
@@ -442,46 +390,50 @@ class WebSocketServerProtocolAdapter:
         if root is None or root is factory:
             # The port's factory (an anchor), or a test's.
             return {"factory": factory}
-        if getattr(root, "wrappedFactory", None) is factory:
-            steps: list[Any] = ["wrapped", None]
-        else:
-            path = _resourcePath(getattr(root, "resource", None), factory)
+        # Through wrapping factories (TLS), then a Site's resource tree.
+        wraps, inner, path = 0, root, None
+        while inner is not factory and wraps < 4 and hasattr(inner, "wrappedFactory"):
+            wraps, inner = wraps + 1, inner.wrappedFactory
+        if inner is not factory:
+            path = _resourcePath(getattr(inner, "resource", None), factory)
             if path is None:
                 raise Unadaptable(
                     factory, ".factory", "its WebSocket factory is not the port's "
                     "and no WebSocketResource of the port's Site serves it",
                 )  # fmt: skip
-            steps = ["site", path]
+        steps = [wraps, path]
         adapter = self.registry.adapterFor(type(factory)) if self.registry else None
-        return {
-            "root": root,
-            "steps": steps,
-            "merge": adapter.capture(factory) if adapter is not None else None,
-        }
+        merge = adapter.capture(factory) if adapter is not None else None
+        return {"root": root, "steps": steps, "merge": merge}
 
     def _timers(self, protocol: Any) -> dict[str, Any]:
         """
-        The timers, as reactor calls the capture can freeze.  Autobahn
-        makes them with txaio's batched timer, whose calls are invisible
-        to the freeze (and would fire here after the commit), so each
-        pending one is swapped, in the incumbent, for a reactor call at the
-        same deadline to the same method: the one change a capture makes,
-        harmless if the takeover is abandoned.
+        The timers, as reactor calls to the protocol's own methods, which
+        the capture freezes and the successor restores.  Autobahn makes
+        them with txaio's batched timer, whose calls are invisible to the
+        freeze (and would fire here after the commit); a call restored by
+        an earlier takeover calls the successor's gate, which cannot move.
+        So each pending one is swapped, in the incumbent, for a reactor
+        call at the same deadline to the same method: the one change a
+        capture makes, harmless if the takeover is abandoned.
         """
         from twisted.internet.base import DelayedCall
 
         timers = {}
         for name, method in _TIMERS.items():
-            call = vars(protocol).get(name)
-            if call is not None and not isinstance(call, DelayedCall):
-                deadline = batchedDeadline(call)
-                if deadline is None:
-                    call = None
-                else:
-                    callLater, seconds = batchedClock(call)
-                    call.cancel()
-                    call = callLater(max(0.0, deadline - seconds()), getattr(protocol, method))
-                    setattr(protocol, name, call)
+            call, target = vars(protocol).get(name), getattr(protocol, method)
+            when, now = None, 0.0
+            if isinstance(call, DelayedCall):
+                if call.active():
+                    when, now = call.getTime(), call.seconds()
+            elif call is not None:
+                when, now = batchedDeadline(call), batchedNow(call)
+            if when is None:
+                call = None
+            elif getattr(call, "func", None) != target:
+                call.cancel()
+                call = _ab().txaio.call_later(max(0.0, when - now), target)
+                setattr(protocol, name, call)
             timers[name] = call
         return timers
 
@@ -490,8 +442,8 @@ class WebSocketServerProtocolAdapter:
         if why is not None:
             raise Unadaptable(protocol, "", why[0])
         vs = vars(protocol)
-        factory = protocol.factory
-        config = {}
+        factory, own = protocol.factory, protocol.CONFIG_ATTRS
+        config: dict[str, Any] = {}
         for name in protocol.CONFIG_ATTRS:
             if name in vs:
                 value = vs[name]
@@ -505,22 +457,14 @@ class WebSocketServerProtocolAdapter:
             if (replay[0], replay[1], replay[3]) != (last[0], last[1], last[3]):
                 raise Unadaptable(protocol, "", "its UTF-8 validation cannot be replayed")
             text = True
-        frame = vs.get("current_frame")
-        inbound = vs.get("current_frame_masker")
-        outbound = vs.get("send_message_frame_masker")
-        details = vs.get("_transport_details")
+        frame, details = vs.get("current_frame"), vs.get("_transport_details")
+        inbound, outbound = vs.get("current_frame_masker"), vs.get("send_message_frame_masker")
         return {
-            "attrs": {
-                k: v
-                for k, v in vs.items()
-                if k not in _PROTOCOL_OWN and k not in protocol.CONFIG_ATTRS
-            },
+            "attrs": {k: v for k, v in vs.items() if k not in _PROTOCOL_OWN and k not in own},
             "config": config,
             "factory": self._factoryState(protocol),
             "timers": self._timers(protocol),
-            "frame": None
-            if frame is None
-            else [frame.opcode, frame.fin, frame.rsv, frame.length, frame.mask],
+            "frame": frame and [frame.opcode, frame.fin, frame.rsv, frame.length, frame.mask],
             "inbound": None if inbound is None else inbound.pointer(),
             "outbound": None if outbound is None else outbound.pointer(),
             "details": None if details is None else details.marshal(),
@@ -529,13 +473,11 @@ class WebSocketServerProtocolAdapter:
         }
 
     def create(self, context: Any) -> Any:
-        cls: Any = self.cls
-        return cls.__new__(cls)
+        return object.__new__(self.cls)
 
     def populate(self, protocol: Any, state: dict[str, Any], context: Any) -> None:
         ab = _ab()
-        import txaio
-
+        txaio = ab.txaio
         protocol.__dict__.update(state["attrs"])
         protocol.__dict__.update(state["config"])
         where = state["factory"]
@@ -550,15 +492,12 @@ class WebSocketServerProtocolAdapter:
                 adapter.populate(factory, where["merge"], context)
         protocol.factory = factory
         for name in protocol.CONFIG_ATTRS:
-            # As _connectionMade: what the connection does not set itself
-            # comes from the (successor's) factory.
+            # As _connectionMade: the rest comes from the factory.
             if not hasattr(protocol, name):
                 setattr(protocol, name, getattr(factory, name))
         factory.countConnections = getattr(factory, "countConnections", 0) + 1
-        protocol.is_open = (
-            txaio.create_future_success(None) if state["opened"] else txaio.create_future()
-        )
-        protocol.is_closed = txaio.create_future()
+        opened = txaio.create_future_success(None) if state["opened"] else txaio.create_future()
+        protocol.is_open, protocol.is_closed = opened, txaio.create_future()
         if state["details"] is not None:
             details = ab.types.TransportDetails.parse(dict(state["details"]))
             details.own_pid = os.getpid()
@@ -567,17 +506,11 @@ class WebSocketServerProtocolAdapter:
         protocol.utf8validator = ab.utf8.Utf8Validator()
         if state["replayText"]:
             protocol.utf8validateLast = protocol.utf8validator.validate(_receivedText(protocol))
-        frame = state["frame"]
-        applyMask = bool(getattr(protocol, "applyMask", True))
-        if frame is not None:
-            protocol.current_frame = ab.protocol.FrameHeader(*frame)
-            protocol.current_frame_masker = _masker(
-                frame[4], frame[3], state["inbound"] or 0, applyMask
-            )
-        else:
-            protocol.current_frame = None
-            if state["inbound"] is not None:
-                protocol.current_frame_masker = ab.xor.XorMaskerNull()
+        frame, applyMask = state["frame"], bool(getattr(protocol, "applyMask", True))
+        protocol.current_frame = ab.protocol.FrameHeader(*frame) if frame else None
+        if state["inbound"] is not None:
+            mask, length, at = (frame[4], frame[3], state["inbound"]) if frame else (None, 0, 0)
+            protocol.current_frame_masker = _masker(mask, length, at, applyMask)
         if state["outbound"] is not None:
             protocol.send_message_frame_masker = _masker(
                 getattr(protocol, "send_message_frame_mask", None),
@@ -612,19 +545,17 @@ class PerMessageDeflateAdapter:
         why = _deflateWhy(pmce)
         if why is not None:
             raise Unadaptable(pmce, "", why)
-        return [
-            deflateIsServer(pmce),
-            pmce.server_no_context_takeover,
-            pmce.client_no_context_takeover,
-            pmce.server_max_window_bits,
-            pmce.client_max_window_bits,
-            pmce.mem_level,
-            pmce.max_message_size,
-        ]
+        return [deflateIsServer(pmce)] + [
+            getattr(pmce, name)
+            for name in (
+                "server_no_context_takeover", "client_no_context_takeover",
+                "server_max_window_bits", "client_max_window_bits", "mem_level",
+                "max_message_size",
+            )
+        ]  # fmt: skip
 
     def create(self, context: Any) -> Any:
-        cls: Any = self.cls
-        return cls.__new__(cls)
+        return object.__new__(self.cls)
 
     def populate(self, pmce: Any, state: list[Any], context: Any) -> None:
         # Its constructor has no side effects: the life cycle's start.

@@ -36,7 +36,7 @@ from typing import Any
 import attrs
 from zope.interface import implementer
 
-from migrator.interfaces import IAdapter
+from migrator.interfaces import IAdapter, IAnchorOnly, IBusyAware
 from migrator.state._graph import GraphError, Unadaptable
 from migrator.state._graph import typeName as _typeName
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
@@ -314,7 +314,7 @@ def _locate(root: Any, steps: list[Any]) -> Any:
     return factory
 
 
-@implementer(IAdapter)
+@implementer(IAdapter, IAnchorOnly)
 @attrs.frozen
 class WebSocketServerFactoryAdapter:
     """
@@ -334,7 +334,6 @@ class WebSocketServerFactoryAdapter:
         default=attrs.Factory(lambda self: _typeName(self.cls), takes_self=True)
     )
     version: int = 1
-    anchorOnly: bool = True
 
     def _own(self, factory: Any) -> set[str]:
         P = _ab().protocol.WebSocketProtocol
@@ -357,7 +356,7 @@ class WebSocketServerFactoryAdapter:
                 setattr(factory, name, value)
 
 
-@implementer(IAdapter)
+@implementer(IAdapter, IBusyAware)
 @attrs.frozen
 class WebSocketServerProtocolAdapter:
     """

@@ -38,6 +38,7 @@ from migrator._version import __version__
 from migrator.interfaces import IMigrationNode
 from migrator.state._capture import captureConnections
 from migrator.state._registry import AdapterRegistry
+from migrator.state._versions import readableTypes
 from migrator.takeover._channel import FrameChannel
 from tests._fakes import (
     FakeConnection,
@@ -553,7 +554,8 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         names = svc.adapters.typeNames()
         versions = {n: svc.adapters.adapterNamed(n).version for n in names}
         self.assertEqual(
-            root.pending("capture").args, ({"types": names, "versions": versions},)
+            root.pending("capture").args,
+            ({"types": names, "versions": versions, "readable": readableTypes(svc.adapters)},),
         )
         self.sendConnections()
         staying = {"web.Legacy: no adapter": 2}

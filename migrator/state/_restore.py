@@ -41,6 +41,7 @@ from migrator.state._graph import (
     GraphReader,
     loadsPlain,
 )
+from migrator.state._translator import TranslationLog, Translator
 
 _log = Logger()
 
@@ -106,6 +107,8 @@ class Restored:
     The successor's restored connections, not active yet.
 
     @ivar clock: the reactor they were restored on.
+    @ivar translations: what was read, and translated, by type name
+        (L{migrator.state._translator.TranslationLog.asDict}).
     """
 
     transports: list[Any]
@@ -115,6 +118,7 @@ class Restored:
     loops: list[Any]
     count: int
     clock: IReactorTime
+    translations: dict[str, Any] = attrs.field(factory=dict)
 
     def activate(self) -> list[float]:
         """
@@ -294,7 +298,10 @@ def restoreConnections(
             anchors["factory:" + tracked.key] = tracked.port.factory
     fds = list(fds)
     hooks = _RestoreHooks(reactor, adapters, ports, fds, adoptSocket, closeFd)
-    reader = GraphReader(adapters.adapterNamed, anchors, hooks, RestoreContext(hooks.gate))
+    translator = Translator(None, getattr(adapters, "kept", None), TranslationLog(reactor.seconds))
+    reader = GraphReader(
+        adapters.adapterNamed, anchors, hooks, RestoreContext(hooks.gate), translator
+    )
     try:
         data = loadsPlain(payload)
         if data is None:
@@ -335,4 +342,5 @@ def restoreConnections(
         hooks.loops,
         len(hooks.transports),
         reactor,
+        translator.log.asDict(),
     )

@@ -36,6 +36,8 @@ from zope.interface import implementer
 
 from migrator.state._capture import Captured, Settling, captureConnections
 from migrator.state._registry import AdapterRegistry
+from migrator.state._translator import describeTranslations
+from migrator.state._versions import readableFrom
 from migrator.takeover._channel import FrameChannel, channelPair
 from migrator.takeover._ports import ListenerRegistry, UnsupportedPort
 from migrator.takeover._unmovable import UnmovableGuard
@@ -279,15 +281,6 @@ class Incumbent:
             raise TakeoverRefused("capture: the takeover was abandoned while waiting")
         self._refuseUnmovable("capture", session)
         types = request.get("types") or ()
-        versions = request.get("versions")
-        if isinstance(versions, dict):
-            # Only types the successor reads at the version we write.
-            types = [
-                t
-                for t in types
-                if (mine := self.adapters.adapterNamed(t)) is None
-                or versions.get(t) == mine.version
-            ]
         claimed = self._claimed(attempt)
         started = self.clock()
         try:
@@ -297,6 +290,8 @@ class Incumbent:
                 self.adapters,
                 claimed,
                 frozenset(t for t in types if isinstance(t, str)),
+                # Versions: the newer side translates (state/_versions.py).
+                readableFrom(request),
             )
         except Exception as e:
             _log.failure("capturing connections failed")
@@ -324,7 +319,10 @@ class Incumbent:
             if staying
             else "",
         )
+        if translated := describeTranslations(captured.translations):
+            _log.info("translated before sending: {translated}", translated=translated)
         return {
+            "translations": captured.translations,
             "connections": captured.count,
             "bytes": len(captured.payload),
             "moved": captured.moved,

@@ -30,6 +30,8 @@ from twisted.spread import pb
 
 from migrator.state._registry import AdapterRegistry
 from migrator.state._restore import Restored, restoreConnections
+from migrator.state._translator import mergeTranslations
+from migrator.state._versions import readableTypes
 from migrator.takeover._channel import FrameChannel
 from migrator.takeover._control import ControlClientFactory, ControlSocket, PeerPolicy
 from migrator.takeover._ports import ListenerRegistry
@@ -350,6 +352,7 @@ class Successor:
                         name: self.adapters.adapterNamed(name).version
                         for name in self.adapters.typeNames()
                     },
+                    "readable": readableTypes(self.adapters),
                 },
             )
             statePayload, connectionFds = await self._receive()
@@ -363,6 +366,10 @@ class Successor:
                 "staying": captureReport.get("staying") or {},
                 "bytes": captureReport.get("bytes"),
                 "restore_ms": round((self.clock() - restoreStarted) * 1000, 3),
+                # Versions seen, steps run (downgrades there, upgrades here).
+                "translations": mergeTranslations(
+                    captureReport.get("translations"), self.restored.translations
+                ),
             }
             _log.info(
                 "restored {count} connection(s) from {size} bytes of state in "

@@ -46,6 +46,7 @@ from migrator.state._plan import (
     refusedCounts,
     settledCounts,
 )
+from migrator.state._versions import Readable, readableFrom, readableTypes
 
 _log = Logger()
 
@@ -53,13 +54,15 @@ _log = Logger()
 def beginInfo(adapters: Any, policy: str) -> dict[str, Any]:
     """
     What a successor adds to C{begin}'s info: its policy for connections no
-    adapter can move, and the type names (with versions) it can restore.
+    adapter can move, and the type names (with versions, and the upgrades
+    it has: see L{migrator.state._versions.Readable}) it can restore.
     """
     names = adapters.typeNames()
     return {
         "unmovable": policy,
         "types": names,
         "versions": {name: adapters.adapterNamed(name).version for name in names},
+        "readable": readableTypes(adapters),
     }
 
 
@@ -101,7 +104,7 @@ class UnmovableGuard:
     policy: str = DRAIN
     planned: Plan | None = None
     _successorPid: int = -1
-    _versions: dict[str, Any] | None = None
+    _versions: dict[str, Readable] | None = None
     #: After a commit with C{drain}: the connections left here that split
     #: the service, with their class names.
     _left: list[tuple[str, Any]] = attrs.field(factory=list)
@@ -119,14 +122,9 @@ class UnmovableGuard:
         self.policy = policy if policy in POLICIES else REFUSE
         pid = info.get("pid")
         self._successorPid = pid if isinstance(pid, int) else -1
-        # The type names (with versions) the successor can restore; without
-        # them (an older successor) they are not checked until the capture.
-        versions = info.get("versions")
-        self._versions = (
-            {k: v for k, v in versions.items() if isinstance(k, str)}
-            if isinstance(versions, dict)
-            else None
-        )
+        # What the successor reads of each type name (versions, upgrades);
+        # without it (an older successor) not checked until the capture.
+        self._versions = readableFrom(info)
         self.planned = self._plan()
         _log.info(
             "takeover by pid {pid}: {summary}; policy for connections no adapter "

@@ -19,7 +19,7 @@ from migrator.interfaces import IAdapter, IVersionedAdapter
 from migrator.state._graph import GraphError, GraphReader, GraphWriter, Unadaptable
 from migrator.state._registry import AdapterRegistry, InstanceAdapter, factoryAdapter
 from migrator.state._roundtrip import roundTrip
-from migrator.state._translator import Translator
+from migrator.state._translator import Translator, describeTranslations, mergeTranslations
 from migrator.state._versions import (
     KEPT,
     KeptStore,
@@ -650,3 +650,29 @@ class TranslatorTests(SynchronousTestCase):
         writing.write(adapter, chat, adapter.capture(chat))
         writing.log.rollback(mark)
         self.assertEqual(writing.log.asDict(), report)
+
+    def test_mergeAndDescribe(self) -> None:
+        """
+        The successor merges the incumbent's record (its downgrades) with
+        its own (what it read and upgraded), leaving out what is
+        malformed, and logs one line per type name that was translated.
+        """
+        incumbent = {CHAT: {"versions": [2, 1], "objects": 0, "translated": 3, "steps": {"down 2->1": 3}, "ms": 0.5}}
+        successor = {
+            CHAT: {"versions": [1], "objects": 3, "translated": 0, "steps": {}, "ms": 0.0},
+            "app.Other": {"versions": [1], "objects": 2, "translated": 0, "steps": {}, "ms": 0.0},
+        }
+        junk = {3: {}, "app.Bad": {"versions": "1", "objects": "2", "steps": [1], "ms": "x"}, "app.Worse": 1}
+        merged = mergeTranslations(incumbent, successor, "junk", junk)
+        self.assertEqual(
+            merged[CHAT],
+            {"versions": [1, 2], "objects": 3, "translated": 3, "steps": {"down 2->1": 3}, "ms": 0.5},
+        )
+        self.assertEqual(merged["app.Bad"], {"versions": [], "objects": 0, "translated": 0, "steps": {}, "ms": 0.0})
+        self.assertEqual(list(merged), ["app.Bad", CHAT, "app.Other"])
+        self.assertEqual(
+            describeTranslations(merged),
+            "app.Chat: versions 1, 2, 3 object(s) translated (down 2->1 x 3) in 0.5 ms",
+        )
+        self.assertIsNone(describeTranslations({"app.Other": successor["app.Other"]}))
+        self.assertIsNone(describeTranslations(None))

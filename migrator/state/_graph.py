@@ -262,7 +262,11 @@ class GraphWriter:
             ident = self._remember(value)
             name = adapter.typeName
             self.types[name] = self.types.get(name, 0) + 1
-            version, state = self._translate(adapter, value, self._capture(adapter, value))
+            state = self._capture(adapter, value)
+            version = adapter.version
+            translator = self.translator
+            if translator is not None and translator.writes:
+                version, state = self._translate(adapter, value, state)
             state = self._write(state, f"<{kind.__name__}>")
             return ("o", ident, name, version, state)
         if self.special is not None:
@@ -287,7 +291,7 @@ class GraphWriter:
             ) from e
 
     def _translate(self, adapter: Any, value: Any, state: Any) -> tuple[Any, Any]:
-        if self.translator is None:
+        if self.translator is None or not self.translator.writes:
             return adapter.version, state
         try:
             return self.translator.write(adapter, value, state)
@@ -334,6 +338,7 @@ class GraphReader:
         self.special = special
         self.context = context
         self.translator = translator if translator is not None else Translator()
+        self._seen = self.translator.log.seen
         self._memo: dict[int, Any] = {}
         self._populate: list[tuple[Any, Any, Any]] = []
         self._reading = False
@@ -407,19 +412,15 @@ class GraphReader:
                 ) from e
         return adapter
 
-    def _state(self, adapter: Any, obj: Any, name: str, version: int, node: Any) -> Any:
+    def _translated(self, adapter: Any, obj: Any, version: int, state: Any) -> Any:
         """
-        Read the state of C{obj}, and translate it to C{adapter}'s version.
+        The state of C{obj} translated to C{adapter}'s version, its kept
+        fields set aside.
         """
-        state = self._read(node)
-        seen = self.translator.log.seen
-        seen[name, version] = seen.get((name, version), 0) + 1
-        if version != adapter.version or (type(state) is dict and KEPT in state):
-            try:
-                state = self.translator.read(adapter, obj, version, state)
-            except Untranslatable as e:
-                raise GraphError(str(e)) from e
-        return state
+        try:
+            return self.translator.read(adapter, obj, version, state)
+        except Untranslatable as e:
+            raise GraphError(str(e)) from e
 
     def _readInto(self, add: Callable[[Any], Any], nodes: Any) -> None:
         # A plain loop: generator expressions here would cost a C-level
@@ -478,7 +479,12 @@ class GraphReader:
                 adapter = self._adapter(name, version)
                 obj = adapter.create(self.context)
                 self._memo[ident] = obj
-                self._populate.append((adapter, obj, self._state(adapter, obj, name, version, state)))
+                state = self._read(state)
+                seen = self._seen
+                seen[name, version] = seen.get((name, version), 0) + 1
+                if version != adapter.version or (type(state) is dict and KEPT in state):
+                    state = self._translated(adapter, obj, version, state)
+                self._populate.append((adapter, obj, state))
                 return obj
             if tag == "a":
                 _, ident, anchor, name, version, state = node
@@ -488,9 +494,10 @@ class GraphReader:
                 self._memo[ident] = obj
                 if name is not None:
                     adapter = self._adapter(name, version)
-                    self._populate.append(
-                        (adapter, obj, self._state(adapter, obj, name, version, state))
-                    )
+                    state = self._read(state)
+                    seen = self._seen
+                    seen[name, version] = seen.get((name, version), 0) + 1
+                    self._populate.append((adapter, obj, self._translated(adapter, obj, version, state)))
                 return obj
             if tag == "x":
                 if self.special is None:

@@ -112,10 +112,13 @@ class InstanceAdapter:
     drainsHarmlessly: bool = False
     upgrades: dict[int, Step] = attrs.field(factory=dict, converter=_steps, hash=False)
     downgrades: dict[int, Step] = attrs.field(factory=dict, converter=_steps, hash=False)
+    #: Whether the class is a Versioned (decided once: capture is hot).
+    _versioned: bool = attrs.field(init=False, default=False, eq=False, hash=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         checkSteps(self.version, self.upgrades, "upgrades")
         checkSteps(self.version, self.downgrades, "downgrades")
+        object.__setattr__(self, "_versioned", persistenceVersions(self.cls) is not None)
 
     def capture(self, obj: Any) -> dict[str, Any]:
         exclude = self.exclude
@@ -123,7 +126,8 @@ class InstanceAdapter:
             # With state in slots (beside a __dict__ or instead of one) the
             # instance dictionary is not the whole state.
             raise TypeError(f"{self.typeName} uses __slots__: write an adapter for it")
-        return versionedState(type(obj), {k: v for k, v in vars(obj).items() if k not in exclude})
+        state = {k: v for k, v in vars(obj).items() if k not in exclude}
+        return versionedState(type(obj), state) if self._versioned else state
 
     def persistenceVersions(self) -> dict[str, int] | None:
         """

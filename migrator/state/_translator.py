@@ -184,6 +184,8 @@ class Translator:
         C{None} (they then stay in the states, as an older migrator left
         them).
     @ivar log: what was translated.
+    @ivar writes: whether L{write} may change anything (a route down was
+        found, or there are kept fields): the writer skips it otherwise.
     """
 
     readable: Mapping[str, Readable] | None = None
@@ -193,6 +195,11 @@ class Translator:
     _readRoutes: dict[tuple[str, int], Route] = attrs.field(factory=dict, init=False)
     # The adapters routed, so that their ids stay theirs.
     _adapters: list[Any] = attrs.field(factory=list, init=False)
+    writes: bool = attrs.field(init=False, default=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Nothing is added to the store while a graph is written.
+        self.writes = bool(self.kept)
 
     # -- writing ---------------------------------------------------------------
 
@@ -218,6 +225,7 @@ class Translator:
                 else:
                     # Going up, the other side translates.
                     found = found if found.steps and not found.up else None
+                    self.writes = self.writes or found is not None
             self._routes[key] = found
         found = self._routes[key]
         if isinstance(found, Untranslatable):

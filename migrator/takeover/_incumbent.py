@@ -322,12 +322,12 @@ class Incumbent:
         if translated := describeTranslations(captured.translations):
             _log.info("translated before sending: {translated}", translated=translated)
         return {
-            "translations": captured.translations,
             "connections": captured.count,
             "bytes": len(captured.payload),
             "moved": captured.moved,
             "staying": captured.staying,
             "frozen_at": captured.frozenAt,
+            "translations": captured.translations,
         }
 
     def restored(self, session: ControlSession, report: dict[str, Any]) -> dict[str, Any]:

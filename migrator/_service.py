@@ -35,6 +35,7 @@ from zope.interface import implementer
 from migrator._version import __version__
 from migrator.adapters import defaultRegistry
 from migrator.interfaces import IMigrationNode
+from migrator.state._translator import describeTranslations
 from migrator.takeover._control import ControlServerFactory, ControlSocket, PeerPolicy
 from migrator.takeover._incumbent import Incumbent
 from migrator.takeover._liveness import processAlive
@@ -291,6 +292,8 @@ class MigrateService(service.MultiService):
                 total=result.get("total_ms"),
                 paused=result.get("accept_paused_ms"),
             )
+        if translated := describeTranslations(result.get("translations")):
+            _log.info("state translated between versions: {translated}", translated=translated)
         if result.get("freeze_ms"):
             _log.info(
                 "connections were frozen for p50 {p50} ms, p99 {p99} ms, max "

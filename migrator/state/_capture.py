@@ -12,6 +12,12 @@ had not sent yet travel with it.  L{Captured.thaw} undoes the freeze (the
 takeover was abandoned); L{Captured.release} lets go after the commit
 (close, never C{shutdown}; the application's C{connectionLost} never runs).
 
+Versions: where the successor reads a type at another version, the
+newer side translates (L{migrator.state._versions}): this process
+downgrades what it writes if it is newer, and leaves a connection whose
+graph holds an object no chain of steps reaches (it stays, with the
+reason).
+
 File descriptors: those in L{Captured.fds} stay owned by the incumbent's
 transports (they are sent, not given away).
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import socket
 import types
+from collections.abc import Mapping
 from typing import Any, cast
 
 import attrs
@@ -42,6 +49,8 @@ from migrator.state._graph import (
     dumpsPlain,
     typeName,
 )
+from migrator.state._translator import TranslationLog, Translator
+from migrator.state._versions import Readable
 
 _log = Logger()
 
@@ -77,6 +86,9 @@ class Captured:
     """
     What the incumbent captured: the encoded graph, the descriptors to send,
     and what it froze.
+
+    @ivar translations: what was downgraded, by type name
+        (L{migrator.state._translator.TranslationLog.asDict}).
     """
 
     payload: bytes
@@ -91,6 +103,7 @@ class Captured:
     frozen: bool = False
     pendingBytes: int = 0
     frozenAt: float = 0.0
+    translations: dict[str, Any] = attrs.field(factory=dict)
 
     @property
     def count(self) -> int:
@@ -269,6 +282,7 @@ def captureConnections(
     adapters: Any,
     claimed: frozenset[str],
     restorable: frozenset[str],
+    readable: Mapping[str, Readable] | None = None,
 ) -> Captured:
     """
     Capture and freeze every connection that can move; see the module
@@ -278,17 +292,28 @@ def captureConnections(
         the reactor whose readers say which connections read).
     @param claimed: the port keys the successor declared.
     @param restorable: the type names the successor has adapters for.
+    @param readable: what the successor reads of each type name
+        (L{migrator.state._versions.readableFrom}); C{None} if it did not
+        say (every state is written at this process's version).
     """
 
     known: dict[type, Any] = {}
+    translator = Translator(
+        readable, getattr(adapters, "kept", None), TranslationLog(reactor.seconds)
+    )
 
     def adapterFor(cls: type) -> Any:
         try:
             return known[cls]
         except KeyError:
             adapter = adapters.adapterFor(cls)
-            if adapter is not None and adapter.typeName not in restorable:
-                adapter = None
+            if adapter is not None:
+                if adapter.typeName not in restorable:
+                    adapter = None
+                else:
+                    # A Refusing stand-in if no chain of steps reaches the
+                    # successor's version.
+                    adapter = translator.writing(adapter)
             known[cls] = adapter
             return adapter
 
@@ -304,7 +329,7 @@ def captureConnections(
     frozenAt = reactor.seconds()
     readers = set(map(id, cast(IReactorFDSet, reactor).getReaders()))
     hooks = _CaptureHooks(reactor, adapters, ports, claimed, readers)
-    writer = GraphWriter(adapterFor, anchors, hooks)
+    writer = GraphWriter(adapterFor, anchors, hooks, translator)
     staying: dict[str, int] = {}
     moved: dict[str, int] = {}
     roots: list[Any] = []
@@ -331,7 +356,7 @@ def captureConnections(
         # Asked already: the hook need not ask again when it meets this
         # protocol's transport (this all runs in the freeze).
         hooks.checkedProtocol = protocol
-        mark = (len(hooks.transports), len(hooks.calls), len(hooks.loops))
+        mark = (len(hooks.transports), len(hooks.calls), len(hooks.loops), translator.log.mark())
         writer.checkpoint()
         try:
             roots.append(writer.write(protocol, cls.__name__))
@@ -340,6 +365,7 @@ def captureConnections(
             del hooks.transports[mark[0] :]
             del hooks.calls[mark[1] :]
             del hooks.loops[mark[2] :]
+            translator.log.rollback(mark[3])
             stay(f"{typeName(cls)}: {e}")
             continue
         writer.release()
@@ -376,6 +402,7 @@ def captureConnections(
         reactor=reactor,
         pendingBytes=sum(len(_pending(t)) for t in hooks.transports),
         frozenAt=frozenAt,
+        translations=translator.log.asDict(),
     )
     captured.freeze()
     return captured

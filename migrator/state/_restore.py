@@ -42,6 +42,7 @@ from migrator.state._graph import (
     GraphReader,
     loadsPlain,
 )
+from migrator.state._translator import TranslationLog, Translator
 
 _log = Logger()
 
@@ -108,6 +109,8 @@ class Restored:
     The successor's restored connections, not active yet.
 
     @ivar clock: the reactor they were restored on.
+    @ivar translations: what was read, and translated, by type name
+        (L{migrator.state._translator.TranslationLog.asDict}).
     """
 
     transports: list[Any]
@@ -117,6 +120,7 @@ class Restored:
     loops: list[Any]
     count: int
     clock: IReactorTime
+    translations: dict[str, Any] = attrs.field(factory=dict)
 
     def activate(self) -> list[float]:
         """
@@ -296,7 +300,10 @@ def restoreConnections(
             anchors["factory:" + tracked.key] = tracked.port.factory
     fds = list(fds)
     hooks = _RestoreHooks(reactor, adapters, ports, fds, adoptSocket, closeFd)
-    reader = GraphReader(adapters.adapterNamed, anchors, hooks, RestoreContext(hooks.gate))
+    translator = Translator(None, getattr(adapters, "kept", None), TranslationLog(reactor.seconds))
+    reader = GraphReader(
+        adapters.adapterNamed, anchors, hooks, RestoreContext(hooks.gate), translator
+    )
     try:
         data = loadsPlain(payload)
         if data is None:
@@ -337,4 +344,5 @@ def restoreConnections(
         hooks.loops,
         len(hooks.transports),
         reactor,
+        translator.log.asDict(),
     )

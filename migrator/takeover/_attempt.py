@@ -8,7 +8,7 @@ connections, the step's timeout) and how it lets go of them.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IDelayedCall
 
 from migrator.state._capture import Captured, Settling, captureConnections
 from migrator.state._registry import AdapterRegistry
+from migrator.state._versions import Readable
 from migrator.takeover._channel import FrameChannel, channelPair
 from migrator.takeover._messages import BeginRequest, CaptureReport, PreparedReport
 from migrator.takeover._ports import ListenerRegistry
@@ -129,6 +130,7 @@ class Attempt:
         adapters: AdapterRegistry,
         types: frozenset[str],
         now: float,
+        readable: Mapping[str, Readable] | None = None,
         check: Callable[[], None] | None = None,
     ) -> CaptureReport:
         """
@@ -140,6 +142,8 @@ class Attempt:
 
         @param types: the type names the successor can restore.
         @param now: the incumbent's clock.
+        @param readable: what the successor reads of each type name
+            (versions, upgrades), or C{None} (not said).
         @param check: called once accepting has stopped, before anything is
             captured: it may raise to refuse the takeover (then nothing was
             captured, and L{undo} resumes accepting).
@@ -153,7 +157,7 @@ class Attempt:
             check()
         held = registry.connectionCount()
         captured = self.captured = captureConnections(
-            reactor, registry, adapters, self.claimed(), types
+            reactor, registry, adapters, self.claimed(), types, readable
         )
         assert self.channel is not None
         self.sent = self.channel.sendMessage(captured.payload, captured.fds)
@@ -166,6 +170,7 @@ class Attempt:
             staying=captured.staying,
             frozenAt=captured.frozenAt,
             held=held,
+            translations=captured.translations,
         )
 
     def status(self, now: float) -> dict[str, Any]:

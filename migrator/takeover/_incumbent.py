@@ -40,6 +40,8 @@ from twisted.logger import Logger
 from twisted.spread import pb
 
 from migrator.state._registry import AdapterRegistry
+from migrator.state._translator import describeTranslations
+from migrator.state._versions import readableFrom
 from migrator.takeover._attempt import Attempt, Peer
 from migrator.takeover._messages import (
     BeginAnswer,
@@ -322,19 +324,12 @@ class Incumbent(StopsPolitely):
         if self.current is not attempt or attempt.state != CAPTURING:
             raise TakeoverRefused("capture: the takeover was abandoned while waiting")
         types = request.types
-        if request.versions is not None:
-            versions = request.versions
-            # Only types the successor reads at the version we write.
-            types = tuple(
-                t
-                for t in types
-                if (mine := self.adapters.adapterNamed(t)) is None
-                or versions.get(t) == mine.version
-            )
         started = self.clock()
         try:
             report = attempt.capture(
                 self._reactor, self.registry, self.adapters, frozenset(types), started,
+                # Versions: the newer side translates (state/_versions.py).
+                readableFrom(request.toWire()),
                 # Accepting has stopped: the last look at what would stay.
                 check=lambda: self._refuseUnmovable("capture", attempt.session),
             )
@@ -362,6 +357,8 @@ class Incumbent(StopsPolitely):
             if staying
             else "",
         )
+        if translated := describeTranslations(report.translations):
+            _log.info("translated before sending: {translated}", translated=translated)
         if not self.faults:
             return report
         # A drill: act once the state has left, before answering.

@@ -148,6 +148,8 @@ class BeginRequest:
         sends none gets C{drain}, what older successors always got.
     @ivar types: the type names the successor can restore.
     @ivar versions: the version it reads of each, or C{None} (not sent).
+    @ivar readable: what it reads of each (versions and the upgrades it
+        has: L{migrator.state._versions.Readable}), or C{None}.
     """
 
     pid: int
@@ -156,6 +158,7 @@ class BeginRequest:
     unmovable: str = "drain"
     types: tuple[str, ...] = ()
     versions: dict[str, int] | None = None
+    readable: dict[str, Any] | None = None
 
     def toWire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {
@@ -167,6 +170,8 @@ class BeginRequest:
         }
         if self.versions is not None:
             wire["versions"] = dict(self.versions)
+        if self.readable is not None:
+            wire["readable"] = dict(self.readable)
         return wire
 
     @classmethod
@@ -183,6 +188,7 @@ class BeginRequest:
             f.text("unmovable", "drain"),
             f.texts("types"),
             versions,
+            f.mapping("readable"),
         )
 
 
@@ -319,15 +325,20 @@ class CaptureRequest:
 
     @ivar types: the type names it has adapters for.
     @ivar versions: the version of each (C{None}: not said, any).
+    @ivar readable: what it reads of each (versions and the upgrades it
+        has: L{migrator.state._versions.Readable}), or C{None}.
     """
 
     types: tuple[str, ...] = ()
     versions: dict[str, int] | None = None
+    readable: dict[str, Any] | None = None
 
     def toWire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"types": list(self.types)}
         if self.versions is not None:
             wire["versions"] = dict(self.versions)
+        if self.readable is not None:
+            wire["readable"] = dict(self.readable)
         return wire
 
     @classmethod
@@ -337,7 +348,7 @@ class CaptureRequest:
         """
         f = _Fields(wire, "capture")
         versions = f.counts("versions") if isinstance(wire, Mapping) and "versions" in wire else None
-        return cls(f.texts("types"), versions)
+        return cls(f.texts("types"), versions, f.mapping("readable"))
 
 
 @attrs.frozen
@@ -356,6 +367,8 @@ class CaptureReport:
     @ivar frozenAt: when the freeze began (the incumbent's wall clock).
     @ivar held: how many connections the incumbent held when it stopped
         accepting, just before the capture.
+    @ivar translations: per class, the versions seen and the steps the
+        incumbent ran (L{migrator.state._translator.TranslationLog}).
     """
 
     connections: int
@@ -364,6 +377,7 @@ class CaptureReport:
     staying: dict[str, int] = attrs.field(factory=dict)
     frozenAt: float = 0.0
     held: int = 0
+    translations: dict[str, Any] = attrs.field(factory=dict)
 
     def toWire(self) -> dict[str, Any]:
         return {
@@ -373,6 +387,7 @@ class CaptureReport:
             "staying": dict(self.staying),
             "frozen_at": self.frozenAt,
             "held": self.held,
+            "translations": dict(self.translations),
         }
 
     @classmethod
@@ -388,6 +403,7 @@ class CaptureReport:
             f.counts("staying"),
             f.number("frozen_at", 0.0),
             f.integer("held", 0),
+            f.mapping("translations") or {},
         )
 
 

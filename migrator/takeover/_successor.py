@@ -34,6 +34,7 @@ from twisted.spread import pb
 
 from migrator.state._registry import AdapterRegistry
 from migrator.state._restore import Restored, restoreConnections
+from migrator.state._translator import mergeTranslations
 from migrator.takeover._alone import CompletesAlone
 from migrator.takeover._control import (
     ControlClientFactory,
@@ -46,7 +47,6 @@ from migrator.takeover._liveness import ProcessWatch, waitForDeath
 from migrator.takeover._messages import (
     BeginAnswer,
     CaptureReport,
-    CaptureRequest,
     CommitAnswer,
     Farewell,
     MalformedMessage,
@@ -58,7 +58,7 @@ from migrator.takeover._messages import (
 )
 from migrator.takeover._ports import ListenerRegistry
 from migrator.takeover._steps import Faults
-from migrator.takeover._unmovable import beginRequest, describePlan
+from migrator.takeover._unmovable import beginRequest, captureRequestFor, describePlan
 
 _log = Logger()
 
@@ -289,6 +289,10 @@ class Successor(CompletesAlone):
             "held": report.held if report else None,
             "bytes": report.bytes if report else len(payload),
             "restore_ms": round((self.clock() - started) * 1000, 3),
+            # Versions seen, steps run (downgrades there, upgrades here).
+            "translations": mergeTranslations(
+                report.translations if report else None, self.restored.translations
+            ),
         }
         _log.info(
             "restored {count} connection(s) from {size} bytes of state in "
@@ -422,10 +426,7 @@ class Successor(CompletesAlone):
             )
 
             self._step = "capture"
-            types = self.adapters.typeNames()
-            captureRequest = CaptureRequest(
-                tuple(types), {name: self.adapters.adapterNamed(name).version for name in types}
-            )
+            captureRequest = captureRequestFor(self.adapters)
             self.captureReport = CaptureReport.fromWire(
                 await self._call(root, "capture", captureRequest.toWire())
             )

@@ -47,7 +47,8 @@ from migrator.state._plan import (
     refusedCounts,
     settledCounts,
 )
-from migrator.takeover._messages import BeginRequest
+from migrator.state._versions import Readable, readableFrom, readableTypes
+from migrator.takeover._messages import BeginRequest, CaptureRequest
 
 _log = Logger()
 
@@ -62,6 +63,7 @@ def beginInfo(adapters: Any, policy: str) -> dict[str, Any]:
         "unmovable": policy,
         "types": names,
         "versions": {name: adapters.adapterNamed(name).version for name in names},
+        "readable": readableTypes(adapters),
     }
 
 
@@ -78,7 +80,17 @@ def beginRequest(adapters: Any, policy: str) -> BeginRequest:
         mine["unmovable"],
         tuple(mine["types"]),
         mine["versions"],
+        mine["readable"],
     )
+
+
+def captureRequestFor(adapters: Any) -> CaptureRequest:
+    """
+    A successor's C{capture}: the type names it can restore, with what it
+    reads of each (versions, upgrades).
+    """
+    mine = beginInfo(adapters, REFUSE)
+    return CaptureRequest(tuple(mine["types"]), mine["versions"], mine["readable"])
 
 
 def describePlan(plan: Any) -> str | None:
@@ -119,7 +131,7 @@ class UnmovableGuard:
     policy: str = DRAIN
     planned: Plan | None = None
     _successorPid: int = -1
-    _versions: dict[str, Any] | None = None
+    _versions: dict[str, Readable] | None = None
     #: After a commit with C{drain}: the connections left here that split
     #: the service, with their class names.
     _left: list[tuple[str, Any]] = attrs.field(factory=list)
@@ -137,14 +149,9 @@ class UnmovableGuard:
         self.policy = policy if policy in POLICIES else REFUSE
         pid = info.get("pid")
         self._successorPid = pid if isinstance(pid, int) else -1
-        # The type names (with versions) the successor can restore; without
-        # them (an older successor) they are not checked until the capture.
-        versions = info.get("versions")
-        self._versions = (
-            {k: v for k, v in versions.items() if isinstance(k, str)}
-            if isinstance(versions, dict)
-            else None
-        )
+        # What the successor reads of each type name (versions, upgrades);
+        # without it (an older successor) not checked until the capture.
+        self._versions = readableFrom(info)
         self.planned = self._plan()
         _log.info(
             "takeover by pid {pid}: {summary}; policy for connections no adapter "

@@ -422,11 +422,15 @@ def startLineClient(
     stop: str,
     rate: float = 40.0,
     pad: int = 1000,
+    counted: bool = False,
 ) -> ServiceProcess:
     """
     Start C{apps/lineclient.py}: C{connections} connections streaming
     numbered lines at C{rate} per second each, reading slowly, until the
     file C{stop} exists.  Waits for it to be connected.
+
+    @param counted: the replies carry the server's count and a tag (see
+        the client's C{--counted}).
     """
     client = ServiceProcess(
         [
@@ -446,6 +450,7 @@ def startLineClient(
             # on a busy machine may take many minutes to get there.
             "--duration",
             "1800",
+            *(["--counted"] if counted else []),
         ],
         env=childEnvironment(),
         name="lineclient",
@@ -465,7 +470,7 @@ def finishLineClient(case: TestCase, client: ServiceProcess, stop: str) -> dict[
     """
     with open(stop, "w"):
         pass
-    case.assertEqual(client.waitForExit(120), 0)
+    case.assertEqual(client.waitForExit(120), 0, client.output()[-3000:])
     result: dict[str, Any] = json.loads(client.lines[-1])
     case.assertEqual(result["errors"], [])
     case.assertEqual(result["error_count"], 0)

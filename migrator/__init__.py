@@ -9,7 +9,10 @@ successor with the same command plus C{--takeover}.  See C{docs/}.
 The public names are what an adapter author and an operator who embeds
 migrator use: the adapter registry and its building blocks, the errors a
 capture or restore raises, and the service with its configuration.  The
-rest lives in role packages: L{migrator.takeover} (the protocol),
+interfaces an adapter provides (C{IAdapter}, and optionally C{IBusyAware}
+or C{IAnchorOnly}) and the context it is given (C{IRestoreContext}) are in
+L{migrator.interfaces}; what adapter authors' tests use is in
+L{migrator.testing}.  The rest lives in role packages: L{migrator.takeover} (the protocol),
 L{migrator.state} (graph, registry, connections), L{migrator.adapters}
 (the built-in adapters), L{migrator.cli} and L{migrator.demo} (tools).
 """

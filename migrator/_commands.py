@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.integration.test_operator -*-
+# -*- test-case-name: tests.test_commands -*-
 """
 C{python -m migrator}: the operator's commands, dispatched.
 
@@ -18,20 +18,24 @@ from typing import TextIO
 
 from twisted.python import usage
 
+from migrator.cli._options import PROGRAM, CommandOptions, briefUsageError
 from migrator.cli._plan import PlanOptions, runPlan
 from migrator.cli._status import StatusOptions, runStatus
 from migrator.console._app import ConsoleOptions
 
 
-class DemoOptions(usage.Options):
+class DemoOptions(CommandOptions):
     synopsis = (
         "[--interactive] [--python PATH] | --load [--takeovers N] [--rate R] [--interval SECONDS]"
     )
     longdesc = (
-        "Without --load: a telnet manhole session moves to a new process (on "
-        "a second Python when one is found: --python, MIGRATOR_DEMO_PYTHON, "
-        "MIGRATOR_TEST_OTHER_PYTHON or python3.N on PATH).  With --load: a "
-        "web server hands its port over, again and again, under load."
+        "Without --load: a telnet manhole session moves to a new process, on "
+        "a second Python when one is found (--python PATH, else "
+        "MIGRATOR_DEMO_PYTHON, MIGRATOR_TEST_OTHER_PYTHON or python3.N on "
+        "PATH; it must be able to import migrator and its dependencies: the "
+        "python of a virtualenv of another Python version where migrator "
+        "is installed).  With --load: a web server hands its port over, "
+        "again and again, under load."
     )
     optFlags = [
         [
@@ -42,7 +46,13 @@ class DemoOptions(usage.Options):
         ["load", None, "The web-server-under-load demo instead."],
     ]
     optParameters = [
-        ["python", None, None, "Interpreter for the successor (manhole demo)."],
+        [
+            "python",
+            None,
+            None,
+            "Interpreter for the successor (manhole demo): the python of a "
+            "virtualenv, of another Python version, with migrator installed.",
+        ],
         ["takeovers", "n", 5, "How many takeovers to perform (--load).", int],
         ["rate", "r", 500, "New connections per second from the load client (--load).", int],
         ["interval", "i", 1.0, "Seconds of load between takeovers (--load).", float],
@@ -53,14 +63,25 @@ class DemoOptions(usage.Options):
             raise usage.UsageError("--interactive is for the manhole demo, not --load")
 
 
-class MainOptions(usage.Options):
-    synopsis = "COMMAND [options]"
+class MainOptions(CommandOptions):
+    longdesc = (
+        "The tools of migrator that run outside a service: see what runs at "
+        "a control socket, or watch a takeover happen.  Services themselves "
+        "run under twistd migrate (twistd migrate --help).  "
+        f"{PROGRAM} COMMAND --help shows a command's options."
+    )
     subCommands = [
         ["status", None, StatusOptions, "Show what runs at a control socket."],
         ["plan", None, PlanOptions, "Show what a takeover would do now (nothing starts)."],
         ["console", None, ConsoleOptions, "Serve the operator's console (a web page)."],
         ["demo", None, DemoOptions, "Run the live demonstration: a telnet session moves."],
     ]
+
+    def getSynopsis(self) -> str:
+        # A command's synopsis is this one, its name and its own synopsis.
+        if self.subCommand:
+            return f"Usage: {PROGRAM}"
+        return f"Usage: {PROGRAM} COMMAND [options]"
 
     def postOptions(self) -> None:
         if not self.subCommand:
@@ -70,12 +91,18 @@ class MainOptions(usage.Options):
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """
     Entry point of C{python -m migrator}.
+
+    @param argv: the arguments (default: C{sys.argv[1:]}).
+    @param out: where a command writes its output.
+    @param err: where errors go.
+    @return: the exit code: 2 for a usage error, else the command's.
     """
     options = MainOptions()
     try:
         options.parseOptions(sys.argv[1:] if argv is None else argv)
     except usage.UsageError as e:
-        err.write(f"{options}\nmigrator: {e}\n")
+        command = f"{PROGRAM} {options.subCommand}" if options.subCommand else PROGRAM
+        briefUsageError(command, e, err)
         return 2
     if options.subCommand == "status":
         return runStatus(options.subOptions, out, err)

@@ -35,11 +35,15 @@ from zope.interface import implementer
 from migrator._version import __version__
 from migrator.adapters import defaultRegistry
 from migrator.interfaces import IMigrationNode
+from migrator.state._translator import describeTranslations
 from migrator.takeover._control import ControlServerFactory, ControlSocket, PeerPolicy
-from migrator.takeover._incumbent import ControlRoot, Incumbent
+from migrator.takeover._incumbent import Incumbent
+from migrator.takeover._liveness import processAlive
 from migrator.takeover._pidfile import Pidfile, sdNotify
 from migrator.takeover._ports import ListenerRegistry
-from migrator.takeover._successor import Successor, TakeoverFailed, processAlive
+from migrator.takeover._session import ControlRoot
+from migrator.takeover._steps import Faults
+from migrator.takeover._successor import Successor, TakeoverFailed
 from migrator.takeover._unmovable import splitStatus
 
 _log = Logger()
@@ -72,6 +76,8 @@ class MigrateConfig:
         connections no adapter can move: C{"refuse"} the takeover,
         C{"drain"} them or C{"close"} them (see
         L{migrator.takeover._unmovable}).
+    @ivar faults: failures to inject in a successor, on purpose (rollback
+        drills; C{MIGRATOR_FAULT}, read by L{migrator.tap}).
     """
 
     control: str
@@ -85,6 +91,7 @@ class MigrateConfig:
     #: As a successor, the connection or component ids to move (all if
     #: empty); the others follow C{unmovable}.
     select: tuple[str, ...] = ()
+    faults: Faults = attrs.field(factory=Faults)
 
 
 def _exitNow(code: int) -> None:
@@ -177,6 +184,7 @@ class MigrateService(service.MultiService):
             clock=self._reactor.seconds,
             unmovable=self.config.unmovable,
             select=self.config.select,
+            faults=self.config.faults,
         )
         d = self.successor.run()
         d.addCallbacks(self._tookOver, self._takeoverFailed)
@@ -184,9 +192,19 @@ class MigrateService(service.MultiService):
     def stopService(self) -> Any:
         service.Service.stopService(self)
         if self.incumbent is not None:
-            # Stopping in the middle of a takeover: abandon it first (the
-            # successor rolls back when our connection drops).
-            self.incumbent.abort("this process is stopping")
+            # Asked to stop while a successor takes over: let the takeover
+            # finish first (commit or abort), so that no port or connection
+            # the successor is about to serve is closed under it.
+            waiting = self.incumbent.stop()
+            if not waiting.called:
+                return waiting.addCallback(lambda _: self._stopNow())
+        return self._stopNow()
+
+    def _stopNow(self) -> Any:
+        """
+        Stop the wrapped service, close the control socket, let go of the
+        pidfile and the reactor hooks.
+        """
         if self.successor is not None:
             # A successor stopped before its takeover finished rolls back.
             self.successor.cancel()
@@ -227,6 +245,7 @@ class MigrateService(service.MultiService):
             onSuccessorDetached=self._successorDetached,
             takeoverTimeout=self.config.takeoverTimeout,
             clock=self._reactor.seconds,
+            faults=self.config.faults,
         )
         self.root.incumbent = self.incumbent
         self.pidfile.write()
@@ -254,18 +273,50 @@ class MigrateService(service.MultiService):
         self._tookOverAt = self._wall(self._reactor.seconds())
         self._serve(generation=int(result.get("generation", 1)))
         staying = result.get("staying") or {}
-        _log.info(
-            "takeover complete: generation {generation}, {moved} port(s) "
-            "adopted, {connections} connection(s) moved, {staying} left to "
-            "drain in the predecessor; {total} ms from connecting to commit "
-            "(accepting was paused {paused} ms in the predecessor)",
-            generation=self.generation,
-            moved=self.registry.adoptedCount(),
-            connections=result.get("connections", 0),
-            staying=sum(staying.values()),
-            total=result.get("total_ms"),
-            paused=result.get("accept_paused_ms"),
-        )
+        alone = result.get("alone")
+        if alone:
+            # The successor said in full what happened; here, the outcome.
+            sdNotify(
+                f"STATUS=serving generation {self.generation}; the predecessor "
+                f"(pid {alone['pid']}) died during the takeover"
+            )
+            _log.info(
+                "takeover complete without the predecessor: generation "
+                "{generation}, {ports} port(s) accepting, {connections} "
+                "connection(s) moved",
+                generation=self.generation,
+                ports=len(self.registry.listening()),
+                connections=result.get("connections", 0),
+            )
+        else:
+            _log.info(
+                "takeover complete: generation {generation}, {moved} port(s) "
+                "adopted, {connections} connection(s) moved, {staying} left to "
+                "drain in the predecessor; {total} ms from connecting to commit "
+                "(accepting was paused {paused} ms in the predecessor)",
+                generation=self.generation,
+                moved=self.registry.adoptedCount(),
+                connections=result.get("connections", 0),
+                staying=sum(staying.values()),
+                total=result.get("total_ms"),
+                paused=result.get("accept_paused_ms"),
+            )
+        if translated := describeTranslations(result.get("translations")):
+            _log.info("state translated between versions: {translated}", translated=translated)
+        if result.get("freeze_ms"):
+            _log.info(
+                "connections were frozen for p50 {p50} ms, p99 {p99} ms, max "
+                "{max} ms (capture in the predecessor to reading here)",
+                **result["freeze_ms"],
+            )
+        self._logClasses(result)
+        self.lastTakeover = result
+
+    def _logClasses(self, result: dict[str, Any]) -> None:
+        """
+        Never two: what happened to each class of connection, and whether
+        the service's state is now split between two processes.
+        """
         classes = result.get("classes") or {}
         if classes:
             _log.info(
@@ -277,36 +328,30 @@ class MigrateService(service.MultiService):
             )
         split = result.get("split_classes") or {}
         if result.get("split"):
+            predecessor = self.successor.predecessor if self.successor else None
             _log.warn(
                 "the service's state is now split: {count} connection(s) no adapter "
                 "can move stay in pid {pid} (the old process) until they close, and do "
                 "not see this process's state (--unmovable {policy}): {classes}",
                 count=sum(split.values()),
                 classes=", ".join(f"{name}: {n}" for name, n in split.items()),
-                pid=(self.successor.predecessor or {}).get("pid"),
+                pid=predecessor.pid if predecessor is not None else "?",
                 policy=result.get("unmovable"),
             )
-        if result.get("freeze_ms"):
-            _log.info(
-                "connections were frozen for p50 {p50} ms, p99 {p99} ms, max "
-                "{max} ms (capture in the predecessor to reading here)",
-                **result["freeze_ms"],
-            )
-        self.lastTakeover = result
 
     def _takeoverFailed(self, failure: Any) -> None:
         self.state = FAILED
         if failure.check(TakeoverFailed):
             message = failure.getErrorMessage()
+            aftermath = failure.value.aftermath
         else:
             # A bug (e.g. in the rollback), not a refusal: still exit, rather
             # than linger serving nothing.
             _log.failure("the takeover failed unexpectedly", failure)
             message = f"the takeover failed unexpectedly: {failure.getErrorMessage()}"
-        sys.stderr.write(
-            f"migrate: {message}\nmigrate: the running service was not "
-            f"changed and keeps serving.\n"
-        )
+            aftermath = self.successor.aftermath() if self.successor else "nothing is known"
+        # Never more than is known: see Successor.aftermath.
+        sys.stderr.write(f"migrate: {message}\nmigrate: {aftermath}.\n")
         remaining = self.registry.connectionCount()
         if remaining:
             # Connections accepted before the takeover was abandoned are
@@ -332,6 +377,16 @@ class MigrateService(service.MultiService):
 
     def _handedOff(self, successor: dict[str, Any]) -> None:
         self.state = DRAINING
+        if not self.running:
+            # Asked to stop during the takeover: no drain, the stop goes on
+            # once the successor has hung up.
+            _log.info(
+                "handed off to pid {pid}: stopping, as asked; {count} "
+                "connection(s) that stayed here are closed",
+                pid=successor.get("pid"),
+                count=self.registry.connectionCount(),
+            )
+            return
         sdNotify(f"STATUS=handed off to pid {successor.get('pid')}; draining")
         remaining = self.registry.connectionCount()
         _log.info(
@@ -428,7 +483,8 @@ class MigrateService(service.MultiService):
         this process its own lineage in its answer to C{begin}.
         """
         entries: list[dict[str, Any]] = []
-        predecessor = self.successor.predecessor if self.successor is not None else {}
+        begun = self.successor.predecessor if self.successor is not None else None
+        predecessor = begun.toWire() if begun is not None else {}
         if predecessor:
             carried = predecessor.get("lineage")
             for entry in carried if isinstance(carried, list) else ():
@@ -466,11 +522,11 @@ class MigrateService(service.MultiService):
         """
         incumbent = self.incumbent
         predecessor = None
-        if self.successor is not None and self.successor.predecessor:
+        if self.successor is not None and self.successor.predecessor is not None:
             predecessor = {
-                "pid": self.successor.predecessor.get("pid"),
-                "python": self.successor.predecessor.get("python"),
-                "draining": processAlive(int(self.successor.predecessor.get("pid") or 0)),
+                "pid": self.successor.predecessor.pid,
+                "python": self.successor.predecessor.python,
+                "draining": processAlive(self.successor.predecessor.pid),
             }
         guard = incumbent.unmovable if incumbent else None
         return {

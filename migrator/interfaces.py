@@ -5,6 +5,7 @@ The seams of migrator, as zope interfaces.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from zope.interface import Attribute, Interface
@@ -36,13 +37,14 @@ class IPeerPolicy(Interface):
 class IPortRegistry(Interface):
     """
     The listening ports of a wrapped service, as the takeover protocol sees
-    them.  Implemented by L{migrator.ListenerRegistry}; a fake is in
-    L{migrator.testing}.
+    them.  Implemented by L{migrator.takeover._ports.ListenerRegistry}; a
+    fake is in C{tests/_fakes.py}.
     """
 
     def listening() -> list[Any]:
         """
-        @return: the open ports (L{migrator.TrackedPort}), oldest first.
+        @return: the open ports (L{migrator.takeover._ports.TrackedPort}),
+            oldest first.
         """
 
     def handoffRecords() -> tuple[list[dict[str, Any]], list[int]]:
@@ -157,11 +159,36 @@ class IMigrationNode(Interface):
         """
 
 
+class IRestoreContext(Interface):
+    """
+    What an adapter's C{create} and C{populate} get as their C{context} in
+    the successor: the restore they are part of.  Implemented by
+    L{migrator.state._restore.RestoreContext} in a takeover, and by
+    L{migrator.testing.roundTrip} in tests.
+    """
+
+    def whenActive(f: Callable[[], object]) -> None:
+        """
+        Call C{f} once, after the commit, when the restored connections
+        have written the incumbent's unsent bytes and read again; never if
+        the takeover is rolled back.  For output an adapter adds to a
+        connection (a notice to a session's user): written from
+        C{populate}, it would come before the incumbent's unsent bytes,
+        and before the commit.
+
+        @param f: what to call, without arguments.
+        """
+
+
 class IAdapter(Interface):
     """
     Turns objects of one class into plain state in the incumbent, and back
-    into instances of the successor's class.  See L{migrator.InstanceAdapter}
-    for the default rule and C{docs/adapters.md} for a worked example.
+    into instances of the successor's class.  See
+    L{migrator.InstanceAdapter} for the default rule and
+    C{docs/adapters.md} for worked examples.
+
+    An adapter may also provide L{IBusyAware} (its objects may be busy for
+    a while) or L{IAnchorOnly} (its objects are never created from state).
     """
 
     typeName = Attribute("The stable name written with the state (str).")
@@ -169,26 +196,43 @@ class IAdapter(Interface):
 
     def capture(obj: Any) -> Any:
         """
+        Capture C{obj}'s state, in the incumbent.  Must not change C{obj}.
+
+        @param obj: an object of the adapter's class.
         @return: the state of C{obj}: any value the object graph can carry
             (plain data, other adapted objects, transports, scheduled calls,
-            bound methods of adapted objects).  Must not change C{obj}.
+            bound methods of adapted objects).
+        @raise migrator.Unadaptable: if C{obj} cannot be written (its
+            connection then stays with the incumbent).
         """
 
-    def create(context: Any) -> Any:
+    def create(context: IRestoreContext) -> Any:
         """
-        @return: a new, empty instance of this process's class, made without
-            running C{__init__}.
+        Make a new, empty object, in the successor, without running
+        C{__init__}; L{populate} gives it its state.
+
+        @param context: the restore this object is part of.
+        @return: a new instance of this process's class.
         """
 
-    def populate(obj: Any, state: Any, context: Any) -> None:
+    def populate(obj: Any, state: Any, context: IRestoreContext) -> None:
         """
-        Give C{obj} (from L{create}, or an anchored object of this process,
-        such as a port's factory) the captured C{state}.  Objects referenced
-        by C{state} may not be populated yet.
+        Give C{obj} the captured C{state}, in the successor.  Objects
+        referenced by C{state} may not be populated yet (cycles are
+        allowed): do not rely on their state here.
+
+        @param obj: an object from L{create}, or an anchored object of this
+            process, such as a port's factory.
+        @param state: what L{capture} returned in the incumbent, read back.
+        @param context: the restore this object is part of; output for the
+            object's connection goes through its C{whenActive}.
         """
 
     def movable(obj: Any) -> str | None:
         """
+        Can C{obj}, the protocol of a connection or an object reached from
+        one, move now?
+
         @return: C{None} if C{obj} can move now, or why not (its connection
             then stays with the incumbent and drains).
         """
@@ -214,3 +258,68 @@ class IDrainable(Interface):
         @param obj: the protocol of a connection that stays.
         @return: whether it may drain in the old process without harm.
         """
+
+
+class IBusyAware(Interface):
+    """
+    An L{IAdapter} whose objects can be I{busy}: declining to move only
+    for now, with work in progress that ends by itself (an HTTP request
+    being answered).  Before capturing, the incumbent waits a bounded time
+    for the busy connections to go idle, and keeps the idle ones that could
+    become busy from reading meanwhile (see
+    L{migrator.state._capture.Settling}).
+    """
+
+    def busy(obj: Any) -> bool:
+        """
+        Is C{obj}, the protocol of a connection, busy?
+
+        @param obj: the connection's protocol (the only object asked).
+        @return: whether it declines now but will not for long; C{False}
+            also when it can move, or can never move.
+        """
+
+
+class IAnchorOnly(Interface):
+    """
+    A marker for an L{IAdapter} whose objects are only ever matched onto
+    the successor's own (a port's factory, such as a C{twisted.web} Site),
+    never created from state: one reached any other way cannot move.  Its
+    C{capture} and C{populate} carry the runtime state merged into the
+    successor's object.
+    """
+
+
+class IVersionedAdapter(IAdapter):
+    """
+    Optional, for an L{IAdapter} whose state's format changed between
+    versions of the application: steps that translate a state from one
+    C{version} to the next and back (L{migrator.InstanceAdapter} takes them
+    as arguments; see C{docs/adapters.md}, "Changing your state between
+    versions").
+
+    Steps compose along the chain: from version 1 to 3 C{upgrades[1]} then
+    C{upgrades[2]} run; from 3 to 1, C{downgrades[2]} then C{downgrades[1]}.
+    The newer side of a takeover translates: an incumbent newer than its
+    successor downgrades before sending, a successor newer than its
+    incumbent upgrades after receiving.  An object no chain of steps
+    reaches cannot move (its connection falls under the operator's
+    C{--unmovable} policy).
+
+    A step gets a shallow copy of the state (a dictionary, for the default
+    rule: change it freely) and returns the translated state.  It must be
+    pure: it must not change the objects the state refers to (the
+    incumbent serves on with them if the takeover is abandoned), nor rely
+    on their state (in the successor they may not be populated yet).
+    Fields a downgrade drops are kept aside and come back with the next
+    upgrade to their version, for states that are dictionaries.
+    """
+
+    upgrades = Attribute(
+        "A mapping from int to a callable: upgrades[n] turns a version-n "
+        "state into version n + 1 (keys below version)."
+    )
+    downgrades = Attribute(
+        "A mapping from int to a callable: downgrades[n] turns a "
+        "version-n + 1 state into version n (keys below version)."
+    )

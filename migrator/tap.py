@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.test_service,tests.test_tac -*-
 """
 C{twistd migrate}: command line options and service construction.
 
@@ -11,7 +11,10 @@ adapters module (L{migrator._tac}).
 
 from __future__ import annotations
 
+import importlib
 import os
+import platform
+import sys
 from operator import attrgetter
 from typing import Any
 
@@ -24,12 +27,59 @@ from migrator._tac import loadTac
 from migrator.state._plan import POLICIES, REFUSE
 from migrator.takeover._control import ControlPathError, checkControlPath, probe
 from migrator.takeover._pidfile import Pidfile
+from migrator.takeover._steps import Faults, InvalidFaults
 
 
 def _policy(value: str) -> str:
     if value not in POLICIES:
         raise ValueError(f"must be one of {', '.join(POLICIES)}")
     return value
+
+
+def _isMissing(error: ModuleNotFoundError, name: str) -> bool:
+    """
+    Is C{error} about module C{name} (or a package above it) itself, not
+    about something that module imports?
+    """
+    missing = error.name or ""
+    return name == missing or name.startswith(missing + ".")
+
+
+def importAdapterModule(name: str, directory: str | None = None) -> None:
+    """
+    Import the adapter module C{name} for C{--adapters}: from the Python
+    path, else from C{directory}, the way C{--tac} finds its file there.
+    C{twistd} does not put the current directory on the Python path; if
+    the module is found there, that directory is added to the end of the
+    path (so it shadows nothing), for the module's own imports too.
+
+    @param name: the module's dotted name.
+    @param directory: where else to look (default: the current directory).
+    @raise ImportError: if the module is found in neither place, with a
+        message naming both; or whatever importing the module raises.
+    """
+    try:
+        importlib.import_module(name)
+        return
+    except ModuleNotFoundError as e:
+        if not _isMissing(e, name):
+            raise
+    directory = os.path.abspath(directory if directory is not None else os.getcwd())
+    added = directory not in sys.path
+    if added:
+        sys.path.append(directory)
+        importlib.invalidate_caches()
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if not _isMissing(e, name):
+            raise
+        if added:
+            sys.path.remove(directory)
+        raise ImportError(
+            f"no module named {name} on the Python path or in the current "
+            f"directory ({directory})"
+        ) from None
 
 
 def _positiveFloat(value: str) -> float:
@@ -88,9 +138,17 @@ class Options(usage.Options):
         ],
     ]
 
+    #: Whether L{postOptions} has begun (a usage error before it, once a
+    #: subcommand was named, is the subcommand's).
+    _checking = False
+
     def __init__(self) -> None:
         usage.Options.__init__(self)
         self["adapters"] = []
+        # A method's docstring is its option's help: make it one paragraph.
+        for name, doc in list(self.docs.items()):
+            if doc:
+                self.docs[name] = " ".join(doc.split())
         self["select"] = ()
 
     def opt_select(self, ids: str) -> None:
@@ -103,10 +161,50 @@ class Options(usage.Options):
 
     def opt_adapters(self, module: str) -> None:
         """
-        Import MODULE and register the adapters its registerAdapters(registry)
+        Import MODULE (from the Python path, else from the current
+        directory) and register the adapters its registerAdapters(registry)
         defines (repeatable; comma-separated names are accepted too).
         """
         self["adapters"].extend(m.strip() for m in module.split(",") if m.strip())
+
+    def opt_version(self) -> None:
+        """
+        Display migrator's, Twisted's and Python's versions and exit.
+        """
+        from twisted.copyright import version
+
+        from migrator._version import __version__
+
+        print(f"migrator {__version__}\nTwisted {version}\nPython {platform.python_version()}")
+        sys.exit(0)
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Parse C{options}; see L{usage.Options.parseOptions}.
+
+        As C{twistd}'s subcommand, say a usage error briefly and exit:
+        C{twistd} would print its whole usage text (several screens with
+        every plugin listed) before the one line that matters.
+
+        @raise usage.UsageError: for a usage error, used on its own.
+        @raise SystemExit: for a usage error, as C{twistd}'s subcommand.
+        """
+        try:
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError as e:
+            if self.parent is None:
+                raise
+            raise SystemExit(self.briefError(e)) from None
+
+    def briefError(self, error: usage.UsageError) -> str:
+        """
+        @return: C{error} in two lines: the error, and the command whose
+            C{--help} shows the options it is about.
+        """
+        command = "twistd migrate"
+        if self.subCommand and not self._checking:
+            command += f" {self.subCommand}"
+        return f"{command}: {error}\nRun '{command} --help' for usage."
 
     compData = usage.Completions(
         optActions={"control": usage.CompleteFiles(), "tac": usage.CompleteFiles("*.tac")}
@@ -128,6 +226,7 @@ class Options(usage.Options):
             )
 
     def postOptions(self) -> None:
+        self._checking = True
         if not self["control"]:
             raise usage.UsageError("--control PATH is required")
         if self["select"] and not self["takeover"]:
@@ -158,9 +257,19 @@ class Options(usage.Options):
         if state == "stale":
             os.unlink(self["control"])
         self._takeOverPidfile()
+        # Read once, here: the roles are handed what to inject.
+        try:
+            self["faults"] = Faults.parse(
+                os.environ.get("MIGRATOR_FAULT", ""),
+                gate=os.environ.get("MIGRATOR_FAULT_GATE") or None,
+            )
+        except InvalidFaults as e:
+            raise usage.UsageError(f"MIGRATOR_FAULT: {e}") from e
         from migrator.adapters import defaultRegistry
 
         try:
+            for name in self["adapters"]:
+                importAdapterModule(name)
             defaultRegistry(self["adapters"])
         except (ImportError, ValueError) as e:
             raise usage.UsageError(f"--adapters: {e}") from e
@@ -226,5 +335,6 @@ def makeService(options: Options) -> MigrateService:
         adapterModules=tuple(options["adapters"]),
         unmovable=options["unmovable"],
         select=options["select"],
+        faults=options.get("faults") or Faults(),
     )
     return MigrateService(inner, config, reactor, registerAdapters=registerAdapters)

@@ -581,3 +581,23 @@ def connectControl(
     clientTransport = iosim.FakeTransport(client, isServer=False)
     pump = iosim.connect(server, serverTransport, client, clientTransport, clock=clock)
     return client, server, pump
+
+
+@attrs.define(eq=False)
+class FakeWatch:
+    """
+    A L{migrator.takeover._liveness.ProcessWatch} of a process whose life
+    the test decides.
+
+    @ivar alive: says whether a pid lives.
+    """
+
+    pid: int
+    alive: Callable[[int], bool]
+    closed: bool = False
+
+    def dead(self) -> bool:
+        return not self.alive(self.pid)
+
+    def close(self) -> None:
+        self.closed = True

@@ -6,6 +6,7 @@ factories, and the registry that is the allow-list.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import types
 from typing import Any
@@ -13,16 +14,19 @@ from typing import Any
 from twisted.internet.protocol import ServerFactory
 from twisted.protocols import portforward
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from migrator.adapters import defaultRegistry
-from migrator.interfaces import IAdapter
+from migrator.interfaces import IAdapter, IAnchorOnly, IBusyAware, IRestoreContext
 from migrator.state._graph import GraphReader, GraphWriter, dumpsPlain, loadsPlain, typeName
 from migrator.state._registry import (
     AdapterRegistry,
+    BrokenAdapter,
     InstanceAdapter,
     factoryAdapter,
 )
+from migrator.tap import importAdapterModule
 
 
 class Counter:
@@ -455,9 +459,249 @@ class AdapterRegistryTests(SynchronousTestCase):
         """
         A module that does not exist raises C{ImportError}.
         """
-        self.assertRaises(
-            ImportError, AdapterRegistry().loadModule, "migrator_test_no_such_module"
-        )
+        self.assertRaises(ImportError, AdapterRegistry().loadModule, "migrator_test_no_such_module")
+
+
+class Undeclared:
+    """
+    Has every member of an adapter, but does not declare L{IAdapter}.
+    """
+
+    cls = Counter
+    typeName = "app.Undeclared"
+    version = 1
+
+    def capture(self, obj: Any) -> Any:
+        return None
+
+    def create(self, context: Any) -> Any:
+        return None
+
+    def populate(self, obj: Any, state: Any, context: Any) -> None:
+        pass
+
+    def movable(self, obj: Any) -> str | None:
+        return None
+
+
+@implementer(IAdapter)
+class Incomplete:
+    """
+    Declares L{IAdapter}, but has no C{movable}.
+    """
+
+    cls = Counter
+    typeName = "app.Incomplete"
+    version = 1
+
+    def capture(self, obj: Any) -> Any:
+        return None
+
+    def create(self, context: Any) -> Any:
+        return None
+
+    def populate(self, obj: Any, state: Any, context: Any) -> None:
+        pass
+
+
+@implementer(IAdapter)
+class WrongSignature(Undeclared):
+    """
+    Declares L{IAdapter}, but its C{populate} takes no context.
+    """
+
+    def populate(self, obj: Any, state: Any) -> None:  # type: ignore[override]
+        pass
+
+
+@implementer(IAdapter)
+class UndeclaredBusy(Undeclared):
+    """
+    Has C{busy} but does not declare L{IBusyAware}: it would be ignored.
+    """
+
+    def busy(self, obj: Any) -> bool:
+        return True
+
+
+@implementer(IAdapter, IBusyAware)
+class DeclaredBusy(Undeclared):
+    """
+    A well-formed adapter whose objects can be busy.
+    """
+
+    def busy(self, obj: Any) -> bool:
+        return True
+
+
+@implementer(IAdapter, IBusyAware)
+class BusyWithoutMethod(Undeclared):
+    """
+    Declares L{IBusyAware} without a C{busy} method.
+    """
+
+
+@implementer(IAdapter)
+class AnchorOnlyAttribute(Undeclared):
+    """
+    The old prose: an C{anchorOnly} attribute instead of L{IAnchorOnly}.
+    """
+
+    anchorOnly = True
+
+
+@implementer(IAdapter)
+class Classless(Undeclared):
+    """
+    A well-formed adapter without a C{cls}.
+    """
+
+    cls = None  # type: ignore[assignment]
+
+
+class RegisterChecksTests(SynchronousTestCase):
+    """
+    L{AdapterRegistry.register} checks adapters with C{verifyObject}, and
+    refuses a broken one with L{BrokenAdapter} (a C{ValueError}) saying why.
+    """
+
+    def assertRefused(self, adapter: Any, *why: str) -> None:
+        """
+        Registering C{adapter} is refused with a message naming C{why}, and
+        registers nothing.
+        """
+        registry = AdapterRegistry()
+        e = self.assertRaises(BrokenAdapter, registry.register, adapter)
+        self.assertIsInstance(e, ValueError)
+        for text in why:
+            self.assertIn(text, str(e))
+        self.assertEqual(registry.typeNames(), [])
+
+    def test_undeclared(self) -> None:
+        """
+        An object that does not declare L{IAdapter} is refused.
+        """
+        self.assertRefused(Undeclared(), "is not a usable adapter", "IAdapter")
+
+    def test_incomplete(self) -> None:
+        """
+        An adapter that lacks a method of L{IAdapter} is refused.
+        """
+        self.assertRefused(Incomplete(), "movable")
+
+    def test_wrongSignature(self) -> None:
+        """
+        An adapter whose method takes other arguments than L{IAdapter}
+        says is refused.
+        """
+        self.assertRefused(WrongSignature(), "populate")
+
+    def test_busyUndeclared(self) -> None:
+        """
+        A C{busy} method without L{IBusyAware} is refused: the capture
+        would never ask it.
+        """
+        self.assertRefused(UndeclaredBusy(), "busy()", "IBusyAware")
+
+    def test_busyDeclared(self) -> None:
+        """
+        An adapter that declares L{IBusyAware} and has C{busy} is
+        registered.
+        """
+        adapter = DeclaredBusy()
+        self.assertIs(AdapterRegistry().register(adapter), adapter)
+
+    def test_busyMissing(self) -> None:
+        """
+        An adapter that declares L{IBusyAware} without C{busy} is refused.
+        """
+        self.assertRefused(BusyWithoutMethod(), "busy")
+
+    def test_anchorOnlyAttribute(self) -> None:
+        """
+        An C{anchorOnly} attribute (the old prose) is refused, pointing to
+        L{IAnchorOnly}.
+        """
+        self.assertRefused(AnchorOnlyAttribute(), "anchorOnly", "IAnchorOnly")
+
+    def test_noClass(self) -> None:
+        """
+        An adapter without C{cls} is refused unless the class is given.
+        """
+        self.assertRefused(Classless(), "has no class")
+        adapter = Classless()
+        registry = AdapterRegistry()
+        registry.register(adapter, Counter)
+        self.assertIs(registry.adapterFor(Counter), adapter)
+
+    def test_adapterModule(self) -> None:
+        """
+        A broken adapter registered by an adapter module fails its
+        loading with a C{ValueError} (a usage error of C{--adapters}).
+        """
+
+        def registerAdapters(registry: AdapterRegistry) -> None:
+            registry.register(Undeclared())
+
+        _module(self, "migrator_test_adapters_broken", registerAdapters=registerAdapters)
+        importAdapterModule("migrator_test_adapters_broken")
+        e = self.assertRaises(ValueError, defaultRegistry, ["migrator_test_adapters_broken"])
+        self.assertIn("is not a usable adapter", str(e))
+
+
+class OptionalInterfacesTests(SynchronousTestCase):
+    """
+    The built-in adapters declare the optional interfaces they provide.
+    """
+
+    def test_declared(self) -> None:
+        """
+        Every adapter of the default registry provides L{IAdapter}, and
+        L{IBusyAware} exactly when it has C{busy}; the web L{Site}'s
+        provides L{IAnchorOnly}, and no adapter has an C{anchorOnly}
+        attribute.
+        """
+        registry = defaultRegistry()
+        anchorOnly = []
+        for name in registry.typeNames():
+            adapter = registry.adapterNamed(name)
+            self.assertTrue(verifyObject(IAdapter, adapter), name)
+            self.assertEqual(IBusyAware.providedBy(adapter), hasattr(adapter, "busy"), name)
+            if IBusyAware.providedBy(adapter):
+                self.assertTrue(verifyObject(IBusyAware, adapter), name)
+            self.assertFalse(hasattr(adapter, "anchorOnly"), name)
+            if IAnchorOnly.providedBy(adapter):
+                anchorOnly.append(name)
+        expected = {"twisted.web.server.Site", "twisted.words.service.IRCFactory"}
+        if importlib.util.find_spec("autobahn") is not None:
+            # Registered only where the optional autobahn is installed.
+            expected.add("autobahn.twisted.websocket.WebSocketServerFactory")
+        self.assertEqual(set(anchorOnly), expected)
+
+    def test_roundTripContext(self) -> None:
+        """
+        The context L{migrator.testing.roundTrip} gives to C{create} and
+        C{populate} provides L{IRestoreContext}.
+        """
+        from migrator.testing import roundTrip
+
+        contexts: list[Any] = []
+
+        @implementer(IAdapter)
+        class Recording(Undeclared):
+            def create(self, context: Any) -> Any:
+                contexts.append(context)
+                return Counter.__new__(Counter)
+
+            def populate(self, obj: Any, state: Any, context: Any) -> None:
+                contexts.append(context)
+
+        registry = AdapterRegistry()
+        registry.register(Recording())
+        roundTrip(Counter(), registry)
+        self.assertEqual(len(contexts), 2)
+        for context in contexts:
+            self.assertTrue(verifyObject(IRestoreContext, context))
 
 
 class DefaultRegistryTests(SynchronousTestCase):

@@ -28,32 +28,46 @@ from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
 from twisted.spread import pb
 from twisted.spread.jelly import InsecureJelly
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyClass, verifyObject
 
 from migrator._twistedinternals import releaseConnection, releasePort
-from migrator.interfaces import IPeerPolicy, IPortRegistry
+from migrator.interfaces import IBusyAware, IPeerPolicy, IPortRegistry
 from migrator.state._capture import captureConnections
 from migrator.state._graph import GraphError, loadsPlain
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
 from migrator.state._restore import restoreConnections
-from migrator.takeover import _incumbent
+from migrator.takeover import _attempt
 from migrator.takeover._channel import ChannelError, FrameChannel
 from migrator.takeover._control import ControlClientFactory, ControlServerFactory
-from migrator.takeover._incumbent import (
-    BEGUN,
-    CAPTURED,
-    PREPARED,
-    RESTORED,
-    SWITCHED,
-    ControlRoot,
-    ControlSession,
-    Incumbent,
-    TakeoverRefused,
+from migrator.takeover._incumbent import Incumbent, TakeoverRefused
+from migrator.takeover._messages import (
+    BeginAnswer,
+    BeginRequest,
+    CaptureReport,
+    CaptureRequest,
+    CommitAnswer,
+    Farewell,
+    PreparedReport,
+    ReceivedReport,
+    RestoredReport,
+    SwitchAnswer,
 )
 from migrator.takeover._ports import ListenerRegistry
+from migrator.takeover._session import ControlRoot, ControlSession
+from migrator.takeover._steps import (
+    BEGUN,
+    CAPTURED,
+    CAPTURING,
+    PREPARED,
+    RECEIVED,
+    RESTORED,
+    SWITCHED,
+)
 from tests._fakes import (
     FakeConnection,
     FakePeerPolicy,
@@ -64,6 +78,7 @@ from tests._fakes import (
 
 TIMEOUT = 30.0
 SUCCESSOR = {"pid": 4242, "python": "3.13.0", "argv": ["twistd"]}
+BEGIN = BeginRequest.fromWire(SUCCESSOR)
 IDENTITY = {"pid": 100, "generation": 4, "python": "3.11.7"}
 #: The plan of a takeover with no connection open.
 EMPTY_PLAN = {"moves": 0, "harmless": 0, "declined": 0, "unknown": 0, "classes": {}}
@@ -73,6 +88,13 @@ NOTHING_LEFT = {"unmovable": "drain", "classes": {}, "split": False, "split_clas
 KEYS = ["tcp:8080:#0", "unix:/run/site/web#0"]
 
 _sessions = itertools.count(1)
+
+
+def ask(adapters: AdapterRegistry) -> CaptureRequest:
+    """
+    The capture request of a successor with the adapters of C{adapters}.
+    """
+    return CaptureRequest(tuple(adapters.typeNames()))
 
 
 class Echo(LineReceiver):
@@ -100,6 +122,7 @@ ECHO = f"{Echo.__module__}.{Echo.__qualname__}"
 
 
 @attrs.frozen
+@implementer(IBusyAware)
 class EchoAdapter(InstanceAdapter):
     """
     The default rule for L{Echo}, with C{busy} (which makes the capture
@@ -134,7 +157,10 @@ def flushChannels(reactor: MemoryReactorClock) -> None:
     """
     for writer in reactor.getWriters():
         if isinstance(writer, FrameChannel):
-            writer.doWrite()
+            why = writer.doWrite()
+            if why is not None:
+                # As a reactor does when a write fails.
+                writer.connectionLost(Failure(why))
 
 
 class ChannelReader:
@@ -284,7 +310,7 @@ class IncumbentTestMixin:
         @return: the answer, the ports message, its descriptors (closed at
             the end of the test) and the channel.
         """
-        answer = self.incumbent.begin(session, dict(SUCCESSOR))
+        answer = self.incumbent.begin(session, BEGIN)
         [channelFd] = session.takeSent()
         reader = ChannelReader(self.reactor, channelFd)
         self.addCleanup(reader.close)
@@ -294,7 +320,8 @@ class IncumbentTestMixin:
 
     def toPrepared(self, session: FakeSession) -> ChannelReader:
         _, _, fds, reader = self.beginAndRead(session)
-        self.incumbent.prepared(session, {"received": len(fds), "adopted": len(fds)})
+        self.incumbent.received(session, ReceivedReport(len(fds)))
+        self.incumbent.prepared(session, PreparedReport(len(fds), len(fds)))
         return reader
 
     def capture(
@@ -309,8 +336,8 @@ class IncumbentTestMixin:
         """
         if types is None:
             types = self.adapters.typeNames()
-        answer = self.incumbent.capture(session, {"types": types})
-        self.assertIsInstance(answer, dict)
+        answer = self.incumbent.capture(session, CaptureRequest(tuple(types)))
+        assert isinstance(answer, CaptureReport)
         payload, fds = reader.next()
         self.ownFds(fds)
         return answer, payload, fds
@@ -326,7 +353,7 @@ class IncumbentTestMixin:
 
     def toSwitched(self, session: FakeSession) -> ChannelReader:
         reader, fds = self.toCaptured(session)
-        self.incumbent.restored(session, {"connections": len(fds)})
+        self.incumbent.restored(session, RestoredReport(len(fds)))
         self.incumbent.switch(session)
         return reader
 
@@ -344,6 +371,17 @@ class IncumbentTestMixin:
         for fd in self.openFds:
             os.close(fd)
         self.openFds.clear()
+
+    def assertFarewell(self, reader: ChannelReader) -> None:
+        """
+        The last message on the channel of an abandoned takeover is the
+        incumbent's farewell, with the reason it recorded; then the channel
+        closes.
+        """
+        payload, fds = reader.next()
+        expected = Farewell(self.incumbent.lastAttempt["reason"], self.incumbent.stopping)
+        self.assertEqual((Farewell.fromBytes(payload), fds), (expected, []))
+        self.assertEqual(peerState(reader.sock), "closed")
 
     def accepting(self) -> list[bool]:
         return [p.accepting for p in self.registry.ports]
@@ -377,8 +415,8 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         C{begin} answers with the incumbent's pid, generation, Python and
         the number of ports it sends, and the takeover is at step C{begun}.
         """
-        answer = self.incumbent.begin(self.session(), dict(SUCCESSOR))
-        self.assertEqual(answer, {**IDENTITY, "ports": 2, "plan": EMPTY_PLAN})
+        answer = self.incumbent.begin(self.session(), BEGIN)
+        self.assertEqual(answer, BeginAnswer(**IDENTITY, ports=2, plan=EMPTY_PLAN))
         self.assertEqual(self.incumbent.current.state, BEGUN)
 
     def test_beginSendsPortsOverTheChannel(self) -> None:
@@ -402,7 +440,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         C{begin} logs who asked and how many ports are sent.
         """
         with capturedLogs() as events:
-            self.incumbent.begin(self.session(), dict(SUCCESSOR))
+            self.incumbent.begin(self.session(), BEGIN)
         [event] = [e for e in events if "takeover requested" in e.get("log_format", "")]
         self.assertEqual((event["pid"], event["count"]), (4242, 2))
 
@@ -413,7 +451,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         """
         self.assertIsNone(self.incumbent.takeoverStatus())
         session = self.session()
-        self.incumbent.begin(session, dict(SUCCESSOR))
+        self.incumbent.begin(session, BEGIN)
         self.reactor.advance(1.5)
         self.assertEqual(
             self.incumbent.takeoverStatus(),
@@ -422,41 +460,31 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
 
     def test_happyPath(self) -> None:
         """
-        begin, prepared, capture (nothing to move), restored, switch,
-        commit: the ports accept until the switch, are released at the
-        commit, C{onHandedOff} is called (later, not inside the commit call)
+        begin, received, prepared, capture (nothing to move), restored,
+        switch, commit: the ports accept until the capture (which stops
+        accepting first, so that no connection is accepted between the
+        capture and the commit), are released at the commit, C{onHandedOff} is called (later, not inside the commit call)
         with the successor and generation + 1, and the attempt is recorded
         in C{lastAttempt}.
         """
         session = self.session()
         _, _, fds, reader = self.beginAndRead(session)
         self.reactor.advance(0.1)
-        self.assertEqual(
-            self.incumbent.prepared(session, {"received": 2, "adopted": 2, "unclaimed": []}),
-            {},
-        )
+        self.incumbent.received(session, ReceivedReport(2))
+        self.assertIsNone(self.incumbent.prepared(session, PreparedReport(2, 2)))
         self.assertEqual(self.incumbent.current.state, PREPARED)
         self.assertEqual(self.accepting(), [True, True])
 
         answer, payload, connectionFds = self.capture(session, reader)
-        self.assertEqual(
-            answer,
-            {
-                "connections": 0,
-                "bytes": len(payload),
-                "moved": {},
-                "staying": {},
-                "frozen_at": 1000.1,
-            },
-        )
+        self.assertEqual(answer, CaptureReport(connections=0, bytes=len(payload), frozenAt=1000.1))
         self.assertEqual(connectionFds, [])
         self.assertEqual(self.incumbent.current.state, CAPTURED)
-        self.assertEqual(self.accepting(), [True, True])
-        self.assertEqual(self.incumbent.restored(session, {"connections": 0}), {})
+        self.assertEqual(self.accepting(), [False, False])
+        self.assertIsNone(self.incumbent.restored(session, RestoredReport(0)))
         self.assertEqual(self.incumbent.current.state, RESTORED)
-        self.assertEqual(self.accepting(), [True, True])
+        self.assertEqual(self.accepting(), [False, False])
 
-        self.assertEqual(self.incumbent.switch(session), {"paused": 2})
+        self.assertEqual(self.incumbent.switch(session), SwitchAnswer(paused=2))
         self.assertEqual(self.incumbent.current.state, SWITCHED)
         self.assertEqual(self.accepting(), [False, False])
         self.assertEqual([p.released for p in self.registry.ports], [False, False])
@@ -465,13 +493,16 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         result = self.incumbent.commit(session)
         self.assertEqual(
             result,
-            {
-                "generation": 5,
-                "released": KEYS,
-                "connections": 0,
-                "accept_paused_ms": 250.0,
-                **NOTHING_LEFT,
-            },
+            CommitAnswer(
+                generation=5,
+                released=tuple(KEYS),
+                connections=0,
+                acceptPausedMs=250.0,
+                unmovable="drain",
+                classes={},
+                split=False,
+                splitClasses={},
+            ),
         )
         self.assertEqual([p.released for p in self.registry.ports], [True, True])
         self.assertIsNone(self.incumbent.current)
@@ -534,41 +565,82 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         session = self.session()
         reader = self.toPrepared(session)
         answer, _, fds = self.capture(session, reader, types=[])
-        self.assertEqual(answer["connections"], 0)
-        self.assertEqual(answer["moved"], {})
+        self.assertEqual(answer.connections, 0)
+        self.assertEqual(answer.moved, {})
         self.assertEqual(
-            answer["staying"],
+            answer.staying,
             {"builtins.NoneType: no adapter": 1, f"{ECHO}: no adapter in the successor": 1},
         )
         self.assertEqual(fds, [])
         self.assertServing(protocol, client)
-        self.assertEqual(self.incumbent.restored(session, {"connections": 0}), {})
+        self.assertIsNone(self.incumbent.restored(session, RestoredReport(0)))
         self.incumbent.switch(session)
-        self.assertEqual(self.incumbent.commit(session)["connections"], 0)
+        self.assertEqual(self.incumbent.commit(session).connections, 0)
         self.assertEqual(
-            self.incumbent.lastAttempt["connections_staying"], answer["staying"]
+            self.incumbent.lastAttempt["connections_staying"], answer.staying
         )
         # Not moved, so not released: it drains here.
         self.assertServing(protocol, client)
 
     def test_captureLeavesOtherVersions(self) -> None:
         """
-        A type the successor reads at another version than the one written
-        here stays (its connection drains) instead of failing the restore.
+        A type the successor reads at a version no chain of steps reaches
+        (here: a successor that says nothing of its upgrades) stays (its
+        connection drains, with the reason) instead of failing the restore.
         """
         protocol, client = self.connection()
         session = self.session()
         reader = self.toPrepared(session)
-        answer = self.incumbent.capture(
-            session, {"types": [ECHO], "versions": {ECHO: 99}}
-        )
-        self.assertIsInstance(answer, dict)
+        answer = self.incumbent.capture(session, CaptureRequest((ECHO,), {ECHO: 99}))
+        assert isinstance(answer, CaptureReport)
         _, fds = reader.next()
         self.ownFds(fds)
-        self.assertEqual(answer["connections"], 0)
-        self.assertEqual(answer["staying"], {f"{ECHO}: no adapter in the successor": 1})
+        self.assertEqual(answer.connections, 0)
+        self.assertEqual(
+            answer.staying,
+            {f"{ECHO}: version 1 -> 99: no upgrade from 1 in the successor": 1},
+        )
         self.assertServing(protocol, client)
         self.incumbent.abort("test over", session)
+
+    def test_captureDowngradesForAnOlderSuccessor(self) -> None:
+        """
+        Where this process's adapter is newer than the successor's, the
+        capture downgrades the state with its own steps before sending it
+        (written at the successor's version), and the answer says what was
+        translated; with no step down to that version, the connection
+        stays, saying which step is missing.
+        """
+
+        def down(state: dict[str, Any]) -> dict[str, Any]:
+            state["downgraded"] = True
+            return state
+
+        self.adapters.register(EchoAdapter(Echo, version=2, downgrades={1: down}))
+        self.connection()
+        session = self.session()
+        reader = self.toPrepared(session)
+        readable = {ECHO: {"version": 1, "upgrades": [], "persistence": None}}
+        answer = self.incumbent.capture(session, CaptureRequest((ECHO,), {ECHO: 1}, readable))
+        assert isinstance(answer, CaptureReport)
+        payload, fds = reader.next()
+        self.ownFds(fds)
+        self.assertEqual(answer.connections, 1)
+        self.assertEqual(answer.translations[ECHO]["steps"], {"down 2->1": 1})
+        tag, _, name, version, state = loadsPlain(payload)["roots"][0]
+        self.assertEqual((tag, name, version), ("o", ECHO, 1))
+        self.assertIn("downgraded", state[2])
+        self.incumbent.abort("test over", session)
+
+        self.adapters.register(EchoAdapter(Echo, version=3, downgrades={2: down}))
+        session = self.session()
+        reader = self.toPrepared(session)
+        answer = self.incumbent.capture(session, CaptureRequest((ECHO,), None, readable))
+        assert isinstance(answer, CaptureReport)
+        _, fds = reader.next()
+        self.ownFds(fds)
+        self.assertEqual(answer.connections, 0)
+        self.assertEqual(answer.staying, {f"{ECHO}: version 3 -> 1: no downgrade from 2": 1})
 
     def test_captureSendsConnections(self) -> None:
         """
@@ -592,13 +664,14 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         answer, payload, [fd] = self.capture(session, reader)
         self.assertEqual(
             answer,
-            {
-                "connections": 1,
-                "bytes": len(payload),
-                "moved": {ECHO: 1},
-                "staying": {},
-                "frozen_at": 1000.5,
-            },
+            CaptureReport(
+                connections=1,
+                bytes=len(payload),
+                moved={ECHO: 1},
+                staying={},
+                frozenAt=1000.5,
+                held=1,
+            ),
         )
         self.assertFrozen(transport)
         self.assertGreater(timer.getTime(), 1000.0 + TIMEOUT * 1000)
@@ -627,11 +700,11 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         reader = self.toPrepared(session)
         with capturedLogs() as events:
             self.successResultOf(
-                self.incumbent.capture(session, {"types": self.adapters.typeNames()})
+                self.incumbent.capture(session, ask(self.adapters))
             )
         self.ownFds(reader.next()[1])
         [event] = [e for e in events if "froze and sent" in e.get("log_format", "")]
-        self.assertEqual((event["count"], event["staying"]), (1, 1))
+        self.assertEqual((event["count"], event["stay"], event["held"]), (1, 1, 2))
         self.assertEqual(event["why"], f": 1 x {ECHO}: working")
 
     def test_captureFails(self) -> None:
@@ -643,35 +716,24 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         def broken(*args: Any) -> Any:
             raise RuntimeError("the graph is on fire")
 
-        self.patch(_incumbent, "captureConnections", broken)
+        self.patch(_attempt, "captureConnections", broken)
         protocol, client = self.connection()
         session = self.session()
         self.toPrepared(session)
-        e = self.assertRaises(TakeoverRefused, self.incumbent.capture, session, {})
+        e = self.assertRaises(TakeoverRefused, self.incumbent.capture, session, CaptureRequest())
         self.assertEqual(str(e), "capturing connections failed: the graph is on fire")
         self.assertIsNone(self.incumbent.current)
-        self.assertEqual(self.incumbent.lastAttempt["step"], PREPARED)
+        self.assertEqual(self.incumbent.lastAttempt["step"], CAPTURING)
         self.assertEqual(
             self.incumbent.lastAttempt["reason"],
             "capturing connections failed: the graph is on fire",
         )
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.assertServing(protocol, client)
+        # It had stopped accepting just before: it accepts again.
+        self.assertEqual(self.accepting(), [True, True])
+        flushChannels(self.reactor)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
-
-    def test_captureRequestNotADictionary(self) -> None:
-        """
-        A capture request that is not a dictionary names no types: nothing
-        can move, and the takeover goes on.
-        """
-        protocol, client = self.connection()
-        session = self.session()
-        self.toPrepared(session)
-        answer = self.incumbent.capture(session, "everything")
-        self.assertEqual(answer["connections"], 0)
-        self.assertEqual(answer["staying"], {f"{ECHO}: no adapter in the successor": 1})
-        self.assertEqual(self.incumbent.current.state, CAPTURED)
-        self.assertServing(protocol, client)
 
     def test_captureBeforePreparedRefusedAndAborted(self) -> None:
         """
@@ -680,7 +742,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         """
         protocol, client = self.connection()
         session = self.session()
-        self.incumbent.begin(session, dict(SUCCESSOR))
+        self.incumbent.begin(session, BEGIN)
         e = self.assertRaises(TakeoverRefused, self.incumbent.capture, session, {})
         self.assertEqual(str(e), "capture is not allowed at step begun")
         self.assertIsNone(self.incumbent.current)
@@ -710,7 +772,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         session = self.session()
         self.toPrepared(session)
         e = self.assertRaises(
-            TakeoverRefused, self.incumbent.restored, session, {"connections": 0}
+            TakeoverRefused, self.incumbent.restored, session, RestoredReport(0)
         )
         self.assertEqual(str(e), "restored is not allowed at step prepared")
         self.assertIsNone(self.incumbent.current)
@@ -732,7 +794,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.assertEqual(len(fds), 1)
         self.assertFrozen(transport)
         e = self.assertRaises(
-            TakeoverRefused, self.incumbent.restored, session, {"connections": 0}
+            TakeoverRefused, self.incumbent.restored, session, RestoredReport(0)
         )
         self.assertEqual(str(e), "count mismatch: sent 1 connections, you restored 0")
         self.assertIsNone(self.incumbent.current)
@@ -740,7 +802,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.assertEqual(
             self.incumbent.lastAttempt["reason"], "the successor restored 0 of 1 connections"
         )
-        self.assertEqual(peerState(reader.sock), "closed")
+        self.assertFarewell(reader)
         self.assertEqual(self.accepting(), [True, True])
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         # It writes again by itself, before it reads anything.
@@ -748,17 +810,6 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         transport.doWrite()
         self.assertEqual(client.recv(100), b"one\r\n")
         self.assertServing(protocol, client)
-
-    def test_restoredWithoutAReport(self) -> None:
-        """
-        A C{restored} report that is not a dictionary counts as nothing
-        restored: refused and abandoned.
-        """
-        session = self.session()
-        self.toCaptured(session)
-        e = self.assertRaises(TakeoverRefused, self.incumbent.restored, session, "all")
-        self.assertIn("you restored None", str(e))
-        self.assertIsNone(self.incumbent.current)
 
     def test_commitReleasesCapturedConnections(self) -> None:
         """
@@ -774,10 +825,10 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         session = self.session()
         reader = self.toPrepared(session)
         _, _, [fd] = self.capture(session, reader)
-        self.incumbent.restored(session, {"connections": 1})
+        self.incumbent.restored(session, RestoredReport(1))
         self.incumbent.switch(session)
         result = self.incumbent.commit(session)
-        self.assertEqual(result["connections"], 1)
+        self.assertEqual(result.connections, 1)
         self.assertEqual(self.incumbent.lastAttempt["connections_moved"], 1)
         self.assertFalse(transport.connected)
         self.assertEqual(transport.fileno(), -1)
@@ -823,8 +874,9 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.connection()
         session = self.session()
         _, _, fds, _ = self.beginAndRead(session)
-        self.incumbent.prepared(session, {"received": 2})
-        self.incumbent.capture(session, {"types": self.adapters.typeNames()})
+        self.incumbent.received(session, ReceivedReport(2))
+        self.incumbent.prepared(session, PreparedReport(2))
+        self.incumbent.capture(session, ask(self.adapters))
         self.assertTrue(self.incumbent.abort("never mind", session))
         # An unhandled failure is logged when its Deferred is collected.
         gc.collect()
@@ -838,28 +890,18 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         """
         session = self.session()
         _, _, _, reader = self.beginAndRead(session)
+        self.incumbent.received(session, ReceivedReport(2))
         e = self.assertRaises(
-            TakeoverRefused, self.incumbent.prepared, session, {"received": 1}
+            TakeoverRefused, self.incumbent.prepared, session, PreparedReport(1)
         )
         self.assertEqual(str(e), "count mismatch: sent 2 ports, you received 1")
         self.assertIsNone(self.incumbent.current)
         self.assertEqual(self.accepting(), [True, True])
         self.assertEqual(self.incumbent.lastAttempt["outcome"], "abandoned")
-        self.assertEqual(self.incumbent.lastAttempt["step"], BEGUN)
+        self.assertEqual(self.incumbent.lastAttempt["step"], RECEIVED)
         self.assertIn("received 1 of 2 listening ports", self.incumbent.lastAttempt["reason"])
-        self.assertEqual(peerState(reader.sock), "closed")
+        self.assertFarewell(reader)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
-
-    def test_preparedWithoutAReport(self) -> None:
-        """
-        A C{prepared} report that is not a dictionary counts as no ports
-        received: refused and abandoned.
-        """
-        session = self.session()
-        self.incumbent.begin(session, dict(SUCCESSOR))
-        e = self.assertRaises(TakeoverRefused, self.incumbent.prepared, session, "yes")
-        self.assertIn("you received None", str(e))
-        self.assertIsNone(self.incumbent.current)
 
     def test_switchBeforePreparedRefusedAndAborted(self) -> None:
         """
@@ -867,7 +909,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         takeover is abandoned without ever pausing.
         """
         session = self.session()
-        self.incumbent.begin(session, dict(SUCCESSOR))
+        self.incumbent.begin(session, BEGIN)
         e = self.assertRaises(TakeoverRefused, self.incumbent.switch, session)
         self.assertEqual(str(e), "switch is not allowed at step begun")
         self.assertIsNone(self.incumbent.current)
@@ -880,15 +922,16 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
     def test_switchBeforeRestoredRefusedAndThaws(self) -> None:
         """
         C{switch} right after C{capture} (without C{restored}) is refused;
-        the takeover is abandoned without pausing, and the captured
-        connections are thawed.
+        the takeover is abandoned: the incumbent accepts again (it stopped
+        at the capture), and the captured connections are thawed.
         """
         protocol, client = self.connection()
         session = self.session()
         self.toCaptured(session)
+        self.assertEqual(self.accepting(), [False, False])
         e = self.assertRaises(TakeoverRefused, self.incumbent.switch, session)
         self.assertEqual(str(e), "switch is not allowed at step captured")
-        self.assertNotIn("pauseAccepting", self.registry.calls)
+        self.assertEqual(self.accepting(), [True, True])
         self.assertServing(protocol, client)
 
     def test_commitBeforeSwitchRefusedAndAborted(self) -> None:
@@ -899,7 +942,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         protocol, client = self.connection()
         session = self.session()
         self.toCaptured(session)
-        self.incumbent.restored(session, {"connections": 1})
+        self.incumbent.restored(session, RestoredReport(1))
         e = self.assertRaises(TakeoverRefused, self.incumbent.commit, session)
         self.assertEqual(str(e), "commit is not allowed at step restored")
         self.assertIsNone(self.incumbent.current)
@@ -916,7 +959,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         session = self.session()
         self.toSwitched(session)
         self.assertEqual(self.accepting(), [False, False])
-        self.assertRaises(TakeoverRefused, self.incumbent.prepared, session, {"received": 2})
+        self.assertRaises(TakeoverRefused, self.incumbent.prepared, session, PreparedReport(2))
         self.assertIsNone(self.incumbent.current)
         self.assertEqual(self.accepting(), [True, True])
         self.assertEqual(self.incumbent.lastAttempt["step"], SWITCHED)
@@ -948,19 +991,22 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         refused without disturbing the takeover in progress.
         """
         first = self.session()
-        self.incumbent.begin(first, dict(SUCCESSOR))
+        self.incumbent.begin(first, BEGIN)
         other = self.session()
-        self.assertRaises(TakeoverRefused, self.incumbent.prepared, other, {"received": 2})
-        self.assertRaises(TakeoverRefused, self.incumbent.capture, other, {})
-        self.assertRaises(TakeoverRefused, self.incumbent.restored, other, {"connections": 0})
+        self.assertRaises(TakeoverRefused, self.incumbent.prepared, other, PreparedReport(2))
+        self.assertRaises(TakeoverRefused, self.incumbent.received, other, ReceivedReport(2))
+        self.assertRaises(TakeoverRefused, self.incumbent.capture, other, CaptureRequest())
+        self.assertRaises(TakeoverRefused, self.incumbent.restored, other, RestoredReport(0))
         self.assertRaises(TakeoverRefused, self.incumbent.switch, other)
         self.assertRaises(TakeoverRefused, self.incumbent.commit, other)
         self.assertFalse(self.incumbent.abort("not yours", other))
         self.assertIs(self.incumbent.current.session, first)
         self.assertEqual(self.incumbent.current.state, BEGUN)
 
-    def assertTimesOut(self, session: FakeSession, waitingFor: str, step: str) -> None:
-        self.reactor.advance(TIMEOUT - 0.001)
+    def assertTimesOut(
+        self, session: FakeSession, waitingFor: str, step: str, timeout: float = TIMEOUT
+    ) -> None:
+        self.reactor.advance(timeout - 0.001)
         self.assertIsNotNone(self.incumbent.current)
         self.assertEqual(session.hungUp, 0)
         self.reactor.advance(0.001)
@@ -973,21 +1019,50 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
                 "successor_pid": 4242,
                 "at": self.reactor.seconds(),
                 "step": step,
-                "reason": f"the successor did not {waitingFor} within 30 s",
+                "reason": f"the successor did not {waitingFor} within {timeout:g} s",
             },
         )
         self.assertEqual(self.accepting(), [True, True])
+        # Once its farewell is sent, nothing of the takeover is left.
+        flushChannels(self.reactor)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
-    def test_timeoutWaitingForPrepared(self) -> None:
+    def test_handshakeTimeout(self) -> None:
         """
-        A successor that does not report C{prepared} within the takeover
-        timeout is hung up on and the takeover abandoned.
+        A peer that sends C{begin} and then nothing holds the takeover no
+        longer than the handshake timeout (10 s by default, shorter than
+        the takeover timeout): it is hung up on, the takeover abandoned,
+        and the next successor may begin.
         """
         session = self.session()
         _, _, _, reader = self.beginAndRead(session)
-        self.assertTimesOut(session, "prepare", BEGUN)
-        self.assertEqual(peerState(reader.sock), "closed")
+        self.assertEqual(self.incumbent.handshakeTimeout, 10.0)
+        self.assertTimesOut(session, "acknowledge the ports", BEGUN, timeout=10.0)
+        self.assertFarewell(reader)
+        self.assertEqual(self.incumbent.begin(self.session(), BEGIN).ports, 2)
+
+    def test_handshakeTimeoutAtMostTheTakeoverTimeout(self) -> None:
+        """
+        With a takeover timeout shorter than the handshake timeout, the
+        handshake is bounded by the takeover timeout.
+        """
+        self.incumbent.takeoverTimeout = 4.0
+        session = self.session()
+        self.incumbent.begin(session, BEGIN)
+        self.assertTimesOut(session, "acknowledge the ports", BEGUN, timeout=4.0)
+
+    def test_timeoutWaitingForPrepared(self) -> None:
+        """
+        Once the handshake is over (C{received}), a successor has the
+        takeover timeout to start its service and report C{prepared};
+        after that it is hung up on and the takeover abandoned.
+        """
+        session = self.session()
+        _, _, _, reader = self.beginAndRead(session)
+        self.reactor.advance(9)
+        self.incumbent.received(session, ReceivedReport(2))
+        self.assertTimesOut(session, "prepare", RECEIVED)
+        self.assertFarewell(reader)
 
     def test_timeoutWaitingForCapture(self) -> None:
         """
@@ -995,8 +1070,9 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         timeout after C{prepared} is hung up on and the takeover abandoned.
         """
         session = self.session()
-        self.incumbent.begin(session, dict(SUCCESSOR))
-        self.incumbent.prepared(session, {"received": 2})
+        self.incumbent.begin(session, BEGIN)
+        self.incumbent.received(session, ReceivedReport(2))
+        self.incumbent.prepared(session, PreparedReport(2))
         self.assertTimesOut(session, "ask for the connections", PREPARED)
         self.assertNotIn("resumeAccepting", self.registry.calls)
 
@@ -1015,14 +1091,15 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
     def test_timeoutWaitingForSwitch(self) -> None:
         """
         A successor that does not ask to C{switch} within the timeout after
-        C{restored} is hung up on, and the connections are thawed.
+        C{restored} is hung up on, the incumbent accepts again (it stopped
+        at the capture), and the connections are thawed.
         """
         protocol, client = self.connection()
         session = self.session()
         _, fds = self.toCaptured(session)
-        self.incumbent.restored(session, {"connections": len(fds)})
+        self.incumbent.restored(session, RestoredReport(len(fds)))
         self.assertTimesOut(session, "switch", RESTORED)
-        self.assertNotIn("resumeAccepting", self.registry.calls)
+        self.assertIn("resumeAccepting", self.registry.calls)
         self.assertServing(protocol, client)
 
     def test_timeoutWaitingForCommit(self) -> None:
@@ -1048,7 +1125,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.reactor.advance(TIMEOUT - 1)
         self.capture(session, reader)
         self.reactor.advance(TIMEOUT - 1)
-        self.incumbent.restored(session, {"connections": 0})
+        self.incumbent.restored(session, RestoredReport(0))
         self.reactor.advance(TIMEOUT - 1)
         self.incumbent.switch(session)
         self.reactor.advance(TIMEOUT - 1)
@@ -1069,6 +1146,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.assertEqual(self.accepting(), [True, True])
         self.assertEqual(self.incumbent.lastAttempt["reason"], "it hurts")
         self.assertEqual(session.hungUp, 0)
+        flushChannels(self.reactor)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertServing(protocol, client)
 
@@ -1118,14 +1196,15 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.incumbent.abort("first one failed", first)
         second = self.session()
         answer, _, fds, reader = self.beginAndRead(second)
-        self.assertEqual(answer["ports"], 2)
+        self.assertEqual(answer.ports, 2)
         self.assertEqual(len(fds), 2)
-        self.incumbent.prepared(second, {"received": 2})
+        self.incumbent.received(second, ReceivedReport(2))
+        self.incumbent.prepared(second, PreparedReport(2))
         captured, _, connectionFds = self.capture(second, reader)
-        self.assertEqual((captured["connections"], len(connectionFds)), (1, 1))
-        self.incumbent.restored(second, {"connections": 1})
+        self.assertEqual((captured.connections, len(connectionFds)), (1, 1))
+        self.incumbent.restored(second, RestoredReport(1))
         self.incumbent.switch(second)
-        self.assertEqual(self.incumbent.commit(second)["generation"], 5)
+        self.assertEqual(self.incumbent.commit(second).generation, 5)
         self.assertFalse(protocol.transport.connected)
         # The first session is no longer part of anything.
         self.assertFalse(self.incumbent.abort("late", first))
@@ -1134,10 +1213,10 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         """
         After a takeover timed out, a new C{begin} works.
         """
-        self.incumbent.begin(self.session(), dict(SUCCESSOR))
+        self.incumbent.begin(self.session(), BEGIN)
         self.reactor.advance(TIMEOUT)
         self.assertIsNone(self.incumbent.current)
-        self.assertEqual(self.incumbent.begin(self.session(), dict(SUCCESSOR))["ports"], 2)
+        self.assertEqual(self.incumbent.begin(self.session(), BEGIN).ports, 2)
 
     def test_commitClosesOnlyTheIncumbentsCopies(self) -> None:
         """
@@ -1147,9 +1226,10 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         """
         session = self.session()
         _, _, fds, reader = self.beginAndRead(session)
-        self.incumbent.prepared(session, {"received": 2})
+        self.incumbent.received(session, ReceivedReport(2))
+        self.incumbent.prepared(session, PreparedReport(2))
         self.capture(session, reader)
-        self.incumbent.restored(session, {"connections": 0})
+        self.incumbent.restored(session, RestoredReport(0))
         self.incumbent.switch(session)
         self.incumbent.commit(session)
         self.assertEqual([peerState(p) for p in self.probes], ["open", "open"])
@@ -1191,7 +1271,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         progress goes on undisturbed.
         """
         first = self.session()
-        self.incumbent.begin(first, dict(SUCCESSOR))
+        self.incumbent.begin(first, BEGIN)
         second = self.session()
         e = self.assertRaises(
             TakeoverRefused, self.incumbent.begin, second, {"pid": 7, "python": "3.12"}
@@ -1200,7 +1280,8 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.assertIn("successor pid 4242, step begun", str(e))
         self.assertEqual(second.sentFds, [])
         self.assertIs(self.incumbent.current.session, first)
-        self.assertEqual(self.incumbent.prepared(first, {"received": 2}), {})
+        self.incumbent.received(first, ReceivedReport(2))
+        self.assertIsNone(self.incumbent.prepared(first, PreparedReport(2)))
 
     def test_beginAfterHandedOffRefused(self) -> None:
         """
@@ -1211,7 +1292,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.toSwitched(session)
         self.incumbent.commit(session)
         e = self.assertRaises(
-            TakeoverRefused, self.incumbent.begin, self.session(), dict(SUCCESSOR)
+            TakeoverRefused, self.incumbent.begin, self.session(), BEGIN
         )
         self.assertIn("has already handed its service to pid 4242", str(e))
 
@@ -1224,27 +1305,12 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         """
         self.registry.addPort("udp:53:#0", "udp").peer = ("127.0.0.1", 5353)
         session = self.session()
-        e = self.assertRaises(TakeoverRefused, self.incumbent.begin, session, dict(SUCCESSOR))
+        e = self.assertRaises(TakeoverRefused, self.incumbent.begin, session, BEGIN)
         self.assertIn("udp:53:#0", str(e))
         self.assertIn("a UDP port connected to one peer", str(e))
         self.assertEqual(session.sentFds, [])
         self.assertIsNone(self.incumbent.current)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
-
-    def test_beginWithoutADictionaryRefused(self) -> None:
-        """
-        C{begin} with something other than a dictionary is refused.
-        """
-        e = self.assertRaises(TakeoverRefused, self.incumbent.begin, self.session(), [1])
-        self.assertEqual(str(e), "begin expects a dictionary")
-        self.assertIsNone(self.incumbent.current)
-
-    def test_beginWithoutPid(self) -> None:
-        """
-        A successor that does not say its pid is recorded as pid -1.
-        """
-        self.incumbent.begin(self.session(), {"python": "3.12"})
-        self.assertEqual(self.incumbent.takeoverStatus()["successor_pid"], -1)
 
 
 class SettlingTests(IncumbentTestMixin, SynchronousTestCase):
@@ -1263,7 +1329,7 @@ class SettlingTests(IncumbentTestMixin, SynchronousTestCase):
 
     def startCapture(self) -> Deferred[dict[str, Any]]:
         with capturedLogs() as events:
-            d = self.incumbent.capture(self.session_, {"types": self.adapters.typeNames()})
+            d = self.incumbent.capture(self.session_, ask(self.adapters))
         self.assertIsInstance(d, Deferred)
         [event] = [e for e in events if "waiting up to" in e.get("log_format", "")]
         timeout = min(self.incumbent.settleTimeout, TIMEOUT / 3)
@@ -1285,7 +1351,7 @@ class SettlingTests(IncumbentTestMixin, SynchronousTestCase):
         self.busy.working = False
         self.reactor.advance(0.005)
         answer = self.successResultOf(d)
-        self.assertEqual((answer["connections"], answer["moved"]), (2, {ECHO: 2}))
+        self.assertEqual((answer.connections, answer.moved), (2, {ECHO: 2}))
         self.assertEqual(self.incumbent.current.state, CAPTURED)
         self.assertFrozen(self.busy.transport)
         self.assertFrozen(self.idle.transport)
@@ -1309,8 +1375,8 @@ class SettlingTests(IncumbentTestMixin, SynchronousTestCase):
         self.assertNoResult(d)
         self.reactor.pump([0.01] * 2)
         answer = self.successResultOf(d)
-        self.assertEqual(answer["connections"], 1)
-        self.assertEqual(answer["staying"], {f"{ECHO}: working": 1})
+        self.assertEqual(answer.connections, 1)
+        self.assertEqual(answer.staying, {f"{ECHO}: working": 1})
         self.assertFrozen(self.idle.transport)
         self.assertServing(self.busy, self.busyClient)
         _, fds = self.reader.next()
@@ -1322,11 +1388,11 @@ class SettlingTests(IncumbentTestMixin, SynchronousTestCase):
         the successor's call does not time out.
         """
         self.incumbent.settleTimeout = TIMEOUT
-        d = self.incumbent.capture(self.session_, {"types": self.adapters.typeNames()})
+        d = self.incumbent.capture(self.session_, ask(self.adapters))
         self.reactor.pump([1.0] * 9)
         self.assertNoResult(d)
         self.reactor.pump([1.0] * 2)
-        self.assertEqual(self.successResultOf(d)["connections"], 1)
+        self.assertEqual(self.successResultOf(d).connections, 1)
         self.ownFds(self.reader.next()[1])
 
     def test_abortWhileWaiting(self) -> None:
@@ -1341,12 +1407,12 @@ class SettlingTests(IncumbentTestMixin, SynchronousTestCase):
         e = self.failureResultOf(d, TakeoverRefused).value
         self.assertEqual(str(e), "capture: the takeover was abandoned while waiting")
         self.assertIsNone(self.incumbent.current)
-        self.assertEqual(self.incumbent.lastAttempt["step"], PREPARED)
+        self.assertEqual(self.incumbent.lastAttempt["step"], CAPTURING)
         self.assertEqual(
             self.incumbent.lastAttempt["reason"], "the operator changed their mind"
         )
+        self.assertFarewell(self.reader)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
-        self.assertEqual(peerState(self.reader.sock), "closed")
         self.assertServing(self.busy, self.busyClient)
         self.assertServing(self.idle, self.idleClient)
 
@@ -1358,10 +1424,10 @@ class SettlingTests(IncumbentTestMixin, SynchronousTestCase):
         """
         self.incumbent.settleTimeout = 0.0
         answer = self.successResultOf(
-            self.incumbent.capture(self.session_, {"types": self.adapters.typeNames()})
+            self.incumbent.capture(self.session_, ask(self.adapters))
         )
-        self.assertEqual(answer["staying"], {f"{ECHO}: working": 1})
-        self.assertEqual(answer["connections"], 1)
+        self.assertEqual(answer.staying, {f"{ECHO}: working": 1})
+        self.assertEqual(answer.connections, 1)
         self.ownFds(self.reader.next()[1])
         self.assertFrozen(self.idle.transport)
         self.incumbent.abort("test", self.session_)
@@ -1376,6 +1442,7 @@ class SettlingTests(IncumbentTestMixin, SynchronousTestCase):
         d = self.startCapture()
         self.assertRaises(TakeoverRefused, self.incumbent.switch, self.session_)
         self.failureResultOf(d, TakeoverRefused)
+        flushChannels(self.reactor)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertServing(self.idle, self.idleClient)
 
@@ -1404,6 +1471,7 @@ class ControlSessionTests(IncumbentTestMixin, SynchronousTestCase):
 
     def switched(self, session: ControlSession) -> None:
         session.remote_begin(dict(SUCCESSOR))
+        session.remote_received({"ports": 2})
         session.remote_prepared({"received": 2})
         captured = session.remote_capture({"types": self.adapters.typeNames()})
         session.remote_restored({"connections": captured["connections"]})
@@ -1446,12 +1514,69 @@ class ControlSessionTests(IncumbentTestMixin, SynchronousTestCase):
         protocol, _ = self.connection()
         session, _ = self.connect()
         session.remote_begin(dict(SUCCESSOR))
+        session.remote_received({"ports": 2})
         session.remote_prepared({"received": 2})
         captured = session.remote_capture({"types": self.adapters.typeNames()})
         self.assertEqual((captured["connections"], captured["moved"]), (1, {ECHO: 1}))
         self.assertFrozen(protocol.transport)
-        self.assertEqual(session.remote_restored({"connections": 1}), {})
+        self.assertIsNone(session.remote_restored({"connections": 1}))
         self.assertEqual(self.incumbent.current.state, RESTORED)
+
+    def test_malformedBeginRefused(self) -> None:
+        """
+        A C{begin} that is not a begin request (not a dictionary, no pid, a
+        pid that is not an integer) is refused with a one-line reason, and
+        no takeover starts.
+        """
+        session, broker = self.connect()
+        for request, reason in [
+            ([1], "begin: expected a dictionary, got list"),
+            ({"python": "3.12"}, "begin: pid is missing"),
+            ({"pid": "4242"}, "begin: pid must be an integer, not str"),
+        ]:
+            e = self.assertRaises(TakeoverRefused, session.remote_begin, request)
+            self.assertEqual(str(e), f"malformed message: {reason}")
+        self.assertIsNone(self.incumbent.current)
+        self.assertEqual(broker.transport.sent, [])
+
+    def test_malformedStepAborts(self) -> None:
+        """
+        A malformed report at any later step is refused with a one-line
+        reason (never a C{KeyError} or C{TypeError} sent to the peer), and
+        the sender's takeover is abandoned: frozen connections thaw.
+        """
+        protocol, client = self.connection()
+        steps = [
+            ("received", lambda s: s.remote_received("yes"), "received: expected a dictionary, got str"),
+            ("prepared", lambda s: s.remote_prepared({}), "prepared: received is missing"),
+            (
+                "capture",
+                lambda s: s.remote_capture({"types": "everything"}),
+                "capture: types must be a list of strings, not str",
+            ),
+            (
+                "restored",
+                lambda s: s.remote_restored({"connections": True}),
+                "restored: connections must be an integer, not bool",
+            ),
+        ]
+        good = [
+            lambda s: s.remote_received({"ports": 2}),
+            lambda s: s.remote_prepared({"received": 2}),
+            lambda s: s.remote_capture({"types": self.adapters.typeNames()}),
+        ]
+        for i, (step, call, reason) in enumerate(steps):
+            session, _ = self.connect()
+            session.remote_begin(dict(SUCCESSOR))
+            for earlier in good[:i]:
+                earlier(session)
+            e = self.assertRaises(TakeoverRefused, call, session)
+            self.assertEqual(str(e), f"malformed message: {reason}")
+            self.assertIsNone(self.incumbent.current)
+            self.assertEqual(
+                self.incumbent.lastAttempt["reason"], f"malformed message at {step}: {reason}"
+            )
+            self.assertServing(protocol, client)
 
     def test_disconnectAtEachStepAborts(self) -> None:
         """
@@ -1463,6 +1588,7 @@ class ControlSessionTests(IncumbentTestMixin, SynchronousTestCase):
         types = self.adapters.typeNames()
         steps = [
             ("begun", lambda s: s.remote_begin(dict(SUCCESSOR))),
+            ("received", lambda s: s.remote_received({"ports": 2})),
             ("prepared", lambda s: s.remote_prepared({"received": 2})),
             ("captured", lambda s: s.remote_capture({"types": types})),
             ("restored", lambda s: s.remote_restored({"connections": 1})),
@@ -1489,12 +1615,14 @@ class ControlSessionTests(IncumbentTestMixin, SynchronousTestCase):
         busy, client = self.connection(working=True)
         session, _ = self.connect()
         session.remote_begin(dict(SUCCESSOR))
+        session.remote_received({"ports": 2})
         session.remote_prepared({"received": 2})
         d = session.remote_capture({"types": self.adapters.typeNames()})
         self.assertNoResult(d)
         session.disconnected()
         self.failureResultOf(d, TakeoverRefused)
         self.assertIsNone(self.incumbent.current)
+        flushChannels(self.reactor)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertServing(busy, client)
 
@@ -1627,7 +1755,7 @@ class IncumbentWithListenerRegistryTests(SynchronousTestCase):
         return transport.protocol, client
 
     def begin(self) -> tuple[list[int], ChannelReader]:
-        self.incumbent.begin(self.session, dict(SUCCESSOR))
+        self.incumbent.begin(self.session, BEGIN)
         [channelFd] = self.session.takeSent()
         reader = ChannelReader(self.reactor, channelFd)
         self.addCleanup(reader.close)
@@ -1640,11 +1768,12 @@ class IncumbentWithListenerRegistryTests(SynchronousTestCase):
         return fds, reader
 
     def capture(self, reader: ChannelReader) -> list[int]:
-        self.incumbent.prepared(self.session, {"received": 1})
-        answer = self.incumbent.capture(self.session, {"types": self.adapters.typeNames()})
+        self.incumbent.received(self.session, ReceivedReport(1))
+        self.incumbent.prepared(self.session, PreparedReport(1))
+        answer = self.incumbent.capture(self.session, ask(self.adapters))
         _, fds = reader.next()
         self.successorFds.extend(fds)
-        self.assertEqual(answer["connections"], len(fds))
+        self.assertEqual(answer.connections, len(fds))
         return fds
 
     def test_handOff(self) -> None:
@@ -1663,12 +1792,12 @@ class IncumbentWithListenerRegistryTests(SynchronousTestCase):
         self.assertIn(self.port, self.reactor.getReaders())
         [connectionFd] = self.capture(reader)
         self.assertNotIn(protocol.transport, self.reactor.getReaders())
-        self.incumbent.restored(self.session, {"connections": 1})
+        self.incumbent.restored(self.session, RestoredReport(1))
         self.incumbent.switch(self.session)
         self.assertNotIn(self.port, self.reactor.getReaders())
         result = self.incumbent.commit(self.session)
-        self.assertEqual(result["released"], [f"unix:{self.path}#0"])
-        self.assertEqual(result["connections"], 1)
+        self.assertEqual(result.released, (f"unix:{self.path}#0",))
+        self.assertEqual(result.connections, 1)
         self.assertFalse(self.port.connected)
         self.assertEqual(self.registry.listening(), [])
         self.assertTrue(os.path.exists(self.path))
@@ -1694,7 +1823,7 @@ class IncumbentWithListenerRegistryTests(SynchronousTestCase):
         protocol, connected = self.accept()
         _, reader = self.begin()
         self.capture(reader)
-        self.incumbent.restored(self.session, {"connections": 1})
+        self.incumbent.restored(self.session, RestoredReport(1))
         self.incumbent.switch(self.session)
         self.incumbent.abort("changed my mind", self.session)
         self.assertIn(self.port, self.reactor.getReaders())
@@ -1708,12 +1837,13 @@ class IncumbentWithListenerRegistryTests(SynchronousTestCase):
         """
         protocol, connected = self.accept()
         _, reader = self.begin()
+        self.incumbent.received(self.session, ReceivedReport(1))
         self.incumbent.prepared(
-            self.session, {"received": 1, "unclaimed": [f"unix:{self.path}#0"]}
+            self.session, PreparedReport(1, unclaimed=(f"unix:{self.path}#0",))
         )
-        answer = self.incumbent.capture(self.session, {"types": self.adapters.typeNames()})
-        self.assertEqual(answer["connections"], 0)
-        [reason] = answer["staying"]
+        answer = self.incumbent.capture(self.session, ask(self.adapters))
+        self.assertEqual(answer.connections, 0)
+        [reason] = answer.staying
         self.assertTrue(reason.startswith(f"{ECHO}: "), reason)
         self.assertEqual(exchange(protocol.transport, connected, b"hi\r\n"), b"hi\r\n")
 
@@ -1775,7 +1905,7 @@ class ControlBrokerTests(IncumbentTestMixin, SynchronousTestCase):
         answer = self.successResultOf(self.call("begin", dict(SUCCESSOR)))
         # The plan (what moves, what stays) is pinned in tests/test_unmovable.py.
         self.assertLessEqual(set(answer.pop("plan")["classes"]), {ECHO})
-        self.assertEqual(answer, {**IDENTITY, "ports": 2})
+        self.assertEqual(answer, {**IDENTITY, "ports": 2, "connections": 1})
         [channelFd] = self.client.receivedFds
         self.client.receivedFds.clear()
         reader = ChannelReader(self.reactor, channelFd)
@@ -1803,7 +1933,7 @@ class ControlBrokerTests(IncumbentTestMixin, SynchronousTestCase):
         L{pb.RemoteError} whose value is the refusal's message and whose
         type names L{TakeoverRefused} (the remote traceback is withheld).
         """
-        self.incumbent.begin(self.session(), dict(SUCCESSOR))
+        self.incumbent.begin(self.session(), BEGIN)
         e = self.awaitCall("begin", {"pid": 9})
         self.assertIsInstance(e, pb.RemoteError)
         self.assertIn("a takeover is already in progress", e.args[0])
@@ -1831,7 +1961,8 @@ class ControlBrokerTests(IncumbentTestMixin, SynchronousTestCase):
         """
         protocol, _ = self.connection()
         reader = self.beginOverPB()
-        self.assertEqual(self.successResultOf(self.call("prepared", {"received": 2})), {})
+        self.successResultOf(self.call("received", {"ports": 2}))
+        self.assertIsNone(self.successResultOf(self.call("prepared", {"received": 2})))
         captured = self.successResultOf(
             self.call("capture", {"types": self.adapters.typeNames()})
         )
@@ -1839,7 +1970,7 @@ class ControlBrokerTests(IncumbentTestMixin, SynchronousTestCase):
         _, fds = reader.next()
         self.ownFds(fds)
         self.assertEqual(len(fds), 1)
-        self.assertEqual(self.successResultOf(self.call("restored", {"connections": 1})), {})
+        self.assertIsNone(self.successResultOf(self.call("restored", {"connections": 1})))
         self.assertEqual(self.successResultOf(self.call("switch")), {"paused": 2})
         result = self.successResultOf(self.call("commit"))
         self.assertEqual(result["generation"], 5)
@@ -1858,6 +1989,7 @@ class ControlBrokerTests(IncumbentTestMixin, SynchronousTestCase):
         """
         busy, _ = self.connection(working=True)
         reader = self.beginOverPB()
+        self.successResultOf(self.call("received", {"ports": 2}))
         self.successResultOf(self.call("prepared", {"received": 2}))
         d = self.call("capture", {"types": self.adapters.typeNames()})
         self.assertNoResult(d)
@@ -1874,6 +2006,7 @@ class ControlBrokerTests(IncumbentTestMixin, SynchronousTestCase):
         """
         self.connection(working=True)
         self.beginOverPB()
+        self.successResultOf(self.call("received", {"ports": 2}))
         self.successResultOf(self.call("prepared", {"received": 2}))
 
         async def capture() -> Any:
@@ -1901,6 +2034,7 @@ class ControlBrokerTests(IncumbentTestMixin, SynchronousTestCase):
         """
         protocol, client = self.connection()
         reader = self.beginOverPB()
+        self.successResultOf(self.call("received", {"ports": 2}))
         self.successResultOf(self.call("prepared", {"received": 2}))
         self.successResultOf(self.call("capture", {"types": self.adapters.typeNames()}))
         self.ownFds(reader.next()[1])
@@ -1930,7 +2064,7 @@ class ControlBrokerTests(IncumbentTestMixin, SynchronousTestCase):
         caller's.
         """
         first = self.session()
-        self.incumbent.begin(first, dict(SUCCESSOR))
+        self.incumbent.begin(first, BEGIN)
         self.assertIsNone(self.successResultOf(self.call("abort", "nope")))
         self.assertIs(self.incumbent.current.session, first)
         self.incumbent.abort("done", first)

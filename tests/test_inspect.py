@@ -15,8 +15,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from migrator.state._plan import NOT_SELECTED
 from migrator.state._summary import connectionId
 from migrator.takeover._control import ControlClientFactory, ControlServerFactory
-from migrator.takeover._incumbent import ControlRoot, TakeoverRefused
+from migrator.takeover._incumbent import TakeoverRefused
 from migrator.takeover._inspect import DRY_RUN, BadRequest, inspectPlan
+from migrator.takeover._messages import BeginRequest, PreparedReport, ReceivedReport
+from migrator.takeover._session import ControlRoot
 from migrator.takeover._unmovable import beginInfo
 from tests._fakes import FakePeerPolicy, FakeSession, connectControl
 from tests.test_incumbent import ECHO, KEYS, SUCCESSOR, ChannelReader, IncumbentTestMixin
@@ -126,13 +128,14 @@ class BeginSelectionTests(IncumbentTestMixin, SynchronousTestCase):
 
     def begin(self, session: FakeSession, policy: str, select: list[str]) -> ChannelReader:
         info = dict(SUCCESSOR, **beginInfo(self.adapters, policy, select))
-        self.incumbent.begin(session, info)
+        self.incumbent.begin(session, BeginRequest.fromWire(info))
         [channelFd] = session.takeSent()
         reader = ChannelReader(self.reactor, channelFd)
         self.addCleanup(reader.close)
         _, fds = reader.next()
         self.ownFds(fds)
-        self.incumbent.prepared(session, {"received": len(fds), "adopted": len(fds)})
+        self.incumbent.received(session, ReceivedReport(len(fds)))
+        self.incumbent.prepared(session, PreparedReport(len(fds), len(fds)))
         return reader
 
     def test_beginInfo(self) -> None:
@@ -155,8 +158,8 @@ class BeginSelectionTests(IncumbentTestMixin, SynchronousTestCase):
         assert planned is not None
         self.assertEqual(planned.byClass("unknown"), {ECHO: 1})
         answer, _, fds = self.capture(session, reader)
-        self.assertEqual(answer["connections"], 1)
-        self.assertEqual(answer["staying"], {f"{ECHO}: {NOT_SELECTED}": 1})
+        self.assertEqual(answer.connections, 1)
+        self.assertEqual(answer.staying, {f"{ECHO}: {NOT_SELECTED}": 1})
         self.assertIn(b.transport, self.reactor.getReaders())
 
     def test_refusedWhenUnselected(self) -> None:
@@ -167,7 +170,9 @@ class BeginSelectionTests(IncumbentTestMixin, SynchronousTestCase):
         a, _ = self.connection()
         self.connection()
         info = dict(SUCCESSOR, **beginInfo(self.adapters, "refuse", [connectionId(a.transport)]))
-        e = self.assertRaises(TakeoverRefused, self.incumbent.begin, self.session(), info)
+        e = self.assertRaises(
+            TakeoverRefused, self.incumbent.begin, self.session(), BeginRequest.fromWire(info)
+        )
         self.assertIn("not selected to move", str(e))
 
 

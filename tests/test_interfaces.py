@@ -10,7 +10,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyClass, verifyObject
 
 from migrator import MigrateService
-from migrator.interfaces import IMigrationNode, IPeerPolicy, IPortRegistry
+from migrator.interfaces import IMigrationNode, IPeerPolicy, IPortRegistry, IRestoreContext
+from migrator.state._restore import RestoreContext, _Gate
 from migrator.takeover._control import PeerPolicy
 from migrator.takeover._ports import ListenerRegistry
 
@@ -65,3 +66,30 @@ class MigrateServiceInterfaceTests(SynchronousTestCase):
         The class declares and implements L{IMigrationNode}'s methods.
         """
         self.assertTrue(verifyClass(IMigrationNode, MigrateService))
+
+
+class RestoreContextInterfaceTests(SynchronousTestCase):
+    """
+    L{RestoreContext}, what adapters get as C{context} in a takeover, is an
+    L{IRestoreContext}.
+    """
+
+    def test_class(self) -> None:
+        """
+        The class declares and implements L{IRestoreContext}.
+        """
+        self.assertTrue(verifyClass(IRestoreContext, RestoreContext))
+
+    def test_instance(self) -> None:
+        """
+        An instance provides L{IRestoreContext}, and defers what it is
+        given until its restore's gate opens (the commit).
+        """
+        gate = _Gate()
+        context = RestoreContext(gate)
+        self.assertTrue(verifyObject(IRestoreContext, context))
+        called: list[int] = []
+        context.whenActive(lambda: called.append(1))
+        self.assertEqual(called, [])
+        gate.open()
+        self.assertEqual(called, [1])

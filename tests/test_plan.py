@@ -43,6 +43,7 @@ from migrator.state._plan import (
     settledCounts,
 )
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
+from migrator.state._versions import Readable, untranslatable
 from tests._fakes import FakeConnection
 
 
@@ -138,10 +139,19 @@ class ClassifyTests(SynchronousTestCase):
         one that raises says no.
         """
 
-        @implementer(IDrainable)
+        @implementer(IAdapter, IDrainable)
         class Choosy:
             typeName = ROOM
             version = 1
+
+            def capture(self, obj: Any) -> Any:
+                raise NotImplementedError
+
+            def create(self, context: Any) -> Any:
+                raise NotImplementedError
+
+            def populate(self, obj: Any, state: Any, context: Any) -> None:
+                raise NotImplementedError
 
             def movable(self, obj: Any) -> str | None:
                 return "busy"
@@ -190,15 +200,31 @@ class ClassifyTests(SynchronousTestCase):
 
     def test_otherVersionInSuccessor(self) -> None:
         """
-        A class the successor reads at another version cannot move either,
-        and the reason says which versions.
+        A class the successor reads at a version no chain of translation
+        steps reaches cannot move either, and the reason says which
+        versions and which step is missing.
         """
         verdict = classify(connection(Room()), registry(RoomAdapter(Room)), {ROOM: 2})
         self.assertEqual(verdict.kind, UNKNOWN)
-        self.assertEqual(
-            verdict.reason,
-            f"the successor reads version 2 of {ROOM}, this process writes version 1",
-        )
+        self.assertEqual(verdict.reason, "version 1 -> 2: no upgrade from 1 in the successor")
+        adapter = RoomAdapter(Room, version=3, downgrades={2: dict})
+        verdict = classify(connection(Room()), registry(adapter), {ROOM: 1})
+        self.assertEqual((verdict.kind, verdict.reason), (UNKNOWN, "version 3 -> 1: no downgrade from 2"))
+
+    def test_translatableVersionMoves(self) -> None:
+        """
+        A class the successor reads at another version moves when the
+        newer side has the steps: this process's downgrades, or the
+        upgrades the successor says it has (the same question the capture
+        asks, L{writeRoute}).
+        """
+        older = RoomAdapter(Room, version=2, downgrades={1: dict})
+        verdict = classify(connection(Room()), registry(older), {ROOM: 1})
+        self.assertEqual((verdict.kind, verdict.reason), (MOVES, None))
+        theirs = Readable(3, frozenset({1, 2}))
+        verdict = classify(connection(Room()), registry(RoomAdapter(Room)), {ROOM: theirs})
+        self.assertEqual((verdict.kind, verdict.reason), (MOVES, None))
+        self.assertIsNone(untranslatable(older, 1))
 
     def test_harmlessWhateverTheSuccessor(self) -> None:
         """

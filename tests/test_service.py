@@ -20,7 +20,7 @@ from typing import Any
 from twisted.application import service
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -38,7 +38,17 @@ from migrator._version import __version__
 from migrator.interfaces import IMigrationNode
 from migrator.state._capture import captureConnections
 from migrator.state._registry import AdapterRegistry
+from migrator.state._versions import readableTypes
 from migrator.takeover._channel import FrameChannel
+from migrator.takeover._messages import (
+    BeginRequest,
+    CaptureReport,
+    CaptureRequest,
+    Farewell,
+    PreparedReport,
+    ReceivedReport,
+    RestoredReport,
+)
 from tests._fakes import (
     FakeConnection,
     FakeControlSocket,
@@ -46,6 +56,7 @@ from tests._fakes import (
     FakeRegistry,
     FakeRemoteRoot,
     FakeSession,
+    FakeWatch,
 )
 
 CONTROL = "/run/site/ctl"
@@ -182,15 +193,17 @@ class ServiceTestMixin:
         self.connections = [FakeConnection(closeOnLose=closeOnLose) for _ in range(connections)]
         self.registry.connections.extend(self.connections)
         incumbent = svc.incumbent
-        session = FakeSession()
+        session = self.session = FakeSession()
         self.addCleanup(session.close)
-        incumbent.begin(session, dict(SUCCESSOR))
-        incumbent.prepared(session, {"received": len(KEYS)})
-        captured = incumbent.capture(session, {"types": svc.adapters.typeNames()})
+        incumbent.begin(session, BeginRequest.fromWire(SUCCESSOR))
+        incumbent.received(session, ReceivedReport(len(KEYS)))
+        incumbent.prepared(session, PreparedReport(len(KEYS)))
+        captured = incumbent.capture(session, CaptureRequest(tuple(svc.adapters.typeNames())))
+        assert isinstance(captured, CaptureReport)
         # Fake connections have no adapter: they stay, to drain.
-        self.assertEqual(captured["connections"], 0)
-        self.assertEqual(sum(captured["staying"].values()), connections)
-        incumbent.restored(session, {"connections": 0})
+        self.assertEqual(captured.connections, 0)
+        self.assertEqual(sum(captured.staying.values()), connections)
+        incumbent.restored(session, RestoredReport(0))
         incumbent.switch(session)
         incumbent.commit(session)
         # The commit closed the channel before its messages were flushed:
@@ -315,10 +328,59 @@ class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
         svc = self.startIncumbent()
         session = FakeSession()
         self.addCleanup(session.close)
-        svc.incumbent.begin(session, dict(SUCCESSOR))
+        svc.incumbent.begin(session, BeginRequest.fromWire(SUCCESSOR))
         takeover = svc.status()["takeover"]
         self.assertEqual((takeover["successor_pid"], takeover["step"]), (4242, "begun"))
         svc.incumbent.abort("test over", session)
+
+    def test_stopDuringTakeoverFinishesIt(self) -> None:
+        """
+        Asked to stop while a successor takes over, the incumbent does not
+        stop its service (which would close the ports the successor is
+        about to serve) until the takeover has committed and the successor
+        has hung up; then it stops.
+        """
+        svc = self.startIncumbent()
+        session = self.session = FakeSession()
+        self.addCleanup(session.close)
+        incumbent = svc.incumbent
+        incumbent.begin(session, BeginRequest.fromWire(SUCCESSOR))
+        incumbent.received(session, ReceivedReport(len(KEYS)))
+        d = svc.stopService()
+        self.assertNoResult(d)
+        self.assertNotIn("stopService", self.inner.events)
+        incumbent.prepared(session, PreparedReport(len(KEYS)))
+        incumbent.capture(session, CaptureRequest())
+        incumbent.restored(session, RestoredReport(0))
+        incumbent.switch(session)
+        incumbent.commit(session)
+        self.reactor.advance(0)
+        self.assertNoResult(d)
+        incumbent.detached(session)
+        self.successResultOf(d)
+        self.assertIn("stopService", self.inner.events)
+        self.assertEqual(self.registry.listening(), [])
+
+    def test_stopDuringTakeoverAbandoned(self) -> None:
+        """
+        If the takeover is abandoned instead, the incumbent stops as it
+        would have without one.
+        """
+        svc = self.startIncumbent()
+        session = FakeSession()
+        self.addCleanup(session.close)
+        svc.incumbent.begin(session, BeginRequest.fromWire(SUCCESSOR))
+        d = svc.stopService()
+        self.assertNoResult(d)
+        svc.incumbent.detached(session)
+        # The farewell goes out on the channel (here the channel fails: these
+        # fake ports have no descriptors to send), then the stop goes on.
+        for writer in self.reactor.getWriters():
+            why = writer.doWrite()
+            if why is not None:
+                writer.connectionLost(Failure(why))
+        self.successResultOf(d)
+        self.assertIn("stopService", self.inner.events)
 
     def test_statusAfterHandOff(self) -> None:
         """
@@ -511,7 +573,12 @@ class DrainTests(ServiceTestMixin, SynchronousTestCase):
         """
         svc = self.startIncumbent()
         self.handOff(svc, connections=1)
-        svc.stopService()
+        d = svc.stopService()
+        # Not before the successor has hung up (the answer to its commit may
+        # still be on its way).
+        self.assertNoResult(d)
+        svc.incumbent.detached(self.session)
+        self.successResultOf(d)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
 
@@ -533,6 +600,8 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         self.assertEqual((path, timeout), (CONTROL, TAKEOVER_TIMEOUT))
         self.assertEqual(svc.successor.timeout, TAKEOVER_TIMEOUT)
         self.assertIs(svc.successor.adapters, svc.adapters)
+        # Fault injection is read once by the composition root, handed in.
+        self.assertIs(svc.successor.faults, svc.config.faults)
         return svc, factory
 
     def abandon(self, svc: MigrateService) -> None:
@@ -558,7 +627,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         is the main process now, and shows its predecessor in C{status}.
         """
         svc, factory = self.start()
-        root = FakeRemoteRoot()
+        root = FakeRemoteRoot(autoAnswers={"received": None})
         factory.clientConnectionMade(root.broker)
         self.assertEqual(root.methods(), ["begin"])
         self.sendPorts(root)
@@ -584,7 +653,8 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         names = svc.adapters.typeNames()
         versions = {n: svc.adapters.adapterNamed(n).version for n in names}
         self.assertEqual(
-            root.pending("capture").args, ({"types": names, "versions": versions},)
+            root.pending("capture").args,
+            ({"types": names, "versions": versions, "readable": readableTypes(svc.adapters)},),
         )
         self.sendConnections()
         staying = {"web.Legacy: no adapter": 2}
@@ -603,7 +673,8 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         )
         self.assertEqual((svc.state, svc.generation), (SERVING, 5))
         self.assertEqual(
-            root.methods(), ["begin", "prepared", "capture", "restored", "switch", "commit"]
+            root.methods(),
+            ["begin", "received", "prepared", "capture", "restored", "switch", "commit"],
         )
         tookOver = svc.status()["took_over"]
         self.assertEqual(
@@ -682,7 +753,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         classes and the predecessor) while the predecessor still runs.
         """
         svc, factory = self.start(unmovable="drain")
-        root = FakeRemoteRoot(autoAnswers={"abort": None})
+        root = FakeRemoteRoot(autoAnswers={"abort": None, "received": None})
         factory.clientConnectionMade(root.broker)
         self.assertEqual(root.pending("begin").args[0]["unmovable"], "drain")
         self.sendPorts(root)
@@ -719,13 +790,47 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         self.alive[100] = False
         self.assertFalse(svc.status()["split"])
 
+    def test_translationsReported(self) -> None:
+        """
+        What the incumbent translated (its capture answer) and what this
+        process read are merged into C{status}'s C{took_over}
+        C{translations}, per class (versions seen, steps run, time), and
+        logged in one line.
+        """
+        svc, factory = self.start()
+        root = FakeRemoteRoot(autoAnswers={"received": None})
+        factory.clientConnectionMade(root.broker)
+        self.sendPorts(root)
+        root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
+        self.readChannel()
+        root.answer("prepared", {})
+        self.sendConnections()
+        translations = {
+            "app.Chat": {"versions": [1, 2], "objects": 0, "translated": 2, "steps": {"down 2->1": 2}, "ms": 0.25}
+        }
+        root.answer(
+            "capture",
+            {"connections": 0, "bytes": 0, "moved": {}, "staying": {}, "translations": translations},
+        )
+        self.readChannel()
+        root.answer("restored", {})
+        root.answer("switch", {"paused": 2})
+        with capturedLogs() as events:
+            root.answer("commit", {"generation": 5, "released": KEYS, "connections": 0})
+        self.assertEqual(svc.status()["took_over"]["translations"], translations)
+        self.assertIn(
+            "state translated between versions: app.Chat: versions 1, 2, 2 object(s) "
+            "translated (down 2->1 x 2) in 0.25 ms",
+            [formatEvent(e) for e in events],
+        )
+
     def test_takeoverUsesAdapterModules(self) -> None:
         """
         The successor asks for the connections of every type its adapter
         registry (with the configured adapter modules) can restore.
         """
         svc, factory = self.start(adapterModules=(__name__,))
-        root = FakeRemoteRoot(autoAnswers={"abort": None})
+        root = FakeRemoteRoot(autoAnswers={"abort": None, "received": None})
         factory.clientConnectionMade(root.broker)
         self.sendPorts(root)
         root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
@@ -741,7 +846,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         abandoned rolls back and exits like any failed takeover.
         """
         svc, factory = self.start()
-        root = FakeRemoteRoot(autoAnswers={"abort": None})
+        root = FakeRemoteRoot(autoAnswers={"abort": None, "received": None})
         factory.clientConnectionMade(root.broker)
         self.sendPorts(root)
         root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
@@ -761,7 +866,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         abandons it: it rolls back and tells the incumbent.
         """
         svc, factory = self.start()
-        root = FakeRemoteRoot(autoAnswers={"abort": None})
+        root = FakeRemoteRoot(autoAnswers={"abort": None, "received": None})
         factory.clientConnectionMade(root.broker)
         self.sendPorts(root)
         root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
@@ -784,7 +889,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
             self.stderr.getvalue(),
             "migrate: takeover failed at step connect: ConnectionRefusedError: "
             "Connection was refused by other side.\n"
-            "migrate: the running service was not changed and keeps serving.\n",
+            "migrate: nothing was changed (this process never reached the running service).\n",
         )
         self.assertEqual(self.stops, 0)
         self.reactor.advance(0)
@@ -798,6 +903,55 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         svc.stopService()
         self.assertEqual(self.inner.events, [])
         self.assertFalse(self.registry.installed)
+
+    def test_incumbentDiedCompletesAlone(self) -> None:
+        """
+        When the incumbent dies during the takeover, the successor
+        completes it on its own and serves as the next generation (control
+        socket published, pidfile and systemd told), saying the
+        predecessor died.
+        """
+        svc, factory = self.start()
+        svc.successor.watchProcess = lambda pid: FakeWatch(pid, lambda p: False)
+        root = FakeRemoteRoot(autoAnswers={"abort": None, "received": None})
+        factory.clientConnectionMade(root.broker)
+        self.sendPorts(root)
+        root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
+        self.readChannel()
+        root.broker.connectionLost()
+        self.assertEqual((svc.state, svc.generation), (SERVING, 5))
+        self.assertTrue(self.controls[0].published)
+        self.assertEqual([p.accepting for p in self.registry.ports], [True, True])
+        self.assertIn(
+            "STATUS=serving generation 5; the predecessor (pid 100) died during the takeover",
+            self.notified,
+        )
+        tookOver = svc.status()["took_over"]
+        self.assertEqual((tookOver["alone"]["pid"], tookOver["alone"]["step"]), (100, "prepared"))
+        self.assertEqual(self.stderr.getvalue(), "")
+
+    def test_failedAftermathNeverClaimsServing(self) -> None:
+        """
+        A failed takeover says what serves as far as the successor knows:
+        here the incumbent gave up because it is stopping, so not that it
+        keeps serving.
+        """
+        svc, factory = self.start()
+        root = FakeRemoteRoot(autoAnswers={"abort": None, "received": None})
+        factory.clientConnectionMade(root.broker)
+        self.sendPorts(root)
+        root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
+        self.readChannel()
+        sender = FrameChannel(self.reactor, self.channelEnd.dup())
+        sender.sendMessage(Farewell("this process is stopping", stopping=True).toBytes())
+        sender.doWrite()
+        sender.close()
+        self.readChannel()
+        self.assertEqual(svc.state, FAILED)
+        err = self.stderr.getvalue()
+        self.assertIn("the incumbent abandoned the takeover: this process is stopping", err)
+        self.assertIn("once it has exited, nothing serves", err)
+        self.assertNotIn("keeps serving", err)
 
     def test_unexpectedFailureExits(self) -> None:
         """

@@ -16,8 +16,6 @@ way from the client's end.
 
 from __future__ import annotations
 
-import builtins
-import io
 import itertools
 import json
 import os
@@ -41,19 +39,20 @@ from migrator.state._registry import AdapterRegistry
 from migrator.state._restore import Restored
 from migrator.takeover._channel import FrameChannel
 from migrator.takeover._control import ControlServerFactory
-from migrator.takeover._incumbent import ControlRoot, Incumbent
+from migrator.takeover._incumbent import Incumbent
+from migrator.takeover._session import ControlRoot
+from migrator.takeover._steps import SUCCESSOR_POINTS, Faults
 from migrator.takeover._successor import (
-    FAULT_POINTS,
     Successor,
     TakeoverFailed,
     _describe,
-    processAlive,
 )
 from tests._fakes import (
     FakeControlSocket,
     FakePeerPolicy,
     FakeRegistry,
     FakeRemoteRoot,
+    FakeWatch,
     connectControl,
 )
 
@@ -183,7 +182,13 @@ class SuccessorTestMixin:
         self.started = 0
         self.controls: list[FakeControlSocket] = []
         self.alive: dict[int, bool] = {}
-        self.root = FakeRemoteRoot(autoAnswers={"abort": None})
+        # How long a hang-up waits for the incumbent to die (none, unless a
+        # test says otherwise).
+        self.deathGrace = 0.0
+        # The incumbent's pid as the connection's credentials give it
+        # (in-memory connections have none).
+        self.peerPid: int | None = None
+        self.root = FakeRemoteRoot(autoAnswers={"abort": None, "received": None})
         # The incumbent's ports: the test holds one copy of each (as the
         # incumbent does) and the probe at the other end.
         self.incumbentPorts: list[socket.socket] = []
@@ -205,8 +210,10 @@ class SuccessorTestMixin:
             prepareControl=self.prepareControl,
             timeout=TIMEOUT,
             policy=FakePeerPolicy(),
-            faults=faults,
-            processAlive=lambda pid: self.alive.get(pid, True),
+            faults=Faults.parse(faults),
+            watchProcess=lambda pid: FakeWatch(pid, lambda p: self.alive.get(p, True)),
+            peerPid=lambda broker: self.peerPid,
+            deathGrace=self.deathGrace,
             clock=self.reactor.seconds,
             adapters=self.adapters,
         )
@@ -466,7 +473,8 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         self.assertEqual(begin.method, "begin")
         self.assertEqual(begin.args[0]["pid"], os.getpid())
         self.assertEqual(
-            set(begin.args[0]), {"pid", "python", "argv", "unmovable", "types", "versions"}
+            set(begin.args[0]),
+            {"pid", "python", "argv", "unmovable", "types", "versions", "readable"},
         )
         # The default policy for connections no adapter can move, and what
         # it can restore (the incumbent plans with them before sending ports).
@@ -478,7 +486,7 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         self.assertEqual(self.started, 0)
         self.readChannels()
         self.assertEqual(self.started, 1)
-        self.assertEqual(self.successor.predecessor, BEGUN)
+        self.assertEqual(self.successor.predecessor.toWire(), {**BEGUN, "connections": 0})
         self.assertEqual([(p.key, p.adopted) for p in self.registry.ports],
                          [(k, True) for k in KEYS])
         self.assertEqual([p.accepting for p in self.registry.ports], [False, False])
@@ -490,7 +498,16 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         self.reactor.advance(0.5)
         self.root.answer("prepared", {})
         capture = self.root.pending("capture")
-        self.assertEqual(capture.args, ({"types": [GREETER], "versions": {GREETER: 1}},))
+        self.assertEqual(
+            capture.args,
+            (
+                {
+                    "types": [GREETER],
+                    "versions": {GREETER: 1},
+                    "readable": {GREETER: {"version": 1, "upgrades": [], "persistence": None}},
+                },
+            ),
+        )
         self.sendConnections()
         staying = {"web.Legacy: no adapter": 3}
         self.root.answer("capture", {**CAPTURED, "staying": staying})
@@ -517,20 +534,27 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
             {
                 "generation": 5,
                 "released": KEYS,
+                "connections": 0,
                 "accept_paused_ms": 250.0,
                 "total_ms": 750.0,
                 "switch_to_commit_ms": 250.0,
+                "unmovable": "",
+                "classes": {},
+                "split": False,
+                "split_classes": {},
                 "moved": {},
                 "staying": staying,
+                "held": 0,
                 "bytes": len(EMPTY),
                 "restore_ms": 0.0,
+                "translations": {},
             },
         )
         self.assertTrue(control.published)
         self.assertFalse(control.closed)
         self.assertEqual(
             self.root.methods(),
-            ["begin", "prepared", "capture", "restored", "switch", "commit"],
+            ["begin", "received", "prepared", "capture", "restored", "switch", "commit"],
         )
         self.assertEqual(self.root.broker.transport.loseConnectionCalls, 1)
         self.assertNotIn("releaseAll", self.registry.calls)
@@ -939,7 +963,7 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         """
         d = self.toCapturing()
         self.root.broker.connectionLost()
-        self.assertFailed(d, "capture", "PBConnectionLost: None")
+        self.assertFailed(d, "capture", "the incumbent hung up")
         self.assertSuccessorHoldsNoPort()
 
     def test_incumbentHangsUpBeforeConnections(self) -> None:
@@ -979,7 +1003,7 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         captured, client = self.captureOne()
         d = self.toRestoring(captured=captured)
         self.root.broker.connectionLost()
-        self.assertFailed(d, "restore", "PBConnectionLost: None")
+        self.assertFailed(d, "restore", "the incumbent hung up")
         self.assertSuccessorHoldsNoConnection(client)
         self.assertSuccessorHoldsNoPort()
 
@@ -1252,7 +1276,7 @@ class FaultInjectionTests(SuccessorTestMixin, SynchronousTestCase):
             "after-switch": "switch",
             "before-commit": "commit",
         }
-        self.assertEqual(set(steps), set(FAULT_POINTS))
+        self.assertEqual(set(steps), set(SUCCESSOR_POINTS))
         for point, step in steps.items():
             self.setUp()
             captured, client = self.captureOne()
@@ -1272,7 +1296,7 @@ class FaultInjectionTests(SuccessorTestMixin, SynchronousTestCase):
         captured, client = self.captureOne()
         d = self.run_("raise:after-restore", captured)
         self.assertFailed(d, "restore", "injected fault at after-restore")
-        self.assertEqual(self.root.methods(), ["begin", "prepared", "capture", "abort"])
+        self.assertEqual(self.root.methods(), ["begin", "received", "prepared", "capture", "abort"])
         self.assertSuccessorHoldsNoConnection(client)
 
     def test_hang(self) -> None:
@@ -1282,7 +1306,7 @@ class FaultInjectionTests(SuccessorTestMixin, SynchronousTestCase):
         """
         d = self.run_("hang:after-switch")
         self.assertEqual(
-            self.root.methods(), ["begin", "prepared", "capture", "restored", "switch"]
+            self.root.methods(), ["begin", "received", "prepared", "capture", "restored", "switch"]
         )
         self.reactor.advance(TIMEOUT * 10)
         self.assertNoResult(d)
@@ -1313,7 +1337,7 @@ class FaultInjectionTests(SuccessorTestMixin, SynchronousTestCase):
         captured, client = self.captureOne()
         d = self.run_("hang:after-restore", captured)
         self.assertNoResult(d)
-        self.assertEqual(self.root.methods(), ["begin", "prepared", "capture"])
+        self.assertEqual(self.root.methods(), ["begin", "received", "prepared", "capture"])
         self.root.broker.connectionLost()
         self.assertFailed(
             d, "restore", "the incumbent hung up (it gave up on this takeover)"
@@ -1327,14 +1351,14 @@ class FaultInjectionTests(SuccessorTestMixin, SynchronousTestCase):
         d = self.run_("hang:before-adopt")
         self.assertNoResult(d)
         self.assertEqual(self.started, 0)
-        self.assertEqual(self.root.methods(), ["begin"])
+        self.assertEqual(self.root.methods(), ["begin", "received"])
 
     def test_otherPointsIgnored(self) -> None:
         """
-        Faults for points the takeover does not reach, and unknown actions,
-        do nothing; the first matching fault in the list applies.
+        Faults for points the takeover does not reach do nothing; the first
+        matching fault in the list applies.
         """
-        d = self.run_("bogus:connected,raise:nowhere,raise:after-adopt,kill:after-switch")
+        d = self.run_("raise:after-adopt,kill:after-switch")
         self.assertFailed(d, "adopt", "injected fault at after-adopt")
         self.assertEqual(self.kills, [])
 
@@ -1345,14 +1369,15 @@ class FaultInjectionTests(SuccessorTestMixin, SynchronousTestCase):
         d = self.run_(",,")
         self.assertEqual(self.successResultOf(d)["generation"], 5)
 
-    def test_faultsFromEnvironment(self) -> None:
+    def test_faultsNotFromEnvironment(self) -> None:
         """
-        By default L{Successor.faults} is C{MIGRATOR_FAULT} from the
-        environment.
+        L{Successor} never reads C{MIGRATOR_FAULT}: by default it injects
+        nothing, whatever the environment says (the composition root reads
+        it and hands the faults in).
         """
         self.patch(os, "environ", {"MIGRATOR_FAULT": "raise:connected"})
         successor = Successor(self.reactor, PATH, self.registry, lambda: None, lambda: None)
-        self.assertEqual(successor.faults, "raise:connected")
+        self.assertEqual(successor.faults, Faults())
 
     def test_faultLogged(self) -> None:
         """
@@ -1424,8 +1449,10 @@ class SuccessorAgainstIncumbentTests(SynchronousTestCase):
             prepareControl=FakeControlSocket,
             timeout=TIMEOUT,
             policy=FakePeerPolicy(),
-            faults=faults,
-            processAlive=lambda pid: True,
+            faults=Faults.parse(faults),
+            watchProcess=lambda pid: FakeWatch(pid, lambda p: True),
+            peerPid=lambda broker: None,
+            deathGrace=0,
             clock=self.reactor.seconds,
             adapters=adapters(),
         )
@@ -1554,7 +1581,7 @@ class SuccessorAgainstIncumbentTests(SynchronousTestCase):
         """
         first, _ = self.successor()
         # The first one stops after adopting, before reporting prepared.
-        first.faults = "hang:after-adopt"
+        first.faults = Faults.parse("hang:after-adopt")
         d1 = self.run_(first)
         self.assertNoResult(d1)
         second, secondRegistry = self.successor()
@@ -1562,11 +1589,11 @@ class SuccessorAgainstIncumbentTests(SynchronousTestCase):
         e = self.failureResultOf(d2, TakeoverFailed).value
         self.assertIn(
             "takeover failed at step begin: the incumbent refused: a takeover is "
-            f"already in progress (successor pid {os.getpid()}, step begun",
+            f"already in progress (successor pid {os.getpid()}, step received",
             str(e),
         )
         self.assertEqual(secondRegistry.calls.count("offer"), 0)
-        self.assertEqual(self.incumbent.current.state, "begun")
+        self.assertEqual(self.incumbent.current.state, "received")
         # The first one goes on from where it stopped, and takes over.
         [hang] = first._hangs
         hang.callback(None)
@@ -1606,57 +1633,17 @@ class DescribeTests(SynchronousTestCase):
         """
         Other exceptions are prefixed with their class name.
         """
-        self.assertEqual(_describe(pb.PBConnectionLost("gone")), "PBConnectionLost: gone")
+        self.assertEqual(_describe(pb.NoSuchMethod("gone")), "NoSuchMethod: gone")
+
+    def test_hungUp(self) -> None:
+        """
+        A lost PB connection is the incumbent hanging up.
+        """
+        self.assertEqual(_describe(pb.PBConnectionLost("gone")), "the incumbent hung up")
+        self.assertEqual(_describe(pb.DeadReferenceError("stale")), "the incumbent hung up")
 
     def test_takeoverFailed(self) -> None:
         """
         L{TakeoverFailed} (raised by L{Successor} itself) is its message.
         """
         self.assertEqual(_describe(TakeoverFailed("why")), "why")
-
-
-class ProcessAliveTests(SynchronousTestCase):
-    """
-    Tests for L{processAlive}.
-    """
-
-    def test_self(self) -> None:
-        """
-        This process is alive.
-        """
-        self.assertTrue(processAlive(os.getpid()))
-
-    def test_notAPid(self) -> None:
-        """
-        Zero and negative numbers are never alive processes (and are never
-        passed to C{kill}, where they mean process groups).
-        """
-        self.patch(os, "kill", lambda pid, sig: self.fail("kill called"))
-        self.assertFalse(processAlive(0))
-        self.assertFalse(processAlive(-1))
-
-    def test_noSuchProcess(self) -> None:
-        """
-        A pid no process has is not alive.
-        """
-        with open("/proc/sys/kernel/pid_max") as f:
-            pidMax = int(f.read())
-        self.assertFalse(processAlive(pidMax + 1))
-
-    def test_zombie(self) -> None:
-        """
-        A process that exited but was not reaped is not alive.
-        """
-        def kill(pid: int, sig: int) -> None:
-            self.assertEqual((pid, sig), (12345, 0))
-
-        self.patch(os, "kill", kill)
-        real = open
-
-        def fakeOpen(path: str, mode: str = "r", *a: Any, **kw: Any) -> Any:
-            if path == "/proc/12345/stat":
-                return io.BytesIO(b"12345 (twistd (x)) Z 1 2 3")
-            return real(path, mode, *a, **kw)
-
-        self.patch(builtins, "open", fakeOpen)
-        self.assertFalse(processAlive(12345))

@@ -8,6 +8,8 @@ with the C{--unmovable} option, into the service.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 from twisted.application import service
 from twisted.internet.testing import MemoryReactorClock
@@ -34,7 +36,11 @@ class LoadTacTests(SynchronousTestCase):
     """
 
     def write(self, text: str) -> str:
-        path = self.mktemp() + ".tac"
+        # Not self.mktemp(): under pytest that is a directory in the
+        # current one, which is the checkout.
+        directory = tempfile.mkdtemp(prefix="migrator-tac-")
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "temp.tac")
         with open(path, "w") as f:
             f.write(text)
         return path
@@ -96,8 +102,9 @@ class UnmovableOptionTests(SynchronousTestCase):
     """
 
     def parse(self, *args: str) -> tap.Options:
-        work = self.mktemp()
-        os.mkdir(work, 0o700)
+        work = tempfile.mkdtemp(prefix="migrator-tac-")
+        self.addCleanup(shutil.rmtree, work)
+        os.chmod(work, 0o700)
         options = tap.Options()
         options.parseOptions(["--control", os.path.join(work, "ctl"), *args, "--tac", CHAT])
         return options

@@ -19,6 +19,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from migrator.state._graph import typeName
 from migrator.state._registry import AdapterRegistry
 from migrator.takeover._incumbent import TakeoverRefused
+from migrator.takeover._messages import (
+    BeginRequest,
+    CaptureRequest,
+    PreparedReport,
+    ReceivedReport,
+    RestoredReport,
+)
 from migrator.takeover._unmovable import (
     UnmovableGuard,
     beginInfo,
@@ -58,7 +65,7 @@ class PolicyTests(IncumbentTestMixin, SynchronousTestCase):
         info = dict(SUCCESSOR, **extra)
         if policy is not None:
             info["unmovable"] = policy
-        return self.incumbent.begin(session, info)
+        return self.incumbent.begin(session, BeginRequest.fromWire(info)).toWire()
 
     def test_refusedAtBegin(self) -> None:
         """
@@ -134,8 +141,9 @@ class PolicyTests(IncumbentTestMixin, SynchronousTestCase):
 
     def test_noAdapterInSuccessor(self) -> None:
         """
-        A class the successor reads at another version refuses the
-        takeover too, saying so: nobody there could take its state.
+        A class the successor reads at a version no chain of translation
+        steps reaches refuses the takeover too, saying so: nobody there
+        could take its state.
         """
         self.registry.connections.append(FakeConnection(protocol=Echo()))
         e = self.assertRaises(
@@ -147,42 +155,32 @@ class PolicyTests(IncumbentTestMixin, SynchronousTestCase):
             versions={ECHO: 2},
         )
         self.assertIn(
-            f"the successor reads version 2 of {ECHO}, this process writes version 1", str(e)
+            f"{ECHO}: 1 connection(s) (version 1 -> 2: no upgrade from 1 in the successor)",
+            str(e),
         )
 
     def test_refusedAtCapture(self) -> None:
         """
-        A connection no adapter can move that arrives after C{begin} makes
-        C{capture} refuse: the takeover is abandoned before anything is
-        captured, and the message says it arrived since.
+        A connection no adapter can move that arrives after C{begin} (the
+        ports accept until the capture) makes C{capture} refuse, once
+        accepting has stopped and before anything is captured: the
+        takeover is abandoned, the ports accept again, and the message says
+        it arrived since.
         """
         session = self.session()
         self.toPrepared(session, "refuse")
         self.registry.connections.append(stranger())
-        e = self.assertRaises(TakeoverRefused, self.incumbent.capture, session, {"types": [ECHO]})
+        e = self.assertRaises(
+            TakeoverRefused, self.incumbent.capture, session, CaptureRequest((ECHO,))
+        )
         self.assertIn("opened since the takeover began; seen at step capture", str(e))
         self.assertIsNone(self.incumbent.current)
+        self.assertEqual(self.accepting(), [True, True])
+        self.assertEqual(self.registry.calls[-2:], ["pauseAccepting", "resumeAccepting"])
         last = self.incumbent.lastAttempt
         assert last is not None
         self.assertEqual((last["outcome"], last["step"]), ("abandoned", "capture"))
         self.assertEqual(last["classes"][STRANGER]["refused"], 1)
-
-    def test_refusedAtSwitch(self) -> None:
-        """
-        One that arrives after the capture (the ports accepted until the
-        switch) makes C{switch} refuse, once accepting has stopped: the
-        takeover is abandoned and the ports accept again.
-        """
-        session = self.session()
-        reader = self.toPrepared(session, "refuse")
-        self.capture(session, reader)
-        self.incumbent.restored(session, {"connections": 0})
-        self.registry.connections.append(stranger())
-        e = self.assertRaises(TakeoverRefused, self.incumbent.switch, session)
-        self.assertIn("seen at step switch", str(e))
-        self.assertIsNone(self.incumbent.current)
-        self.assertEqual(self.accepting(), [True, True])
-        self.assertEqual(self.registry.calls[-2:], ["pauseAccepting", "resumeAccepting"])
 
     def commitWith(self, policy: str) -> tuple[dict[str, Any], FakeConnection, list[Any]]:
         """
@@ -198,10 +196,10 @@ class PolicyTests(IncumbentTestMixin, SynchronousTestCase):
         session = self.session()
         reader = self.toPrepared(session, policy)
         self.capture(session, reader)
-        self.incumbent.restored(session, {"connections": 1})
+        self.incumbent.restored(session, RestoredReport(1))
         self.incumbent.switch(session)
         with capturedLogs() as events:
-            answer = self.incumbent.commit(session)
+            answer = self.incumbent.commit(session).toWire()
         return answer, left, list(events)
 
     def test_drain(self) -> None:
@@ -267,7 +265,8 @@ class PolicyTests(IncumbentTestMixin, SynchronousTestCase):
         _, fds = reader.next()
         self.ownFds(fds)
         self.assertIn("plan", answer)
-        self.incumbent.prepared(session, {"received": len(fds), "adopted": len(fds)})
+        self.incumbent.received(session, ReceivedReport(len(fds)))
+        self.incumbent.prepared(session, PreparedReport(len(fds), len(fds)))
         return reader
 
 
@@ -279,13 +278,18 @@ class GuardTests(SynchronousTestCase):
     def test_beginInfo(self) -> None:
         """
         A successor sends its policy and the type names it restores, with
-        their versions.
+        their versions, and with what it reads of each (version, upgrades).
         """
         adapters = AdapterRegistry()
-        adapters.register(EchoAdapter(Echo, version=3))
+        adapters.register(EchoAdapter(Echo, version=3, upgrades={2: dict}))
         self.assertEqual(
             beginInfo(adapters, "close"),
-            {"unmovable": "close", "types": [ECHO], "versions": {ECHO: 3}},
+            {
+                "unmovable": "close",
+                "types": [ECHO],
+                "versions": {ECHO: 3},
+                "readable": {ECHO: {"version": 3, "upgrades": [2], "persistence": None}},
+            },
         )
 
     def test_describePlan(self) -> None:

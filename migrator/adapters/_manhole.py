@@ -52,7 +52,7 @@ definition that could not be re-run, a Deferred whose result will not be
 shown) does the session print a notice, as the manhole prints a
 Deferred's late result: the input line is erased, the notice written, and
 the prompt and the half-typed line drawn again.  This happens after the
-commit (L{migrator.state._capture.RestoreContext.whenActive}), after the
+commit (L{migrator.interfaces.IRestoreContext.whenActive}), after the
 incumbent's unsent bytes.
 
 SSH manhole sessions (C{--sshPort}) cannot carry their encryption state:
@@ -86,7 +86,7 @@ from migrator.adapters.namespace._namespace import (
     restoreNamespace,
     sessionFutures,
 )
-from migrator.interfaces import IAdapter
+from migrator.interfaces import IAdapter, IBusyAware
 from migrator.state._graph import GraphError, Unadaptable
 from migrator.state._graph import typeName as _typeName
 from migrator.state._registry import AdapterRegistry
@@ -209,7 +209,7 @@ def _swallow(failure: Failure) -> None:
     return None
 
 
-@implementer(IAdapter)
+@implementer(IAdapter, IBusyAware)
 @attrs.frozen
 class _Adapter:
     """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_twistedadapters -*-
+# -*- test-case-name: tests.test_families,tests.test_adapters -*-
 """
 migrator's adapters for Twisted's own classes, registered in every
 process's registry (see L{migrator.adapters.defaultRegistry}).
@@ -15,6 +15,9 @@ process's registry (see L{migrator.adapters.defaultRegistry}).
     realm's users and groups (L{migrator.adapters._words}).
   - C{twisted.protocols.ftp}: an FTP session never moves; it stays and
     drains harmlessly (sessions are independent of each other).
+  - Autobahn's Twisted WebSocket server, where autobahn is installed: open
+    WebSocket connections with their framing state
+    (L{migrator.adapters._websocket}).
 """
 
 from __future__ import annotations
@@ -99,3 +102,12 @@ def registerAdapters(registry: AdapterRegistry) -> None:
     from migrator.adapters import _words
 
     _words.registerAdapters(registry)
+    # Autobahn is an optional extra: its adapters only where it imports
+    # (and it is imported only here, never at module level).
+    try:
+        import autobahn.twisted.websocket  # noqa: F401
+    except ImportError:
+        return
+    from migrator.adapters import _websocket
+
+    _websocket.registerAdapters(registry)

@@ -23,17 +23,18 @@ deliberately little, because an idle channel has little state:
 The L{Site} itself is never re-created: the successor's new code builds it,
 with its own resource tree and configuration.  Only its runtime state
 travels (L{SiteAdapter.carry}: the sessions and the session counter), and
-only onto the successor's Site (C{anchorOnly}).  Sessions move with their
+only onto the successor's Site (L{IAnchorOnly}).  Sessions move with their
 expiry call and components (which need adapters of their own, as anything
 in the graph does).
 
 A channel that is not idle (a request being received, handled or
 answered, pipelined requests queued, a response producer registered)
 declines with a reason and stays with the incumbent, which drains it.
-Such a channel is I{busy} (L{GenericHTTPChannelProtocolAdapter.busy}):
-the incumbent waits a bounded time for busy connections to finish before
-it captures (see L{migrator.state._capture.Settling}).  A channel that can
-never move (upgraded to WebSocket, HTTP/2, closing) is not busy.
+Such a channel is I{busy} (L{IBusyAware}; see
+L{GenericHTTPChannelProtocolAdapter.busy}): the incumbent waits a bounded
+time for busy connections to finish before it captures (see
+L{migrator.state._capture.Settling}).  A channel that can never move
+(upgraded to WebSocket, HTTP/2, closing) is not busy.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from migrator._twistedinternals import (
     timeoutCall,
     waitingForTransport,
 )
-from migrator.interfaces import IAdapter
+from migrator.interfaces import IAdapter, IAnchorOnly, IBusyAware
 from migrator.state._graph import GraphError
 from migrator.state._graph import typeName as _typeName
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
@@ -101,7 +102,7 @@ def _config(factory: Any, site: Any) -> dict[str, Any]:
     return config
 
 
-@implementer(IAdapter)
+@implementer(IAdapter, IBusyAware)
 @attrs.frozen
 class HTTPChannelAdapter:
     """
@@ -158,7 +159,7 @@ class HTTPChannelAdapter:
         setTimeoutCall(channel, call)
 
 
-@implementer(IAdapter)
+@implementer(IAdapter, IBusyAware)
 @attrs.frozen
 class GenericHTTPChannelProtocolAdapter:
     """
@@ -203,7 +204,7 @@ class GenericHTTPChannelProtocolAdapter:
         restoreProxy(proxy, state, _config(state["factory"], state["site"]))
 
 
-@implementer(IAdapter)
+@implementer(IAdapter, IAnchorOnly)
 @attrs.frozen
 class SiteAdapter:
     """
@@ -211,7 +212,7 @@ class SiteAdapter:
     attributes named in C{carry}, nothing else (not the resource tree, the
     log, the timeout or any other configuration: the successor's new code
     set those).  A Site is only ever matched onto the successor's Site for
-    the same port, never re-created (C{anchorOnly}): one reached any other
+    the same port, never re-created (L{IAnchorOnly}): one reached any other
     way cannot move.
 
     @ivar carry: the attribute names carried (an allow-list, so that a
@@ -225,7 +226,6 @@ class SiteAdapter:
     )
     version: int = 1
     carry: tuple[str, ...] = ("sessions", "counter")
-    anchorOnly: bool = True
 
     def movable(self, site: Any) -> str | None:
         return None

@@ -60,7 +60,7 @@ import attrs
 from twisted.words import service
 from zope.interface import implementer
 
-from migrator.interfaces import IAdapter
+from migrator.interfaces import IAdapter, IAnchorOnly, IBusyAware
 from migrator.state._graph import GraphError, Unadaptable
 from migrator.state._graph import typeName as _typeName
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
@@ -93,7 +93,7 @@ def _closing(session: Any) -> bool:
     return transport is None or bool(getattr(transport, "disconnecting", False))
 
 
-@implementer(IAdapter)
+@implementer(IAdapter, IBusyAware)
 @attrs.frozen
 class IRCUserAdapter:
     """
@@ -204,13 +204,13 @@ class UserAdapter:
             user.realm = state["realmOf"].realm
 
 
-@implementer(IAdapter)
+@implementer(IAdapter, IAnchorOnly)
 @attrs.frozen
 class IRCFactoryAdapter:
     """
     The state of an L{IRCFactory}'s in-memory realm (its users and groups),
     merged into the realm of the successor's own factory for the same port
-    (C{anchorOnly}: the factory is never re-created, and neither is the
+    (L{IAnchorOnly}: the factory is never re-created, and neither is the
     realm, the portal or its checkers).  A name the successor's realm
     already has (a group its new code created at start-up) takes the
     incumbent's object, which has the members and the topic.
@@ -221,7 +221,6 @@ class IRCFactoryAdapter:
         default=attrs.Factory(lambda self: _typeName(self.cls), takes_self=True)
     )
     version: int = 1
-    anchorOnly: bool = True
 
     def movable(self, factory: Any) -> str | None:
         return None

@@ -13,11 +13,17 @@ from typing import Any, TextIO
 from twisted.internet.defer import Deferred
 from twisted.python import usage
 
+from migrator.cli._options import CommandOptions
 from migrator.takeover._control import ControlClientFactory, ControlRefused, PeerPolicy, probe
 
 
-class StatusOptions(usage.Options):
+class StatusOptions(CommandOptions):
     synopsis = "--control PATH [--json]"
+    longdesc = (
+        "Ask the service at a control socket what it is: its process, "
+        "generation, ports, connections, and the takeover in progress or "
+        "the last one.  It talks only to a service of the same user (or root)."
+    )
     optFlags = [["json", "j", "Print one JSON object, for scripts."]]
     optParameters = [
         ["control", "c", None, "Path of the control socket."],

@@ -10,7 +10,8 @@ Python, and the transcript says which, see L{migrator.demo._telnetdriver}): it
 logs in, imports, defines a function and a class, makes an instance,
 shows its pid and Python version, and types half a line.  Then a
 successor takes over, on a second Python interpreter when one is found
-(else a second process of the same one, and the transcript says so), and
+and can run it (see L{migrator.demo._interpreters}; else a second process
+of the same one, and the transcript says so), and
 the same session, without reconnecting or logging in again, finishes the
 line and shows the new pid and version with every name intact.  It exits
 0 only if every check held.
@@ -38,6 +39,7 @@ import threading
 import time
 from typing import Any, TextIO
 
+from migrator.demo._interpreters import UnusablePython, findSecondPython
 from migrator.demo._loadgen import command as loadgenCommand
 from migrator.demo._processes import (
     HANDED_OFF,
@@ -59,12 +61,6 @@ _PID_VERSION = re.compile(r"\((\d+), '(([0-9.]+)[^']*)'\)")
 _TAKEOVER_LOG = re.compile(
     r"migrate|takeover|handed off|froze|adopt|drain|connection\(s\)|restored|moved"
 )
-#: Can this interpreter run migrator (the checkout or the installed package)?
-_PROBE = (
-    "import sys, twisted, attrs, zope.interface, migrator; "
-    "from twisted.plugins import migrator_plugin; "
-    "print(sys.version.split()[0])"
-)
 _USER = "admin"
 #: How long a predecessor may drain what stayed with it.
 _DRAIN = ["--drain-timeout", "30"]
@@ -80,69 +76,6 @@ def _status(control: str) -> dict[str, Any]:
         check=True,
     )
     return json.loads(out.stdout)
-
-
-def _pythonVersion(python: str) -> str | None:
-    """
-    The version of interpreter C{python} if it can run migrator (with the
-    same C{PYTHONPATH} as the service's processes), else C{None}.
-    """
-    try:
-        out = subprocess.run(
-            [python, "-c", _PROBE],
-            capture_output=True,
-            text=True,
-            env=childEnvironment(),
-            timeout=60,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def findSecondPython(given: str | None = None) -> tuple[str | None, str, str]:
-    """
-    Find another Python interpreter able to run migrator: C{given}, else
-    C{MIGRATOR_DEMO_PYTHON}, else C{MIGRATOR_TEST_OTHER_PYTHON}, else the
-    first C{python3.N} on C{PATH} of another minor version.
-
-    @return: its path (C{None} if there is none: use this one), its
-        version, and a sentence saying how it was (not) found.
-    """
-    mine = sys.version.split()[0]
-    mineMinor = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    tried: list[str] = []
-    for source, path in (
-        ("--python", given),
-        ("MIGRATOR_DEMO_PYTHON", os.environ.get("MIGRATOR_DEMO_PYTHON")),
-        ("MIGRATOR_TEST_OTHER_PYTHON", os.environ.get("MIGRATOR_TEST_OTHER_PYTHON")),
-    ):
-        if not path:
-            continue
-        version = _pythonVersion(path)
-        if version:
-            return path, version, f"second interpreter from {source}: {path} (Python {version})"
-        tried.append(f"{source}={path} cannot import migrator and its dependencies")
-    for minor in range(9, 20):
-        name = f"python3.{minor}"
-        if name == f"python{mineMinor}":
-            continue
-        path = shutil.which(name)
-        if not path:
-            continue
-        version = _pythonVersion(path)
-        if version and not version.startswith(mineMinor + "."):
-            return path, version, f"second interpreter found on PATH: {path} (Python {version})"
-        tried.append(f"{path} cannot import migrator and its dependencies")
-    why = "".join(f"\n          ({t})" for t in tried) or " (none on PATH, no MIGRATOR_DEMO_PYTHON)"
-    return (
-        None,
-        mine,
-        f"NO second Python interpreter found{why}\n"
-        f"        so the successor will be a second process of this same Python "
-        f"{mine} ({sys.executable}); set MIGRATOR_DEMO_PYTHON to another one",
-    )
 
 
 def _manhole(passwd: str) -> list[str]:
@@ -200,6 +133,13 @@ def runManholeDemo(options: Any, out: TextIO) -> int:
 
     @return: the exit code.
     """
+    try:
+        # Checked before anything is announced or started.
+        second = findSecondPython(options["python"], childEnvironment())
+    except UnusablePython as e:
+        out.write(f"python -m migrator demo: {e}\n")
+        return 2
+    other, otherVersion, found = second.path, second.version, second.found
     narrator = _Narrator(out)
     say = narrator.say
     work = tempfile.mkdtemp(prefix="migrator-demo-")
@@ -213,7 +153,6 @@ def runManholeDemo(options: Any, out: TextIO) -> int:
     service = _manhole(passwd)
     processes: list[ServiceProcess] = []
     keepWork = False
-    other, otherVersion, found = findSecondPython(options["python"])
     out.write(
         "migrator demo: a Python prompt served by telnet (twistd manhole) moves to a\n"
         "new process, on another Python when there is one, while a telnet session\n"

@@ -12,6 +12,12 @@ had not sent yet travel with it.  L{Captured.thaw} undoes the freeze (the
 takeover was abandoned); L{Captured.release} lets go after the commit
 (close, never C{shutdown}; the application's C{connectionLost} never runs).
 
+Versions: where the successor reads a type at another version, the
+newer side translates (L{migrator.state._versions}): this process
+downgrades what it writes if it is newer, and leaves a connection whose
+graph holds an object no chain of steps reaches (it stays, with the
+reason).
+
 File descriptors: those in L{Captured.fds} stay owned by the incumbent's
 transports (they are sent, not given away).
 """
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 import socket
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import attrs
@@ -36,7 +42,7 @@ from migrator._twistedinternals import (
     releaseConnection,
 )
 from migrator._twistedinternals import pendingBytes as _pending
-from migrator.interfaces import IPortRegistry
+from migrator.interfaces import IBusyAware, IPortRegistry
 from migrator.state._graph import (
     GraphWriter,
     Unadaptable,
@@ -44,6 +50,8 @@ from migrator.state._graph import (
     typeName,
 )
 from migrator.state._plan import NOT_SELECTED
+from migrator.state._translator import TranslationLog, Translator
+from migrator.state._versions import Readable
 
 _log = Logger()
 
@@ -79,6 +87,9 @@ class Captured:
     """
     What the incumbent captured: the encoded graph, the descriptors to send,
     and what it froze.
+
+    @ivar translations: what was downgraded, by type name
+        (L{migrator.state._translator.TranslationLog.asDict}).
     """
 
     payload: bytes
@@ -93,6 +104,7 @@ class Captured:
     frozen: bool = False
     pendingBytes: int = 0
     frozenAt: float = 0.0
+    translations: dict[str, Any] = attrs.field(factory=dict)
 
     @property
     def count(self) -> int:
@@ -277,6 +289,7 @@ def captureConnections(
     adapters: Any,
     claimed: frozenset[str],
     restorable: frozenset[str],
+    readable: Mapping[str, Readable] | None = None,
     selected: Callable[[Any], bool] | None = None,
 ) -> Captured:
     """
@@ -287,20 +300,31 @@ def captureConnections(
         the reactor whose readers say which connections read).
     @param claimed: the port keys the successor declared.
     @param restorable: the type names the successor has adapters for.
+    @param readable: what the successor reads of each type name
+        (L{migrator.state._versions.readableFrom}); C{None} if it did not
+        say (every state is written at this process's version).
     @param selected: if given, whether the operator selected a connection
         (a transport) to move this time: the others stay, and so does a
         selected one whose graph reaches one of them.
     """
 
     known: dict[type, Any] = {}
+    translator = Translator(
+        readable, getattr(adapters, "kept", None), TranslationLog(reactor.seconds)
+    )
 
     def adapterFor(cls: type) -> Any:
         try:
             return known[cls]
         except KeyError:
             adapter = adapters.adapterFor(cls)
-            if adapter is not None and adapter.typeName not in restorable:
-                adapter = None
+            if adapter is not None:
+                if adapter.typeName not in restorable:
+                    adapter = None
+                else:
+                    # A Refusing stand-in if no chain of steps reaches the
+                    # successor's version.
+                    adapter = translator.writing(adapter)
             known[cls] = adapter
             return adapter
 
@@ -316,7 +340,7 @@ def captureConnections(
     frozenAt = reactor.seconds()
     readers = set(map(id, cast(IReactorFDSet, reactor).getReaders()))
     hooks = _CaptureHooks(reactor, adapters, ports, claimed, readers, selected)
-    writer = GraphWriter(adapterFor, anchors, hooks)
+    writer = GraphWriter(adapterFor, anchors, hooks, translator)
     staying: dict[str, int] = {}
     moved: dict[str, int] = {}
     roots: list[Any] = []
@@ -345,7 +369,7 @@ def captureConnections(
         # Asked already: the hook need not ask again when it meets this
         # protocol's transport (this all runs in the freeze).
         hooks.checkedProtocol = protocol
-        mark = (len(hooks.transports), len(hooks.calls), len(hooks.loops))
+        mark = (len(hooks.transports), len(hooks.calls), len(hooks.loops), translator.log.mark())
         writer.checkpoint()
         try:
             roots.append(writer.write(protocol, cls.__name__))
@@ -354,6 +378,7 @@ def captureConnections(
             del hooks.transports[mark[0] :]
             del hooks.calls[mark[1] :]
             del hooks.loops[mark[2] :]
+            translator.log.rollback(mark[3])
             stay(f"{typeName(cls)}: {e}")
             continue
         writer.release()
@@ -390,6 +415,7 @@ def captureConnections(
         reactor=reactor,
         pendingBytes=sum(len(_pending(t)) for t in hooks.transports),
         frozenAt=frozenAt,
+        translations=translator.log.asDict(),
     )
     captured.freeze()
     return captured
@@ -399,13 +425,13 @@ def captureConnections(
 class Settling:
     """
     Before a capture, waits (at most C{timeout} seconds) for the connections
-    that are I{busy} to go idle: those whose adapter has a C{busy(protocol)}
-    method that says so (work in progress that ends by itself, such as an
+    that are I{busy} to go idle: those whose adapter, an L{IBusyAware},
+    says so (work in progress that ends by itself, such as an
     HTTP request being answered).  A busy connection declines to move; one
     that finishes in time moves instead of draining here.
 
-    While it waits, every connection that I{could} be busy (its adapter has
-    C{busy}) and is idle stops reading, so that it starts no new work; the
+    While it waits, every connection that I{could} be busy (its adapter is
+    L{IBusyAware}) and is idle stops reading, so that it starts no new work; the
     client's bytes wait in the kernel.  L{resume} makes them read again:
     call it in the same reactor turn as L{captureConnections}, which then
     sees them reading (and the successor starts them reading).
@@ -456,7 +482,8 @@ class Settling:
             protocol = t.protocol
             cls = type(protocol)
             if cls not in busyOf:
-                busyOf[cls] = getattr(self._adapters.adapterFor(cls), "busy", None)
+                adapter = self._adapters.adapterFor(cls)
+                busyOf[cls] = adapter.busy if IBusyAware.providedBy(adapter) else None
             isBusy = busyOf[cls]
             if isBusy is None:
                 continue

@@ -6,8 +6,9 @@ the incumbent's open connections, counted by class.
 Every open connection is of one of four kinds:
 
   - L{MOVES}: its protocol's class has an adapter here, and one the
-    successor reads (same type name and version), which says it can move
-    now;
+    successor reads (same type name, and a version a chain of translation
+    steps reaches: L{migrator.state._versions.writeRoute}, as the capture
+    decides), which says it can move now;
   - L{HARMLESS}: it will stay with the old process until it closes, and
     its adapter declared that harmless (L{drainsHarmlessly}): an HTTP
     request being answered, a web channel inside TLS, an SSH session, an
@@ -42,6 +43,7 @@ from zope.interface import implementer
 
 from migrator.interfaces import IAdapter
 from migrator.state._graph import GraphError, Unadaptable, typeName
+from migrator.state._versions import untranslatable
 
 MOVES = "moves"
 HARMLESS = "harmless"
@@ -109,8 +111,9 @@ class Classifier:
     asked per connection.
 
     @ivar adapters: this process's registry (C{adapterFor(cls)}).
-    @ivar successorVersions: the type names the successor reads, with the
-        version of each; C{None} if unknown (not checked).
+    @ivar successorVersions: the type names the successor reads, with what
+        it reads of each (a L{migrator.state._versions.Readable}, or just
+        its version); C{None} if unknown (not checked).
     """
 
     adapters: Any
@@ -169,11 +172,9 @@ class Classifier:
             theirs = self.successorVersions.get(adapter.typeName, _ABSENT)
             if theirs is _ABSENT:
                 why = "no adapter in the successor"
-            elif theirs != adapter.version:
-                why = (
-                    f"the successor reads version {theirs} of {adapter.typeName}, "
-                    f"this process writes version {adapter.version}"
-                )
+            else:
+                problem = untranslatable(adapter, theirs)
+                why = problem.why if problem is not None else None
         self._facts[chain] = (name, why)
         return name, why
 

@@ -25,6 +25,7 @@ from typing import Any, cast
 import attrs
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from migrator._twistedinternals import (
     abandonLoopingCall,
@@ -35,12 +36,13 @@ from migrator._twistedinternals import (
     resumeLoopingCall,
     serverTransport,
 )
-from migrator.interfaces import IPortRegistry
+from migrator.interfaces import IPortRegistry, IRestoreContext
 from migrator.state._graph import (
     GraphError,
     GraphReader,
     loadsPlain,
 )
+from migrator.state._translator import TranslationLog, Translator
 
 _log = Logger()
 
@@ -80,11 +82,12 @@ class _Gate:
                 call.cancel()
 
 
+@implementer(IRestoreContext)
 @attrs.define(eq=False)
 class RestoreContext:
     """
     What adapters' C{create} and C{populate} get as their C{context} in the
-    successor.
+    successor (see L{IRestoreContext}).
     """
 
     _gate: _Gate
@@ -106,6 +109,8 @@ class Restored:
     The successor's restored connections, not active yet.
 
     @ivar clock: the reactor they were restored on.
+    @ivar translations: what was read, and translated, by type name
+        (L{migrator.state._translator.TranslationLog.asDict}).
     """
 
     transports: list[Any]
@@ -115,6 +120,7 @@ class Restored:
     loops: list[Any]
     count: int
     clock: IReactorTime
+    translations: dict[str, Any] = attrs.field(factory=dict)
 
     def activate(self) -> list[float]:
         """
@@ -294,7 +300,10 @@ def restoreConnections(
             anchors["factory:" + tracked.key] = tracked.port.factory
     fds = list(fds)
     hooks = _RestoreHooks(reactor, adapters, ports, fds, adoptSocket, closeFd)
-    reader = GraphReader(adapters.adapterNamed, anchors, hooks, RestoreContext(hooks.gate))
+    translator = Translator(None, getattr(adapters, "kept", None), TranslationLog(reactor.seconds))
+    reader = GraphReader(
+        adapters.adapterNamed, anchors, hooks, RestoreContext(hooks.gate), translator
+    )
     try:
         data = loadsPlain(payload)
         if data is None:
@@ -335,4 +344,5 @@ def restoreConnections(
         hooks.loops,
         len(hooks.transports),
         reactor,
+        translator.log.asDict(),
     )

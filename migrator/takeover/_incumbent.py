@@ -1,55 +1,75 @@
 # -*- test-case-name: tests.test_incumbent -*-
 """
 The incumbent's half of a takeover: a state machine driven by its
-successor's PB calls.
+successor's PB calls.  Its states and transitions are in one table,
+L{migrator.takeover._steps.TRANSITIONS}; every step goes through
+L{Incumbent._expect} (is this step allowed now?) and L{Incumbent._advance}
+(go to the next state and arm the timeout for what comes next).
 
-    idle --begin--> begun --prepared--> prepared --capture--> captured
-         --restored--> restored --switch--> switched --commit--> handed off
+Until C{commit} the incumbent owns everything: it keeps its ports (it only
+stops I{accepting} on them, at C{capture}, in the same reactor turn as the
+capture, so that every connection it holds is either sent or counted as
+staying) and its connections (frozen at C{capture}: not reading, not
+writing, their scheduled calls suspended), so an abort just resumes
+accepting and thaws the connections.  An abort happens on the successor's
+request, when its PB connection drops, when a step takes longer than its
+timeout (the short handshake timeout for C{received}, the takeover timeout
+for the others), when a message is malformed, or when its report does not
+match what was sent; the incumbent then says farewell on the frame channel
+(L{migrator.takeover._messages.Farewell}).  At C{commit} the incumbent
+releases its copies (close, never C{shutdown}) and from then on only serves
+the connections it already has.  Asked to stop during a takeover, it lets
+the takeover finish first (L{migrator.takeover._stopping}).
 
-    any failure before commit --abort--> idle (everything as it was)
-
-Until C{commit} the incumbent owns everything: it keeps its ports (and only
-stops I{accepting} at C{switch}) and its connections (frozen at C{capture}:
-not reading, not writing, their scheduled calls suspended), so an abort
-just resumes accepting and thaws the connections.  An
-abort happens on the successor's request, when its PB connection drops, when
-a step takes longer than the takeover timeout, or when its report does not
-match what was sent.  At C{commit} the incumbent releases its copies (close,
-never C{shutdown}) and from then on only serves the connections it already
-has.
+The messages are the typed records of L{migrator.takeover._messages};
+L{migrator.takeover._session.ControlSession} converts them from and to
+plain dictionaries at the PB boundary.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.spread import pb
-from zope.interface import implementer
 
-from migrator.state._capture import Captured, Settling, captureConnections
 from migrator.state._registry import AdapterRegistry
-from migrator.takeover._channel import FrameChannel, channelPair
-from migrator.takeover._inspect import OperatorQueries
+from migrator.state._translator import describeTranslations
+from migrator.state._versions import readableFrom
+from migrator.takeover._attempt import Attempt, Peer
+from migrator.takeover._messages import (
+    BeginAnswer,
+    BeginRequest,
+    CaptureReport,
+    CaptureRequest,
+    CommitAnswer,
+    Farewell,
+    PortsMessage,
+    PreparedReport,
+    ReceivedReport,
+    RestoredReport,
+    SwitchAnswer,
+)
 from migrator.takeover._ports import ListenerRegistry, UnsupportedPort
+from migrator.takeover._steps import (
+    ABORTABLE,
+    CAPTURING,
+    HANDSHAKE,
+    IDLE,
+    Faults,
+    ProtocolError,
+    advance,
+)
+from migrator.takeover._stopping import StopsPolitely
 from migrator.takeover._unmovable import UnmovableGuard
 
 _log = Logger()
-
-IDLE = "idle"
-BEGUN = "begun"
-PREPARED = "prepared"
-CAPTURED = "captured"
-RESTORED = "restored"
-SWITCHED = "switched"
-COMMITTED = "committed"
 
 
 class TakeoverRefused(pb.Error):
@@ -60,36 +80,17 @@ class TakeoverRefused(pb.Error):
 
 
 @attrs.define(eq=False)
-class _Attempt:
-    """
-    One takeover in progress.
-    """
-
-    session: ControlSession
-    successorPid: int
-    info: dict[str, Any]
-    startedAt: float
-    state: str = BEGUN
-    channel: FrameChannel | None = None
-    peerEnd: socket.socket | None = None
-    sentPorts: int = 0
-    records: list[dict[str, Any]] = attrs.field(factory=list)
-    captured: Captured | None = None
-    settling: Settling | None = None
-    stepStartedAt: float = 0.0
-    pausedAt: float | None = None
-    timeoutCall: Any = None
-    report: dict[str, Any] = attrs.field(factory=dict)
-
-
-@attrs.define(eq=False)
-class Incumbent:
+class Incumbent(StopsPolitely):
     """
     Answers takeover requests for the ports in C{registry}.
 
     @ivar onHandedOff: called with the successor's description once a
         takeover has committed.
     @ivar takeoverTimeout: the longest any one step may take, in seconds.
+    @ivar handshakeTimeout: the longest the successor may take to
+        acknowledge the ports after C{begin} (C{received}); at most
+        C{takeoverTimeout}.  A peer that sends C{begin} and then nothing
+        holds the takeover no longer than this.
     @ivar settleTimeout: the longest the capture step waits for busy
         connections to go idle (at most a third of C{takeoverTimeout}).
     """
@@ -102,42 +103,63 @@ class Incumbent:
     #: Called when the committed successor hangs up (the drain may end now).
     onSuccessorDetached: Callable[[], None] | None = None
     takeoverTimeout: float = 30.0
+    handshakeTimeout: float = 10.0
     #: The longest the capture waits for busy connections (an HTTP request
     #: being answered) to go idle, so that they move rather than drain.
     settleTimeout: float = 5.0
     clock: Callable[[], float] = time.time
-    current: _Attempt | None = None
+    #: Failures to inject on purpose (rollback drills), from the
+    #: composition root.
+    faults: Faults = attrs.field(factory=Faults)
+    #: Set by L{stop}: no new takeover begins, and the one in progress
+    #: finishes (commit or abort) before this process stops.
+    stopping: bool = False
+    current: Attempt | None = None
     handedOffTo: dict[str, Any] | None = None
-    successorSession: ControlSession | None = None
+    successorSession: Peer | None = None
     successorAttached: bool = False
     lastAttempt: dict[str, Any] | None = None
-    #: Never two: what each takeover will move and leave behind, and the
-    #: successor's policy for connections no adapter can move.
+    #: Never two: what each takeover moves and leaves behind (and the policy).
     unmovable: UnmovableGuard = attrs.field(default=attrs.Factory(
         lambda self: UnmovableGuard(self.registry, self.adapters, self.clock), takes_self=True))
+    _hangs: list[Deferred[None]] = attrs.field(factory=list)
+    #: Channels still sending a farewell (see L{abort}).
+    _closing: int = 0
+    _waitedEnough: bool = False
+    _detachWait: IDelayedCall | None = None
+    _stopWaiters: list[Deferred[None]] = attrs.field(factory=list)
 
     # -- status -------------------------------------------------------------
 
     def takeoverStatus(self) -> dict[str, Any] | None:
-        a = self.current
-        if a is None:
-            return None
-        return {
-            "successor_pid": a.successorPid,
-            "step": a.state,
-            "started": a.startedAt,
-            "elapsed": round(self.clock() - a.startedAt, 3),
-        }
+        """
+        @return: the takeover in progress (successor, step, start, elapsed
+            seconds), or C{None}.
+        """
+        return None if self.current is None else self.current.status(self.clock())
 
     # -- steps --------------------------------------------------------------
 
-    def begin(self, session: ControlSession, info: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(info, dict):
-            raise TakeoverRefused("begin expects a dictionary")
+    def begin(self, session: Peer, request: BeginRequest) -> BeginAnswer:
+        """
+        Start a takeover: open a frame channel, send its other end to the
+        successor with this answer, and send every listening port on it.
+
+        @param session: the successor's connection.
+        @param request: who the successor is.
+        @return: who this process is and how many ports it sends.
+        @raise TakeoverRefused: if this process already handed off, another
+            takeover is in progress, or a port cannot be handed over.
+        """
         if self.handedOffTo is not None:
             raise TakeoverRefused(
                 f"this process (pid {os.getpid()}) has already handed its "
                 f"service to pid {self.handedOffTo.get('pid')}"
+            )
+        if self.stopping:
+            raise TakeoverRefused(
+                f"this process (pid {os.getpid()}) is stopping; start the "
+                f"service afresh once it has exited"
             )
         if self.current is not None:
             raise TakeoverRefused(
@@ -149,32 +171,27 @@ class Incumbent:
         try:
             records, fds = self.registry.handoffRecords()
         except UnsupportedPort as e:
-            pid = info.get("pid")
             self.lastAttempt = {
                 "outcome": "refused",
-                "successor_pid": pid,
+                "successor_pid": request.pid,
                 "at": self.clock(),
                 "step": IDLE,
                 "reason": str(e),
             }
-            _log.warn("takeover by pid {pid} refused: {reason}", pid=pid, reason=str(e))
+            _log.warn(
+                "takeover by pid {pid} refused: {reason}", pid=request.pid, reason=str(e)
+            )
             raise TakeoverRefused(str(e)) from e
         # Never two: what will move and what will stay, before any port is sent.
-        plan = self.unmovable.start(info)
+        plan = self.unmovable.start(request.toWire())
         self._refuseUnmovable("begin")
-        pid = info.get("pid")
-        attempt = _Attempt(
+        attempt = Attempt(
             session=session,
-            successorPid=pid if isinstance(pid, int) else -1,
-            info=info,
+            successorPid=request.pid,
+            request=request,
             startedAt=self.clock(),
-            stepStartedAt=self.clock(),
         )
-        ours, theirs = channelPair()
-        attempt.peerEnd = theirs
-        attempt.channel = FrameChannel(
-            self._reactor, ours, onClose=lambda reason: None
-        )
+        channelFd = attempt.openChannel(self._reactor)
         attempt.sentPorts = len(fds)
         attempt.records = records
         self.current = attempt
@@ -182,222 +199,251 @@ class Incumbent:
             "takeover requested by pid {pid} (Python {python}): sending "
             "{count} listening port(s)",
             pid=attempt.successorPid,
-            python=info.get("python"),
+            python=request.python,
             count=len(fds),
         )
         # The channel's socket rides with the bytes of this call's answer.
-        session.sendFileDescriptor(theirs.fileno())
-        sent = attempt.channel.sendMessage(
-            json.dumps({"type": "ports", "ports": records}).encode("utf-8"), fds
-        )
+        session.sendFileDescriptor(channelFd)
+        assert attempt.channel is not None
+        sent = attempt.channel.sendMessage(PortsMessage(tuple(records)).toBytes(), fds)
         # If the channel closes before the message went out, the takeover
         # was abandoned, and that is logged on its own.
         sent.addErrback(lambda _: None)
-        self._armTimeout(attempt, "prepare")
+        self._advance(attempt, "begin")
         me = self.identity()
-        return {
-            "pid": me["pid"],
-            "generation": me["generation"],
-            "python": me["python"],
-            "ports": len(fds),
-            "plan": plan,
-            **{k: me[k] for k in ("lineage",) if k in me},
-        }
+        return BeginAnswer(
+            pid=me["pid"],
+            generation=me["generation"],
+            python=me["python"],
+            ports=len(fds),
+            connections=self.registry.connectionCount(),
+            plan=plan,
+            lineage=tuple(me.get("lineage", ())),
+        )
 
-    def prepared(self, session: ControlSession, report: dict[str, Any]) -> dict[str, Any]:
-        attempt = self._expect(session, BEGUN, "prepared")
-        if not isinstance(report, dict):
-            report = {}
-        attempt.report = report
-        received = report.get("received")
-        if received != attempt.sentPorts:
-            self.abort(
-                f"the successor received {received!r} of {attempt.sentPorts} "
+    def received(self, session: Peer, report: ReceivedReport) -> None:
+        """
+        The successor has the frame channel and the ports: the handshake is
+        over, and the successor has the takeover timeout to start its
+        service.
+
+        @param session: the successor's connection.
+        @param report: how many port descriptors arrived.
+        @raise TakeoverRefused: (and the takeover is abandoned) if the step
+            is out of order or the count does not match.
+        """
+        attempt = self._expect(session, "received")
+        if report.ports != attempt.sentPorts:
+            self._refuse(
+                attempt,
+                f"the successor received {report.ports} of {attempt.sentPorts} "
                 f"listening ports",
-                session,
-            )
-            raise TakeoverRefused(
                 f"count mismatch: sent {attempt.sentPorts} ports, you received "
-                f"{received!r}"
+                f"{report.ports}",
             )
-        attempt.state = PREPARED
-        attempt.stepStartedAt = self.clock()
-        self._armTimeout(attempt, "ask for the connections")
+        self._advance(attempt, "received")
+
+    def prepared(self, session: Peer, report: PreparedReport) -> None:
+        """
+        The successor's service runs on the adopted ports (not accepting).
+
+        @param session: the successor's connection.
+        @param report: what it received, adopted and left unclaimed.
+        @raise TakeoverRefused: (and the takeover is abandoned) if the step
+            is out of order or the count does not match.
+        """
+        attempt = self._expect(session, "prepared")
+        if report.received != attempt.sentPorts:
+            self._refuse(
+                attempt,
+                f"the successor received {report.received} of {attempt.sentPorts} "
+                f"listening ports",
+                f"count mismatch: sent {attempt.sentPorts} ports, you received "
+                f"{report.received}",
+            )
+        attempt.report = report
+        self._advance(attempt, "prepared")
         _log.info(
             "successor pid {pid} adopted {adopted} port(s) ({unclaimed} not "
             "declared by its service); prepare took {ms:.1f} ms",
             pid=attempt.successorPid,
-            adopted=report.get("adopted"),
-            unclaimed=len(report.get("unclaimed") or ()),
+            adopted=report.adopted,
+            unclaimed=len(report.unclaimed),
             ms=(self.clock() - attempt.startedAt) * 1000,
         )
-        return {}
 
     def capture(
-        self, session: ControlSession, request: dict[str, Any]
-    ) -> dict[str, Any] | Deferred[dict[str, Any]]:
+        self, session: Peer, request: CaptureRequest
+    ) -> CaptureReport | Deferred[CaptureReport]:
         """
         Capture and freeze every connection that can move, and send them
         over the channel.  If some connections are busy (see L{Settling}),
         first wait for them, a bounded time.
 
+        @param session: the successor's connection.
+        @param request: the type names (and versions) the successor has
+            adapters for.
         @return: the report, or (after a wait) a L{Deferred} firing with it.
+        @raise TakeoverRefused: (and the takeover is abandoned) if the step
+            is out of order or capturing fails; the L{Deferred} fails with
+            it too.
         """
-        attempt = self._expect(session, PREPARED, "capture")
-        if not isinstance(request, dict):
-            request = {}
-        settling = Settling(
-            self._reactor,
-            self.registry,
-            self.adapters,
-            min(self.settleTimeout, self.takeoverTimeout / 3),
-            claimed=self._claimed(attempt),
-        )
-        waiting = settling.start()
+        attempt = self._expect(session, "capture")
+        self._advance(attempt, "capture")
+        timeout = min(self.settleTimeout, self.takeoverTimeout / 3)
+        waiting = attempt.startSettling(self._reactor, self.registry, self.adapters, timeout)
         if waiting is None:
-            return self._capture(session, attempt, request)
-        attempt.settling = settling
+            return self._capture(attempt, request)
         _log.info(
             "waiting up to {timeout:g} s for {busy} busy connection(s) to finish "
             "before capturing",
-            timeout=settling.timeout,
-            busy=settling.busy,
+            timeout=timeout,
+            busy=attempt.settling.busy if attempt.settling else 0,
         )
-        return waiting.addCallback(lambda _: self._capture(session, attempt, request))
+        return waiting.addCallback(lambda _: self._capture(attempt, request))
 
     def _capture(
-        self, session: ControlSession, attempt: _Attempt, request: dict[str, Any]
-    ) -> dict[str, Any]:
-        settling, attempt.settling = attempt.settling, None
+        self, attempt: Attempt, request: CaptureRequest
+    ) -> CaptureReport | Deferred[CaptureReport]:
+        """
+        The capture itself, in one reactor turn: stop accepting, so that the
+        set of connections is closed (the kernel's backlog queues new ones
+        for the successor, none is refused), then capture, freeze and send
+        (L{Attempt.capture}).  Every connection held at that moment is
+        either sent or counted as staying, with its reason.
+
+        @raise TakeoverRefused: if the takeover was abandoned meanwhile, or
+            capturing fails (which abandons it).
+        """
+        settling = attempt.endSettling()
         if settling is not None:
-            # In this reactor turn, with the capture: nothing is read between.
-            settling.resume()
             _log.info(
                 "waited {ms:.1f} ms for busy connections; {busy} still busy",
                 ms=settling.waited * 1000,
                 busy=settling.busy,
             )
-        if self.current is not attempt or attempt.state != PREPARED:
+        if self.current is not attempt or attempt.state != CAPTURING:
             raise TakeoverRefused("capture: the takeover was abandoned while waiting")
-        self._refuseUnmovable("capture", session)
-        types = request.get("types") or ()
-        versions = request.get("versions")
-        if isinstance(versions, dict):
-            # Only types the successor reads at the version we write.
-            types = [
-                t
-                for t in types
-                if (mine := self.adapters.adapterNamed(t)) is None
-                or versions.get(t) == mine.version
-            ]
-        claimed = self._claimed(attempt)
+        types = request.types
         started = self.clock()
         try:
-            captured = captureConnections(
-                self._reactor,
-                self.registry,
-                self.adapters,
-                claimed,
-                frozenset(t for t in types if isinstance(t, str)),
-                self.unmovable.selected,
+            report = attempt.capture(
+                self._reactor, self.registry, self.adapters, frozenset(types), started,
+                # Versions: the newer side translates (state/_versions.py).
+                readableFrom(request.toWire()),
+                selected=self.unmovable.selected,
+                # Accepting has stopped: the last look at what would stay.
+                check=lambda: self._refuseUnmovable("capture", attempt.session),
             )
+        except TakeoverRefused:
+            raise
         except Exception as e:
             _log.failure("capturing connections failed")
-            self.abort(f"capturing connections failed: {e}", session)
-            raise TakeoverRefused(f"capturing connections failed: {e}") from e
-        attempt.captured = captured
-        attempt.state = CAPTURED
-        assert attempt.channel is not None
-        sent = attempt.channel.sendMessage(captured.payload, captured.fds)
-        # Abandoned before it went out: logged by abort() on its own.
-        sent.addErrback(lambda _: None)
-        self._armTimeout(attempt, "restore the connections")
-        ms = (self.clock() - started) * 1000
-        staying = sum(captured.staying.values())
+            self._refuse(attempt, f"capturing connections failed: {e}", from_=e)
+        self._advance(attempt, "captured")
+        assert attempt.captured is not None
+        staying = attempt.captured.staying
         _log.info(
-            "froze and sent {count} connection(s) ({size} bytes of state, "
-            "{pending} unsent bytes, captured in {ms:.1f} ms); {staying} stay "
+            "stopped accepting on {paused} port(s) with {held} connection(s) "
+            "open; froze and sent {count} connection(s) ({size} bytes of state, "
+            "{pending} unsent bytes, captured in {ms:.1f} ms); {stay} stay "
             "here and drain{why}",
-            count=captured.count,
-            pending=captured.pendingBytes,
-            size=len(captured.payload),
-            ms=ms,
-            staying=staying,
-            why=(": " + "; ".join(f"{n} x {r}" for r, n in sorted(captured.staying.items())))
+            paused=attempt.paused,
+            held=report.held,
+            count=report.connections,
+            pending=attempt.captured.pendingBytes,
+            size=report.bytes,
+            ms=(self.clock() - started) * 1000,
+            stay=sum(staying.values()),
+            why=(": " + "; ".join(f"{n} x {r}" for r, n in sorted(staying.items())))
             if staying
             else "",
         )
-        return {
-            "connections": captured.count,
-            "bytes": len(captured.payload),
-            "moved": captured.moved,
-            "staying": captured.staying,
-            "frozen_at": captured.frozenAt,
-        }
+        if translated := describeTranslations(report.translations):
+            _log.info("translated before sending: {translated}", translated=translated)
+        if not self.faults:
+            return report
+        # A drill: act once the state has left, before answering.
+        assert attempt.sent is not None
+        return attempt.sent.addCallback(
+            lambda _: Deferred.fromCoroutine(self.faults.at("state-sent", self._hangs, self._reactor))
+        ).addCallback(lambda _: report)
 
-    def restored(self, session: ControlSession, report: dict[str, Any]) -> dict[str, Any]:
-        attempt = self._expect(session, CAPTURED, "restored")
+    def restored(self, session: Peer, report: RestoredReport) -> None:
+        """
+        The successor restored the connections (not reading yet).
+
+        @param session: the successor's connection.
+        @param report: how many it restored.
+        @raise TakeoverRefused: (and the takeover is abandoned) if the step
+            is out of order or the count does not match.
+        """
+        attempt = self._expect(session, "restored")
         assert attempt.captured is not None
-        got = report.get("connections") if isinstance(report, dict) else None
-        if got != attempt.captured.count:
-            self.abort(
-                f"the successor restored {got!r} of {attempt.captured.count} connections",
-                session,
-            )
-            raise TakeoverRefused(
+        if report.connections != attempt.captured.count:
+            self._refuse(
+                attempt,
+                f"the successor restored {report.connections} of "
+                f"{attempt.captured.count} connections",
                 f"count mismatch: sent {attempt.captured.count} connections, you "
-                f"restored {got!r}"
+                f"restored {report.connections}",
             )
-        attempt.state = RESTORED
-        self._armTimeout(attempt, "switch")
-        return {}
+        self._advance(attempt, "restored")
 
-    def switch(self, session: ControlSession) -> dict[str, Any]:
-        attempt = self._expect(session, RESTORED, "switch")
-        paused = self.registry.pauseAccepting()
-        attempt.pausedAt = self.clock()
-        attempt.state = SWITCHED
-        # Nothing is accepted from here on: the last look at what stays.
-        self._refuseUnmovable("switch", session)
-        self._armTimeout(attempt, "commit")
-        _log.info("stopped accepting on {count} port(s); successor accepts now", count=paused)
-        return {"paused": paused}
+    def switch(self, session: Peer) -> SwitchAnswer:
+        """
+        Stop accepting on every port (the kernel's backlog keeps queueing):
+        the successor accepts from now on.
 
-    def commit(self, session: ControlSession) -> dict[str, Any]:
-        attempt = self._expect(session, SWITCHED, "commit")
-        self._disarm(attempt)
+        @param session: the successor's connection.
+        @return: how many ports stopped accepting.
+        @raise TakeoverRefused: (and the takeover is abandoned) if the step
+            is out of order.
+        """
+        attempt = self._expect(session, "switch")
+        self._advance(attempt, "switch")
+        _log.info(
+            "the successor accepts now (this process stopped accepting on "
+            "{count} port(s) before the capture)",
+            count=attempt.paused,
+        )
+        return SwitchAnswer(attempt.paused)
+
+    def commit(self, session: Peer) -> CommitAnswer:
+        """
+        Let go of the ports and the moved connections (close, never
+        C{shutdown}); from now on this process only drains what stayed.
+
+        @param session: the successor's connection.
+        @return: the successor's generation, the ports and connections
+            released, how long accepting was paused.
+        @raise TakeoverRefused: (and the takeover is abandoned) if the step
+            is out of order.
+        """
+        attempt = self._expect(session, "commit")
+        self._advance(attempt, "commit")
         released = self.registry.releaseAll()
         moved = 0
         if attempt.captured is not None:
             moved = attempt.captured.count
             attempt.captured.release()
-        attempt.state = COMMITTED
         now = self.clock()
         pausedMs = (now - (attempt.pausedAt or now)) * 1000
         totalMs = (now - attempt.startedAt) * 1000
         me = self.identity()
         successor = {
             "pid": attempt.successorPid,
-            "python": attempt.info.get("python"),
+            "python": attempt.request.python,
             "generation": me["generation"] + 1,
         }
         self.handedOffTo = successor
         self.successorSession = session
         self.successorAttached = True
-        self.lastAttempt = {
-            "outcome": "committed",
-            "successor_pid": attempt.successorPid,
-            "at": now,
-            "ports_moved": len(released),
-            "connections_moved": moved,
-            "connections_staying": dict(attempt.captured.staying) if attempt.captured else {},
-            "accept_paused_ms": round(pausedMs, 3),
-            "total_ms": round(totalMs, 3),
-        }
         unmovable = self.unmovable.committed(attempt.captured.moved if attempt.captured else {})
-        self.lastAttempt.update(unmovable)
+        self.lastAttempt = {**attempt.committedRecord(now, len(released)), **unmovable}
         self.current = None
-        self._closeAttempt(attempt)
+        attempt.close()
+        unclaimed = attempt.report.unclaimed if attempt.report is not None else ()
         _log.info(
             "takeover committed: {moved} port(s) and {connections} connection(s) "
             "now belong to pid {pid} "
@@ -410,39 +456,46 @@ class Incumbent:
             generation=successor["generation"],
             paused=pausedMs,
             total=totalMs,
-            unclaimed=", ".join(attempt.report.get("unclaimed") or ()) or "none",
+            unclaimed=", ".join(unclaimed) or "none",
         )
         self._reactor.callLater(0, self.onHandedOff, successor)
-        return {
-            "generation": successor["generation"],
-            "released": released,
-            "connections": moved,
-            "accept_paused_ms": round(pausedMs, 3),
-            **unmovable,
-        }
+        if self.stopping:
+            self._waitForDetach()
+            self._settled()
+        return CommitAnswer(
+            generation=successor["generation"],
+            released=tuple(released),
+            connections=moved,
+            acceptPausedMs=round(pausedMs, 3),
+            unmovable=unmovable["unmovable"],
+            classes=unmovable["classes"],
+            split=unmovable["split"],
+            splitClasses=unmovable["split_classes"],
+        )
 
-    def abort(self, reason: str, session: ControlSession | None = None) -> bool:
+    def abort(self, reason: str, session: Peer | None = None) -> bool:
         """
         Abandon the takeover in progress (if C{session} is given, only if it
-        is that session's) and resume accepting everywhere.
+        is that session's): resume accepting, thaw the frozen connections,
+        close the channel.
 
+        @param reason: why, for the log and C{lastAttempt}.
+        @param session: only abandon this session's takeover.
         @return: whether anything was abandoned.
         """
         attempt = self.current
         if attempt is None or (session is not None and attempt.session is not session):
             return False
-        if attempt.state == COMMITTED:
+        if attempt.state not in ABORTABLE:
             return False
-        self._disarm(attempt)
+        attempt.disarm()
         self.current = None
-        resumed = 0
-        if attempt.state == SWITCHED:
-            resumed = self.registry.resumeAccepting()
-        if attempt.settling is not None:
-            attempt.settling.resume()
-        if attempt.captured is not None:
-            attempt.captured.thaw()
-        self._closeAttempt(attempt)
+        resumed = attempt.undo(self.registry)
+        # Tell the successor that this was on purpose (so that it rolls
+        # back even if this process exits soon after), then close.
+        self._closing += 1
+        closed = attempt.close(self._reactor, Farewell(reason, self.stopping).toBytes())
+        closed.addCallback(self._closed)
         self.lastAttempt = {
             "outcome": "abandoned",
             "successor_pid": attempt.successorPid,
@@ -450,151 +503,90 @@ class Incumbent:
             "step": attempt.state,
             "reason": reason,
         }
-        _log.warn(
-            "takeover by pid {pid} abandoned at step {step}: {reason}; this "
-            "process keeps serving on all its ports{resumed}",
-            pid=attempt.successorPid,
-            step=attempt.state,
-            reason=reason,
-            resumed=f" (accepting again on {resumed})" if resumed else "",
-        )
+        if self.stopping:
+            _log.warn(
+                "takeover by pid {pid} abandoned at step {step}: {reason}; this "
+                "process was asked to stop: it now stops as it would have "
+                "without a takeover, closing its ports and connections",
+                pid=attempt.successorPid,
+                step=attempt.state,
+                reason=reason,
+            )
+        else:
+            _log.warn(
+                "takeover by pid {pid} abandoned at step {step}: {reason}; this "
+                "process keeps serving on all its ports{resumed}",
+                pid=attempt.successorPid,
+                step=attempt.state,
+                reason=reason,
+                resumed=f" (accepting again on {resumed})" if resumed else "",
+            )
         return True
 
-    # -- helpers ---------------------------------------------------------------
+    def _refuseUnmovable(self, step: str, session: Peer | None = None) -> None:
+        # Never two: refuse (abandoning session's takeover) if connections no
+        # adapter can move would stay and the successor's policy is refuse.
+        if (refusal := self.unmovable.check(step)) is not None:
+            if session is not None:
+                self.abort(refusal.message, session)
+            self.lastAttempt = refusal.record
+            raise TakeoverRefused(refusal.message)
 
-    def _refuseUnmovable(self, step: str, session: ControlSession | None = None) -> None:
-        """
-        Never two: refuse (abandon C{session}'s) takeover if connections no
-        adapter can move would stay and the successor's policy is refuse.
-        """
-        refusal = self.unmovable.check(step)
-        if refusal is None:
-            return
-        if session is not None:
-            self.abort(refusal.message, session)
-        self.lastAttempt = refusal.record
-        raise TakeoverRefused(refusal.message)
+    # -- the state machine ------------------------------------------------------
 
-    def _claimed(self, attempt: _Attempt) -> frozenset[str]:
+    def _expect(self, session: Peer, step: str) -> Attempt:
         """
-        The keys of the ports the successor declared.
-        """
-        unclaimed = set(attempt.report.get("unclaimed") or ())
-        return frozenset(r["key"] for r in attempt.records) - unclaimed
+        The takeover of C{session}, if C{step} is allowed in its state
+        (L{TRANSITIONS}).
 
-    def _expect(self, session: ControlSession, state: str, step: str) -> _Attempt:
+        @raise TakeoverRefused: if C{session} has no takeover in progress,
+            or (and then the takeover is abandoned) if the step is not
+            allowed now.
+        """
         attempt = self.current
         if attempt is None or attempt.session is not session:
             raise TakeoverRefused(f"{step}: no takeover of yours is in progress")
-        if attempt.state != state:
-            self.abort(f"protocol error: {step} at step {attempt.state}", session)
-            raise TakeoverRefused(f"{step} is not allowed at step {attempt.state}")
+        try:
+            advance(attempt.state, step)
+        except ProtocolError as e:
+            self._refuse(attempt, f"protocol error: {step} at step {attempt.state}", str(e))
         return attempt
 
-    def _armTimeout(self, attempt: _Attempt, waitingFor: str) -> None:
-        self._disarm(attempt)
+    def _advance(self, attempt: Attempt, step: str) -> None:
+        """
+        Take C{step}: go to the state L{TRANSITIONS} gives, and arm the
+        timeout for what the successor must do next (if anything).
+        """
+        transition = advance(attempt.state, step)
+        attempt.state = transition.state
+        attempt.disarm()
+        if transition.waitingFor is None:
+            return
+        limit = self.takeoverTimeout
+        if transition.limit == HANDSHAKE:
+            limit = min(self.handshakeTimeout, self.takeoverTimeout)
+        waitingFor = transition.waitingFor
 
         def expired() -> None:
-            attempt.timeoutCall = None
             if self.abort(
-                f"the successor did not {waitingFor} within "
-                f"{self.takeoverTimeout:g} s",
-                attempt.session,
+                f"the successor did not {waitingFor} within {limit:g} s", attempt.session
             ):
                 attempt.session.hangUp()
 
-        attempt.timeoutCall = self._reactor.callLater(self.takeoverTimeout, expired)
+        attempt.arm(self._reactor, limit, expired)
 
-    def _disarm(self, attempt: _Attempt) -> None:
-        if attempt.timeoutCall is not None and attempt.timeoutCall.active():
-            attempt.timeoutCall.cancel()
-        attempt.timeoutCall = None
+    def _refuse(
+        self,
+        attempt: Attempt,
+        reason: str,
+        toPeer: str | None = None,
+        from_: BaseException | None = None,
+    ) -> NoReturn:
+        """
+        Abandon C{attempt} for C{reason} and refuse the step.
 
-    def _closeAttempt(self, attempt: _Attempt) -> None:
-        if attempt.channel is not None:
-            attempt.channel.close()
-            attempt.channel = None
-        if attempt.peerEnd is not None:
-            # By now the descriptor has long been sent (it rode with the
-            # answer to begin); our copy can go.
-            attempt.peerEnd.close()
-            attempt.peerEnd = None
-
-
-@implementer(pb.IPBRoot)
-@attrs.define(eq=False)
-class ControlRoot:
-    """
-    The PB root of a control socket: each connection gets its own
-    L{ControlSession}.
-
-    @ivar status: returns the status record.
-    @ivar incumbent: answers takeover steps, once this process serves.
-    """
-
-    status: Callable[[], dict[str, Any]]
-    incumbent: Incumbent | None = None
-
-    def rootObject(self, broker: Any) -> ControlSession:
-        session = ControlSession(self, broker)
-        broker.notifyOnDisconnect(session.disconnected)
-        return session
-
-
-class ControlSession(pb.Referenceable, OperatorQueries):
-    """
-    One peer's conversation with a control socket.
-    """
-
-    def __init__(self, root: ControlRoot, broker: Any) -> None:
-        self._root = root
-        self._broker = broker
-
-    def _incumbent(self) -> Incumbent:
-        if self._root.incumbent is None:
-            raise TakeoverRefused("this process is not serving yet")
-        return self._root.incumbent
-
-    def sendFileDescriptor(self, fd: int) -> None:
-        self._broker.transport.sendFileDescriptor(fd)
-
-    def hangUp(self) -> None:
-        self._broker.transport.loseConnection()
-
-    def disconnected(self) -> None:
-        incumbent = self._root.incumbent
-        if incumbent is None:
-            return
-        if incumbent.abort("the successor disconnected", self):
-            return
-        if incumbent.successorSession is self:
-            incumbent.successorAttached = False
-            if incumbent.onSuccessorDetached is not None:
-                incumbent.onSuccessorDetached()
-
-    def remote_status(self) -> dict[str, Any]:
-        return self._root.status()
-
-    def remote_begin(self, info: dict[str, Any]) -> dict[str, Any]:
-        return self._incumbent().begin(self, info)
-
-    def remote_prepared(self, report: dict[str, Any]) -> dict[str, Any]:
-        return self._incumbent().prepared(self, report)
-
-    def remote_capture(
-        self, request: dict[str, Any]
-    ) -> dict[str, Any] | Deferred[dict[str, Any]]:
-        return self._incumbent().capture(self, request)
-
-    def remote_restored(self, report: dict[str, Any]) -> dict[str, Any]:
-        return self._incumbent().restored(self, report)
-
-    def remote_switch(self) -> dict[str, Any]:
-        return self._incumbent().switch(self)
-
-    def remote_commit(self) -> dict[str, Any]:
-        return self._incumbent().commit(self)
-
-    def remote_abort(self, reason: str) -> None:
-        self._incumbent().abort(f"the successor gave up: {str(reason)[:500]}", self)
-
+        @param toPeer: what the successor is told (by default C{reason}).
+        @raise TakeoverRefused: always.
+        """
+        self.abort(reason, attempt.session)
+        raise TakeoverRefused(toPeer or reason) from from_

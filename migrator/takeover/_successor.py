@@ -4,25 +4,29 @@ The successor's half of a takeover: connect to the incumbent's control
 socket, receive its listening ports, build our own service adopting them,
 then switch and commit.
 
-On any failure before the incumbent confirms the commit, the successor lets
-go of every port it adopted or bound (close, never C{shutdown()}), tells the
-incumbent (if it can), and its caller exits non-zero: the incumbent resumes
-accepting and nothing was refused.
+On any failure before the incumbent confirms the commit, what happens
+depends on the incumbent:
+
+  - alive (it refused, timed out, gave up on purpose, or merely hung up):
+    the successor lets go of every port it adopted or bound (close, never
+    C{shutdown()}), tells the incumbent (if it can), and its caller exits
+    non-zero: the incumbent resumes accepting and nothing was refused;
+
+  - dead (its process is gone: see L{migrator.takeover._liveness}): the
+    successor completes the takeover on its own with whatever arrived (see
+    L{migrator.takeover._alone}).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -30,96 +34,64 @@ from twisted.spread import pb
 
 from migrator.state._registry import AdapterRegistry
 from migrator.state._restore import Restored, restoreConnections
-from migrator.takeover._channel import FrameChannel
-from migrator.takeover._control import ControlClientFactory, ControlSocket, PeerPolicy
+from migrator.state._translator import mergeTranslations
+from migrator.takeover._alone import CompletesAlone
+from migrator.takeover._control import (
+    ControlClientFactory,
+    ControlSocket,
+    PeerPolicy,
+    peerCredentials,
+)
+from migrator.takeover._inbox import Inbox, Message
+from migrator.takeover._liveness import ProcessWatch, waitForDeath
+from migrator.takeover._messages import (
+    BeginAnswer,
+    CaptureReport,
+    CommitAnswer,
+    Farewell,
+    MalformedMessage,
+    PortsMessage,
+    PreparedReport,
+    ReceivedReport,
+    RestoredReport,
+    SwitchAnswer,
+)
 from migrator.takeover._ports import ListenerRegistry
-from migrator.takeover._unmovable import beginInfo, describePlan
+from migrator.takeover._steps import Faults
+from migrator.takeover._unmovable import beginRequest, captureRequestFor, describePlan
 
 _log = Logger()
 
-#: The points at which L{Successor} consults C{MIGRATOR_FAULT}: a comma
-#: separated list of C{kill:POINT}, C{hang:POINT} or C{raise:POINT}.  Used by
-#: the rollback tests; documented in docs/operators.md.
-FAULT_POINTS = (
-    "connected",
-    "before-adopt",
-    "after-adopt",
-    "after-restore",
-    "after-switch",
-    "before-commit",
-)
+#: What the operator is told when the incumbent is known to serve on.
+KEEPS_SERVING = "the running service was not changed and keeps serving"
 
 
 class TakeoverFailed(Exception):
     """
-    The takeover did not happen; the incumbent keeps serving.  The message
-    says why, for the operator.
+    The takeover did not happen; the message says why, for the operator.
+
+    @ivar aftermath: what serves now, in words that never claim more than
+        is known (e.g. L{KEEPS_SERVING}).
     """
 
+    def __init__(self, message: str, aftermath: str = KEEPS_SERVING) -> None:
+        Exception.__init__(self, message)
+        self.aftermath = aftermath
 
-def processAlive(pid: int) -> bool:
+
+def _peerPid(broker: Any) -> int | None:
     """
-    Is process C{pid} alive?  A zombie (exited, not yet reaped) is not.
+    The pid of the process at the other end of C{broker}'s UNIX socket
+    (C{SO_PEERCRED}), or C{None} if it cannot be read.
     """
-    if pid <= 0:
-        return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in (b"Z", b"X")
-
-
-class _Inbox:
-    """
-    Messages from the incumbent's frame channel, in order.
-    """
-
-    def __init__(self, reactor: Any, sock: socket.socket) -> None:
-        self._queue: list[tuple[bytes, list[int]]] = []
-        self._waiting: list[Deferred[tuple[bytes, list[int]]]] = []
-        self._closed: Failure | None = None
-        self.channel = FrameChannel(reactor, sock, self._message, self._close)
-        self.channel.startReading()
-
-    def _message(self, payload: bytes, fds: list[int]) -> None:
-        if self._waiting:
-            self._waiting.pop(0).callback((payload, fds))
-        else:
-            self._queue.append((payload, fds))
-
-    def _close(self, reason: Failure) -> None:
-        self._closed = reason
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.errback(reason)
-
-    def next(self) -> Deferred[tuple[bytes, list[int]]]:
-        if self._queue:
-            return succeed(self._queue.pop(0))
-        if self._closed is not None:
-            return fail(self._closed)
-        d: Deferred[tuple[bytes, list[int]]] = Deferred()
-        self._waiting.append(d)
-        return d
-
-    def close(self) -> None:
-        for _, fds in self._queue:
-            for fd in fds:
-                os.close(fd)
-        self._queue = []
-        self.channel.close()
+        return peerCredentials(broker.transport.getHandle())[0]
+    except Exception:
+        return None
 
 
 @attrs.define(eq=False)
-class Successor:
+class Successor(CompletesAlone):
     """
     Drives one takeover from the successor's side.
 
@@ -127,6 +99,16 @@ class Successor:
         the incumbent's ports are on offer in C{registry}.
     @ivar prepareControl: binds this process's own control socket (not yet
         published).
+    @ivar faults: failures to inject on purpose (rollback drills); given
+        by the composition root, which reads C{MIGRATOR_FAULT}.
+    @ivar watchProcess: follows the incumbent's process (a seam for tests).
+    @ivar peerPid: reads the incumbent's pid from the control connection
+        (C{SO_PEERCRED}; a seam for tests).
+    @ivar deathGrace: after a hang-up, how long the incumbent's process is
+        given to exit before it is taken to live on (a killed process hangs
+        up a little before the kernel reports it gone).
+    @ivar watch: the incumbent's process, once known.
+    @ivar predecessor: the incumbent's answer to C{begin}.
     """
 
     _reactor: Any
@@ -136,36 +118,61 @@ class Successor:
     prepareControl: Callable[[], ControlSocket]
     timeout: float = 30.0
     policy: PeerPolicy = attrs.field(factory=PeerPolicy)
-    faults: str = attrs.field(factory=lambda: os.environ.get("MIGRATOR_FAULT", ""))
-    processAlive: Callable[[int], bool] = processAlive
+    faults: Faults = attrs.field(factory=Faults)
+    watchProcess: Callable[[int], ProcessWatch] = ProcessWatch.open
+    peerPid: Callable[[Any], int | None] = _peerPid
+    deathGrace: float = 3.0
     clock: Callable[[], float] = time.time
-    predecessor: dict[str, Any] = attrs.field(factory=dict)
+    predecessor: BeginAnswer | None = None
     adapters: AdapterRegistry = attrs.field(factory=AdapterRegistry)
-    #: Never two: what the incumbent is to do with connections no adapter
-    #: can move (C{--unmovable}: refuse, drain or close).
+    #: Never two: what the incumbent does with connections no adapter can
+    #: move (C{--unmovable}: refuse, drain or close).
     unmovable: str = "refuse"
     #: The connection or component ids the operator selected to move (all
     #: if empty; see L{migrator.takeover._unmovable.beginInfo}).
     select: tuple[str, ...] = ()
     broker: Any = None
     control: ControlSocket | None = None
-    inbox: _Inbox | None = None
+    inbox: Inbox | None = None
     restored: Restored | None = None
     connectionReport: dict[str, Any] = attrs.field(factory=dict)
+    watch: ProcessWatch | None = None
+    captureReport: CaptureReport | None = None
+    #: Port records and descriptors received, not yet offered to the
+    #: registry (ours to close, or to offer when completing alone).
+    unoffered: tuple[list[dict[str, Any]], list[int]] | None = None
+    #: Whether the wrapped service was started.
+    started: bool = False
     _step: str = "connect"
+    _stopping: bool = False
+    _failing: bool = False
+    #: Set once the commit is asked for: from then on the incumbent may
+    #: have let go, so nothing cancels the takeover.
+    _committing: bool = False
     # What a "hang" fault waits on, kept here: a coroutine suspended on a
     # Deferred that nothing else references is garbage-collected, which
     # throws GeneratorExit into it and turns the hang into a rollback.
     _hangs: list[Deferred[None]] = attrs.field(factory=list, init=False)
     _running: Deferred[dict[str, Any]] | None = attrs.field(default=None, init=False)
 
+    @property
+    def step(self) -> str:
+        """
+        The step the takeover is at (C{connect}, C{begin}, C{adopt},
+        C{prepared}, C{capture}, C{restore}, C{switch}, C{commit},
+        C{done}, or C{alone} while completing without the incumbent).
+        """
+        return self._step
+
     def run(self) -> Deferred[dict[str, Any]]:
         """
         Take over.
 
         @return: a L{Deferred} firing with the commit's result (including
-            the new C{generation}), or failing with L{TakeoverFailed} after
-            everything was rolled back.
+            the new C{generation}; with an C{alone} record if the incumbent
+            died and this process completed the takeover on its own), or
+            failing with L{TakeoverFailed} after everything was rolled
+            back.
         """
         self._running = Deferred.fromCoroutine(self._run())
         return self._running
@@ -175,16 +182,45 @@ class Successor:
         Abandon the takeover if it is still under way (this process is
         stopping): it rolls back as on any other failure.
         """
-        if self._step in ("commit", "done"):
-            # The incumbent may have committed already: rolling back now
-            # could leave nobody listening.
+        if self._committing or self._step in ("done", "alone"):
+            # The incumbent may have committed already (or is gone):
+            # rolling back now could leave nobody listening.
             return
+        self._stopping = True
         if self._running is not None and not self._running.called:
             self._running.cancel()
 
-    def _afterCommit(self, frozenAt: float) -> None:
+    def farewell(self) -> Farewell | None:
         """
-        Finish a committed takeover; never raises.
+        @return: the incumbent's farewell, if it gave up on purpose.
+        """
+        return self.inbox.farewell if self.inbox is not None else None
+
+    def aftermath(self) -> str:
+        """
+        What serves after a failed takeover, as far as this process knows.
+        """
+        farewell = self.farewell()
+        pid = self.watch.pid if self.watch is not None else None
+        if farewell is not None and farewell.stopping:
+            return (
+                f"the incumbent (pid {pid}) gave up this takeover because it is "
+                f"stopping: once it has exited, nothing serves"
+            )
+        if self.watch is not None and self.watch.dead():
+            return f"the incumbent (pid {pid}) is gone: nothing serves"
+        if self.broker is None:
+            return "nothing was changed (this process never reached the running service)"
+        return KEEPS_SERVING
+
+    def afterCommit(self, frozenAt: float) -> None:
+        """
+        Finish a committed (or completed) takeover: activate the moved
+        connections, take the lock files, publish the control socket, hang
+        up on the incumbent.  Never raises.
+
+        @param frozenAt: when the incumbent froze the connections (its wall
+            clock), for the freeze figures.
         """
         try:
             if self.restored is not None:
@@ -201,6 +237,8 @@ class Successor:
             _log.failure("takeover committed, but resuming the moved connections failed")
         if self.inbox is not None:
             self.inbox.close()
+        if self.watch is not None:
+            self.watch.close()
         try:
             self.registry.takeLocks()
         except Exception:
@@ -220,34 +258,86 @@ class Successor:
         except Exception:
             _log.failure("takeover committed, but hanging up on the incumbent failed")
 
+    def startWrapped(self) -> tuple[int, list[str]]:
+        """
+        Offer the ports received (if any) and start the wrapped service: it
+        adopts the ports it declares and binds the others (not accepting
+        until L{ListenerRegistry.resumeAccepting}); the ports it does not
+        declare are closed.
+
+        @return: how many ports were adopted, and the keys of those closed.
+        """
+        records, fds = self.unoffered or ([], [])
+        self.unoffered = None
+        if fds:
+            self.registry.offer(records, fds)
+        self.started = True
+        self.startService()
+        return self.registry.adoptedCount(), self.registry.closeUnclaimed()
+
+    def restore(self, message: Message) -> None:
+        """
+        Restore the connections of the incumbent's state message (not
+        reading until L{afterCommit}).
+        """
+        payload, fds = message
+        started = self.clock()
+        self.restored = restoreConnections(
+            self._reactor, self.registry, self.adapters, payload, fds
+        )
+        report = self.captureReport
+        self.connectionReport = {
+            "moved": report.moved if report else {},
+            "staying": report.staying if report else {},
+            "held": report.held if report else None,
+            "bytes": report.bytes if report else len(payload),
+            "restore_ms": round((self.clock() - started) * 1000, 3),
+            # Versions seen, steps run (downgrades there, upgrades here).
+            "translations": mergeTranslations(
+                report.translations if report else None, self.restored.translations
+            ),
+        }
+        _log.info(
+            "restored {count} connection(s) from {size} bytes of state in "
+            "{ms:.1f} ms (not reading until the commit)",
+            count=self.restored.count,
+            size=len(payload),
+            ms=self.connectionReport["restore_ms"],
+        )
+
+    def _follow(self, pid: int | None) -> None:
+        if self.watch is None and pid is not None and pid > 0:
+            self.watch = self.watchProcess(pid)
+
     def _incumbentHungUp(self) -> None:
         """
         The incumbent hung up on us before the commit: it has abandoned the
-        takeover (timed out, or is going away) and resumed accepting.  Stop
-        whatever step we are in (even one that hangs) and roll back at once,
-        so that we do not keep accepting on its sockets.
+        takeover (timed out, or is going away), or it died.  Stop whatever
+        step we are in (even one that hangs) at once: L{_run} then tells
+        the two apart.
         """
-        if self._step in ("commit", "done") or self._running is None:
+        if self._committing or self._step in ("done", "alone") or self._running is None:
             return
+        _log.warn("the incumbent hung up during step {step}", step=self._step)
+        if not self._failing:
+            self._running.cancel()
+
+    def _incumbentGaveUp(self, farewell: Farewell) -> None:
+        """
+        The incumbent abandoned the takeover on purpose: roll back.
+        """
         _log.warn(
-            "the incumbent hung up during step {step}: rolling back", step=self._step
+            "the incumbent abandoned the takeover during step {step}: {reason}",
+            step=self._step,
+            reason=farewell.reason,
         )
-        self._running.cancel()
+        if self._committing or self._step in ("done", "alone") or self._running is None:
+            return
+        if not self._failing and not self._running.called:
+            self._running.cancel()
 
     async def _fault(self, point: str) -> None:
-        for spec in filter(None, self.faults.split(",")):
-            action, _, where = spec.partition(":")
-            if where != point:
-                continue
-            _log.warn("fault injection: {action} at {point}", action=action, point=point)
-            if action == "kill":
-                os.kill(os.getpid(), signal.SIGKILL)
-            elif action == "hang":
-                hang: Deferred[None] = Deferred()
-                self._hangs.append(hang)
-                await hang
-            elif action == "raise":
-                raise RuntimeError(f"injected fault at {point}")
+        await self.faults.at(point, self._hangs, self._reactor)
 
     def _call(self, root: Any, method: str, *args: Any) -> Deferred[Any]:
         d = root.callRemote(method, *args)
@@ -257,9 +347,6 @@ class Successor:
     async def _run(self) -> dict[str, Any]:
         started = self.clock()
         root = None
-        # Port descriptors received but not yet offered to the registry
-        # (which owns them once offered) are ours to close on failure.
-        unoffered: list[int] = []
         try:
             self._step = "connect"
             factory = ControlClientFactory(self.policy)
@@ -272,56 +359,54 @@ class Successor:
                 if factory.refused:
                     raise TakeoverFailed(
                         f"the control socket {self.path} is served by another "
-                        f"user ({factory.refused})"
+                        f"user ({factory.refused})",
+                        "nothing was changed",
                     ) from e
                 raise
             self.broker = root.broker
             self.broker.notifyOnDisconnect(self._incumbentHungUp)
+            self._follow(self.peerPid(self.broker))
             await self._fault("connected")
 
             self._step = "begin"
-            info = {
-                "pid": os.getpid(),
-                "python": sys.version.split()[0],
-                "argv": sys.argv[:50],
-            }
-            info.update(beginInfo(self.adapters, self.unmovable, self.select))
-            begun = await self._call(root, "begin", info)
-            self.predecessor = dict(begun)
-            plan = describePlan(begun.get("plan"))
-            if plan is not None:
+            request = beginRequest(self.adapters, self.unmovable, self.select)
+            begun = BeginAnswer.fromWire(await self._call(root, "begin", request.toWire()))
+            self.predecessor = begun
+            if (plan := describePlan(begun.plan)) is not None:
                 _log.info("the incumbent's plan: {plan}", plan=plan)
+            self._follow(begun.pid)
             fds = self.broker.receivedFds
             if len(fds) != 1:
                 raise TakeoverFailed(
                     f"expected the incumbent's channel descriptor, got {len(fds)}"
                 )
-            self.inbox = _Inbox(self._reactor, socket.socket(fileno=fds.pop()))
+            self.inbox = Inbox(
+                self._reactor, socket.socket(fileno=fds.pop()), self._incumbentGaveUp
+            )
             payload, portFds = await self._receive()
-            unoffered = portFds
-            message = json.loads(payload.decode("utf-8"))
-            records = message["ports"]
+            self.unoffered = ([], portFds)
+            records = list(PortsMessage.fromBytes(payload).ports)
+            self.unoffered = (records, portFds)
             _log.info(
                 "incumbent pid {pid} (generation {generation}, Python "
                 "{python}) sent {count} listening port(s)",
-                pid=begun.get("pid"),
-                generation=begun.get("generation"),
-                python=begun.get("python"),
+                pid=begun.pid,
+                generation=begun.generation,
+                python=begun.python,
                 count=len(portFds),
             )
-            if len(portFds) != begun.get("ports") or len(records) != len(portFds):
+            if len(portFds) != begun.ports or len(records) != len(portFds):
                 raise TakeoverFailed(
-                    f"the incumbent announced {begun.get('ports')} ports and "
+                    f"the incumbent announced {begun.ports} ports and "
                     f"{len(records)} records, {len(portFds)} descriptors arrived"
                 )
+            # The handshake's end: from here on the incumbent gives us the
+            # takeover timeout for each step (starting our service first).
+            await self._call(root, "received", ReceivedReport(len(portFds)).toWire())
 
             self._step = "adopt"
             await self._fault("before-adopt")
-            unoffered = []
-            self.registry.offer(records, portFds)
-            self.startService()
-            unclaimed = self.registry.closeUnclaimed()
-            adopted = self.registry.adoptedCount()
+            adopted, unclaimed = self.startWrapped()
             if adopted + len(unclaimed) != len(portFds):
                 raise TakeoverFailed(
                     f"adopted {adopted} and set aside {len(unclaimed)} of "
@@ -340,45 +425,23 @@ class Successor:
             await self._call(
                 root,
                 "prepared",
-                {"received": len(portFds), "adopted": adopted, "unclaimed": unclaimed},
+                PreparedReport(len(portFds), adopted, tuple(unclaimed)).toWire(),
             )
 
             self._step = "capture"
-            captureReport = await self._call(
-                root,
-                "capture",
-                {
-                    "types": self.adapters.typeNames(),
-                    "versions": {
-                        name: self.adapters.adapterNamed(name).version
-                        for name in self.adapters.typeNames()
-                    },
-                },
+            captureRequest = captureRequestFor(self.adapters)
+            self.captureReport = CaptureReport.fromWire(
+                await self._call(root, "capture", captureRequest.toWire())
             )
-            statePayload, connectionFds = await self._receive()
+            message = await self._receive()
             self._step = "restore"
-            restoreStarted = self.clock()
-            self.restored = restoreConnections(
-                self._reactor, self.registry, self.adapters, statePayload, connectionFds
-            )
-            self.connectionReport = {
-                "moved": captureReport.get("moved") or {},
-                "staying": captureReport.get("staying") or {},
-                "bytes": captureReport.get("bytes"),
-                "restore_ms": round((self.clock() - restoreStarted) * 1000, 3),
-            }
-            _log.info(
-                "restored {count} connection(s) from {size} bytes of state in "
-                "{ms:.1f} ms (not reading until the commit)",
-                count=self.restored.count,
-                size=len(statePayload),
-                ms=self.connectionReport["restore_ms"],
-            )
+            self.restore(message)
             await self._fault("after-restore")
-            await self._call(root, "restored", {"connections": self.restored.count})
+            assert self.restored is not None
+            await self._call(root, "restored", RestoredReport(self.restored.count).toWire())
 
             self._step = "switch"
-            await self._call(root, "switch")
+            SwitchAnswer.fromWire(await self._call(root, "switch"))
             switchedAt = self.clock()
             self.registry.resumeAccepting()
             await self._fault("after-switch")
@@ -389,43 +452,89 @@ class Successor:
             # ours alone, and giving up on a slow answer would leave nobody
             # listening.  A lost connection is decided by whether the
             # incumbent still lives (it only exits after we hang up).
+            self._committing = True
             try:
-                result = await root.callRemote("commit")
+                committed = CommitAnswer.fromWire(await root.callRemote("commit"))
             except (pb.PBConnectionLost, pb.DeadReferenceError) as e:
                 # DeadReferenceError: the connection was already gone when
                 # we called.
-                if not self.processAlive(int(begun.get("pid", -1))):
-                    _log.warn(
-                        "the incumbent died during commit; this process keeps the ports"
-                    )
-                    result = {"generation": int(begun.get("generation", 0)) + 1}
-                else:
-                    raise TakeoverFailed(
-                        "the incumbent hung up instead of committing"
-                    ) from e
+                raise TakeoverFailed("the incumbent hung up instead of committing") from e
             # Committed: the incumbent has let go of its ports and
             # connections.  Nothing from here on may roll back (that would
             # leave nobody serving them), so every failure is logged and the
             # successor keeps serving.
             self._step = "done"
-            self._afterCommit(float(captureReport.get("frozen_at") or 0.0))
-            result = dict(result)
+            self.afterCommit(self.captureReport.frozenAt)
+            result = committed.toWire()
             result["total_ms"] = round((self.clock() - started) * 1000, 3)
             result["switch_to_commit_ms"] = round((self.clock() - switchedAt) * 1000, 3)
             result.update(self.connectionReport)
             return result
         except BaseException as e:
-            for fd in unoffered:
-                os.close(fd)
+            # From here on, a hang-up or a farewell is taken into account
+            # by what follows, not by cancelling it.
+            self._failing = True
             reason = _describe(e)
+            if self._stopping:
+                reason = "this process is stopping"
+            farewell = self.farewell()
+            if farewell is not None and isinstance(e, CancelledError) and not self._stopping:
+                reason = f"the incumbent abandoned the takeover: {farewell.reason}"
+            if await self._incumbentDied(e):
+                try:
+                    return self.completeAlone(reason, started)
+                except Exception as alone:
+                    _log.failure("completing the takeover without the incumbent failed")
+                    reason = f"{reason}; completing the takeover alone failed: {_describe(alone)}"
+            if self.unoffered is not None:
+                for fd in self.unoffered[1]:
+                    os.close(fd)
+                self.unoffered = None
             await self._rollback(root, reason)
-            raise TakeoverFailed(f"takeover failed at step {self._step}: {reason}") from e
+            if self.watch is not None:
+                aftermath = self.aftermath()
+                self.watch.close()
+            else:
+                aftermath = e.aftermath if isinstance(e, TakeoverFailed) else self.aftermath()
+            raise TakeoverFailed(
+                f"takeover failed at step {self._step}: {reason}", aftermath
+            ) from e
 
-    async def _receive(self) -> tuple[bytes, list[int]]:
+    async def _incumbentDied(self, e: BaseException) -> bool:
+        """
+        After a failure: is the incumbent dead (so that this process must
+        complete the takeover on its own)?  Not if this process is stopping,
+        if the incumbent refused or said it gave up, or if it lives on; a
+        hang-up gives it L{deathGrace} seconds to be reported gone.
+        """
+        watch = self.watch
+        if self._stopping or watch is None or isinstance(e, pb.RemoteError):
+            return False
+
+        def decided() -> bool:
+            return self._stopping or self.farewell() is not None
+
+        if decided():
+            return False
+        if watch.dead():
+            return True
+        hungUp = bool(getattr(self.broker, "disconnected", False)) or (
+            self.inbox is not None and self.inbox.closed
+        )
+        if not hungUp:
+            return False
+        try:
+            return await waitForDeath(self._reactor, watch, self.deathGrace, decided)
+        except CancelledError:
+            return False
+
+    async def _receive(self) -> Message:
         """
         The next message from the incumbent's frame channel.  Its
-        descriptors are the caller's once this returns, and closed here if
-        the wait for the next turn is cancelled (the incumbent hung up).
+        descriptors are the caller's once this returns; if the wait for the
+        next turn is cancelled (the incumbent hung up), the message goes
+        back to the inbox (which closes its descriptors unless it is used
+        to complete the takeover).
         """
         assert self.inbox is not None
         d = self.inbox.next()
@@ -435,8 +544,7 @@ class Successor:
             # Carry on outside the channel's read callback.
             await deferLater(self._reactor, 0, lambda: None)
         except BaseException:
-            for fd in message[1]:
-                os.close(fd)
+            self.inbox.putBack(message)
             raise
         return message
 
@@ -471,10 +579,14 @@ class Successor:
 def _describe(e: BaseException) -> str:
     if isinstance(e, CancelledError):
         return "the incumbent hung up (it gave up on this takeover)"
+    if isinstance(e, (pb.PBConnectionLost, pb.DeadReferenceError)):
+        return "the incumbent hung up"
     if isinstance(e, pb.RemoteError):
         # The message is the remote value; the traceback is withheld
         # ("Traceback unavailable") for pb.Error subclasses.
         return f"the incumbent refused: {e.args[0] if e.args else e.remoteType}"
+    if isinstance(e, MalformedMessage):
+        return f"the incumbent sent a malformed message: {e}"
     if isinstance(e, TimeoutError):
         return "timed out waiting for the incumbent"
     if isinstance(e, Failure):

@@ -31,6 +31,7 @@ The successor's side is two small things: what it sends in C{begin}'s info
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -52,7 +53,9 @@ from migrator.state._plan import (
     refusedCounts,
     settledCounts,
 )
+from migrator.state._versions import Readable, readableFrom, readableTypes
 from migrator.takeover._inspect import selectionOf
+from migrator.takeover._messages import BeginRequest, CaptureRequest
 
 _log = Logger()
 
@@ -70,10 +73,39 @@ def beginInfo(adapters: Any, policy: str, select: Sequence[str] = ()) -> dict[st
         "unmovable": policy,
         "types": names,
         "versions": {name: adapters.adapterNamed(name).version for name in names},
+        "readable": readableTypes(adapters),
     }
     if select:
         info["select"] = list(select)
     return info
+
+
+def beginRequest(adapters: Any, policy: str, select: Sequence[str] = ()) -> BeginRequest:
+    """
+    A successor's C{begin}: who it is, its policy for connections no
+    adapter can move, the type names (with versions) it can restore, and
+    the connections the operator selected to move (all if none).
+    """
+    mine = beginInfo(adapters, policy, select)
+    return BeginRequest(
+        os.getpid(),
+        sys.version.split()[0],
+        tuple(sys.argv[:50]),
+        mine["unmovable"],
+        tuple(mine["types"]),
+        mine["versions"],
+        mine["readable"],
+        tuple(select),
+    )
+
+
+def captureRequestFor(adapters: Any) -> CaptureRequest:
+    """
+    A successor's C{capture}: the type names it can restore, with what it
+    reads of each (versions, upgrades).
+    """
+    mine = beginInfo(adapters, REFUSE)
+    return CaptureRequest(tuple(mine["types"]), mine["versions"], mine["readable"])
 
 
 def describePlan(plan: Any) -> str | None:
@@ -114,7 +146,7 @@ class UnmovableGuard:
     policy: str = DRAIN
     planned: Plan | None = None
     _successorPid: int = -1
-    _versions: dict[str, Any] | None = None
+    _versions: dict[str, Readable] | None = None
     #: After a commit with C{drain}: the connections left here that split
     #: the service, with their class names.
     _left: list[tuple[str, Any]] = attrs.field(factory=list)
@@ -135,14 +167,9 @@ class UnmovableGuard:
         self.policy = policy if policy in POLICIES else REFUSE
         pid = info.get("pid")
         self._successorPid = pid if isinstance(pid, int) else -1
-        # The type names (with versions) the successor can restore; without
-        # them (an older successor) they are not checked until the capture.
-        versions = info.get("versions")
-        self._versions = (
-            {k: v for k, v in versions.items() if isinstance(k, str)}
-            if isinstance(versions, dict)
-            else None
-        )
+        # What the successor reads of each type name (versions, upgrades);
+        # without it (an older successor) not checked until the capture.
+        self._versions = readableFrom(info)
         self.selected = None
         chosen = ""
         select = info.get("select")

@@ -97,6 +97,25 @@ class DemoTests(TestCase):
         self.assertIn("NO second Python interpreter found", out)
         self.assertIn("(same Python, second process)", out)
 
+    def test_unusablePython(self) -> None:
+        """
+        An interpreter given with C{--python} that cannot run the successor
+        is checked before anything is announced or started: the demo exits
+        2, saying why and how to make one that can.
+        """
+        code, out = runDemo("--python", "/bin/false")
+        self.assertEqual(code, 2, out)
+        self.assertTrue(
+            out.startswith(
+                "python -m migrator demo: --python /bin/false cannot run the demo's "
+                "successor: it exited with status 1 and said nothing.\n"
+            ),
+            out,
+        )
+        self.assertIn("pip install .", out)
+        self.assertNotIn("Work directory", out)
+        self.assertNotIn("generation 0", out)
+
     def test_load(self) -> None:
         """
         C{demo --load}, with one takeover, still narrates a web server's

@@ -1,0 +1,283 @@
+# -*- test-case-name: tests.test_incumbent -*-
+"""
+One takeover in progress, on the incumbent's side: what it holds (the
+frame channel and the successor's end of it, the ports' records, the frozen
+connections, the step's timeout) and how it lets go of them.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall
+
+from migrator.state._capture import Captured, Settling, captureConnections
+from migrator.state._registry import AdapterRegistry
+from migrator.state._versions import Readable
+from migrator.takeover._channel import FrameChannel, channelPair
+from migrator.takeover._messages import BeginRequest, CaptureReport, PreparedReport
+from migrator.takeover._ports import ListenerRegistry
+from migrator.takeover._steps import IDLE
+
+
+class Peer(Protocol):
+    """
+    The successor's end of the control connection, as the incumbent uses
+    it (L{migrator.takeover._session.ControlSession}).
+    """
+
+    def sendFileDescriptor(self, fd: int) -> None:
+        """
+        Send C{fd} (the kernel duplicates it into the peer) with the next
+        bytes written to the peer.
+        """
+
+    def hangUp(self) -> None:
+        """
+        Close the control connection.
+        """
+
+
+@attrs.define(eq=False)
+class Attempt:
+    """
+    One takeover in progress.
+
+    Descriptors: the attempt owns both ends of the frame channel until it
+    is closed (L{close}, at the commit or the abort); the successor's end
+    is sent (the kernel duplicates it) with the answer to C{begin}.
+
+    @ivar session: the successor's connection.
+    @ivar successorPid: the successor's pid, as it said.
+    @ivar request: its C{begin} request.
+    @ivar startedAt: when C{begin} came (the incumbent's clock).
+    @ivar state: the step reached (see L{migrator.takeover._steps}).
+    @ivar sentPorts: how many port descriptors were sent.
+    @ivar records: the ports' records, as sent.
+    @ivar captured: the connections captured and frozen, once they are.
+    @ivar settling: the wait for busy connections, while it lasts.
+    @ivar pausedAt: when accepting stopped (just before the capture), if
+        it did.
+    @ivar paused: on how many ports.
+    @ivar report: the successor's C{prepared} report.
+    """
+
+    session: Peer
+    successorPid: int
+    request: BeginRequest
+    startedAt: float
+    state: str = IDLE
+    channel: FrameChannel | None = None
+    peerEnd: socket.socket | None = None
+    sentPorts: int = 0
+    records: list[dict[str, Any]] = attrs.field(factory=list)
+    captured: Captured | None = None
+    settling: Settling | None = None
+    pausedAt: float | None = None
+    paused: int = 0
+    sent: Deferred[None] | None = None
+    report: PreparedReport | None = None
+    _timeout: IDelayedCall | None = None
+
+    def openChannel(self, reactor: Any) -> int:
+        """
+        Make the frame channel.
+
+        @return: the descriptor of the successor's end, to send it (it
+            stays the attempt's).
+        """
+        ours, theirs = channelPair()
+        self.peerEnd = theirs
+        self.channel = FrameChannel(reactor, ours, onClose=lambda reason: None)
+        return theirs.fileno()
+
+    def startSettling(
+        self, reactor: Any, registry: ListenerRegistry, adapters: AdapterRegistry, timeout: float
+    ) -> Deferred[int] | None:
+        """
+        Before capturing, wait (at most C{timeout} seconds) for the busy
+        connections to go idle; see L{Settling}.
+
+        @return: C{None} if none is busy, else a L{Deferred} that fires when
+            the wait is over (then call L{capture} in that reactor turn).
+        """
+        settling = Settling(reactor, registry, adapters, timeout, claimed=self.claimed())
+        waiting = settling.start()
+        if waiting is not None:
+            self.settling = settling
+        return waiting
+
+    def endSettling(self) -> Settling | None:
+        """
+        End the wait for busy connections, if there was one: the
+        connections it paused read again.
+
+        @return: the wait, for its figures.
+        """
+        settling, self.settling = self.settling, None
+        if settling is not None:
+            settling.resume()
+        return settling
+
+    def capture(
+        self,
+        reactor: Any,
+        registry: ListenerRegistry,
+        adapters: AdapterRegistry,
+        types: frozenset[str],
+        now: float,
+        readable: Mapping[str, Readable] | None = None,
+        selected: Callable[[Any], bool] | None = None,
+        check: Callable[[], None] | None = None,
+    ) -> CaptureReport:
+        """
+        In one reactor turn: stop accepting (so that no connection is
+        accepted between the capture and the commit: the kernel's backlog
+        queues new ones, for whichever process accepts next), capture and
+        freeze every connection that can move, and send their state and
+        descriptors on the channel.
+
+        @param types: the type names the successor can restore.
+        @param now: the incumbent's clock.
+        @param readable: what the successor reads of each type name
+            (versions, upgrades), or C{None} (not said).
+        @param selected: whether the operator selected a connection to move
+            (C{None}: all), see L{migrator.state._capture.captureConnections}.
+        @param check: called once accepting has stopped, before anything is
+            captured: it may raise to refuse the takeover (then nothing was
+            captured, and L{undo} resumes accepting).
+        @return: the report for the successor.
+        @raise Exception: if capturing fails (accepting stays paused until
+            L{undo}).
+        """
+        self.paused = registry.pauseAccepting()
+        self.pausedAt = now
+        if check is not None:
+            check()
+        held = registry.connectionCount()
+        captured = self.captured = captureConnections(
+            reactor, registry, adapters, self.claimed(), types, readable, selected
+        )
+        assert self.channel is not None
+        self.sent = self.channel.sendMessage(captured.payload, captured.fds)
+        # Abandoned before it went out: the abort is logged on its own.
+        self.sent.addErrback(lambda _: None)
+        return CaptureReport(
+            connections=captured.count,
+            bytes=len(captured.payload),
+            moved=captured.moved,
+            staying=captured.staying,
+            frozenAt=captured.frozenAt,
+            held=held,
+            translations=captured.translations,
+        )
+
+    def status(self, now: float) -> dict[str, Any]:
+        """
+        @return: this takeover in progress for C{status}: successor, step,
+            start, elapsed seconds.
+        """
+        return {
+            "successor_pid": self.successorPid,
+            "step": self.state,
+            "started": self.startedAt,
+            "elapsed": round(now - self.startedAt, 3),
+        }
+
+    def committedRecord(self, now: float, portsMoved: int) -> dict[str, Any]:
+        """
+        @return: the record of this takeover, committed at C{now}, for the
+            incumbent's C{status} (C{last_takeover}).
+        """
+        return {
+            "outcome": "committed",
+            "successor_pid": self.successorPid,
+            "at": now,
+            "ports_moved": portsMoved,
+            "connections_moved": self.captured.count if self.captured else 0,
+            "connections_staying": dict(self.captured.staying) if self.captured else {},
+            "accept_paused_ms": round((now - (self.pausedAt or now)) * 1000, 3),
+            "total_ms": round((now - self.startedAt) * 1000, 3),
+        }
+
+    def undo(self, registry: ListenerRegistry) -> int:
+        """
+        Put everything back as it was before the takeover: accept again,
+        let the connections paused for the wait read, thaw the frozen ones.
+
+        @return: on how many ports accepting resumed.
+        """
+        resumed = registry.resumeAccepting() if self.pausedAt is not None else 0
+        self.endSettling()
+        if self.captured is not None:
+            self.captured.thaw()
+        return resumed
+
+    def claimed(self) -> frozenset[str]:
+        """
+        The keys of the ports the successor declared.
+        """
+        unclaimed = set(self.report.unclaimed if self.report is not None else ())
+        return frozenset(r["key"] for r in self.records) - unclaimed
+
+    def arm(self, reactor: Any, seconds: float, expired: Callable[[], None]) -> None:
+        """
+        Call C{expired} in C{seconds} unless L{disarm} is called first
+        (replacing any timeout armed before).
+        """
+        self.disarm()
+
+        def fire() -> None:
+            self._timeout = None
+            expired()
+
+        self._timeout = reactor.callLater(seconds, fire)
+
+    def disarm(self) -> None:
+        """
+        Cancel the timeout, if one is armed.
+        """
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+        self._timeout = None
+
+    def close(
+        self, reactor: Any = None, farewell: bytes | None = None, bound: float = 5.0
+    ) -> Deferred[None]:
+        """
+        Close the frame channel (both ends) and cancel the timeout.
+
+        @param farewell: a last message to send first (then the channel
+            closes once it is handed to the kernel, or after C{bound}
+            seconds, whichever comes first).
+        @param reactor: schedules the bound (needed with C{farewell}).
+        @return: a L{Deferred} that fires once the channel is closed.
+        """
+        self.disarm()
+        if self.peerEnd is not None:
+            # By now the descriptor has long been sent (it rode with the
+            # answer to begin); our copy can go.
+            self.peerEnd.close()
+            self.peerEnd = None
+        channel, self.channel = self.channel, None
+        if channel is None:
+            return succeed(None)
+        if farewell is None or reactor is None:
+            channel.close()
+            return succeed(None)
+        closed: Deferred[None] = Deferred()
+
+        def done(_: object = None) -> None:
+            if not closed.called:
+                if bounded.active():
+                    bounded.cancel()
+                channel.close()
+                closed.callback(None)
+
+        bounded = reactor.callLater(bound, done)
+        channel.sendMessage(farewell).addBoth(done)
+        return closed

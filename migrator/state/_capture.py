@@ -66,6 +66,15 @@ def _isUnix(transport: Any) -> bool:
         return False
 
 
+def ungated(function: Any) -> Any:
+    """
+    The function a restored scheduled call was made with, if C{function}
+    is the commit gate's wrapper of it (L{migrator.state._restore._Gate}):
+    once the gate is open, calling either is the same.
+    """
+    return getattr(function, "__migrator_gated__", function)
+
+
 def _methodName(method: types.MethodType) -> str | None:
     """
     The attribute name that gives C{method} back from its object (the
@@ -195,7 +204,7 @@ class _CaptureHooks:
                 [
                     ident,
                     when,
-                    writer._write(value.func, f"{path}.func"),
+                    writer._write(ungated(value.func), f"{path}.func"),
                     writer._write(tuple(value.args), f"{path}.args"),
                     writer._write(dict(value.kw), f"{path}.kw"),
                 ],

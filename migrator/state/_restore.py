@@ -64,6 +64,9 @@ class _Gate:
             self.waiting.append((f, a, kw))
             return None
 
+        # What a later capture writes in its place (see ungated): a call
+        # restored here and still pending moves again at the next takeover.
+        gated.__migrator_gated__ = f  # type: ignore[attr-defined]
         return gated
 
     def open(self) -> None:

@@ -183,6 +183,7 @@ class ListenerRegistry:
     _offered: dict[str, tuple[int, dict[str, Any]]] = attrs.field(factory=dict)
     _originals: dict[str, Any] = attrs.field(factory=dict)
     _connections: weakref.WeakSet[Any] = attrs.field(factory=weakref.WeakSet)
+    _listeners: list[Callable[[Any], object]] = attrs.field(factory=list)
 
     # -- installing the hook -------------------------------------------------
 
@@ -219,6 +220,16 @@ class ListenerRegistry:
         self._occurrences[base] = n + 1
         return f"{base}#{n}"
 
+    def onListen(self, listener: Callable[[Any], object]) -> None:
+        """
+        Call C{listener(port)} with every stream port tracked from now on
+        (created or adopted), before it accepts: a hook for adapters that
+        must see a port's connections from their start (TLS follows its
+        sessions' handshakes, L{migrator.adapters.tls.followPort}).  A
+        listener that raises is logged and does not stop the port.
+        """
+        self._listeners.append(listener)
+
     def _track(self, tracked: TrackedPort) -> None:
         if tracked.kind != UDP:
             countAccepted(tracked.port, self._connections)
@@ -227,6 +238,11 @@ class ListenerRegistry:
             # another process may hold too: close() is enough to stop it
             # once ours is the last copy.
             neverShutdown(tracked.port)
+            for listener in self._listeners:
+                try:
+                    listener(tracked.port)
+                except Exception:
+                    _log.failure("a listen hook failed for {key}", key=tracked.key)
         self._ports.append(tracked)
 
     def _listenTCP(

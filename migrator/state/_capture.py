@@ -27,6 +27,7 @@ from twisted.internet import base, task, tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
 from twisted.logger import Logger
+from twisted.protocols.policies import WrappingFactory
 
 from migrator._twistedinternals import (
     abandonLoopingCall,
@@ -70,6 +71,32 @@ def _methodName(method: types.MethodType) -> str | None:
     except Exception:
         return None
     return name if same else None
+
+
+#: How many wrapping factories deep a port's factories are anchored.
+_MAX_WRAPPED = 4
+
+
+def portFactories(tracked: Any) -> list[tuple[str, Any]]:
+    """
+    The factories of a stream port that the successor's own stand for,
+    with their anchor names: the port's factory (C{factory:KEY}), then
+    those it wraps, one inside the other (C{factory:KEY/1}, ...): a
+    C{WrappingFactory} such as TLS's wraps the application's factory (a
+    web C{Site}), which the application's protocols refer to.  A port
+    whose wrapping changes between generations (TLS added or removed) has
+    anchors the other side cannot match: its restore fails, and the
+    takeover is rolled back.
+    """
+    name = "factory:" + tracked.key
+    factory = tracked.port.factory
+    found = [(name, factory)]
+    for depth in range(1, _MAX_WRAPPED + 1):
+        if not isinstance(factory, WrappingFactory):
+            break
+        factory = factory.wrappedFactory
+        found.append((f"{name}/{depth}", factory))
+    return found
 
 
 @attrs.define(eq=False)
@@ -296,8 +323,9 @@ def captureConnections(
     factories = []
     for tracked in ports.listening():
         if tracked.key in claimed and tracked.kind != "udp":
-            anchors[id(tracked.port.factory)] = "factory:" + tracked.key
-            factories.append(tracked.port.factory)
+            for name, factory in portFactories(tracked):
+                anchors[id(factory)] = name
+                factories.append(factory)
     # Connections are not served from here on (this all runs in one reactor
     # turn): the freeze, as a client sees it, starts now.  (A real reactor's
     # clock is the wall clock: the successor compares this with its own.)

@@ -36,6 +36,7 @@ from migrator._twistedinternals import (
     serverTransport,
 )
 from migrator.interfaces import IPortRegistry
+from migrator.state._capture import portFactories
 from migrator.state._graph import (
     GraphError,
     GraphReader,
@@ -291,7 +292,7 @@ def restoreConnections(
     for tracked in ports.listening():
         # A UDP port has a protocol, no factory, and no connections.
         if tracked.kind != "udp":
-            anchors["factory:" + tracked.key] = tracked.port.factory
+            anchors.update(portFactories(tracked))
     fds = list(fds)
     hooks = _RestoreHooks(reactor, adapters, ports, fds, adoptSocket, closeFd)
     reader = GraphReader(adapters.adapterNamed, anchors, hooks, RestoreContext(hooks.gate))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import os
 from typing import Any
 
 from cryptography import x509
@@ -50,6 +51,22 @@ def certificatePEM() -> bytes:
         serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     ) + certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def writeCertificate(directory: str) -> tuple[str, str]:
+    """
+    Write L{certificatePEM}'s key and certificate to two files in
+    C{directory}, for C{ssl:...:privateKey=KEY:certKey=CERT}.
+
+    @return: their paths.
+    """
+    pem = certificatePEM()
+    split = pem.index(b"-----BEGIN CERTIFICATE-----")
+    paths = (os.path.join(directory, "key.pem"), os.path.join(directory, "cert.pem"))
+    for path, data in zip(paths, (pem[:split], pem[split:]), strict=True):
+        with open(path, "wb") as f:
+            f.write(data)
+    return paths
 
 
 def serverOptions() -> Any:

@@ -165,6 +165,16 @@ class AdapterTests(SynchronousTestCase):
         for adapter in (session, membrane):
             verifyObject(IAdapter, adapter)
 
+    def test_blank(self) -> None:
+        """
+        A transport created and not populated yet (a restored TCP transport
+        asks its log prefix then) has a log prefix and a representation.
+        """
+        blank = defaultRegistry().adapterFor(TLSRecordTransport).create(None)
+        self.assertEqual(blank.logPrefix(), "TLSRecordTransport")
+        self.assertEqual(repr(blank), "<TLSRecordTransport (not restored yet)>")
+        self.assertRaises(AttributeError, getattr, blank, "getTcpKeepAlive2")
+
     def test_interfaces(self) -> None:
         """
         The transport is a protocol to TCP and an SSL transport (with ALPN),

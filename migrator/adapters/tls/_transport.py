@@ -37,11 +37,14 @@ from twisted.internet.interfaces import (
     IPushProducer,
     ISystemHandle,
 )
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from migrator._tlsinternals import isPullToPush, pullToPushClass
 from migrator.adapters.tls._record import RecordLayer
+
+_log = Logger()
 
 
 @implementer(IPushProducer)
@@ -142,7 +145,10 @@ class TLSRecordTransport:
         self._reason: Failure | None = None
 
     def __repr__(self) -> str:
-        return f"<TLSRecordTransport {self.cipherName} around {self.wrappedProtocol!r}>"
+        record = self.__dict__.get("_record")
+        if record is None:
+            return "<TLSRecordTransport (not restored yet)>"
+        return f"<TLSRecordTransport {record.suite.name} around {self.wrappedProtocol!r}>"
 
     def __getattr__(self, name: str) -> Any:
         # As Twisted's TLS transport (a ProtocolWrapper): what this one does
@@ -202,9 +208,19 @@ class TLSRecordTransport:
         pass
 
     def dataReceived(self, data: bytes) -> None:
-        result = self._record.receive(data)
+        record = self._record
+        written = record.writeState.generation
+        result = record.receive(data)
         if result.send:
             self.transport.write(result.send)
+        if result.keyUpdates:
+            _log.info(
+                "TLS session with {peer}: the client updated its key ({count}), "
+                "ours {answer}",
+                peer=self.transport.getPeer(),
+                count=result.keyUpdates,
+                answer="too" if record.writeState.generation != written else "stays",
+            )
         for chunk in result.data:
             if self._aborted or self._lost:
                 break
@@ -228,9 +244,13 @@ class TLSRecordTransport:
         self.wrappedProtocol.connectionLost(reason)
 
     def logPrefix(self) -> str:
-        inner = self.wrappedProtocol
+        # Asked by the TCP transport when it is restored, maybe before this
+        # object is populated.
+        inner = self.__dict__.get("wrappedProtocol")
+        if inner is None:
+            return "TLSRecordTransport"
         name = inner.logPrefix() if ILoggingContext.providedBy(inner) else type(inner).__name__
-        return f"{name} (TLS)"
+        return f"{name} (TLSRecordTransport)"
 
     # -- ITransport: the application's side --------------------------------------
 

@@ -31,6 +31,7 @@ from migrator.state._plan import (
     HARMLESS,
     MOVES,
     UNKNOWN,
+    Classifier,
     ClassPlan,
     Plan,
     Verdict,
@@ -317,6 +318,18 @@ class BuiltInDeclarationTests(SynchronousTestCase):
         self.assertEqual((verdict.kind, verdict.reason), (HARMLESS, "a request is in progress"))
         adapter = self.adapters.adapterFor(BufferingTLSTransport)
         self.assertTrue(adapter.busy(tls))
+
+    def test_nameOf(self) -> None:
+        """
+        L{Classifier.nameOf} names a connection as the plan counts it: a
+        protocol inside TLS as C{Wrapper(Inner)}.
+        """
+        tls = object.__new__(BufferingTLSTransport)
+        tls.wrappedProtocol = http._GenericHTTPChannelProtocol(http.HTTPChannel())
+        self.assertEqual(
+            Classifier(self.adapters).nameOf(tls),
+            f"{typeName(BufferingTLSTransport)}(twisted.web.http._GenericHTTPChannelProtocol)",
+        )
 
     def test_insideTLSNoAdapter(self) -> None:
         """

@@ -43,6 +43,7 @@ from migrator.state._graph import (
     dumpsPlain,
     typeName,
 )
+from migrator.state._plan import Classifier
 
 _log = Logger()
 
@@ -387,9 +388,11 @@ def captureConnections(
             cls = type(t.protocol)
             stay(f"{typeName(cls)}: its factory's state cannot move ({e})")
         return Captured(dumpsPlain(None), [], [], {}, staying, reactor=reactor)
+    # Counted under the names the plan gives (a protocol inside TLS is
+    # Wrapper(Inner)), so that what moved and what stays add up per class.
+    names = Classifier(adapters)
     for t in hooks.transports:
-        cls = type(t.protocol)
-        name = typeName(cls)
+        name = names.nameOf(t.protocol)
         moved[name] = moved.get(name, 0) + 1
 
     payload = dumpsPlain({"roots": roots, "factories": factoryNodes, "count": len(hooks.transports)})

@@ -185,6 +185,14 @@ class Classifier:
         self._facts[chain] = (name, why)
         return name, why
 
+    def nameOf(self, protocol: Any) -> str:
+        """
+        The name a connection of C{protocol} is counted under (a wrapped
+        protocol's is C{Wrapper(Inner)}), as L{classify} names it.
+        """
+        _, adapter, chain, _ = self._resolve(protocol)
+        return self._classFacts(chain, adapter)[0]
+
     def classify(self, transport: Any, movable: bool = True) -> Verdict | None:
         """
         Decide what becomes of one connection.

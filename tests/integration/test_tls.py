@@ -148,7 +148,8 @@ class PythonSSLClientTests(TestCase):
         self.assertEqual(len(set(seen)), TAKEOVERS + 1)
         self.assertEqual(sock.getsockname(), local)
         self.assertIn(
-            "connections by class: migrator.adapters.tls._transport.TLSRecordTransport: moved 1",
+            "connections by class: migrator.adapters.tls._transport.TLSRecordTransport"
+            "(twisted.web.http._GenericHTTPChannelProtocol): moved 1",
             incumbent.output(),
         )
 

@@ -49,10 +49,9 @@ class CipherSuite:
     hash: type[hashes.HashAlgorithm]
     aead: type[AESGCM] | type[ChaCha20Poly1305]
     recordLimit: int
-
-    @property
-    def hashLength(self) -> int:
-        return self.hash().digest_size
+    hashLength: int = attrs.field(
+        init=False, default=attrs.Factory(lambda self: self.hash().digest_size, takes_self=True)
+    )
 
 
 #: The largest sequence number: a key never protects a record past it.

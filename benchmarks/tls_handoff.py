@@ -158,10 +158,11 @@ def _bulk(follow: bool, megabytes: int) -> dict[str, float]:
 
 def followCost(megabytes: int) -> dict[str, Any]:
     """
-    Bulk throughput with and without following (best of three each).
+    Bulk throughput with and without following (best of five each,
+    interleaved).
     """
     runs: dict[str, list[dict[str, float]]] = {"followed": [], "not_followed": []}
-    for _ in range(3):
+    for _ in range(5):
         runs["not_followed"].append(_bulk(False, megabytes))
         runs["followed"].append(_bulk(True, megabytes))
     best = {

@@ -18,6 +18,7 @@ import ssl
 import subprocess
 import tempfile
 import threading
+import time
 from typing import Any
 
 from twisted.logger import Logger
@@ -57,12 +58,15 @@ class _HTTPSService:
             "--class",
             "tests.integration.apps.webpid.PidResource",
         ]
+        #: Seconds from seeing each incumbent hand off to its exit.
+        self.exits: list[float] = []
 
-    def start(self, takeover: bool = False) -> ServiceProcess:
+    def start(self, takeover: bool = False, python: str | None = None) -> ServiceProcess:
         process = startMigrate(
             self.control,
             self.service,
             takeover=takeover,
+            python=python,
             migrateOptions=["--drain-timeout", "30"],
             cwd=self.work,
         )
@@ -77,20 +81,27 @@ class _HTTPSService:
         pid = int(process.waitFor(READY, STEP)["pid"])
         return process, pid, int(process.waitFor(LISTENING, STEP)["port"])
 
-    def takeOver(self, incumbent: ServiceProcess, generation: int) -> tuple[ServiceProcess, int]:
+    def takeOver(
+        self, incumbent: ServiceProcess, generation: int, connections: int = 1, python: str | None = None
+    ) -> tuple[ServiceProcess, int]:
         """
         One takeover: the successor is ready, the incumbent froze and sent
-        one connection with none left behind, and exited.
+        C{connections} connections with none left behind, and exited (how
+        long after handing off is observed in L{exits}, not asserted).
 
         @return: the successor and its pid.
         """
-        successor = self.start(takeover=True)
+        successor = self.start(takeover=True, python=python)
         ready = successor.waitFor(READY, STEP)
         self.test.assertEqual(int(ready["generation"]), generation)
         froze = incumbent.waitFor(FROZE, STEP)
-        self.test.assertEqual((int(froze["count"]), int(froze["staying"])), (1, 0), froze.group(0))
+        self.test.assertEqual(
+            (int(froze["count"]), int(froze["staying"])), (connections, 0), froze.group(0)
+        )
         incumbent.waitFor(HANDED_OFF, STEP)
+        handedOff = time.monotonic()
         self.test.assertEqual(incumbent.waitForExit(STEP), 0)
+        self.exits.append(round(time.monotonic() - handedOff, 3))
         return successor, int(ready["pid"])
 
 
@@ -115,43 +126,85 @@ class PythonSSLClientTests(TestCase):
         A request after each takeover is answered by the process serving at
         that moment, over the same TLS connection (same socket, same
         session: no new handshake), and every incumbent froze and sent the
-        connection and exited.
+        connection and exited.  A second connection, made with the fifth
+        generation's OpenSSL, moves through the takeovers after it too.
         """
         web = _HTTPSService(self)
         incumbent, pid, port = web.first()
-        connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=STEP, context=_clientContext())
-        # Never reconnect behind the test's back.
-        connection.auto_open = 0
-        connection.connect()
-        self.addCleanup(connection.close)
-        sock = connection.sock
-        assert isinstance(sock, ssl.SSLSocket)
-        local = sock.getsockname()
-        self.assertEqual(sock.version(), "TLSv1.3")
-
-        def ask() -> int:
-            connection.request("GET", "/")
-            response = connection.getresponse()
-            body = response.read()
-            self.assertEqual(response.status, 200)
-            self.assertIs(connection.sock, sock)
-            return int(body)
-
-        seen = [ask()]
+        first = _Client(self, port)
+        self.assertEqual(first.sock.version(), "TLSv1.3")
+        seen = [first.ask()]
         expected = [pid]
+        second: _Client | None = None
         for n in range(1, TAKEOVERS + 1):
-            incumbent, pid = web.takeOver(incumbent, n)
-            expected.append(pid)
-            seen += [ask(), ask()]
-            expected.append(pid)
+            incumbent, pid = web.takeOver(incumbent, n, connections=1 if second is None else 2)
+            expected += [pid, pid]
+            seen += [first.ask(), first.ask()]
+            if second is not None:
+                self.assertEqual(second.ask(), pid)
+            if n == 5:
+                second = _Client(self, port)
+                self.assertEqual(second.ask(), pid)
         self.assertEqual(seen, expected)
         self.assertEqual(len(set(seen)), TAKEOVERS + 1)
-        self.assertEqual(sock.getsockname(), local)
+        first.sameSocket()
         self.assertIn(
             "connections by class: migrator.adapters.tls._transport.TLSRecordTransport"
-            "(twisted.web.http._GenericHTTPChannelProtocol): moved 1",
+            "(twisted.web.http._GenericHTTPChannelProtocol): moved 2",
             incumbent.output(),
         )
+        _log.info("incumbents exited {exits} s after handing off", exits=web.exits)
+
+    def test_otherPython(self) -> None:
+        """
+        A session moves to another Python version and back (the other
+        interpreter as the cross-version tests find it; skipped without).
+        """
+        from tests.integration.test_crosspython import otherPython
+
+        other, version = otherPython()
+        web = _HTTPSService(self)
+        incumbent, pid, port = web.first()
+        client = _Client(self, port)
+        seen = [client.ask()]
+        for n, python in enumerate((other, None, other), 1):
+            incumbent, pid = web.takeOver(incumbent, n, python=python)
+            seen.append(client.ask())
+            self.assertEqual(seen[-1], pid)
+        self.assertIn(f"Python {version}", incumbent.output())
+        client.sameSocket()
+
+
+class _Client:
+    """
+    An HTTPS keep-alive client of Python's C{ssl} module that never
+    reconnects.
+    """
+
+    def __init__(self, test: TestCase, port: int) -> None:
+        self.test = test
+        self.connection = http.client.HTTPSConnection(
+            "127.0.0.1", port, timeout=STEP, context=_clientContext()
+        )
+        # Never reconnect behind the test's back.
+        self.connection.auto_open = 0
+        self.connection.connect()
+        test.addCleanup(self.connection.close)
+        sock = self.connection.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        self.sock = sock
+        self.local = sock.getsockname()
+
+    def ask(self) -> int:
+        self.connection.request("GET", "/")
+        response = self.connection.getresponse()
+        body = response.read()
+        self.test.assertEqual(response.status, 200)
+        self.test.assertIs(self.connection.sock, self.sock)
+        return int(body)
+
+    def sameSocket(self) -> None:
+        self.test.assertEqual(self.sock.getsockname(), self.local)
 
 
 class CurlTests(TestCase):

@@ -206,6 +206,21 @@ class DeclineTests(SynchronousTestCase):
         session.server.dataReceived(session.clientOut())
         self.assertEqual(_follower(session).whyNot(), "the session is closing (an alert was sent)")
 
+    def test_keysNeverLogged(self) -> None:
+        """
+        Protected records whose keys never come are not buffered without
+        bound: past 128 KiB waiting, the session is given up.
+        """
+        follower = SessionFollower()
+        record = bytes((23, 3, 3, 0x40, 0)) + bytes(2**14)
+        for _ in range(7):
+            follower.received(record)
+        self.assertIsNone(follower.problem)
+        for _ in range(2):
+            follower.received(record)
+        self.assertEqual(follower.problem, "its keys were not logged")
+        self.assertEqual(follower.inbound.buffer, bytearray())
+
     def test_undecryptable(self) -> None:
         """
         A record the logged keys do not open (tampered) marks the session:

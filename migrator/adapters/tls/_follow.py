@@ -72,6 +72,11 @@ _SERVER_HELLO = 2
 _CLIENT_HELLO = 1
 #: The longest handshake message followed (a certificate chain).
 _MAX_MESSAGE = 2**17
+#: How many bytes may wait for keys that are not logged yet (a client's
+#: Finished and what follows it in one flight is far less): past it, the
+#: keys are taken never to come (a context switched by an SNI callback
+#: logs nowhere), and the session is given up rather than buffered.
+_MAX_WAITING = 2**17
 
 _LABELS = {
     b"CLIENT_HANDSHAKE_TRAFFIC_SECRET": (CLIENT, HANDSHAKING),
@@ -123,6 +128,7 @@ class _Direction:
         follower = self.follower
         if self.phase == FINISHED_SENT and not self._application():
             # Its keys are not logged yet: wait for them.
+            self._waiting()
             return
         while follower.problem is None and len(buffer) >= HEADER_LENGTH:
             contentType = buffer[0]
@@ -134,8 +140,10 @@ class _Direction:
             if len(buffer) < end:
                 return
             if self.phase == FINISHED_SENT and not self._application():
+                self._waiting()
                 return
             if contentType == APPLICATION_DATA and self.phase == PLAIN and not self._start():
+                self._waiting()
                 return
             header = bytes(buffer[:HEADER_LENGTH])
             body = bytes(buffer[HEADER_LENGTH:end])
@@ -154,6 +162,10 @@ class _Direction:
                 follower.fail("a record with no content type")
                 return
             self._protected(stripped[-1], stripped[:-1])
+
+    def _waiting(self) -> None:
+        if len(self.buffer) > _MAX_WAITING:
+            self.follower.fail("its keys were not logged")
 
     def _start(self) -> bool:
         secret = self.follower.take(self.sender, HANDSHAKING)
@@ -250,8 +262,9 @@ class _Direction:
     def wipe(self) -> None:
         if self.state is not None:
             self.state.wipe()
-        wipe(self.buffer)
-        wipe(self.handshake)
+        for buffer in (self.buffer, self.handshake):
+            wipe(buffer)
+            del buffer[:]
 
 
 class SessionFollower:

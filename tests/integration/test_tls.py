@@ -105,6 +105,16 @@ class _HTTPSService:
         return successor, int(ready["pid"])
 
 
+def _version(argv: list[str], pattern: str) -> tuple[int, ...]:
+    """
+    A tool's version, as the numbers C{pattern} finds in the first line it
+    prints (C{(0,)} if none).
+    """
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=STEP).stdout
+    match = re.search(pattern, out.splitlines()[0] if out else "")
+    return tuple(int(n) for n in match.groups()) if match else (0,)
+
+
 def _clientContext(maximum: ssl.TLSVersion | None = None) -> ssl.SSLContext:
     context = ssl.create_default_context()
     # The certificate is a throwaway self-signed one.
@@ -217,6 +227,9 @@ class CurlTests(TestCase):
         self.curl = shutil.which("curl")
         if self.curl is None:
             raise self.skipTest("curl is not installed")
+        version = _version([self.curl, "--version"], r"^curl (\d+)\.(\d+)")
+        if version < (7, 84):
+            raise self.skipTest(f"curl {version} has no --rate (7.84 and later)")
 
     def test_oneConnectionThroughout(self) -> None:
         """
@@ -361,6 +374,9 @@ class KeyUpdateTests(TestCase):
         self.openssl = shutil.which("openssl")
         if self.openssl is None:
             raise self.skipTest("openssl is not installed")
+        version = _version([self.openssl, "version"], r"^OpenSSL (\d+)\.(\d+)\.(\d+)")
+        if version < (1, 1, 1):
+            raise self.skipTest(f"OpenSSL {version} has no TLS 1.3 key updates (1.1.1 and later)")
 
     def test_keyUpdates(self) -> None:
         """

@@ -34,6 +34,7 @@ from zope.interface import implementer
 
 from migrator._version import __version__
 from migrator.adapters import defaultRegistry
+from migrator.adapters.tls import followPort
 from migrator.interfaces import IMigrationNode
 from migrator.state._translator import describeTranslations
 from migrator.takeover._control import ControlServerFactory, ControlSocket, PeerPolicy
@@ -137,6 +138,8 @@ class MigrateService(service.MultiService):
         self._exit = exit
         self._policy = policy or PeerPolicy()
         self.registry = ListenerRegistry(cast(IReactorFDSet, reactor), holding=config.takeover)
+        # TLS sessions can move only if followed from their handshake.
+        self.registry.onListen(followPort)
         self.adapters = defaultRegistry(config.adapterModules)
         if registerAdapters is not None:
             registerAdapters(self.adapters)

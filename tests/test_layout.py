@@ -22,7 +22,7 @@ ROOT = os.path.dirname(PACKAGE)
 ALLOWED = {
     "state": {"state", "interfaces", "_twistedinternals", "_version"},
     "takeover": {"takeover", "state", "interfaces", "_twistedinternals", "_version"},
-    "adapters": {"adapters", "state", "interfaces", "_twistedinternals", "_version"},
+    "adapters": {"adapters", "state", "interfaces", "_twistedinternals", "_tlsinternals", "_version"},
     "cli": {"cli", "takeover", "interfaces", "_version"},
     "demo": {"demo", "cli", "testing", "state", "takeover", "interfaces", "_version"},
     "console": {"console", "cli", "interfaces", "_version"},

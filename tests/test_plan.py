@@ -31,6 +31,7 @@ from migrator.state._plan import (
     HARMLESS,
     MOVES,
     UNKNOWN,
+    Classifier,
     ClassPlan,
     Plan,
     Verdict,
@@ -310,20 +311,78 @@ class BuiltInDeclarationTests(SynchronousTestCase):
         """
         A web connection inside TLS (C{twistd web --https}, or an C{ssl:}
         port: a L{BufferingTLSTransport} or L{TLSMemoryBIOProtocol} around
-        the channel) cannot move but drains harmlessly.
+        the channel) whose session cannot move (here: one migrator did not
+        follow from its handshake) drains harmlessly, named after both.
         """
+        from OpenSSL import SSL
+
         for wrapper in (TLSMemoryBIOProtocol, BufferingTLSTransport):
             tls = object.__new__(wrapper)
             tls.wrappedProtocol = http._GenericHTTPChannelProtocol(http.HTTPChannel())
+            tls._tlsConnection = SSL.Connection(SSL.Context(SSL.TLS_SERVER_METHOD))
+            tls._handshakeDone = True
             verdict = classify(connection(tls), self.adapters)
             self.assertEqual(
                 verdict,
                 Verdict(
                     HARMLESS,
                     f"{typeName(wrapper)}(twisted.web.http._GenericHTTPChannelProtocol)",
-                    f"inside a {typeName(wrapper)}, which has no adapter",
+                    "its session was not followed from its handshake (a port migrator does not track)",
                 ),
             )
+
+    def test_webInsideTLSBusy(self) -> None:
+        """
+        The channel inside TLS is asked first: one with a request in
+        progress declines with its own reason, harmlessly.
+        """
+        channel = http.HTTPChannel()
+        channel.requests = [object()]
+        tls = object.__new__(BufferingTLSTransport)
+        tls.wrappedProtocol = http._GenericHTTPChannelProtocol(channel)
+        verdict = classify(connection(tls), self.adapters)
+        self.assertEqual((verdict.kind, verdict.reason), (HARMLESS, "a request is in progress"))
+        adapter = self.adapters.adapterFor(BufferingTLSTransport)
+        self.assertTrue(adapter.busy(tls))
+
+    def test_nameOf(self) -> None:
+        """
+        L{Classifier.nameOf} names a connection as the plan counts it: a
+        protocol inside TLS as C{Wrapper(Inner)}.
+        """
+        tls = object.__new__(BufferingTLSTransport)
+        tls.wrappedProtocol = http._GenericHTTPChannelProtocol(http.HTTPChannel())
+        self.assertEqual(
+            Classifier(self.adapters).nameOf(tls),
+            f"{typeName(BufferingTLSTransport)}(twisted.web.http._GenericHTTPChannelProtocol)",
+        )
+
+    def test_insideTLSNoAdapter(self) -> None:
+        """
+        A protocol with no adapter inside TLS is L{UNKNOWN}, as it was when
+        TLS had no adapter: the TLS adapter does not make it drainable.
+        """
+        tls = object.__new__(TLSMemoryBIOProtocol)
+        tls.wrappedProtocol = Stranger()
+        verdict = classify(connection(tls), self.adapters)
+        self.assertEqual(
+            verdict,
+            Verdict(UNKNOWN, f"{typeName(TLSMemoryBIOProtocol)}({STRANGER})", "no adapter"),
+        )
+
+    def test_insideTLSSuccessorWithoutTLS(self) -> None:
+        """
+        A successor that has the web adapters but not the TLS adapter
+        cannot take a web connection inside TLS: it stays, harmlessly.
+        """
+        tls = object.__new__(BufferingTLSTransport)
+        tls.wrappedProtocol = http._GenericHTTPChannelProtocol(http.HTTPChannel())
+        versions = {name: 1 for name in self.adapters.typeNames() if not name.startswith("migrator.tls.")}
+        verdict = classify(connection(tls), self.adapters, versions)
+        self.assertEqual(
+            (verdict.kind, verdict.reason),
+            (HARMLESS, "no adapter in the successor (for migrator.tls.TLSSession)"),
+        )
 
     def test_webBusy(self) -> None:
         """

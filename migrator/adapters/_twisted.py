@@ -9,6 +9,9 @@ process's registry (see L{migrator.adapters.defaultRegistry}).
     state).  A pair still connecting upstream stays and drains
     (harmlessly: a proxied connection shares no state with the others).
   - C{twisted.web}: idle keep-alive channels (L{migrator.adapters._web}).
+  - C{twisted.protocols.tls}: TLS 1.3 sessions around a protocol that
+    moves, continued by migrator's record layer in the successor
+    (L{migrator.adapters.tls}).
   - C{twisted.conch}'s telnet manhole: a whole session, past its login
     (L{migrator.adapters._manhole}); SSH sessions stay and drain.
   - C{twisted.words}: the IRC server's sessions, with the in-memory
@@ -29,7 +32,7 @@ import attrs
 from twisted.protocols import ftp, portforward
 from zope.interface import implementer
 
-from migrator.adapters import _web
+from migrator.adapters import _web, tls
 from migrator.interfaces import IAdapter
 from migrator.state._registry import AdapterRegistry, InstanceAdapter, factoryAdapter
 
@@ -92,6 +95,7 @@ def registerAdapters(registry: AdapterRegistry) -> None:
     registry.register(factoryAdapter(portforward.ProxyFactory, keep=("host", "port")))
     registry.register(InstanceAdapter(portforward.ProxyClientFactory))
     _web.registerAdapters(registry)
+    tls.registerAdapters(registry)
     registry.registerDraining(ftp.FTP, FTP_STAYS)
     # Imported here: twisted.conch costs an import of cryptography, which
     # only processes that build a registry need.

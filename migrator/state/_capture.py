@@ -34,6 +34,7 @@ from twisted.internet import base, task, tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
 from twisted.logger import Logger
+from twisted.protocols.policies import WrappingFactory
 
 from migrator._twistedinternals import (
     abandonLoopingCall,
@@ -49,7 +50,7 @@ from migrator.state._graph import (
     dumpsPlain,
     typeName,
 )
-from migrator.state._plan import NOT_SELECTED
+from migrator.state._plan import NOT_SELECTED, Classifier
 from migrator.state._translator import TranslationLog, Translator
 from migrator.state._versions import Readable
 
@@ -89,6 +90,32 @@ def _methodName(method: types.MethodType) -> str | None:
     except Exception:
         return None
     return name if same else None
+
+
+#: How many wrapping factories deep a port's factories are anchored.
+_MAX_WRAPPED = 4
+
+
+def portFactories(tracked: Any) -> list[tuple[str, Any]]:
+    """
+    The factories of a stream port that the successor's own stand for,
+    with their anchor names: the port's factory (C{factory:KEY}), then
+    those it wraps, one inside the other (C{factory:KEY/1}, ...): a
+    C{WrappingFactory} such as TLS's wraps the application's factory (a
+    web C{Site}), which the application's protocols refer to.  A port
+    whose wrapping changes between generations (TLS added or removed) has
+    anchors the other side cannot match: its restore fails, and the
+    takeover is rolled back.
+    """
+    name = "factory:" + tracked.key
+    factory = tracked.port.factory
+    found = [(name, factory)]
+    for depth in range(1, _MAX_WRAPPED + 1):
+        if not isinstance(factory, WrappingFactory):
+            break
+        factory = factory.wrappedFactory
+        found.append((f"{name}/{depth}", factory))
+    return found
 
 
 @attrs.define(eq=False)
@@ -341,8 +368,9 @@ def captureConnections(
     factories = []
     for tracked in ports.listening():
         if tracked.key in claimed and tracked.kind != "udp":
-            anchors[id(tracked.port.factory)] = "factory:" + tracked.key
-            factories.append(tracked.port.factory)
+            for name, factory in portFactories(tracked):
+                anchors[id(factory)] = name
+                factories.append(factory)
     # Connections are not served from here on (this all runs in one reactor
     # turn): the freeze, as a client sees it, starts now.  (A real reactor's
     # clock is the wall clock: the successor compares this with its own.)
@@ -407,9 +435,11 @@ def captureConnections(
             cls = type(t.protocol)
             stay(f"{typeName(cls)}: its factory's state cannot move ({e})")
         return Captured(dumpsPlain(None), [], [], {}, staying, reactor=reactor)
+    # Counted under the names the plan gives (a protocol inside TLS is
+    # Wrapper(Inner)), so that what moved and what stays add up per class.
+    names = Classifier(adapters)
     for t in hooks.transports:
-        cls = type(t.protocol)
-        name = typeName(cls)
+        name = names.nameOf(t.protocol)
         moved[name] = moved.get(name, 0) + 1
 
     payload = dumpsPlain({"roots": roots, "factories": factoryNodes, "count": len(hooks.transports)})

@@ -16,7 +16,7 @@ Every open connection is of one of four kinds:
   - L{DECLINED}: its adapter declines to move it now (C{movable} gives a
     reason): it stays and drains, with that reason, as it always did;
   - L{UNKNOWN}: no adapter can move it (its class has none, here or in the
-    successor, or it sits inside a wrapper that has none, such as TLS),
+    successor, or it sits inside a wrapper that has none),
     and nothing says leaving it behind is harmless: it would keep the old
     process's copy of the application's state while new connections get
     the successor's, splitting one service in two.  The operator's policy
@@ -128,27 +128,34 @@ class Classifier:
             adapter = self._adapters[cls] = self.adapters.adapterFor(cls)
             return adapter
 
-    def _resolve(self, protocol: Any) -> tuple[Any, Any, tuple[type, ...]]:
+    def _resolve(self, protocol: Any) -> tuple[Any, Any, tuple[type, ...], list[tuple[Any, Any]]]:
         """
-        Look through protocol wrappers without an adapter of their own.
+        Look through protocol wrappers: those without an adapter of their
+        own, and those whose adapter moves them around the protocol they
+        wrap (it has a C{wrapped(protocol)} method, as TLS's has).
 
         @return: the innermost protocol reached, its adapter (or C{None}),
-            and the classes on the way, outermost first.
+            the classes on the way (outermost first), and the wrappers that
+            have adapters, as C{(adapter, protocol)} pairs.
         """
         chain = [type(protocol)]
         adapter = self._adapterFor(chain[0])
-        while (
-            adapter is None
-            and isinstance(protocol, ProtocolWrapper)
-            and len(chain) <= _MAX_WRAPPERS
-        ):
-            inner = getattr(protocol, "wrappedProtocol", None)
+        wrappers: list[tuple[Any, Any]] = []
+        while len(chain) <= _MAX_WRAPPERS:
+            if adapter is None and isinstance(protocol, ProtocolWrapper):
+                inner = getattr(protocol, "wrappedProtocol", None)
+            elif adapter is not None and callable(getattr(adapter, "wrapped", None)):
+                inner = adapter.wrapped(protocol)
+                if inner is not None:
+                    wrappers.append((adapter, protocol))
+            else:
+                break
             if inner is None:
                 break
             protocol = inner
             chain.append(type(protocol))
             adapter = self._adapterFor(chain[-1])
-        return protocol, adapter, tuple(chain)
+        return protocol, adapter, tuple(chain), wrappers
 
     def _classFacts(self, chain: tuple[type, ...], adapter: Any) -> tuple[str, str | None]:
         """
@@ -163,20 +170,35 @@ class Classifier:
         for wrapper in reversed(chain[:-1]):
             name = f"{typeName(wrapper)}({name})"
         why: str | None = None
+        bare = [c for c in chain[:-1] if self._adapterFor(c) is None]
         if adapter is None:
             why = "no adapter"
-        elif len(chain) > 1:
-            # The wrapper has no adapter: nothing can move this connection.
-            why = f"inside a {typeName(chain[-2])}, which has no adapter"
+        elif bare:
+            # A wrapper has no adapter: nothing can move this connection.
+            why = f"inside a {typeName(bare[-1])}, which has no adapter"
         elif self.successorVersions is not None:
-            theirs = self.successorVersions.get(adapter.typeName, _ABSENT)
-            if theirs is _ABSENT:
-                why = "no adapter in the successor"
-            else:
-                problem = untranslatable(adapter, theirs)
-                why = problem.why if problem is not None else None
+            # The protocol's adapter, then its wrappers'.
+            for mine in [adapter] + [self._adapterFor(c) for c in reversed(chain[:-1])]:
+                theirs = self.successorVersions.get(mine.typeName, _ABSENT)
+                if theirs is _ABSENT:
+                    why = "no adapter in the successor"
+                    if mine is not adapter:
+                        why = f"no adapter in the successor (for {mine.typeName})"
+                else:
+                    problem = untranslatable(mine, theirs)
+                    why = problem.why if problem is not None else None
+                if why is not None:
+                    break
         self._facts[chain] = (name, why)
         return name, why
+
+    def nameOf(self, protocol: Any) -> str:
+        """
+        The name a connection of C{protocol} is counted under (a wrapped
+        protocol's is C{Wrapper(Inner)}), as L{classify} names it.
+        """
+        _, adapter, chain, _ = self._resolve(protocol)
+        return self._classFacts(chain, adapter)[0]
 
     def classify(
         self, transport: Any, movable: bool = True, selected: bool = True
@@ -195,7 +217,7 @@ class Classifier:
         protocol = getattr(transport, "protocol", None)
         if not getattr(transport, "connected", True) or getattr(transport, "disconnecting", False):
             return Verdict(HARMLESS, typeName(type(protocol)), "closing") if movable else None
-        protocol, adapter, chain = self._resolve(protocol)
+        protocol, adapter, chain, wrappers = self._resolve(protocol)
         name, why = self._classFacts(chain, adapter)
         if why is not None:
             if adapter is not None and drainsHarmlessly(adapter, protocol):
@@ -207,10 +229,14 @@ class Classifier:
             return Verdict(UNKNOWN, name, NOT_SELECTED)
         if not movable:
             return None
-        try:
-            why = adapter.movable(protocol)
-        except Exception as e:
-            why = f"its adapter failed: {e.__class__.__name__}: {e}"
+        # The protocol first, then the wrappers around it (innermost first).
+        for asked, obj in [(adapter, protocol)] + wrappers[::-1]:
+            try:
+                why = asked.movable(obj)
+            except Exception as e:
+                why = f"its adapter failed: {e.__class__.__name__}: {e}"
+            if why:
+                break
         if not why:
             return Verdict(MOVES, name)
         if drainsHarmlessly(adapter, protocol):

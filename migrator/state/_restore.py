@@ -37,6 +37,7 @@ from migrator._twistedinternals import (
     serverTransport,
 )
 from migrator.interfaces import IPortRegistry, IRestoreContext
+from migrator.state._capture import portFactories
 from migrator.state._graph import (
     GraphError,
     GraphReader,
@@ -300,7 +301,7 @@ def restoreConnections(
     for tracked in ports.listening():
         # A UDP port has a protocol, no factory, and no connections.
         if tracked.kind != "udp":
-            anchors["factory:" + tracked.key] = tracked.port.factory
+            anchors.update(portFactories(tracked))
     fds = list(fds)
     hooks = _RestoreHooks(reactor, adapters, ports, fds, adoptSocket, closeFd)
     translator = Translator(None, getattr(adapters, "kept", None), TranslationLog(reactor.seconds))

@@ -209,6 +209,7 @@ class ListenerRegistry:
     _connections: _Connections = attrs.field(
         default=attrs.Factory(lambda self: _Connections(_seconds(self._reactor)), takes_self=True)
     )
+    _listeners: list[Callable[[Any], object]] = attrs.field(factory=list)
 
     # -- installing the hook -------------------------------------------------
 
@@ -245,6 +246,16 @@ class ListenerRegistry:
         self._occurrences[base] = n + 1
         return f"{base}#{n}"
 
+    def onListen(self, listener: Callable[[Any], object]) -> None:
+        """
+        Call C{listener(port)} with every stream port tracked from now on
+        (created or adopted), before it accepts: a hook for adapters that
+        must see a port's connections from their start (TLS follows its
+        sessions' handshakes, L{migrator.adapters.tls.followPort}).  A
+        listener that raises is logged and does not stop the port.
+        """
+        self._listeners.append(listener)
+
     def _track(self, tracked: TrackedPort) -> None:
         if tracked.kind != UDP:
             countAccepted(tracked.port, self._connections)
@@ -253,6 +264,11 @@ class ListenerRegistry:
             # another process may hold too: close() is enough to stop it
             # once ours is the last copy.
             neverShutdown(tracked.port)
+            for listener in self._listeners:
+                try:
+                    listener(tracked.port)
+                except Exception:
+                    _log.failure("a listen hook failed for {key}", key=tracked.key)
         self._ports.append(tracked)
 
     def _listenTCP(

@@ -317,7 +317,11 @@ class ConsoleTests(TestCase):
             lambda d: d.find_element(By.ID, "run-state").get_attribute("data-state") == "committed",
             "the takeover did not complete",
         )
-        self.assertIn("migrate: serving", self.text("#run-log"))
+        # The log is streamed on its own: its line may come a moment later.
+        self.wait(
+            lambda d: "migrate: serving" in self.text("#run-log"),
+            "the successor's log never said it serves",
+        )
         record = status(self.control)
         self.stopLater(record["pid"])
         self.assertEqual(record["generation"], 1)

@@ -7,126 +7,50 @@ and what declines, and why).
 
 Autobahn is optional: these adapters are registered only where it can be
 imported (L{migrator.adapters._twisted.registerAdapters}); this module
-imports it inside functions, never at module level.  An application
-registers its own subclasses with L{registerWebSocketServer}.
+imports it inside functions, never at module level, and what it relies on
+of autobahn's private API is in L{migrator.adapters._autobahninternals}.
+An application registers its own subclasses with
+L{registerWebSocketServer}.
 
 What moves, for an OPEN connection: the handshake's outcome (subprotocol,
-extensions, request, peer); inbound, the bytes of a frame not received
-whole, the frame being received and the message being reassembled (its
-UTF-8 validation replayed from the bytes kept: the validator is C code);
-outbound, a message being streamed (C{beginMessage}...); automatic pings
-(the pending ping and both timers, at their deadlines); the application's
-attributes; its factory, always the successor's own (the port's, the one
-it wraps, or the one a C{WebSocketResource} of the port's C{Site} serves),
-with the incumbent's application state merged in.  Configuration is the
-successor factory's unless the application set it on the connection.
+extensions, request, peer, and over TLS the channel binding); inbound, the
+bytes of a frame not received whole, the frame being received and the
+message being reassembled (its UTF-8 validation replayed from the bytes
+kept: the validator is C code); outbound, a message being streamed
+(C{beginMessage}...); automatic pings (the pending ping and both timers,
+at their deadlines); the application's attributes; its factory, always the
+successor's own (the port's, the one it wraps, or the one a
+C{WebSocketResource} of the port's C{Site} serves), with the incumbent's
+application state merged in.  Configuration is the successor factory's
+unless the application set it on the connection.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
-import warnings
 from collections import deque
 from collections.abc import Iterable
-from types import SimpleNamespace
 from typing import Any
 
 import attrs
 from zope.interface import implementer
 
+from migrator.adapters._autobahninternals import (
+    autobahnModules,
+    batchedDeadline,
+    batchedNow,
+    deflateContexts,
+    deflateIsServer,
+    marshalDetails,
+    parseDetails,
+    resourceFactory,
+    waitedOn,
+)
 from migrator.interfaces import IAdapter, IAnchorOnly, IBusyAware
 from migrator.state._graph import GraphError, Unadaptable
 from migrator.state._graph import typeName as _typeName
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
-
-# -- autobahn's internals, in one place -----------------------------------------
-#
-# Autobahn has no public API to look into a connection's framing state; what
-# this module relies on is gathered here, one function per use.  The
-# attribute names of WebSocketProtocol's state (state, data, current_frame,
-# send_state...) are read by name in the adapters below and listed in
-# _PROTOCOL_OWN; tests/test_websocketadapters.py runs real autobahn
-# protocols through a move, so an autobahn upgrade that renames them fails
-# there.  Tested: the range pinned in setup.cfg's websocket extra.
-
-
-@functools.cache
-def _ab() -> Any:
-    """Autobahn's modules, imported on first use (never at module level)."""
-    import txaio
-    from autobahn.twisted import websocket
-    from autobahn.wamp import types
-    from autobahn.websocket import compress_deflate, protocol, utf8validator, xormasker
-
-    return SimpleNamespace(
-        txaio=txaio, websocket=websocket, types=types, deflate=compress_deflate,
-        protocol=protocol, utf8=utf8validator, xor=xormasker,
-    )  # fmt: skip
-
-
-def batchedDeadline(call: Any) -> float | None:
-    """
-    When a txaio C{_BatchedCall} (autobahn's timers: C{factory._batched_timer
-    .call_later}) fires, in its clock's seconds; C{None} if it was cancelled
-    or has fired.  Relies on: C{_BatchedCall._timer} (C{None} once
-    cancelled), C{_index} (its bucket's time in milliseconds) and the
-    timer's C{_buckets}.
-    """
-    timer = getattr(call, "_timer", None)
-    if timer is None:
-        return None
-    bucket = timer._buckets.get(call._index)
-    if bucket is None or call not in bucket[1]:
-        return None
-    return float(call._index) / 1000.0
-
-
-def batchedNow(call: Any) -> float:
-    """
-    The time now on the clock of a txaio C{_BatchedCall} (txaio's loop).
-    Relies on: C{_BatchedTimer._get_seconds}.
-    """
-    return float(call._timer._get_seconds())
-
-
-def deflateContexts(pmce: Any) -> tuple[Any, Any]:
-    """
-    The zlib C{(compressor, decompressor)} of a C{PerMessageDeflate}, C{None}
-    before its first message either way.  Relies on: C{_compressor},
-    C{_decompressor}.
-    """
-    return pmce._compressor, pmce._decompressor
-
-
-def deflateIsServer(pmce: Any) -> bool:
-    """Whether a C{PerMessageDeflate} is a server's.  Relies on: C{_is_server}."""
-    return bool(pmce._is_server)
-
-
-def resourceFactory(resource: Any) -> Any:
-    """
-    The C{WebSocketServerFactory} a C{WebSocketResource} serves (autobahn
-    keeps it in a private attribute: found by type, not by name), or
-    C{None}.
-    """
-    factoryClass = _ab().websocket.WebSocketServerFactory
-    for value in vars(resource).values():
-        if isinstance(value, factoryClass):
-            return value
-    return None
-
-
-def waitedOn(deferred: Any) -> bool:
-    """
-    Whether callbacks wait on C{deferred}.  Twisted's public, deprecated
-    (25.5.0) C{Deferred.callbacks}: once it is gone, this says C{False}.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return bool(getattr(deferred, "callbacks", None))
-
 
 #: WebSocketProtocol's timers, and the method each one calls.
 _TIMERS = {
@@ -166,7 +90,7 @@ def _masker(mask: bytes | None, length: int, pointer: int, applyMask: bool) -> A
     """
     A frame masker as autobahn makes it, advanced to C{pointer}.
     """
-    xor = _ab().xor
+    xor = autobahnModules().xor
     if mask and length > 0 and applyMask:
         masker = xor.create_xor_masker(mask, length)
     else:
@@ -206,7 +130,7 @@ def _why(protocol: Any) -> tuple[str, bool] | None:
     Why C{protocol} cannot move now, if it cannot, and whether that passes
     by itself (I{busy}).
     """
-    P = _ab().protocol.WebSocketProtocol
+    P = autobahnModules().protocol.WebSocketProtocol
     vs = vars(protocol)
     state = vs.get("state")
     if state == P.STATE_CONNECTING:
@@ -244,7 +168,7 @@ def _deflateWhy(pmce: Any) -> str | None:
     over from one message to the next (no C{no_context_takeover}) may only
     move before its first message.
     """
-    deflate = _ab().deflate.PerMessageDeflate
+    deflate = autobahnModules().deflate.PerMessageDeflate
     if type(pmce) is not deflate:
         return f"{getattr(pmce, 'EXTENSION_NAME', type(pmce).__name__)} context cannot move"
     compressor, decompressor = deflateContexts(pmce)
@@ -309,7 +233,7 @@ def _locate(root: Any, steps: list[Any]) -> Any:
         for name in path:
             resource = (getattr(resource, "children", None) or {}).get(name)
         factory = resourceFactory(resource) if resource is not None else None
-    if not isinstance(factory, _ab().websocket.WebSocketServerFactory):
+    if not isinstance(factory, autobahnModules().websocket.WebSocketServerFactory):
         raise GraphError(f"the successor serves no WebSocket factory at {steps!r}")
     return factory
 
@@ -336,7 +260,7 @@ class WebSocketServerFactoryAdapter:
     version: int = 1
 
     def _own(self, factory: Any) -> set[str]:
-        P = _ab().protocol.WebSocketProtocol
+        P = autobahnModules().protocol.WebSocketProtocol
         return {*_FACTORY_OWN, *P.CONFIG_ATTRS_COMMON, *P.CONFIG_ATTRS_SERVER, *self.keep}
 
     def movable(self, factory: Any) -> str | None:
@@ -431,7 +355,7 @@ class WebSocketServerProtocolAdapter:
                 call = None
             elif getattr(call, "func", None) != target:
                 call.cancel()
-                call = _ab().txaio.call_later(max(0.0, when - now), target)
+                call = autobahnModules().txaio.call_later(max(0.0, when - now), target)
                 setattr(protocol, name, call)
             timers[name] = call
         return timers
@@ -451,7 +375,7 @@ class WebSocketServerProtocolAdapter:
                     config[name] = value
         text = None
         if vs.get("inside_message") and vs.get("utf8validateIncomingCurrentMessage"):
-            replay = _ab().utf8.Utf8Validator().validate(_receivedText(protocol))
+            replay = autobahnModules().utf8.Utf8Validator().validate(_receivedText(protocol))
             last = vs["utf8validateLast"]
             if (replay[0], replay[1], replay[3]) != (last[0], last[1], last[3]):
                 raise Unadaptable(protocol, "", "its UTF-8 validation cannot be replayed")
@@ -466,7 +390,7 @@ class WebSocketServerProtocolAdapter:
             "frame": frame and [frame.opcode, frame.fin, frame.rsv, frame.length, frame.mask],
             "inbound": None if inbound is None else inbound.pointer(),
             "outbound": None if outbound is None else outbound.pointer(),
-            "details": None if details is None else details.marshal(),
+            "details": None if details is None else marshalDetails(details),
             "opened": bool(getattr(vs.get("is_open"), "called", False)),
             "replayText": text,
         }
@@ -475,7 +399,7 @@ class WebSocketServerProtocolAdapter:
         return object.__new__(self.cls)
 
     def populate(self, protocol: Any, state: dict[str, Any], context: Any) -> None:
-        ab = _ab()
+        ab = autobahnModules()
         txaio = ab.txaio
         protocol.__dict__.update(state["attrs"])
         protocol.__dict__.update(state["config"])
@@ -498,7 +422,7 @@ class WebSocketServerProtocolAdapter:
         opened = txaio.create_future_success(None) if state["opened"] else txaio.create_future()
         protocol.is_open, protocol.is_closed = opened, txaio.create_future()
         if state["details"] is not None:
-            details = ab.types.TransportDetails.parse(dict(state["details"]))
+            details = parseDetails(dict(state["details"]))
             details.own_pid = os.getpid()
             details.own_tid = threading.get_native_id()
             protocol._transport_details = details
@@ -588,7 +512,7 @@ def registerAdapters(registry: AdapterRegistry) -> None:
     Register the adapters for autobahn's own classes in C{registry} (the
     caller checked that autobahn can be imported).
     """
-    ab = _ab()
+    ab = autobahnModules()
     registerWebSocketServer(
         registry, [ab.websocket.WebSocketServerProtocol], [ab.websocket.WebSocketServerFactory]
     )

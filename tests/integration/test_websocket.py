@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import tempfile
 import threading
 import time
@@ -57,10 +58,19 @@ class Client:
     until told to stop, and a thread receiving everything.
     """
 
-    def __init__(self, name: str, uri: str, go: threading.Event, deflate: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        uri: str,
+        go: threading.Event,
+        deflate: bool = False,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
         self.name = name
         self.go = go
         options: dict[str, Any] = {"proxy": None, "compression": None, "open_timeout": STEP}
+        if context is not None:
+            options["ssl"] = context
         if deflate:
             options["extensions"] = [
                 ClientPerMessageDeflateFactory(
@@ -160,6 +170,39 @@ class Client:
             t.join(STEP)
 
 
+def checkClients(test: TestCase, clients: list[Client], pids: list[int]) -> None:
+    """
+    Stop every client's sender, wait for everything sent to arrive, and
+    check that: every echo came back once and in order (fragmented ones
+    as such), from generations (C{pids}, in order) that only ever follow
+    each other, the last one last, to the client port the client has;
+    every broadcast reached every client once and in order; no client's
+    connection closed or changed.
+    """
+    for c in clients:
+        c.stop.set()
+    for c in clients:
+        c._threads[0].join(STEP)
+    expected = {c.name: list(c.castsSent) for c in clients}
+    for c in clients:
+        c.finish(expected)
+    for c in clients:
+        got = {k: len(v) for k, v in c.casts.items()}
+        want = {k: sorted(set(v) - set(c.casts.get(k, ()))) for k, v in expected.items()}
+        test.assertEqual(
+            c.errors, [], f"{c.name}: {len(c.echoes)}/{c.sent} echoes, casts {got}/{want}"
+        )
+        test.assertEqual([e[0] for e in c.echoes], list(range(c.sent)), c.name)
+        test.assertEqual([e[1] for e in c.echoes], [k % 7 == 3 for k in range(c.sent)])
+        test.assertEqual({e[3] for e in c.echoes}, {c.local[1]}, c.name)
+        generations = [pids.index(e[2]) for e in c.echoes]
+        test.assertEqual(generations, sorted(generations), c.name)
+        test.assertEqual(generations[-1], len(pids) - 1, c.name)
+        test.assertEqual(c.casts, expected, c.name)
+        test.assertEqual(c.ws.socket.getsockname(), c.local)
+        test.assertEqual(c.ws.state.name, "OPEN", c.name)
+
+
 class WebSocketTakeoverTests(TestCase):
     """
     WebSocket connections move at every takeover, with their messages in
@@ -219,26 +262,5 @@ class WebSocketTakeoverTests(TestCase):
             self.assertEqual(incumbent.waitForExit(STEP), 0)
             pids.append(int(ready["pid"]))
             incumbent = successor
-        for c in clients:
-            c.stop.set()
-        for c in clients:
-            c._threads[0].join(STEP)
-        expected = {c.name: list(c.castsSent) for c in clients}
-        for c in clients:
-            c.finish(expected)
         self.assertEqual(moved, [(3, 0)] * 10, incumbent.output()[-3000:])
-        for c in clients:
-            got = {k: len(v) for k, v in c.casts.items()}
-            want = {k: sorted(set(v) - set(c.casts.get(k, ()))) for k, v in expected.items()}
-            self.assertEqual(
-                c.errors, [], f"{c.name}: {len(c.echoes)}/{c.sent} echoes, casts {got}/{want}"
-            )
-            self.assertEqual([e[0] for e in c.echoes], list(range(c.sent)), c.name)
-            self.assertEqual([e[1] for e in c.echoes], [k % 7 == 3 for k in range(c.sent)])
-            self.assertEqual({e[3] for e in c.echoes}, {c.local[1]}, c.name)
-            generations = [pids.index(e[2]) for e in c.echoes]
-            self.assertEqual(generations, sorted(generations), c.name)
-            self.assertEqual(generations[-1], 10, c.name)
-            self.assertEqual(c.casts, expected, c.name)
-            self.assertEqual(c.ws.socket.getsockname(), c.local)
-            self.assertEqual(c.ws.state.name, "OPEN", c.name)
+        checkClients(self, clients, pids)

@@ -2,8 +2,7 @@
 Takeover under C{twistd migrate} against a naive restart, under the same load,
 in one run.
 
-    cd /work/main
-    PYTHONPATH=/work/main /work/venv/bin/python benchmarks/takeover_vs_restart.py \\
+    PYTHONPATH=. python benchmarks/takeover_vs_restart.py \\
         [--takeovers 5] [--rate 1000] [--duration-per-switch 2] [--json-out FILE]
 
 Two phases, each with its own service on a loopback port chosen free

@@ -3,11 +3,13 @@
 C{python -m migrator}: the operator's commands, dispatched.
 
     python -m migrator status --control PATH [--json]
+    python -m migrator plan --control PATH [--policy P] [--select IDS] [--json]
+    python -m migrator console --control PATH [--port 0] [--successor-command CMD]
     python -m migrator rollback --control PATH [--timeout S] [--log FILE] [--dry-run | --show]
     python -m migrator demo [--interactive] [--python PATH]
     python -m migrator demo --load [--takeovers N] [--rate R] [--interval S]
 
-The demo's modules are imported only when the demo runs.
+The demo's and the console's modules are imported only when they run.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import TextIO
 from twisted.python import usage
 
 from migrator.cli._options import PROGRAM, CommandOptions, briefUsageError
+from migrator.cli._plan import PlanOptions, runPlan
 from migrator.cli._rollback import RollbackOptions, runRollback
 from migrator.cli._status import StatusOptions, runStatus
+from migrator.console._app import ConsoleOptions
 
 
 class DemoOptions(CommandOptions):
@@ -71,6 +75,8 @@ class MainOptions(CommandOptions):
     )
     subCommands = [
         ["status", None, StatusOptions, "Show what runs at a control socket."],
+        ["plan", None, PlanOptions, "Show what a takeover would do now (nothing starts)."],
+        ["console", None, ConsoleOptions, "Serve the operator's console (a web page)."],
         [
             "rollback",
             None,
@@ -88,7 +94,7 @@ class MainOptions(CommandOptions):
 
     def postOptions(self) -> None:
         if not self.subCommand:
-            raise usage.UsageError("give a command: status, rollback or demo")
+            raise usage.UsageError("give a command: status, plan, console, rollback or demo")
 
 
 def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
@@ -109,6 +115,12 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
         return 2
     if options.subCommand == "status":
         return runStatus(options.subOptions, out, err)
+    if options.subCommand == "plan":
+        return runPlan(options.subOptions, out, err)
+    if options.subCommand == "console":
+        from migrator.console._app import runConsole
+
+        return runConsole(options.subOptions, out, err)
     if options.subCommand == "rollback":
         return runRollback(options.subOptions, out, err)
     from migrator.demo._demo import runDemo

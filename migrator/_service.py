@@ -32,9 +32,12 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from migrator._reports import ServiceReports
 from migrator._version import __version__
 from migrator.adapters import defaultRegistry
+from migrator.adapters.tls import followPort
 from migrator.interfaces import IMigrationNode
+from migrator.state._translator import describeTranslations
 from migrator.takeover._check import HealthCheck, checkEnvironment
 from migrator.takeover._control import ControlServerFactory, ControlSocket, PeerPolicy
 from migrator.takeover._dryrun import DryRuns
@@ -50,6 +53,8 @@ from migrator.takeover._successor import Successor
 from migrator.takeover._unmovable import splitStatus
 
 _log = Logger()
+
+#: The most generations C{status}'s lineage lists (the newest).
 
 STARTING = "starting"
 SERVING = "serving"
@@ -98,6 +103,9 @@ class MigrateConfig:
     description: str = ""
     adapterModules: tuple[str, ...] = ()
     unmovable: str = "refuse"
+    #: As a successor, the connection or component ids to move (all if
+    #: empty); the others follow C{unmovable}.
+    select: tuple[str, ...] = ()
     faults: Faults = attrs.field(factory=Faults)
     dryRun: bool = False
     check: str | None = None
@@ -127,7 +135,7 @@ def _exitNow(code: int) -> None:
 
 
 @implementer(IMigrationNode)
-class MigrateService(service.MultiService):
+class MigrateService(service.MultiService, ServiceReports):
     """
     Runs C{inner} so that it can be taken over, or takes it over.
 
@@ -167,6 +175,8 @@ class MigrateService(service.MultiService):
         self.registry = ListenerRegistry(
             cast(IReactorFDSet, reactor), holding=config.takeover, detached=config.dryRun
         )
+        # TLS sessions can move only if followed from their handshake.
+        self.registry.onListen(followPort)
         self.adapters = defaultRegistry(config.adapterModules)
         if registerAdapters is not None:
             registerAdapters(self.adapters)
@@ -218,6 +228,7 @@ class MigrateService(service.MultiService):
             adapters=self.adapters,
             clock=self._reactor.seconds,
             unmovable=self.config.unmovable,
+            select=self.config.select,
             faults=self.config.faults,
             closeUndeclared=self.config.closeUndeclared,
             check=self._healthCheck() if self.config.check else None,
@@ -350,6 +361,7 @@ class MigrateService(service.MultiService):
         assert self.successor is not None
         # Ours now: closed (and unlinked if still ours) when we stop.
         self.control = self.successor.control
+        self._tookOverAt = self._wall(self._reactor.seconds())
         self._serve(generation=int(result.get("generation", 1)))
         staying = result.get("staying") or {}
         alone = result.get("alone")
@@ -380,6 +392,8 @@ class MigrateService(service.MultiService):
                 total=result.get("total_ms"),
                 paused=result.get("accept_paused_ms"),
             )
+        if translated := describeTranslations(result.get("translations")):
+            _log.info("state translated between versions: {translated}", translated=translated)
         if result.get("freeze_ms"):
             _log.info(
                 "connections were frozen for p50 {p50} ms, p99 {p99} ms, max "
@@ -388,33 +402,6 @@ class MigrateService(service.MultiService):
             )
         self._logClasses(result)
         self.lastTakeover = result
-
-    def _logClasses(self, result: dict[str, Any]) -> None:
-        """
-        Never two: what happened to each class of connection, and whether
-        the service's state is now split between two processes.
-        """
-        classes = result.get("classes") or {}
-        if classes:
-            _log.info(
-                "connections by class: {classes}",
-                classes="; ".join(
-                    f"{name}: " + ", ".join(f"{k} {n}" for k, n in counts.items())
-                    for name, counts in classes.items()
-                ),
-            )
-        split = result.get("split_classes") or {}
-        if result.get("split"):
-            predecessor = self.successor.predecessor if self.successor else None
-            _log.warn(
-                "the service's state is now split: {count} connection(s) no adapter "
-                "can move stay in pid {pid} (the old process) until they close, and do "
-                "not see this process's state (--unmovable {policy}): {classes}",
-                count=sum(split.values()),
-                classes=", ".join(f"{name}: {n}" for name, n in split.items()),
-                pid=predecessor.pid if predecessor is not None else "?",
-                policy=result.get("unmovable"),
-            )
 
     def _takeoverFailed(self, failure: Any) -> None:
         self.state = FAILED
@@ -521,6 +508,7 @@ class MigrateService(service.MultiService):
         self._reactor.callLater(5.0, self._drainDone)
 
     _closing = False
+    _tookOverAt: float | None = None
     _successorWaitUntil = 0.0
     _drainDone: Callable[[], None]
     _finished = False
@@ -540,6 +528,7 @@ class MigrateService(service.MultiService):
             "pid": os.getpid(),
             "generation": self.generation,
             "python": sys.version.split()[0],
+            "lineage": self.lineage(),
             "command": self.config.command,
         }
 
@@ -579,6 +568,7 @@ class MigrateService(service.MultiService):
             "predecessor": predecessor,
             "took_over": self.lastTakeover,
             "adapters": self.adapters.typeNames(),
+            "lineage": self.lineage(),
             "command": self.config.command,
             "previous_command": predecessorCommand,
             "last_dry_run": self.root.dryRuns.last if self.root.dryRuns else None,

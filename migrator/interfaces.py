@@ -288,3 +288,38 @@ class IAnchorOnly(Interface):
     C{capture} and C{populate} carry the runtime state merged into the
     successor's object.
     """
+
+
+class IVersionedAdapter(IAdapter):
+    """
+    Optional, for an L{IAdapter} whose state's format changed between
+    versions of the application: steps that translate a state from one
+    C{version} to the next and back (L{migrator.InstanceAdapter} takes them
+    as arguments; see C{docs/adapters.md}, "Changing your state between
+    versions").
+
+    Steps compose along the chain: from version 1 to 3 C{upgrades[1]} then
+    C{upgrades[2]} run; from 3 to 1, C{downgrades[2]} then C{downgrades[1]}.
+    The newer side of a takeover translates: an incumbent newer than its
+    successor downgrades before sending, a successor newer than its
+    incumbent upgrades after receiving.  An object no chain of steps
+    reaches cannot move (its connection falls under the operator's
+    C{--unmovable} policy).
+
+    A step gets a shallow copy of the state (a dictionary, for the default
+    rule: change it freely) and returns the translated state.  It must be
+    pure: it must not change the objects the state refers to (the
+    incumbent serves on with them if the takeover is abandoned), nor rely
+    on their state (in the successor they may not be populated yet).
+    Fields a downgrade drops are kept aside and come back with the next
+    upgrade to their version, for states that are dictionaries.
+    """
+
+    upgrades = Attribute(
+        "A mapping from int to a callable: upgrades[n] turns a version-n "
+        "state into version n + 1 (keys below version)."
+    )
+    downgrades = Attribute(
+        "A mapping from int to a callable: downgrades[n] turns a "
+        "version-n + 1 state into version n (keys below version)."
+    )

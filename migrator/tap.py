@@ -189,6 +189,15 @@ class Options(usage.Options):
         for name, doc in list(self.docs.items()):
             if doc:
                 self.docs[name] = " ".join(doc.split())
+        self["select"] = ()
+
+    def opt_select(self, ids: str) -> None:
+        """
+        With --takeover: move only these connections this time (ids of
+        connections or of components, comma-separated, as "python -m
+        migrator plan" shows them); the others follow --unmovable.
+        """
+        self["select"] = tuple(i.strip() for i in ids.split(",") if i.strip())
 
     def opt_adapters(self, module: str) -> None:
         """
@@ -260,6 +269,8 @@ class Options(usage.Options):
         self._checking = True
         if not self["control"]:
             raise usage.UsageError("--control PATH is required")
+        if self["select"] and not self["takeover"]:
+            raise usage.UsageError("--select is for a takeover (--takeover)")
         if self["tac"] and self.subCommand:
             raise usage.UsageError("give either --tac or a subcommand, not both")
         if not self["tac"] and not self.subCommand:
@@ -385,6 +396,7 @@ def makeService(options: Options) -> MigrateService:
         description=options.description(),
         adapterModules=tuple(options["adapters"]),
         unmovable=options["unmovable"],
+        select=options["select"],
         faults=options.get("faults") or Faults(),
         dryRun=bool(options["dry-run"]),
         check=options["check"],

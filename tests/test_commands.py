@@ -127,7 +127,10 @@ class UsageErrorTests(SynchronousTestCase):
         """
         No command at all: say which there are.
         """
-        self.assertEqual(self.error()[0], "python -m migrator: give a command: status, rollback or demo")
+        self.assertEqual(
+            self.error()[0],
+            "python -m migrator: give a command: status, plan, console, rollback or demo",
+        )
 
     def test_commandOption(self) -> None:
         """

@@ -28,10 +28,10 @@ from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import SynchronousTestCase
 
 from migrator._twistedinternals import releaseConnection, releasePort
-from migrator.state._capture import Captured, captureConnections
+from migrator.state._capture import Captured, captureConnections, ungated
 from migrator.state._graph import GraphError, dumpsPlain
 from migrator.state._registry import AdapterRegistry
-from migrator.state._restore import Restored, restoreConnections
+from migrator.state._restore import Restored, _Gate, restoreConnections
 from migrator.takeover._ports import ListenerRegistry
 
 #: The key the test ports are declared under, in both processes.
@@ -1089,3 +1089,41 @@ class RestoreFailureTests(_Sides):
         e = self.restoreCaptured(captured, 3)
         self.assertIn("2 connections restored", str(e))
         self.assertIn("3 descriptors received", str(e))
+
+
+class GatedCallTests(SynchronousTestCase):
+    """
+    A scheduled call restored by one takeover can move again at the next:
+    a capture writes the function the commit gate wraps, not the wrapper.
+    """
+
+    def test_ungatedIsTheWrappedFunction(self) -> None:
+        """
+        L{ungated} gives back the function L{_Gate.wrap} wrapped, and
+        leaves any other function alone.
+        """
+
+        def ring() -> None:
+            pass
+
+        gate = _Gate()
+        wrapped = gate.wrap(ring)
+        self.assertIsNot(wrapped, ring)
+        self.assertIs(ungated(wrapped), ring)
+        self.assertIs(ungated(ring), ring)
+
+    def test_openGateCallsThrough(self) -> None:
+        """
+        Once the gate is open, the wrapper and the function it wraps do the
+        same, so writing the function instead changes nothing.
+        """
+        calls: list[int] = []
+        gate = _Gate()
+        wrapped = gate.wrap(calls.append)
+        wrapped(1)
+        self.assertEqual(calls, [])
+        gate.open()
+        self.assertEqual(calls, [1])
+        wrapped(2)
+        ungated(wrapped)(3)
+        self.assertEqual(calls, [1, 2, 3])

@@ -485,15 +485,16 @@ class ReaderRefusalTests(SynchronousTestCase):
 
     def test_versionMismatch(self) -> None:
         """
-        A state written at another version than the reader's adapter reads
-        is refused, saying both versions.
+        A state written at another version than the reader's adapter reads,
+        with no chain of steps from one to the other, is refused, saying
+        both versions and the missing step.
         """
         registry = AdapterRegistry()
         registry.registerInstance(Thing, version=2)
         node = GraphWriter(_registry(Thing).adapterFor).write(Thing())
         e = self.assertRaises(GraphError, GraphReader(registry.adapterNamed).read, node)
-        self.assertIn("version 1", str(e))
-        self.assertIn("version 2", str(e))
+        self.assertIn("version 1 -> 2: no upgrade from 1", str(e))
+        self.assertIn("written at version 1, this process reads version 2", str(e))
 
     def test_malformedTypeAndVersion(self) -> None:
         """

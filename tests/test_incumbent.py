@@ -584,8 +584,9 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
 
     def test_captureLeavesOtherVersions(self) -> None:
         """
-        A type the successor reads at another version than the one written
-        here stays (its connection drains) instead of failing the restore.
+        A type the successor reads at a version no chain of steps reaches
+        (here: a successor that says nothing of its upgrades) stays (its
+        connection drains, with the reason) instead of failing the restore.
         """
         protocol, client = self.connection()
         session = self.session()
@@ -595,9 +596,51 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         _, fds = reader.next()
         self.ownFds(fds)
         self.assertEqual(answer.connections, 0)
-        self.assertEqual(answer.staying, {f"{ECHO}: no adapter in the successor": 1})
+        self.assertEqual(
+            answer.staying,
+            {f"{ECHO}: version 1 -> 99: no upgrade from 1 in the successor": 1},
+        )
         self.assertServing(protocol, client)
         self.incumbent.abort("test over", session)
+
+    def test_captureDowngradesForAnOlderSuccessor(self) -> None:
+        """
+        Where this process's adapter is newer than the successor's, the
+        capture downgrades the state with its own steps before sending it
+        (written at the successor's version), and the answer says what was
+        translated; with no step down to that version, the connection
+        stays, saying which step is missing.
+        """
+
+        def down(state: dict[str, Any]) -> dict[str, Any]:
+            state["downgraded"] = True
+            return state
+
+        self.adapters.register(EchoAdapter(Echo, version=2, downgrades={1: down}))
+        self.connection()
+        session = self.session()
+        reader = self.toPrepared(session)
+        readable = {ECHO: {"version": 1, "upgrades": [], "persistence": None}}
+        answer = self.incumbent.capture(session, CaptureRequest((ECHO,), {ECHO: 1}, readable))
+        assert isinstance(answer, CaptureReport)
+        payload, fds = reader.next()
+        self.ownFds(fds)
+        self.assertEqual(answer.connections, 1)
+        self.assertEqual(answer.translations[ECHO]["steps"], {"down 2->1": 1})
+        tag, _, name, version, state = loadsPlain(payload)["roots"][0]
+        self.assertEqual((tag, name, version), ("o", ECHO, 1))
+        self.assertIn("downgraded", state[2])
+        self.incumbent.abort("test over", session)
+
+        self.adapters.register(EchoAdapter(Echo, version=3, downgrades={2: down}))
+        session = self.session()
+        reader = self.toPrepared(session)
+        answer = self.incumbent.capture(session, CaptureRequest((ECHO,), None, readable))
+        assert isinstance(answer, CaptureReport)
+        _, fds = reader.next()
+        self.ownFds(fds)
+        self.assertEqual(answer.connections, 0)
+        self.assertEqual(answer.staying, {f"{ECHO}: version 3 -> 1: no downgrade from 2": 1})
 
     def test_captureSendsConnections(self) -> None:
         """

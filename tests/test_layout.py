@@ -22,13 +22,14 @@ ROOT = os.path.dirname(PACKAGE)
 ALLOWED = {
     "state": {"state", "interfaces", "_twistedinternals", "_version"},
     "takeover": {"takeover", "state", "interfaces", "_twistedinternals", "_version"},
-    "adapters": {"adapters", "state", "interfaces", "_twistedinternals", "_version"},
+    "adapters": {"adapters", "state", "interfaces", "_twistedinternals", "_tlsinternals", "_version"},
     "cli": {"cli", "takeover", "interfaces", "_version"},
     "demo": {"demo", "cli", "testing", "state", "takeover", "interfaces", "_version"},
+    "console": {"console", "cli", "interfaces", "_version"},
 }
 
 #: What must never be imported by anything that runs under twistd migrate.
-TOOLING = {"demo", "cli", "_commands"}
+TOOLING = {"demo", "cli", "console", "_commands"}
 
 #: Modules that run under twistd migrate (the composition root and roles).
 RUNTIME_ROOTS = ("tap", "_service")
@@ -131,7 +132,8 @@ class LayoutTests(SynchronousTestCase):
 
     def test_subpackagesByRole(self) -> None:
         """
-        The roles are subpackages: state, takeover, adapters, cli, demo.
+        The roles are subpackages: state, takeover, adapters, cli, demo,
+        console.
         """
         packages = {n for n, (_, isPackage) in self.modules.items() if isPackage}
         for role in ALLOWED:

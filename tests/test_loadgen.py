@@ -384,8 +384,11 @@ class CommandLineTests(SynchronousTestCase):
 
     def test_all_ok(self) -> None:
         """
-        Against a working server every request is C{ok}, at about the
-        requested rate, and the records written add up to the summary.
+        Against a working server every request is C{ok}, never faster
+        than the requested rate (the pacing), for the requested duration,
+        and the records written add up to the summary.  (How close to the
+        requested rate it gets depends on how busy the machine is: see
+        C{benchmarks/chain.py}, which reports it.)
         """
         server = _start_server(self)
         records_path = _temp_path(self)
@@ -406,7 +409,9 @@ class CommandLineTests(SynchronousTestCase):
         summary = _summary(self, lines)
         self.assertGreater(summary["requests"], 0)
         self.assertEqual(_only(summary), {"ok": summary["requests"]})
-        self.assertGreater(summary["rate"], 500)
+        # Request i is due i/rate seconds in: a slow machine can only send
+        # fewer, never more.
+        self.assertLessEqual(summary["requests"], 1000 * summary["duration"] + 1)
         self.assertGreaterEqual(summary["duration"], 1.0)
         self.assertIsNotNone(summary["connect_latency"]["p99"])
         records = load_records(records_path)
@@ -446,6 +451,11 @@ class CommandLineTests(SynchronousTestCase):
         Non-2xx responses are C{http_error}, a close before the status line
         is C{reset}, a malformed status line is C{other}, and a response that
         never comes is C{timeout}.
+
+        Only C{/hang} gets a short timeout (it never answers, so its
+        timeout always expires); the others get a bound that a busy
+        machine does not reach, so that a slow answer is never mistaken
+        for a C{timeout}.
         """
         server = _start_server(self)
         processes = {
@@ -457,7 +467,7 @@ class CommandLineTests(SynchronousTestCase):
                     "--max-requests",
                     "5",
                     "--timeout",
-                    "0.3",
+                    "0.3" if path == "/hang" else "10",
                 ],
             )
             for path in ["/error", "/missing", "/close", "/garbage", "/hang"]
@@ -516,7 +526,9 @@ class CommandLineTests(SynchronousTestCase):
 
     def test_stop_file(self) -> None:
         """
-        The generator stops soon after the stop file appears.
+        The generator stops once the stop file appears: asked to run for
+        an hour, it exits (with status 0, within the test's bound on the
+        process) when the file is created.
         """
         server = _start_server(self)
         stop_file = _temp_path(self)
@@ -528,7 +540,7 @@ class CommandLineTests(SynchronousTestCase):
                 "--rate",
                 "200",
                 "--duration",
-                "60",
+                "3600",
                 "--stop-file",
                 stop_file,
             ],
@@ -539,11 +551,12 @@ class CommandLineTests(SynchronousTestCase):
         self.assertEqual(status, 0, err)
         summary = _summary(self, [READY_LINE, *lines])
         self.assertEqual(_only(summary), {"ok": summary["requests"]})
-        self.assertLess(summary["duration"], 30)
 
     def test_sigterm(self) -> None:
         """
-        C{SIGTERM} stops the generator, which still prints its summary.
+        C{SIGTERM} stops the generator, which still prints its summary
+        (asked to run for an hour, it exits with status 0 within the test's
+        bound on the process).
         """
         server = _start_server(self)
         process = _spawn(
@@ -554,7 +567,7 @@ class CommandLineTests(SynchronousTestCase):
                 "--rate",
                 "200",
                 "--duration",
-                "60",
+                "3600",
             ],
         )
         _wait_ready(self, process)
@@ -564,4 +577,3 @@ class CommandLineTests(SynchronousTestCase):
         summary = _summary(self, [READY_LINE, *lines])
         self.assertGreater(summary["requests"], 0)
         self.assertEqual(_only(summary), {"ok": summary["requests"]})
-        self.assertLess(summary["duration"], 30)

@@ -227,8 +227,8 @@ class PackagingTests(SynchronousTestCase):
 
     def test_wheelContents(self) -> None:
         """
-        The wheel contains the plugin module and the C{migrator} package,
-        and neither C{twisted/__init__.py} nor C{twisted/plugins/__init__.py}
+        The wheel contains the plugin module and the C{migrator} package
+        (with the console's static files), and neither C{twisted/__init__.py} nor C{twisted/plugins/__init__.py}
         (nor a plugin cache, nor the tests).
         """
         with zipfile.ZipFile(buildWheel()) as wheel:
@@ -237,6 +237,11 @@ class PackagingTests(SynchronousTestCase):
         self.assertIn("migrator/__init__.py", names)
         self.assertIn("migrator/tap.py", names)
         self.assertIn("migrator/py.typed", names)
+        # The console's page and the vendored graph library with its license.
+        for name in ("index.html", "console.js", "console.css", "cytoscape.min.js"):
+            self.assertIn(f"migrator/console/static/{name}", names)
+        self.assertIn("migrator/console/static/cytoscape.LICENSE", names)
+        self.assertIn("migrator/console/static/README.md", names)
         self.assertNotIn("twisted/__init__.py", names)
         self.assertNotIn("twisted/plugins/__init__.py", names)
         self.assertEqual(

@@ -31,6 +31,7 @@ from migrator.state._plan import (
     HARMLESS,
     MOVES,
     UNKNOWN,
+    Classifier,
     ClassPlan,
     Plan,
     Verdict,
@@ -43,6 +44,7 @@ from migrator.state._plan import (
     settledCounts,
 )
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
+from migrator.state._versions import Readable, untranslatable
 from tests._fakes import FakeConnection
 
 
@@ -199,15 +201,31 @@ class ClassifyTests(SynchronousTestCase):
 
     def test_otherVersionInSuccessor(self) -> None:
         """
-        A class the successor reads at another version cannot move either,
-        and the reason says which versions.
+        A class the successor reads at a version no chain of translation
+        steps reaches cannot move either, and the reason says which
+        versions and which step is missing.
         """
         verdict = classify(connection(Room()), registry(RoomAdapter(Room)), {ROOM: 2})
         self.assertEqual(verdict.kind, UNKNOWN)
-        self.assertEqual(
-            verdict.reason,
-            f"the successor reads version 2 of {ROOM}, this process writes version 1",
-        )
+        self.assertEqual(verdict.reason, "version 1 -> 2: no upgrade from 1 in the successor")
+        adapter = RoomAdapter(Room, version=3, downgrades={2: dict})
+        verdict = classify(connection(Room()), registry(adapter), {ROOM: 1})
+        self.assertEqual((verdict.kind, verdict.reason), (UNKNOWN, "version 3 -> 1: no downgrade from 2"))
+
+    def test_translatableVersionMoves(self) -> None:
+        """
+        A class the successor reads at another version moves when the
+        newer side has the steps: this process's downgrades, or the
+        upgrades the successor says it has (the same question the capture
+        asks, L{writeRoute}).
+        """
+        older = RoomAdapter(Room, version=2, downgrades={1: dict})
+        verdict = classify(connection(Room()), registry(older), {ROOM: 1})
+        self.assertEqual((verdict.kind, verdict.reason), (MOVES, None))
+        theirs = Readable(3, frozenset({1, 2}))
+        verdict = classify(connection(Room()), registry(RoomAdapter(Room)), {ROOM: theirs})
+        self.assertEqual((verdict.kind, verdict.reason), (MOVES, None))
+        self.assertIsNone(untranslatable(older, 1))
 
     def test_harmlessWhateverTheSuccessor(self) -> None:
         """
@@ -293,20 +311,78 @@ class BuiltInDeclarationTests(SynchronousTestCase):
         """
         A web connection inside TLS (C{twistd web --https}, or an C{ssl:}
         port: a L{BufferingTLSTransport} or L{TLSMemoryBIOProtocol} around
-        the channel) cannot move but drains harmlessly.
+        the channel) whose session cannot move (here: one migrator did not
+        follow from its handshake) drains harmlessly, named after both.
         """
+        from OpenSSL import SSL
+
         for wrapper in (TLSMemoryBIOProtocol, BufferingTLSTransport):
             tls = object.__new__(wrapper)
             tls.wrappedProtocol = http._GenericHTTPChannelProtocol(http.HTTPChannel())
+            tls._tlsConnection = SSL.Connection(SSL.Context(SSL.TLS_SERVER_METHOD))
+            tls._handshakeDone = True
             verdict = classify(connection(tls), self.adapters)
             self.assertEqual(
                 verdict,
                 Verdict(
                     HARMLESS,
                     f"{typeName(wrapper)}(twisted.web.http._GenericHTTPChannelProtocol)",
-                    f"inside a {typeName(wrapper)}, which has no adapter",
+                    "its session was not followed from its handshake (a port migrator does not track)",
                 ),
             )
+
+    def test_webInsideTLSBusy(self) -> None:
+        """
+        The channel inside TLS is asked first: one with a request in
+        progress declines with its own reason, harmlessly.
+        """
+        channel = http.HTTPChannel()
+        channel.requests = [object()]
+        tls = object.__new__(BufferingTLSTransport)
+        tls.wrappedProtocol = http._GenericHTTPChannelProtocol(channel)
+        verdict = classify(connection(tls), self.adapters)
+        self.assertEqual((verdict.kind, verdict.reason), (HARMLESS, "a request is in progress"))
+        adapter = self.adapters.adapterFor(BufferingTLSTransport)
+        self.assertTrue(adapter.busy(tls))
+
+    def test_nameOf(self) -> None:
+        """
+        L{Classifier.nameOf} names a connection as the plan counts it: a
+        protocol inside TLS as C{Wrapper(Inner)}.
+        """
+        tls = object.__new__(BufferingTLSTransport)
+        tls.wrappedProtocol = http._GenericHTTPChannelProtocol(http.HTTPChannel())
+        self.assertEqual(
+            Classifier(self.adapters).nameOf(tls),
+            f"{typeName(BufferingTLSTransport)}(twisted.web.http._GenericHTTPChannelProtocol)",
+        )
+
+    def test_insideTLSNoAdapter(self) -> None:
+        """
+        A protocol with no adapter inside TLS is L{UNKNOWN}, as it was when
+        TLS had no adapter: the TLS adapter does not make it drainable.
+        """
+        tls = object.__new__(TLSMemoryBIOProtocol)
+        tls.wrappedProtocol = Stranger()
+        verdict = classify(connection(tls), self.adapters)
+        self.assertEqual(
+            verdict,
+            Verdict(UNKNOWN, f"{typeName(TLSMemoryBIOProtocol)}({STRANGER})", "no adapter"),
+        )
+
+    def test_insideTLSSuccessorWithoutTLS(self) -> None:
+        """
+        A successor that has the web adapters but not the TLS adapter
+        cannot take a web connection inside TLS: it stays, harmlessly.
+        """
+        tls = object.__new__(BufferingTLSTransport)
+        tls.wrappedProtocol = http._GenericHTTPChannelProtocol(http.HTTPChannel())
+        versions = {name: 1 for name in self.adapters.typeNames() if not name.startswith("migrator.tls.")}
+        verdict = classify(connection(tls), self.adapters, versions)
+        self.assertEqual(
+            (verdict.kind, verdict.reason),
+            (HARMLESS, "no adapter in the successor (for migrator.tls.TLSSession)"),
+        )
 
     def test_webBusy(self) -> None:
         """

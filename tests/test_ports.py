@@ -500,6 +500,44 @@ class ListenerRegistryDetachedTests(SynchronousTestCase):
         self.assertEqual(self.registry.closeUnclaimed(), ["tcp:0:127.0.0.1#0"])
 
 
+class ListenHookTests(SynchronousTestCase):
+    """
+    L{ListenerRegistry.onListen}: hooks see every stream port tracked.
+    """
+
+    def test_streamPortsOnly(self) -> None:
+        """
+        Each hook is called with every TCP and UNIX port, not UDP ones.
+        """
+        reactor = _FakeReactor()
+        registry = ListenerRegistry(reactor)
+        registry.install()
+        seen: list[Any] = []
+        registry.onListen(seen.append)
+        tcpPort = reactor.listenTCP(0, _factory())
+        unixPort = reactor.listenUNIX("/tmp/hook.sock", _factory())
+        reactor.listenUDP(0, DatagramProtocol())
+        self.assertEqual(seen, [tcpPort, unixPort])
+
+    def test_failingHook(self) -> None:
+        """
+        A hook that raises is logged; the port is tracked all the same.
+        """
+        reactor = _FakeReactor()
+        registry = ListenerRegistry(reactor)
+        registry.install()
+
+        def fail(port: Any) -> None:
+            raise RuntimeError("hook")
+
+        registry.onListen(fail)
+        with capturedLogs() as events:
+            port = reactor.listenTCP(0, _factory())
+        self.assertEqual([t.port for t in registry.listening()], [port])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertTrue(any(e.get("log_level") == LogLevel.critical for e in events))
+
+
 class ListenerRegistryHoldingTests(_RealSocketsMixin, SynchronousTestCase):
     """
     A successor's registry holds new ports: they listen (the kernel queues

@@ -20,7 +20,7 @@ from typing import Any
 from twisted.application import service
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -38,6 +38,7 @@ from migrator._version import __version__
 from migrator.interfaces import IMigrationNode
 from migrator.state._capture import captureConnections
 from migrator.state._registry import AdapterRegistry
+from migrator.state._versions import readableTypes
 from migrator.takeover._channel import FrameChannel
 from migrator.takeover._messages import (
     BeginAnswer,
@@ -283,6 +284,7 @@ class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
                 "command": None,
                 "previous_command": None,
                 "last_dry_run": None,
+                "lineage": svc.lineage(),
             },
         )
         # migrator's own adapters, for Twisted's classes.
@@ -408,9 +410,29 @@ class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
         C{identity} is what the incumbent tells a successor.
         """
         svc = self.startIncumbent()
+        identity = svc.identity()
         self.assertEqual(
-            svc.identity(),
-            {"pid": os.getpid(), "generation": 0, "python": sys.version.split()[0], "command": None},
+            identity,
+            {
+                "pid": os.getpid(),
+                "generation": 0,
+                "python": sys.version.split()[0],
+                "command": None,
+                "lineage": svc.lineage(),
+            },
+        )
+        [me] = identity["lineage"]
+        self.assertEqual(
+            me,
+            {
+                "generation": 0,
+                "pid": os.getpid(),
+                "python": sys.version.split()[0],
+                "migrator": __version__,
+                "started": 1_700_000_000.0,
+                "ended": None,
+                "alive": True,
+            },
         )
 
     def test_stop(self) -> None:
@@ -614,7 +636,18 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         factory.clientConnectionMade(root.broker)
         self.assertEqual(root.methods(), ["begin"])
         self.sendPorts(root)
-        root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
+        earlier = {"generation": 3, "pid": 90, "python": "3.10.1", "started": 5.0, "alive": True}
+        previous = {"generation": 4, "pid": 100, "python": "3.11.7", "started": 6.0}
+        root.answer(
+            "begin",
+            {
+                "pid": 100,
+                "generation": 4,
+                "python": "3.11.7",
+                "ports": 2,
+                "lineage": [earlier, previous, "junk"],
+            },
+        )
         self.assertEqual(self.inner.events, [])
         self.readChannel()
         self.assertEqual(self.inner.events, ["privilegedStartService", "startService"])
@@ -625,7 +658,8 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         names = svc.adapters.typeNames()
         versions = {n: svc.adapters.adapterNamed(n).version for n in names}
         self.assertEqual(
-            root.pending("capture").args, ({"types": names, "versions": versions},)
+            root.pending("capture").args,
+            ({"types": names, "versions": versions, "readable": readableTypes(svc.adapters)},),
         )
         self.sendConnections()
         staying = {"web.Legacy: no adapter": 2}
@@ -664,6 +698,20 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         self.alive[100] = False
         self.assertFalse(svc.status()["predecessor"]["draining"])
         self.assertEqual(svc.identity()["generation"], 5)
+        # The lineage: what the predecessor handed on, how it ended, and us.
+        lineage = svc.status()["lineage"]
+        self.assertEqual([e["generation"] for e in lineage], [3, 4, 5])
+        self.assertEqual(lineage[0], {**earlier, "alive": None})
+        self.assertEqual(
+            lineage[1],
+            {
+                **previous,
+                "ended": {"how": "handed off", "to": os.getpid(), "at": lineage[1]["ended"]["at"]},
+                "alive": False,
+            },
+        )
+        self.assertIsInstance(lineage[1]["ended"]["at"], float)
+        self.assertEqual((lineage[2]["pid"], lineage[2]["ended"]), (os.getpid(), None))
 
     def sendPorts(self, root: FakeRemoteRoot) -> None:
         """
@@ -746,6 +794,40 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         self.assertEqual(status["took_over"]["classes"], split["classes"])
         self.alive[100] = False
         self.assertFalse(svc.status()["split"])
+
+    def test_translationsReported(self) -> None:
+        """
+        What the incumbent translated (its capture answer) and what this
+        process read are merged into C{status}'s C{took_over}
+        C{translations}, per class (versions seen, steps run, time), and
+        logged in one line.
+        """
+        svc, factory = self.start()
+        root = FakeRemoteRoot(autoAnswers={"received": None})
+        factory.clientConnectionMade(root.broker)
+        self.sendPorts(root)
+        root.answer("begin", {"pid": 100, "generation": 4, "python": "3.11.7", "ports": 2})
+        self.readChannel()
+        root.answer("prepared", {})
+        self.sendConnections()
+        translations = {
+            "app.Chat": {"versions": [1, 2], "objects": 0, "translated": 2, "steps": {"down 2->1": 2}, "ms": 0.25}
+        }
+        root.answer(
+            "capture",
+            {"connections": 0, "bytes": 0, "moved": {}, "staying": {}, "translations": translations},
+        )
+        self.readChannel()
+        root.answer("restored", {})
+        root.answer("switch", {"paused": 2})
+        with capturedLogs() as events:
+            root.answer("commit", {"generation": 5, "released": KEYS, "connections": 0})
+        self.assertEqual(svc.status()["took_over"]["translations"], translations)
+        self.assertIn(
+            "state translated between versions: app.Chat: versions 1, 2, 2 object(s) "
+            "translated (down 2->1 x 2) in 0.25 ms",
+            [formatEvent(e) for e in events],
+        )
 
     def test_takeoverUsesAdapterModules(self) -> None:
         """

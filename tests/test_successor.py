@@ -471,7 +471,8 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         self.assertEqual(begin.method, "begin")
         self.assertEqual(begin.args[0]["pid"], os.getpid())
         self.assertEqual(
-            set(begin.args[0]), {"pid", "python", "argv", "unmovable", "types", "versions"}
+            set(begin.args[0]),
+            {"pid", "python", "argv", "unmovable", "types", "versions", "readable"},
         )
         # The default policy for connections no adapter can move, and what
         # it can restore (the incumbent plans with them before sending ports).
@@ -498,7 +499,16 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         self.reactor.advance(0.5)
         self.root.answer("prepared", {})
         capture = self.root.pending("capture")
-        self.assertEqual(capture.args, ({"types": [GREETER], "versions": {GREETER: 1}},))
+        self.assertEqual(
+            capture.args,
+            (
+                {
+                    "types": [GREETER],
+                    "versions": {GREETER: 1},
+                    "readable": {GREETER: {"version": 1, "upgrades": [], "persistence": None}},
+                },
+            ),
+        )
         self.sendConnections()
         staying = {"web.Legacy: no adapter": 3}
         self.root.answer("capture", {**CAPTURED, "staying": staying})
@@ -538,6 +548,7 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
                 "held": 0,
                 "bytes": len(EMPTY),
                 "restore_ms": 0.0,
+                "translations": {},
             },
         )
         self.assertTrue(control.published)

@@ -8,7 +8,9 @@ with the C{--unmovable} option, into the service.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 
 from twisted.application import service
 from twisted.internet.testing import MemoryReactorClock
@@ -35,7 +37,11 @@ class LoadTacTests(SynchronousTestCase):
     """
 
     def write(self, text: str) -> str:
-        path = self.mktemp() + ".tac"
+        # Not self.mktemp(): under pytest that is a directory in the
+        # current one, which is the checkout.
+        directory = tempfile.mkdtemp(prefix="migrator-tac-")
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "temp.tac")
         with open(path, "w") as f:
             f.write(text)
         return path
@@ -97,8 +103,9 @@ class UnmovableOptionTests(SynchronousTestCase):
     """
 
     def parse(self, *args: str) -> tap.Options:
-        work = self.mktemp()
-        os.mkdir(work, 0o700)
+        work = tempfile.mkdtemp(prefix="migrator-tac-")
+        self.addCleanup(shutil.rmtree, work)
+        os.chmod(work, 0o700)
         options = tap.Options()
         options.parseOptions(["--control", os.path.join(work, "ctl"), *args, "--tac", CHAT])
         return options
@@ -126,7 +133,9 @@ class CheckRestoredTests(SynchronousTestCase):
     """
 
     def write(self, text: str) -> str:
-        path = self.mktemp() + ".tac"
+        directory = tempfile.mkdtemp(prefix="migrator-tac-")
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "temp.tac")
         with open(CHAT) as f:
             source = f.read()
         with open(path, "w") as f:
@@ -184,3 +193,30 @@ class CheckRestoredTests(SynchronousTestCase):
         assert config.command is not None
         self.assertEqual(config.command["cwd"], os.getcwd())
         self.assertEqual(config.command["executable"], sys.executable)
+
+
+class SelectOptionTests(UnmovableOptionTests):
+    """
+    C{--select}: the connections a takeover moves this time.
+    """
+
+    def test_default(self) -> None:
+        """
+        By default nothing is selected (everything moves).
+        """
+        self.assertEqual(self.parse()["select"], ())
+
+    def test_other(self) -> None:
+        """
+        Without C{--takeover}, C{--select} is a usage error.
+        """
+        e = self.assertRaises(usage.UsageError, self.parse, "--select", "c7.4000,k9")
+        self.assertIn("--select is for a takeover", str(e))
+
+    def test_parsed(self) -> None:
+        """
+        The ids are comma-separated (blanks dropped).
+        """
+        options = tap.Options()
+        options.opt_select("c7.4000, k9,,")
+        self.assertEqual(options["select"], ("c7.4000", "k9"))

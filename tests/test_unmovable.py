@@ -141,8 +141,9 @@ class PolicyTests(IncumbentTestMixin, SynchronousTestCase):
 
     def test_noAdapterInSuccessor(self) -> None:
         """
-        A class the successor reads at another version refuses the
-        takeover too, saying so: nobody there could take its state.
+        A class the successor reads at a version no chain of translation
+        steps reaches refuses the takeover too, saying so: nobody there
+        could take its state.
         """
         self.registry.connections.append(FakeConnection(protocol=Echo()))
         e = self.assertRaises(
@@ -154,7 +155,8 @@ class PolicyTests(IncumbentTestMixin, SynchronousTestCase):
             versions={ECHO: 2},
         )
         self.assertIn(
-            f"the successor reads version 2 of {ECHO}, this process writes version 1", str(e)
+            f"{ECHO}: 1 connection(s) (version 1 -> 2: no upgrade from 1 in the successor)",
+            str(e),
         )
 
     def test_refusedAtCapture(self) -> None:
@@ -276,13 +278,18 @@ class GuardTests(SynchronousTestCase):
     def test_beginInfo(self) -> None:
         """
         A successor sends its policy and the type names it restores, with
-        their versions.
+        their versions, and with what it reads of each (version, upgrades).
         """
         adapters = AdapterRegistry()
-        adapters.register(EchoAdapter(Echo, version=3))
+        adapters.register(EchoAdapter(Echo, version=3, upgrades={2: dict}))
         self.assertEqual(
             beginInfo(adapters, "close"),
-            {"unmovable": "close", "types": [ECHO], "versions": {ECHO: 3}},
+            {
+                "unmovable": "close",
+                "types": [ECHO],
+                "versions": {ECHO: 3},
+                "readable": {ECHO: {"version": 3, "upgrades": [2], "persistence": None}},
+            },
         )
 
     def test_describePlan(self) -> None:

@@ -339,6 +339,30 @@ class ChannelRoundTripTests(SynchronousTestCase):
         self.assertIs(channel._networkProducer, self.newTransport)
         self.assertTrue(channel.connected)
 
+    def test_movesAgain(self) -> None:
+        """
+        A channel moved once moves again at the next takeover, its idle
+        timeout still pending (a restored call is written as the function
+        it calls, not as the commit gate's wrapper), and is served by the
+        third process's resource tree.
+        """
+        proxy = self.restore()
+        self.activate(proxy)
+        self.assertTrue(proxy._channel._TimeoutMixin__timeoutCall.active())
+        thirdClock = MemoryReactorClock()
+        thirdSite = _site(_Text(b"third code"), thirdClock, timeout=60)
+        thirdTransport = StringTransport()
+        move = _Move(self.newClock, thirdClock)
+        [again] = move(
+            [proxy],
+            {self.newSite: "factory:web", self.newTransport: "transport"},
+            {"factory:web": thirdSite, "transport": thirdTransport},
+        )
+        move.commit()
+        thirdTransport.registerProducer(again._channel, True)
+        again.dataReceived(ROOT_REQUEST)
+        self.assertIn(b"third code", thirdTransport.value())
+
     def test_notRegisteredAsProducer(self) -> None:
         """
         Restoring does not register the channel as its transport's

@@ -1,8 +1,10 @@
 # -*- test-case-name: tests.test_adapters -*-
 """
 The built-in adapters: Twisted's own classes (portforward, C{twisted.web},
-the telnet manhole and its Python namespace), and the default registry that
-every C{twistd migrate} process starts from.
+the telnet manhole and its Python namespace, autobahn's WebSocket server
+where autobahn is installed), and the default registry that every C{twistd
+migrate} process starts from.  L{registerWebSocketServer} registers an
+application's autobahn subclasses.
 
 Imports point one way: this package uses L{migrator.state} (the registry,
 the graph); nothing in L{migrator.state} or L{migrator.takeover} imports it.
@@ -14,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from migrator.adapters._twisted import registerAdapters
+from migrator.adapters._websocket import registerWebSocketServer
 from migrator.state._registry import AdapterRegistry
 
 
@@ -35,4 +38,4 @@ def defaultRegistry(modules: Iterable[str] = ()) -> AdapterRegistry:
     return registry
 
 
-__all__ = ["defaultRegistry", "registerAdapters"]
+__all__ = ["defaultRegistry", "registerAdapters", "registerWebSocketServer"]

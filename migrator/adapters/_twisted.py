@@ -9,12 +9,18 @@ process's registry (see L{migrator.adapters.defaultRegistry}).
     state).  A pair still connecting upstream stays and drains
     (harmlessly: a proxied connection shares no state with the others).
   - C{twisted.web}: idle keep-alive channels (L{migrator.adapters._web}).
+  - C{twisted.protocols.tls}: TLS 1.3 sessions around a protocol that
+    moves, continued by migrator's record layer in the successor
+    (L{migrator.adapters.tls}).
   - C{twisted.conch}'s telnet manhole: a whole session, past its login
     (L{migrator.adapters._manhole}); SSH sessions stay and drain.
   - C{twisted.words}: the IRC server's sessions, with the in-memory
     realm's users and groups (L{migrator.adapters._words}).
   - C{twisted.protocols.ftp}: an FTP session never moves; it stays and
     drains harmlessly (sessions are independent of each other).
+  - Autobahn's Twisted WebSocket server, where autobahn is installed: open
+    WebSocket connections with their framing state
+    (L{migrator.adapters._websocket}).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import attrs
 from twisted.protocols import ftp, portforward
 from zope.interface import implementer
 
-from migrator.adapters import _web
+from migrator.adapters import _web, tls
 from migrator.interfaces import IAdapter
 from migrator.state._registry import AdapterRegistry, InstanceAdapter, factoryAdapter
 
@@ -89,6 +95,7 @@ def registerAdapters(registry: AdapterRegistry) -> None:
     registry.register(factoryAdapter(portforward.ProxyFactory, keep=("host", "port")))
     registry.register(InstanceAdapter(portforward.ProxyClientFactory))
     _web.registerAdapters(registry)
+    tls.registerAdapters(registry)
     registry.registerDraining(ftp.FTP, FTP_STAYS)
     # Imported here: twisted.conch costs an import of cryptography, which
     # only processes that build a registry need.
@@ -99,3 +106,12 @@ def registerAdapters(registry: AdapterRegistry) -> None:
     from migrator.adapters import _words
 
     _words.registerAdapters(registry)
+    # Autobahn is an optional extra: its adapters only where it imports
+    # (and it is imported only here, never at module level).
+    try:
+        import autobahn.twisted.websocket  # noqa: F401
+    except ImportError:
+        return
+    from migrator.adapters import _websocket
+
+    _websocket.registerAdapters(registry)

@@ -43,6 +43,19 @@ async def fetchStatus(reactor: Any, path: str, timeout: float = 10.0) -> dict[st
     @raise RuntimeError: with a message for the operator, if nothing (or
         somebody else's process) answers.
     """
+    return await callControl(reactor, path, "status", timeout=timeout)
+
+
+async def callControl(
+    reactor: Any, path: str, method: str, *args: Any, timeout: float = 10.0
+) -> Any:
+    """
+    Call C{method} of the service at control socket C{path} (a connection
+    of its own, closed after the answer).
+
+    @raise RuntimeError: with a message for the operator, if nothing (or
+        somebody else's process) answers, or the method fails.
+    """
     state = probe(path, timeout)
     if state != "live":
         raise RuntimeError(f"no service answers at {path} ({state})")
@@ -62,9 +75,13 @@ async def fetchStatus(reactor: Any, path: str, timeout: float = 10.0) -> dict[st
             raise RuntimeError(f"{path}: {e}") from e
         raise RuntimeError(f"could not talk to {path}: {e}") from e
     try:
-        d: Deferred[dict[str, Any]] = root.callRemote("status")
+        d: Deferred[Any] = root.callRemote(method, *args)
         d.addTimeout(timeout, reactor)
-        return await d
+        try:
+            return await d
+        except Exception as e:
+            message = e.getErrorMessage() if hasattr(e, "getErrorMessage") else str(e)
+            raise RuntimeError(f"{path}: {method}: {message or e.__class__.__name__}") from e
     finally:
         root.broker.transport.loseConnection()
 

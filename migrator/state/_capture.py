@@ -12,6 +12,12 @@ had not sent yet travel with it.  L{Captured.thaw} undoes the freeze (the
 takeover was abandoned); L{Captured.release} lets go after the commit
 (close, never C{shutdown}; the application's C{connectionLost} never runs).
 
+Versions: where the successor reads a type at another version, the
+newer side translates (L{migrator.state._versions}): this process
+downgrades what it writes if it is newer, and leaves a connection whose
+graph holds an object no chain of steps reaches (it stays, with the
+reason).
+
 File descriptors: those in L{Captured.fds} stay owned by the incumbent's
 transports (they are sent, not given away).
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import socket
 import types
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import attrs
@@ -27,6 +34,7 @@ from twisted.internet import base, task, tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
 from twisted.logger import Logger
+from twisted.protocols.policies import WrappingFactory
 
 from migrator._twistedinternals import (
     abandonLoopingCall,
@@ -42,6 +50,9 @@ from migrator.state._graph import (
     dumpsPlain,
     typeName,
 )
+from migrator.state._plan import NOT_SELECTED, Classifier
+from migrator.state._translator import TranslationLog, Translator
+from migrator.state._versions import Readable
 
 _log = Logger()
 
@@ -54,6 +65,15 @@ def _isUnix(transport: Any) -> bool:
         return transport.socket.family == socket.AF_UNIX
     except (AttributeError, OSError):
         return False
+
+
+def ungated(function: Any) -> Any:
+    """
+    The function a restored scheduled call was made with, if C{function}
+    is the commit gate's wrapper of it (L{migrator.state._restore._Gate}):
+    once the gate is open, calling either is the same.
+    """
+    return getattr(function, "__migrator_gated__", function)
 
 
 def _methodName(method: types.MethodType) -> str | None:
@@ -72,11 +92,40 @@ def _methodName(method: types.MethodType) -> str | None:
     return name if same else None
 
 
+#: How many wrapping factories deep a port's factories are anchored.
+_MAX_WRAPPED = 4
+
+
+def portFactories(tracked: Any) -> list[tuple[str, Any]]:
+    """
+    The factories of a stream port that the successor's own stand for,
+    with their anchor names: the port's factory (C{factory:KEY}), then
+    those it wraps, one inside the other (C{factory:KEY/1}, ...): a
+    C{WrappingFactory} such as TLS's wraps the application's factory (a
+    web C{Site}), which the application's protocols refer to.  A port
+    whose wrapping changes between generations (TLS added or removed) has
+    anchors the other side cannot match: its restore fails, and the
+    takeover is rolled back.
+    """
+    name = "factory:" + tracked.key
+    factory = tracked.port.factory
+    found = [(name, factory)]
+    for depth in range(1, _MAX_WRAPPED + 1):
+        if not isinstance(factory, WrappingFactory):
+            break
+        factory = factory.wrappedFactory
+        found.append((f"{name}/{depth}", factory))
+    return found
+
+
 @attrs.define(eq=False)
 class Captured:
     """
     What the incumbent captured: the encoded graph, the descriptors to send,
     and what it froze.
+
+    @ivar translations: what was downgraded, by type name
+        (L{migrator.state._translator.TranslationLog.asDict}).
     """
 
     payload: bytes
@@ -91,6 +140,7 @@ class Captured:
     frozen: bool = False
     pendingBytes: int = 0
     frozenAt: float = 0.0
+    translations: dict[str, Any] = attrs.field(factory=dict)
 
     @property
     def count(self) -> int:
@@ -159,6 +209,8 @@ class _CaptureHooks:
     ports: IPortRegistry
     claimed: frozenset[str]
     readers: set[int] = attrs.field(factory=set)
+    #: If given, whether the operator selected a connection to move.
+    selected: Callable[[Any], bool] | None = None
     checkedProtocol: Any = None
     transports: list[Any] = attrs.field(factory=list)
     calls: list[tuple[Any, float]] = attrs.field(factory=list)
@@ -179,7 +231,7 @@ class _CaptureHooks:
                 [
                     ident,
                     when,
-                    writer._write(value.func, f"{path}.func"),
+                    writer._write(ungated(value.func), f"{path}.func"),
                     writer._write(tuple(value.args), f"{path}.args"),
                     writer._write(dict(value.kw), f"{path}.kw"),
                 ],
@@ -227,6 +279,10 @@ class _CaptureHooks:
             why = adapter.movable(t.protocol) if adapter is not None else None
         if why:
             raise Unadaptable(t, path, f"a connection that declines to move ({why})")
+        if self.selected is not None and not self.selected(t):
+            # Carrying it would move a connection the operator chose to
+            # leave: what reaches it stays too.
+            raise Unadaptable(t, path, f"a connection {NOT_SELECTED}")
         server = getattr(t, "server", None)
         key = self.ports.keyOf(server) if server is not None else None
         if server is not None and key not in self.claimed:
@@ -269,6 +325,8 @@ def captureConnections(
     adapters: Any,
     claimed: frozenset[str],
     restorable: frozenset[str],
+    readable: Mapping[str, Readable] | None = None,
+    selected: Callable[[Any], bool] | None = None,
 ) -> Captured:
     """
     Capture and freeze every connection that can move; see the module
@@ -278,17 +336,31 @@ def captureConnections(
         the reactor whose readers say which connections read).
     @param claimed: the port keys the successor declared.
     @param restorable: the type names the successor has adapters for.
+    @param readable: what the successor reads of each type name
+        (L{migrator.state._versions.readableFrom}); C{None} if it did not
+        say (every state is written at this process's version).
+    @param selected: if given, whether the operator selected a connection
+        (a transport) to move this time: the others stay, and so does a
+        selected one whose graph reaches one of them.
     """
 
     known: dict[type, Any] = {}
+    translator = Translator(
+        readable, getattr(adapters, "kept", None), TranslationLog(reactor.seconds)
+    )
 
     def adapterFor(cls: type) -> Any:
         try:
             return known[cls]
         except KeyError:
             adapter = adapters.adapterFor(cls)
-            if adapter is not None and adapter.typeName not in restorable:
-                adapter = None
+            if adapter is not None:
+                if adapter.typeName not in restorable:
+                    adapter = None
+                else:
+                    # A Refusing stand-in if no chain of steps reaches the
+                    # successor's version.
+                    adapter = translator.writing(adapter)
             known[cls] = adapter
             return adapter
 
@@ -296,15 +368,16 @@ def captureConnections(
     factories = []
     for tracked in ports.listening():
         if tracked.key in claimed and tracked.kind != "udp":
-            anchors[id(tracked.port.factory)] = "factory:" + tracked.key
-            factories.append(tracked.port.factory)
+            for name, factory in portFactories(tracked):
+                anchors[id(factory)] = name
+                factories.append(factory)
     # Connections are not served from here on (this all runs in one reactor
     # turn): the freeze, as a client sees it, starts now.  (A real reactor's
     # clock is the wall clock: the successor compares this with its own.)
     frozenAt = reactor.seconds()
     readers = set(map(id, cast(IReactorFDSet, reactor).getReaders()))
-    hooks = _CaptureHooks(reactor, adapters, ports, claimed, readers)
-    writer = GraphWriter(adapterFor, anchors, hooks)
+    hooks = _CaptureHooks(reactor, adapters, ports, claimed, readers, selected)
+    writer = GraphWriter(adapterFor, anchors, hooks, translator)
     staying: dict[str, int] = {}
     moved: dict[str, int] = {}
     roots: list[Any] = []
@@ -325,13 +398,15 @@ def captureConnections(
             stay(f"{typeName(cls)}: {why}")
             continue
         why = adapter.movable(protocol)
+        if not why and selected is not None and not selected(t):
+            why = NOT_SELECTED
         if why:
             stay(f"{typeName(cls)}: {why}")
             continue
         # Asked already: the hook need not ask again when it meets this
         # protocol's transport (this all runs in the freeze).
         hooks.checkedProtocol = protocol
-        mark = (len(hooks.transports), len(hooks.calls), len(hooks.loops))
+        mark = (len(hooks.transports), len(hooks.calls), len(hooks.loops), translator.log.mark())
         writer.checkpoint()
         try:
             roots.append(writer.write(protocol, cls.__name__))
@@ -340,6 +415,7 @@ def captureConnections(
             del hooks.transports[mark[0] :]
             del hooks.calls[mark[1] :]
             del hooks.loops[mark[2] :]
+            translator.log.rollback(mark[3])
             stay(f"{typeName(cls)}: {e}")
             continue
         writer.release()
@@ -359,9 +435,11 @@ def captureConnections(
             cls = type(t.protocol)
             stay(f"{typeName(cls)}: its factory's state cannot move ({e})")
         return Captured(dumpsPlain(None), [], [], {}, staying, reactor=reactor)
+    # Counted under the names the plan gives (a protocol inside TLS is
+    # Wrapper(Inner)), so that what moved and what stays add up per class.
+    names = Classifier(adapters)
     for t in hooks.transports:
-        cls = type(t.protocol)
-        name = typeName(cls)
+        name = names.nameOf(t.protocol)
         moved[name] = moved.get(name, 0) + 1
 
     payload = dumpsPlain({"roots": roots, "factories": factoryNodes, "count": len(hooks.transports)})
@@ -376,6 +454,7 @@ def captureConnections(
         reactor=reactor,
         pendingBytes=sum(len(_pending(t)) for t in hooks.transports),
         frozenAt=frozenAt,
+        translations=translator.log.asDict(),
     )
     captured.freeze()
     return captured

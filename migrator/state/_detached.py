@@ -43,6 +43,7 @@ from migrator._twistedinternals import abandonLoopingCall
 from migrator.interfaces import IPortRegistry
 from migrator.state._graph import GraphError, GraphReader, loadsPlain, typeName
 from migrator.state._restore import RestoreContext, _RestoreHooks
+from migrator.state._translator import TranslationLog, Translator
 
 _log = Logger()
 
@@ -366,7 +367,11 @@ def restoreDetached(
         if tracked.kind != "udp":
             anchors["factory:" + tracked.key] = tracked.port.factory
     hooks = _DetachedHooks(reactor, adapters, ports, [])
-    reader = GraphReader(adapters.adapterNamed, anchors, hooks, RestoreContext(hooks.gate))
+    # Translated (and logged) as a takeover's restore is.
+    translator = Translator(None, getattr(adapters, "kept", None), TranslationLog(reactor.seconds))
+    reader = GraphReader(
+        adapters.adapterNamed, anchors, hooks, RestoreContext(hooks.gate), translator
+    )
     try:
         try:
             data = loadsPlain(payload)

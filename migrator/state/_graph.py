@@ -51,7 +51,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from twisted.persisted.styles import Versioned
+
 from migrator.interfaces import IAnchorOnly
+from migrator.state._translator import Translator
+from migrator.state._versions import KEPT, Untranslatable
 
 _ATOMS = (type(None), bool, int, float, str, bytes)
 _RECURSION = 20000
@@ -130,6 +134,10 @@ class GraphWriter:
     @ivar special: called with C{(value, writer, path)} for values that are
         neither atoms, containers, anchors nor adapted; returns a node, or
         C{None} if it does not know the value.
+    @ivar translator: adds the fields kept aside to the states it writes
+        and downgrades them where the reading side is older (see
+        L{migrator.state._versions}); C{None}: states are written as
+        captured.
     """
 
     def __init__(
@@ -137,10 +145,12 @@ class GraphWriter:
         adapterFor: Callable[[type], Any],
         anchors: dict[int, str] | None = None,
         special: Callable[[Any, GraphWriter, str], Any] | None = None,
+        translator: Translator | None = None,
     ) -> None:
         self._adapterFor = adapterFor
         self._anchors = anchors or {}
         self.special = special
+        self.translator = translator
         self._memo: dict[int, int] = {}
         self._keep: list[Any] = []
         self._undo: list[int] | None = None
@@ -241,8 +251,9 @@ class GraphWriter:
             state = None
             name = version = None
             if adapter is not None:
-                name, version = adapter.typeName, adapter.version
-                state = self._write(self._capture(adapter, value))
+                name = adapter.typeName
+                version, state = self._translate(adapter, value, self._capture(adapter, value))
+                state = self._write(state)
             return ("a", ident, anchor, name, version, state)
         if adapter is not None:
             if IAnchorOnly.providedBy(adapter):
@@ -252,8 +263,13 @@ class GraphWriter:
             ident = self._remember(value)
             name = adapter.typeName
             self.types[name] = self.types.get(name, 0) + 1
-            state = self._write(self._capture(adapter, value), f"<{kind.__name__}>")
-            return ("o", ident, name, adapter.version, state)
+            state = self._capture(adapter, value)
+            version = adapter.version
+            translator = self.translator
+            if translator is not None and translator.writes:
+                version, state = self._translate(adapter, value, state)
+            state = self._write(state, f"<{kind.__name__}>")
+            return ("o", ident, name, version, state)
         if self.special is not None:
             node = self.special(value, self, "")
             if node is not None:
@@ -266,12 +282,23 @@ class GraphWriter:
             return adapter.capture(value)
         except Unadaptable:
             raise
+        except Untranslatable as e:
+            raise Unadaptable(value, "", str(e)) from e
         except Exception as e:
             # A failing adapter keeps its object (and its connection) here;
             # it does not abort the whole takeover.
             raise Unadaptable(
                 value, "", f"its adapter failed: {e.__class__.__name__}: {e}"
             ) from e
+
+    def _translate(self, adapter: Any, value: Any, state: Any) -> tuple[Any, Any]:
+        if self.translator is None or not self.translator.writes:
+            return adapter.version, state
+        try:
+            return self.translator.write(adapter, value, state)
+        except Untranslatable as e:
+            # Its connection stays; the takeover goes on.
+            raise Unadaptable(value, "", str(e)) from e
 
     def rememberSpecial(self, value: Any) -> tuple[int, Any]:
         """
@@ -293,6 +320,10 @@ class GraphReader:
     @ivar anchors: objects of this process that anchored objects map onto,
         by anchor name.
     @ivar special: called with C{(kind, payload, reader)} for C{"x"} nodes.
+    @ivar translator: upgrades (or downgrades) states written at another
+        version than the reading adapter's, sets their kept fields aside,
+        and runs the upgrades of Twisted's C{Versioned} objects once all
+        are populated (see L{migrator.state._versions}).
     """
 
     def __init__(
@@ -301,11 +332,14 @@ class GraphReader:
         anchors: dict[str, Any] | None = None,
         special: Callable[[str, Any, GraphReader], Any] | None = None,
         context: Any = None,
+        translator: Translator | None = None,
     ) -> None:
         self._adapterNamed = adapterNamed
         self._anchors = anchors or {}
         self.special = special
         self.context = context
+        self.translator = translator if translator is not None else Translator()
+        self._seen = self.translator.log.seen
         self._memo: dict[int, Any] = {}
         self._populate: list[tuple[Any, Any, Any]] = []
         self._reading = False
@@ -334,9 +368,11 @@ class GraphReader:
 
     def finish(self) -> None:
         """
-        Populate every object read so far, in the order they were created.
+        Populate every object read so far, in the order they were created;
+        then upgrade those of Twisted's C{Versioned} classes.
         """
         batch, self._populate = self._populate, []
+        versioned = []
         for adapter, obj, state in batch:
             try:
                 adapter.populate(obj, state, self.context)
@@ -348,6 +384,13 @@ class GraphReader:
                 raise GraphError(
                     f"cannot populate a {adapter.typeName}: {e.__class__.__name__}: {e}"
                 ) from e
+            if isinstance(obj, Versioned) and type(state) is dict:
+                versioned.append((adapter.typeName, obj, state))
+        if versioned:
+            try:
+                self.translator.upgradeVersioned(versioned)
+            except Untranslatable as e:
+                raise GraphError(str(e)) from e
 
     def _adapter(self, name: Any, version: Any) -> Any:
         if not isinstance(name, str):
@@ -358,15 +401,27 @@ class GraphReader:
                 f"the graph holds a {name}, and this process has no adapter "
                 f"registered for it"
             )
-        if not isinstance(version, int):
+        if type(version) is not int:
             raise GraphError(f"malformed version for {name}: {version!r}")
         if version != adapter.version:
-            raise GraphError(
-                f"{name} was written at version {version}, this process "
-                f"reads version {adapter.version} (upgrade steps are not "
-                f"supported yet)"
-            )
+            try:
+                self.translator.readRoute(adapter, version)
+            except Untranslatable as e:
+                raise GraphError(
+                    f"{e} (written at version {version}, this process reads "
+                    f"version {adapter.version})"
+                ) from e
         return adapter
+
+    def _translated(self, adapter: Any, obj: Any, version: int, state: Any) -> Any:
+        """
+        The state of C{obj} translated to C{adapter}'s version, its kept
+        fields set aside.
+        """
+        try:
+            return self.translator.read(adapter, obj, version, state)
+        except Untranslatable as e:
+            raise GraphError(str(e)) from e
 
     def _readInto(self, add: Callable[[Any], Any], nodes: Any) -> None:
         # A plain loop: generator expressions here would cost a C-level
@@ -425,7 +480,12 @@ class GraphReader:
                 adapter = self._adapter(name, version)
                 obj = adapter.create(self.context)
                 self._memo[ident] = obj
-                self._populate.append((adapter, obj, self._read(state)))
+                state = self._read(state)
+                seen = self._seen
+                seen[name, version] = seen.get((name, version), 0) + 1
+                if version != adapter.version or (type(state) is dict and KEPT in state):
+                    state = self._translated(adapter, obj, version, state)
+                self._populate.append((adapter, obj, state))
                 return obj
             if tag == "a":
                 _, ident, anchor, name, version, state = node
@@ -435,7 +495,10 @@ class GraphReader:
                 self._memo[ident] = obj
                 if name is not None:
                     adapter = self._adapter(name, version)
-                    self._populate.append((adapter, obj, self._read(state)))
+                    state = self._read(state)
+                    seen = self._seen
+                    seen[name, version] = seen.get((name, version), 0) + 1
+                    self._populate.append((adapter, obj, self._translated(adapter, obj, version, state)))
                 return obj
             if tag == "x":
                 if self.special is None:

@@ -6,8 +6,9 @@ the incumbent's open connections, counted by class.
 Every open connection is of one of four kinds:
 
   - L{MOVES}: its protocol's class has an adapter here, and one the
-    successor reads (same type name and version), which says it can move
-    now;
+    successor reads (same type name, and a version a chain of translation
+    steps reaches: L{migrator.state._versions.writeRoute}, as the capture
+    decides), which says it can move now;
   - L{HARMLESS}: it will stay with the old process until it closes, and
     its adapter declared that harmless (L{drainsHarmlessly}): an HTTP
     request being answered, a web channel inside TLS, an SSH session, an
@@ -15,7 +16,7 @@ Every open connection is of one of four kinds:
   - L{DECLINED}: its adapter declines to move it now (C{movable} gives a
     reason): it stays and drains, with that reason, as it always did;
   - L{UNKNOWN}: no adapter can move it (its class has none, here or in the
-    successor, or it sits inside a wrapper that has none, such as TLS),
+    successor, or it sits inside a wrapper that has none),
     and nothing says leaving it behind is harmless: it would keep the old
     process's copy of the application's state while new connections get
     the successor's, splitting one service in two.  The operator's policy
@@ -33,7 +34,7 @@ always drain harmlessly.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -42,6 +43,7 @@ from zope.interface import implementer
 
 from migrator.interfaces import IAdapter
 from migrator.state._graph import GraphError, Unadaptable, typeName
+from migrator.state._versions import untranslatable
 
 MOVES = "moves"
 HARMLESS = "harmless"
@@ -57,6 +59,12 @@ POLICIES = (REFUSE, DRAIN, CLOSE)
 
 #: How many protocol wrappers (TLS, timeouts...) are looked through.
 _MAX_WRAPPERS = 4
+
+#: Why a connection that could move stays: the operator chose which
+#: connections move this time (C{select}), and not this one.  It then
+#: follows the policy as an L{UNKNOWN} one, unless its adapter says staying
+#: is harmless.
+NOT_SELECTED = "not selected to move"
 
 
 def drainsHarmlessly(adapter: Any, obj: Any) -> bool:
@@ -103,8 +111,9 @@ class Classifier:
     asked per connection.
 
     @ivar adapters: this process's registry (C{adapterFor(cls)}).
-    @ivar successorVersions: the type names the successor reads, with the
-        version of each; C{None} if unknown (not checked).
+    @ivar successorVersions: the type names the successor reads, with what
+        it reads of each (a L{migrator.state._versions.Readable}, or just
+        its version); C{None} if unknown (not checked).
     """
 
     adapters: Any
@@ -119,27 +128,34 @@ class Classifier:
             adapter = self._adapters[cls] = self.adapters.adapterFor(cls)
             return adapter
 
-    def _resolve(self, protocol: Any) -> tuple[Any, Any, tuple[type, ...]]:
+    def _resolve(self, protocol: Any) -> tuple[Any, Any, tuple[type, ...], list[tuple[Any, Any]]]:
         """
-        Look through protocol wrappers without an adapter of their own.
+        Look through protocol wrappers: those without an adapter of their
+        own, and those whose adapter moves them around the protocol they
+        wrap (it has a C{wrapped(protocol)} method, as TLS's has).
 
         @return: the innermost protocol reached, its adapter (or C{None}),
-            and the classes on the way, outermost first.
+            the classes on the way (outermost first), and the wrappers that
+            have adapters, as C{(adapter, protocol)} pairs.
         """
         chain = [type(protocol)]
         adapter = self._adapterFor(chain[0])
-        while (
-            adapter is None
-            and isinstance(protocol, ProtocolWrapper)
-            and len(chain) <= _MAX_WRAPPERS
-        ):
-            inner = getattr(protocol, "wrappedProtocol", None)
+        wrappers: list[tuple[Any, Any]] = []
+        while len(chain) <= _MAX_WRAPPERS:
+            if adapter is None and isinstance(protocol, ProtocolWrapper):
+                inner = getattr(protocol, "wrappedProtocol", None)
+            elif adapter is not None and callable(getattr(adapter, "wrapped", None)):
+                inner = adapter.wrapped(protocol)
+                if inner is not None:
+                    wrappers.append((adapter, protocol))
+            else:
+                break
             if inner is None:
                 break
             protocol = inner
             chain.append(type(protocol))
             adapter = self._adapterFor(chain[-1])
-        return protocol, adapter, tuple(chain)
+        return protocol, adapter, tuple(chain), wrappers
 
     def _classFacts(self, chain: tuple[type, ...], adapter: Any) -> tuple[str, str | None]:
         """
@@ -154,46 +170,73 @@ class Classifier:
         for wrapper in reversed(chain[:-1]):
             name = f"{typeName(wrapper)}({name})"
         why: str | None = None
+        bare = [c for c in chain[:-1] if self._adapterFor(c) is None]
         if adapter is None:
             why = "no adapter"
-        elif len(chain) > 1:
-            # The wrapper has no adapter: nothing can move this connection.
-            why = f"inside a {typeName(chain[-2])}, which has no adapter"
+        elif bare:
+            # A wrapper has no adapter: nothing can move this connection.
+            why = f"inside a {typeName(bare[-1])}, which has no adapter"
         elif self.successorVersions is not None:
-            theirs = self.successorVersions.get(adapter.typeName, _ABSENT)
-            if theirs is _ABSENT:
-                why = "no adapter in the successor"
-            elif theirs != adapter.version:
-                why = (
-                    f"the successor reads version {theirs} of {adapter.typeName}, "
-                    f"this process writes version {adapter.version}"
-                )
+            # The protocol's adapter, then its wrappers'.
+            for mine in [adapter] + [self._adapterFor(c) for c in reversed(chain[:-1])]:
+                theirs = self.successorVersions.get(mine.typeName, _ABSENT)
+                if theirs is _ABSENT:
+                    why = "no adapter in the successor"
+                    if mine is not adapter:
+                        why = f"no adapter in the successor (for {mine.typeName})"
+                else:
+                    problem = untranslatable(mine, theirs)
+                    why = problem.why if problem is not None else None
+                if why is not None:
+                    break
         self._facts[chain] = (name, why)
         return name, why
 
-    def classify(self, transport: Any, movable: bool = True) -> Verdict | None:
+    def nameOf(self, protocol: Any) -> str:
+        """
+        The name a connection of C{protocol} is counted under (a wrapped
+        protocol's is C{Wrapper(Inner)}), as L{classify} names it.
+        """
+        _, adapter, chain, _ = self._resolve(protocol)
+        return self._classFacts(chain, adapter)[0]
+
+    def classify(
+        self, transport: Any, movable: bool = True, selected: bool = True
+    ) -> Verdict | None:
         """
         Decide what becomes of one connection.
 
         @param movable: if false, only say whether it is L{UNKNOWN} (and
             return C{None} otherwise), without asking its adapter whether
             it can move now.
+        @param selected: false if the operator chose which connections move
+            and left this one out: one that could move is then L{UNKNOWN}
+            (or L{HARMLESS}, if its adapter says staying is), with the
+            reason L{NOT_SELECTED}.
         """
         protocol = getattr(transport, "protocol", None)
         if not getattr(transport, "connected", True) or getattr(transport, "disconnecting", False):
             return Verdict(HARMLESS, typeName(type(protocol)), "closing") if movable else None
-        protocol, adapter, chain = self._resolve(protocol)
+        protocol, adapter, chain, wrappers = self._resolve(protocol)
         name, why = self._classFacts(chain, adapter)
         if why is not None:
             if adapter is not None and drainsHarmlessly(adapter, protocol):
                 return Verdict(HARMLESS, name, why) if movable else None
             return Verdict(UNKNOWN, name, why)
+        if not selected:
+            if drainsHarmlessly(adapter, protocol):
+                return Verdict(HARMLESS, name, NOT_SELECTED) if movable else None
+            return Verdict(UNKNOWN, name, NOT_SELECTED)
         if not movable:
             return None
-        try:
-            why = adapter.movable(protocol)
-        except Exception as e:
-            why = f"its adapter failed: {e.__class__.__name__}: {e}"
+        # The protocol first, then the wrappers around it (innermost first).
+        for asked, obj in [(adapter, protocol)] + wrappers[::-1]:
+            try:
+                why = asked.movable(obj)
+            except Exception as e:
+                why = f"its adapter failed: {e.__class__.__name__}: {e}"
+            if why:
+                break
         if not why:
             return Verdict(MOVES, name)
         if drainsHarmlessly(adapter, protocol):
@@ -344,16 +387,22 @@ def planConnections(
     transports: Iterable[Any],
     adapters: Any,
     successorVersions: Mapping[str, Any] | None = None,
+    selected: Callable[[Any], bool] | None = None,
 ) -> Plan:
     """
     Classify every connection of C{transports} (see L{classify}).
+
+    @param selected: if given, whether the operator selected a connection
+        (a transport) to move this time; see L{Classifier.classify}.
     """
     counts: dict[str, dict[str, int]] = {}
     reasons: dict[str, dict[tuple[str, str], int]] = {}
     unknown: list[tuple[str, Any]] = []
     classifier = Classifier(adapters, successorVersions)
     for transport in transports:
-        verdict = classifier.classify(transport)
+        verdict = classifier.classify(
+            transport, selected=True if selected is None else selected(transport)
+        )
         assert verdict is not None
         mine = counts.setdefault(verdict.typeName, dict.fromkeys(KINDS, 0))
         mine[verdict.kind] += 1
@@ -390,14 +439,23 @@ def _nested(reasons: Iterable[tuple[str, str, int]]) -> dict[str, dict[str, int]
 
 
 def anyUnknown(
-    transports: Iterable[Any], adapters: Any, successorVersions: Mapping[str, Any] | None = None
+    transports: Iterable[Any],
+    adapters: Any,
+    successorVersions: Mapping[str, Any] | None = None,
+    selected: Callable[[Any], bool] | None = None,
 ) -> bool:
     """
     Whether any of C{transports} is L{UNKNOWN}: a quick look (no adapter's
     C{movable} is asked), for a step where time counts.
+
+    @param selected: as for L{planConnections}.
     """
     classifier = Classifier(adapters, successorVersions)
-    return any(classifier.classify(t, movable=False) is not None for t in transports)
+    return any(
+        classifier.classify(t, movable=False, selected=True if selected is None else selected(t))
+        is not None
+        for t in transports
+    )
 
 
 def emptyCounts() -> dict[str, int]:
@@ -442,10 +500,11 @@ def refusalMessage(plan: Plan, pid: int, step: str = "begin") -> str:
     remedies.
     """
     since = "" if step == "begin" else f" (opened since the takeover began; seen at step {step})"
+    unselected = any(NOT_SELECTED in c.reasonsFor(UNKNOWN) for c in plan.classes)
     lines = [
         f"{plan.count(UNKNOWN)} open connection(s) have no adapter that can move "
-        f"them{since}; left in the old process, they would split the service's "
-        f"state in two:"
+        f"them{' or were not selected to move' if unselected else ''}{since}; left in "
+        f"the old process, they would split the service's state in two:"
     ]
     for c in plan.classes:
         if c.unknown:

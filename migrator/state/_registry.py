@@ -12,7 +12,10 @@ its own registry.
 An adapter provides L{migrator.interfaces.IAdapter}:
 
   - C{typeName}, C{version}: written with the state; the successor finds
-    its adapter by C{typeName} and (for now) requires the same version;
+    its adapter by C{typeName}; a state of another version is translated
+    by the newer side's steps (C{upgrades}, C{downgrades}: see
+    L{migrator.interfaces.IVersionedAdapter} and
+    L{migrator.state._versions});
   - C{capture(obj)}: the state, any value the graph can carry (plain data,
     other adapted objects, transports, scheduled calls...);
   - C{create(context)}: a new, empty instance of the successor's class,
@@ -42,7 +45,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -50,9 +53,16 @@ from zope.interface import implementer
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
-from migrator.interfaces import IAdapter, IAnchorOnly, IBusyAware
+from migrator.interfaces import IAdapter, IAnchorOnly, IBusyAware, IVersionedAdapter
 from migrator.state._graph import typeName as _typeName
 from migrator.state._plan import DrainingAdapter
+from migrator.state._versions import (
+    KeptStore,
+    Step,
+    checkSteps,
+    persistenceVersions,
+    versionedState,
+)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -70,7 +80,11 @@ def _slotted(cls: type) -> bool:
     return False
 
 
-@implementer(IAdapter)
+def _steps(steps: Mapping[int, Step] | None) -> dict[int, Step]:
+    return dict(steps or {})
+
+
+@implementer(IAdapter, IVersionedAdapter)
 @attrs.frozen
 class InstanceAdapter:
     """
@@ -81,11 +95,20 @@ class InstanceAdapter:
     C{IntNStringReceiver.recvd}, C{NetstringReceiver}'s parser state all
     live in the instance dictionary).
 
+    An instance of a L{twisted.persisted.styles.Versioned} class is
+    captured as C{Versioned.__getstate__} would (its hierarchy's
+    C{persistenceVersion}s added, C{persistenceForgets} left out), and
+    upgraded by its own C{upgradeToVersionN} methods in the successor.
+
     @ivar cls: the class, in this process.
     @ivar exclude: attribute names never carried.
     @ivar keep: attribute names whose value in the successor's own object
         wins (only matters for anchored objects, such as a port's factory,
         which the successor already built with its new code).
+    @ivar upgrades: C{upgrades[n]} turns a version-C{n} state (a
+        dictionary) into version C{n + 1}.
+    @ivar downgrades: C{downgrades[n]} turns a version-C{n + 1} state into
+        version C{n}.
     """
 
     cls: type
@@ -96,6 +119,15 @@ class InstanceAdapter:
     #: Whether a connection of this class that stays with the old process
     #: (see L{migrator.interfaces.IDrainable}) does so harmlessly.
     drainsHarmlessly: bool = False
+    upgrades: dict[int, Step] = attrs.field(factory=dict, converter=_steps, hash=False)
+    downgrades: dict[int, Step] = attrs.field(factory=dict, converter=_steps, hash=False)
+    #: Whether the class is a Versioned (decided once: capture is hot).
+    _versioned: bool = attrs.field(init=False, default=False, eq=False, hash=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        checkSteps(self.version, self.upgrades, "upgrades")
+        checkSteps(self.version, self.downgrades, "downgrades")
+        object.__setattr__(self, "_versioned", persistenceVersions(self.cls) is not None)
 
     def capture(self, obj: Any) -> dict[str, Any]:
         exclude = self.exclude
@@ -103,7 +135,15 @@ class InstanceAdapter:
             # With state in slots (beside a __dict__ or instead of one) the
             # instance dictionary is not the whole state.
             raise TypeError(f"{self.typeName} uses __slots__: write an adapter for it")
-        return {k: v for k, v in vars(obj).items() if k not in exclude}
+        state = {k: v for k, v in vars(obj).items() if k not in exclude}
+        return versionedState(type(obj), state) if self._versioned else state
+
+    def persistenceVersions(self) -> dict[str, int] | None:
+        """
+        @return: the C{persistenceVersion}s of the class's hierarchy if it
+            is a L{twisted.persisted.styles.Versioned}, else C{None}.
+        """
+        return persistenceVersions(self.cls)
 
     def create(self, context: Any) -> Any:
         cls: Any = self.cls
@@ -119,17 +159,30 @@ class InstanceAdapter:
         return None
 
 
-def factoryAdapter(cls: type, keep: Iterable[str] = (), exclude: Iterable[str] = (), version: int = 1) -> InstanceAdapter:
+def factoryAdapter(
+    cls: type,
+    keep: Iterable[str] = (),
+    exclude: Iterable[str] = (),
+    version: int = 1,
+    typeName: str | None = None,
+    upgrades: Mapping[int, Step] | None = None,
+    downgrades: Mapping[int, Step] | None = None,
+) -> InstanceAdapter:
     """
     An L{InstanceAdapter} for a factory: C{numPorts} (the successor's own
     port count) is never carried, and C{keep} names the attributes the
     successor's new code sets that must not be overwritten (configuration).
+    C{typeName}, C{version}, C{upgrades} and C{downgrades} are as for
+    L{InstanceAdapter}.
     """
     return InstanceAdapter(
         cls,
+        typeName=typeName or _typeName(cls),
         version=version,
         exclude=frozenset(exclude) | {"numPorts"},
         keep=frozenset(keep),
+        upgrades=_steps(upgrades),
+        downgrades=_steps(downgrades),
     )
 
 
@@ -174,9 +227,13 @@ class AdapterRegistry:
     Adapters by exact class (to capture) and by type name (to restore),
     and the plain functions that may be carried by name: the allow-list of
     a process.
+
+    @ivar kept: the fields kept aside for this process's live objects,
+        written again with their states (see L{migrator.state._versions}).
     """
 
     def __init__(self) -> None:
+        self.kept = KeptStore()
         self._byClass: dict[type, Any] = {}
         self._byName: dict[str, Any] = {}
         self._functions: dict[str, Callable[..., Any]] = {}

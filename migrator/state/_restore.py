@@ -37,11 +37,13 @@ from migrator._twistedinternals import (
     serverTransport,
 )
 from migrator.interfaces import IPortRegistry, IRestoreContext
+from migrator.state._capture import portFactories
 from migrator.state._graph import (
     GraphError,
     GraphReader,
     loadsPlain,
 )
+from migrator.state._translator import TranslationLog, Translator
 
 _log = Logger()
 
@@ -63,6 +65,9 @@ class _Gate:
             self.waiting.append((f, a, kw))
             return None
 
+        # What a later capture writes in its place (see ungated): a call
+        # restored here and still pending moves again at the next takeover.
+        gated.__migrator_gated__ = f  # type: ignore[attr-defined]
         return gated
 
     def open(self) -> None:
@@ -108,6 +113,8 @@ class Restored:
     The successor's restored connections, not active yet.
 
     @ivar clock: the reactor they were restored on.
+    @ivar translations: what was read, and translated, by type name
+        (L{migrator.state._translator.TranslationLog.asDict}).
     """
 
     transports: list[Any]
@@ -117,6 +124,7 @@ class Restored:
     loops: list[Any]
     count: int
     clock: IReactorTime
+    translations: dict[str, Any] = attrs.field(factory=dict)
 
     def activate(self) -> list[float]:
         """
@@ -293,10 +301,13 @@ def restoreConnections(
     for tracked in ports.listening():
         # A UDP port has a protocol, no factory, and no connections.
         if tracked.kind != "udp":
-            anchors["factory:" + tracked.key] = tracked.port.factory
+            anchors.update(portFactories(tracked))
     fds = list(fds)
     hooks = _RestoreHooks(reactor, adapters, ports, fds, adoptSocket, closeFd)
-    reader = GraphReader(adapters.adapterNamed, anchors, hooks, RestoreContext(hooks.gate))
+    translator = Translator(None, getattr(adapters, "kept", None), TranslationLog(reactor.seconds))
+    reader = GraphReader(
+        adapters.adapterNamed, anchors, hooks, RestoreContext(hooks.gate), translator
+    )
     try:
         data = loadsPlain(payload)
         if data is None:
@@ -337,4 +348,5 @@ def restoreConnections(
         hooks.loops,
         len(hooks.transports),
         reactor,
+        translator.log.asDict(),
     )

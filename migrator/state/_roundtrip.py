@@ -17,6 +17,8 @@ from zope.interface import implementer
 from migrator.interfaces import IRestoreContext
 from migrator.state._graph import GraphReader, GraphWriter, dumpsPlain, loadsPlain
 from migrator.state._registry import AdapterRegistry
+from migrator.state._translator import Translator
+from migrator.state._versions import readableFrom, readableTypes
 
 
 def roundTrip(
@@ -40,7 +42,10 @@ def roundTrip(
     @param adapters: the incumbent's registry.
     @param anchors: C{{name: (old, new)}}: C{old} in the incumbent's graph
         stands for C{new} in the successor's (e.g. a port's factory).
-    @param restoreWith: the successor's registry, if it differs (new code).
+    @param restoreWith: the successor's registry, if it differs (new code):
+        states are translated between the two registries' versions as in
+        a takeover (the newer side translates; what no chain of steps
+        reaches cannot be written).
     @return: the restored value.
     @raise migrator.state._graph.Unadaptable: if something in C{value} cannot be
         written.
@@ -62,11 +67,19 @@ def roundTrip(
         reader.remember(payload, transport)
         return transport
 
+    registry = restoreWith or adapters
+    translator = Translator(
+        readableFrom({"readable": readableTypes(registry)}), adapters.kept
+    )
+
+    def adapterFor(cls: type) -> Any:
+        adapter = adapters.adapterFor(cls)
+        return translator.writing(adapter) if adapter is not None else None
+
     writer = GraphWriter(
-        adapters.adapterFor, {id(old): name for name, (old, _) in anchors.items()}, special
+        adapterFor, {id(old): name for name, (old, _) in anchors.items()}, special, translator
     )
     wire = dumpsPlain(writer.write(value))
-    registry = restoreWith or adapters
     later: list[Any] = []
 
     @implementer(IRestoreContext)
@@ -80,6 +93,7 @@ def roundTrip(
         {name: new for name, (_, new) in anchors.items()},
         restoreSpecial,
         _Context(),
+        Translator(None, registry.kept),
     )
     restored = reader.read(loadsPlain(wire))
     reader.finish()

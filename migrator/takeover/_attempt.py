@@ -8,7 +8,7 @@ connections, the step's timeout) and how it lets go of them.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IDelayedCall
 
 from migrator.state._capture import Captured, Settling, captureConnections
 from migrator.state._registry import AdapterRegistry
+from migrator.state._versions import Readable
 from migrator.takeover._channel import FrameChannel, channelPair
 from migrator.takeover._messages import BeginRequest, CaptureReport, CaptureRequest, PreparedReport
 from migrator.takeover._ports import ListenerRegistry
@@ -26,18 +27,11 @@ from migrator.takeover._steps import IDLE
 def restorableTypes(adapters: AdapterRegistry, request: CaptureRequest) -> frozenset[str]:
     """
     The type names a successor (or a dry run's staging process) can
-    restore, as its capture request says: those it has adapters for, and
-    only at the version this process writes, when it said its versions.
+    restore, as its capture request says.  Versions are not filtered here:
+    the newer side translates (L{migrator.state._versions}), and a state no
+    chain of steps reaches stays, with the reason, at the capture.
     """
-    types = request.types
-    if request.versions is not None:
-        versions = request.versions
-        types = tuple(
-            t
-            for t in types
-            if (mine := adapters.adapterNamed(t)) is None or versions.get(t) == mine.version
-        )
-    return frozenset(types)
+    return frozenset(request.types)
 
 
 class Peer(Protocol):
@@ -146,6 +140,8 @@ class Attempt:
         adapters: AdapterRegistry,
         types: frozenset[str],
         now: float,
+        readable: Mapping[str, Readable] | None = None,
+        selected: Callable[[Any], bool] | None = None,
         check: Callable[[], None] | None = None,
     ) -> CaptureReport:
         """
@@ -157,6 +153,10 @@ class Attempt:
 
         @param types: the type names the successor can restore.
         @param now: the incumbent's clock.
+        @param readable: what the successor reads of each type name
+            (versions, upgrades), or C{None} (not said).
+        @param selected: whether the operator selected a connection to move
+            (C{None}: all), see L{migrator.state._capture.captureConnections}.
         @param check: called once accepting has stopped, before anything is
             captured: it may raise to refuse the takeover (then nothing was
             captured, and L{undo} resumes accepting).
@@ -170,7 +170,7 @@ class Attempt:
             check()
         held = registry.connectionCount()
         captured = self.captured = captureConnections(
-            reactor, registry, adapters, self.claimed(), types
+            reactor, registry, adapters, self.claimed(), types, readable, selected
         )
         assert self.channel is not None
         self.sent = self.channel.sendMessage(captured.payload, captured.fds)
@@ -183,6 +183,7 @@ class Attempt:
             staying=captured.staying,
             frozenAt=captured.frozenAt,
             held=held,
+            translations=captured.translations,
         )
 
     def status(self, now: float) -> dict[str, Any]:

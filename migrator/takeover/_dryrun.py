@@ -37,6 +37,7 @@ from twisted.logger import Logger
 
 from migrator.state._capture import captureConnections
 from migrator.state._plan import REFUSE, UNKNOWN, planConnections, refusalMessage
+from migrator.state._versions import readableFrom
 from migrator.takeover._attempt import Peer, restorableTypes
 from migrator.takeover._channel import FrameChannel, channelPair
 from migrator.takeover._incumbent import Incumbent, TakeoverRefused
@@ -303,7 +304,9 @@ class DryRuns:
         keys = [t.key for t in registry.listening()]
         undeclared = tuple(k for k in keys if k not in request.declared)
         claimed = frozenset(k for k in keys if k in request.declared)
-        plan = planConnections(list(registry.openConnections()), adapters, request.begin.versions)
+        plan = planConnections(
+            list(registry.openConnections()), adapters, readableFrom(request.begin.toWire())
+        )
         refusals = []
         if request.begin.unmovable == REFUSE and plan.count(UNKNOWN):
             refusals.append(refusalMessage(plan, os.getpid()).splitlines()[0])
@@ -319,6 +322,8 @@ class DryRuns:
                 adapters,
                 claimed,
                 restorableTypes(adapters, request.capture),
+                # Translated as for a takeover (the newer side translates).
+                readableFrom(request.capture.toWire()),
             )
             captured.thaw()
         except Exception as e:

@@ -40,6 +40,8 @@ from twisted.logger import Logger
 from twisted.spread import pb
 
 from migrator.state._registry import AdapterRegistry
+from migrator.state._translator import describeTranslations
+from migrator.state._versions import readableFrom
 from migrator.takeover._attempt import Attempt, Peer, restorableTypes
 from migrator.takeover._messages import (
     BeginAnswer,
@@ -218,6 +220,7 @@ class Incumbent(StopsPolitely):
             connections=self.registry.connectionCount(),
             plan=plan,
             command=me.get("command"),
+            lineage=tuple(me.get("lineage", ())),
         )
 
     def received(self, session: Peer, report: ReceivedReport) -> None:
@@ -331,6 +334,9 @@ class Incumbent(StopsPolitely):
         try:
             report = attempt.capture(
                 self._reactor, self.registry, self.adapters, types, started,
+                # Versions: the newer side translates (state/_versions.py).
+                readableFrom(request.toWire()),
+                selected=self.unmovable.selected,
                 # Accepting has stopped: the last look at what would stay.
                 check=lambda: self._refuseUnmovable("capture", attempt.session),
             )
@@ -358,6 +364,8 @@ class Incumbent(StopsPolitely):
             if staying
             else "",
         )
+        if translated := describeTranslations(report.translations):
+            _log.info("translated before sending: {translated}", translated=translated)
         if not self.faults:
             return report
         # A drill: act once the state has left, before answering.

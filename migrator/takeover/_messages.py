@@ -123,6 +123,16 @@ class _Fields:
             raise self._bad(field, "a dictionary", value)
         return dict(value)
 
+    def dicts(self, field: str) -> tuple[dict[str, Any], ...]:
+        """
+        A list of dictionaries of plain data (checked by their reader;
+        entries that are not dictionaries are left out).
+        """
+        value = self._get(field, ())
+        if not isinstance(value, (list, tuple)):
+            raise self._bad(field, "a list of dictionaries", value)
+        return tuple(dict(v) for v in value if isinstance(v, Mapping))
+
     def records(self, field: str) -> tuple[dict[str, Any], ...]:
         """
         A list of dictionaries, each with a string C{key}.
@@ -148,6 +158,10 @@ class BeginRequest:
         sends none gets C{drain}, what older successors always got.
     @ivar types: the type names the successor can restore.
     @ivar versions: the version it reads of each, or C{None} (not sent).
+    @ivar readable: what it reads of each (versions and the upgrades it
+        has: L{migrator.state._versions.Readable}), or C{None}.
+    @ivar select: the connection or component ids the operator selected to
+        move this time (all if empty).
     """
 
     pid: int
@@ -156,6 +170,8 @@ class BeginRequest:
     unmovable: str = "drain"
     types: tuple[str, ...] = ()
     versions: dict[str, int] | None = None
+    readable: dict[str, Any] | None = None
+    select: tuple[str, ...] = ()
 
     def toWire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {
@@ -167,6 +183,10 @@ class BeginRequest:
         }
         if self.versions is not None:
             wire["versions"] = dict(self.versions)
+        if self.readable is not None:
+            wire["readable"] = dict(self.readable)
+        if self.select:
+            wire["select"] = list(self.select)
         return wire
 
     @classmethod
@@ -183,6 +203,8 @@ class BeginRequest:
             f.text("unmovable", "drain"),
             f.texts("types"),
             versions,
+            f.mapping("readable"),
+            f.texts("select"),
         )
 
 
@@ -201,6 +223,8 @@ class BeginAnswer:
         L{migrator.takeover._lineage.thisCommand}), or C{None}: what the
         successor's C{status} shows as C{previous_command}, and what
         C{python -m migrator rollback} runs again.
+    @ivar lineage: the generations before the successor's (pid, Python,
+        start, how each ended), for its C{status}.
     """
 
     pid: int
@@ -210,6 +234,7 @@ class BeginAnswer:
     connections: int = 0
     plan: dict[str, Any] | None = None
     command: dict[str, Any] | None = None
+    lineage: tuple[dict[str, Any], ...] = ()
 
     def toWire(self) -> dict[str, Any]:
         wire = {
@@ -223,6 +248,8 @@ class BeginAnswer:
             wire["plan"] = self.plan
         if self.command is not None:
             wire["command"] = self.command
+        if self.lineage:
+            wire["lineage"] = [dict(g) for g in self.lineage]
         return wire
 
     @classmethod
@@ -239,6 +266,7 @@ class BeginAnswer:
             f.integer("connections", 0),
             f.mapping("plan"),
             f.mapping("command"),
+            f.dicts("lineage"),
         )
 
 
@@ -341,15 +369,20 @@ class CaptureRequest:
 
     @ivar types: the type names it has adapters for.
     @ivar versions: the version of each (C{None}: not said, any).
+    @ivar readable: what it reads of each (versions and the upgrades it
+        has: L{migrator.state._versions.Readable}), or C{None}.
     """
 
     types: tuple[str, ...] = ()
     versions: dict[str, int] | None = None
+    readable: dict[str, Any] | None = None
 
     def toWire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"types": list(self.types)}
         if self.versions is not None:
             wire["versions"] = dict(self.versions)
+        if self.readable is not None:
+            wire["readable"] = dict(self.readable)
         return wire
 
     @classmethod
@@ -359,7 +392,7 @@ class CaptureRequest:
         """
         f = _Fields(wire, "capture")
         versions = f.counts("versions") if isinstance(wire, Mapping) and "versions" in wire else None
-        return cls(f.texts("types"), versions)
+        return cls(f.texts("types"), versions, f.mapping("readable"))
 
 
 @attrs.frozen
@@ -378,6 +411,8 @@ class CaptureReport:
     @ivar frozenAt: when the freeze began (the incumbent's wall clock).
     @ivar held: how many connections the incumbent held when it stopped
         accepting, just before the capture.
+    @ivar translations: per class, the versions seen and the steps the
+        incumbent ran (L{migrator.state._translator.TranslationLog}).
     """
 
     connections: int
@@ -386,6 +421,7 @@ class CaptureReport:
     staying: dict[str, int] = attrs.field(factory=dict)
     frozenAt: float = 0.0
     held: int = 0
+    translations: dict[str, Any] = attrs.field(factory=dict)
 
     def toWire(self) -> dict[str, Any]:
         return {
@@ -395,6 +431,7 @@ class CaptureReport:
             "staying": dict(self.staying),
             "frozen_at": self.frozenAt,
             "held": self.held,
+            "translations": dict(self.translations),
         }
 
     @classmethod
@@ -410,6 +447,7 @@ class CaptureReport:
             f.counts("staying"),
             f.number("frozen_at", 0.0),
             f.integer("held", 0),
+            f.mapping("translations") or {},
         )
 
 

@@ -165,6 +165,30 @@ class TrackedPort:
         return record
 
 
+class _Connections(weakref.WeakSet[Any]):
+    """
+    The open connections of a registry (held weakly), with the time each
+    was added: accepted, or restored here.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        weakref.WeakSet.__init__(self)
+        self._clock = clock
+        self.since: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    def add(self, item: Any) -> None:
+        weakref.WeakSet.add(self, item)
+        try:
+            self.since.setdefault(item, self._clock())
+        except TypeError:
+            pass
+
+
+def _seconds(reactor: Any) -> Callable[[], float]:
+    seconds = getattr(reactor, "seconds", None)
+    return seconds if callable(seconds) else (lambda: 0.0)
+
+
 @implementer(IPortRegistry)
 @attrs.define
 class ListenerRegistry:
@@ -198,7 +222,10 @@ class ListenerRegistry:
     _occurrences: dict[str, int] = attrs.field(factory=dict)
     _offered: dict[str, tuple[int, dict[str, Any]]] = attrs.field(factory=dict)
     _originals: dict[str, Any] = attrs.field(factory=dict)
-    _connections: weakref.WeakSet[Any] = attrs.field(factory=weakref.WeakSet)
+    _connections: _Connections = attrs.field(
+        default=attrs.Factory(lambda self: _Connections(_seconds(self._reactor)), takes_self=True)
+    )
+    _listeners: list[Callable[[Any], object]] = attrs.field(factory=list)
 
     # -- installing the hook -------------------------------------------------
 
@@ -235,6 +262,16 @@ class ListenerRegistry:
         self._occurrences[base] = n + 1
         return f"{base}#{n}"
 
+    def onListen(self, listener: Callable[[Any], object]) -> None:
+        """
+        Call C{listener(port)} with every stream port tracked from now on
+        (created or adopted), before it accepts: a hook for adapters that
+        must see a port's connections from their start (TLS follows its
+        sessions' handshakes, L{migrator.adapters.tls.followPort}).  A
+        listener that raises is logged and does not stop the port.
+        """
+        self._listeners.append(listener)
+
     def _track(self, tracked: TrackedPort) -> None:
         if tracked.kind != UDP and not self.detached:
             countAccepted(tracked.port, self._connections)
@@ -243,6 +280,11 @@ class ListenerRegistry:
             # another process may hold too: close() is enough to stop it
             # once ours is the last copy.
             neverShutdown(tracked.port)
+            for listener in self._listeners:
+                try:
+                    listener(tracked.port)
+                except Exception:
+                    _log.failure("a listen hook failed for {key}", key=tracked.key)
         self._ports.append(tracked)
 
     def _listenTCP(
@@ -496,6 +538,16 @@ class ListenerRegistry:
         The connections accepted through tracked ports that are still open.
         """
         return (t for t in list(self._connections) if getattr(t, "connected", False))
+
+    def connectedAt(self, transport: Any) -> float | None:
+        """
+        When C{transport} was accepted (or given to L{trackConnection}) in
+        this process, by the reactor's clock; C{None} if it was not.
+        """
+        try:
+            return self._connections.since.get(transport)
+        except TypeError:
+            return None
 
     def connectionCount(self) -> int:
         return sum(1 for _ in self.openConnections())

@@ -23,6 +23,7 @@ from zope.interface import implementer
 
 from migrator.takeover._dryrun import DryRunRequest, DryRunResult, DryRuns
 from migrator.takeover._incumbent import Incumbent, TakeoverRefused
+from migrator.takeover._inspect import OperatorQueries
 from migrator.takeover._messages import (
     BeginRequest,
     CaptureReport,
@@ -62,7 +63,7 @@ class ControlRoot:
         return session
 
 
-class ControlSession(pb.Referenceable):
+class ControlSession(pb.Referenceable, OperatorQueries):
     """
     One peer's conversation with a control socket.
     """

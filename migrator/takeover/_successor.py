@@ -33,6 +33,7 @@ from twisted.spread import pb
 
 from migrator.state._registry import AdapterRegistry
 from migrator.state._restore import Restored, restoreConnections
+from migrator.state._translator import mergeTranslations
 from migrator.takeover._alone import CompletesAlone
 from migrator.takeover._control import (
     ControlClientFactory,
@@ -47,7 +48,6 @@ from migrator.takeover._liveness import ProcessWatch, waitForDeath
 from migrator.takeover._messages import (
     BeginAnswer,
     CaptureReport,
-    CaptureRequest,
     CommitAnswer,
     Farewell,
     PortsMessage,
@@ -58,7 +58,7 @@ from migrator.takeover._messages import (
 )
 from migrator.takeover._ports import ListenerRegistry
 from migrator.takeover._steps import Faults
-from migrator.takeover._unmovable import beginRequest, describePlan
+from migrator.takeover._unmovable import beginRequest, captureRequestFor, describePlan
 
 _log = Logger()
 
@@ -118,6 +118,9 @@ class Successor(CompletesAlone):
     #: the commit; it fails (and the takeover rolls back) if the service
     #: is not healthy (L{migrator.takeover._check}).
     check: Callable[[], Awaitable[Any]] | None = None
+    #: The connection or component ids the operator selected to move (all
+    #: if empty; see L{migrator.takeover._unmovable.beginInfo}).
+    select: tuple[str, ...] = ()
     broker: Any = None
     control: ControlSocket | None = None
     inbox: Inbox | None = None
@@ -279,6 +282,10 @@ class Successor(CompletesAlone):
             "held": report.held if report else None,
             "bytes": report.bytes if report else len(payload),
             "restore_ms": round((self.clock() - started) * 1000, 3),
+            # Versions seen, steps run (downgrades there, upgrades here).
+            "translations": mergeTranslations(
+                report.translations if report else None, self.restored.translations
+            ),
         }
         _log.info(
             "restored {count} connection(s) from {size} bytes of state in "
@@ -352,7 +359,7 @@ class Successor(CompletesAlone):
             await self._fault("connected")
 
             self._step = "begin"
-            request = beginRequest(self.adapters, self.unmovable)
+            request = beginRequest(self.adapters, self.unmovable, self.select)
             begun = BeginAnswer.fromWire(await self._call(root, "begin", request.toWire()))
             self.predecessor = begun
             if (plan := describePlan(begun.plan)) is not None:
@@ -414,10 +421,7 @@ class Successor(CompletesAlone):
             )
 
             self._step = "capture"
-            types = self.adapters.typeNames()
-            captureRequest = CaptureRequest(
-                tuple(types), {name: self.adapters.adapterNamed(name).version for name in types}
-            )
+            captureRequest = captureRequestFor(self.adapters)
             self.captureReport = CaptureReport.fromWire(
                 await self._call(root, "capture", captureRequest.toWire())
             )

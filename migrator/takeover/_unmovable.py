@@ -18,6 +18,12 @@ the connections no adapter can move.
 A successor that sends no policy (one older than this protocol field) gets
 what it always got: C{drain}.
 
+A successor may also send a selection (C{select}: connection and component
+ids, from C{twistd migrate --select}): only those move this time; the
+others are planned as not selected and follow the policy like connections
+no adapter can move (or drain, if their adapter says that is harmless),
+and the capture keeps back a selected one whose graph reaches them.
+
 The successor's side is two small things: what it sends in C{begin}'s info
 (L{beginInfo}), and the plan it logs (L{describePlan}).
 """
@@ -27,7 +33,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -47,30 +53,40 @@ from migrator.state._plan import (
     refusedCounts,
     settledCounts,
 )
-from migrator.takeover._messages import BeginRequest
+from migrator.state._versions import Readable, readableFrom, readableTypes
+from migrator.takeover._inspect import selectionOf
+from migrator.takeover._messages import BeginRequest, CaptureRequest
 
 _log = Logger()
 
 
-def beginInfo(adapters: Any, policy: str) -> dict[str, Any]:
+def beginInfo(adapters: Any, policy: str, select: Sequence[str] = ()) -> dict[str, Any]:
     """
     What a successor adds to C{begin}'s info: its policy for connections no
-    adapter can move, and the type names (with versions) it can restore.
+    adapter can move, the type names (with versions) it can restore, and,
+    if the operator chose which connections move this time, their ids
+    (C{select}: connection or component ids, as C{python -m migrator plan}
+    and the console show them).
     """
     names = adapters.typeNames()
-    return {
+    info: dict[str, Any] = {
         "unmovable": policy,
         "types": names,
         "versions": {name: adapters.adapterNamed(name).version for name in names},
+        "readable": readableTypes(adapters),
     }
+    if select:
+        info["select"] = list(select)
+    return info
 
 
-def beginRequest(adapters: Any, policy: str) -> BeginRequest:
+def beginRequest(adapters: Any, policy: str, select: Sequence[str] = ()) -> BeginRequest:
     """
     A successor's C{begin}: who it is, its policy for connections no
-    adapter can move, and the type names (with versions) it can restore.
+    adapter can move, the type names (with versions) it can restore, and
+    the connections the operator selected to move (all if none).
     """
-    mine = beginInfo(adapters, policy)
+    mine = beginInfo(adapters, policy, select)
     return BeginRequest(
         os.getpid(),
         sys.version.split()[0],
@@ -78,7 +94,18 @@ def beginRequest(adapters: Any, policy: str) -> BeginRequest:
         mine["unmovable"],
         tuple(mine["types"]),
         mine["versions"],
+        mine["readable"],
+        tuple(select),
     )
+
+
+def captureRequestFor(adapters: Any) -> CaptureRequest:
+    """
+    A successor's C{capture}: the type names it can restore, with what it
+    reads of each (versions, upgrades).
+    """
+    mine = beginInfo(adapters, REFUSE)
+    return CaptureRequest(tuple(mine["types"]), mine["versions"], mine["readable"])
 
 
 def describePlan(plan: Any) -> str | None:
@@ -119,11 +146,14 @@ class UnmovableGuard:
     policy: str = DRAIN
     planned: Plan | None = None
     _successorPid: int = -1
-    _versions: dict[str, Any] | None = None
+    _versions: dict[str, Readable] | None = None
     #: After a commit with C{drain}: the connections left here that split
     #: the service, with their class names.
     _left: list[tuple[str, Any]] = attrs.field(factory=list)
     _splitWith: int | None = None
+    #: If the successor sent a selection (C{select}): whether a connection
+    #: was selected to move; the others follow the policy.
+    selected: Callable[[Any], bool] | None = None
 
     def start(self, info: dict[str, Any]) -> dict[str, Any]:
         """
@@ -137,27 +167,31 @@ class UnmovableGuard:
         self.policy = policy if policy in POLICIES else REFUSE
         pid = info.get("pid")
         self._successorPid = pid if isinstance(pid, int) else -1
-        # The type names (with versions) the successor can restore; without
-        # them (an older successor) they are not checked until the capture.
-        versions = info.get("versions")
-        self._versions = (
-            {k: v for k, v in versions.items() if isinstance(k, str)}
-            if isinstance(versions, dict)
-            else None
-        )
+        # What the successor reads of each type name (versions, upgrades);
+        # without it (an older successor) not checked until the capture.
+        self._versions = readableFrom(info)
+        self.selected = None
+        chosen = ""
+        select = info.get("select")
+        if isinstance(select, list) and select and all(isinstance(t, str) for t in select):
+            self.selected, count, unknown = selectionOf(self._registry, self._adapters, select)
+            chosen = f"; the operator selected {count} connection(s) to move" + (
+                f" ({len(unknown)} id(s) name nothing open)" if unknown else ""
+            )
         self.planned = self._plan()
         _log.info(
             "takeover by pid {pid}: {summary}; policy for connections no adapter "
-            "can move: {policy}",
+            "can move: {policy}{chosen}",
             pid=self._successorPid,
             summary=self.planned.summary(),
             policy=self.policy,
+            chosen=chosen,
         )
         return self.planned.asDict()
 
     def _plan(self) -> Plan:
         return planConnections(
-            list(self._registry.openConnections()), self._adapters, self._versions
+            list(self._registry.openConnections()), self._adapters, self._versions, self.selected
         )
 
     def check(self, step: str) -> Refusal | None:
@@ -171,7 +205,9 @@ class UnmovableGuard:
             return None
         if step == "begin" and self.planned is not None:
             plan = self.planned
-        elif anyUnknown(self._registry.openConnections(), self._adapters, self._versions):
+        elif anyUnknown(
+            self._registry.openConnections(), self._adapters, self._versions, self.selected
+        ):
             # A quick look first: at switch, accepting is paused meanwhile.
             plan = self.planned = self._plan()
         else:

@@ -20,13 +20,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.trial.unittest import TestCase
 
-from migrator.demo._loadgen import READY_LINE, load_records, summarize
+from migrator.demo._loadgen import READY_LINE
 from migrator.demo._loadgen import command as loadgenCommand
 from migrator.testing import HANDED_OFF, READY, ServiceProcess, childEnvironment, startMigrate
 
@@ -56,6 +55,33 @@ EXIT_TIMEOUT = 30.0
 
 #: The document served by the test site.
 BODY = b"hello from migrator's integration tests\n"
+
+#: Set to C{1} to skip the soak tests (see L{slow}); they run by default.
+SKIP_SLOW = "MIGRATOR_SKIP_SLOW"
+
+_Case = TypeVar("_Case", bound=type)
+
+
+def slow(cls: _Case) -> _Case:
+    """
+    Mark a soak test class (minutes of takeovers under load): it runs by
+    default, and in CI, and is skipped when the environment has
+    C{MIGRATOR_SKIP_SLOW=1}.
+
+    Both runners see the mark: the class gets C{slow = True} and, with the
+    variable set, trial's C{skip} attribute (which pytest honours for trial
+    test cases too); under pytest it also carries the C{slow} marker, so
+    C{pytest -m "not slow"} deselects it.
+    """
+    cls.slow = True  # type: ignore[attr-defined]
+    if os.environ.get(SKIP_SLOW, "") not in ("", "0"):
+        cls.skip = f"a soak test, skipped because {SKIP_SLOW} is set"  # type: ignore[attr-defined]
+    try:
+        import pytest
+    except ImportError:
+        return cls
+    marked: _Case = pytest.mark.slow(cls)
+    return marked
 
 
 class Workspace:
@@ -214,7 +240,6 @@ class Load:
     HTTP/1.0 request) at a paced rate, until L{finish}.
 
     @ivar process: the load client's process.
-    @ivar started: wall-clock time when it announced it was sending.
     """
 
     #: Stop by the stop file, this long at most (a bound, not a pace).
@@ -243,9 +268,7 @@ class Load:
         self.process = ServiceProcess(argv, env=childEnvironment(), name="loadgen")
         case.addCleanup(self.process.stop)
         self.process.waitFor(re.compile("^" + re.escape(READY_LINE) + "$"), START_TIMEOUT)
-        self.started = time.time()
         self._summary: dict[str, Any] | None = None
-        self._records: list[dict[str, Any]] | None = None
 
     def finish(self) -> dict[str, Any]:
         """
@@ -264,29 +287,6 @@ class Load:
                 raise AssertionError(f"loadgen printed no summary:\n{self.process.output()}")
             self._summary = json.loads(lines[-1])
         return self._summary
-
-    def window(self, start: float, end: float) -> dict[str, Any]:
-        """
-        The summary of the requests started between wall-clock times
-        C{start} and C{end} (after L{finish}).
-        """
-        if self._records is None:
-            self._records = load_records(self.records)
-        return summarize(self._records, start, end)
-
-    def perSecond(self, start: float, end: float) -> list[int]:
-        """
-        How many requests started in each whole second from C{start} to
-        C{end} (after L{finish}).
-        """
-        if self._records is None:
-            self._records = load_records(self.records)
-        buckets = [0] * max(int(end - start), 0)
-        for record in self._records:
-            i = int(record["t"] - start)
-            if 0 <= i < len(buckets):
-                buckets[i] += 1
-        return buckets
 
 
 def assertAllOk(case: TestCase, summary: dict[str, Any], what: str = "") -> None:
@@ -422,11 +422,15 @@ def startLineClient(
     stop: str,
     rate: float = 40.0,
     pad: int = 1000,
+    counted: bool = False,
 ) -> ServiceProcess:
     """
     Start C{apps/lineclient.py}: C{connections} connections streaming
     numbered lines at C{rate} per second each, reading slowly, until the
     file C{stop} exists.  Waits for it to be connected.
+
+    @param counted: the replies carry the server's count and a tag (see
+        the client's C{--counted}).
     """
     client = ServiceProcess(
         [
@@ -442,6 +446,11 @@ def startLineClient(
             stop,
             "--pad",
             str(pad),
+            # A bound, not a pace: the stop file ends it, and a soak test
+            # on a busy machine may take many minutes to get there.
+            "--duration",
+            "1800",
+            *(["--counted"] if counted else []),
         ],
         env=childEnvironment(),
         name="lineclient",
@@ -461,7 +470,7 @@ def finishLineClient(case: TestCase, client: ServiceProcess, stop: str) -> dict[
     """
     with open(stop, "w"):
         pass
-    case.assertEqual(client.waitForExit(120), 0)
+    case.assertEqual(client.waitForExit(120), 0, client.output()[-3000:])
     result: dict[str, Any] = json.loads(client.lines[-1])
     case.assertEqual(result["errors"], [])
     case.assertEqual(result["error_count"], 0)

@@ -124,6 +124,17 @@ class Probe:
         if line != expected:
             raise AssertionError(f"expected the reply to {number}, got {line[:80]!r}")
 
+    def awaitMark(self, name: str) -> None:
+        """
+        Wait until the line C{mark NAME} has been processed on some
+        connection (see L{tests.integration.apps.numbered}): every line
+        sent on that connection before it has been answered.
+        """
+        self.sock.sendall(b"await %s\r\n" % (name.encode("ascii"),))
+        line = self._line()
+        if line != b"marked " + name.encode("ascii"):
+            raise AssertionError(f"expected the mark {name!r}, got {line[:80]!r}")
+
     def stats(self) -> dict[str, int]:
         """
         The app's C{stats} as seen through this connection.
@@ -189,7 +200,7 @@ class _Fixture:
             "--rate", "100",
             "--stop-file", stop,
             "--pad", str(PAD),
-            "--duration", "120",
+            "--duration", "1800",  # a bound: the stop file ends it
         ]  # fmt: skip
         client = ServiceProcess(argv, env=childEnvironment(), name="lineclient")
         case.addCleanup(client.stop)
@@ -203,6 +214,11 @@ class _Fixture:
         # the incumbent when it freezes, and must come out after the thaw
         # with nothing more sent on that connection to wake it up.
         backlog = [quiet.send() for _ in range(BACKLOG)]
+        # The incumbent has answered them all (the replies wait in its
+        # buffer) before the successor starts: an event, not the
+        # successor's start time outlasting the incumbent's work.
+        quiet.sock.sendall(b"mark backlog\r\n")
+        probe.awaitMark("backlog")
 
         faulty = self.start(takeover=True, fault=fault, name="faulty successor")
         action, _, point = fault.partition(":")
@@ -361,10 +377,15 @@ class TimersThawTests(TestCase):
         successor killed once it has restored a running C{LoopingCall} and a
         pending C{DelayedCall}: the incumbent thaws both.  The loop ticks
         on from the incumbent, numbers running on with no gap or
-        duplicate, every interval C{INTERVAL} but the one over the freeze
-        (when a tick came due while frozen) and the one after it, which
-        puts the loop back on its original schedule; the call fires exactly once, in the incumbent,
-        within C{DEADLINE_TOLERANCE} of its deadline.
+        duplicate, with its start time and interval, its next call on its
+        original grid; the call is pending again with its original
+        deadline and, made due (the test's gate), fires exactly once, in
+        the incumbent, and is then no longer pending.
+
+        No delay has to outlast the failed takeover: the call's deadline is
+        beyond any bound of the test.  How close to its deadline a thawed
+        call fires by itself, and how regular the ticks are around the
+        freeze, are figures of C{benchmarks/timers.py}.
         """
         work = tempfile.mkdtemp(prefix="migrator-crb-")
         os.chmod(work, 0o700)
@@ -391,22 +412,44 @@ class TimersThawTests(TestCase):
         self.assertEqual(a.ask(f"ballast {BALLAST}", "ballast")[2], str(BALLAST))
         self.assertEqual(a.ask(f"loop {graph.INTERVAL}", "looping")[1], str(incumbent.pid))
         a.waitTicks(incumbent.pid, 4)
-        deadline = float(a.ask(f"schedule {graph.DELAY}", "scheduled")[2])
+        deadline = float(a.ask(f"schedule {graph.FAR}", "scheduled")[2])
+        starttime, interval, _ = graph.loopInfo(a, incumbent.pid)
 
         faulty = start("kill:after-restore", takeover=True)
         self.assertEqual(int(incumbent.waitFor(FROZE, STEP)["count"]), 1)
         abandonedAt = lineIndex(incumbent, ABANDONED)
         self.assertEqual(faulty.waitForExit(STEP), -signal.SIGKILL)
-        self.assertLess(time.time(), deadline - graph.DEADLINE_TOLERANCE, "too slow a machine")
 
-        fired = a.expect("fired", deadline - time.time() + STEP)
-        error = float(fired[2]) - deadline
+        # Thawed: the call is pending again, at its deadline, and the loop
+        # is back on its grid.
+        when = a.ask("when", "when")
+        self.assertEqual(when[1], str(incumbent.pid))
+        self.assertLess(abs(float(when[2]) - deadline), graph.SAME_DEADLINE, (when, deadline))
+        a.waitTicks(incumbent.pid, len(a.ticks) + 4)
+        thawed = graph.loopInfo(a, incumbent.pid)
+        self.assertEqual(thawed[:2], (starttime, interval))
+        assert thawed[2] is not None
+        self.assertLess(graph.offGrid(starttime, interval, thawed[2]), graph.ON_GRID, thawed)
+
+        self.assertEqual(a.ask("due", "due")[1], str(incumbent.pid))
+        fired = a.expect("fired")
         self.assertEqual(fired[1], str(incumbent.pid))
-        self.assertLessEqual(abs(error), graph.DEADLINE_TOLERANCE, f"fired {error:+.3f} s off")
+        self.assertEqual(a.ask("when", "when"), ["when", str(incumbent.pid), "inactive"])
         # Four more ticks (a second firing would be an unexpected line).
         a.waitTicks(incumbent.pid, len(a.ticks) + 4)
         self.assertEqual(
-            [fields[0] for fields in a.lines], ["ballast", "looping", "scheduled", "fired"]
+            [fields[0] for fields in a.lines],
+            [
+                "ballast",
+                "looping",
+                "scheduled",
+                "loopinfo",
+                "when",
+                "loopinfo",
+                "due",
+                "fired",
+                "when",
+            ],
         )
         self.assertEqual(
             len([line for line in incumbent.lines[abandonedAt:] if graph.FIRED_LOG.search(line)]),
@@ -418,30 +461,8 @@ class TimersThawTests(TestCase):
         self.assertEqual({pid for _, _, pid in a.ticks}, {incumbent.pid})
         times = [t for _, t, _ in a.ticks]
         intervals = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
-        # A tick that came due while frozen runs at the thaw (a longer
-        # interval, bounded by the freeze: here the successor's restore of
-        # the ballast, and its death); the next is back on the original
-        # schedule (a shorter one: the two add up to whole intervals).
-        long = [
-            i for i, gap in enumerate(intervals) if gap > graph.INTERVAL + graph.INTERVAL_TOLERANCE
-        ]
-        self.assertLessEqual(len(long), 1, intervals)
-        exempt: set[int] = set()
-        for i in long:
-            self.assertLess(intervals[i], 3.0, intervals)
-            pair = intervals[i] + intervals[i + 1]
-            self.assertLess(
-                abs(pair - round(pair / graph.INTERVAL) * graph.INTERVAL),
-                graph.INTERVAL_TOLERANCE,
-                intervals,
-            )
-            exempt = {i, i + 1}
-        for i, gap in enumerate(intervals):
-            if i not in exempt:
-                self.assertLess(abs(gap - graph.INTERVAL), graph.INTERVAL_TOLERANCE, (i, intervals))
-        line = (
-            f"{self.id()}: DelayedCall deadline error {error * 1000:+.1f} ms after the thaw; "
-            f"tick intervals (ms): " + " ".join(f"{gap * 1000:.0f}" for gap in intervals)
+        line = f"{self.id()}: tick intervals (ms): " + " ".join(
+            f"{gap * 1000:.0f}" for gap in intervals
         )
         log.msg(line)
         if os.environ.get("MIGRATOR_IT_VERBOSE"):

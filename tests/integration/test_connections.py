@@ -14,7 +14,7 @@ from twisted.trial.unittest import TestCase
 
 from migrator.testing import HANDED_OFF, READY, ServiceProcess, startMigrate
 
-from ._support import NUMBERED_ADAPTERS, NUMBERED_TAC, finishLineClient, startLineClient
+from ._support import NUMBERED_ADAPTERS, NUMBERED_TAC, finishLineClient, slow, startLineClient
 
 ADAPTERS = NUMBERED_ADAPTERS
 FROZE = re.compile(
@@ -25,6 +25,7 @@ PAD = 1000
 TAKEOVERS = int(os.environ.get("MIGRATOR_TEST_TAKEOVERS", "50"))
 
 
+@slow
 class NumberedLinesTests(TestCase):
     """
     Clients stream numbered lines through many consecutive takeovers while

@@ -41,14 +41,21 @@ FIRED_LOG = re.compile(r"SCHEDULED FIRED pid=(?P<pid>\d+)")
 #: Generous bounds for waiting on a noisy 2-core machine; a wait ends as
 #: soon as its line arrives.
 STEP = 60.0
-#: How far ahead the C{DelayedCall} is set: long enough for a successor to
-#: start and take over before it comes due.
-DELAY = 3.0
-#: How far from its deadline the C{DelayedCall} may fire.
-DEADLINE_TOLERANCE = 0.3
-#: The C{LoopingCall}'s interval, and how far one interval may stray from it.
+#: How far ahead the C{DelayedCall} is set: beyond any bound of a test, so
+#: that it never comes due by itself during one (the test makes it due).
+FAR = 3600.0
+#: How far a moved or thawed call's deadline may be from the original: the
+#: restore (and the thaw) read the clock twice, microseconds apart on an
+#: idle machine.  Losing the deadline would be off by the seconds the
+#: takeover took.
+SAME_DEADLINE = 0.05
+#: The C{LoopingCall}'s interval.
 INTERVAL = 0.25
-INTERVAL_TOLERANCE = 0.1
+#: How far from the loop's grid (start time plus whole intervals) its next
+#: scheduled call may be: Twisted reads the clock twice when it schedules.
+#: The grid, not the times ticks ran at: those depend on how busy the
+#: machine is (see benchmarks/timers.py).
+ON_GRID = 0.05
 
 
 def report(case: TestCase, text: str) -> None:
@@ -286,70 +293,98 @@ class DeclinedConnectionTests(_Fixture, TestCase):
 
 class DelayedCallTests(_Fixture, TestCase):
     """
-    A C{DelayedCall} set before the move fires once, in the successor, at
-    its original deadline.
+    A C{DelayedCall} set before the move keeps its deadline and fires
+    once, in the successor.
     """
 
-    def test_firesOnceInSuccessorAtDeadline(self) -> None:
+    def test_firesOnceInSuccessor(self) -> None:
         """
-        A call set C{DELAY} seconds ahead just before a takeover fires
-        exactly once: in the successor (the pid it reports), within
-        C{DEADLINE_TOLERANCE} of the deadline the incumbent gave it; the
-        client receives one C{fired} line and nothing more.  It never runs
-        in the incumbent, which lives past the deadline (a connection that
-        stays keeps it draining): that connection, which the incumbent
-        would tell, hears nothing, and the incumbent's whole log has no
-        such line.
+        A call set C{FAR} seconds ahead before a takeover moves with its
+        deadline: the successor's call is due at the deadline the
+        incumbent gave it, and the incumbent's copy is no longer pending.
+        Made due (the test's gate: C{DelayedCall.reset(0)} through the
+        app), it fires exactly once, in the successor (the pid it
+        reports): the client receives one C{fired} line, nothing is left
+        pending in either process, and the incumbent, told to fire it too
+        through a connection that stayed with it, has nothing to fire and
+        never logs such a line.
+
+        No delay has to outlast the takeover: the deadline is far beyond
+        any bound of the test, and the call comes due when the test says
+        so.  How close to its deadline a moved call fires by itself is a
+        figure of C{benchmarks/timers.py}.
         """
         incumbent, port = self.startIncumbent()
         watcher = LineConnection(self, port)
         self.assertEqual(watcher.ask("stay", "staying"), ["staying", str(incumbent.pid)])
         a = LineConnection(self, port)
-        scheduled = a.ask(f"schedule {DELAY}", "scheduled")
+        scheduled = a.ask(f"schedule {FAR}", "scheduled")
         self.assertEqual(scheduled[1], str(incumbent.pid))
         deadline = float(scheduled[2])
+        self.assertEqual(a.ask("when", "when"), ["when", str(incumbent.pid), repr(deadline)])
 
         successor = self.takeOver(incumbent, moving=1, staying=1)
-        takenOverBy = time.time()
-        self.assertLess(
-            takenOverBy,
-            deadline - DEADLINE_TOLERANCE,
-            f"the takeover ended {takenOverBy - deadline:+.3f} s after the deadline; "
-            f"this machine is too slow for DELAY={DELAY}",
-        )
 
-        fired = a.expect("fired", deadline - time.time() + STEP)
-        firedAt = float(fired[2])
-        error = firedAt - deadline
-        report(
-            self,
-            f"DelayedCall deadline error {error * 1000:+.1f} ms "
-            f"(takeover done {(deadline - takenOverBy) * 1000:.0f} ms before the deadline)",
-        )
+        # The restored call kept the deadline the incumbent gave it (to
+        # within the two clock readings of the restore), and the
+        # incumbent's copy was cancelled when it handed off.
+        when = a.ask("when", "when")
+        self.assertEqual(when[1], str(successor.pid))
+        self.assertLess(abs(float(when[2]) - deadline), SAME_DEADLINE, (when, deadline))
+        self.assertEqual(watcher.ask("when", "when"), ["when", str(incumbent.pid), "inactive"])
+
+        due = a.ask("due", "due")
+        self.assertEqual(due[:2], ["due", str(successor.pid)])
+        fired = a.expect("fired")
         self.assertEqual(fired[1], str(successor.pid))
-        self.assertLessEqual(abs(error), DEADLINE_TOLERANCE, f"fired {error:+.3f} s off")
-        # The restored call kept the deadline the incumbent gave it.
-        self.assertLess(abs(float(fired[3]) - deadline), 0.001, (fired, deadline))
-
-        # Nothing more for a while (a second firing would show here), and
-        # the connection still answers.
-        a.silence(1.0)
+        # Fired, not re-armed: nothing is pending in the successor any
+        # more, so no second firing can come.
+        self.assertEqual(a.ask("when", "when"), ["when", str(successor.pid), "inactive"])
         self.assertEqual(a.ask("stats", "stats"), ["stats", str(successor.pid), "made=2", "open=1"])
-        self.assertEqual([fields[0] for fields in a.lines], ["scheduled", "fired", "stats"])
+        self.assertEqual(
+            [fields[0] for fields in a.lines],
+            ["scheduled", "when", "when", "due", "fired", "when", "stats"],
+        )
         self.assertEqual(
             [m["pid"] for m in map(FIRED_LOG.search, successor.lines) if m],
             [str(successor.pid)],
         )
 
-        # The incumbent, still serving the connection that stayed, is past
-        # the deadline and never ran the call.
+        # The incumbent, still serving the connection that stayed, has
+        # nothing to fire even when told to, and never ran the call.
         self.assertIsNone(incumbent.process.poll())
+        self.assertEqual(watcher.ask("due", "due"), ["due", str(incumbent.pid), "inactive"])
         self.assertEqual(watcher.ask("stats", "stats")[:3], ["stats", str(incumbent.pid), "made=2"])
-        self.assertGreater(time.time(), deadline)
-        self.assertEqual([fields[0] for fields in watcher.lines], ["staying", "stats"])
+        self.assertEqual(
+            [fields[0] for fields in watcher.lines], ["staying", "when", "due", "stats"]
+        )
         watcher.sock.close()
         self.assertEqual(incumbent.waitForExit(STEP), 0)
         self.assertEqual([line for line in incumbent.lines if FIRED_LOG.search(line)], [])
+
+
+def loopInfo(connection: LineConnection, pid: int) -> tuple[float, float, float | None]:
+    """
+    Ask the app, through C{connection}, for its loop's schedule, served by
+    C{pid}.
+
+    @return: the loop's start time, interval, and when its next call is
+        due (C{None} if none is pending).
+    """
+    fields = connection.ask("loopinfo", "loopinfo")
+    if fields[1] != str(pid):
+        raise AssertionError(f"loopinfo answered by pid {fields[1]}, not {pid}: {fields}")
+    following = None if fields[4] == "none" else float(fields[4])
+    return float(fields[2]), float(fields[3]), following
+
+
+def offGrid(starttime: float, interval: float, when: float) -> float:
+    """
+    How far C{when} is from the nearest point of a loop's grid (its start
+    time plus a whole number of intervals), in seconds.
+    """
+    phase = (when - starttime) / interval
+    return abs(phase - round(phase)) * interval
 
 
 class LoopingCallTests(_Fixture, TestCase):
@@ -357,25 +392,28 @@ class LoopingCallTests(_Fixture, TestCase):
     A running C{LoopingCall} moves with its interval and schedule.
     """
 
-    def _loopAcrossTakeover(
-        self, ballast: int = 0
-    ) -> tuple[list[tuple[int, float, int]], list[float], int, float]:
+    def _loopAcrossTakeover(self, ballast: int = 0) -> tuple[list[float], int, float]:
         """
         Start the loop on one of two connections, take over after 8 ticks
         (with C{ballast} extra objects in the graph), read 8 more ticks on
         both, and check what any move must keep: the incumbent runs no tick
         after the move (a third connection, which stays there, sees exactly
-        the ticks before it); tick numbers run on with
-        no gap and no duplicate, the same on both connections; the ticks
-        come from the incumbent, then from the successor; every interval
-        except the one spanning the move and the one after it is
-        C{INTERVAL}; those two add up to whole intervals (the loop is back
-        on its original schedule); no tick but the first in the successor
-        is off that schedule.
+        the ticks before it, and its loop has nothing pending); tick
+        numbers run on with no gap and no duplicate, the same on both
+        connections; the ticks come from the incumbent, then from the
+        successor; the successor's loop has the incumbent's start time and
+        interval, and its next call is on that grid (the loop is back on
+        its original schedule); the interval spanning the move is longer
+        than the freeze (the successor's first tick came after it resumed,
+        the incumbent's last before it froze: an order of events, which a
+        slow machine cannot break).
 
-        @return: the ticks, the intervals between them, the index of the
-            interval spanning the move, and the freeze (seconds, as the
-            successor measured it).
+        How regular the ticks are around the move is a figure of
+        C{benchmarks/timers.py}, not a check here.
+
+        @return: the intervals between ticks, the index of the interval
+            spanning the move, and the freeze (seconds, as the successor
+            measured it).
         """
         incumbent, port = self.startIncumbent()
         # Stays in the incumbent, keeping it alive after the move: it would
@@ -388,25 +426,33 @@ class LoopingCallTests(_Fixture, TestCase):
             self.assertEqual(a.ask(f"ballast {ballast}", "ballast")[2], str(ballast))
         self.assertEqual(a.ask(f"loop {INTERVAL}", "looping"), ["looping", str(incumbent.pid)])
         a.waitTicks(incumbent.pid, 8)
+        starttime, interval, following = loopInfo(a, incumbent.pid)
+        self.assertEqual(interval, INTERVAL)
+        assert following is not None
+        self.assertLess(offGrid(starttime, interval, following), ON_GRID)
 
         successor = self.takeOver(incumbent, moving=2, staying=1)
         frozen = float(successor.waitFor(FROZEN_FOR, STEP)["max"]) / 1000
 
         a.waitTicks(successor.pid, 8)
         b.waitTicks(successor.pid, 8)
+        moved = loopInfo(a, successor.pid)
+        self.assertEqual(moved[:2], (starttime, interval))
+        assert moved[2] is not None
+        self.assertLess(offGrid(starttime, interval, moved[2]), ON_GRID, (moved, starttime))
 
         numbers = [n for n, _, _ in a.ticks]
         self.assertEqual(numbers, list(range(1, len(numbers) + 1)))
         # b connected with a, before the loop started: it saw the same ticks.
         self.assertEqual(b.ticks[: len(a.ticks)], a.ticks[: len(b.ticks)])
         pids = [pid for _, _, pid in a.ticks]
-        moved = pids.index(successor.pid)
-        self.assertEqual(pids, [incumbent.pid] * moved + [successor.pid] * (len(pids) - moved))
-        self.assertGreaterEqual(moved, 8)
+        movedAt = pids.index(successor.pid)
+        self.assertEqual(pids, [incumbent.pid] * movedAt + [successor.pid] * (len(pids) - movedAt))
+        self.assertGreaterEqual(movedAt, 8)
 
         times = [t for _, t, _ in a.ticks]
         intervals = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
-        spanning = moved - 1
+        spanning = movedAt - 1
         report(
             self,
             f"ballast {ballast}: tick intervals around the move (ms): "
@@ -417,55 +463,39 @@ class LoopingCallTests(_Fixture, TestCase):
             )
             + f"; freeze max {frozen * 1000:.1f} ms",
         )
-        for i, gap in enumerate(intervals):
-            if i not in (spanning, spanning + 1):
-                self.assertLess(abs(gap - INTERVAL), INTERVAL_TOLERANCE, (i, intervals))
-        pair = intervals[spanning] + intervals[spanning + 1]
-        self.assertLess(
-            abs(pair - round(pair / INTERVAL) * INTERVAL), INTERVAL_TOLERANCE, intervals
-        )
-        offSchedule = [
-            n
-            for n, t, _ in a.ticks
-            if abs((t - times[0]) / INTERVAL - round((t - times[0]) / INTERVAL)) * INTERVAL
-            > INTERVAL_TOLERANCE
-        ]
-        self.assertLessEqual(set(offSchedule), {moved + 1}, (offSchedule, intervals))
+        self.assertGreater(intervals[spanning], frozen, (intervals, frozen))
 
         # The incumbent ran no tick after the move: the connection that
-        # stayed saw exactly the incumbent's ticks.
-        self.assertEqual(watcher.ask("stats", "stats")[1], str(incumbent.pid))
-        self.assertEqual(watcher.ticks, a.ticks[:moved])
+        # stayed saw exactly the incumbent's ticks, and its loop is over.
+        self.assertEqual(loopInfo(watcher, incumbent.pid), (starttime, interval, None))
+        self.assertEqual(watcher.ticks, a.ticks[:movedAt])
         watcher.sock.close()
         self.assertEqual(incumbent.waitForExit(STEP), 0)
-        return a.ticks, intervals, spanning, frozen
+        return intervals, spanning, frozen
 
     def test_keepsCadence(self) -> None:
         """
         A loop ticking every C{INTERVAL} seconds before the move ticks on
-        after it, from the successor, numbers running on with no gap and no
-        duplicate; consecutive ticks are C{INTERVAL} apart except for at
-        most one longer gap, over the move, shorter than 1 s and than the
-        freeze plus one interval (see L{_loopAcrossTakeover} for the rest).
+        after it, from the successor, on its original schedule, numbers
+        running on with no gap and no duplicate (see
+        L{_loopAcrossTakeover}).
         """
-        _, intervals, spanning, frozen = self._loopAcrossTakeover()
-        long = [i for i, gap in enumerate(intervals) if gap > INTERVAL + INTERVAL_TOLERANCE]
-        self.assertLessEqual(set(long), {spanning}, intervals)
-        self.assertLess(intervals[spanning], 1.0)
-        self.assertLess(intervals[spanning], frozen + INTERVAL + INTERVAL_TOLERANCE)
+        self._loopAcrossTakeover()
 
     def test_tickHeldThroughLongFreeze(self) -> None:
         """
         With a graph big enough that the freeze outlasts an interval, a
         tick necessarily comes due while the loop is frozen: the incumbent
-        does not run it, the successor holds it and runs it once when it
-        resumes (so the interval over the move is at least the freeze, at
-        most the freeze plus one interval), then the loop is back on its
-        original schedule, numbers still running on without a gap.
+        does not run it (the connection that stayed never sees it), the
+        successor runs it once, after it resumed (numbers still run on
+        without a gap or a duplicate, and the interval over the move is
+        longer than the freeze), then the loop is back on its original
+        schedule.
+
+        That the freeze outlasted an interval is the successor's own
+        measure; a slower machine only lengthens it.
         """
-        _, intervals, spanning, frozen = self._loopAcrossTakeover(ballast=150_000)
+        _, _, frozen = self._loopAcrossTakeover(ballast=150_000)
         self.assertGreater(
             frozen, INTERVAL, "the freeze was shorter than an interval: raise the ballast"
         )
-        self.assertGreater(intervals[spanning], frozen - INTERVAL_TOLERANCE, intervals)
-        self.assertLess(intervals[spanning], frozen + INTERVAL + INTERVAL_TOLERANCE, intervals)

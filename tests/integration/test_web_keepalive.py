@@ -19,6 +19,8 @@ from twisted.trial.unittest import TestCase
 
 from migrator.testing import HANDED_OFF, READY, ServiceProcess, childEnvironment, startMigrate
 
+from .apps.webpid import openGate
+
 APPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
 WRK_SCRIPT = os.path.join(APPS, "wrkcount.lua")
 FROZE = re.compile(
@@ -33,6 +35,7 @@ WRKRESULT = re.compile(
     r"bytes=(?P<bytes>\d+)"
 )
 WAITED = re.compile(r"waited (?P<ms>[\d.]+) ms for busy connections; (?P<busy>\d+) still busy")
+WAITING = re.compile(r"waiting up to (?P<bound>[\d.]+) s for (?P<busy>\d+) busy connection\(s\)")
 #: Generous per-step bound for a noisy 2-core machine.
 STEP = 60.0
 
@@ -120,12 +123,15 @@ class BusyChannelTests(TestCase):
     moves if its answer is done in time, else it stays and drains.
     """
 
-    def setUp(self) -> None:
-        # --takeover-timeout 6 bounds the wait for busy channels to 2 s.
+    def start(self, takeoverTimeout: int) -> None:
+        """
+        Start the incumbent; its wait for busy channels is bounded by a
+        third of C{takeoverTimeout} (at most 5 s).
+        """
         self.web = _WebService(
             self,
             ["--class", "tests.integration.apps.webpid.PidResource"],
-            migrate=("--takeover-timeout", "6"),
+            migrate=("--takeover-timeout", str(takeoverTimeout)),
         )
         self.incumbent = self.web.start()
         self.pid = int(self.incumbent.waitFor(READY, STEP)["pid"])
@@ -148,17 +154,34 @@ class BusyChannelTests(TestCase):
         connection.request("GET", path)
         return self.answer(connection)
 
+    def hold(self, connection: http.client.HTTPConnection, gate: str) -> None:
+        """
+        Send a request on C{connection} that the incumbent holds until the
+        test opens C{gate}, and wait until it does hold it.
+        """
+        connection.request("GET", f"/?gate={gate}")
+        self.incumbent.waitFor(rf"WEBPID holding {gate}\b", STEP)
+
     def test_answeredInTimeMoves(self) -> None:
         """
-        A request answered within the bound is waited for (idle channels
-        meanwhile read nothing), then both connections move: the answer
-        came from the incumbent, the next ones from the successor.
+        A request in progress when the takeover starts is waited for (idle
+        channels meanwhile read nothing); once it is answered, within the
+        bound, both connections move: the answer came from the incumbent,
+        the next ones from the successor.
+
+        The request is held by a gate the test opens once the incumbent
+        says it waits for one busy connection: no delay has to outlast the
+        successor's start.  (The bound here is 5 s; the test opens the
+        gate as soon as it reads that line.)
         """
+        self.start(takeoverTimeout=30)
         busy, idle = self.connect(), self.connect()
         self.assertEqual(self.ask(idle), self.pid)
-        busy.request("GET", "/?delay=0.5")
-        self.incumbent.waitFor(r"WEBPID answering in 0.5 s", STEP)
+        self.hold(busy, "answered")
         successor = self.web.start(takeover=True)
+        waiting = self.incumbent.waitFor(WAITING, STEP)
+        self.assertEqual(int(waiting["busy"]), 1, waiting.group(0))
+        openGate(self.web.work, "answered")
         successorPid = int(successor.waitFor(READY, STEP)["pid"])
         waited = self.incumbent.waitFor(WAITED, STEP)
         self.assertEqual(int(waited["busy"]), 0)
@@ -174,21 +197,30 @@ class BusyChannelTests(TestCase):
         the incumbent (which says why), is answered there, and the
         incumbent exits once that connection closes; the idle connection
         moved meanwhile.
+
+        The request is held by a gate the test opens only after the
+        handoff, so it is still in progress however long the bound (2 s,
+        by the incumbent's own clock) and the takeover take.
         """
+        self.start(takeoverTimeout=6)
         busy, idle = self.connect(), self.connect()
         self.assertEqual(self.ask(idle), self.pid)
-        busy.request("GET", "/?delay=4")
-        self.incumbent.waitFor(r"WEBPID answering in 4.0 s", STEP)
+        self.hold(busy, "past")
         successor = self.web.start(takeover=True)
         successorPid = int(successor.waitFor(READY, STEP)["pid"])
         waited = self.incumbent.waitFor(WAITED, STEP)
         self.assertEqual(int(waited["busy"]), 1)
+        # The incumbent's own measure of a wait that only the bound ended
+        # (the gate was closed throughout): a slow machine can only make
+        # it longer.
         self.assertGreaterEqual(float(waited["ms"]), 2000)
         froze = self.incumbent.waitFor(FROZE, STEP)
         self.assertEqual((int(froze["count"]), int(froze["staying"])), (1, 1), froze.group(0))
         self.assertIn("_GenericHTTPChannelProtocol: a request is in progress", froze.string)
         self.assertEqual(self.ask(idle), successorPid)
         self.incumbent.waitFor(HANDED_OFF, STEP)
+        self.assertIsNone(self.incumbent.process.poll())
+        openGate(self.web.work, "past")
         self.assertEqual(self.answer(busy), self.pid)
         # Still the incumbent's, which serves it until the client leaves.
         self.assertEqual(self.ask(busy), self.pid)

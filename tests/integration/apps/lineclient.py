@@ -5,6 +5,13 @@ content, no gap, no duplicate), reading slowly in bursts so that replies
 pile up in the server.  Runs until C{--stop-file} exists (or C{--duration}
 passes), then asks each connection for C{stats} and prints one JSON line.
 
+With C{--counted}, each reply is C{N COUNT TAG payload-reversed PAD}: the
+server's count of the connection's lines (checked: C{COUNT} is C{N + 1},
+every line counted once, whichever process counted it) and a tag naming
+the code that answered (counted per tag; the first line answered by each
+tag is remembered, and a C{first=} field of the final C{stats} must be the
+first line answered by the tag C{v2}).
+
 Standard library only; loopback only; bounded in time and count.
 """
 
@@ -25,6 +32,7 @@ def main():
     parser.add_argument("--duration", type=float, default=300.0)
     parser.add_argument("--stop-file", required=True)
     parser.add_argument("--pad", type=int, default=200)
+    parser.add_argument("--counted", action="store_true")
     args = parser.parse_args()
     deadline = time.monotonic() + min(args.duration, 1800.0)
     sel = selectors.DefaultSelector()
@@ -34,7 +42,8 @@ def main():
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.connect(("127.0.0.1", args.port))
         s.setblocking(False)
-        c = {"sock": s, "i": i, "sent": 0, "expect": 0, "buf": b"", "out": b"", "errors": [], "stats": None}
+        c = {"sock": s, "i": i, "sent": 0, "expect": 0, "buf": b"", "out": b"", "errors": [], "stats": None,
+             "tags": {}, "first": {}}
         conns.append(c)
         sel.register(s, selectors.EVENT_READ, c)
     print("LINECLIENT READY", flush=True)
@@ -45,8 +54,18 @@ def main():
     def handle(c, line):
         if line.startswith(b"stats "):
             c["stats"] = dict(kv.split("=") for kv in line[6:].decode().split())
+            if "first" in c["stats"] and c["stats"]["first"] != str(c["first"].get("v2", -1)):
+                c["errors"].append(f"first={c['stats']['first']}, first v2 reply {c['first'].get('v2')}")
             return
         n, _, rest = line.partition(b" ")
+        if args.counted:
+            count, _, rest = rest.partition(b" ")
+            tag, _, rest = rest.partition(b" ")
+            tag = tag.decode("ascii", "replace")
+            if count != b"%d" % (c["expect"] + 1):
+                c["errors"].append(f"line {c['expect']} counted {count[:20]!r}")
+            c["tags"][tag] = c["tags"].get(tag, 0) + 1
+            c["first"].setdefault(tag, c["expect"])
         try:
             n = int(n)
         except ValueError:
@@ -118,9 +137,10 @@ def main():
         "error_count": sum(len(c["errors"]) for c in conns),
         "missing_stats": sum(1 for c in conns if c["stats"] is None),
         "stats": [c["stats"] for c in conns][:5],
-        "made": max((int(c["stats"]["made"]) for c in conns if c["stats"]), default=None),
-        "min_hops": min((int(c["stats"]["hops"]) for c in conns if c["stats"]), default=None),
+        "made": max((int(c["stats"]["made"]) for c in conns if "made" in (c["stats"] or ())), default=None),
+        "min_hops": min((int(c["stats"]["hops"]) for c in conns if "hops" in (c["stats"] or ())), default=None),
         "unanswered": sum(c["sent"] - c["expect"] for c in conns),
+        "tags": {t: sum(c["tags"].get(t, 0) for c in conns) for t in {t for c in conns for t in c["tags"]}},
     }
     for c in conns:
         c["sock"].close()

@@ -5,6 +5,11 @@ the server when a client reads slowly.  C{stats} answers with the
 factory's counters, C{pid} with the pid of the process serving the
 connection.  Its adapters live in L{registerAdapters}, beside the
 application, not inside it.
+
+Two lines let a test order events across connections without a delay:
+C{mark NAME} (no reply) records that this connection's earlier lines have
+all been answered (written to the transport); C{await NAME}, on any
+connection, is answered C{marked NAME} once that mark exists.
 """
 
 import os
@@ -31,6 +36,13 @@ class NumberedLine(LineReceiver):
             self.pids.append(os.getpid())
         if line == b"pid":
             self.sendLine(b"pid %d" % os.getpid())
+            return
+        command, _, name = line.partition(b" ")
+        if command == b"mark":
+            self.factory.mark(name)
+            return
+        if command == b"await":
+            self.factory.awaitMark(name, self)
             return
         if line == b"stats":
             self.sendLine(
@@ -61,6 +73,23 @@ class NumberedFactory(ServerFactory):
         self.made = 0
         self.clients = []
         self.shared = {"lines": 0}
+        self.marks = {}
+        self.awaiting = []
+
+    def mark(self, name):
+        self.marks[name] = True
+        waiting, self.awaiting = self.awaiting, []
+        for waiter, wanted in waiting:
+            if wanted == name:
+                waiter.sendLine(b"marked " + name)
+            else:
+                self.awaiting.append((waiter, wanted))
+
+    def awaitMark(self, name, protocol):
+        if name in self.marks:
+            protocol.sendLine(b"marked " + name)
+        else:
+            self.awaiting.append((protocol, name))
 
 
 def registerAdapters(registry):

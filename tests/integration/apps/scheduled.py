@@ -15,8 +15,18 @@ Commands, one per line, each answered with one line:
     SECONDS from now, which sends C{fired PID TIME DEADLINE} to this
     connection and logs C{SCHEDULED FIRED}; answered with
     C{scheduled PID DEADLINE}.
+  - C{when}: the pending call's deadline in this process,
+    C{when PID DEADLINE}, or C{when PID inactive} if it has fired or was
+    cancelled (or none was scheduled).
+  - C{due}: make the pending call come due now (C{DelayedCall.reset(0)}):
+    the test's gate for "the deadline has come", so that no delay has to
+    outlast a takeover; C{due PID DEADLINE} (the deadline it had), or
+    C{due PID inactive} (and nothing fires).
   - C{loop SECONDS}: start the factory's loop, which sends
     C{tick N TIME PID} to every connection each SECONDS; C{looping PID}.
+  - C{loopinfo}: the loop's schedule in this process,
+    C{loopinfo PID STARTTIME INTERVAL NEXT} (C{NEXT}: when its next call
+    is due, or C{none}), all as C{repr} of the floats.
   - C{ballast N}: give the factory N small dictionaries to carry (a
     bigger graph, so a longer freeze); C{ballast PID N}.
   - C{stay}: this connection declines to move in a takeover (it stays,
@@ -81,9 +91,15 @@ class ScheduledLine(LineReceiver):
         elif command == b"schedule":
             deadline = self.factory.schedule(float(argument), self)
             self.sendLine(b"scheduled %d %r" % (pid, deadline))
+        elif command == b"when":
+            self.sendLine(b"when %d %s" % (pid, self.factory.when()))
+        elif command == b"due":
+            self.sendLine(b"due %d %s" % (pid, self.factory.due()))
         elif command == b"loop":
             self.factory.startLoop(float(argument))
             self.sendLine(b"looping %d" % (pid,))
+        elif command == b"loopinfo":
+            self.sendLine(b"loopinfo %d %s" % (pid, self.factory.loopInfo()))
         elif command == b"ballast":
             self.factory.ballast = [{"n": n} for n in range(int(argument))]
             self.sendLine(b"ballast %d %s" % (pid, argument))
@@ -126,6 +142,40 @@ class ScheduledFactory(ServerFactory):
 
         self.pending = reactor.callLater(delay, self.fire, protocol)
         return self.pending.getTime()
+
+    def _active(self):
+        return self.pending is not None and self.pending.active()
+
+    def when(self):
+        """
+        @return: the pending call's deadline, or C{b"inactive"}.
+        """
+        if not self._active():
+            return b"inactive"
+        return b"%r" % (self.pending.getTime(),)
+
+    def due(self):
+        """
+        Make the pending call come due now, if it is still pending.
+
+        @return: the deadline it had, or C{b"inactive"}.
+        """
+        if not self._active():
+            return b"inactive"
+        deadline = self.pending.getTime()
+        self.pending.reset(0)
+        return b"%r" % (deadline,)
+
+    def loopInfo(self):
+        """
+        @return: C{STARTTIME INTERVAL NEXT} of the loop.
+        """
+        loop = self.loop
+        if loop is None:
+            return b"none none none"
+        call = loop.call
+        following = b"%r" % (call.getTime(),) if call is not None and call.active() else b"none"
+        return b"%r %r %s" % (loop.starttime, loop.interval, following)
 
     def fire(self, protocol):
         now = time.time()

@@ -24,8 +24,10 @@ from migrator.console._model import ConsoleModel
 from migrator.console._run import (
     ABORTED,
     COMMITTED,
+    DRY_RUN,
     FAILED_STATE,
     LAUNCHER,
+    PASSED,
     RUNNING,
     CommandError,
     SuccessorRun,
@@ -65,6 +67,30 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(
             takeoverCommand(argv, "refuse"),
             [*BASE[:5], "--unmovable", "refuse", "--takeover", *BASE[5:]],
+        )
+
+    def test_dryRun(self) -> None:
+        """
+        A dry run's command is the takeover's with C{--dry-run} after
+        C{--takeover}; a takeover's command never has it.
+        """
+        self.assertEqual(
+            takeoverCommand(BASE, "drain", ["k1"], dryRun=True),
+            [
+                *BASE[:5],
+                "--takeover",
+                "--dry-run",
+                "--unmovable",
+                "drain",
+                "--select",
+                "k1",
+                *BASE[5:],
+            ],
+        )
+        argv = [*BASE[:5], "--dry-run", *BASE[5:]]
+        self.assertEqual(takeoverCommand(argv), [*BASE[:5], "--takeover", *BASE[5:]])
+        self.assertEqual(
+            takeoverCommand(argv, dryRun=True), [*BASE[:5], "--takeover", "--dry-run", *BASE[5:]]
         )
 
     def test_noMigrate(self) -> None:
@@ -199,6 +225,69 @@ class RunTests(SynchronousTestCase):
         self.assertEqual(process.signals, ["TERM", "KILL"])
         self.run.state = COMMITTED
         self.assertIn("nothing to abort", self.run.abort())
+
+    def dryRun(self) -> SuccessorRun:
+        run = SuccessorRun(
+            self.reactor, ["twistd", "migrate"], None, self.log, self.changed, kind=DRY_RUN
+        )
+        run.start()
+        return run
+
+    def test_dryRunPasses(self) -> None:
+        """
+        A dry run that exits 0 passed; its report (from its first line to
+        the verdict) is kept apart, with the verdict as the message; a
+        "serving" line or a new generation does not commit it.
+        """
+        run = self.dryRun()
+        self.write(
+            "starting\n"
+            "migrate: serving web as generation 4 (pid 5000, Python 3)\n"
+            "dry run against pid 100 (generation 0, Python 3.11.7):\n"
+            "  by class:\n"
+            "    tac:Chat: would move 2\n"
+            "dry run: every connection would move (2 restored here) (exit 0)\n"
+            "Main loop terminated.\n"
+        )
+        self.reactor.advance(0.2)
+        run.committedElsewhere(5)
+        self.assertEqual(run.state, RUNNING)
+        self.reactor.spawned[0][0].processEnded(Failure(ProcessDone(0)))
+        self.assertEqual((run.state, run.exitCode), (PASSED, 0))
+        self.assertEqual(run.message, "every connection would move (2 restored here)")
+        record = run.asDict()
+        self.assertEqual(record["kind"], DRY_RUN)
+        self.assertEqual(
+            record["report"],
+            [
+                "dry run against pid 100 (generation 0, Python 3.11.7):",
+                "  by class:",
+                "    tac:Chat: would move 2",
+                "dry run: every connection would move (2 restored here) (exit 0)",
+            ],
+        )
+        self.assertEqual(len(record["lines"]), 7)
+
+    def test_dryRunFails(self) -> None:
+        """
+        A dry run that exits non-zero failed, with its verdict (or its exit
+        code) as the message; aborting one stops it, and says nothing moved.
+        """
+        run = self.dryRun()
+        self.write("dry run: could not be done: no service answers (exit 1)\n")
+        self.reactor.spawned[0][0].processEnded(Failure(ProcessTerminated(exitCode=1)))
+        self.assertEqual(
+            (run.state, run.message),
+            (FAILED_STATE, "could not be done: no service answers"),
+        )
+        self.assertEqual(len(run.report), 1)
+        run = self.dryRun()
+        self.reactor.spawned[1][0].processEnded(Failure(ProcessTerminated(exitCode=2)))
+        self.assertEqual((run.state, run.message), (FAILED_STATE, "the dry run exited with code 2"))
+        run = self.dryRun()
+        self.assertIn("the dry run was stopped", run.abort())
+        self.assertEqual((run.state, run._process.signals), (ABORTED, ["TERM"]))
+        self.assertIn("nothing to abort: the dry run is aborted", run.abort())
 
     def test_abortedEndsQuietly(self) -> None:
         """
@@ -349,3 +438,18 @@ class ModelTests(SynchronousTestCase):
         self.reactor.advance(1)
         self.assertEqual(run.state, COMMITTED)
         self.assertRaises(CommandError, self.model.startRun, "sometimes", [])
+
+    def test_dryRun(self) -> None:
+        """
+        A dry run starts the same command with C{--dry-run}, logging to a
+        file of its own; no other run starts while it runs.
+        """
+        run = self.model.startRun("close", [], dryRun=True)
+        self.assertEqual(
+            run.argv,
+            ["twistd", "migrate", "--takeover", "--dry-run", "--unmovable", "close", "web"],
+        )
+        self.assertEqual(run.kind, DRY_RUN)
+        self.assertTrue(os.path.basename(run.logPath).startswith("dryrun-"))
+        error = self.assertRaises(CommandError, self.model.startRun, None, [])
+        self.assertIn("a dry run is already running", str(error))

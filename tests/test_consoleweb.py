@@ -50,7 +50,6 @@ PLAN = {
     "takeover_refused": False,
     "ports": [{"key": "tcp:80#0", "address": "0.0.0.0:80", "classes": []}],
     "connections": {},
-    "dry_run": "not available yet",
 }
 
 
@@ -221,7 +220,8 @@ class ConsoleWebTests(SynchronousTestCase):
         )
         self.assertEqual(self.code(written), 200)
         self.assertEqual(
-            json.loads(self.body(written)), {"message": "no takeover was started from this console"}
+            json.loads(self.body(written)),
+            {"message": "no takeover or dry run was started from this console"},
         )
 
     def test_postNeedsJSON(self) -> None:
@@ -234,6 +234,9 @@ class ConsoleWebTests(SynchronousTestCase):
         written = self.post(b"/api/run", {b"x-migrator-token": TOKEN.encode()}, b'{"select": "k1"}')
         self.assertEqual(self.code(written), 400)
         self.assertIn(b"select must be a list", written)
+        written = self.post(b"/api/run", {b"x-migrator-token": TOKEN.encode()}, b'{"dry_run": 1}')
+        self.assertEqual(self.code(written), 400)
+        self.assertIn(b"dry_run must be true or false", written)
 
     def test_planAndGraph(self) -> None:
         """
@@ -385,4 +388,17 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn("2 x refused: not selected to move", text)
         self.assertIn("ids naming nothing open: c9", text)
         self.assertIn("the state would split at 1 object(s)", text)
-        self.assertIn("dry run     not available yet", text)
+        self.assertIn("dry run     none yet", text)
+        self.assertNotIn("dry run", formatPlan(plan))
+        dry = {
+            "at": 0.0,
+            "by": 77,
+            "outcome": "ok",
+            "connections": 2,
+            "message": "every connection would move (2 restored here)",
+            "classes": {"tac:Chat": {"restored": 2, "failed": 0, "staying": 0}},
+        }
+        text = formatPlan(plan, {**STATUS, "last_dry_run": dry})
+        self.assertIn("dry run     ok at ", text)
+        self.assertIn(", by pid 77: 2 connection(s) snapshotted; every connection would move", text)
+        self.assertIn("tac:Chat" + " " * 41 + "restored 2, failed 0, staying 0", text)

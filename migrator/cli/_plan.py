@@ -3,7 +3,8 @@
 C{python -m migrator plan --control PATH [--policy P] [--select IDS]
 [--json]}: what a takeover would do now, per port and per class of
 connection (move, drain, close, or refuse the takeover, with the reasons),
-computed by the running service without starting anything.
+computed by the running service without starting anything; and the last
+dry run against it (C{status}'s C{last_dry_run}).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, TextIO
 from twisted.internet.defer import Deferred
 from twisted.python import usage
 
-from migrator.cli._status import callControl
+from migrator.cli._status import callControl, formatDryRun
 
 POLICIES = ("refuse", "drain", "close")
 OUTCOMES = (("move", "move"), ("drain", "drain"), ("close", "close"), ("refused", "refused"))
@@ -52,7 +53,7 @@ class PlanOptions(usage.Options):
 
 def formatPlan(plan: dict[str, Any], status: dict[str, Any] | None = None) -> str:
     """
-    The plan, for a terminal.
+    The plan, for a terminal, with the last dry run of C{status}.
     """
     lines = []
     if status:
@@ -89,7 +90,8 @@ def formatPlan(plan: dict[str, Any], status: dict[str, Any] | None = None) -> st
         for point in points[:20]:
             held = f" {point['note']}" if point.get("note") else ""
             lines.append(f"    {point['class']}{held} ({point['kind']}, {point['id']})")
-    lines.append(f"dry run     {plan.get('dry_run', 'not available yet')}")
+    if status is not None:
+        lines.extend(formatDryRun(status.get("last_dry_run")))
     if plan.get("truncated"):
         lines.append("(the object graph was too large to walk completely)")
     return "\n".join(lines)
@@ -118,7 +120,8 @@ def runPlan(options: PlanOptions, out: TextIO, err: TextIO) -> int:
         err.write(f"migrator plan: {result['error']}\n")
         return 1
     if options["json"]:
-        out.write(json.dumps(result["plan"], sort_keys=True) + "\n")
+        plan = {**result["plan"], "dry_run": result["status"].get("last_dry_run")}
+        out.write(json.dumps(plan, sort_keys=True) + "\n")
     else:
         out.write(formatPlan(result["plan"], result["status"]) + "\n")
     return 0

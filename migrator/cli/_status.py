@@ -179,17 +179,27 @@ def _formatOperator(status: dict[str, Any]) -> list[str]:
     if status.get("previous_command"):
         lines.append(f"previous    {_command(status['previous_command'])}")
         lines.append(f"            (python -m migrator rollback --control {status.get('control')})")
-    dry = status.get("last_dry_run")
-    if dry:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(dry.get("at") or 0))
-        lines.append(
-            f"dry run     {dry.get('outcome')} at {when}, by pid {dry.get('by')}: "
-            f"{dry.get('connections')} connection(s) snapshotted"
-            + (f"; {dry['message']}" if dry.get("message") else "")
-        )
-        for name, counts in sorted((dry.get("classes") or {}).items()):
-            kinds = ("restored", "failed", "staying")
-            lines.append(f"  {name:<48} " + ", ".join(f"{k} {counts.get(k, 0)}" for k in kinds))
+    if status.get("last_dry_run"):
+        lines.extend(formatDryRun(status["last_dry_run"]))
+    return lines
+
+
+def formatDryRun(dry: Any) -> list[str]:
+    """
+    The last dry run (C{status}'s C{last_dry_run}): when, by which pid,
+    its outcome and its counts per class; C{none yet} if there was none.
+    """
+    if not isinstance(dry, dict):
+        return ["dry run     none yet"]
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(dry.get("at") or 0))
+    lines = [
+        f"dry run     {dry.get('outcome')} at {when}, by pid {dry.get('by')}: "
+        f"{dry.get('connections')} connection(s) snapshotted"
+        + (f"; {dry['message']}" if dry.get("message") else "")
+    ]
+    for name, counts in sorted((dry.get("classes") or {}).items()):
+        kinds = ("restored", "failed", "staying")
+        lines.append(f"  {name:<48} " + ", ".join(f"{k} {counts.get(k, 0)}" for k in kinds))
     return lines
 
 

@@ -31,7 +31,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from migrator.console._run import (
+    DRY_RUN,
     RUNNING,
+    TAKEOVER,
     CommandError,
     SuccessorRun,
     policyOf,
@@ -215,7 +217,6 @@ class ConsoleModel:
             "command_text": shlex.join(argv) if argv else None,
             "command_problem": problem,
             "policy": self.defaultPolicy(),
-            "dry_run": "not available yet",
         }
 
     def defaultPolicy(self) -> str:
@@ -248,24 +249,32 @@ class ConsoleModel:
         except CommandError:
             return None
 
-    def startRun(self, policy: str | None, select: list[str]) -> SuccessorRun:
+    def startRun(self, policy: str | None, select: list[str], dryRun: bool = False) -> SuccessorRun:
         """
         Start a takeover with the successor command (with C{policy} and
-        C{select}, if given).
+        C{select}, if given), or a dry run of it (C{--dry-run} added).
 
         @raise CommandError: if one is running, or no command is known.
         """
         if self.run is not None and self.run.state == RUNNING:
-            raise CommandError(f"a takeover is already running (pid {self.run.pid})")
+            raise CommandError(f"a {self.run.kind} is already running (pid {self.run.pid})")
         if policy is not None and policy not in ("refuse", "drain", "close"):
             raise CommandError("the policy must be refuse, drain or close")
-        argv = takeoverCommand(self.successorArgv(), policy, select)
+        argv = takeoverCommand(self.successorArgv(), policy, select, dryRun)
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.wallClock()))
-        path = os.path.join(self.logDir, f"successor-{stamp}-{os.getpid()}.log")
+        name = "dryrun" if dryRun else "successor"
+        path = os.path.join(self.logDir, f"{name}-{stamp}-{os.getpid()}.log")
         generation = (self.status or {}).get("generation")
         self._runGeneration = generation if isinstance(generation, int) else None
         self._runSeq = 0
-        self.run = SuccessorRun(self._reactor, argv, self._cwd(), path, self._runChanged)
+        self.run = SuccessorRun(
+            self._reactor,
+            argv,
+            self._cwd(),
+            path,
+            self._runChanged,
+            kind=DRY_RUN if dryRun else TAKEOVER,
+        )
         self.run.start()
         return self.run
 
@@ -278,6 +287,6 @@ class ConsoleModel:
         for sink in list(self.sinks):
             sink.send("run", json.dumps(record))
         if run.state != RUNNING and self._loop is not None:
-            # The end of a takeover: look at the service again at once.
+            # The end of a run: look at the service again at once.
             self._signature = None
             self._graphDue = 0.0

@@ -15,6 +15,12 @@ The command: the one given to the console (C{--successor-command}), or
 the running service's own command line (C{/proc/PID/cmdline}, with
 C{--takeover} added after C{migrate}).  C{--unmovable} and C{--select}
 are set after C{migrate} for each run, from what the page asked.
+
+A dry run is the same command with C{--dry-run} added: a staging process
+that tries the code on a snapshot of the service's state and prints a
+report; nothing changes hands.  It passes if it exits 0 (every
+connection would move); its report (from C{dry run against pid ...} to
+the verdict, C{dry run: ... (exit N)}) is kept apart for the page.
 """
 
 from __future__ import annotations
@@ -36,12 +42,20 @@ LAUNCHER = "import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])"
 #: What a successor logs once it serves, and when its takeover failed.
 SERVING = re.compile(r"migrate: serving .* as generation (?P<generation>\d+) \(pid (?P<pid>\d+)")
 FAILED = re.compile(r"migrate: takeover failed at step (?P<step>\S+): (?P<reason>.*)")
+#: The first line of a dry run's report, and its verdict (the last).
+REPORT = re.compile(r"^dry run(?: against pid \d+|: could not be done)")
+VERDICT = re.compile(r"^dry run: (?P<summary>.*) \(exit (?P<code>\d+)\)$")
+
+TAKEOVER = "takeover"
+DRY_RUN = "dry run"
 
 IDLE = "idle"
 RUNNING = "running"
 COMMITTED = "committed"
 FAILED_STATE = "failed"
 ABORTED = "aborted"
+#: A dry run that exited 0: every connection would move.
+PASSED = "passed"
 
 #: How many lines of the successor's output are kept for the page.
 MAX_LINES = 2000
@@ -75,12 +89,16 @@ def serviceCommand(pid: int, proc: str = "/proc") -> tuple[list[str], str]:
 
 
 def takeoverCommand(
-    argv: Sequence[str], policy: str | None = None, select: Sequence[str] = ()
+    argv: Sequence[str],
+    policy: str | None = None,
+    select: Sequence[str] = (),
+    dryRun: bool = False,
 ) -> list[str]:
     """
     C{argv} (a C{twistd ... migrate ...} command) as a successor's: with
     C{--takeover}, and C{--unmovable POLICY} and C{--select IDS} (if given)
-    right after C{migrate}, instead of any it had.
+    right after C{migrate}, instead of any it had; with C{--dry-run} if
+    C{dryRun} (and without it if not).
 
     @raise CommandError: if there is no C{migrate} in it.
     """
@@ -99,10 +117,14 @@ def takeoverCommand(
         if name in ("--select", "--unmovable") and (policy is not None or name == "--select"):
             skip = "=" not in arg
             continue
+        if arg == "--dry-run":
+            continue
         cleaned.append(arg)
     extra: list[str] = []
     if "--takeover" not in cleaned:
         extra.append("--takeover")
+    if dryRun:
+        extra.append("--dry-run")
     if policy is not None:
         extra += ["--unmovable", policy]
     if select:
@@ -133,9 +155,10 @@ class _Child(protocol.ProcessProtocol):
 @attrs.define(eq=False)
 class SuccessorRun:
     """
-    One takeover run by the console.
+    One takeover (or dry run: C{kind}) run by the console.
 
     @ivar onChange: called whenever the state changes or output arrives.
+    @ivar report: a dry run's report lines, as it printed them.
     """
 
     _reactor: Any
@@ -144,12 +167,14 @@ class SuccessorRun:
     logPath: str
     onChange: Callable[[], None]
     env: dict[str, str] | None = None
+    kind: str = TAKEOVER
     state: str = IDLE
     pid: int | None = None
     exitCode: int | None = None
     message: str = ""
     lines: deque[tuple[int, str]] = attrs.field(factory=lambda: deque(maxlen=MAX_LINES))
     seq: int = 0
+    report: deque[str] = attrs.field(factory=lambda: deque(maxlen=MAX_LINES))
     _process: Any = None
     _offset: int = 0
     _partial: bytes = b""
@@ -205,6 +230,9 @@ class SuccessorRun:
     def _line(self, line: str) -> None:
         self.seq += 1
         self.lines.append((self.seq, line))
+        if self.kind == DRY_RUN:
+            self._reportLine(line)
+            return
         if self.state != RUNNING:
             return
         serving = SERVING.search(line)
@@ -216,28 +244,42 @@ class SuccessorRun:
         if failed:
             self.message = f"takeover failed at step {failed['step']}: {failed['reason']}"
 
+    def _reportLine(self, line: str) -> None:
+        if REPORT.match(line):
+            self.report.clear()
+            self.report.append(line)
+        elif self.report and not VERDICT.match(self.report[-1]):
+            self.report.append(line)
+        verdict = VERDICT.match(line)
+        if verdict and self.state == RUNNING:
+            self.message = verdict["summary"]
+
     def committedElsewhere(self, generation: int) -> None:
         """
         The service's status shows a new generation while this run is
         running (a successor that daemonized serves under another pid).
         """
-        if self.state == RUNNING:
+        if self.state == RUNNING and self.kind == TAKEOVER:
             self.state = COMMITTED
             self.message = f"committed: generation {generation} serves"
             self.onChange()
 
     def abort(self) -> str:
         """
-        Stop the successor if its takeover has not committed.
+        Stop the successor if its takeover has not committed (or the
+        staging process of a dry run).
 
         @return: what was done, for the page.
         """
         if self.state != RUNNING or self._process is None:
-            return f"nothing to abort: the takeover is {self.state}"
+            return f"nothing to abort: the {self.kind} is {self.state}"
         self.state = ABORTED
-        self.message = (
-            "aborted from the console: the successor was stopped; the incumbent rolls back"
-        )
+        if self.kind == DRY_RUN:
+            self.message = "aborted from the console: the dry run was stopped; nothing changed"
+        else:
+            self.message = (
+                "aborted from the console: the successor was stopped; the incumbent rolls back"
+            )
         self._signal("TERM")
         self._kill = IReactorTime(self._reactor).callLater(5.0, self._signal, "KILL")
         self.onChange()
@@ -264,7 +306,10 @@ class SuccessorRun:
             self._partial = b""
         if self._tail is not None and self._tail.running:
             self._tail.stop()
-        if self.state == RUNNING:
+        if self.state == RUNNING and self.kind == DRY_RUN:
+            self.state = PASSED if code == 0 else FAILED_STATE
+            self.message = self.message or f"the dry run exited with code {code}"
+        elif self.state == RUNNING:
             if code == 0:
                 self.message = self.message or "the successor exited (0) before serving"
             else:
@@ -279,6 +324,7 @@ class SuccessorRun:
         The run for the page, with the output lines after C{since}.
         """
         return {
+            "kind": self.kind,
             "state": self.state,
             "pid": self.pid,
             "argv": self.argv,
@@ -288,4 +334,5 @@ class SuccessorRun:
             "message": self.message,
             "seq": self.seq,
             "lines": [[n, line] for n, line in self.lines if n > since],
+            "report": list(self.report),
         }

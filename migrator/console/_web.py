@@ -9,8 +9,10 @@ L{migrator.console._security.Guard}:
     /api/state        the latest of each event, as one JSON object
     /api/plan         GET ?policy=P&select=IDS: the plan (read-only)
     /api/graph        GET ?expand=IDS: the object graph (read-only)
-    /api/run          POST {"policy": P, "select": [IDS]}: start a takeover
-    /api/abort        POST {}: stop the successor of the takeover in flight
+    /api/run          POST {"policy": P, "select": [IDS], "dry_run": B}: start
+                      a takeover, or (C{dry_run} true) a dry run of it
+    /api/abort        POST {}: stop the successor of the takeover (or the
+                      staging process of the dry run) in flight
 
 Answers are JSON; a refused request gets a short plain-text reason.
 """
@@ -332,11 +334,14 @@ class _Run(_Answer):
             body = _body(request)
             select = body.get("select") or []
             policy = body.get("policy")
+            dryRun = body.get("dry_run", False)
+            if not isinstance(dryRun, bool):
+                raise ValueError("dry_run must be true or false")
             if not isinstance(select, list) or not all(isinstance(i, str) for i in select):
                 raise ValueError("select must be a list of ids")
             if policy is not None and not isinstance(policy, str):
                 raise ValueError("policy must be a string")
-            return self.model.startRun(policy, select).asDict()
+            return self.model.startRun(policy, select, dryRun).asDict()
 
         return self.answer(request, start)
 
@@ -350,7 +355,7 @@ class _Abort(_Answer):
         async def abort() -> Any:
             _body(request)
             if self.model.run is None:
-                return {"message": "no takeover was started from this console"}
+                return {"message": "no takeover or dry run was started from this console"}
             return {"message": self.model.run.abort()}
 
         return self.answer(request, abort)

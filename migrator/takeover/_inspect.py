@@ -26,8 +26,6 @@ from migrator.state._plan import POLICIES
 from migrator.state._report import graphReport, planReport
 from migrator.state._summary import ObjectGraph, describeConnection, summarizeGraph
 
-#: What a plan says of the dry run (issue 10 is to bring it).
-DRY_RUN = "not available yet"
 #: The most ids a selection or an expansion may name.
 MAX_TOKENS = 100_000
 
@@ -118,7 +116,6 @@ def inspectPlan(
         if key not in {p["key"] for p in report["ports"]}:
             report["ports"].append({"key": key, "address": address, "classes": []})
     report["ports"].sort(key=lambda p: p["key"])
-    report["dry_run"] = DRY_RUN
     report["truncated"] = tokens is not None and graph.truncated
     return report
 

@@ -7,7 +7,9 @@ documentation's chat, with adapters, and web keep-alive connections, from
 L{tests/integration/apps/console.tac}); the page shows the lineage, the
 counts per class and the graph's components, with no JavaScript error;
 choosing the chat's component changes the plan; a takeover started from
-the page completes live and moves exactly what was chosen.
+the page completes live and moves exactly what was chosen; a dry run
+started from the page completes live with its report, and the service's
+record of it then shows on the page.
 
 Screenshots (PNG) go to C{$MIGRATOR_SCREENSHOTS} if set, else to the
 test's temporary directory.  Every wait is for a condition, bounded.
@@ -220,6 +222,53 @@ class ConsoleTests(TestCase):
         self.assertEqual(record["last_takeover"]["outcome"], "abandoned")
         self.assertIsNone(record["takeover"])
         self.shot("aborted")
+        self.assertEqual(self.severe(), [])
+
+    def test_dryRun(self) -> None:
+        """
+        A dry run started from the page (the same successor command with
+        C{--dry-run}) completes live with exit 0 and its report per class;
+        the page then shows the service's C{last_dry_run}, by that pid; the
+        service still serves as generation 0, with nothing moved.
+        """
+        from selenium.webdriver.common.by import By
+
+        incumbent = self.startService()
+        chatPort = int(incumbent.waitFor(CHAT_PORT, STEP)["port"])
+        alice = ChatClient(self, chatPort, "alice").join()
+        bob = ChatClient(self, chatPort, "bob").join()
+        self.openConsole(incumbent)
+        self.wait(lambda d: "none yet" in self.text("#dry-run"), "no dry run said none yet")
+        self.wait(lambda d: d.find_element(By.ID, "dry").is_enabled(), "no successor command")
+        self.browser.find_element(By.ID, "dry").click()
+        self.wait(
+            lambda d: d.find_element(By.ID, "run-state").get_attribute("data-state") == "passed",
+            "the dry run did not pass",
+        )
+        pid = int(self.js("return window.migratorConsole.state.run.pid"))
+        self.assertEqual(
+            self.js("return window.migratorConsole.state.run.argv").count("--dry-run"), 1
+        )
+        runState = self.text("#run-state")
+        self.assertIn(f"dry run by pid {pid}: passed (exit 0)", runState)
+        report = self.text("#run-report")
+        self.assertIn(f"dry run against pid {incumbent.pid}", report)
+        self.assertIn(f"{CHAT}: would move 2", report)
+        self.assertIn("dry run: every connection would move (2 restored here) (exit 0)", report)
+        self.wait(
+            lambda d: d.find_element(By.ID, "dry-run").get_attribute("data-by") == str(pid),
+            "the service's record of the dry run never showed",
+        )
+        shown = self.text("#dry-run")
+        self.assertIn("last dry run: ok at ", shown)
+        self.assertIn(f"by pid {pid}: 2 connection(s) snapshotted", shown)
+        self.assertIn("Chat: restored 2, failed 0, staying 0", shown)
+        record = status(self.control)
+        self.assertEqual((record["pid"], record["generation"]), (incumbent.pid, 0))
+        self.assertIsNone(record["last_takeover"])
+        self.assertEqual(record["last_dry_run"]["by"], pid)
+        self.shot("dry-run")
+        alice.say("still here?", [bob])
         self.assertEqual(self.severe(), [])
 
     def test_console(self) -> None:

@@ -103,7 +103,28 @@
     var takeover = s.takeover;
     $("progress").textContent = takeover ? ("incumbent: takeover by pid " + takeover.successor_pid +
       " at step " + takeover.step + ", " + takeover.elapsed.toFixed(1) + " s") : "";
+    renderDryRun(s.last_dry_run);
     renderRunButtons();
+  }
+
+  function renderDryRun(dry) {
+    var box = $("dry-run");
+    clear(box);
+    if (!dry) {
+      box.textContent = "last dry run: none yet";
+      box.setAttribute("data-outcome", "");
+      return;
+    }
+    box.setAttribute("data-outcome", dry.outcome);
+    box.setAttribute("data-by", String(dry.by));
+    box.appendChild(el("div", { cls: "summary " + (dry.outcome === "ok" ? "good" : "bad"),
+      text: "last dry run: " + dry.outcome + " at " + when(dry.at) + ", by pid " + dry.by + ": " +
+        dry.connections + " connection(s) snapshotted" + (dry.message ? " \u2014 " + dry.message : "") }));
+    Object.keys(dry.classes || {}).sort().forEach(function (name) {
+      var c = dry.classes[name];
+      box.appendChild(el("div", { "data-class": name, text: short(name) + ": restored " + (c.restored || 0) +
+        ", failed " + (c.failed || 0) + ", staying " + (c.staying || 0), title: name }));
+    });
   }
 
   // -- plan ------------------------------------------------------------------------
@@ -143,7 +164,6 @@
     $("plan-summary").textContent = planSummary(plan);
     $("plan-summary").className = "summary " + (plan.takeover_refused ? "bad" : "good");
     planRows($("plan").tBodies[0], plan);
-    $("dry-run").textContent = "dry run: " + (plan.dry_run || "not available yet");
   }
 
   function refreshPlan() {
@@ -453,7 +473,9 @@
 
   function renderRun(run) {
     if (!run) { return; }
-    if (!state.run || run.pid !== state.run.pid) { state.runSeq = 0; clear($("run-log")); }
+    if (!state.run || run.pid !== state.run.pid) {
+      state.runSeq = 0; clear($("run-log")); clear($("run-report"));
+    }
     state.run = run;
     var log = $("run-log");
     run.lines.forEach(function (l) {
@@ -461,11 +483,15 @@
     });
     while (log.childNodes.length > 2000) { log.removeChild(log.firstChild); }
     log.scrollTop = log.scrollHeight;
-    $("run-state").textContent = "takeover by pid " + run.pid + ": " + run.state +
+    var kind = run.kind || "takeover";
+    $("run-state").textContent = kind + " by pid " + run.pid + ": " + run.state +
+      (run.exit !== null && run.exit !== undefined ? " (exit " + run.exit + ")" : "") +
       (run.message ? " \u2014 " + run.message : "");
-    $("run-state").className = "summary " + (run.state === "committed" ? "good" :
+    $("run-state").className = "summary " + (run.state === "committed" || run.state === "passed" ? "good" :
       (run.state === "running" ? "" : "bad"));
     $("run-state").setAttribute("data-state", run.state);
+    $("run-state").setAttribute("data-kind", kind);
+    $("run-report").textContent = (run.report || []).join("\n");
     renderRunButtons();
   }
 
@@ -473,18 +499,21 @@
     var running = state.run && state.run.state === "running";
     var command = state.status && state.status.console && state.status.console.command;
     $("start").disabled = !!running || !command;
+    $("dry").disabled = !!running || !command;
     $("abort").disabled = !running;
     var chosen = state.selectionPlan ? state.selectionPlan.selection.selected + " connection(s)" :
       state.selection.length + " id(s)";
     var extra = " (--unmovable " + $("policy").value +
       (state.selection.length ? ", " + chosen + " selected" : "") + ")";
     $("start").textContent = "start takeover" + extra;
+    $("dry").textContent = "dry run" + extra;
   }
 
-  function start() {
+  function start(dryRun) {
     $("start").disabled = true;
-    post("/api/run", { policy: $("policy").value, select: state.selection }).then(renderRun)
-      .catch(function (e) { showProblem(e); renderRunButtons(); });
+    $("dry").disabled = true;
+    post("/api/run", { policy: $("policy").value, select: state.selection, dry_run: dryRun })
+      .then(renderRun).catch(function (e) { showProblem(e); renderRunButtons(); });
   }
 
   function abort() {
@@ -523,7 +552,8 @@
   $("fit").addEventListener("click", function () { if (cy) { fit(); } });
   $("zoom-in").addEventListener("click", function () { if (cy) { cy.zoom(cy.zoom() * 1.3); } });
   $("zoom-out").addEventListener("click", function () { if (cy) { cy.zoom(cy.zoom() / 1.3); } });
-  $("start").addEventListener("click", start);
+  $("start").addEventListener("click", function () { start(false); });
+  $("dry").addEventListener("click", function () { start(true); });
   $("abort").addEventListener("click", abort);
   window.migratorConsole = { state: state, cy: function () { return cy; }, toggle: toggle };
   connect();

@@ -97,6 +97,16 @@ class InstanceAdapter:
     #: (see L{migrator.interfaces.IDrainable}) does so harmlessly.
     drainsHarmlessly: bool = False
 
+    @property
+    def plainAttributes(self) -> frozenset[str] | None:
+        """
+        C{exclude}, unless a subclass captures differently: then C{None}.
+        A set here tells the graph writer that C{capture(obj)} is the
+        instance dictionary minus these names, which it then reads without
+        copying (see L{migrator.state._graph.GraphWriter}).
+        """
+        return self.exclude if type(self).capture is InstanceAdapter.capture else None
+
     def capture(self, obj: Any) -> dict[str, Any]:
         exclude = self.exclude
         if not hasattr(obj, "__dict__") or _slotted(type(obj)):  # type: ignore[arg-type]

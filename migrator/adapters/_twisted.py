@@ -15,6 +15,13 @@ process's registry (see L{migrator.adapters.defaultRegistry}).
     realm's users and groups (L{migrator.adapters._words}).
   - C{twisted.protocols.ftp}: an FTP session never moves; it stays and
     drains harmlessly (sessions are independent of each other).
+
+All but C{io.BytesIO}'s are registered only once the process has imported
+the Twisted module they are for (L{AdapterRegistry.registerWhenImported}):
+a process that serves no web, manhole, IRC or FTP never imports
+C{twisted.web}, C{twisted.conch} (and C{cryptography}), C{twisted.words} or
+C{twisted.protocols.ftp} (which imports and installs the global reactor)
+for them.
 """
 
 from __future__ import annotations
@@ -23,10 +30,8 @@ import io
 from typing import Any
 
 import attrs
-from twisted.protocols import ftp, portforward
 from zope.interface import implementer
 
-from migrator.adapters import _web
 from migrator.interfaces import IAdapter
 from migrator.state._registry import AdapterRegistry, InstanceAdapter, factoryAdapter
 
@@ -81,21 +86,48 @@ FTP_STAYS = (
 
 def registerAdapters(registry: AdapterRegistry) -> None:
     """
-    Register migrator's adapters for Twisted's classes in C{registry}.
+    Register migrator's adapters for Twisted's classes in C{registry}
+    (most of them once their module is imported: see the module
+    docstring).
     """
     registry.register(BytesIOAdapter())
+    # (Not "twisted.words": twistd imports twisted.words.iwords for its
+    # plugin list, in every process.)
+    registry.registerWhenImported("twisted.protocols.portforward", _registerPortforward)
+    registry.registerWhenImported("twisted.web.http", _registerWeb)
+    registry.registerWhenImported("twisted.protocols.ftp", _registerFTP)
+    registry.registerWhenImported("twisted.conch", _registerManhole)
+    registry.registerWhenImported("twisted.words.service", _registerWords)
+
+
+def _registerPortforward(registry: AdapterRegistry) -> None:
+    from twisted.protocols import portforward
+
     registry.register(_ProxyAdapter(portforward.ProxyServer))
     registry.register(_ProxyAdapter(portforward.ProxyClient))
     registry.register(factoryAdapter(portforward.ProxyFactory, keep=("host", "port")))
     registry.register(InstanceAdapter(portforward.ProxyClientFactory))
+
+
+def _registerWeb(registry: AdapterRegistry) -> None:
+    from migrator.adapters import _web
+
     _web.registerAdapters(registry)
+
+
+def _registerFTP(registry: AdapterRegistry) -> None:
+    from twisted.protocols import ftp
+
     registry.registerDraining(ftp.FTP, FTP_STAYS)
-    # Imported here: twisted.conch costs an import of cryptography, which
-    # only processes that build a registry need.
+
+
+def _registerManhole(registry: AdapterRegistry) -> None:
     from migrator.adapters import _manhole
 
     _manhole.registerAdapters(registry)
-    # Imported here too: twisted.words brings the IRC protocol module.
+
+
+def _registerWords(registry: AdapterRegistry) -> None:
     from migrator.adapters import _words
 
     _words.registerAdapters(registry)

@@ -50,13 +50,6 @@ _log = Logger()
 _FAR = 10.0**9
 
 
-def _family(transport: Any) -> int:
-    try:
-        return int(transport.socket.family)
-    except (AttributeError, OSError):
-        return socket.AF_INET
-
-
 def _methodName(method: types.MethodType) -> str | None:
     """
     The attribute name that gives C{method} back from its object (the
@@ -246,7 +239,7 @@ class _CaptureHooks:
         ident, _ = writer.rememberSpecial(t)
         index = len(self.transports)
         self.transports.append(t)
-        family = _family(t)
+        family = int(t.socket.family)
         try:
             peer = t.socket.getpeername()
         except OSError:

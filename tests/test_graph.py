@@ -990,10 +990,14 @@ class SegmentRefusalTests(SynchronousTestCase):
 
     def test_segmentAnAtom(self) -> None:
         """
-        A segment may hold an atom (the reader does not care what was cut).
+        A segment may hold an atom or a reference (the reader does not care
+        what was cut).
         """
         node = ("S", [5], ("l", 0, [("g", 0)]))
         self.assertEqual(GraphReader(lambda n: None).read(node), [5])
+        node = ("S", [("r", 0)], ("l", 0, [("g", 0)]))
+        result = GraphReader(lambda n: None).read(node)
+        self.assertIs(result[0], result)
 
 
 class Slotted:

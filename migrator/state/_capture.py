@@ -61,13 +61,6 @@ _log = Logger()
 _FAR = 10.0**9
 
 
-def _family(transport: Any) -> int:
-    try:
-        return int(transport.socket.family)
-    except (AttributeError, OSError):
-        return socket.AF_INET
-
-
 def ungated(function: Any) -> Any:
     """
     The function a restored scheduled call was made with, if C{function}
@@ -302,7 +295,7 @@ class _CaptureHooks:
         ident, _ = writer.rememberSpecial(t)
         index = len(self.transports)
         self.transports.append(t)
-        family = _family(t)
+        family = int(t.socket.family)
         try:
             peer = t.socket.getpeername()
         except OSError:

@@ -259,9 +259,6 @@ class GraphReader:
             raise GraphError(f"malformed node of type {kind.__name__}")
         tag = node[0]
         try:
-            if tag == "r":
-                add(self._memo[node[1]])
-                return
             while tag == "g":
                 node, depth = self._segment(node), 0
                 if type(node) in _ATOMSET:
@@ -270,6 +267,9 @@ class GraphReader:
                 if type(node) is not tuple or not node:
                     raise GraphError(f"malformed segment of type {type(node).__name__}")
                 tag = node[0]
+            if tag == "r":
+                add(self._memo[node[1]])
+                return
             if depth >= _MAX_NESTING:
                 raise GraphError("the graph is nested too deeply to read")
             depth += 1

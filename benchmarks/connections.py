@@ -4,9 +4,13 @@ bytes of state each) move from an incumbent to a successor, measured side
 by side with the floor (raw socket.send_fds in 253-fd batches + pickling
 equivalent state + adopting every socket), in one run.
 
-    PYTHONPATH=. python benchmarks/connections.py [--counts 1000,10000] [--json-out FILE]
+    PYTHONPATH=. python benchmarks/connections.py [--connections 1000,10000,19900]
+        [--repeat R] [--json-out FILE]
 
-Prints one JSON object.  Loopback only; every wait is bounded.
+Prints one JSON object: every run, and per size the range (min-max over
+the runs) of the microseconds per connection spent capturing, restoring,
+and moving the same sockets at the floor.  Loopback only; every wait is
+bounded.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ import os
 import pickle
 import platform
 import re
+import resource
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+from itertools import count as _counter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -49,6 +55,7 @@ FROZE = re.compile(
 )
 RESTORED = re.compile(r"restored (?P<count>\d+) connection\(s\) from \d+ bytes of state in (?P<ms>[\d.]+) ms")
 COMMITTED = re.compile(r"the whole takeover took (?P<ms>[\d.]+) ms")
+_serial = _counter(1)
 
 
 def peakRSS(pid: int) -> int | None:
@@ -89,7 +96,7 @@ def check(process: subprocess.Popen) -> dict:
 
 
 def takeover(count: int, work: str) -> dict:
-    control = os.path.join(work, f"ctl{count}")
+    control = os.path.join(work, f"ctl{count}-{next(_serial)}")
     options = ["--adapters", "benchmarks.apps.idle", "--drain-timeout", "60"]
     incumbent = startMigrate(control, ["--tac", TAC], migrateOptions=options, cwd=ROOT)
     successor = None
@@ -149,7 +156,7 @@ def floor(count: int, work: str) -> dict:
         while len(accepted) < count:
             accepted.append(listener.accept()[0])
         waitReady(held)
-        path = os.path.join(work, f"floor{count}")
+        path = os.path.join(work, f"floor{count}-{next(_serial)}")
         spawned = time.time()
         receiver = ServiceProcess([sys.executable, FLOOR, path], env=childEnvironment(), name="floor")
         try:
@@ -181,33 +188,116 @@ def floor(count: int, work: str) -> dict:
         listener.close()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--counts", default="1000,10000")
-    parser.add_argument("--json-out")
-    args = parser.parse_args()
-    counts = [min(int(c), 12000) for c in args.counts.split(",")]
-    work = tempfile.mkdtemp(prefix="migrator-bench-")
-    os.chmod(work, 0o700)
-    results = []
-    for count in counts:
-        t = takeover(count, work)
-        f = floor(count, work)
-        results.append(
+#: Descriptors each process needs beside the N connections (listening
+#: sockets, the control socket and channel, pipes, epoll, imports).
+_HEADROOM = 100
+
+
+def maxConnections() -> int:
+    """
+    The most connections one process can hold here: every process of the
+    benchmark (client, incumbent, successor, floor) holds N sockets.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        # Raise the soft limit for this process and its children.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0] - _HEADROOM
+
+
+def perConnection(t: dict, f: dict) -> dict:
+    """
+    Microseconds per connection: the takeover's capture and restore, and
+    the floor's transfer (send_fds + pickle + adopt, no process start).
+    """
+    n = t["connections"]
+    return {
+        "capture_us": round(t["capture_ms"] * 1000 / n, 1),
+        "restore_us": round(t["restore_ms"] * 1000 / n, 1),
+        "floor_transfer_us": round(f["transfer_s"] * 1e6 / n, 1),
+    }
+
+
+def summary(results: list) -> list:
+    """
+    Per size, the range (min, max) of each per-connection figure and of
+    the totals over the runs.
+    """
+    out = []
+    for count in sorted({r["connections"] for r in results}):
+        runs = [r for r in results if r["connections"] == count]
+
+        def span(get, runs=runs):
+            values = [get(r) for r in runs]
+            return [min(values), max(values)]
+
+        out.append(
             {
                 "connections": count,
-                "takeover": t,
-                "floor": f,
-                "ratio_total_to_floor_with_start": round(t["total_s"] / f["with_process_start_s"], 2),
-                "ratio_freeze_max_to_floor_transfer": round(
-                    t["freeze_ms"]["max"] / 1000 / f["transfer_s"], 2
+                "runs": len(runs),
+                "capture_us_per_connection": span(lambda r: r["per_connection"]["capture_us"]),
+                "restore_us_per_connection": span(lambda r: r["per_connection"]["restore_us"]),
+                "floor_transfer_us_per_connection": span(
+                    lambda r: r["per_connection"]["floor_transfer_us"]
+                ),
+                "freeze_max_ms": span(lambda r: r["takeover"]["freeze_ms"]["max"]),
+                "total_s": span(lambda r: r["takeover"]["total_s"]),
+                "floor_with_process_start_s": span(lambda r: r["floor"]["with_process_start_s"]),
+                "successor_peak_rss_mb": span(lambda r: r["takeover"]["successor_peak_rss_mb"] or 0),
+                "all_answered_by_successor": all(
+                    r["takeover"]["answered_by_successor"] == count for r in runs
                 ),
             }
         )
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--connections",
+        "--counts",
+        dest="connections",
+        default="1000,10000",
+        help=f"comma-separated sizes (at most the open-file limit minus {_HEADROOM})",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per size (at most 10)")
+    parser.add_argument("--json-out")
+    args = parser.parse_args()
+    limit = maxConnections()
+    counts = []
+    for c in args.connections.split(","):
+        if int(c) > limit:
+            print(f"{c} connections do not fit under the open-file limit: using {limit}", file=sys.stderr)
+        counts.append(min(int(c), limit))
+    repeat = max(1, min(args.repeat, 10))
+    work = tempfile.mkdtemp(prefix="migrator-bench-")
+    os.chmod(work, 0o700)
+    results = []
+    for run in range(repeat):
+        for count in counts:
+            print(f"run {run + 1}/{repeat}: {count} connections", file=sys.stderr, flush=True)
+            t = takeover(count, work)
+            f = floor(count, work)
+            results.append(
+                {
+                    "connections": count,
+                    "run": run + 1,
+                    "load_average": list(os.getloadavg()),
+                    "takeover": t,
+                    "floor": f,
+                    "per_connection": perConnection(t, f),
+                    "ratio_total_to_floor_with_start": round(t["total_s"] / f["with_process_start_s"], 2),
+                    "ratio_freeze_max_to_floor_transfer": round(
+                        t["freeze_ms"]["max"] / 1000 / f["transfer_s"], 2
+                    ),
+                }
+            )
     out = {
         "benchmark": "connections",
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
+        "summary": summary(results),
         "results": results,
     }
     text = json.dumps(out, indent=2)

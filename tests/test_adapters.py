@@ -462,6 +462,133 @@ class AdapterRegistryTests(SynchronousTestCase):
         self.assertRaises(ImportError, AdapterRegistry().loadModule, "migrator_test_no_such_module")
 
 
+class RegisterWhenImportedTests(SynchronousTestCase):
+    """
+    L{AdapterRegistry.registerWhenImported}: adapters registered once their
+    module is imported, the first time the registry is asked.
+    """
+
+    def setUp(self) -> None:
+        self.calls: list[str] = []
+
+    def later(self, adapter: Any) -> Any:
+        def register(registry: AdapterRegistry) -> None:
+            self.calls.append("register")
+            registry.register(adapter)
+
+        return register
+
+    def test_notImported(self) -> None:
+        """
+        While the module is not imported, the adapters are not registered,
+        and the function is not called.
+        """
+        registry = AdapterRegistry()
+        registry.registerWhenImported("migrator_test_never_imported", self.later(InstanceAdapter(Counter)))
+        self.assertIsNone(registry.adapterFor(Counter))
+        self.assertIsNone(registry.adapterNamed(typeName(Counter)))
+        self.assertEqual(registry.typeNames(), [])
+        self.assertEqual(self.calls, [])
+
+    def test_imported(self) -> None:
+        """
+        Once the module is imported, the first question registers the
+        adapters (once): by class, by name, or the list of names.
+        """
+        for ask in (
+            lambda r: r.adapterFor(Counter),
+            lambda r: r.adapterNamed(typeName(Counter)),
+            lambda r: r.typeNames() and r.adapterFor(Counter),
+        ):
+            del self.calls[:]
+            registry = AdapterRegistry()
+            adapter = InstanceAdapter(Counter)
+            registry.registerWhenImported("migrator_test_lazy", self.later(adapter))
+            self.assertIsNone(registry.adapterFor(Counter))
+            _module(self, "migrator_test_lazy")
+            self.assertIs(ask(registry), adapter)
+            self.assertIs(registry.adapterFor(Counter), adapter)
+            self.assertEqual(registry.typeNames(), [typeName(Counter)])
+            self.assertEqual(self.calls, ["register"])
+            sys.modules.pop("migrator_test_lazy")
+
+    def test_neverReplaces(self) -> None:
+        """
+        What is registered when the module is imported replaces no adapter
+        registered otherwise, before or after it was put off, for the same
+        class or type name; it may replace its own.
+        """
+        before, after = InstanceAdapter(Counter), InstanceAdapter(Plain)
+        lazyCounter, lazyPlain = InstanceAdapter(Counter), InstanceAdapter(Plain)
+        first, second = InstanceAdapter(Factory), InstanceAdapter(Factory)
+        clash = InstanceAdapter(Slotted, typeName=typeName(Plain))
+
+        def register(registry: AdapterRegistry) -> None:
+            registry.register(lazyCounter)
+            registry.register(lazyPlain)
+            registry.register(clash)
+            registry.register(first)
+            registry.register(second)
+
+        registry = AdapterRegistry()
+        registry.register(before)
+        registry.registerWhenImported("migrator_test_lazy_ranked", register)
+        registry.register(after)
+        _module(self, "migrator_test_lazy_ranked")
+        self.assertIs(registry.adapterFor(Factory), second)
+        self.assertIs(registry.adapterFor(Counter), before)
+        self.assertIs(registry.adapterNamed(typeName(Counter)), before)
+        self.assertIs(registry.adapterFor(Plain), after)
+        self.assertIs(registry.adapterNamed(typeName(Plain)), after)
+        self.assertIsNone(registry.adapterFor(Slotted))
+
+    def test_failureLogged(self) -> None:
+        """
+        A registration that fails is logged, not raised, and not tried
+        again; its adapters are missing.
+        """
+
+        def register(registry: AdapterRegistry) -> None:
+            self.calls.append("register")
+            raise ImportError("no such thing")
+
+        registry = AdapterRegistry()
+        registry.registerWhenImported("migrator_test_lazy_broken", register)
+        _module(self, "migrator_test_lazy_broken")
+        self.assertIsNone(registry.adapterFor(Counter))
+        self.assertIsNone(registry.adapterFor(Counter))
+        self.assertEqual(self.calls, ["register"])
+        self.assertEqual(len(self.flushLoggedErrors(ImportError)), 1)
+
+    def test_defaultRegistryImportsLittle(self) -> None:
+        """
+        A process that builds the default registry (as every C{twistd
+        migrate} does) imports none of C{twisted.web}, C{twisted.conch},
+        C{twisted.words}, C{twisted.protocols.ftp} or the global reactor
+        for it; asked about a C{twisted.web} class once C{twisted.web} is
+        imported, it has its adapter.
+        """
+        code = (
+            "import sys\n"
+            "from migrator.adapters import defaultRegistry\n"
+            "r = defaultRegistry()\n"
+            "heavy = ['twisted.web', 'twisted.conch', 'twisted.words',\n"
+            "         'twisted.protocols.ftp', 'twisted.internet.reactor']\n"
+            "print(sorted(m for m in heavy if m in sys.modules))\n"
+            "from twisted.web import http\n"
+            "print(r.adapterFor(http.HTTPChannel) is not None)\n"
+        )
+        import os
+        import subprocess
+
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, PYTHONPATH=root)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root, timeout=60
+        )
+        self.assertEqual(out.stdout.split("\n")[:2], ["[]", "True"], out.stderr)
+
+
 class Undeclared:
     """
     Has every member of an adapter, but does not declare L{IAdapter}.
@@ -656,11 +783,17 @@ class OptionalInterfacesTests(SynchronousTestCase):
 
     def test_declared(self) -> None:
         """
-        Every adapter of the default registry provides L{IAdapter}, and
+        Every adapter of the default registry (once the Twisted modules
+        it has adapters for are imported) provides L{IAdapter}, and
         L{IBusyAware} exactly when it has C{busy}; the web L{Site}'s
         provides L{IAnchorOnly}, and no adapter has an C{anchorOnly}
         attribute.
         """
+        import twisted.conch.manhole  # noqa: F401
+        import twisted.protocols.ftp  # noqa: F401
+        import twisted.web.http  # noqa: F401
+        import twisted.words.service  # noqa: F401
+
         registry = defaultRegistry()
         anchorOnly = []
         for name in registry.typeNames():

@@ -14,6 +14,7 @@ of the incumbent's descriptors, as they would be after passing them.
 from __future__ import annotations
 
 import errno
+import gc
 import itertools
 import os
 import select
@@ -30,7 +31,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from migrator._twistedinternals import releaseConnection, releasePort
 from migrator.state._capture import Captured, captureConnections, ungated
 from migrator.state._graph import GraphError, dumpsPlain
-from migrator.state._registry import AdapterRegistry
+from migrator.state._registry import AdapterRegistry, InstanceAdapter
 from migrator.state._restore import Restored, _Gate, restoreConnections
 from migrator.takeover._ports import ListenerRegistry
 
@@ -429,6 +430,60 @@ class CaptureRestoreTests(_Sides):
         expected = b"1:one\r\n2:two\r\n3:three\r\n"
         self.assertEqual(_recvExactly(client, len(expected)), expected)
         _assertNothingToRead(self, client)
+
+    def test_severalOnOnePort(self) -> None:
+        """
+        Several connections of one port (the successor builds the second
+        and later transports of a port as copies of the first) each get
+        their own transport, peer and buffers, and each answers its own
+        client after the commit.
+        """
+        accepted = [self.accept() for _ in range(3)]
+        for i, (p, client) in enumerate(accepted):
+            self.feed(p.transport, client, b"x" * i + b"\r\n")
+        restored = self.restore(self.capture())
+        restored.activate()
+        self.assertEqual(len({t.fileno() for t in restored.transports}), 3)
+        self.assertEqual(len({id(t._tempDataBuffer) for t in restored.transports}), 3)
+        self.assertEqual(len({t.sessionno for t in restored.transports}), 3)
+        for i, (_, client) in enumerate(accepted):
+            r = _restoredFor(restored, client)
+            t = r.transport
+            self.assertIs(t.protocol, r)
+            self.assertIs(t.server, self.port2)
+            self.assertEqual(t.getPeer().port, client.getsockname()[1])
+            self.assertIn(f"#{t.sessionno} on ", repr(t))
+            self.feed(t, client, b"next\r\n")
+            self.flush(t)
+            expected = b"1:" + b"x" * i + b"\r\n2:next\r\n"
+            self.assertEqual(_recvExactly(client, len(expected)), expected)
+
+    def test_collectorPaused(self) -> None:
+        """
+        The garbage collector does not run while connections are captured
+        or restored, and runs again afterwards.
+        """
+        seen: list[tuple[str, bool]] = []
+
+        class Spy(InstanceAdapter):
+            def capture(self, obj: Any) -> dict[str, Any]:
+                seen.append(("capture", gc.isenabled()))
+                return InstanceAdapter.capture(self, obj)
+
+            def populate(self, obj: Any, state: dict[str, Any], context: Any) -> None:
+                seen.append(("populate", gc.isenabled()))
+                InstanceAdapter.populate(self, obj, state, context)
+
+        self.adapters.register(Spy(Loner))
+        self.adapters2.register(Spy(Loner))
+        self.addCleanup(gc.enable if gc.isenabled() else gc.disable)
+        gc.enable()
+        self.pair(Loner())
+        captured = self.capture()
+        self.assertTrue(gc.isenabled())
+        self.restore(captured)
+        self.assertTrue(gc.isenabled())
+        self.assertEqual(seen, [("capture", False), ("populate", False)])
 
     def test_partlyWrittenOutput(self) -> None:
         """

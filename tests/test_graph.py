@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copyreg
 import datetime
+import gc
 import os
 import pickle
 import random
@@ -22,11 +23,12 @@ from migrator.state._graph import (
     GraphReader,
     GraphWriter,
     Unadaptable,
+    collectorPaused,
     dumpsPlain,
     loadsPlain,
     typeName,
 )
-from migrator.state._registry import AdapterRegistry
+from migrator.state._registry import AdapterRegistry, InstanceAdapter
 
 
 class Thing:
@@ -792,3 +794,345 @@ class DepthTests(SynchronousTestCase):
             result = result.next
             n += 1
         self.assertEqual(n, self.depth)
+
+
+def _chainLength(value: Any, step: Any) -> int:
+    n = 0
+    while value is not None:
+        value = step(value)
+        n += 1
+    return n
+
+
+class DeepChainTests(SynchronousTestCase):
+    """
+    Deep chains (the writer and reader use no recursion; the encoding is
+    cut into segments, so that C{pickle} does not recurse deeply either)
+    make the whole trip, identity and cycles included: 20,000 deep (far
+    past any recursion limit), and 100,000 adapted objects through
+    L{migrator.testing.roundTrip}.
+    """
+
+    depth = 20_000
+
+    def test_objects(self) -> None:
+        """
+        A linked list of 20,000 adapted objects, whose last one refers
+        back to the first, arrives whole, with the cycle.
+        """
+        depth = self.depth
+        head = tail = Thing(n=0, next=None)
+        for i in range(1, depth):
+            head = Thing(n=i, next=head)
+        tail.first = head  # type: ignore[attr-defined]
+        result = roundTrip(head)
+        self.assertEqual(result.n, depth - 1)
+        node, n = result, 0
+        while node.next is not None:
+            self.assertEqual(node.n, depth - 1 - n)
+            node, n = node.next, n + 1
+        self.assertEqual(n, depth - 1)
+        self.assertIs(node.first, result)
+
+    def test_lists(self) -> None:
+        """
+        Lists nested 20,000 deep.
+        """
+        value: list[Any] = []
+        inner = value
+        for _ in range(self.depth - 1):
+            inner.append([])
+            inner = inner[0]
+        result = roundTrip(value)
+        self.assertEqual(_chainLength(result, lambda v: v[0] if v else None), self.depth)
+
+    def test_dicts(self) -> None:
+        """
+        Dicts nested 20,000 deep, with a value beside each.
+        """
+        value: dict[str, Any] = {"i": 0, "next": None}
+        for i in range(1, self.depth):
+            value = {"i": i, "next": value}
+        result = roundTrip(value)
+        self.assertEqual(list(result), ["i", "next"])
+        self.assertEqual(_chainLength(result, lambda v: v["next"]), self.depth)
+
+    def test_tuples(self) -> None:
+        """
+        Tuples (written by value) nested 20,000 deep.
+        """
+        value: Any = None
+        for i in range(self.depth):
+            value = (i, value)
+        result = roundTrip(value)
+        self.assertIsInstance(result, tuple)
+        self.assertEqual(_chainLength(result, lambda v: v[1]), self.depth)
+
+    def test_mixed(self) -> None:
+        """
+        An object holding a list holding a dict holding a tuple holding an
+        object..., 20,000 containers in all, and shared objects along the
+        way arrive as one.
+        """
+        shared = Thing(name="shared")
+        value: Any = None
+        for i in range(self.depth // 4):
+            value = Thing(items=[{"t": (i, value), "s": shared}])
+        result = roundTrip(value)
+        n, seen = 0, set()
+        while result is not None:
+            entry = result.items[0]
+            seen.add(id(entry["s"]))
+            result = entry["t"][1]
+            n += 1
+        self.assertEqual(n, self.depth // 4)
+        self.assertEqual(len(seen), 1)
+
+    def test_publicRoundTrip(self) -> None:
+        """
+        L{migrator.testing.roundTrip} moves a chain of 100,000 adapted
+        objects too.
+        """
+        from migrator.testing import roundTrip as publicRoundTrip
+
+        depth = 100_000
+        head = None
+        for i in range(depth):
+            head = Thing(n=i, next=head)
+        result = publicRoundTrip(head, _registry(Thing))
+        self.assertEqual(_chainLength(result, lambda v: v.next), depth)
+
+    def test_encodedShallow(self) -> None:
+        """
+        The nodes of a 20,000-deep chain are cut into segments shallow
+        enough for C{pickle} at the default recursion limit (no segment
+        nests more than C{SEGMENT} containers).
+        """
+        value: list[Any] = []
+        inner = value
+        for _ in range(self.depth):
+            inner.append([])
+            inner = inner[0]
+        node = GraphWriter(lambda cls: None).write(value)
+        self.assertEqual(node[0], "S")
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(1000)
+        try:
+            pickle.dumps(node, protocol=4)
+        finally:
+            sys.setrecursionlimit(limit)
+
+    def test_shallowUncut(self) -> None:
+        """
+        A graph no deeper than a segment (64 containers with items in
+        them, and an empty one) is written as it always was, without
+        segments; one container more is cut.
+        """
+        def nested(depth: int) -> list[Any]:
+            value: list[Any] = []
+            for _ in range(depth - 1):
+                value = [value]
+            return value
+
+        self.assertEqual(GraphWriter(lambda cls: None).write(nested(65))[0], "l")
+        node = GraphWriter(lambda cls: None).write(nested(66))
+        self.assertEqual(node[0], "S")
+        self.assertEqual(len(node[1]), 1)
+
+    def test_errorPathThroughSegments(self) -> None:
+        """
+        An object with no adapter at the end of a deep chain is reported
+        with its whole path.
+        """
+        value: list[Any] = [Stranger()]
+        for _ in range(199):
+            value = [value]
+        e = self.assertRaises(Unadaptable, GraphWriter(lambda cls: None).write, value)
+        self.assertEqual(e.path, "root" + "[0]" * 200)
+
+
+class SegmentRefusalTests(SynchronousTestCase):
+    """
+    Segments that are malformed, missing or used twice are a
+    L{GraphError}.
+    """
+
+    def test_refused(self) -> None:
+        """
+        Each of these is refused.
+        """
+        nodes: list[Any] = [
+            ("g", 0),
+            ("l", 0, [("g", 0)]),
+            ("S", "segments", 1),
+            ("S", [], ("l", 0, [("g", 0)])),
+            ("S", [("l", 1, [])], ("l", 0, [("g", 1)])),
+            ("S", [("l", 1, [])], ("l", 0, [("g", -1)])),
+            ("S", [("l", 1, [])], ("l", 0, [("g", "0")])),
+            ("S", [("l", 1, [])], ("l", 0, [("g", 0), ("g", 0)])),
+            ("S", [("g", 0)], ("l", 0, [("g", 0)])),
+            ("S", [("g", 1), ("g", 0)], ("l", 0, [("g", 0)])),
+            ("S", [("q",)], ("l", 0, [("g", 0)])),
+            ("S", [[1]], ("l", 0, [("g", 0)])),
+            ("S", [("l", 1, [])], ("l", 0, [("g",)])),
+            ("S", [], ("g", 0)),
+        ]
+        for node in nodes:
+            reader = GraphReader(lambda n: None)
+            try:
+                reader.read(node)
+            except GraphError:
+                pass
+            except Exception as e:  # pragma: no cover - the failure report
+                self.fail(f"{node!r}: {e.__class__.__name__}: {e}")
+            else:
+                self.fail(f"{node!r} was accepted")
+
+    def test_segmentAnAtom(self) -> None:
+        """
+        A segment may hold an atom or a reference (the reader does not care
+        what was cut).
+        """
+        node = ("S", [5], ("l", 0, [("g", 0)]))
+        self.assertEqual(GraphReader(lambda n: None).read(node), [5])
+        node = ("S", [("r", 0)], ("l", 0, [("g", 0)]))
+        result = GraphReader(lambda n: None).read(node)
+        self.assertIs(result[0], result)
+
+
+class Slotted:
+    """
+    Keeps its state in slots.
+    """
+
+    __slots__ = ("a",)
+
+    def __init__(self) -> None:
+        self.a = 1
+
+
+class PlainAttributesTests(SynchronousTestCase):
+    """
+    Objects under the default rule (L{InstanceAdapter}) are written from
+    their instance dictionary directly, exactly as its C{capture} would
+    have written them.
+    """
+
+    def test_sameNodesAsCapture(self) -> None:
+        """
+        The nodes are those of the adapter's own C{capture} (a subclass
+        that only calls it goes the general way).
+        """
+
+        class Through(InstanceAdapter):
+            def capture(self, obj: Any) -> dict[str, Any]:
+                return InstanceAdapter.capture(self, obj)
+
+        value = Thing(a=1, b=[1, 2], c={"x": Thing(d=None)}, e=(1,))
+        fast = _registry(Thing)
+        slow = AdapterRegistry()
+        slow.register(Through(Thing))
+        self.assertEqual(fast.adapterFor(Thing).plainAttributes, frozenset())
+        self.assertIsNone(slow.adapterFor(Thing).plainAttributes)
+        self.assertEqual(
+            GraphWriter(fast.adapterFor).write(value), GraphWriter(slow.adapterFor).write(value)
+        )
+
+    def test_excluded(self) -> None:
+        """
+        Excluded attributes are not written.
+        """
+        registry = AdapterRegistry()
+        registry.registerInstance(Thing, exclude=frozenset({"secret"}))
+        result = roundTrip(Thing(a=1, secret=Stranger()), registry)
+        self.assertEqual(vars(result), {"a": 1})
+
+    def test_overriddenCapture(self) -> None:
+        """
+        A subclass with its own C{capture} has it used.
+        """
+
+        class Summary(InstanceAdapter):
+            def capture(self, obj: Any) -> dict[str, Any]:
+                return {"total": sum(obj.values)}
+
+        registry = AdapterRegistry()
+        registry.register(Summary(Thing))
+        self.assertEqual(vars(roundTrip(Thing(values=[1, 2, 3]), registry)), {"total": 6})
+
+    def test_slotsRefused(self) -> None:
+        """
+        A class with slots under the default rule cannot be written, with
+        the rule's reason.
+        """
+        registry = _registry(Slotted)
+        e = self.assertRaises(Unadaptable, GraphWriter(registry.adapterFor).write, Slotted())
+        self.assertIn("__slots__", str(e))
+
+
+class _Spy(InstanceAdapter):
+    """
+    Records whether the collector ran while it captured and populated.
+    """
+
+    seen: list[bool] = []
+
+    def capture(self, obj: Any) -> dict[str, Any]:
+        self.seen.append(gc.isenabled())
+        return InstanceAdapter.capture(self, obj)
+
+    def populate(self, obj: Any, state: dict[str, Any], context: Any) -> None:
+        self.seen.append(gc.isenabled())
+        InstanceAdapter.populate(self, obj, state, context)
+
+
+class CollectorTests(SynchronousTestCase):
+    """
+    The garbage collector does not run while a graph is written, read or
+    populated, and is enabled again afterwards unless it was disabled.
+    """
+
+    def setUp(self) -> None:
+        self.addCleanup(gc.enable if gc.isenabled() else gc.disable)
+        gc.enable()
+        _Spy.seen = []
+
+    def test_paused(self) -> None:
+        """
+        L{collectorPaused} disables the collector and enables it again,
+        also when the block raises; it leaves a disabled collector
+        disabled.
+        """
+        with collectorPaused():
+            self.assertFalse(gc.isenabled())
+        self.assertTrue(gc.isenabled())
+        with self.assertRaises(ZeroDivisionError):
+            with collectorPaused():
+                raise ZeroDivisionError()
+        self.assertTrue(gc.isenabled())
+        gc.disable()
+        with collectorPaused():
+            pass
+        self.assertFalse(gc.isenabled())
+
+    def test_writeAndRead(self) -> None:
+        """
+        Adapters capture and populate with the collector paused; it runs
+        again after the write, the read and L{GraphReader.finish}, also
+        after an error.
+        """
+        registry = AdapterRegistry()
+        registry.register(_Spy(Thing))
+        writer = GraphWriter(registry.adapterFor)
+        node = writer.write([Thing(a=1)])
+        self.assertTrue(gc.isenabled())
+        reader = GraphReader(registry.adapterNamed)
+        reader.read(loadsPlain(dumpsPlain(node)))
+        self.assertTrue(gc.isenabled())
+        reader.finish()
+        self.assertTrue(gc.isenabled())
+        self.assertEqual(_Spy.seen, [False, False])
+        self.assertRaises(Unadaptable, writer.write, [Thing(a=Stranger())])
+        self.assertTrue(gc.isenabled())
+        self.assertRaises(GraphError, GraphReader(registry.adapterNamed).read, ("q",))
+        self.assertTrue(gc.isenabled())

@@ -21,6 +21,15 @@ process's registry (see L{migrator.adapters.defaultRegistry}).
   - Autobahn's Twisted WebSocket server, where autobahn is installed: open
     WebSocket connections with their framing state
     (L{migrator.adapters._websocket}).
+
+All but C{io.BytesIO}'s are registered only once the process has imported
+the module they are for (L{AdapterRegistry.registerWhenImported}): a
+process that serves no web, manhole, IRC, FTP or WebSocket never imports
+C{twisted.web}, C{twisted.conch} (and C{cryptography}), C{twisted.words},
+C{twisted.protocols.ftp} (which imports and installs the global reactor)
+or autobahn for them.  The TLS adapters are registered once
+C{twisted.protocols.tls} is imported (the reactor's TCP module imports it
+wherever pyOpenSSL is installed; without it there is no TLS session).
 """
 
 from __future__ import annotations
@@ -29,10 +38,8 @@ import io
 from typing import Any
 
 import attrs
-from twisted.protocols import ftp, portforward
 from zope.interface import implementer
 
-from migrator.adapters import _web, tls
 from migrator.interfaces import IAdapter
 from migrator.state._registry import AdapterRegistry, InstanceAdapter, factoryAdapter
 
@@ -87,31 +94,64 @@ FTP_STAYS = (
 
 def registerAdapters(registry: AdapterRegistry) -> None:
     """
-    Register migrator's adapters for Twisted's classes in C{registry}.
+    Register migrator's adapters for Twisted's classes in C{registry}
+    (most of them once their module is imported: see the module
+    docstring).
     """
     registry.register(BytesIOAdapter())
+    # (Not "twisted.words": twistd imports twisted.words.iwords for its
+    # plugin list, in every process.)
+    registry.registerWhenImported("twisted.protocols.portforward", _registerPortforward)
+    registry.registerWhenImported("twisted.web.http", _registerWeb)
+    registry.registerWhenImported("twisted.protocols.ftp", _registerFTP)
+    registry.registerWhenImported("twisted.conch", _registerManhole)
+    registry.registerWhenImported("twisted.words.service", _registerWords)
+    registry.registerWhenImported("twisted.protocols.tls", _registerTLS)
+    registry.registerWhenImported("autobahn.twisted.websocket", _registerWebSocket)
+
+
+def _registerPortforward(registry: AdapterRegistry) -> None:
+    from twisted.protocols import portforward
+
     registry.register(_ProxyAdapter(portforward.ProxyServer))
     registry.register(_ProxyAdapter(portforward.ProxyClient))
     registry.register(factoryAdapter(portforward.ProxyFactory, keep=("host", "port")))
     registry.register(InstanceAdapter(portforward.ProxyClientFactory))
+
+
+def _registerWeb(registry: AdapterRegistry) -> None:
+    from migrator.adapters import _web
+
     _web.registerAdapters(registry)
+
+
+def _registerTLS(registry: AdapterRegistry) -> None:
+    from migrator.adapters import tls
+
     tls.registerAdapters(registry)
+
+
+def _registerFTP(registry: AdapterRegistry) -> None:
+    from twisted.protocols import ftp
+
     registry.registerDraining(ftp.FTP, FTP_STAYS)
-    # Imported here: twisted.conch costs an import of cryptography, which
-    # only processes that build a registry need.
+
+
+def _registerManhole(registry: AdapterRegistry) -> None:
     from migrator.adapters import _manhole
 
     _manhole.registerAdapters(registry)
-    # Imported here too: twisted.words brings the IRC protocol module.
+
+
+def _registerWords(registry: AdapterRegistry) -> None:
     from migrator.adapters import _words
 
     _words.registerAdapters(registry)
-    # Autobahn is an optional extra: its adapters only where it imports
-    # (and it is imported only here, never at module level).
-    try:
-        import autobahn.twisted.websocket  # noqa: F401
-    except ImportError:
-        return
+
+
+def _registerWebSocket(registry: AdapterRegistry) -> None:
+    # Autobahn is an optional extra: its adapters only in a process that
+    # imported it (this module never imports it).
     from migrator.adapters import _websocket
 
     _websocket.registerAdapters(registry)

@@ -47,6 +47,7 @@ from migrator.interfaces import IBusyAware, IPortRegistry
 from migrator.state._graph import (
     GraphWriter,
     Unadaptable,
+    collectorPaused,
     dumpsPlain,
     typeName,
 )
@@ -58,13 +59,6 @@ _log = Logger()
 
 #: How far into the future a suspended call is pushed while frozen.
 _FAR = 10.0**9
-
-
-def _isUnix(transport: Any) -> bool:
-    try:
-        return transport.socket.family == socket.AF_UNIX
-    except (AttributeError, OSError):
-        return False
 
 
 def ungated(function: Any) -> Any:
@@ -215,6 +209,10 @@ class _CaptureHooks:
     transports: list[Any] = attrs.field(factory=list)
     calls: list[tuple[Any, float]] = attrs.field(factory=list)
     loops: list[tuple[Any, float]] = attrs.field(factory=list)
+    #: The unsent bytes of the transports captured, in all.
+    pendingBytes: int = 0
+    #: Port keys, by the id of the port object (looked up once per port).
+    _keys: dict[int, str | None] = attrs.field(factory=dict)
 
     def __call__(self, value: Any, writer: GraphWriter, path: str) -> Any:
         if isinstance(value, tcp.Connection):
@@ -284,24 +282,33 @@ class _CaptureHooks:
             # leave: what reaches it stays too.
             raise Unadaptable(t, path, f"a connection {NOT_SELECTED}")
         server = getattr(t, "server", None)
-        key = self.ports.keyOf(server) if server is not None else None
-        if server is not None and key not in self.claimed:
-            raise Unadaptable(t, path, "a connection of a port the successor does not declare")
+        key = None
+        if server is not None:
+            try:
+                key = self._keys[id(server)]
+            except KeyError:
+                # (Ports stay open, so their ids are not reused, while this
+                # runs.)
+                key = self._keys[id(server)] = self.ports.keyOf(server)
+            if key not in self.claimed:
+                raise Unadaptable(t, path, "a connection of a port the successor does not declare")
         ident, _ = writer.rememberSpecial(t)
         index = len(self.transports)
         self.transports.append(t)
-        unix = _isUnix(t)
+        family = int(t.socket.family)
         try:
             peer = t.socket.getpeername()
         except OSError:
             peer = None
+        pending = _pending(t)
+        self.pendingBytes += len(pending)
         meta = {
             "fd": index,
-            "family": int(t.socket.family),
-            "unix": unix,
+            "family": family,
+            "unix": family == socket.AF_UNIX,
             "port": key,
             "peer": list(peer) if isinstance(peer, tuple) else peer,
-            "pending": _pending(t),
+            "pending": pending,
             "reading": id(t) in self.readers,
             "producerPaused": bool(getattr(t, "producerPaused", False)),
             "streaming": bool(getattr(t, "streamingProducer", False)),
@@ -319,6 +326,7 @@ class _CaptureHooks:
         )
 
 
+@collectorPaused()
 def captureConnections(
     reactor: IReactorTime,
     ports: IPortRegistry,
@@ -330,7 +338,8 @@ def captureConnections(
 ) -> Captured:
     """
     Capture and freeze every connection that can move; see the module
-    docstring.
+    docstring.  The garbage collector does not run meanwhile
+    (L{collectorPaused}).
 
     @param reactor: the clock of the scheduled calls that may move (and
         the reactor whose readers say which connections read).
@@ -343,7 +352,6 @@ def captureConnections(
         (a transport) to move this time: the others stay, and so does a
         selected one whose graph reaches one of them.
     """
-
     known: dict[type, Any] = {}
     translator = Translator(
         readable, getattr(adapters, "kept", None), TranslationLog(reactor.seconds)
@@ -406,7 +414,13 @@ def captureConnections(
         # Asked already: the hook need not ask again when it meets this
         # protocol's transport (this all runs in the freeze).
         hooks.checkedProtocol = protocol
-        mark = (len(hooks.transports), len(hooks.calls), len(hooks.loops), translator.log.mark())
+        mark = (
+            len(hooks.transports),
+            len(hooks.calls),
+            len(hooks.loops),
+            translator.log.mark(),
+            hooks.pendingBytes,
+        )
         writer.checkpoint()
         try:
             roots.append(writer.write(protocol, cls.__name__))
@@ -416,10 +430,15 @@ def captureConnections(
             del hooks.calls[mark[1] :]
             del hooks.loops[mark[2] :]
             translator.log.rollback(mark[3])
+            hooks.pendingBytes = mark[4]
             stay(f"{typeName(cls)}: {e}")
             continue
         writer.release()
-        alreadyCaptured.update(id(x) for x in hooks.transports[mark[0] :])
+        reached = len(hooks.transports) - mark[0]
+        if reached > 1 or (reached == 1 and hooks.transports[-1] is not t):
+            # Other connections reached through this one's graph (its own
+            # is not met again).
+            alreadyCaptured.update(id(x) for x in hooks.transports[mark[0] :])
 
     # The factories' own state travels too (merged into the successor's
     # factories).  If that fails, nothing moves: a half-moved factory would
@@ -452,7 +471,7 @@ def captureConnections(
         calls=hooks.calls,
         loops=hooks.loops,
         reactor=reactor,
-        pendingBytes=sum(len(_pending(t)) for t in hooks.transports),
+        pendingBytes=hooks.pendingBytes,
         frozenAt=frozenAt,
         translations=translator.log.asDict(),
     )

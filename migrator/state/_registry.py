@@ -45,10 +45,12 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
+from twisted.logger import Logger
 from zope.interface import implementer
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
@@ -63,6 +65,8 @@ from migrator.state._versions import (
     persistenceVersions,
     versionedState,
 )
+
+_log = Logger()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -128,6 +132,19 @@ class InstanceAdapter:
         checkSteps(self.version, self.upgrades, "upgrades")
         checkSteps(self.version, self.downgrades, "downgrades")
         object.__setattr__(self, "_versioned", persistenceVersions(self.cls) is not None)
+
+    @property
+    def plainAttributes(self) -> frozenset[str] | None:
+        """
+        C{exclude}, unless a subclass captures differently, or the class
+        is a Twisted C{Versioned} (whose state carries its versions): then
+        C{None}.  A set here tells the graph writer that C{capture(obj)} is the
+        instance dictionary minus these names, which it then reads without
+        copying (see L{migrator.state._graph.GraphWriter}).
+        """
+        if self._versioned or type(self).capture is not InstanceAdapter.capture:
+            return None
+        return self.exclude
 
     def capture(self, obj: Any) -> dict[str, Any]:
         exclude = self.exclude
@@ -238,6 +255,12 @@ class AdapterRegistry:
         self._byName: dict[str, Any] = {}
         self._functions: dict[str, Callable[..., Any]] = {}
         self._functionNames: dict[Any, str] = {}
+        # Registrations in order: a later one wins (see registerWhenImported).
+        self._order = 0
+        self._classOrder: dict[type, int] = {}
+        self._nameOrder: dict[str, int] = {}
+        self._later: list[tuple[str, Callable[[AdapterRegistry], object], int]] = []
+        self._loading: int | None = None
 
     def register(self, adapter: Any, cls: type | None = None) -> Any:
         """
@@ -263,12 +286,63 @@ class AdapterRegistry:
                 raise BrokenAdapter(
                     f"{adapter!r} has no class (cls attribute): give the class to register"
                 )
-        other = self._byName.get(adapter.typeName)
+        name = adapter.typeName
+        if self._loading is not None:
+            # A registration put off (registerWhenImported) replaces none
+            # made otherwise, before or since.
+            order = self._loading
+            if self._classOrder.get(cls, order) != order or self._nameOrder.get(name, order) != order:
+                return adapter
+        else:
+            self._order += 1
+            order = self._order
+        other = self._byName.get(name)
         if other is not None and other is not adapter and self._byClass.get(cls) is not other:
-            raise ValueError(f"type name {adapter.typeName} is already registered")
+            raise ValueError(f"type name {name} is already registered")
         self._byClass[cls] = adapter
-        self._byName[adapter.typeName] = adapter
+        self._byName[name] = adapter
+        self._classOrder[cls] = self._nameOrder[name] = order
         return adapter
+
+    def registerWhenImported(self, module: str, register: Callable[[AdapterRegistry], object]) -> None:
+        """
+        Put off registering adapters until they can be needed: C{register}
+        (a function of the registry) runs once, the first time this
+        registry is asked about a class or a type name (L{adapterFor},
+        L{adapterNamed}, L{typeNames}) while the module named C{module} is
+        imported in this process.  A process whose application never
+        imports C{module} has no object of its classes, and never imports
+        the adapters for them (nor what they import: C{twisted.web},
+        C{twisted.conch}...).  What C{register} registers never replaces
+        an adapter registered otherwise, before or after this call, for
+        the same class or type name (so that the registry is only asked
+        again about what it lacks).
+
+        If C{register} fails, the failure is logged and its adapters are
+        missing (their objects stay with the process that has them).
+
+        @param module: a module's dotted name (C{"twisted.web.http"}).
+        @param register: registers adapters in the registry given.
+        """
+        self._order += 1
+        self._later.append((module, register, self._order))
+
+    def _registerImported(self) -> None:
+        """
+        Run the registrations put off whose module is imported now.
+        """
+        ready = [entry for entry in self._later if entry[0] in sys.modules]
+        if not ready or self._loading is not None:
+            return
+        self._later = [entry for entry in self._later if entry[0] not in sys.modules]
+        for module, register, order in ready:
+            self._loading = order
+            try:
+                register(self)
+            except Exception:
+                _log.failure("registering the adapters for {module} failed", module=module)
+            finally:
+                self._loading = None
 
     def registerInstance(self, cls: type, **kwargs: Any) -> InstanceAdapter:
         """
@@ -346,20 +420,30 @@ class AdapterRegistry:
         @param cls: the exact class of an object to capture.
         @return: its adapter (an L{IAdapter} provider), or C{None}.
         """
-        return self._byClass.get(cls)
+        adapter = self._byClass.get(cls)
+        if adapter is None and self._later:
+            self._registerImported()
+            adapter = self._byClass.get(cls)
+        return adapter
 
     def adapterNamed(self, name: str) -> Any:
         """
         @param name: a type name read from a graph.
         @return: the adapter registered under it, or C{None}.
         """
-        return self._byName.get(name)
+        adapter = self._byName.get(name)
+        if adapter is None and self._later:
+            self._registerImported()
+            adapter = self._byName.get(name)
+        return adapter
 
     def typeNames(self) -> list[str]:
         """
         @return: every registered type name, sorted: what this process can
             restore.
         """
+        if self._later:
+            self._registerImported()
         return sorted(self._byName)
 
     def loadModule(self, name: str) -> None:

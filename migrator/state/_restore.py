@@ -34,16 +34,17 @@ from migrator._twistedinternals import (
     initLoopingCall,
     releaseConnection,
     resumeLoopingCall,
-    serverTransport,
 )
 from migrator.interfaces import IPortRegistry, IRestoreContext
 from migrator.state._capture import portFactories
 from migrator.state._graph import (
     GraphError,
     GraphReader,
+    collectorPaused,
     loadsPlain,
 )
 from migrator.state._translator import TranslationLog, Translator
+from migrator.state._transports import ServerTransports
 
 _log = Logger()
 
@@ -187,6 +188,7 @@ class _RestoreHooks:
     loops: list[Any] = attrs.field(factory=list)
     servers: dict[str, Any] = attrs.field(factory=dict)
     _session: int = 0
+    _builder: ServerTransports | None = None
 
     def __call__(self, kind: str, payload: Any, reader: GraphReader) -> Any:
         if kind == "transport":
@@ -252,14 +254,10 @@ class _RestoreHooks:
         # read: a transport first reached as another one's producer (the
         # two halves of a proxy) has a protocol that refers back to it.
         # It does not read yet: reading starts at activate().
-        t = serverTransport(
-            skt,
-            meta["peer"],
-            server,
-            self._session,
-            cast(IReactorFDSet, self.reactor),
-            unix=bool(meta["unix"]),
-        )
+        builder = self._builder
+        if builder is None:
+            builder = self._builder = ServerTransports(cast(IReactorFDSet, self.reactor))
+        t = builder.build(skt, meta["peer"], server, self._session, bool(meta["unix"]))
         reader.remember(ident, t)
         attachProtocol(t, reader.read(protocolNode))
         self.transports.append(t)
@@ -297,6 +295,19 @@ def restoreConnections(
     @raise GraphError: if the state is malformed or names anything this
         process does not allow.
     """
+    with collectorPaused():
+        return _restore(reactor, ports, adapters, payload, fds, adoptSocket, closeFd)
+
+
+def _restore(
+    reactor: IReactorTime,
+    ports: IPortRegistry,
+    adapters: Any,
+    payload: bytes,
+    fds: list[int],
+    adoptSocket: Callable[[int, int], socket.socket],
+    closeFd: Callable[[int], None],
+) -> Restored:
     anchors: dict[str, Any] = {"reactor": reactor}
     for tracked in ports.listening():
         # A UDP port has a protocol, no factory, and no connections.

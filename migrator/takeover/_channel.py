@@ -93,7 +93,7 @@ class FrameChannel:
         self._sendFds = sendFds
         self._recvFds = recvFds
         self._closeFd = close
-        self._out: deque[tuple[bytes, list[int], Deferred[None] | None]] = deque()
+        self._out: deque[tuple[bytes | memoryview, list[int], Deferred[None] | None]] = deque()
         self._inBuffer = bytearray()
         self._arrived: deque[int] = deque()
         self._pending: list[int] = []
@@ -129,9 +129,10 @@ class FrameChannel:
             batch = fds[start : start + MAX_FDS_PER_SENDMSG]
             self._out.append((HEADER.pack(FDS, 0, len(batch)), batch, None))
         done: Deferred[None] = Deferred()
-        self._out.append(
-            (HEADER.pack(MESSAGE, len(payload), len(fds)) + payload, [], done)
-        )
+        # Header and payload queued apart: joining them would copy the
+        # payload (hundreds of MB for a large state).
+        self._out.append((HEADER.pack(MESSAGE, len(payload), len(fds)), [], None))
+        self._out.append((payload, [], done))
         self._reactor.addWriter(self)
         return done
 
@@ -150,8 +151,10 @@ class FrameChannel:
             self.bytesSent += sent
             if sent < len(data):
                 # The descriptors went with the first byte; the rest of the
-                # data follows without them.
-                self._out[0] = (data[sent:], [], done)
+                # data follows without them.  (A view: a slice of the bytes
+                # would copy the rest at every partial send, which for a
+                # large message is quadratic.)
+                self._out[0] = (memoryview(data)[sent:], [], done)
                 return None
             self._out.popleft()
             if done is not None:
@@ -220,7 +223,10 @@ class FrameChannel:
                     if len(buf) - offset - HEADER.size < length:
                         break
                     start = offset + HEADER.size
-                    payload = bytes(buf[start : start + length])
+                    # One copy (a slice of the bytearray, then bytes of it,
+                    # would be two).
+                    with memoryview(buf) as view:
+                        payload = bytes(view[start : start + length])
                     offset = start + length
                     if count != len(self._pending):
                         return ChannelError(

@@ -499,3 +499,25 @@ class LoopingCallTests(_Fixture, TestCase):
         self.assertGreater(
             frozen, INTERVAL, "the freeze was shorter than an interval: raise the ballast"
         )
+
+
+class DeepChainTests(_Fixture, TestCase):
+    """
+    A connection whose state is a 10,000-link chain moves (the graph is
+    written and read without recursion).
+    """
+
+    def test_chainMoves(self) -> None:
+        """
+        A linked list of 10,000 adapted objects held by a connection is
+        whole in the successor, and the connection beside it moves too.
+        """
+        incumbent, port = self.startIncumbent()
+        deep = LineConnection(self, port)
+        other = LineConnection(self, port)
+        self.assertEqual(deep.ask("chain 10000", "chained"), ["chained", str(incumbent.pid), "10000"])
+        successor = self.takeOver(incumbent, moving=2)
+        self.assertEqual(
+            deep.ask("walk", "walked"), ["walked", str(successor.pid), "10000", "1", "10000"]
+        )
+        self.assertEqual(other.ask("stats", "stats")[1], str(successor.pid))

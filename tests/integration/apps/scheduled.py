@@ -37,6 +37,10 @@ Commands, one per line, each answered with one line:
     factory's client list (so the factory's graph reaches it);
     C{declining PID}.
   - C{stats}: C{stats PID made=M open=O}.
+  - C{chain N}: this connection holds a linked list of N L{Link} objects
+    (the first refers to the next...); C{chained PID N}.  C{walk}: follows
+    it, C{walked PID LENGTH FIRST LAST} (the numbers in the first and the
+    last link).
 
 Its adapters live in L{registerAdapters}, beside the application.
 """
@@ -111,6 +115,17 @@ class ScheduledLine(LineReceiver):
         elif command == b"decline":
             self.staying = True
             self.sendLine(b"declining %d" % (pid,))
+        elif command == b"chain":
+            head = None
+            for n in range(int(argument), 0, -1):
+                head = Link(n, head)
+            self.chain = head
+            self.sendLine(b"chained %d %s" % (pid, argument))
+        elif command == b"walk":
+            link, length, first, last = self.chain, 0, self.chain.n, 0
+            while link is not None:
+                length, last, link = length + 1, link.n, link.next
+            self.sendLine(b"walked %d %d %d %d" % (pid, length, first, last))
         elif command == b"stats":
             self.sendLine(
                 b"stats %d made=%d open=%d" % (pid, self.factory.made, len(self.factory.clients))
@@ -231,8 +246,19 @@ class _LineAdapter:
         return "asked to stay" if getattr(obj, "staying", False) else None
 
 
+class Link:
+    """
+    One link of a (long) linked list a connection holds.
+    """
+
+    def __init__(self, n, next):
+        self.n = n
+        self.next = next
+
+
 def registerAdapters(registry):
     registry.registerInstance(Room)
+    registry.registerInstance(Link)
     registry.register(_LineAdapter(registry.registerInstance(ScheduledLine)))
     registry.registerFactory(ScheduledFactory, exclude=("watchers",))
 

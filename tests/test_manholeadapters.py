@@ -23,10 +23,11 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from migrator._twistedinternals import releaseConnection, releasePort
 from migrator.adapters import defaultRegistry
-from migrator.adapters._manhole import SSH_STAYS, DecliningAdapter
+from migrator.adapters._manhole import SSH_STAYS
 from migrator.adapters.namespace._namespace import NotMoved
 from migrator.state._capture import captureConnections
 from migrator.state._graph import Unadaptable
+from migrator.state._plan import DrainingAdapter
 from migrator.state._restore import restoreConnections
 from migrator.takeover._ports import ListenerRegistry
 from migrator.testing import roundTrip
@@ -404,7 +405,7 @@ class SSHTests(SynchronousTestCase):
         from twisted.conch.ssh.transport import SSHServerTransport
 
         adapter = defaultRegistry().adapterFor(SSHServerTransport)
-        self.assertIsInstance(adapter, DecliningAdapter)
+        self.assertIsInstance(adapter, DrainingAdapter)
         transport = SSHServerTransport()
         self.assertEqual(adapter.movable(transport), SSH_STAYS)
         self.assertRaises(Unadaptable, adapter.capture, transport)

@@ -56,7 +56,7 @@ commit (L{migrator.interfaces.IRestoreContext.whenActive}), after the
 incumbent's unsent bytes.
 
 SSH manhole sessions (C{--sshPort}) cannot carry their encryption state:
-L{DecliningAdapter} makes them stay with the incumbent, and drain, with a
+L{migrator.state._plan.DrainingAdapter} makes them stay with the incumbent, and drain, with a
 reason the operator sees in the takeover log.
 """
 
@@ -89,6 +89,7 @@ from migrator.adapters.namespace._namespace import (
 from migrator.interfaces import IAdapter, IBusyAware
 from migrator.state._graph import GraphError, Unadaptable
 from migrator.state._graph import typeName as _typeName
+from migrator.state._plan import DrainingAdapter
 from migrator.state._registry import AdapterRegistry
 
 
@@ -529,36 +530,6 @@ def _show(session: Any, notices: list[str]) -> None:
         terminal.cursorBackward(behind)
 
 
-@implementer(IAdapter)
-@attrs.frozen
-class DecliningAdapter:
-    """
-    For a protocol that can never move: it stays with the incumbent and
-    drains, and the takeover log says why.
-    """
-
-    cls: type
-    why: str
-    typeName: str = attrs.field(
-        default=attrs.Factory(lambda self: _typeName(self.cls), takes_self=True)
-    )
-    version: int = 1
-    #: Whether staying is harmless (L{migrator.interfaces.IDrainable}).
-    drainsHarmlessly: bool = False
-
-    def movable(self, obj: Any) -> str | None:
-        return self.why
-
-    def capture(self, obj: Any) -> Any:
-        raise Unadaptable(obj, "", self.why)
-
-    def create(self, context: Any) -> Any:
-        raise GraphError(f"a {self.typeName} never moves")
-
-    def populate(self, obj: Any, state: Any, context: Any) -> None:
-        raise GraphError(f"a {self.typeName} never moves")
-
-
 SSH_STAYS = (
     "an SSH session cannot carry its encryption state to another process: "
     "it stays with the old process until the client disconnects"
@@ -582,5 +553,5 @@ def registerAdapters(registry: AdapterRegistry) -> None:
         return
     # An SSH session is a session of its own: staying is harmless.
     registry.register(
-        DecliningAdapter(cls=SSHServerTransport, why=SSH_STAYS, drainsHarmlessly=True)
+        DrainingAdapter(SSHServerTransport, SSH_STAYS)
     )

@@ -287,26 +287,49 @@ class ListenerRegistry:
                     _log.failure("a listen hook failed for {key}", key=tracked.key)
         self._ports.append(tracked)
 
+    def _adoptOffered(
+        self,
+        key: str,
+        adopt: Callable[[int, dict[str, Any]], Any],
+        tracked: Callable[[Any], TrackedPort],
+    ) -> Any:
+        """
+        If the incumbent offered the port declared as C{key}, adopt it and
+        track it.
+
+        @param adopt: makes the port from the offered descriptor and its
+            record; the port holds its own duplicate (the offered
+            descriptor is closed here, whatever happens).
+        @param tracked: the record of the adopted port.
+        @return: the adopted port, or C{None} if none was offered (or this
+            registry is detached).
+        """
+        offered = None if self.detached else self._offered.pop(key, None)
+        if offered is None:
+            return None
+        fd, record = offered
+        try:
+            listening = adopt(fd, record)
+        finally:
+            self._close(fd)
+        port = tracked(listening)
+        # A UNIX port's key is its address already.
+        where = "" if port.kind == UNIX else f" ({record.get('address')})"
+        _log.info("adopted {key}{where} from the incumbent", key=key, where=where)
+        self._track(port)
+        return listening
+
     def _listenTCP(
         self, port: int, factory: Any, backlog: int = 50, interface: str = ""
     ) -> Any:
         key = self._key(TCP, f"{port}:{interface}")
-        offered = None if self.detached else self._offered.pop(key, None)
-        if offered is not None:
-            fd, record = offered
-            try:
-                listening = self._adoptTCP(
-                    self._reactor, fd, record["family"], factory, backlog
-                )
-            finally:
-                self._close(fd)
-            _log.info(
-                "adopted {key} ({address}) from the incumbent",
-                key=key,
-                address=record.get("address"),
-            )
-            self._track(TrackedPort(key, TCP, listening, adopted=True))
-            return listening
+        adopted = self._adoptOffered(
+            key,
+            lambda fd, record: self._adoptTCP(self._reactor, fd, record["family"], factory, backlog),
+            lambda listening: TrackedPort(key, TCP, listening, adopted=True),
+        )
+        if adopted is not None:
+            return adopted
         if self.detached:
             listening = _detached(DetachedPort.forTCP(port, interface, factory))
         else:
@@ -328,18 +351,15 @@ class ListenerRegistry:
         if not path.startswith("\0"):
             path = os.path.abspath(path)
         key = self._key(UNIX, path)
-        offered = None if self.detached else self._offered.pop(key, None)
-        if offered is not None:
-            fd, record = offered
-            try:
-                listening = self._adoptUNIX(self._reactor, fd, factory, backlog, mode)
-            finally:
-                self._close(fd)
-            _log.info("adopted {key} from the incumbent", key=key)
-            self._track(
-                TrackedPort(key, UNIX, listening, adopted=True, mode=mode, wantPID=bool(wantPID))
-            )
-            return listening
+        adopted = self._adoptOffered(
+            key,
+            lambda fd, record: self._adoptUNIX(self._reactor, fd, factory, backlog, mode),
+            lambda listening: TrackedPort(
+                key, UNIX, listening, adopted=True, mode=mode, wantPID=bool(wantPID)
+            ),
+        )
+        if adopted is not None:
+            return adopted
         if self.detached:
             listening = _detached(DetachedPort.forUNIX(path, factory))
         else:
@@ -353,22 +373,15 @@ class ListenerRegistry:
         self, port: int, protocol: Any, interface: str = "", maxPacketSize: int = 8192
     ) -> Any:
         key = self._key(UDP, f"{port}:{interface}")
-        offered = None if self.detached else self._offered.pop(key, None)
-        if offered is not None:
-            fd, record = offered
-            try:
-                listening = self._adoptUDP(
-                    self._reactor, fd, record["family"], protocol, maxPacketSize
-                )
-            finally:
-                self._close(fd)
-            _log.info(
-                "adopted {key} ({address}) from the incumbent",
-                key=key,
-                address=record.get("address"),
-            )
-            self._track(TrackedPort(key, UDP, listening, adopted=True))
-            return listening
+        adopted = self._adoptOffered(
+            key,
+            lambda fd, record: self._adoptUDP(
+                self._reactor, fd, record["family"], protocol, maxPacketSize
+            ),
+            lambda listening: TrackedPort(key, UDP, listening, adopted=True),
+        )
+        if adopted is not None:
+            return adopted
         if self.detached:
             listening = _detached(DetachedPort.forTCP(port, interface, protocol, kind=UDP))
         else:

@@ -28,19 +28,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
+from benchmarks.connections import COMMITTED, FREEZE, RESTORED  # noqa: E402
 from migrator.testing import HANDED_OFF, READY, startMigrate  # noqa: E402
 from tests._tlshelpers import Session, writeCertificate  # noqa: E402
 
 HOLDER = os.path.join(HERE, "apps", "keepalive_holder.py")
-FREEZE = re.compile(
-    r"frozen for p50 (?P<p50>[\d.]+) ms, p99 (?P<p99>[\d.]+) ms, max (?P<max>[\d.]+) ms"
-)
+# As connections.py's FROZE, with the count of connections that stay.
 FROZE = re.compile(
     r"froze and sent (?P<count>\d+) connection\(s\) \((?P<size>\d+) bytes of state, "
     r"(?P<pending>\d+) unsent bytes, captured in (?P<ms>[\d.]+) ms\); (?P<staying>\d+) stay"
 )
-RESTORED = re.compile(r"restored (?P<count>\d+) connection\(s\) from \d+ bytes of state in (?P<ms>[\d.]+) ms")
-COMMITTED = re.compile(r"the whole takeover took (?P<ms>[\d.]+) ms")
 LISTENING = re.compile(r"starting on (?P<port>\d+)")
 
 

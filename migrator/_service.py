@@ -44,6 +44,7 @@ from migrator.takeover._dryrun import DryRuns
 from migrator.takeover._failure import TakeoverFailed
 from migrator.takeover._incumbent import Incumbent
 from migrator.takeover._liveness import processAlive
+from migrator.takeover._messages import Streaming
 from migrator.takeover._pidfile import Pidfile, sdNotify
 from migrator.takeover._ports import ListenerRegistry
 from migrator.takeover._session import ControlRoot
@@ -111,6 +112,8 @@ class MigrateConfig:
     check: str | None = None
     checkTimeout: float = 10.0
     closeUndeclared: bool = False
+    #: As a successor, how the connections stream (batches, busy ones).
+    stream: Streaming = attrs.field(factory=Streaming)
     command: dict[str, Any] | None = None
 
 
@@ -231,6 +234,7 @@ class MigrateService(service.MultiService, ServiceReports):
             select=self.config.select,
             faults=self.config.faults,
             closeUndeclared=self.config.closeUndeclared,
+            stream=self.config.stream,
             check=self._healthCheck() if self.config.check else None,
         )
         d = self.successor.run()

@@ -267,7 +267,7 @@ class IBusyAware(Interface):
     being answered).  Before capturing, the incumbent waits a bounded time
     for the busy connections to go idle, and keeps the idle ones that could
     become busy from reading meanwhile (see
-    L{migrator.state._capture.Settling}).
+    L{migrator.state._settling.Settling}).
     """
 
     def busy(obj: Any) -> bool:

@@ -33,6 +33,7 @@ from migrator._tac import loadTac
 from migrator.state._plan import POLICIES, REFUSE
 from migrator.takeover._control import ControlPathError, checkControlPath, probe
 from migrator.takeover._lineage import thisCommand
+from migrator.takeover._messages import Streaming
 from migrator.takeover._pidfile import Pidfile
 from migrator.takeover._steps import Faults, InvalidFaults
 
@@ -96,6 +97,20 @@ def _positiveFloat(value: str) -> float:
     return number
 
 
+def _nonNegativeInt(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
+def _nonNegativeFloat(value: str) -> float:
+    number = float(value)
+    if not number >= 0:
+        raise ValueError("must be 0 or more")
+    return number
+
+
 class Options(usage.Options):
     synopsis = (
         "--control PATH [--takeover | --dry-run] [--check COMMAND] "
@@ -129,6 +144,13 @@ class Options(usage.Options):
             "With --takeover: let the takeover close the ports the running "
             "service listens on and this one does not declare (without it, "
             "such a takeover is refused).",
+        ],
+        [
+            "close-busy",
+            None,
+            "With --takeover: close (as a shutdown would) the connections "
+            "still busy at --busy-deadline, after the move, instead of "
+            "letting them drain in the old process.",
         ],
     ]
     optParameters = [
@@ -167,6 +189,26 @@ class Options(usage.Options):
             "commit, against the service as this process serves it "
             "(MIGRATOR_PORTS holds its addresses, MIGRATOR_PORT the first "
             "port); a non-zero exit or a timeout rolls the takeover back.",
+        ],
+        [
+            "stream-batch",
+            None,
+            512,
+            "With --takeover: the most connections moved per batch while the "
+            "running service keeps serving the others (each batch is frozen "
+            "from its capture until the commit); 0 moves them all at once, "
+            "when accepting stops.",
+            _nonNegativeInt,
+        ],
+        [
+            "busy-deadline",
+            None,
+            5.0,
+            "With --takeover: seconds a busy connection (a request being "
+            "answered) may take to turn idle and move; then it stays and "
+            "drains in the old process (or closes, --close-busy).  At most a "
+            "third of --takeover-timeout.",
+            _nonNegativeFloat,
         ],
         [
             "check-timeout",
@@ -402,6 +444,9 @@ def makeService(options: Options) -> MigrateService:
         check=options["check"],
         checkTimeout=options["check-timeout"],
         closeUndeclared=bool(options["close-undeclared-ports"]),
+        stream=Streaming(
+            options["stream-batch"], options["busy-deadline"], bool(options["close-busy"])
+        ),
         command=command,
     )
     return MigrateService(

@@ -126,7 +126,7 @@ ECHO = f"{Echo.__module__}.{Echo.__qualname__}"
 class EchoAdapter(InstanceAdapter):
     """
     The default rule for L{Echo}, with C{busy} (which makes the capture
-    wait for it, see L{migrator.state._capture.Settling}).
+    wait for it, see L{migrator.state._settling.Settling}).
     """
 
     def busy(self, obj: Any) -> bool:
@@ -1316,7 +1316,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
 class SettlingTests(IncumbentTestMixin, SynchronousTestCase):
     """
     The capture's bounded wait for busy connections
-    (L{migrator.state._capture.Settling}): C{capture} then answers with a
+    (L{migrator.state._settling.Settling}): C{capture} then answers with a
     L{Deferred}.
     """
 

@@ -659,7 +659,14 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
         versions = {n: svc.adapters.adapterNamed(n).version for n in names}
         self.assertEqual(
             root.pending("capture").args,
-            ({"types": names, "versions": versions, "readable": readableTypes(svc.adapters)},),
+            (
+                {
+                    "types": names,
+                    "versions": versions,
+                    "readable": readableTypes(svc.adapters),
+                    "stream": {"max_batch": 512, "busy_deadline": 5.0, "close_busy": False},
+                },
+            ),
         )
         self.sendConnections()
         staying = {"web.Legacy: no adapter": 2}

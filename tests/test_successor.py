@@ -547,6 +547,8 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
                 "staying": staying,
                 "held": 0,
                 "bytes": len(EMPTY),
+                "batches": 1,
+                "batches_dropped": 0,
                 "restore_ms": 0.0,
                 "translations": {},
             },
@@ -1299,7 +1301,8 @@ class FaultInjectionTests(SuccessorTestMixin, SynchronousTestCase):
             "after-switch": "switch",
             "before-commit": "commit",
         }
-        self.assertEqual(set(steps), set(SUCCESSOR_POINTS))
+        # after-batch needs a stream of several batches: tests.test_stream.
+        self.assertEqual(set(steps) | {"after-batch"}, set(SUCCESSOR_POINTS))
         for point, step in steps.items():
             self.setUp()
             captured, client = self.captureOne()

@@ -24,7 +24,7 @@ from migrator.adapters._web import (
     SiteAdapter,
 )
 from migrator.interfaces import IAdapter
-from migrator.state._capture import Settling, _CaptureHooks
+from migrator.state._capture import _CaptureHooks
 from migrator.state._graph import (
     GraphError,
     GraphReader,
@@ -34,6 +34,7 @@ from migrator.state._graph import (
     loadsPlain,
 )
 from migrator.state._restore import _RestoreHooks
+from migrator.state._settling import Settling
 
 REQUEST = b"GET /x HTTP/1.1\r\nHost: example\r\n\r\n"
 ROOT_REQUEST = b"GET / HTTP/1.1\r\nHost: example\r\n\r\n"

@@ -31,8 +31,7 @@ from typing import Any, cast
 
 import attrs
 from twisted.internet import base, task, tcp
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime
+from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 
@@ -43,7 +42,7 @@ from migrator._twistedinternals import (
     releaseConnection,
 )
 from migrator._twistedinternals import pendingBytes as _pending
-from migrator.interfaces import IBusyAware, IPortRegistry
+from migrator.interfaces import IPortRegistry
 from migrator.state._graph import (
     GraphWriter,
     Unadaptable,
@@ -135,6 +134,16 @@ class Captured:
     pendingBytes: int = 0
     frozenAt: float = 0.0
     translations: dict[str, Any] = attrs.field(factory=dict)
+    #: Streaming (L{migrator.state._stream}): the roots left out because
+    #: their graph reaches an object of an earlier batch (C{owned}), and
+    #: those batches' numbers.
+    deferred: list[Any] = attrs.field(factory=list)
+    crossed: set[int] = attrs.field(factory=set)
+    #: The writer, kept so that the ids of the objects written (its
+    #: C{written}) stay theirs while this lives.
+    writer: Any = None
+    #: Whether nothing moves because the factories' state cannot.
+    refused: bool = False
 
     @property
     def count(self) -> int:
@@ -335,6 +344,10 @@ def captureConnections(
     restorable: frozenset[str],
     readable: Mapping[str, Readable] | None = None,
     selected: Callable[[Any], bool] | None = None,
+    connections: list[Any] | None = None,
+    owned: Mapping[int, int] | None = None,
+    withFactories: bool = True,
+    header: Mapping[str, Any] | None = None,
 ) -> Captured:
     """
     Capture and freeze every connection that can move; see the module
@@ -351,6 +364,16 @@ def captureConnections(
     @param selected: if given, whether the operator selected a connection
         (a transport) to move this time: the others stay, and so does a
         selected one whose graph reaches one of them.
+    @param connections: the transports to capture (default: every open
+        connection of C{ports}).
+    @param owned: the ids of the objects (C{id(obj)}) already sent in an
+        earlier batch, each with its batch's number: a root whose graph
+        reaches one is left out (L{Captured.deferred}), and the batch
+        noted (L{Captured.crossed}), so that no object is sent twice.
+    @param withFactories: whether the ports' factories are written too
+        (the last batch of a stream, or a capture in one message).
+    @param header: more fields for the message, with C{frozen_at} (a
+        stream's batch: its number, whether it is the last one...).
     """
     known: dict[type, Any] = {}
     translator = Translator(
@@ -386,6 +409,8 @@ def captureConnections(
     readers = set(map(id, cast(IReactorFDSet, reactor).getReaders()))
     hooks = _CaptureHooks(reactor, adapters, ports, claimed, readers, selected)
     writer = GraphWriter(adapterFor, anchors, hooks, translator)
+    # A batch without the factories writes no anchor's state either.
+    writer.anchorState = withFactories
     staying: dict[str, int] = {}
     moved: dict[str, int] = {}
     roots: list[Any] = []
@@ -394,7 +419,9 @@ def captureConnections(
         staying[reason] = staying.get(reason, 0) + 1
 
     alreadyCaptured: set[int] = set()
-    for t in list(ports.openConnections()):
+    deferred: list[Any] = []
+    crossed: set[int] = set()
+    for t in list(ports.openConnections()) if connections is None else connections:
         if id(t) in alreadyCaptured:
             # Already part of an earlier connection's graph.
             continue
@@ -433,6 +460,19 @@ def captureConnections(
             hooks.pendingBytes = mark[4]
             stay(f"{typeName(cls)}: {e}")
             continue
+        if owned and (met := {owned[i] for i in writer.added() if i in owned}):
+            # Shared with a batch already sent: it goes later, with that
+            # batch sent again (L{migrator.state._stream}).
+            writer.rollback()
+            roots.pop()
+            del hooks.transports[mark[0] :]
+            del hooks.calls[mark[1] :]
+            del hooks.loops[mark[2] :]
+            translator.log.rollback(mark[3])
+            hooks.pendingBytes = mark[4]
+            crossed |= met
+            deferred.append(t)
+            continue
         writer.release()
         reached = len(hooks.transports) - mark[0]
         if reached > 1 or (reached == 1 and hooks.transports[-1] is not t):
@@ -446,14 +486,21 @@ def captureConnections(
     factoryNodes = []
     try:
         writer.checkpoint()
-        for factory in factories:
+        for factory in factories if withFactories else ():
             factoryNodes.append(writer.write(factory, type(factory).__name__))
+        if owned:
+            # (A factory is never left out: the stream sends those batches
+            # again, with it.)
+            crossed |= {owned[i] for i in writer.added() if i in owned}
         writer.release()
     except Unadaptable as e:
         for t in hooks.transports:
             cls = type(t.protocol)
             stay(f"{typeName(cls)}: its factory's state cannot move ({e})")
-        return Captured(dumpsPlain(None), [], [], {}, staying, reactor=reactor)
+        empty = {"roots": [], "factories": [], "count": 0}
+        if header is not None:
+            empty.update(header, frozen_at=frozenAt)
+        return Captured(dumpsPlain(empty), [], [], {}, staying, reactor=reactor, refused=True)
     # Counted under the names the plan gives (a protocol inside TLS is
     # Wrapper(Inner)), so that what moved and what stays add up per class.
     names = Classifier(adapters)
@@ -461,7 +508,10 @@ def captureConnections(
         name = names.nameOf(t.protocol)
         moved[name] = moved.get(name, 0) + 1
 
-    payload = dumpsPlain({"roots": roots, "factories": factoryNodes, "count": len(hooks.transports)})
+    message = {"roots": roots, "factories": factoryNodes, "count": len(hooks.transports)}
+    if header is not None:
+        message.update(header, frozen_at=frozenAt)
+    payload = dumpsPlain(message)
     captured = Captured(
         payload,
         [t.fileno() for t in hooks.transports],
@@ -474,115 +524,9 @@ def captureConnections(
         pendingBytes=hooks.pendingBytes,
         frozenAt=frozenAt,
         translations=translator.log.asDict(),
+        deferred=deferred,
+        crossed=crossed,
+        writer=writer,
     )
     captured.freeze()
     return captured
-
-
-@attrs.define(eq=False)
-class Settling:
-    """
-    Before a capture, waits (at most C{timeout} seconds) for the connections
-    that are I{busy} to go idle: those whose adapter, an L{IBusyAware},
-    says so (work in progress that ends by itself, such as an
-    HTTP request being answered).  A busy connection declines to move; one
-    that finishes in time moves instead of draining here.
-
-    While it waits, every connection that I{could} be busy (its adapter is
-    L{IBusyAware}) and is idle stops reading, so that it starts no new work; the
-    client's bytes wait in the kernel.  L{resume} makes them read again:
-    call it in the same reactor turn as L{captureConnections}, which then
-    sees them reading (and the successor starts them reading).
-
-    @ivar claimed: if given, the port keys the successor declared: a
-        connection accepted on another port cannot move, busy or not, and
-        is not waited for.
-    @ivar busy: how many connections were busy when the wait ended (0
-        unless the bound expired).
-    @ivar waited: how long the wait took, in seconds.
-    """
-
-    _reactor: IReactorTime
-    _ports: IPortRegistry
-    _adapters: Any
-    timeout: float
-    claimed: frozenset[str] | None = None
-    interval: float = 0.005
-    busy: int = 0
-    waited: float = 0.0
-    _started: float = 0.0
-    _paused: list[Any] = attrs.field(factory=list)
-    _call: IDelayedCall | None = None
-    _done: Deferred[int] | None = None
-
-    def start(self) -> Deferred[int] | None:
-        """
-        @return: C{None} if no connection is busy (nothing to wait for, and
-            nothing was paused), else a L{Deferred} that fires with how many
-            are still busy when they are all idle or the time is up.
-        """
-        self._started = self._reactor.seconds()
-        if not self._check(pause=False):
-            return None
-        done: Deferred[int] = Deferred()
-        self._done = done
-        # With no time to wait (a timeout of 0) the first check ends the
-        # wait at once; the caller still gets the fired Deferred, so that
-        # it calls resume() for the connections that check paused.
-        self._tick()
-        return done
-
-    def _check(self, pause: bool) -> int:
-        readers = set(map(id, cast(IReactorFDSet, self._reactor).getReaders())) if pause else set()
-        busyOf: dict[type, Any] = {}
-        busy = 0
-        for t in self._ports.openConnections():
-            protocol = t.protocol
-            cls = type(protocol)
-            if cls not in busyOf:
-                adapter = self._adapters.adapterFor(cls)
-                busyOf[cls] = adapter.busy if IBusyAware.providedBy(adapter) else None
-            isBusy = busyOf[cls]
-            if isBusy is None:
-                continue
-            if isBusy(protocol):
-                if self._canMove(t):
-                    busy += 1
-            elif pause and id(t) in readers:
-                t.stopReading()
-                self._paused.append(t)
-        self.busy = busy
-        return busy
-
-    def _canMove(self, t: Any) -> bool:
-        server = getattr(t, "server", None)
-        return self.claimed is None or server is None or self._ports.keyOf(server) in self.claimed
-
-    def _tick(self) -> None:
-        self._call = None
-        busy = self._check(pause=True)
-        now = self._reactor.seconds()
-        if busy and now < self._started + self.timeout:
-            self._call = self._reactor.callLater(self.interval, self._tick)
-            return
-        self.waited = now - self._started
-        done, self._done = self._done, None
-        if done is not None:
-            done.callback(busy)
-
-    def resume(self) -> None:
-        """
-        Stop waiting (fire the L{Deferred} now if it has not fired) and make
-        the connections paused here read again.
-        """
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
-        paused, self._paused = self._paused, []
-        for t in paused:
-            if t.connected and not t.disconnecting:
-                t.startReading()
-        done, self._done = self._done, None
-        if done is not None:
-            self.waited = self._reactor.seconds() - self._started
-            done.callback(self.busy)

@@ -30,7 +30,7 @@ Optionally (see L{migrator.adapters._web} for both):
   - L{migrator.interfaces.IBusyAware}, C{busy(protocol)}: whether a
     connection's protocol declines only for now (a request in progress);
     the incumbent then waits a bounded time for it before capturing
-    (L{migrator.state._capture.Settling});
+    (L{migrator.state._settling.Settling});
   - L{migrator.interfaces.IAnchorOnly}: objects of the class are only ever
     matched onto the successor's own (a port's factory), never created
     from state.

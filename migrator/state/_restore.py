@@ -126,6 +126,13 @@ class Restored:
     count: int
     clock: IReactorTime
     translations: dict[str, Any] = attrs.field(factory=dict)
+    #: A stream's batch (L{migrator.state._stream}): its number, whether
+    #: it is the last one (a message in one piece is), the batches the
+    #: last one drops, and when the incumbent froze it (its wall clock).
+    batch: int | None = None
+    last: bool = True
+    dropped: list[int] = attrs.field(factory=list)
+    frozenAt: float | None = None
 
     def activate(self) -> list[float]:
         """
@@ -343,6 +350,7 @@ def _restore(
                 f"announced, {len(fds)} descriptors received"
             )
         reader.finish()
+        header = _header(data)
     except BaseException:
         hooks.gate.close()
         for t in hooks.transports:
@@ -360,4 +368,25 @@ def _restore(
         len(hooks.transports),
         reactor,
         translator.log.asDict(),
+        **header,
     )
+
+
+def _header(data: dict[str, Any]) -> dict[str, Any]:
+    """
+    The stream's fields of a connections message (none in a message in
+    one piece).
+
+    @raise GraphError: if they are malformed.
+    """
+    batch, last = data.get("batch"), data.get("last", True)
+    dropped, frozenAt = data.get("dropped", []), data.get("frozen_at")
+    if not (
+        (batch is None or type(batch) is int)
+        and type(last) is bool
+        and isinstance(dropped, list)
+        and all(type(n) is int for n in dropped)
+        and (frozenAt is None or type(frozenAt) in (int, float))
+    ):
+        raise GraphError("a connections message with a malformed batch header")
+    return {"batch": batch, "last": last, "dropped": list(dropped), "frozenAt": frozenAt}

@@ -112,6 +112,9 @@ class GraphWriter:
         self._stack: list[list[Any]] = []
         self._segments: list[Any] | None = None
         self.types: dict[str, int] = {}
+        #: Whether an anchor's state is written (else only its name: a
+        #: stream's batch, whose anchors' state goes in the last one).
+        self.anchorState = True
 
     # -- checkpoints: a root that fails leaves no trace ---------------------
 
@@ -125,6 +128,21 @@ class GraphWriter:
 
     def release(self) -> None:
         self._undo = None
+
+    def added(self) -> list[int]:
+        """
+        The ids (C{id(obj)}) of the objects written since L{checkpoint}.
+        """
+        return list(self._undo or ())
+
+    def written(self) -> list[int]:
+        """
+        The ids (C{id(obj)}) of every object written but the anchors (which
+        every writer may refer to).  The writer keeps the objects alive, so
+        the ids are not reused while it lives.
+        """
+        anchors = self._anchors
+        return [i for i in self._memo if i not in anchors]
 
     def _remember(self, obj: Any) -> int:
         ident = self._next
@@ -318,7 +336,7 @@ class GraphWriter:
             ident = self._remember(value)
             state = None
             name = version = None
-            if adapter is not None:
+            if adapter is not None and self.anchorState:
                 name = adapter.typeName
                 version, state = self._translate(adapter, value, self._capture(adapter, value))
                 state = self._stateNode(state, "")

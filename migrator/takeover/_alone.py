@@ -26,7 +26,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from migrator.state._restore import Restored
+from migrator.takeover._batches import Batches
 from migrator.takeover._control import ControlSocket
 from migrator.takeover._inbox import Inbox, Message
 from migrator.takeover._liveness import ProcessWatch
@@ -51,7 +51,7 @@ class CompletesAlone:
     control: ControlSocket | None
     prepareControl: Callable[[], ControlSocket]
     inbox: Inbox | None
-    restored: Restored | None
+    restored: Batches | None
     registry: ListenerRegistry
     clock: Callable[[], float]
     connectionReport: dict[str, Any]
@@ -60,6 +60,9 @@ class CompletesAlone:
         raise NotImplementedError()
 
     def restore(self, message: Message) -> None:
+        raise NotImplementedError()
+
+    def restoredReport(self) -> None:
         raise NotImplementedError()
 
     def afterCommit(self, frozenAt: float) -> None:
@@ -89,17 +92,21 @@ class CompletesAlone:
         if self.control is None:
             self.control = self.prepareControl()
         message = self.inbox.take() if self.inbox is not None else None
-        if self.restored is None and message is not None:
-            # The state message may have arrived although the answer that
-            # announces it did not, or before it was read.
+        while message is not None and self.inbox is not None:
+            if self.restored is not None and self.restored.done:
+                # Not used: closed with the inbox.
+                self.inbox.putBack(message)
+                break
+            # A state message (or batch) may have arrived although the
+            # answer that announces it did not, or before it was read.
             try:
                 self.restore(message)
             except Exception:
                 # restoreConnections closed what it had not handed over.
                 _log.failure("restoring the connections that arrived failed")
-        elif message is not None and self.inbox is not None:
-            # Not used: closed with the inbox.
-            self.inbox.putBack(message)
+                break
+            message = self.inbox.take()
+        self.restoredReport()
         moved = self.restored.count if self.restored is not None else 0
         lost: int | None = 0
         if self.restored is None:

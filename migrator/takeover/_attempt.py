@@ -15,8 +15,11 @@ import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 
-from migrator.state._capture import Captured, Settling, captureConnections
+from migrator.interfaces import IBusyAware
+from migrator.state._capture import Captured, captureConnections
 from migrator.state._registry import AdapterRegistry
+from migrator.state._settling import Settling
+from migrator.state._stream import Stream
 from migrator.state._versions import Readable
 from migrator.takeover._channel import FrameChannel, channelPair
 from migrator.takeover._messages import BeginRequest, CaptureReport, CaptureRequest, PreparedReport
@@ -85,7 +88,9 @@ class Attempt:
     peerEnd: socket.socket | None = None
     sentPorts: int = 0
     records: list[dict[str, Any]] = attrs.field(factory=list)
-    captured: Captured | None = None
+    captured: Captured | Stream | None = None
+    #: Whether busy connections still here at the commit are closed.
+    closeBusy: bool = False
     settling: Settling | None = None
     pausedAt: float | None = None
     paused: int = 0
@@ -185,6 +190,51 @@ class Attempt:
             held=held,
             translations=captured.translations,
         )
+
+    def startStream(
+        self,
+        reactor: Any,
+        registry: ListenerRegistry,
+        adapters: AdapterRegistry,
+        types: frozenset[str],
+        readable: Mapping[str, Readable] | None,
+        selected: Callable[[Any], bool] | None,
+        maxBatch: int,
+    ) -> Stream:
+        """
+        Start capturing in batches (L{migrator.state._stream}): from now
+        on L{undo} thaws every batch sent.
+        """
+        stream = Stream(
+            reactor, registry, adapters, self.claimed(), types, readable, selected, maxBatch
+        )
+        self.captured = stream
+        stream.start()
+        return stream
+
+    def send(self, captured: Captured) -> None:
+        """
+        Send a capture's message (state and descriptors) on the channel.
+        """
+        assert self.channel is not None
+        self.sent = self.channel.sendMessage(captured.payload, captured.fds)
+        # Abandoned before it went out: the abort is logged on its own.
+        self.sent.addErrback(lambda _: None)
+
+    def closeBusyLeft(self, registry: ListenerRegistry, adapters: AdapterRegistry) -> int:
+        """
+        After the commit, if the successor asked: close (as a shutdown
+        would) the connections still busy here.
+
+        @return: how many.
+        """
+        closed = 0
+        for t in list(registry.openConnections()) if self.closeBusy else ():
+            adapter = adapters.adapterFor(type(t.protocol))
+            if IBusyAware.providedBy(adapter) and adapter.busy(t.protocol):
+                t.loseConnection()
+                closed += 1
+        return closed
 
     def status(self, now: float) -> dict[str, Any]:
         """

@@ -40,14 +40,11 @@ from twisted.logger import Logger
 from twisted.spread import pb
 
 from migrator.state._registry import AdapterRegistry
-from migrator.state._translator import describeTranslations
-from migrator.state._versions import readableFrom
-from migrator.takeover._attempt import Attempt, Peer, restorableTypes
+from migrator.takeover._attempt import Attempt, Peer
+from migrator.takeover._capturing import CapturesConnections
 from migrator.takeover._messages import (
     BeginAnswer,
     BeginRequest,
-    CaptureReport,
-    CaptureRequest,
     CommitAnswer,
     Farewell,
     PortsMessage,
@@ -59,7 +56,6 @@ from migrator.takeover._messages import (
 from migrator.takeover._ports import ListenerRegistry, UnsupportedPort
 from migrator.takeover._steps import (
     ABORTABLE,
-    CAPTURING,
     HANDSHAKE,
     IDLE,
     Faults,
@@ -81,7 +77,7 @@ class TakeoverRefused(pb.Error):
 
 
 @attrs.define(eq=False)
-class Incumbent(StopsPolitely):
+class Incumbent(StopsPolitely, CapturesConnections):
     """
     Answers takeover requests for the ports in C{registry}.
 
@@ -95,6 +91,8 @@ class Incumbent(StopsPolitely):
     @ivar settleTimeout: the longest the capture step waits for busy
         connections to go idle (at most a third of C{takeoverTimeout}).
     """
+
+    Refused = TakeoverRefused
 
     _reactor: Any
     registry: ListenerRegistry
@@ -277,103 +275,6 @@ class Incumbent(StopsPolitely):
             ms=(self.clock() - attempt.startedAt) * 1000,
         )
 
-    def capture(
-        self, session: Peer, request: CaptureRequest
-    ) -> CaptureReport | Deferred[CaptureReport]:
-        """
-        Capture and freeze every connection that can move, and send them
-        over the channel.  If some connections are busy (see L{Settling}),
-        first wait for them, a bounded time.
-
-        @param session: the successor's connection.
-        @param request: the type names (and versions) the successor has
-            adapters for.
-        @return: the report, or (after a wait) a L{Deferred} firing with it.
-        @raise TakeoverRefused: (and the takeover is abandoned) if the step
-            is out of order or capturing fails; the L{Deferred} fails with
-            it too.
-        """
-        attempt = self._expect(session, "capture")
-        self._advance(attempt, "capture")
-        timeout = min(self.settleTimeout, self.takeoverTimeout / 3)
-        waiting = attempt.startSettling(self._reactor, self.registry, self.adapters, timeout)
-        if waiting is None:
-            return self._capture(attempt, request)
-        _log.info(
-            "waiting up to {timeout:g} s for {busy} busy connection(s) to finish "
-            "before capturing",
-            timeout=timeout,
-            busy=attempt.settling.busy if attempt.settling else 0,
-        )
-        return waiting.addCallback(lambda _: self._capture(attempt, request))
-
-    def _capture(
-        self, attempt: Attempt, request: CaptureRequest
-    ) -> CaptureReport | Deferred[CaptureReport]:
-        """
-        The capture itself, in one reactor turn: stop accepting, so that the
-        set of connections is closed (the kernel's backlog queues new ones
-        for the successor, none is refused), then capture, freeze and send
-        (L{Attempt.capture}).  Every connection held at that moment is
-        either sent or counted as staying, with its reason.
-
-        @raise TakeoverRefused: if the takeover was abandoned meanwhile, or
-            capturing fails (which abandons it).
-        """
-        settling = attempt.endSettling()
-        if settling is not None:
-            _log.info(
-                "waited {ms:.1f} ms for busy connections; {busy} still busy",
-                ms=settling.waited * 1000,
-                busy=settling.busy,
-            )
-        if self.current is not attempt or attempt.state != CAPTURING:
-            raise TakeoverRefused("capture: the takeover was abandoned while waiting")
-        types = restorableTypes(self.adapters, request)
-        started = self.clock()
-        try:
-            report = attempt.capture(
-                self._reactor, self.registry, self.adapters, types, started,
-                # Versions: the newer side translates (state/_versions.py).
-                readableFrom(request.toWire()),
-                selected=self.unmovable.selected,
-                # Accepting has stopped: the last look at what would stay.
-                check=lambda: self._refuseUnmovable("capture", attempt.session),
-            )
-        except TakeoverRefused:
-            raise
-        except Exception as e:
-            _log.failure("capturing connections failed")
-            self._refuse(attempt, f"capturing connections failed: {e}", from_=e)
-        self._advance(attempt, "captured")
-        assert attempt.captured is not None
-        staying = attempt.captured.staying
-        _log.info(
-            "stopped accepting on {paused} port(s) with {held} connection(s) "
-            "open; froze and sent {count} connection(s) ({size} bytes of state, "
-            "{pending} unsent bytes, captured in {ms:.1f} ms); {stay} stay "
-            "here and drain{why}",
-            paused=attempt.paused,
-            held=report.held,
-            count=report.connections,
-            pending=attempt.captured.pendingBytes,
-            size=report.bytes,
-            ms=(self.clock() - started) * 1000,
-            stay=sum(staying.values()),
-            why=(": " + "; ".join(f"{n} x {r}" for r, n in sorted(staying.items())))
-            if staying
-            else "",
-        )
-        if translated := describeTranslations(report.translations):
-            _log.info("translated before sending: {translated}", translated=translated)
-        if not self.faults:
-            return report
-        # A drill: act once the state has left, before answering.
-        assert attempt.sent is not None
-        return attempt.sent.addCallback(
-            lambda _: Deferred.fromCoroutine(self.faults.at("state-sent", self._hangs, self._reactor))
-        ).addCallback(lambda _: report)
-
     def restored(self, session: Peer, report: RestoredReport) -> None:
         """
         The successor restored the connections (not reading yet).
@@ -445,6 +346,8 @@ class Incumbent(StopsPolitely):
         self.successorSession = session
         self.successorAttached = True
         unmovable = self.unmovable.committed(attempt.captured.moved if attempt.captured else {})
+        if closed := attempt.closeBusyLeft(self.registry, self.adapters):
+            _log.info("closed {n} connection(s) still busy at the successor's deadline", n=closed)
         self.lastAttempt = {**attempt.committedRecord(now, len(released)), **unmovable}
         self.current = None
         attempt.close()

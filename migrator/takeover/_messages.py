@@ -31,118 +31,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 
-_T = TypeVar("_T")
-_MISSING: Any = object()
+from migrator.takeover._fields import MalformedMessage, _Fields
 
-
-class MalformedMessage(ValueError):
-    """
-    A message from the other side does not have the fields the protocol
-    says, or they have the wrong types.
-    """
-
-
-class _Fields:
-    """
-    Reads the fields of one wire dictionary, checking their types.
-    """
-
-    def __init__(self, wire: object, name: str) -> None:
-        if not isinstance(wire, Mapping):
-            raise MalformedMessage(f"{name}: expected a dictionary, got {type(wire).__name__}")
-        self._wire = wire
-        self._name = name
-
-    def _get(self, field: str, default: Any) -> Any:
-        value = self._wire.get(field, _MISSING)
-        if value is _MISSING or value is None:
-            if default is _MISSING:
-                raise MalformedMessage(f"{self._name}: {field} is missing")
-            return default
-        return value
-
-    def _bad(self, field: str, expected: str, value: Any) -> MalformedMessage:
-        return MalformedMessage(
-            f"{self._name}: {field} must be {expected}, not {type(value).__name__}"
-        )
-
-    def integer(self, field: str, default: Any = _MISSING) -> int:
-        value = self._get(field, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self._bad(field, "an integer", value)
-        return value
-
-    def number(self, field: str, default: Any = _MISSING) -> float:
-        value = self._get(field, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self._bad(field, "a number", value)
-        return float(value)
-
-    def text(self, field: str, default: Any = _MISSING) -> str:
-        value = self._get(field, default)
-        if not isinstance(value, str):
-            raise self._bad(field, "a string", value)
-        return value
-
-    def texts(self, field: str) -> tuple[str, ...]:
-        value = self._get(field, ())
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise self._bad(field, "a list of strings", value)
-        return tuple(value)
-
-    def counts(self, field: str) -> dict[str, int]:
-        """
-        A dictionary of names to integers (how many of each).
-        """
-        value = self._get(field, {})
-        if not isinstance(value, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
-            for k, v in value.items()
-        ):
-            raise self._bad(field, "a dictionary of names to counts", value)
-        return dict(value)
-
-    def flag(self, field: str, default: Any = _MISSING) -> bool:
-        value = self._get(field, default)
-        if not isinstance(value, bool):
-            raise self._bad(field, "true or false", value)
-        return value
-
-    def mapping(self, field: str) -> dict[str, Any] | None:
-        """
-        A dictionary of plain data (checked by its reader), or C{None}.
-        """
-        value = self._get(field, None)
-        if value is None:
-            return None
-        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-            raise self._bad(field, "a dictionary", value)
-        return dict(value)
-
-    def dicts(self, field: str) -> tuple[dict[str, Any], ...]:
-        """
-        A list of dictionaries of plain data (checked by their reader;
-        entries that are not dictionaries are left out).
-        """
-        value = self._get(field, ())
-        if not isinstance(value, (list, tuple)):
-            raise self._bad(field, "a list of dictionaries", value)
-        return tuple(dict(v) for v in value if isinstance(v, Mapping))
-
-    def records(self, field: str) -> tuple[dict[str, Any], ...]:
-        """
-        A list of dictionaries, each with a string C{key}.
-        """
-        value = self._get(field, _MISSING)
-        if not isinstance(value, (list, tuple)) or not all(
-            isinstance(v, Mapping) and isinstance(v.get("key"), str) for v in value
-        ):
-            raise self._bad(field, "a list of records with a key", value)
-        return tuple(dict(v) for v in value)
+__all__ = ["MalformedMessage", "_Fields"]
 
 
 @attrs.frozen
@@ -363,6 +258,43 @@ class PreparedReport:
 
 
 @attrs.frozen
+class Streaming:
+    """
+    How the successor asks for the connections: in batches
+    (L{migrator.state._stream}), and what becomes of busy ones.
+
+    @ivar maxBatch: the most connections per batch (0: all in one
+        message, in the turn accepting stops).
+    @ivar busyDeadline: how long, in seconds, busy connections may take to
+        turn idle and move; then what is still busy stays.
+    @ivar closeBusy: whether what is still busy at the deadline is closed
+        after the commit (as a shutdown would) instead of draining.
+    """
+
+    maxBatch: int = 512
+    busyDeadline: float = 5.0
+    closeBusy: bool = False
+
+    def toWire(self) -> dict[str, Any]:
+        return {
+            "max_batch": self.maxBatch,
+            "busy_deadline": self.busyDeadline,
+            "close_busy": self.closeBusy,
+        }
+
+    @classmethod
+    def fromWire(cls, wire: object) -> Streaming:
+        """
+        @raise MalformedMessage: if C{wire} is not such a record.
+        """
+        f = _Fields(wire, "capture's stream")
+        maxBatch, deadline = f.integer("max_batch", 512), f.number("busy_deadline", 5.0)
+        if maxBatch < 0 or deadline < 0:
+            raise MalformedMessage("capture's stream: max_batch and busy_deadline must be >= 0")
+        return cls(maxBatch, deadline, f.flag("close_busy", False))
+
+
+@attrs.frozen
 class CaptureRequest:
     """
     The successor asks for the connections.
@@ -371,11 +303,14 @@ class CaptureRequest:
     @ivar versions: the version of each (C{None}: not said, any).
     @ivar readable: what it reads of each (versions and the upgrades it
         has: L{migrator.state._versions.Readable}), or C{None}.
+    @ivar stream: how to stream them, or C{None} (a successor older than
+        streaming: in one message, after a bounded wait for busy ones).
     """
 
     types: tuple[str, ...] = ()
     versions: dict[str, int] | None = None
     readable: dict[str, Any] | None = None
+    stream: Streaming | None = None
 
     def toWire(self) -> dict[str, Any]:
         wire: dict[str, Any] = {"types": list(self.types)}
@@ -383,6 +318,8 @@ class CaptureRequest:
             wire["versions"] = dict(self.versions)
         if self.readable is not None:
             wire["readable"] = dict(self.readable)
+        if self.stream is not None:
+            wire["stream"] = self.stream.toWire()
         return wire
 
     @classmethod
@@ -391,8 +328,10 @@ class CaptureRequest:
         @raise MalformedMessage: if C{wire} is not such a request.
         """
         f = _Fields(wire, "capture")
-        versions = f.counts("versions") if isinstance(wire, Mapping) and "versions" in wire else None
-        return cls(f.texts("types"), versions, f.mapping("readable"))
+        fields: Mapping[str, Any] = wire if isinstance(wire, Mapping) else {}
+        versions = f.counts("versions") if "versions" in fields else None
+        stream = Streaming.fromWire(fields["stream"]) if "stream" in fields else None
+        return cls(f.texts("types"), versions, f.mapping("readable"), stream)
 
 
 @attrs.frozen

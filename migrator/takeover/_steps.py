@@ -115,6 +115,7 @@ SUCCESSOR_POINTS = (
     "connected",
     "before-adopt",
     "after-adopt",
+    "after-batch",
     "after-restore",
     "after-switch",
     "before-commit",

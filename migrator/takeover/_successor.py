@@ -32,9 +32,10 @@ from twisted.logger import Logger
 from twisted.spread import pb
 
 from migrator.state._registry import AdapterRegistry
-from migrator.state._restore import Restored, restoreConnections
+from migrator.state._restore import restoreConnections
 from migrator.state._translator import mergeTranslations
 from migrator.takeover._alone import CompletesAlone
+from migrator.takeover._batches import Batches, ReceivesBatches, describeBatches
 from migrator.takeover._control import (
     ControlClientFactory,
     ControlSocket,
@@ -54,6 +55,7 @@ from migrator.takeover._messages import (
     PreparedReport,
     ReceivedReport,
     RestoredReport,
+    Streaming,
     SwitchAnswer,
 )
 from migrator.takeover._ports import ListenerRegistry
@@ -74,7 +76,7 @@ def _peerPid(broker: Any) -> int | None:
 
 
 @attrs.define(eq=False)
-class Successor(CompletesAlone):
+class Successor(CompletesAlone, ReceivesBatches):
     """
     Drives one takeover from the successor's side.
 
@@ -121,10 +123,13 @@ class Successor(CompletesAlone):
     #: The connection or component ids the operator selected to move (all
     #: if empty; see L{migrator.takeover._unmovable.beginInfo}).
     select: tuple[str, ...] = ()
+    #: How the connections stream (L{migrator.takeover._messages.Streaming};
+    #: C{None}: in one message, as before streaming).
+    stream: Streaming | None = None
     broker: Any = None
     control: ControlSocket | None = None
     inbox: Inbox | None = None
-    restored: Restored | None = None
+    restored: Batches | None = None
     connectionReport: dict[str, Any] = attrs.field(factory=dict)
     watch: ProcessWatch | None = None
     captureReport: CaptureReport | None = None
@@ -215,9 +220,9 @@ class Successor(CompletesAlone):
         try:
             if self.restored is not None:
                 # First of all: the frozen connections resume here.
-                activated = self.restored.activate()
+                activated = self.restored.activate(frozenAt)
                 if activated and frozenAt:
-                    freezes = sorted((t - frozenAt) * 1000 for t in activated)
+                    freezes = sorted(t * 1000 for t in activated)
                     self.connectionReport["freeze_ms"] = {
                         "p50": round(freezes[len(freezes) // 2], 3),
                         "p99": round(freezes[min(len(freezes) - 1, int(len(freezes) * 0.99))], 3),
@@ -267,31 +272,45 @@ class Successor(CompletesAlone):
 
     def restore(self, message: Message) -> None:
         """
-        Restore the connections of the incumbent's state message (not
-        reading until L{afterCommit}).
+        Restore the connections of one of the incumbent's state messages
+        (a batch, or the whole in one piece), not reading until
+        L{afterCommit}.
         """
         payload, fds = message
         started = self.clock()
-        self.restored = restoreConnections(
-            self._reactor, self.registry, self.adapters, payload, fds
-        )
+        part = restoreConnections(self._reactor, self.registry, self.adapters, payload, fds)
+        if self.restored is None:
+            self.restored = Batches()
+        batches = self.restored
+        batches.add(part, len(payload), self.clock() - started)
+
+    def restoredReport(self) -> None:
+        """
+        Log the connections restored, and keep the figures for the result.
+        """
+        batches = self.restored
+        if batches is None:
+            return
         report = self.captureReport
         self.connectionReport = {
             "moved": report.moved if report else {},
             "staying": report.staying if report else {},
             "held": report.held if report else None,
-            "bytes": report.bytes if report else len(payload),
-            "restore_ms": round((self.clock() - started) * 1000, 3),
+            "bytes": report.bytes if report else batches.bytes,
+            "batches": batches.received,
+            "batches_dropped": batches.dropped,
+            "restore_ms": round(batches.seconds * 1000, 3),
             # Versions seen, steps run (downgrades there, upgrades here).
             "translations": mergeTranslations(
-                report.translations if report else None, self.restored.translations
+                report.translations if report else None, batches.translations
             ),
         }
         _log.info(
-            "restored {count} connection(s) from {size} bytes of state in "
-            "{ms:.1f} ms (not reading until the commit)",
-            count=self.restored.count,
-            size=len(payload),
+            "restored {count} connection(s) from {size} bytes of state in {ms:.1f} ms "
+            "({batches}; not reading until the commit)",
+            count=batches.count,
+            size=batches.bytes,
+            batches=describeBatches(batches),
             ms=self.connectionReport["restore_ms"],
         )
 
@@ -421,13 +440,14 @@ class Successor(CompletesAlone):
             )
 
             self._step = "capture"
-            captureRequest = captureRequestFor(self.adapters)
-            self.captureReport = CaptureReport.fromWire(
-                await self._call(root, "capture", captureRequest.toWire())
-            )
-            message = await self._receive()
+            captureRequest = captureRequestFor(self.adapters, self.stream)
+            answer = self._call(root, "capture", captureRequest.toWire())
+            # Kept as soon as it comes (a death before the batches arrive
+            # counts what was announced).
+            answer.addCallback(lambda wire: setattr(self, "captureReport", CaptureReport.fromWire(wire)))
+            await self.receiveBatches(answer)
             self._step = "restore"
-            self.restore(message)
+            self.restoredReport()
             await self._fault("after-restore")
             assert self.restored is not None
             await self._call(root, "restored", RestoredReport(self.restored.count).toWire())
@@ -459,6 +479,7 @@ class Successor(CompletesAlone):
             # leave nobody serving them), so every failure is logged and the
             # successor keeps serving.
             self._step = "done"
+            assert self.captureReport is not None
             self.afterCommit(self.captureReport.frozenAt)
             result = committed.toWire()
             result["total_ms"] = round((self.clock() - started) * 1000, 3)

@@ -55,7 +55,7 @@ from migrator.state._plan import (
 )
 from migrator.state._versions import Readable, readableFrom, readableTypes
 from migrator.takeover._inspect import selectionOf
-from migrator.takeover._messages import BeginRequest, CaptureRequest
+from migrator.takeover._messages import BeginRequest, CaptureRequest, Streaming
 
 _log = Logger()
 
@@ -99,13 +99,13 @@ def beginRequest(adapters: Any, policy: str, select: Sequence[str] = ()) -> Begi
     )
 
 
-def captureRequestFor(adapters: Any) -> CaptureRequest:
+def captureRequestFor(adapters: Any, stream: Streaming | None = None) -> CaptureRequest:
     """
     A successor's C{capture}: the type names it can restore, with what it
-    reads of each (versions, upgrades).
+    reads of each (versions, upgrades), and how to stream them.
     """
     mine = beginInfo(adapters, REFUSE)
-    return CaptureRequest(tuple(mine["types"]), mine["versions"], mine["readable"])
+    return CaptureRequest(tuple(mine["types"]), mine["versions"], mine["readable"], stream)
 
 
 def describePlan(plan: Any) -> str | None:

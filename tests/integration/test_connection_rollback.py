@@ -158,12 +158,14 @@ class _Fixture:
         self.addCleanup(shutil.rmtree, self.work, True)  # type: ignore[attr-defined]
         self.control = os.path.join(self.work, "ctl")
 
-    def start(self, takeover: bool = False, fault: str = "", name: str = "") -> ServiceProcess:
+    def start(
+        self, takeover: bool = False, fault: str = "", name: str = "", extra: tuple[str, ...] = ()
+    ) -> ServiceProcess:
         process = startMigrate(
             self.control,
             ["--tac", NUMBERED_TAC],
             takeover=takeover,
-            migrateOptions=["--adapters", ADAPTERS, "--drain-timeout", "30"],
+            migrateOptions=["--adapters", ADAPTERS, "--drain-timeout", "30", *extra],
             cwd=self.work,
             env={"NUMBERED_PAD": str(PAD), "MIGRATOR_FAULT": fault},
             name=name,
@@ -467,3 +469,51 @@ class TimersThawTests(TestCase):
         log.msg(line)
         if os.environ.get("MIGRATOR_IT_VERBOSE"):
             sys.stderr.write(line + "\n")
+
+
+class StreamRollbackTests(_Fixture, TestCase):
+    """
+    A streamed capture abandoned after some batches were sent.
+    """
+
+    def test_raiseAfterFirstBatch(self) -> None:
+        """
+        The successor fails once the first of several batches (two
+        connections each) is restored: the incumbent abandons, thaws every batch sent, and serves every connection,
+        quiet ones and talking ones, nothing lost; a later takeover moves
+        them all, each once.
+        """
+        incumbent = self.start(name="incumbent")
+        port = int(incumbent.waitFor(LISTENING, STEP)["port"])
+        talking = Probe(self, port)
+        talking.reply(talking.send())
+        quiet = [Probe(self, port) for _ in range(6)]
+        for probe in quiet:
+            probe.reply(probe.send())
+        total = 1 + len(quiet)
+        self.assertEqual(talking.stats()["open"], total)
+
+        stream = ("--stream-batch", "2")
+        faulty = self.start(takeover=True, fault="raise:after-batch", name="faulty", extra=stream)
+        injected = faulty.waitFor(FAULT, STEP)
+        self.assertEqual(injected.group("action", "point"), ("raise", "after-batch"))
+        abandoned = incumbent.waitFor(ABANDONED, STEP)
+        # (Still streaming, or done with so few connections.)
+        self.assertEqual(int(abandoned["pid"]), faulty.pid)
+        self.assertIn(abandoned["step"], ("capturing", "captured"))
+        faulty.waitFor(FAILED, STEP)
+        # Every connection is served by the incumbent again, with its state.
+        for probe in [talking, *quiet]:
+            probe.reply(probe.send())
+        seen = talking.stats()
+        self.assertEqual((seen["made"], seen["open"], seen["hops"]), (total, total, 0))
+        self.assertEqual(status(self.control)["pid"], incumbent.pid)
+
+        successor = self.start(takeover=True, name="successor", extra=stream)
+        successor.waitFor(READY, STEP)
+        self.assertEqual(int(incumbent.waitFor(FROZE, STEP)["count"]), total)
+        self.assertEqual(incumbent.waitForExit(STEP), 0)
+        for probe in [talking, *quiet]:
+            probe.reply(probe.send())
+        seen = talking.stats()
+        self.assertEqual((seen["made"], seen["open"], seen["hops"]), (total, total, 1))

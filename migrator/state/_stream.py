@@ -1,0 +1,467 @@
+# -*- test-case-name: tests.test_stream -*-
+"""
+A capture in batches (incumbent side): the connections move a bounded
+batch per reactor turn, while this process keeps accepting and serving
+everything else, and the last batch is captured in the turn in which
+accepting stops.  L{migrator.takeover._attempt} drives it; each batch is
+a message of its own on the frame channel, restored by the successor as
+it arrives (L{migrator.takeover._batches}).
+
+What a batch may hold: a connection whose graph shares no object with a
+batch already sent.  Every batch is written by its own
+L{migrator.state._graph.GraphWriter}, and the objects each one wrote
+(kept alive by it, so their ids stay theirs) are I{owned} by it; a root
+whose graph reaches an owned object is left for the last batch, and the
+batch that owns the object is I{tainted}: the last turn thaws it and
+captures its connections again, with the rest, and the successor drops
+its copy (the last message lists the batches dropped).  A batch is
+tainted too if, while frozen, something wrote to one of its transports
+(a broadcast from a connection still served here) or closed it.  The
+ports' factories (anchors, and the only objects the batches may all
+refer to) are written in the last batch; a factory that reaches an owned
+object (a list of its protocols) taints the batch that owns it.  So no
+object travels twice, and no state sent early is stale at the commit.
+
+The order: connections that are idle (no adapter's C{busy} says
+otherwise) and have not read since the stream started go first; those
+that read meanwhile (a client in conversation) go last, so that a client
+that talks is frozen for the last turn only; at most L{Stream.finalLimit}
+of them are left for the last turn.  A busy connection waits, still
+served here, and moves in a later batch once it is idle, until the
+operator's deadline (see L{migrator.takeover._attempt}).
+
+The commit stays all-or-nothing: every batch sent stays frozen here until
+the commit (L{Stream.release}) or the abandon (L{Stream.thaw}, every batch
+in the order sent).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+from twisted.internet.interfaces import IReactorTime
+
+from migrator._twistedinternals import isClosing
+from migrator.interfaces import IBusyAware, IPortRegistry
+from migrator.state._capture import Captured, captureConnections
+from migrator.state._translator import mergeTranslations
+from migrator.state._versions import Readable
+
+
+def _watchReads(t: Any, active: set[int]) -> None:
+    """
+    Note in C{active} the first time C{t} reads (then stop watching).
+    Relies on the reactor calling C{doRead} through the instance, as every
+    Twisted reactor does; the instance attribute shadows the class's.
+    """
+    cls = type(t)
+
+    def doRead() -> Any:
+        active.add(id(t))
+        t.__dict__.pop("doRead", None)
+        return cls.doRead(t)
+
+    t.doRead = doRead
+
+
+def _watchWrites(t: Any, dirty: set[int]) -> None:
+    """
+    Note in C{dirty} any write to the frozen transport C{t}, and keep it
+    from writing here (the bytes stay queued: the batch is captured again).
+    """
+    cls = type(t)
+
+    def write(data: bytes) -> None:
+        dirty.add(id(t))
+        cls.write(t, data)
+        t.stopWriting()
+
+    def writeSequence(data: Any) -> None:
+        dirty.add(id(t))
+        cls.writeSequence(t, data)
+        t.stopWriting()
+
+    t.write = write
+    t.writeSequence = writeSequence
+
+
+def _unwatch(t: Any, *names: str) -> None:
+    for name in names:
+        t.__dict__.pop(name, None)
+
+
+@attrs.define(eq=False)
+class Batch:
+    """
+    One batch sent.
+
+    @ivar number: its number (0, 1, ...), as the successor knows it.
+    @ivar captured: what it captured and froze.
+    @ivar tainted: whether it is dropped (captured again in the last).
+    """
+
+    number: int
+    captured: Captured
+    tainted: bool = False
+
+
+@attrs.define(eq=False)
+class Stream:
+    """
+    The connections of one takeover, captured in batches; see the module
+    docstring.  Call L{start}, then L{next} once per reactor turn while it
+    gives batches (and L{waiting} says whether busy connections are still
+    to come), then L{finish} in the turn in which accepting stops.
+
+    @ivar maxBatch: the most connections per batch (0: no batches, all
+        in the last).
+    @ivar budget: the capture time aimed at per batch, in seconds: the
+        size of a batch follows the time the last one took.
+    @ivar finalLimit: how many connections that read meanwhile may be
+        left for the last turn.
+    @ivar timer: measures the capture's time (for L{budget}).
+    """
+
+    reactor: IReactorTime
+    ports: IPortRegistry
+    adapters: Any
+    claimed: frozenset[str]
+    restorable: frozenset[str]
+    readable: Mapping[str, Readable] | None = None
+    selected: Callable[[Any], bool] | None = None
+    maxBatch: int = 512
+    budget: float = 0.005
+    finalLimit: int = 64
+    timer: Callable[[], float] = time.perf_counter
+    batches: list[Batch] = attrs.field(factory=list)
+    final: Captured | None = None
+    #: The ids of the objects each batch wrote, with its number.
+    owned: dict[int, int] = attrs.field(factory=dict)
+    #: The time spent capturing, all batches (L{timer}).
+    seconds: float = 0.0
+    _size: int = 64
+    _queue: deque[Any] = attrs.field(factory=deque)
+    _later: deque[Any] = attrs.field(factory=deque)
+    _seen: set[int] = attrs.field(factory=set)
+    _busy: int = 0
+    _active: set[int] = attrs.field(factory=set)
+    _dirty: set[int] = attrs.field(factory=set)
+    _watched: list[Any] = attrs.field(factory=list)
+    _streamed: set[int] = attrs.field(factory=set)
+    _kinds: dict[type, Any] = attrs.field(factory=dict)
+    _keys: dict[int, Any] = attrs.field(factory=dict)
+
+    # -- choosing ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """
+        Find the connections that may go in batches, and watch which of
+        them read from now on.
+        """
+        self._size = max(1, min(self._size, self.maxBatch))
+        self._scan()
+
+    def _kind(self, cls: type) -> Any:
+        """
+        C{(adapter, busy)} for a protocol class (C{None} if no adapter the
+        successor reads), looked up once.
+        """
+        try:
+            return self._kinds[cls]
+        except KeyError:
+            adapter = self.adapters.adapterFor(cls)
+            if adapter is None or adapter.typeName not in self.restorable:
+                found = None
+            else:
+                found = (adapter, adapter.busy if IBusyAware.providedBy(adapter) else None)
+            self._kinds[cls] = found
+            return found
+
+    def _claimed(self, t: Any) -> bool:
+        server = getattr(t, "server", None)
+        if server is None:
+            return False
+        try:
+            key = self._keys[id(server)]
+        except KeyError:
+            key = self._keys[id(server)] = self.ports.keyOf(server)
+        return key in self.claimed
+
+    def _eligible(self, t: Any) -> bool | None:
+        """
+        C{True}: may go in a batch now; C{None}: busy (later, maybe);
+        C{False}: left for the last turn.
+        """
+        if not t.connected or isClosing(t) or not self._claimed(t):
+            return False
+        kind = self._kind(type(t.protocol))
+        if kind is None:
+            return False
+        adapter, busy = kind
+        if busy is not None and busy(t.protocol):
+            return None
+        if adapter.movable(t.protocol):
+            return False
+        return self.selected is None or bool(self.selected(t))
+
+    def _scan(self) -> None:
+        busy = 0
+        for t in self.ports.openConnections():
+            if id(t) in self._seen:
+                continue
+            eligible = self._eligible(t)
+            if eligible is None:
+                busy += 1
+                continue
+            self._seen.add(id(t))
+            if eligible:
+                self._queue.append(t)
+                _watchReads(t, self._active)
+                self._watched.append(t)
+        self._busy = busy
+
+    def waiting(self) -> int:
+        """
+        @return: how many connections that may move are busy (as last
+            seen).
+        """
+        return self._busy
+
+    def _pick(self) -> list[Any]:
+        picked: list[Any] = []
+        queue = self._queue
+        while queue and len(picked) < self._size:
+            t = queue.popleft()
+            if id(t) in self._streamed:
+                # Reached through an earlier batch's graph: sent with it.
+                continue
+            eligible = self._eligible(t)
+            if eligible is None:
+                # Busy now: looked at again by the next scan.
+                self._seen.discard(id(t))
+            elif not eligible:
+                continue
+            elif id(t) in self._active:
+                self._later.append(t)
+            else:
+                picked.append(t)
+        later = self._later
+        while not queue and len(picked) < self._size and len(later) > self.finalLimit:
+            t = later.popleft()
+            if id(t) not in self._streamed and self._eligible(t):
+                picked.append(t)
+        return picked
+
+    # -- batches -----------------------------------------------------------------
+
+    def next(self) -> Captured | None:
+        """
+        Capture and freeze the next batch (its message is
+        L{Captured.payload}).
+
+        @return: the batch, or C{None} if none is ready (see L{waiting}).
+        """
+        if self.maxBatch <= 0:
+            return None
+        started = self.timer()
+        while True:
+            picked = self._pick()
+            if not picked:
+                self._scan()
+                picked = self._pick()
+            if not picked:
+                return None
+            captured = self._capture(picked)
+            if captured.count or self.timer() - started > 4 * self.budget:
+                break
+            # Everything picked was left for the last turn (shared with a
+            # batch sent): pick again, a bounded time.
+            self._taint(captured)
+        elapsed = self.timer() - started
+        self.seconds += elapsed
+        if elapsed > 0:
+            self._size = min(self.maxBatch, max(16, int(self._size * self.budget / elapsed)))
+        if not captured.count:
+            self._taint(captured)
+            return None
+        number = len(self.batches)
+        self._taint(captured)
+        # What could not go now (shared with a batch sent, declining, or
+        # unadaptable) is left for the last turn.
+        for t in captured.transports:
+            _watchWrites(t, self._dirty)
+            self._streamed.add(id(t))
+        owner = {i: number for i in captured.writer.written()}
+        self.owned.update(owner)
+        self.batches.append(Batch(number, captured))
+        return captured
+
+    def _capture(self, picked: list[Any]) -> Captured:
+        return captureConnections(
+            self.reactor,
+            self.ports,
+            self.adapters,
+            self.claimed,
+            self.restorable,
+            self.readable,
+            self.selected,
+            connections=picked,
+            owned=self.owned,
+            withFactories=False,
+            header={"batch": len(self.batches), "last": False},
+        )
+
+    def _taint(self, captured: Captured) -> None:
+        for n in captured.crossed:
+            self.batches[n].tainted = True
+
+    def finish(self) -> Captured:
+        """
+        The last turn (accepting has stopped): drop the batches that
+        something changed since they were sent, and capture, with the
+        ports' factories, every connection not in a batch kept.
+
+        @return: the last batch, frozen (its message says which batches
+            the successor drops).
+        """
+        started = self.timer()
+        try:
+            return self._finish()
+        finally:
+            self.seconds += self.timer() - started
+
+    def _finish(self) -> Captured:
+        self._unwatchReads()
+        for batch in self.batches:
+            if not batch.tainted and any(
+                id(t) in self._dirty or not t.connected or isClosing(t)
+                for t in batch.captured.transports
+            ):
+                batch.tainted = True
+        for _ in range(len(self.batches) + 1):
+            kept = [b for b in self.batches if not b.tainted]
+            owned = {i: b.number for b in kept for i in b.captured.writer.written()}
+            for batch in self.batches:
+                if batch.tainted and batch.captured.frozen:
+                    self._thawBatch(batch)
+            streamed = {id(t) for b in kept for t in b.captured.transports}
+            rest = [t for t in self.ports.openConnections() if id(t) not in streamed]
+            final = captureConnections(
+                self.reactor,
+                self.ports,
+                self.adapters,
+                self.claimed,
+                self.restorable,
+                self.readable,
+                self.selected,
+                connections=rest,
+                owned=owned,
+                header={
+                    "batch": len(self.batches),
+                    "last": True,
+                    "dropped": self.dropped,
+                },
+            )
+            if final.refused and kept:
+                # Nothing moves (a factory's state cannot): nor do the
+                # batches.
+                final.crossed = {b.number for b in kept}
+            if not final.crossed:
+                self.final = final
+                return final
+            # Shared with batches kept: those go again, with this one.
+            final.thaw()
+            for n in final.crossed:
+                self.batches[n].tainted = True
+        raise AssertionError("every batch tainted, yet the last one still crosses")
+
+    # -- the whole -----------------------------------------------------------------
+
+    @property
+    def dropped(self) -> list[int]:
+        """
+        The numbers of the batches dropped (their connections are in the
+        last one).
+        """
+        return [b.number for b in self.batches if b.tainted]
+
+    def _parts(self) -> list[Captured]:
+        parts = [b.captured for b in self.batches if not b.tainted]
+        return parts + ([self.final] if self.final is not None else [])
+
+    @property
+    def count(self) -> int:
+        return sum(c.count for c in self._parts())
+
+    @property
+    def moved(self) -> dict[str, int]:
+        moved: dict[str, int] = {}
+        for part in self._parts():
+            for name, n in part.moved.items():
+                moved[name] = moved.get(name, 0) + n
+        return moved
+
+    @property
+    def staying(self) -> dict[str, int]:
+        # Only the last batch says: a batch leaves what it cannot take.
+        return dict(self.final.staying) if self.final is not None else {}
+
+    @property
+    def pendingBytes(self) -> int:
+        return sum(c.pendingBytes for c in self._parts())
+
+    @property
+    def frozenAt(self) -> float:
+        parts = self._parts()
+        return min(c.frozenAt for c in parts) if parts else 0.0
+
+    @property
+    def translations(self) -> dict[str, Any]:
+        return mergeTranslations(*(c.translations for c in self._parts()))
+
+    @property
+    def sentBytes(self) -> int:
+        """
+        The size of every message sent (dropped batches too).
+        """
+        sent = sum(len(b.captured.payload) for b in self.batches)
+        return sent + (len(self.final.payload) if self.final is not None else 0)
+
+    def _unwatchReads(self) -> None:
+        watched, self._watched = self._watched, []
+        for t in watched:
+            _unwatch(t, "doRead")
+
+    def _thawBatch(self, batch: Batch) -> None:
+        for t in batch.captured.transports:
+            _unwatch(t, "write", "writeSequence")
+        batch.captured.thaw()
+
+    def thaw(self) -> None:
+        """
+        The takeover was abandoned: thaw every batch, in the order sent,
+        then the last one.
+        """
+        self._unwatchReads()
+        for batch in self.batches:
+            self._thawBatch(batch)
+        if self.final is not None:
+            self.final.thaw()
+
+    def release(self) -> None:
+        """
+        The commit: let go of every connection sent (see
+        L{Captured.release}).
+        """
+        self._unwatchReads()
+        for batch in self.batches:
+            if not batch.tainted:
+                for t in batch.captured.transports:
+                    _unwatch(t, "write", "writeSequence")
+                batch.captured.release()
+        if self.final is not None:
+            self.final.release()

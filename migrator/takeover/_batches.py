@@ -1,0 +1,180 @@
+# -*- test-case-name: tests.test_stream -*-
+"""
+The successor's side of a streamed capture (L{migrator.state._stream}):
+the batches are restored as they arrive (not reading until the commit),
+and the last one says which batches to drop, because their connections
+were captured again in it.  A message in one piece (from an incumbent
+that does not stream) is a last batch with nothing to drop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from migrator.state._restore import Restored
+from migrator.state._translator import mergeTranslations
+from migrator.takeover._inbox import Message
+
+_log = Logger()
+
+
+@attrs.define(eq=False)
+class Batches:
+    """
+    The connections restored so far, batch by batch; the same face as one
+    L{Restored} (C{count}, C{translations}, C{activate}, C{rollback}).
+
+    @ivar parts: the batches kept, in the order they arrived.
+    @ivar done: whether the last one arrived.
+    @ivar received: how many batches arrived (dropped ones too).
+    @ivar dropped: how many were dropped.
+    @ivar bytes: the size of their messages.
+    @ivar seconds: the time spent restoring them.
+    """
+
+    parts: list[Restored] = attrs.field(factory=list)
+    done: bool = False
+    received: int = 0
+    dropped: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+    def add(self, part: Restored, size: int, seconds: float) -> None:
+        """
+        Keep a batch restored; if it is the last one, first let go of the
+        batches it drops (close, no shutdown: the incumbent sends their
+        connections again in it).
+        """
+        self.received += 1
+        self.bytes += size
+        self.seconds += seconds
+        if part.last:
+            drop = set(part.dropped)
+            for old in [p for p in self.parts if p.batch in drop]:
+                old.rollback()
+                self.parts.remove(old)
+                self.dropped += 1
+            self.done = True
+        self.parts.append(part)
+
+    @property
+    def count(self) -> int:
+        return sum(p.count for p in self.parts)
+
+    @property
+    def translations(self) -> dict[str, Any]:
+        return mergeTranslations(*(p.translations for p in self.parts))
+
+    def activate(self, frozenAt: float = 0.0) -> list[float]:
+        """
+        The commit happened: activate the last batch first (it holds the
+        connections that were talking when the stream began, frozen the
+        shortest), then the others in the order they came.
+
+        @param frozenAt: when the incumbent froze a batch that does not
+            say.
+        @return: how long each connection was frozen, in seconds (from its
+            batch's freeze, the incumbent's wall clock, to its activation).
+        """
+        order = self.parts[-1:] + self.parts[:-1] if self.done else list(self.parts)
+        freezes: list[float] = []
+        for part in order:
+            start = part.frozenAt if part.frozenAt is not None else frozenAt
+            freezes.extend(t - start for t in part.activate())
+        return freezes
+
+    def rollback(self) -> None:
+        """
+        Let go of every batch (the takeover failed), in the order they came.
+        """
+        parts, self.parts = self.parts, []
+        for part in parts:
+            part.rollback()
+
+
+class ReceivesBatches:
+    """
+    The part of L{migrator.takeover._successor.Successor} that receives a
+    capture's batches while C{capture} is answered.
+    """
+
+    # What it uses of the successor (declared here for type checkers).
+    _step: str
+    restored: Batches | None
+
+    async def _receive(self) -> Message:
+        raise NotImplementedError()
+
+    def restore(self, message: Message) -> None:
+        raise NotImplementedError()
+
+    async def _fault(self, point: str) -> None:
+        raise NotImplementedError()
+
+    async def receiveBatches(self, answer: Deferred[Any]) -> Any:
+        """
+        Restore the batches as they come, until the last one, then wait
+        for C{capture}'s answer.
+
+        @param answer: the answer to C{capture} (it comes once the last
+            batch is sent).
+        @return: the answer.
+        @raise Exception: what the answer failed with, if it failed first
+            (the wait for a batch is cancelled then); what a restore
+            raised.
+        """
+        failed: list[Failure] = []
+        waiting: list[Deferred[Message]] = []
+
+        def refused(f: Failure) -> Failure:
+            failed.append(f)
+            for d in waiting:
+                d.cancel()
+            return f
+
+        answer.addErrback(refused)
+        try:
+            await self._batches(failed, waiting)
+        except BaseException:
+            # Not waited for any more: its failure (the cancellation, or
+            # the refusal already raised) is not an unhandled error.
+            answer.addErrback(lambda _: None)
+            answer.cancel()
+            raise
+        return await answer
+
+    async def _batches(self, failed: list[Failure], waiting: list[Deferred[Message]]) -> None:
+        faulted = False
+        while self.restored is None or not self.restored.done:
+            if failed:
+                failed[0].raiseException()
+            d = Deferred.fromCoroutine(self._receive())
+            waiting[:] = [d]
+            try:
+                message = await d
+            except CancelledError:
+                if failed:
+                    failed[0].raiseException()
+                raise
+            finally:
+                waiting.clear()
+            self._step = "restore"
+            self.restore(message)
+            assert self.restored is not None
+            if not self.restored.done and not faulted:
+                faulted = True
+                await self._fault("after-batch")
+            self._step = "capture"
+
+
+def describeBatches(batches: Batches) -> str:
+    """
+    For the log: how many batches arrived, and how many were dropped.
+    """
+    dropped = f", {batches.dropped} dropped and sent again" if batches.dropped else ""
+    return f"{batches.received} batch(es){dropped}"

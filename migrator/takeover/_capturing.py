@@ -1,0 +1,307 @@
+# -*- test-case-name: tests.test_stream -*-
+"""
+The incumbent's C{capture} step: the connections are captured, frozen and
+sent on the frame channel, either streamed in batches while this process
+keeps accepting and serving (L{migrator.state._stream}; what a successor
+of this version asks for), or in one reactor turn after a bounded wait for
+busy connections (what an older successor gets).  Either way the last
+capture happens in the turn in which accepting stops, so that every
+connection held then is either sent or counted as staying.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from migrator.state._registry import AdapterRegistry
+from migrator.state._stream import Stream
+from migrator.state._translator import describeTranslations
+from migrator.state._versions import readableFrom
+from migrator.takeover._attempt import Attempt, Peer, restorableTypes
+from migrator.takeover._messages import CaptureReport, CaptureRequest, Streaming
+from migrator.takeover._ports import ListenerRegistry
+from migrator.takeover._steps import CAPTURING, Faults
+from migrator.takeover._unmovable import UnmovableGuard
+
+_log = Logger()
+
+#: How often a stream looks again for busy connections turned idle.
+BUSY_INTERVAL = 0.01
+
+
+class CapturesConnections:
+    """
+    The part of L{migrator.takeover._incumbent.Incumbent} that answers
+    C{capture}.
+    """
+
+    #: The error a refused step raises to the successor (the incumbent's
+    #: C{TakeoverRefused}, whose name PB sends).
+    Refused: type[Exception] = Exception
+
+    # What it uses of the incumbent (declared here for type checkers).
+    _reactor: Any
+    registry: ListenerRegistry
+    adapters: AdapterRegistry
+    current: Attempt | None
+    takeoverTimeout: float
+    settleTimeout: float
+    clock: Callable[[], float]
+    faults: Faults
+    unmovable: UnmovableGuard
+    _hangs: list[Deferred[None]]
+
+    def _expect(self, session: Peer, step: str) -> Attempt:
+        raise NotImplementedError()
+
+    def _advance(self, attempt: Attempt, step: str) -> None:
+        raise NotImplementedError()
+
+    def _refuseUnmovable(self, step: str, session: Peer | None = None) -> None:
+        raise NotImplementedError()
+
+    def _refuse(
+        self, attempt: Attempt, message: str, told: str | None = None, from_: BaseException | None = None
+    ) -> NoReturn:
+        raise NotImplementedError()
+
+    def capture(
+        self, session: Peer, request: CaptureRequest
+    ) -> CaptureReport | Deferred[CaptureReport]:
+        """
+        Capture and freeze every connection that can move, and send them
+        over the channel.  If some connections are busy (see L{Settling}),
+        first wait for them, a bounded time.
+
+        @param session: the successor's connection.
+        @param request: the type names (and versions) the successor has
+            adapters for.
+        @return: the report, or (after a wait) a L{Deferred} firing with it.
+        @raise TakeoverRefused: (and the takeover is abandoned) if the step
+            is out of order or capturing fails; the L{Deferred} fails with
+            it too.
+        """
+        attempt = self._expect(session, "capture")
+        self._advance(attempt, "capture")
+        if request.stream is not None:
+            return self._stream(attempt, request, request.stream)
+        timeout = min(self.settleTimeout, self.takeoverTimeout / 3)
+        waiting = attempt.startSettling(self._reactor, self.registry, self.adapters, timeout)
+        if waiting is None:
+            return self._capture(attempt, request)
+        _log.info(
+            "waiting up to {timeout:g} s for {busy} busy connection(s) to finish "
+            "before capturing",
+            timeout=timeout,
+            busy=attempt.settling.busy if attempt.settling else 0,
+        )
+        return waiting.addCallback(lambda _: self._capture(attempt, request))
+
+    def _capture(
+        self, attempt: Attempt, request: CaptureRequest
+    ) -> CaptureReport | Deferred[CaptureReport]:
+        """
+        The capture itself, in one reactor turn: stop accepting, so that the
+        set of connections is closed (the kernel's backlog queues new ones
+        for the successor, none is refused), then capture, freeze and send
+        (L{Attempt.capture}).  Every connection held at that moment is
+        either sent or counted as staying, with its reason.
+
+        @raise TakeoverRefused: if the takeover was abandoned meanwhile, or
+            capturing fails (which abandons it).
+        """
+        settling = attempt.endSettling()
+        if settling is not None:
+            _log.info(
+                "waited {ms:.1f} ms for busy connections; {busy} still busy",
+                ms=settling.waited * 1000,
+                busy=settling.busy,
+            )
+        if self.current is not attempt or attempt.state != CAPTURING:
+            raise self.Refused("capture: the takeover was abandoned while waiting")
+        types = restorableTypes(self.adapters, request)
+        started = self.clock()
+        try:
+            report = attempt.capture(
+                self._reactor, self.registry, self.adapters, types, started,
+                # Versions: the newer side translates (state/_versions.py).
+                readableFrom(request.toWire()),
+                selected=self.unmovable.selected,
+                # Accepting has stopped: the last look at what would stay.
+                check=lambda: self._refuseUnmovable("capture", attempt.session),
+            )
+        except self.Refused:
+            raise
+        except Exception as e:
+            _log.failure("capturing connections failed")
+            self._refuse(attempt, f"capturing connections failed: {e}", from_=e)
+        self._advance(attempt, "captured")
+        assert attempt.captured is not None
+        staying = attempt.captured.staying
+        _log.info(
+            "stopped accepting on {paused} port(s) with {held} connection(s) "
+            "open; froze and sent {count} connection(s) ({size} bytes of state, "
+            "{pending} unsent bytes, captured in {ms:.1f} ms); {stay} stay "
+            "here and drain{why}",
+            paused=attempt.paused,
+            held=report.held,
+            count=report.connections,
+            pending=attempt.captured.pendingBytes,
+            size=report.bytes,
+            ms=(self.clock() - started) * 1000,
+            stay=sum(staying.values()),
+            why=(": " + "; ".join(f"{n} x {r}" for r, n in sorted(staying.items())))
+            if staying
+            else "",
+        )
+        if translated := describeTranslations(report.translations):
+            _log.info("translated before sending: {translated}", translated=translated)
+        if not self.faults:
+            return report
+        # A drill: act once the state has left, before answering.
+        assert attempt.sent is not None
+        return attempt.sent.addCallback(
+            lambda _: Deferred.fromCoroutine(self.faults.at("state-sent", self._hangs, self._reactor))
+        ).addCallback(lambda _: report)
+
+
+    def _stream(
+        self, attempt: Attempt, request: CaptureRequest, streaming: Streaming
+    ) -> Deferred[CaptureReport]:
+        """
+        The capture in batches (L{migrator.state._stream}): one batch per
+        reactor turn while this process accepts and serves the rest; a busy
+        connection moves once it is idle, until the successor's deadline
+        (at most a third of C{takeoverTimeout}); then the last batch, in
+        the turn in which accepting stops (L{_lastBatch}).
+
+        @return: a L{Deferred} firing with the report once the last batch
+            is sent, or failing with the refusal (the takeover abandoned:
+            every batch sent is thawed, in order).
+        """
+        # Never two: what cannot move is known before anything is frozen.
+        self._refuseUnmovable("capture", attempt.session)
+        stream = attempt.startStream(
+            self._reactor,
+            self.registry,
+            self.adapters,
+            restorableTypes(self.adapters, request),
+            readableFrom(request.toWire()),
+            self.unmovable.selected,
+            streaming.maxBatch,
+        )
+        started = self.clock()
+        now = self._reactor.seconds()
+        bound = now + self.takeoverTimeout / 3
+        deadline = now + min(streaming.busyDeadline, self.takeoverTimeout / 3)
+        done: Deferred[CaptureReport] = Deferred()
+        waited: list[float] = []
+
+        def turn() -> None:
+            if self.current is not attempt or attempt.state != CAPTURING:
+                done.errback(self.Refused("capture: the takeover was abandoned while streaming"))
+                return
+            try:
+                now = self._reactor.seconds()
+                batch = stream.next() if now < bound else None
+                if batch is not None:
+                    attempt.send(batch)
+                    self._reactor.callLater(0, turn)
+                    return
+                if stream.waiting() and now < min(deadline, bound):
+                    if not waited:
+                        waited.append(now)
+                        _log.info(
+                            "waiting up to {timeout:g} s for {busy} busy connection(s) "
+                            "to finish; the others move meanwhile",
+                            timeout=min(deadline, bound) - now,
+                            busy=stream.waiting(),
+                        )
+                    self._reactor.callLater(BUSY_INTERVAL, turn)
+                    return
+                if waited:
+                    _log.info(
+                        "waited {ms:.1f} ms for busy connections; {busy} still busy",
+                        ms=(now - waited[0]) * 1000,
+                        busy=stream.waiting(),
+                    )
+                report = self._lastBatch(attempt, stream, started, streaming)
+            except self.Refused as e:
+                done.errback(e)
+                return
+            except Exception as e:
+                _log.failure("capturing connections failed")
+                try:
+                    self._refuse(attempt, f"capturing connections failed: {e}", from_=e)
+                except self.Refused as refused:
+                    done.errback(refused)
+                return
+            done.callback(report)
+
+        turn()
+        if not self.faults:
+            return done
+
+        def drill(report: CaptureReport) -> Deferred[CaptureReport]:
+            # A drill: act once the state has left, before answering.
+            assert attempt.sent is not None
+            fault = attempt.sent.addCallback(
+                lambda _: Deferred.fromCoroutine(self.faults.at("state-sent", self._hangs, self._reactor))
+            )
+            return fault.addCallback(lambda _: report)
+
+        return done.addCallback(drill)
+
+    def _lastBatch(
+        self, attempt: Attempt, stream: Stream, started: float, streaming: Streaming
+    ) -> CaptureReport:
+        """
+        The stream's last turn: stop accepting, look again at what would
+        stay (never two), capture and send the rest.
+        """
+        attempt.paused = self.registry.pauseAccepting()
+        attempt.pausedAt = self.clock()
+        self._refuseUnmovable("capture", attempt.session)
+        held = self.registry.connectionCount()
+        last = stream.finish()
+        attempt.send(last)
+        attempt.closeBusy = streaming.closeBusy
+        self._advance(attempt, "captured")
+        report = CaptureReport(
+            connections=stream.count,
+            bytes=stream.sentBytes,
+            moved=stream.moved,
+            staying=stream.staying,
+            frozenAt=stream.frozenAt,
+            held=held,
+            translations=stream.translations,
+        )
+        staying = report.staying
+        _log.info(
+            "stopped accepting on {paused} port(s) with {held} connection(s) "
+            "open; froze and sent {count} connection(s) ({size} bytes of state, "
+            "{pending} unsent bytes, captured in {ms:.1f} ms); {stay} stay here "
+            "and drain{why}; streamed in {batches} batch(es) over {span:.1f} ms, "
+            "the last one {last:.1f} ms after accepting stopped{dropped}",
+            paused=attempt.paused,
+            held=held,
+            count=report.connections,
+            size=report.bytes,
+            pending=stream.pendingBytes,
+            ms=stream.seconds * 1000,
+            stay=sum(staying.values()),
+            why=(": " + "; ".join(f"{n} x {r}" for r, n in sorted(staying.items())))
+            if staying
+            else "",
+            batches=len(stream.batches) + 1,
+            span=(self.clock() - started) * 1000,
+            last=(self.clock() - (attempt.pausedAt or 0.0)) * 1000,
+            dropped=f" ({len(stream.dropped)} batch(es) sent again in it)" if stream.dropped else "",
+        )
+        if translated := describeTranslations(report.translations):
+            _log.info("translated before sending: {translated}", translated=translated)
+        return report

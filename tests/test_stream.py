@@ -1,0 +1,381 @@
+# -*- test-case-name: tests.test_stream -*-
+"""
+Tests for L{migrator.state._stream} (the incumbent's capture in batches)
+and L{migrator.takeover._batches} (the successor's side): batches arrive
+and roll back in order, nothing is lost, a busy connection that turns idle
+moves later, a connection that talks goes last, and what is shared with a
+batch already sent (or written to while frozen) is sent again in the last
+batch while the successor drops its copy.
+
+Both sides run in this process on L{MemoryReactorClock}s, with real
+loopback connections (as in L{tests.test_connections}).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from twisted.internet.protocol import ServerFactory
+from twisted.protocols.basic import LineReceiver
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from migrator._twistedinternals import releaseConnection, releasePort
+from migrator.interfaces import IBusyAware
+from migrator.state._capture import Captured
+from migrator.state._registry import AdapterRegistry, InstanceAdapter
+from migrator.state._restore import restoreConnections
+from migrator.state._stream import Stream
+from migrator.takeover._batches import Batches
+from migrator.takeover._ports import ListenerRegistry
+from tests.test_connections import _KEY, _READY, _Reactor, _recvExactly, _waitReadable
+
+
+class Private(LineReceiver):
+    """
+    Answers each line with its number; shares nothing unless told to.
+    """
+
+    busy = False
+
+    def connectionMade(self) -> None:
+        self.count = 0
+        self.factory.clients.append(self)
+
+    def lineReceived(self, line: bytes) -> None:
+        self.count += 1
+        self.sendLine(b"%d:%s" % (self.count, line))
+
+
+class Quiet(ServerFactory):
+    """
+    Keeps its protocols in a list that is not part of its state (a class
+    attribute: the tests' handle on them).
+    """
+
+    protocol = Private
+    clients: list[Private] = []
+
+
+class Room(Quiet):
+    """
+    Keeps its protocols in its state (a chat room).
+    """
+
+    def __init__(self) -> None:
+        self.clients = []
+
+
+@implementer(IBusyAware)
+class BusyAdapter(InstanceAdapter):
+    """
+    The default rule, with a C{busy} the tests set.
+    """
+
+    def busy(self, obj: Any) -> bool:
+        return bool(obj.busy)
+
+
+def _adapters() -> AdapterRegistry:
+    registry = AdapterRegistry()
+    registry.registerFactory(Quiet, keep=())
+    registry.registerFactory(Room, keep=())
+    registry.register(BusyAdapter(Private))
+    return registry
+
+
+class _Stream(SynchronousTestCase):
+    """
+    An incumbent and a successor with a port each, declared as L{_KEY}.
+    """
+
+    factoryClass: type[Quiet] = Quiet
+
+    def setUp(self) -> None:
+        Quiet.clients = []
+        self.reactor = _Reactor()
+        self.ports = ListenerRegistry(self.reactor)
+        self.ports.install()
+        self.factory = self.factoryClass()
+        self.port = self.reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.addCleanup(releasePort, self.port)
+        self.adapters = _adapters()
+        self.reactor2 = _Reactor()
+        self.ports2 = ListenerRegistry(self.reactor2)
+        self.ports2.install()
+        self.factory2 = self.factoryClass()
+        self.port2 = self.reactor2.listenTCP(0, self.factory2, interface="127.0.0.1")
+        self.addCleanup(releasePort, self.port2)
+        self.adapters2 = _adapters()
+
+    def accept(self, n: int) -> list[tuple[Private, socket.socket]]:
+        accepted = []
+        for _ in range(n):
+            client = socket.create_connection(self.port.socket.getsockname(), timeout=_READY)
+            self.addCleanup(client.close)
+            _waitReadable(self.port.fileno())
+            self.port.doRead()
+            protocol = self.factory.clients[-1]
+            self.addCleanup(releaseConnection, protocol.transport)
+            accepted.append((protocol, client))
+        return accepted
+
+    def stream(self, maxBatch: int = 2, **kw: Any) -> Stream:
+        stream = Stream(
+            self.reactor,
+            self.ports,
+            self.adapters,
+            frozenset({_KEY}),
+            frozenset(self.adapters2.typeNames()),
+            maxBatch=maxBatch,
+            timer=lambda: 0.0,
+            **kw,
+        )
+        stream.start()
+        return stream
+
+    def batches(self, stream: Stream) -> list[Captured]:
+        sent = []
+        for _ in range(100):
+            batch = stream.next()
+            if batch is None:
+                return sent
+            sent.append(batch)
+        raise AssertionError("the stream did not end")
+
+    def restore(self, batches: Batches, captured: Captured) -> None:
+        fds = [os.dup(fd) for fd in captured.fds]
+        part = restoreConnections(self.reactor2, self.ports2, self.adapters2, captured.payload, fds)
+        for t in part.transports:
+            self.addCleanup(releaseConnection, t)
+        batches.add(part, len(captured.payload), 0.0)
+
+    def reading(self, protocol: Any) -> bool:
+        return protocol.transport in self.reactor.getReaders()
+
+    def talk(self, protocol: Any, client: socket.socket, line: bytes) -> None:
+        """
+        The client sends a line and the incumbent reads it.
+        """
+        client.sendall(line + b"\r\n")
+        _waitReadable(protocol.transport.fileno())
+        protocol.transport.doRead()
+        while protocol.transport in self.reactor.getWriters():
+            protocol.transport.doWrite()
+
+
+class StreamTests(_Stream):
+    def test_batchesInOrder(self) -> None:
+        """
+        Five private connections move in batches of at most two, numbered
+        in order, each frozen when captured while the others are still
+        served; the one that talked meanwhile is in the last batch (after
+        accepting stops), which drops nothing; the successor restores them all and, once active,
+        serves each with its state.
+        """
+        accepted = self.accept(5)
+        stream = self.stream(maxBatch=2)
+        first = stream.next()
+        assert first is not None
+        self.assertEqual(first.count, 2)
+        frozen = [p for p, _ in accepted if not self.reading(p)]
+        self.assertEqual(len(frozen), 2)
+        # The others are still served meanwhile.
+        live, client = next((p, c) for p, c in accepted if self.reading(p))
+        self.talk(live, client, b"meanwhile")
+        self.assertEqual(_recvExactly(client, 13), b"1:meanwhile\r\n")
+        rest = self.batches(stream)
+        # The one that talked meanwhile goes last.
+        self.assertEqual([b.count for b in rest], [2])
+        self.ports.pauseAccepting()
+        last = stream.finish()
+        self.assertEqual((last.transports, stream.count, stream.dropped), ([live.transport], 5, []))
+        self.assertFalse(any(self.reading(p) for p, _ in accepted))
+
+        batches = Batches()
+        for captured in [first, *rest, last]:
+            self.restore(batches, captured)
+        self.assertEqual([p.batch for p in batches.parts], [0, 1, 2])
+        self.assertEqual([p.last for p in batches.parts], [False, False, True])
+        self.assertTrue(batches.done)
+        self.assertEqual(batches.count, 5)
+        freezes = batches.activate(frozenAt=0.0)
+        self.assertEqual(len(freezes), 5)
+        stream.release()
+        restored = {t.getPeer().port: t for p in batches.parts for t in p.transports}
+        for protocol, client in accepted:
+            client.sendall(b"after\r\n")
+            transport = restored[client.getsockname()[1]]
+            _waitReadable(transport.fileno())
+            transport.doRead()
+            while transport in self.reactor2.getWriters():
+                transport.doWrite()
+            expected = b"2:after\r\n" if protocol is live else b"1:after\r\n"
+            self.assertEqual(_recvExactly(client, len(expected)), expected)
+
+    def test_rollbackThawsEveryBatch(self) -> None:
+        """
+        Abandoned after three batches: every batch is thawed (reading
+        again, in the order sent), and what the clients sent during the
+        freeze is read by the incumbent, nothing lost.
+        """
+        accepted = self.accept(5)
+        stream = self.stream(maxBatch=2)
+        sent = self.batches(stream)
+        self.assertEqual([b.count for b in sent], [2, 2, 1])
+        for _, client in accepted:
+            client.sendall(b"during\r\n")
+        thawed: list[int] = []
+        reactor = self.reactor
+        original = reactor.addReader
+
+        def addReader(reader: Any) -> None:
+            thawed.append(next(i for i, b in enumerate(sent) if reader in b.transports))
+            original(reader)
+
+        reactor.addReader = addReader  # type: ignore[method-assign]
+        stream.thaw()
+        reactor.addReader = original  # type: ignore[method-assign]
+        self.assertEqual(thawed, [0, 0, 1, 1, 2])
+        for protocol, client in accepted:
+            self.assertTrue(self.reading(protocol))
+            _waitReadable(protocol.transport.fileno())
+            protocol.transport.doRead()
+            while protocol.transport in self.reactor.getWriters():
+                protocol.transport.doWrite()
+            self.assertEqual(_recvExactly(client, 10), b"1:during\r\n")
+        self.assertEqual(protocol.transport.__dict__.keys() & {"write", "doRead"}, set())
+
+    def test_busyTurnedIdleMovesLater(self) -> None:
+        """
+        A busy connection is not in the first batch and is still served; it
+        is counted as waiting; once idle it moves in a later batch.
+        """
+        (busy, _), (idle, _) = self.accept(2)
+        busy.busy = True
+        stream = self.stream(maxBatch=10)
+        first = stream.next()
+        assert first is not None
+        self.assertEqual(first.transports, [idle.transport])
+        self.assertIsNone(stream.next())
+        self.assertEqual(stream.waiting(), 1)
+        self.assertTrue(self.reading(busy))
+        busy.busy = False
+        second = stream.next()
+        assert second is not None
+        self.assertEqual(second.transports, [busy.transport])
+        self.assertEqual(stream.waiting(), 0)
+        self.assertEqual(stream.finish().count, 0)
+        self.assertEqual(stream.count, 2)
+
+    def test_talkingConnectionGoesLast(self) -> None:
+        """
+        A connection that read since the stream started is left for the
+        last turn (within C{finalLimit}); the quiet ones go in batches.
+        """
+        (talker, client), (quiet, _), (other, _) = self.accept(3)
+        stream = self.stream(maxBatch=10)
+        self.talk(talker, client, b"hi")
+        self.assertEqual(_recvExactly(client, 6), b"1:hi\r\n")
+        batch = stream.next()
+        assert batch is not None
+        self.assertEqual(set(batch.transports), {quiet.transport, other.transport})
+        self.assertIsNone(stream.next())
+        self.assertEqual(stream.finish().transports, [talker.transport])
+
+    def test_sharedStateGoesInTheLastBatch(self) -> None:
+        """
+        A connection whose graph reaches an object a batch already sent
+        holds is left for the last batch, and that batch is sent again in
+        it: the successor drops its copy, and restores both connections
+        sharing one object.
+        """
+        (a, _), (b, _) = self.accept(2)
+        a.room = b.room = {"topic": "old"}
+        stream = self.stream(maxBatch=1)
+        first = stream.next()
+        assert first is not None
+        self.assertEqual(first.transports, [a.transport])
+        self.assertIsNone(stream.next())
+        a.room["topic"] = "new"
+        last = stream.finish()
+        self.assertEqual(stream.dropped, [0])
+        self.assertEqual(set(last.transports), {a.transport, b.transport})
+        self.assertEqual(stream.count, 2)
+        batches = Batches()
+        self.restore(batches, first)
+        self.restore(batches, last)
+        self.assertEqual((batches.count, batches.dropped), (2, 1))
+        [part] = batches.parts
+        ra, rb = (t.protocol for t in part.transports)
+        self.assertIs(ra.room, rb.room)
+        self.assertEqual(ra.room, {"topic": "new"})
+
+    def test_writtenWhileFrozenIsSentAgain(self) -> None:
+        """
+        A write to a connection of a batch sent (a broadcast from one still
+        served) is not written by the incumbent; the batch is sent again in
+        the last one, with the bytes, which the successor writes first.
+        """
+        accepted = self.accept(2)
+        stream = self.stream(maxBatch=1)
+        first = stream.next()
+        assert first is not None
+        [a] = [t.protocol for t in first.transports]
+        [client] = [c for p, c in accepted if p is a]
+        a.transport.write(b"news\r\n")
+        self.assertNotIn(a.transport, self.reactor.getWriters())
+        self.batches(stream)
+        last = stream.finish()
+        self.assertEqual(stream.dropped, [0])
+        self.assertIn(a.transport, last.transports)
+        batches = Batches()
+        for captured in [first, *[x.captured for x in stream.batches[1:]], last]:
+            self.restore(batches, captured)
+        self.assertEqual(batches.count, 2)
+        batches.activate()
+        stream.release()
+        [restored] = [
+            t for p in batches.parts for t in p.transports
+            if t.getPeer().port == client.getsockname()[1]
+        ]
+        while restored in self.reactor2.getWriters():
+            restored.doWrite()
+        self.assertEqual(_recvExactly(client, 6), b"news\r\n")
+
+    def test_noBatches(self) -> None:
+        """
+        With C{maxBatch} 0, everything is in the last batch.
+        """
+        self.accept(2)
+        stream = self.stream(maxBatch=0)
+        self.assertIsNone(stream.next())
+        self.assertEqual(stream.finish().count, 2)
+
+
+class RoomTests(_Stream):
+    factoryClass = Room
+
+    def test_factoryReachingProtocolsTaints(self) -> None:
+        """
+        A factory whose state holds its protocols (a chat room) reaches the
+        batches' objects when it is written, in the last turn: they are all
+        sent again with it, so that the successor's room and connections
+        are one graph.
+        """
+        self.accept(3)
+        stream = self.stream(maxBatch=1)
+        self.assertEqual(len(self.batches(stream)), 3)
+        last = stream.finish()
+        self.assertEqual(stream.dropped, [0, 1, 2])
+        self.assertEqual((last.count, stream.count), (3, 3))
+        batches = Batches()
+        for captured in [b.captured for b in stream.batches] + [last]:
+            self.restore(batches, captured)
+        self.assertEqual((batches.count, batches.dropped), (3, 3))
+        self.assertEqual(
+            {id(p) for p in self.factory2.clients},
+            {id(t.protocol) for t in batches.parts[0].transports},
+        )

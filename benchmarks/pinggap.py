@@ -53,6 +53,10 @@ from migrator.testing import HANDED_OFF, READY, startMigrate  # noqa: E402
 
 TAC = os.path.join(HERE, "apps", "idle.tac")
 PINGER = os.path.join(HERE, "apps", "pinger.py")
+STREAMED = re.compile(
+    r"streamed in (?P<batches>\d+) batch\(es\) over (?P<span>[\d.]+) ms, the last one "
+    r"(?P<last>[\d.]+) ms after accepting stopped(?: \((?P<again>\d+) batch\(es\) sent again)?"
+)
 PROBE = re.compile(r"PROBE turn (?P<ms>[\d.]+) ms at (?P<at>[\d.]+)")
 _serial = _counter(1)
 
@@ -176,6 +180,12 @@ def run(args: argparse.Namespace, work: str) -> dict:
         froze = incumbent.waitFor(FROZE, 10)
         restored = successor.waitFor(RESTORED, 10)
         committed = incumbent.waitFor(COMMITTED, 10)
+        streamed = incumbent.waitFor(STREAMED, 10)
+        if args.logs:
+            os.makedirs(args.logs, exist_ok=True)
+            for name, process in (("incumbent", incumbent), ("successor", successor)):
+                with open(os.path.join(args.logs, f"{os.path.basename(control)}-{name}.log"), "w") as f:
+                    f.write("\n".join(process.lines) + "\n")
         return {
             "connections": args.connections,
             "pingers": args.pingers,
@@ -189,6 +199,10 @@ def run(args: argparse.Namespace, work: str) -> dict:
             "successor_longest_turn": probeTurns(successor.lines, started, ended),
             "freeze_ms": {k: float(v) for k, v in freeze.groupdict().items()},
             "capture_ms": float(froze["ms"]),
+            "batches": int(streamed["batches"]),
+            "batches_sent_again": int(streamed["again"] or 0),
+            "stream_ms": float(streamed["span"]),
+            "last_batch_ms": float(streamed["last"]),
             "state_bytes": int(froze["size"]),
             "restore_ms": float(restored["ms"]),
             "protocol_ms": float(committed["ms"]),
@@ -220,6 +234,7 @@ def main() -> int:
     parser.add_argument("--after", type=float, default=1.0, help="seconds measured after it")
     parser.add_argument("--repeat", type=int, default=1, help="runs (at most 10)")
     parser.add_argument("--json-out")
+    parser.add_argument("--logs", help="write each run's incumbent and successor logs in this directory")
     args = parser.parse_args()
     args.connections = min(args.connections, maxConnections() - args.pingers - 200)
     args.steady = min(max(args.steady, 0.1), 30.0)

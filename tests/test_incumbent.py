@@ -830,6 +830,9 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         result = self.incumbent.commit(session)
         self.assertEqual(result.connections, 1)
         self.assertEqual(self.incumbent.lastAttempt["connections_moved"], 1)
+        # Released two turns after the answer.
+        self.reactor.advance(0)
+        self.reactor.advance(0)
         self.assertFalse(transport.connected)
         self.assertEqual(transport.fileno(), -1)
         self.assertNotIn(transport, self.reactor.getReaders())
@@ -1169,6 +1172,9 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.assertFalse(self.incumbent.abort("too late", session))
         self.assertEqual(self.incumbent.lastAttempt["outcome"], "committed")
         self.assertNotIn("resumeAccepting", self.registry.calls)
+        # Released two turns after the answer.
+        self.reactor.advance(0)
+        self.reactor.advance(0)
         self.assertFalse(protocol.transport.connected)
         self.assertNotIn(protocol.transport, self.reactor.getReaders())
 
@@ -1205,6 +1211,9 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.incumbent.restored(second, RestoredReport(1))
         self.incumbent.switch(second)
         self.assertEqual(self.incumbent.commit(second).generation, 5)
+        # Released two turns after the answer.
+        self.reactor.advance(0)
+        self.reactor.advance(0)
         self.assertFalse(protocol.transport.connected)
         # The first session is no longer part of anything.
         self.assertFalse(self.incumbent.abort("late", first))
@@ -1801,6 +1810,9 @@ class IncumbentWithListenerRegistryTests(SynchronousTestCase):
         self.assertFalse(self.port.connected)
         self.assertEqual(self.registry.listening(), [])
         self.assertTrue(os.path.exists(self.path))
+        # Released two turns after the answer.
+        self.reactor.advance(0)
+        self.reactor.advance(0)
         self.assertFalse(protocol.transport.connected)
         self.assertEqual(list(self.registry.openConnections()), [])
 

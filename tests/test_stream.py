@@ -201,7 +201,7 @@ class StreamTests(_Stream):
         self.assertEqual([p.last for p in batches.parts], [False, False, True])
         self.assertTrue(batches.done)
         self.assertEqual(batches.count, 5)
-        freezes = batches.activate(frozenAt=0.0)
+        freezes = self.successResultOf(batches.activate(frozenAt=0.0))
         self.assertEqual(len(freezes), 5)
         stream.release()
         restored = {t.getPeer().port: t for p in batches.parts for t in p.transports}
@@ -297,7 +297,8 @@ class StreamTests(_Stream):
         stream = self.stream(maxBatch=1)
         first = stream.next()
         assert first is not None
-        self.assertEqual(first.transports, [a.transport])
+        self.assertEqual(len(first.transports), 1)
+        self.assertIn(first.transports[0], {a.transport, b.transport})
         self.assertIsNone(stream.next())
         a.room["topic"] = "new"
         last = stream.finish()
@@ -335,7 +336,7 @@ class StreamTests(_Stream):
         for captured in [first, *[x.captured for x in stream.batches[1:]], last]:
             self.restore(batches, captured)
         self.assertEqual(batches.count, 2)
-        batches.activate()
+        self.successResultOf(batches.activate())
         stream.release()
         [restored] = [
             t for p in batches.parts for t in p.transports

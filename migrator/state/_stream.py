@@ -37,6 +37,7 @@ in the order sent).
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -68,25 +69,33 @@ def _watchReads(t: Any, active: set[int]) -> None:
     t.doRead = doRead
 
 
+#: What L{_watchWrites} watches on a frozen transport.
+_WATCHED = ("write", "writeSequence", "loseConnection", "abortConnection")
+
+
 def _watchWrites(t: Any, dirty: set[int]) -> None:
     """
-    Note in C{dirty} any write to the frozen transport C{t}, and keep it
-    from writing here (the bytes stay queued: the batch is captured again).
+    Note in C{dirty} any write to the frozen transport C{t} (or its close),
+    and keep it from writing here: the bytes stay queued, and the batch is
+    captured again (a connection that is closing then stays, and closes
+    here).
     """
     cls = type(t)
 
-    def write(data: bytes) -> None:
-        dirty.add(id(t))
-        cls.write(t, data)
-        t.stopWriting()
+    def watching(name: str) -> Callable[..., Any]:
+        method = getattr(cls, name)
 
-    def writeSequence(data: Any) -> None:
-        dirty.add(id(t))
-        cls.writeSequence(t, data)
-        t.stopWriting()
+        def watched(*args: Any) -> Any:
+            dirty.add(id(t))
+            result = method(t, *args)
+            if t.connected:
+                t.stopWriting()
+            return result
 
-    t.write = write
-    t.writeSequence = writeSequence
+        return watched
+
+    for name in _WATCHED:
+        setattr(t, name, watching(name))
 
 
 def _unwatch(t: Any, *names: str) -> None:
@@ -154,6 +163,10 @@ class Stream:
     _streamed: set[int] = attrs.field(factory=set)
     _kinds: dict[type, Any] = attrs.field(factory=dict)
     _keys: dict[int, Any] = attrs.field(factory=dict)
+    #: The ids of the connections open when the stream started.
+    _present: set[int] | None = None
+    #: Whether the collector was paused here (and is to be resumed).
+    _collecting: bool = False
 
     # -- choosing ----------------------------------------------------------------
 
@@ -163,6 +176,13 @@ class Stream:
         them read from now on.
         """
         self._size = max(1, min(self._size, self.maxBatch))
+        # The batches' writers keep what they wrote, and the heap grows
+        # with the connections: the collector's full passes would rescan it
+        # between batches, and in the last turn.  Nothing here becomes
+        # garbage until the commit or the abort, which resume it.
+        if gc.isenabled():
+            gc.disable()
+            self._collecting = True
         self._scan()
 
     def _kind(self, cls: type) -> Any:
@@ -209,8 +229,14 @@ class Stream:
         return self.selected is None or bool(self.selected(t))
 
     def _scan(self) -> None:
+        # A connection that arrived since the stream started is taken for
+        # one in conversation: it goes last, like one that read.
+        first = self._present is None
+        present = self._present = set() if self._present is None else self._present
         busy = 0
         for t in self.ports.openConnections():
+            if first:
+                present.add(id(t))
             if id(t) in self._seen:
                 continue
             eligible = self._eligible(t)
@@ -220,8 +246,11 @@ class Stream:
             self._seen.add(id(t))
             if eligible:
                 self._queue.append(t)
-                _watchReads(t, self._active)
-                self._watched.append(t)
+                if id(t) not in present:
+                    self._active.add(id(t))
+                else:
+                    _watchReads(t, self._active)
+                    self._watched.append(t)
         self._busy = busy
 
     def waiting(self) -> int:
@@ -336,15 +365,16 @@ class Stream:
 
     def _finish(self) -> Captured:
         self._unwatchReads()
-        for batch in self.batches:
-            if not batch.tainted and any(
-                id(t) in self._dirty or not t.connected or isClosing(t)
-                for t in batch.captured.transports
-            ):
+        dirty = self._dirty
+        for batch in self.batches if dirty else ():
+            if not batch.tainted and any(id(t) in dirty for t in batch.captured.transports):
                 batch.tainted = True
         for _ in range(len(self.batches) + 1):
             kept = [b for b in self.batches if not b.tainted]
-            owned = {i: b.number for b in kept for i in b.captured.writer.written()}
+            owned = self.owned
+            if len(kept) < len(self.batches):
+                numbers = {b.number for b in kept}
+                owned = {i: n for i, n in owned.items() if n in numbers}
             for batch in self.batches:
                 if batch.tainted and batch.captured.frozen:
                     self._thawBatch(batch)
@@ -398,6 +428,13 @@ class Stream:
         return sum(c.count for c in self._parts())
 
     @property
+    def transports(self) -> list[Any]:
+        """
+        The transports sent in the batches kept and the last one.
+        """
+        return [t for part in self._parts() for t in part.transports]
+
+    @property
     def moved(self) -> dict[str, int]:
         moved: dict[str, int] = {}
         for part in self._parts():
@@ -431,6 +468,11 @@ class Stream:
         sent = sum(len(b.captured.payload) for b in self.batches)
         return sent + (len(self.final.payload) if self.final is not None else 0)
 
+    def _resumeCollector(self) -> None:
+        if self._collecting:
+            self._collecting = False
+            gc.enable()
+
     def _unwatchReads(self) -> None:
         watched, self._watched = self._watched, []
         for t in watched:
@@ -438,7 +480,7 @@ class Stream:
 
     def _thawBatch(self, batch: Batch) -> None:
         for t in batch.captured.transports:
-            _unwatch(t, "write", "writeSequence")
+            _unwatch(t, *_WATCHED)
         batch.captured.thaw()
 
     def thaw(self) -> None:
@@ -446,22 +488,36 @@ class Stream:
         The takeover was abandoned: thaw every batch, in the order sent,
         then the last one.
         """
+        self._resumeCollector()
         self._unwatchReads()
         for batch in self.batches:
             self._thawBatch(batch)
         if self.final is not None:
             self.final.thaw()
 
-    def release(self) -> None:
+    def release(self, later: Callable[[Callable[[], None]], object] | None = None) -> None:
         """
         The commit: let go of every connection sent (see
         L{Captured.release}).
+
+        @param later: if given, runs a function in a later reactor turn:
+            one batch is released per turn (tens of thousands of closes
+            would make one long turn), and the collector resumes after
+            the last.
         """
         self._unwatchReads()
-        for batch in self.batches:
-            if not batch.tainted:
-                for t in batch.captured.transports:
-                    _unwatch(t, "write", "writeSequence")
-                batch.captured.release()
-        if self.final is not None:
-            self.final.release()
+        parts = [b.captured for b in self.batches if not b.tainted]
+        parts += [self.final] if self.final is not None else []
+
+        def step() -> None:
+            while parts:
+                part = parts.pop(0)
+                for t in part.transports:
+                    _unwatch(t, *_WATCHED)
+                part.release()
+                if parts and later is not None:
+                    later(step)
+                    return
+            self._resumeCollector()
+
+        step()

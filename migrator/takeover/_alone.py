@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from migrator.takeover._batches import Batches
@@ -65,7 +66,7 @@ class CompletesAlone:
     def restoredReport(self) -> None:
         raise NotImplementedError()
 
-    def afterCommit(self, frozenAt: float) -> None:
+    def afterCommit(self, frozenAt: float, spread: bool = False) -> Deferred[None]:
         raise NotImplementedError()
 
     def completeAlone(self, cause: str, started: float) -> dict[str, Any]:

@@ -221,15 +221,20 @@ class Attempt:
         # Abandoned before it went out: the abort is logged on its own.
         self.sent.addErrback(lambda _: None)
 
-    def closeBusyLeft(self, registry: ListenerRegistry, adapters: AdapterRegistry) -> int:
+    def closeBusyLeft(
+        self, registry: ListenerRegistry, adapters: AdapterRegistry, leaving: frozenset[int]
+    ) -> int:
         """
         After the commit, if the successor asked: close (as a shutdown
         would) the connections still busy here.
 
+        @param leaving: the ids of the transports that moved.
         @return: how many.
         """
         closed = 0
         for t in list(registry.openConnections()) if self.closeBusy else ():
+            if id(t) in leaving:
+                continue
             adapter = adapters.adapterFor(type(t.protocol))
             if IBusyAware.providedBy(adapter) and adapter.busy(t.protocol):
                 t.loseConnection()

@@ -9,6 +9,7 @@ that does not stream) is a last batch with nothing to drop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -16,9 +17,12 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from migrator.state._restore import Restored
+from migrator.state._registry import AdapterRegistry
+from migrator.state._restore import Restored, restoreConnections
 from migrator.state._translator import mergeTranslations
 from migrator.takeover._inbox import Message
+from migrator.takeover._messages import CaptureReport
+from migrator.takeover._ports import ListenerRegistry
 
 _log = Logger()
 
@@ -70,23 +74,45 @@ class Batches:
     def translations(self) -> dict[str, Any]:
         return mergeTranslations(*(p.translations for p in self.parts))
 
-    def activate(self, frozenAt: float = 0.0) -> list[float]:
+    def activate(
+        self,
+        frozenAt: float = 0.0,
+        later: Callable[[Callable[[], None]], object] | None = None,
+    ) -> Deferred[list[float]]:
         """
         The commit happened: activate the last batch first (it holds the
         connections that were talking when the stream began, frozen the
-        shortest), then the others in the order they came.
+        shortest), then the others in the order they came.  A batch whose
+        activation fails is logged, and the others go on.
 
         @param frozenAt: when the incumbent froze a batch that does not
             say.
-        @return: how long each connection was frozen, in seconds (from its
-            batch's freeze, the incumbent's wall clock, to its activation).
+        @param later: if given, runs a function in a later reactor turn:
+            each batch after the first is activated in a turn of its own,
+            so that the first one's clients are answered meanwhile.
+        @return: a L{Deferred} firing, once all are active, with how long
+            each connection was frozen, in seconds (from its batch's
+            freeze, the incumbent's wall clock, to its activation).
         """
         order = self.parts[-1:] + self.parts[:-1] if self.done else list(self.parts)
         freezes: list[float] = []
-        for part in order:
-            start = part.frozenAt if part.frozenAt is not None else frozenAt
-            freezes.extend(t - start for t in part.activate())
-        return freezes
+        done: Deferred[list[float]] = Deferred()
+
+        def step() -> None:
+            while order:
+                part = order.pop(0)
+                start = part.frozenAt if part.frozenAt is not None else frozenAt
+                try:
+                    freezes.extend(t - start for t in part.activate())
+                except Exception:
+                    _log.failure("takeover committed, but resuming the moved connections failed")
+                if order and later is not None:
+                    later(step)
+                    return
+            done.callback(freezes)
+
+        step()
+        return done
 
     def rollback(self) -> None:
         """
@@ -105,13 +131,60 @@ class ReceivesBatches:
 
     # What it uses of the successor (declared here for type checkers).
     _step: str
+    _reactor: Any
+    registry: ListenerRegistry
+    adapters: AdapterRegistry
+    clock: Callable[[], float]
     restored: Batches | None
+    captureReport: CaptureReport | None
+    connectionReport: dict[str, Any]
 
     async def _receive(self) -> Message:
         raise NotImplementedError()
 
     def restore(self, message: Message) -> None:
-        raise NotImplementedError()
+        """
+        Restore the connections of one of the incumbent's state messages
+        (a batch, or the whole in one piece), not reading until
+        L{afterCommit}.
+        """
+        payload, fds = message
+        started = self.clock()
+        part = restoreConnections(self._reactor, self.registry, self.adapters, payload, fds)
+        if self.restored is None:
+            self.restored = Batches()
+        batches = self.restored
+        batches.add(part, len(payload), self.clock() - started)
+
+    def restoredReport(self) -> None:
+        """
+        Log the connections restored, and keep the figures for the result.
+        """
+        batches = self.restored
+        if batches is None:
+            return
+        report = self.captureReport
+        self.connectionReport = {
+            "moved": report.moved if report else {},
+            "staying": report.staying if report else {},
+            "held": report.held if report else None,
+            "bytes": report.bytes if report else batches.bytes,
+            "batches": batches.received,
+            "batches_dropped": batches.dropped,
+            "restore_ms": round(batches.seconds * 1000, 3),
+            # Versions seen, steps run (downgrades there, upgrades here).
+            "translations": mergeTranslations(
+                report.translations if report else None, batches.translations
+            ),
+        }
+        _log.info(
+            "restored {count} connection(s) from {size} bytes of state in {ms:.1f} ms "
+            "({batches}; not reading until the commit)",
+            count=batches.count,
+            size=batches.bytes,
+            batches=describeBatches(batches),
+            ms=self.connectionReport["restore_ms"],
+        )
 
     async def _fault(self, point: str) -> None:
         raise NotImplementedError()
@@ -170,6 +243,24 @@ class ReceivesBatches:
                 faulted = True
                 await self._fault("after-batch")
             self._step = "capture"
+
+
+def freezeFigures(activated: list[float], frozenAt: float) -> dict[str, Any]:
+    """
+    The freeze's p50, p99 and max in milliseconds (C{freeze_ms}), from how
+    long each connection was frozen, in seconds; nothing if there is none,
+    or no freeze time was known.
+    """
+    if not (activated and frozenAt):
+        return {}
+    freezes = sorted(t * 1000 for t in activated)
+    return {
+        "freeze_ms": {
+            "p50": round(freezes[len(freezes) // 2], 3),
+            "p99": round(freezes[min(len(freezes) - 1, int(len(freezes) * 0.99))], 3),
+            "max": round(freezes[-1], 3),
+        }
+    }
 
 
 def describeBatches(batches: Batches) -> str:

@@ -242,7 +242,8 @@ class CapturesConnections:
                 return
             done.callback(report)
 
-        turn()
+        # The first batch in a turn of its own.
+        self._reactor.callLater(0, turn)
         if not self.faults:
             return done
 

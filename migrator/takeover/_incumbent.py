@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NoReturn
 
 import attrs
@@ -40,6 +41,7 @@ from twisted.logger import Logger
 from twisted.spread import pb
 
 from migrator.state._registry import AdapterRegistry
+from migrator.state._stream import Stream
 from migrator.takeover._attempt import Attempt, Peer
 from migrator.takeover._capturing import CapturesConnections
 from migrator.takeover._messages import (
@@ -332,7 +334,15 @@ class Incumbent(StopsPolitely, CapturesConnections):
         moved = 0
         if attempt.captured is not None:
             moved = attempt.captured.count
-            attempt.captured.release()
+            # Closing this process's copies (10,000 of them: tens of ms)
+            # waits until the answer is written (two turns on: the reactor
+            # writes between them), since the successor serves them only
+            # once it has the answer; meanwhile they stay frozen.
+            release = attempt.captured.release
+            if isinstance(attempt.captured, Stream):
+                # A batch per turn.
+                release = partial(attempt.captured.release, partial(self._reactor.callLater, 0))
+            self._reactor.callLater(0, self._reactor.callLater, 0, release)
         now = self.clock()
         pausedMs = (now - (attempt.pausedAt or now)) * 1000
         totalMs = (now - attempt.startedAt) * 1000
@@ -345,8 +355,11 @@ class Incumbent(StopsPolitely, CapturesConnections):
         self.handedOffTo = successor
         self.successorSession = session
         self.successorAttached = True
-        unmovable = self.unmovable.committed(attempt.captured.moved if attempt.captured else {})
-        if closed := attempt.closeBusyLeft(self.registry, self.adapters):
+        leaving = frozenset(map(id, attempt.captured.transports)) if attempt.captured else frozenset()
+        unmovable = self.unmovable.committed(
+            attempt.captured.moved if attempt.captured else {}, leaving
+        )
+        if closed := attempt.closeBusyLeft(self.registry, self.adapters, leaving):
             _log.info("closed {n} connection(s) still busy at the successor's deadline", n=closed)
         self.lastAttempt = {**attempt.committedRecord(now, len(released)), **unmovable}
         self.current = None

@@ -26,16 +26,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.spread import pb
 
 from migrator.state._registry import AdapterRegistry
-from migrator.state._restore import restoreConnections
-from migrator.state._translator import mergeTranslations
 from migrator.takeover._alone import CompletesAlone
-from migrator.takeover._batches import Batches, ReceivesBatches, describeBatches
+from migrator.takeover._batches import Batches, ReceivesBatches, freezeFigures
 from migrator.takeover._control import (
     ControlClientFactory,
     ControlSocket,
@@ -76,7 +74,7 @@ def _peerPid(broker: Any) -> int | None:
 
 
 @attrs.define(eq=False)
-class Successor(CompletesAlone, ReceivesBatches):
+class Successor(ReceivesBatches, CompletesAlone):
     """
     Drives one takeover from the successor's side.
 
@@ -208,7 +206,7 @@ class Successor(CompletesAlone, ReceivesBatches):
             return "nothing was changed (this process never reached the running service)"
         return KEEPS_SERVING
 
-    def afterCommit(self, frozenAt: float) -> None:
+    def afterCommit(self, frozenAt: float, spread: bool = False) -> Deferred[None]:
         """
         Finish a committed (or completed) takeover: activate the moved
         connections, take the lock files, publish the control socket, hang
@@ -216,20 +214,19 @@ class Successor(CompletesAlone, ReceivesBatches):
 
         @param frozenAt: when the incumbent froze the connections (its wall
             clock), for the freeze figures.
+        @param spread: activate the batches one per reactor turn (the last
+            one, whose connections were talking, at once) rather than all
+            in this turn.
+        @return: a L{Deferred} that fires once every connection is active
+            (and the freeze figures are in the report).
         """
-        try:
-            if self.restored is not None:
-                # First of all: the frozen connections resume here.
-                activated = self.restored.activate(frozenAt)
-                if activated and frozenAt:
-                    freezes = sorted(t * 1000 for t in activated)
-                    self.connectionReport["freeze_ms"] = {
-                        "p50": round(freezes[len(freezes) // 2], 3),
-                        "p99": round(freezes[min(len(freezes) - 1, int(len(freezes) * 0.99))], 3),
-                        "max": round(freezes[-1], 3),
-                    }
-        except Exception:
-            _log.failure("takeover committed, but resuming the moved connections failed")
+        activated: Deferred[None] = succeed(None)
+        if self.restored is not None:
+            # First of all: the frozen connections resume here.
+            later = (lambda f: self._reactor.callLater(0, f)) if spread else None
+            activated = self.restored.activate(frozenAt, later).addCallback(
+                lambda freezes: self.connectionReport.update(freezeFigures(freezes, frozenAt))
+            )
         if self.inbox is not None:
             self.inbox.close()
         if self.watch is not None:
@@ -252,6 +249,7 @@ class Successor(CompletesAlone, ReceivesBatches):
             self.broker.transport.loseConnection()
         except Exception:
             _log.failure("takeover committed, but hanging up on the incumbent failed")
+        return activated
 
     def startWrapped(self) -> tuple[int, list[str]]:
         """
@@ -269,50 +267,6 @@ class Successor(CompletesAlone, ReceivesBatches):
         self.started = True
         self.startService()
         return self.registry.adoptedCount(), self.registry.closeUnclaimed()
-
-    def restore(self, message: Message) -> None:
-        """
-        Restore the connections of one of the incumbent's state messages
-        (a batch, or the whole in one piece), not reading until
-        L{afterCommit}.
-        """
-        payload, fds = message
-        started = self.clock()
-        part = restoreConnections(self._reactor, self.registry, self.adapters, payload, fds)
-        if self.restored is None:
-            self.restored = Batches()
-        batches = self.restored
-        batches.add(part, len(payload), self.clock() - started)
-
-    def restoredReport(self) -> None:
-        """
-        Log the connections restored, and keep the figures for the result.
-        """
-        batches = self.restored
-        if batches is None:
-            return
-        report = self.captureReport
-        self.connectionReport = {
-            "moved": report.moved if report else {},
-            "staying": report.staying if report else {},
-            "held": report.held if report else None,
-            "bytes": report.bytes if report else batches.bytes,
-            "batches": batches.received,
-            "batches_dropped": batches.dropped,
-            "restore_ms": round(batches.seconds * 1000, 3),
-            # Versions seen, steps run (downgrades there, upgrades here).
-            "translations": mergeTranslations(
-                report.translations if report else None, batches.translations
-            ),
-        }
-        _log.info(
-            "restored {count} connection(s) from {size} bytes of state in {ms:.1f} ms "
-            "({batches}; not reading until the commit)",
-            count=batches.count,
-            size=batches.bytes,
-            batches=describeBatches(batches),
-            ms=self.connectionReport["restore_ms"],
-        )
 
     def _follow(self, pid: int | None) -> None:
         if self.watch is None and pid is not None and pid > 0:
@@ -480,7 +434,7 @@ class Successor(CompletesAlone, ReceivesBatches):
             # successor keeps serving.
             self._step = "done"
             assert self.captureReport is not None
-            self.afterCommit(self.captureReport.frozenAt)
+            await self.afterCommit(self.captureReport.frozenAt, spread=True)
             result = committed.toWire()
             result["total_ms"] = round((self.clock() - started) * 1000, 3)
             result["switch_to_commit_ms"] = round((self.clock() - switchedAt) * 1000, 3)

@@ -189,10 +189,9 @@ class UnmovableGuard:
         )
         return self.planned.asDict()
 
-    def _plan(self) -> Plan:
-        return planConnections(
-            list(self._registry.openConnections()), self._adapters, self._versions, self.selected
-        )
+    def _plan(self, leaving: frozenset[int] = frozenset()) -> Plan:
+        connections = [t for t in self._registry.openConnections() if id(t) not in leaving]
+        return planConnections(connections, self._adapters, self._versions, self.selected)
 
     def check(self, step: str) -> Refusal | None:
         """
@@ -237,16 +236,18 @@ class UnmovableGuard:
             },
         )
 
-    def committed(self, moved: dict[str, int]) -> dict[str, Any]:
+    def committed(self, moved: dict[str, int], leaving: frozenset[int] = frozenset()) -> dict[str, Any]:
         """
-        The takeover committed (this process has released what moved):
-        apply the policy to the connections no adapter could move, and
-        count, per class, what moved, drained and was closed.
+        The takeover committed (this process has released what moved, or
+        is about to): apply the policy to the connections no adapter could
+        move, and count, per class, what moved, drained and was closed.
 
         @param moved: the connections that moved, by class.
+        @param leaving: the ids of the transports that moved, if this
+            process has not released them yet.
         @return: the report, for C{commit}'s answer and C{status}.
         """
-        remaining = self._plan()
+        remaining = self._plan(leaving)
         unknown = list(remaining.unknownTransports)
         split: dict[str, int] = {}
         if unknown and self.policy == CLOSE:

@@ -35,7 +35,6 @@ from zope.interface import implementer
 from migrator._reports import ServiceReports
 from migrator._version import __version__
 from migrator.adapters import defaultRegistry
-from migrator.adapters.tls import followPort
 from migrator.interfaces import IMigrationNode
 from migrator.state._translator import describeTranslations
 from migrator.takeover._check import HealthCheck, checkEnvironment
@@ -128,6 +127,20 @@ def _report(text: str) -> None:
         out.flush()
 
 
+def _followTLS(port: Any) -> None:
+    """
+    Follow a port's TLS sessions (L{migrator.adapters.tls.followPort}),
+    importing migrator's TLS adapters (and cryptography's AEAD, X.509...)
+    only for a port that serves TLS: about 10 ms of a successor's start.
+    """
+    tls = sys.modules.get("twisted.protocols.tls")
+    factory = getattr(port, "factory", None)
+    if tls is not None and isinstance(factory, tls.TLSMemoryBIOFactory):
+        from migrator.adapters.tls import followPort
+
+        followPort(port)
+
+
 def _exitNow(code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -179,7 +192,7 @@ class MigrateService(service.MultiService, ServiceReports):
             cast(IReactorFDSet, reactor), holding=config.takeover, detached=config.dryRun
         )
         # TLS sessions can move only if followed from their handshake.
-        self.registry.onListen(followPort)
+        self.registry.onListen(_followTLS)
         self.adapters = defaultRegistry(config.adapterModules)
         if registerAdapters is not None:
             registerAdapters(self.adapters)

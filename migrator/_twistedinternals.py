@@ -181,39 +181,6 @@ def countAccepted(port: Any, seen: weakref.WeakSet[Any]) -> bool:
     return True
 
 
-def hookReactorMethod(reactor: object, name: str, replacement: Callable[..., Any]) -> Any:
-    """
-    Make C{reactor.<name>} (C{listenTCP}, say) call C{replacement}, on this
-    reactor instance only.
-
-    Relies on: reactors being plain instances (no C{__slots__}), and on
-    endpoints, C{strports} and C{twisted.application.internet} looking the
-    method up on the reactor when they listen, not earlier.
-
-    @return: what C{reactor.<name>} was (to call it, and to give it back
-        with L{unhookReactorMethod}), or C{None} if the reactor has no such
-        method (then nothing is hooked).
-    """
-    original = getattr(reactor, name, None)
-    if original is None:
-        return None
-    setattr(reactor, name, replacement)
-    return original
-
-
-def unhookReactorMethod(reactor: object, name: str, original: Callable[..., Any]) -> None:
-    """
-    Undo L{hookReactorMethod}.
-    """
-    try:
-        delattr(reactor, name)
-    except AttributeError:
-        pass
-    # The original may have been an attribute of the instance itself.
-    if getattr(reactor, name, None) != original:
-        setattr(reactor, name, original)
-
-
 # -- established connections ---------------------------------------------------
 
 

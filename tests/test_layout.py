@@ -20,8 +20,10 @@ ROOT = os.path.dirname(PACKAGE)
 #: A module not named here (tap, _service, __init__...) is the composition
 #: root or a leaf and may import the roles.
 ALLOWED = {
-    "state": {"state", "interfaces", "_twistedinternals", "_version"},
-    "takeover": {"takeover", "state", "interfaces", "_twistedinternals", "_version"},
+    "state": {"state", "interfaces", "_twistedinternals", "_reactorinternals", "_version"},
+    "takeover": {
+        "takeover", "state", "interfaces", "_twistedinternals", "_reactorinternals", "_version"
+    },
     "adapters": {"adapters", "state", "interfaces", "_twistedinternals", "_tlsinternals", "_version"},
     "cli": {"cli", "takeover", "interfaces", "_version"},
     "demo": {"demo", "cli", "testing", "state", "takeover", "interfaces", "_version"},

@@ -35,6 +35,7 @@ from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 
+from migrator._reactorinternals import readingTest
 from migrator._twistedinternals import (
     abandonLoopingCall,
     isClosing,
@@ -150,8 +151,8 @@ class Captured:
         return len(self.transports)
 
     def freeze(self) -> None:
-        readers = set(map(id, cast(IReactorFDSet, self._reactor).getReaders()))
-        self._wasReading = [id(t) in readers for t in self.transports]
+        isReading = readingTest(cast(IReactorFDSet, self._reactor))
+        self._wasReading = [isReading(t) for t in self.transports]
         for t in self.transports:
             t.stopReading()
             t.stopWriting()
@@ -211,7 +212,7 @@ class _CaptureHooks:
     adapters: Any
     ports: IPortRegistry
     claimed: frozenset[str]
-    readers: set[int] = attrs.field(factory=set)
+    isReading: Callable[[Any], bool] = lambda t: False
     #: If given, whether the operator selected a connection to move.
     selected: Callable[[Any], bool] | None = None
     checkedProtocol: Any = None
@@ -318,7 +319,7 @@ class _CaptureHooks:
             "port": key,
             "peer": list(peer) if isinstance(peer, tuple) else peer,
             "pending": pending,
-            "reading": id(t) in self.readers,
+            "reading": self.isReading(t),
             "producerPaused": bool(getattr(t, "producerPaused", False)),
             "streaming": bool(getattr(t, "streamingProducer", False)),
         }
@@ -406,8 +407,9 @@ def captureConnections(
     # turn): the freeze, as a client sees it, starts now.  (A real reactor's
     # clock is the wall clock: the successor compares this with its own.)
     frozenAt = reactor.seconds()
-    readers = set(map(id, cast(IReactorFDSet, reactor).getReaders()))
-    hooks = _CaptureHooks(reactor, adapters, ports, claimed, readers, selected)
+    hooks = _CaptureHooks(
+        reactor, adapters, ports, claimed, readingTest(cast(IReactorFDSet, reactor)), selected
+    )
     writer = GraphWriter(adapterFor, anchors, hooks, translator)
     # A batch without the factories writes no anchor's state either.
     writer.anchorState = withFactories

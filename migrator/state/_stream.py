@@ -53,54 +53,52 @@ from migrator.state._translator import mergeTranslations
 from migrator.state._versions import Readable
 
 
-def _watchReads(t: Any, active: set[int]) -> None:
+def _readWatch(cls: Any, active: set[int]) -> type:
     """
-    Note in C{active} the first time C{t} reads (then stop watching).
-    Relies on the reactor calling C{doRead} through the instance, as every
-    Twisted reactor does; the instance attribute shadows the class's.
+    A subclass of the transport class C{cls} that notes in C{active} the
+    first time one of its instances reads, then gives it its class back.
+    An instance is watched by setting its C{__class__} (one assignment: the
+    stream watches tens of thousands at once).  Relies on the reactor
+    calling C{doRead} through the instance, as every Twisted reactor does.
     """
-    cls = type(t)
 
-    def doRead() -> Any:
-        active.add(id(t))
-        t.__dict__.pop("doRead", None)
-        return cls.doRead(t)
+    read = cls.doRead
 
-    t.doRead = doRead
+    def doRead(self: Any) -> Any:
+        active.add(id(self))
+        self.__class__ = cls
+        return read(self)
+
+    return type(f"ReadWatched{cls.__name__}", (cls,), {"doRead": doRead, "__module__": __name__})
 
 
-#: What L{_watchWrites} watches on a frozen transport.
+#: What L{_writeWatch} watches on a frozen transport.
 _WATCHED = ("write", "writeSequence", "loseConnection", "abortConnection")
 
 
-def _watchWrites(t: Any, dirty: set[int]) -> None:
+def _writeWatch(cls: type, dirty: set[int]) -> type:
     """
-    Note in C{dirty} any write to the frozen transport C{t} (or its close),
-    and keep it from writing here: the bytes stay queued, and the batch is
-    captured again (a connection that is closing then stays, and closes
-    here).
+    A subclass of the transport class C{cls} that notes in C{dirty} any
+    write to a frozen instance (or its close), and keeps it from writing
+    here: the bytes stay queued, and the batch is captured again (a
+    connection that is closing then stays, and closes here).
     """
-    cls = type(t)
 
     def watching(name: str) -> Callable[..., Any]:
         method = getattr(cls, name)
 
-        def watched(*args: Any) -> Any:
-            dirty.add(id(t))
-            result = method(t, *args)
-            if t.connected:
-                t.stopWriting()
+        def watched(self: Any, *args: Any) -> Any:
+            dirty.add(id(self))
+            result = method(self, *args)
+            if self.connected:
+                self.stopWriting()
             return result
 
         return watched
 
-    for name in _WATCHED:
-        setattr(t, name, watching(name))
-
-
-def _unwatch(t: Any, *names: str) -> None:
-    for name in names:
-        t.__dict__.pop(name, None)
+    namespace: dict[str, Any] = {name: watching(name) for name in _WATCHED}
+    namespace["__module__"] = __name__
+    return type(f"WriteWatched{cls.__name__}", (cls,), namespace)
 
 
 @attrs.define(eq=False)
@@ -163,6 +161,10 @@ class Stream:
     _streamed: set[int] = attrs.field(factory=set)
     _kinds: dict[type, Any] = attrs.field(factory=dict)
     _keys: dict[int, Any] = attrs.field(factory=dict)
+    #: The watching subclasses made, by C{(kind, class)}; and each watched
+    #: transport's own class, by id.
+    _watchers: dict[tuple[str, type], type] = attrs.field(factory=dict)
+    _classOf: dict[int, type] = attrs.field(factory=dict)
     #: The ids of the connections open when the stream started.
     _present: set[int] | None = None
     #: Whether the collector was paused here (and is to be resumed).
@@ -249,8 +251,7 @@ class Stream:
                 if id(t) not in present:
                     self._active.add(id(t))
                 else:
-                    _watchReads(t, self._active)
-                    self._watched.append(t)
+                    self._watch(t, "read")
         self._busy = busy
 
     def waiting(self) -> int:
@@ -322,7 +323,8 @@ class Stream:
         # What could not go now (shared with a batch sent, declining, or
         # unadaptable) is left for the last turn.
         for t in captured.transports:
-            _watchWrites(t, self._dirty)
+            self._unwatch(t)
+            self._watch(t, "write")
             self._streamed.add(id(t))
         owner = {i: number for i in captured.writer.written()}
         self.owned.update(owner)
@@ -473,14 +475,34 @@ class Stream:
             self._collecting = False
             gc.enable()
 
+    def _watch(self, t: Any, kind: str) -> None:
+        cls = type(t)
+        try:
+            watcher = self._watchers[kind, cls]
+        except KeyError:
+            make = _readWatch if kind == "read" else _writeWatch
+            watcher = make(cls, self._active if kind == "read" else self._dirty)
+            self._watchers[kind, cls] = watcher
+        self._classOf[id(t)] = cls
+        t.__class__ = watcher
+        if kind == "read":
+            self._watched.append(t)
+
+    def _unwatch(self, t: Any) -> None:
+        cls = self._classOf.pop(id(t), None)
+        if cls is not None and type(t) in self._watchers.values():
+            t.__class__ = cls
+
     def _unwatchReads(self) -> None:
         watched, self._watched = self._watched, []
         for t in watched:
-            _unwatch(t, "doRead")
+            cls = self._classOf.get(id(t))
+            if cls is not None and type(t) is self._watchers.get(("read", cls)):
+                self._unwatch(t)
 
     def _thawBatch(self, batch: Batch) -> None:
         for t in batch.captured.transports:
-            _unwatch(t, *_WATCHED)
+            self._unwatch(t)
         batch.captured.thaw()
 
     def thaw(self) -> None:
@@ -513,7 +535,7 @@ class Stream:
             while parts:
                 part = parts.pop(0)
                 for t in part.transports:
-                    _unwatch(t, *_WATCHED)
+                    self._unwatch(t)
                 part.release()
                 if parts and later is not None:
                     later(step)

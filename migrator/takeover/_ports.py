@@ -45,16 +45,15 @@ from twisted.internet.interfaces import IReactorFDSet, IReactorUNIX
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from migrator._reactorinternals import hookReactorMethod, unhookReactorMethod
 from migrator._twistedinternals import adoptTCP as _adoptTCP
 from migrator._twistedinternals import adoptUNIX as _adoptUNIX
 from migrator._twistedinternals import (
     countAccepted,
-    hookReactorMethod,
     neverShutdown,
     releasePort,
     releaseUNIXLock,
     takeUNIXLock,
-    unhookReactorMethod,
 )
 from migrator.interfaces import IPortRegistry
 from migrator.state._detached import DetachedPort

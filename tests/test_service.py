@@ -664,7 +664,12 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
                     "types": names,
                     "versions": versions,
                     "readable": readableTypes(svc.adapters),
-                    "stream": {"max_batch": 512, "busy_deadline": 5.0, "close_busy": False},
+                    "stream": {
+                        "max_batch": 512,
+                        "busy_deadline": 5.0,
+                        "close_busy": False,
+                        "acks": True,
+                    },
                 },
             ),
         )

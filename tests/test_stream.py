@@ -17,6 +17,7 @@ import os
 import socket
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ServerFactory
 from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import SynchronousTestCase
@@ -25,12 +26,15 @@ from zope.interface import implementer
 from migrator._twistedinternals import releaseConnection, releasePort
 from migrator.interfaces import IBusyAware
 from migrator.state._capture import Captured
+from migrator.state._graph import loadsPlain
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
 from migrator.state._restore import restoreConnections
 from migrator.state._stream import Stream
 from migrator.takeover._batches import Batches
+from migrator.takeover._messages import CaptureRequest, PreparedReport, ReceivedReport, Streaming
 from migrator.takeover._ports import ListenerRegistry
 from tests.test_connections import _KEY, _READY, _Reactor, _recvExactly, _waitReadable
+from tests.test_incumbent import IncumbentWithListenerRegistryTests
 
 
 class Private(LineReceiver):
@@ -380,3 +384,106 @@ class RoomTests(_Stream):
             {id(p) for p in self.factory2.clients},
             {id(t.protocol) for t in batches.parts[0].transports},
         )
+
+
+class IncumbentStreamTests(SynchronousTestCase):
+    """
+    The incumbent's C{capture} for a successor that asks for a stream
+    (L{migrator.takeover._capturing}): batches on the channel while it
+    serves, the last one once the successor has caught up, and an abort in
+    the middle thaws every batch sent.
+    """
+
+    setUp = IncumbentWithListenerRegistryTests.setUp
+    closeSuccessorFds = IncumbentWithListenerRegistryTests.closeSuccessorFds
+    begin = IncumbentWithListenerRegistryTests.begin
+
+    def acceptMany(self, n: int) -> list[tuple[Any, socket.socket]]:
+        accepted = []
+        for _ in range(n):
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.addCleanup(client.close)
+            client.connect(self.path)
+            known = set(map(id, self.registry.openConnections()))
+            self.port.doRead()
+            [transport] = [t for t in self.registry.openConnections() if id(t) not in known]
+            self.addCleanup(releaseConnection, transport)
+            accepted.append((transport.protocol, client))
+        return accepted
+
+    def startStream(self, n: int) -> tuple[Any, Any, list[tuple[Any, socket.socket]]]:
+        accepted = self.acceptMany(n)
+        _, reader = self.begin()
+        self.incumbent.received(self.session, ReceivedReport(1))
+        self.incumbent.prepared(self.session, PreparedReport(1))
+        request = CaptureRequest(tuple(self.adapters.typeNames()), stream=Streaming(maxBatch=1))
+        d = self.incumbent.capture(self.session, request)
+        self.assertIsInstance(d, Deferred)
+        return d, reader, accepted
+
+    def message(self, reader: Any) -> dict[str, Any]:
+        payload, fds = reader.next()
+        self.successorFds.extend(fds)
+        data = loadsPlain(payload)
+        self.assertEqual(len(fds), data["count"])
+        return data
+
+    def test_lastBatchWaitsForTheSuccessor(self) -> None:
+        """
+        Three connections go in three batches, one per turn, while accepting
+        goes on; the last batch (none left) comes only once the successor
+        has said it restored all three, and then C{capture} is answered.
+        """
+        d, reader, accepted = self.startStream(3)
+        for _ in range(5):
+            self.reactor.advance(0)
+        self.assertEqual([self.message(reader)["batch"] for _ in range(3)], [0, 1, 2])
+        self.assertNoResult(d)
+        self.assertIn(self.port, self.reactor.getReaders())
+        self.incumbent.batchRestored(self.session, 0)
+        self.incumbent.batchRestored(self.session, 1)
+        self.reactor.advance(0.01)
+        self.assertNoResult(d)
+        self.incumbent.batchRestored(self.session, 2)
+        self.reactor.advance(0.01)
+        last = self.message(reader)
+        self.assertEqual((last["last"], last["count"], last["dropped"]), (True, 0, []))
+        report = self.successResultOf(d)
+        self.assertEqual((report.connections, report.held), (3, 3))
+        self.assertNotIn(self.port, self.reactor.getReaders())
+        for protocol, _ in accepted:
+            self.assertNotIn(protocol.transport, self.reactor.getReaders())
+
+    def test_abortThawsEveryBatch(self) -> None:
+        """
+        Abandoned after the batches were sent, before the last turn: every
+        connection reads again, accepting never stopped, and the capture
+        fails.
+        """
+        d, reader, accepted = self.startStream(3)
+        for _ in range(5):
+            self.reactor.advance(0)
+        self.assertEqual([self.message(reader)["batch"] for _ in range(3)], [0, 1, 2])
+        self.incumbent.abort("the successor gave up", self.session)
+        for protocol, _ in accepted:
+            self.assertIn(protocol.transport, self.reactor.getReaders())
+        self.assertIn(self.port, self.reactor.getReaders())
+        self.reactor.advance(0.01)
+        self.failureResultOf(d)
+
+    def test_arrivedDuringTheStreamGoesLast(self) -> None:
+        """
+        A connection accepted while the stream runs is taken for one in
+        conversation: it goes in the last batch, not in a batch of its own.
+        """
+        d, reader, _ = self.startStream(1)
+        self.reactor.advance(0)
+        self.assertEqual(self.message(reader)["batch"], 0)
+        [(late, _)] = self.acceptMany(1)
+        for _ in range(3):
+            self.reactor.advance(0)
+        self.incumbent.batchRestored(self.session, 0)
+        self.reactor.advance(0.01)
+        last = self.message(reader)
+        self.assertEqual((last["batch"], last["last"], last["count"]), (1, True, 1))
+        self.assertEqual(self.successResultOf(d).connections, 2)

@@ -91,6 +91,8 @@ class Attempt:
     captured: Captured | Stream | None = None
     #: Whether busy connections still here at the commit are closed.
     closeBusy: bool = False
+    #: How many batches of the stream the successor restored (in order).
+    acked: int = 0
     settling: Settling | None = None
     pausedAt: float | None = None
     paused: int = 0

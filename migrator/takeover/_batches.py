@@ -189,13 +189,17 @@ class ReceivesBatches:
     async def _fault(self, point: str) -> None:
         raise NotImplementedError()
 
-    async def receiveBatches(self, answer: Deferred[Any]) -> Any:
+    async def receiveBatches(
+        self, answer: Deferred[Any], acknowledge: Callable[[int], object] | None = None
+    ) -> Any:
         """
         Restore the batches as they come, until the last one, then wait
         for C{capture}'s answer.
 
         @param answer: the answer to C{capture} (it comes once the last
             batch is sent).
+        @param acknowledge: called with each batch's number once it is
+            restored (but the last).
         @return: the answer.
         @raise Exception: what the answer failed with, if it failed first
             (the wait for a batch is cancelled then); what a restore
@@ -212,7 +216,7 @@ class ReceivesBatches:
 
         answer.addErrback(refused)
         try:
-            await self._batches(failed, waiting)
+            await self._batches(failed, waiting, acknowledge)
         except BaseException:
             # Not waited for any more: its failure (the cancellation, or
             # the refusal already raised) is not an unhandled error.
@@ -221,7 +225,12 @@ class ReceivesBatches:
             raise
         return await answer
 
-    async def _batches(self, failed: list[Failure], waiting: list[Deferred[Message]]) -> None:
+    async def _batches(
+        self,
+        failed: list[Failure],
+        waiting: list[Deferred[Message]],
+        acknowledge: Callable[[int], object] | None,
+    ) -> None:
         faulted = False
         while self.restored is None or not self.restored.done:
             if failed:
@@ -239,6 +248,9 @@ class ReceivesBatches:
             self._step = "restore"
             self.restore(message)
             assert self.restored is not None
+            number = self.restored.parts[-1].batch if self.restored.parts else None
+            if not self.restored.done and acknowledge is not None and number is not None:
+                acknowledge(number)
             if not self.restored.done and not faulted:
                 faulted = True
                 await self._fault("after-batch")

@@ -32,6 +32,12 @@ _log = Logger()
 #: How often a stream looks again for busy connections turned idle.
 BUSY_INTERVAL = 0.01
 
+#: How often the last turn looks whether the successor caught up.
+ACK_INTERVAL = 0.002
+
+#: How many batches the stream may send ahead of the successor's restore.
+AHEAD = 16
+
 
 class CapturesConnections:
     """
@@ -207,10 +213,17 @@ class CapturesConnections:
                 return
             try:
                 now = self._reactor.seconds()
-                batch = stream.next() if now < bound else None
+                caughtUp = not streaming.acks or attempt.acked >= len(stream.batches)
+                ahead = len(stream.batches) - attempt.acked
+                batch = stream.next() if now < bound and (caughtUp or ahead < AHEAD) else None
                 if batch is not None:
                     attempt.send(batch)
                     self._reactor.callLater(0, turn)
+                    return
+                if streaming.acks and attempt.acked < len(stream.batches) and now < bound:
+                    # The successor still restores: the last turn waits,
+                    # so that what it freezes is not held behind that.
+                    self._reactor.callLater(ACK_INTERVAL, turn)
                     return
                 if stream.waiting() and now < min(deadline, bound):
                     if not waited:
@@ -306,3 +319,12 @@ class CapturesConnections:
         if translated := describeTranslations(report.translations):
             _log.info("translated before sending: {translated}", translated=translated)
         return report
+
+    def batchRestored(self, session: Peer, number: int) -> None:
+        """
+        The successor restored batch C{number} of the stream in progress
+        (not a step; ignored if it is not the current takeover's).
+        """
+        attempt = self.current
+        if attempt is not None and attempt.session is session:
+            attempt.acked = max(attempt.acked, number + 1)

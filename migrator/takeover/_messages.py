@@ -269,17 +269,22 @@ class Streaming:
         turn idle and move; then what is still busy stays.
     @ivar closeBusy: whether what is still busy at the deadline is closed
         after the commit (as a shutdown would) instead of draining.
+    @ivar acks: whether the successor says when it has restored each batch
+        (C{batchRestored}): the last turn then waits for it to catch up,
+        so that what is frozen last is not held behind its backlog.
     """
 
     maxBatch: int = 512
     busyDeadline: float = 5.0
     closeBusy: bool = False
+    acks: bool = True
 
     def toWire(self) -> dict[str, Any]:
         return {
             "max_batch": self.maxBatch,
             "busy_deadline": self.busyDeadline,
             "close_busy": self.closeBusy,
+            "acks": self.acks,
         }
 
     @classmethod
@@ -291,7 +296,7 @@ class Streaming:
         maxBatch, deadline = f.integer("max_batch", 512), f.number("busy_deadline", 5.0)
         if maxBatch < 0 or deadline < 0:
             raise MalformedMessage("capture's stream: max_batch and busy_deadline must be >= 0")
-        return cls(maxBatch, deadline, f.flag("close_busy", False))
+        return cls(maxBatch, deadline, f.flag("close_busy", False), f.flag("acks", False))
 
 
 @attrs.frozen

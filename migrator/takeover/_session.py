@@ -171,6 +171,16 @@ class ControlSession(pb.Referenceable, OperatorQueries):
             return result.toWire()
         return result.addCallback(CaptureReport.toWire)
 
+    def remote_batchRestored(self, number: object) -> None:
+        """
+        A batch of a stream is restored (L{Incumbent.batchRestored}); not a
+        step: the stream's last turn waits for the successor to catch up.
+
+        @param number: the batch's number.
+        """
+        if type(number) is int:
+            self._incumbent().batchRestored(self, number)
+
     def remote_restored(self, report: object) -> None:
         """
         The connections are restored (L{Incumbent.restored}).

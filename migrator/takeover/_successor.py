@@ -399,7 +399,7 @@ class Successor(ReceivesBatches, CompletesAlone):
             # Kept as soon as it comes (a death before the batches arrive
             # counts what was announced).
             answer.addCallback(lambda wire: setattr(self, "captureReport", CaptureReport.fromWire(wire)))
-            await self.receiveBatches(answer)
+            await self.receiveBatches(answer, lambda n: self._acknowledge(root, n))
             self._step = "restore"
             self.restoredReport()
             await self._fault("after-restore")
@@ -469,6 +469,11 @@ class Successor(ReceivesBatches, CompletesAlone):
             raise TakeoverFailed(
                 f"takeover failed at step {self._step}: {reason}", aftermath
             ) from e
+
+    def _acknowledge(self, root: Any, number: int) -> None:
+        # Not a step: lost or refused (an older incumbent), it changes
+        # nothing but when the incumbent's last turn comes.
+        root.callRemote("batchRestored", number).addErrback(lambda _: None)
 
     async def _incumbentDied(self, e: BaseException) -> bool:
         """

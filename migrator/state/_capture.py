@@ -450,28 +450,27 @@ def captureConnections(
             translator.log.mark(),
             hooks.pendingBytes,
         )
-        writer.checkpoint()
-        try:
-            roots.append(writer.write(protocol, cls.__name__))
-        except Unadaptable as e:
+        def undo(mark: tuple[int, int, int, Any, int] = mark) -> None:
+            # This root leaves no trace.
             writer.rollback()
             del hooks.transports[mark[0] :]
             del hooks.calls[mark[1] :]
             del hooks.loops[mark[2] :]
             translator.log.rollback(mark[3])
             hooks.pendingBytes = mark[4]
+
+        writer.checkpoint()
+        try:
+            roots.append(writer.write(protocol, cls.__name__))
+        except Unadaptable as e:
+            undo()
             stay(f"{typeName(cls)}: {e}")
             continue
         if owned and (met := {owned[i] for i in writer.added() if i in owned}):
             # Shared with a batch already sent: it goes later, with that
             # batch sent again (L{migrator.state._stream}).
-            writer.rollback()
+            undo()
             roots.pop()
-            del hooks.transports[mark[0] :]
-            del hooks.calls[mark[1] :]
-            del hooks.loops[mark[2] :]
-            translator.log.rollback(mark[3])
-            hooks.pendingBytes = mark[4]
             crossed |= met
             deferred.append(t)
             continue

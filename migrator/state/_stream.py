@@ -305,7 +305,8 @@ class Stream:
                 picked = self._pick()
             if not picked:
                 return None
-            captured = self._capture(picked)
+            header = {"batch": len(self.batches), "last": False}
+            captured = self._capture(picked, self.owned, header, withFactories=False)
             if captured.count or self.timer() - started > 4 * self.budget:
                 break
             # Everything picked was left for the last turn (shared with a
@@ -331,7 +332,13 @@ class Stream:
         self.batches.append(Batch(number, captured))
         return captured
 
-    def _capture(self, picked: list[Any]) -> Captured:
+    def _capture(
+        self,
+        connections: list[Any],
+        owned: Mapping[int, int],
+        header: dict[str, Any],
+        withFactories: bool,
+    ) -> Captured:
         return captureConnections(
             self.reactor,
             self.ports,
@@ -340,10 +347,10 @@ class Stream:
             self.restorable,
             self.readable,
             self.selected,
-            connections=picked,
-            owned=self.owned,
-            withFactories=False,
-            header={"batch": len(self.batches), "last": False},
+            connections=connections,
+            owned=owned,
+            withFactories=withFactories,
+            header=header,
         )
 
     def _taint(self, captured: Captured) -> None:
@@ -382,22 +389,8 @@ class Stream:
                     self._thawBatch(batch)
             streamed = {id(t) for b in kept for t in b.captured.transports}
             rest = [t for t in self.ports.openConnections() if id(t) not in streamed]
-            final = captureConnections(
-                self.reactor,
-                self.ports,
-                self.adapters,
-                self.claimed,
-                self.restorable,
-                self.readable,
-                self.selected,
-                connections=rest,
-                owned=owned,
-                header={
-                    "batch": len(self.batches),
-                    "last": True,
-                    "dropped": self.dropped,
-                },
-            )
+            header = {"batch": len(self.batches), "last": True, "dropped": self.dropped}
+            final = self._capture(rest, owned, header, withFactories=True)
             if final.refused and kept:
                 # Nothing moves (a factory's state cannot): nor do the
                 # batches.

@@ -348,6 +348,7 @@ class MigrateService(service.MultiService, ServiceReports):
             identity=self.identity,
             onHandedOff=self._handedOff,
             onSuccessorDetached=self._successorDetached,
+            onReleased=self._successorDetached,
             takeoverTimeout=self.config.takeoverTimeout,
             clock=self._reactor.seconds,
             faults=self.config.faults,
@@ -492,7 +493,8 @@ class MigrateService(service.MultiService, ServiceReports):
         self._drainCall.start(0.2, now=True)
 
     def _successorDetached(self) -> None:
-        # Do not wait for the next tick of the drain loop.
+        # (Or the moved connections are released.)  Do not wait for the
+        # next tick of the drain loop.
         if self._drainCall is not None and self._drainCall.running:
             self._checkDrained()
 

@@ -505,6 +505,24 @@ class DrainTests(ServiceTestMixin, SynchronousTestCase):
         svc.incumbent.onSuccessorDetached()
         self.assertEqual(self.stops, 1)
 
+    def test_exitsAsSoonAsReleased(self) -> None:
+        """
+        With the successor gone, the incumbent letting go of the moved
+        connections (after the commit's answer) ends the drain at once:
+        they no longer count as open, and nothing waits for the drain
+        loop's next tick.
+        """
+        svc = self.startIncumbent()
+        self.handOff(svc, connections=1)
+        svc.incumbent.successorAttached = False
+        svc.incumbent.onSuccessorDetached()
+        self.assertEqual(self.stops, 0)
+        [transport] = self.connections
+        transport.connected = False
+        assert svc.incumbent.onReleased is not None
+        svc.incumbent.onReleased()
+        self.assertEqual(self.stops, 1)
+
     def test_waitsForSuccessorAtMostTakeoverTimeout(self) -> None:
         """
         A successor that stays attached is waited for at most the takeover

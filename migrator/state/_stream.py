@@ -510,7 +510,11 @@ class Stream:
         if self.final is not None:
             self.final.thaw()
 
-    def release(self, later: Callable[[Callable[[], None]], object] | None = None) -> None:
+    def release(
+        self,
+        later: Callable[[Callable[[], None]], object] | None = None,
+        done: Callable[[], None] | None = None,
+    ) -> None:
         """
         The commit: let go of every connection sent (see
         L{Captured.release}).
@@ -519,6 +523,7 @@ class Stream:
             one batch is released per turn (tens of thousands of closes
             would make one long turn), and the collector resumes after
             the last.
+        @param done: called once all are released.
         """
         self._unwatchReads()
         parts = [b.captured for b in self.batches if not b.tainted]
@@ -533,6 +538,16 @@ class Stream:
                 if parts and later is not None:
                     later(step)
                     return
+            # What the batches wrote is garbage now: dropped before the
+            # collector resumes (reference counting frees it), so that its
+            # first full pass has less to scan.
+            for batch in self.batches:
+                batch.captured.writer = None
+            if self.final is not None:
+                self.final.writer = None
+            self.owned.clear()
             self._resumeCollector()
+            if done is not None:
+                done()
 
         step()

@@ -103,6 +103,9 @@ class Incumbent(StopsPolitely, CapturesConnections):
     onHandedOff: Callable[[dict[str, Any]], None]
     #: Called when the committed successor hangs up (the drain may end now).
     onSuccessorDetached: Callable[[], None] | None = None
+    #: Called once this process has closed its copies of the connections
+    #: that moved (after the commit): the drain may end now.
+    onReleased: Callable[[], None] | None = None
     takeoverTimeout: float = 30.0
     handshakeTimeout: float = 10.0
     #: The longest the capture waits for busy connections (an HTTP request
@@ -298,6 +301,14 @@ class Incumbent(StopsPolitely, CapturesConnections):
             )
         self._advance(attempt, "restored")
 
+    def _releaseAll(self, captured: Any) -> None:
+        captured.release()
+        self._released()
+
+    def _released(self) -> None:
+        if self.onReleased is not None:
+            self.onReleased()
+
     def switch(self, session: Peer) -> SwitchAnswer:
         """
         Stop accepting on every port (the kernel's backlog keeps queueing):
@@ -338,10 +349,13 @@ class Incumbent(StopsPolitely, CapturesConnections):
             # waits until the answer is written (two turns on: the reactor
             # writes between them), since the successor serves them only
             # once it has the answer; meanwhile they stay frozen.
-            release = attempt.captured.release
-            if isinstance(attempt.captured, Stream):
+            captured = attempt.captured
+            if isinstance(captured, Stream):
                 # A batch per turn.
-                release = partial(attempt.captured.release, partial(self._reactor.callLater, 0))
+                later = partial(self._reactor.callLater, 0)
+                release = partial(captured.release, later, self._released)
+            else:
+                release = partial(self._releaseAll, captured)
             self._reactor.callLater(0, self._reactor.callLater, 0, release)
         now = self.clock()
         pausedMs = (now - (attempt.pausedAt or now)) * 1000

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from migrator.state._registry import AdapterRegistry
 from migrator.state._stream import Stream
@@ -201,15 +202,54 @@ class CapturesConnections:
             streaming.maxBatch,
         )
         started = self.clock()
-        now = self._reactor.seconds()
+        now = begun = self._reactor.seconds()
         bound = now + self.takeoverTimeout / 3
         deadline = now + min(streaming.busyDeadline, self.takeoverTimeout / 3)
         done: Deferred[CaptureReport] = Deferred()
         waited: list[float] = []
 
-        def turn() -> None:
+        def fail(e: Exception) -> None:
+            if isinstance(e, self.Refused):
+                done.errback(e)
+                return
+            _log.failure("capturing connections failed", failure=Failure(e))
+            try:
+                self._refuse(attempt, f"capturing connections failed: {e}", from_=e)
+            except self.Refused as refused:
+                done.errback(refused)
+
+        def abandoned() -> bool:
             if self.current is not attempt or attempt.state != CAPTURING:
+                attempt.endSettling()
                 done.errback(self.Refused("capture: the takeover was abandoned while streaming"))
+                return True
+            return False
+
+        def last(_: object = None) -> None:
+            # The turn in which accepting stops: the connections the wait
+            # for busy ones paused read again (they are captured now, and
+            # the successor starts them reading).
+            settling = attempt.endSettling()
+            if abandoned():
+                return
+            if settling is not None or waited:
+                # Since the stream began (the busy ones were waited for
+                # from then on), or for the last batch's wait alone.
+                since = begun if waited else self._reactor.seconds() - settling.waited  # type: ignore[union-attr]
+                _log.info(
+                    "waited {ms:.1f} ms for busy connections; {busy} still busy",
+                    ms=(self._reactor.seconds() - since) * 1000,
+                    busy=settling.busy if settling is not None else stream.waiting(),
+                )
+            try:
+                report = self._lastBatch(attempt, stream, started, streaming)
+            except Exception as e:
+                fail(e)
+                return
+            done.callback(report)
+
+        def turn() -> None:
+            if abandoned():
                 return
             try:
                 now = self._reactor.seconds()
@@ -236,24 +276,26 @@ class CapturesConnections:
                         )
                     self._reactor.callLater(BUSY_INTERVAL, turn)
                     return
-                if waited:
-                    _log.info(
-                        "waited {ms:.1f} ms for busy connections; {busy} still busy",
-                        ms=(now - waited[0]) * 1000,
-                        busy=stream.waiting(),
-                    )
-                report = self._lastBatch(attempt, stream, started, streaming)
-            except self.Refused as e:
-                done.errback(e)
-                return
+                # What goes in the last batch (the talking connections) may
+                # be busy right now: as before streaming, a bounded wait
+                # for them, the idle ones not reading meanwhile.
+                remaining = max(0.0, min(deadline, bound) - now)
+                settling = attempt.startSettling(
+                    self._reactor, self.registry, self.adapters, remaining
+                )
             except Exception as e:
-                _log.failure("capturing connections failed")
-                try:
-                    self._refuse(attempt, f"capturing connections failed: {e}", from_=e)
-                except self.Refused as refused:
-                    done.errback(refused)
+                fail(e)
                 return
-            done.callback(report)
+            if settling is None:
+                last()
+                return
+            _log.info(
+                "waiting up to {timeout:g} s for {busy} busy connection(s) to finish "
+                "before the last batch",
+                timeout=remaining,
+                busy=attempt.settling.busy if attempt.settling else 0,
+            )
+            settling.addCallback(last)
 
         # The first batch in a turn of its own.
         self._reactor.callLater(0, turn)

@@ -41,6 +41,7 @@ import gc
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import attrs
@@ -157,7 +158,8 @@ class Stream:
     _busy: int = 0
     _active: set[int] = attrs.field(factory=set)
     _dirty: set[int] = attrs.field(factory=set)
-    _watched: list[Any] = attrs.field(factory=list)
+    #: The transports whose first read is watched, by id.
+    _watched: dict[int, Any] = attrs.field(factory=dict)
     _streamed: set[int] = attrs.field(factory=set)
     _kinds: dict[type, Any] = attrs.field(factory=dict)
     _keys: dict[int, Any] = attrs.field(factory=dict)
@@ -324,6 +326,7 @@ class Stream:
         # What could not go now (shared with a batch sent, declining, or
         # unadaptable) is left for the last turn.
         for t in captured.transports:
+            self._watched.pop(id(t), None)
             self._unwatch(t)
             self._watch(t, "write")
             self._streamed.add(id(t))
@@ -387,7 +390,10 @@ class Stream:
             for batch in self.batches:
                 if batch.tainted and batch.captured.frozen:
                     self._thawBatch(batch)
-            streamed = {id(t) for b in kept for t in b.captured.transports}
+            if len(kept) == len(self.batches):
+                streamed: AbstractSet[int] = self._streamed
+            else:
+                streamed = {id(t) for b in kept for t in b.captured.transports}
             rest = [t for t in self.ports.openConnections() if id(t) not in streamed]
             header = {"batch": len(self.batches), "last": True, "dropped": self.dropped}
             final = self._capture(rest, owned, header, withFactories=True)
@@ -421,6 +427,13 @@ class Stream:
     @property
     def count(self) -> int:
         return sum(c.count for c in self._parts())
+
+    @property
+    def streamed(self) -> AbstractSet[int]:
+        """
+        The ids of the transports sent in a batch (before the last).
+        """
+        return self._streamed
 
     @property
     def transports(self) -> list[Any]:
@@ -479,7 +492,7 @@ class Stream:
         self._classOf[id(t)] = cls
         t.__class__ = watcher
         if kind == "read":
-            self._watched.append(t)
+            self._watched[id(t)] = t
 
     def _unwatch(self, t: Any) -> None:
         cls = self._classOf.pop(id(t), None)
@@ -487,8 +500,8 @@ class Stream:
             t.__class__ = cls
 
     def _unwatchReads(self) -> None:
-        watched, self._watched = self._watched, []
-        for t in watched:
+        watched, self._watched = self._watched, {}
+        for t in watched.values():
             cls = self._classOf.get(id(t))
             if cls is not None and type(t) is self._watchers.get(("read", cls)):
                 self._unwatch(t)

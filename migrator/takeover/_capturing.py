@@ -12,6 +12,7 @@ connection held then is either sent or counted as staying.
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from typing import Any, NoReturn
 
 from twisted.internet.defer import Deferred
@@ -68,7 +69,9 @@ class CapturesConnections:
     def _advance(self, attempt: Attempt, step: str) -> None:
         raise NotImplementedError()
 
-    def _refuseUnmovable(self, step: str, session: Peer | None = None) -> None:
+    def _refuseUnmovable(
+        self, step: str, session: Peer | None = None, leaving: AbstractSet[int] = frozenset()
+    ) -> None:
         raise NotImplementedError()
 
     def _refuse(
@@ -321,7 +324,9 @@ class CapturesConnections:
         """
         attempt.paused = self.registry.pauseAccepting()
         attempt.pausedAt = self.clock()
-        self._refuseUnmovable("capture", attempt.session)
+        # (What the batches took has adapters, and is frozen: only the rest
+        # is looked at.)
+        self._refuseUnmovable("capture", attempt.session, stream.streamed)
         held = self.registry.connectionCount()
         last = stream.finish()
         attempt.send(last)

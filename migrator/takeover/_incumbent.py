@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from functools import partial
 from typing import Any, NoReturn
 
@@ -458,10 +459,12 @@ class Incumbent(StopsPolitely, CapturesConnections):
             )
         return True
 
-    def _refuseUnmovable(self, step: str, session: Peer | None = None) -> None:
+    def _refuseUnmovable(
+        self, step: str, session: Peer | None = None, leaving: AbstractSet[int] = frozenset()
+    ) -> None:
         # Never two: refuse (abandoning session's takeover) if connections no
         # adapter can move would stay and the successor's policy is refuse.
-        if (refusal := self.unmovable.check(step)) is not None:
+        if (refusal := self.unmovable.check(step, leaving)) is not None:
             if session is not None:
                 self.abort(refusal.message, session)
             self.lastAttempt = refusal.record

@@ -34,6 +34,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import attrs
@@ -189,26 +190,27 @@ class UnmovableGuard:
         )
         return self.planned.asDict()
 
-    def _plan(self, leaving: frozenset[int] = frozenset()) -> Plan:
+    def _plan(self, leaving: AbstractSet[int] = frozenset()) -> Plan:
         connections = [t for t in self._registry.openConnections() if id(t) not in leaving]
         return planConnections(connections, self._adapters, self._versions, self.selected)
 
-    def check(self, step: str) -> Refusal | None:
+    def check(self, step: str, leaving: AbstractSet[int] = frozenset()) -> Refusal | None:
         """
         Apply the C{refuse} policy: at C{begin} to the plan L{start} made,
         at a later step to a new plan (connections may have arrived since).
 
+        @param leaving: the ids of transports already captured to move (a
+            stream's batches): not looked at again.
         @return: the refusal, or C{None} if the takeover may go on.
         """
         if self.policy != REFUSE:
             return None
+        rest = (t for t in self._registry.openConnections() if id(t) not in leaving)
         if step == "begin" and self.planned is not None:
             plan = self.planned
-        elif anyUnknown(
-            self._registry.openConnections(), self._adapters, self._versions, self.selected
-        ):
+        elif anyUnknown(rest, self._adapters, self._versions, self.selected):
             # A quick look first: at switch, accepting is paused meanwhile.
-            plan = self.planned = self._plan()
+            plan = self.planned = self._plan(leaving)
         else:
             return None
         if not plan.count(UNKNOWN):

@@ -135,10 +135,9 @@ class Captured:
     pendingBytes: int = 0
     frozenAt: float = 0.0
     translations: dict[str, Any] = attrs.field(factory=dict)
-    #: Streaming (L{migrator.state._stream}): the roots left out because
-    #: their graph reaches an object of an earlier batch (C{owned}), and
-    #: those batches' numbers.
-    deferred: list[Any] = attrs.field(factory=list)
+    #: Streaming (L{migrator.state._stream}): the numbers of the earlier
+    #: batches whose objects (C{owned}) a root's graph reached: such a root
+    #: was left out (for the last batch, with those batches sent again).
     crossed: set[int] = attrs.field(factory=set)
     #: The writer, kept so that the ids of the objects written (its
     #: C{written}) stay theirs while this lives.
@@ -369,8 +368,8 @@ def captureConnections(
         connection of C{ports}).
     @param owned: the ids of the objects (C{id(obj)}) already sent in an
         earlier batch, each with its batch's number: a root whose graph
-        reaches one is left out (L{Captured.deferred}), and the batch
-        noted (L{Captured.crossed}), so that no object is sent twice.
+        reaches one is left out, and the batch noted
+        (L{Captured.crossed}), so that no object is sent twice.
     @param withFactories: whether the ports' factories are written too
         (the last batch of a stream, or a capture in one message).
     @param header: more fields for the message, with C{frozen_at} (a
@@ -421,7 +420,6 @@ def captureConnections(
         staying[reason] = staying.get(reason, 0) + 1
 
     alreadyCaptured: set[int] = set()
-    deferred: list[Any] = []
     crossed: set[int] = set()
     for t in list(ports.openConnections()) if connections is None else connections:
         if id(t) in alreadyCaptured:
@@ -472,7 +470,6 @@ def captureConnections(
             undo()
             roots.pop()
             crossed |= met
-            deferred.append(t)
             continue
         writer.release()
         reached = len(hooks.transports) - mark[0]
@@ -525,7 +522,6 @@ def captureConnections(
         pendingBytes=hooks.pendingBytes,
         frozenAt=frozenAt,
         translations=translator.log.asDict(),
-        deferred=deferred,
         crossed=crossed,
         writer=writer,
     )

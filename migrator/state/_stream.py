@@ -42,7 +42,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -52,6 +52,8 @@ from migrator.interfaces import IBusyAware, IPortRegistry
 from migrator.state._capture import Captured, captureConnections
 from migrator.state._translator import mergeTranslations
 from migrator.state._versions import Readable
+
+_T = TypeVar("_T")
 
 
 def _readWatch(cls: Any, active: set[int]) -> type:
@@ -309,29 +311,27 @@ class Stream:
                 return None
             header = {"batch": len(self.batches), "last": False}
             captured = self._capture(picked, self.owned, header, withFactories=False)
+            # What could not go now (shared with a batch sent, declining,
+            # or unadaptable) is left for the last turn; the batches it
+            # shares objects with go again there.
+            for n in captured.crossed:
+                self.batches[n].tainted = True
             if captured.count or self.timer() - started > 4 * self.budget:
                 break
-            # Everything picked was left for the last turn (shared with a
-            # batch sent): pick again, a bounded time.
-            self._taint(captured)
+            # Everything picked was left out: pick again, a bounded time.
         elapsed = self.timer() - started
         self.seconds += elapsed
         if elapsed > 0:
             self._size = min(self.maxBatch, max(16, int(self._size * self.budget / elapsed)))
         if not captured.count:
-            self._taint(captured)
             return None
         number = len(self.batches)
-        self._taint(captured)
-        # What could not go now (shared with a batch sent, declining, or
-        # unadaptable) is left for the last turn.
         for t in captured.transports:
             self._watched.pop(id(t), None)
             self._unwatch(t)
             self._watch(t, "write")
             self._streamed.add(id(t))
-        owner = {i: number for i in captured.writer.written()}
-        self.owned.update(owner)
+        self.owned.update(dict.fromkeys(captured.writer.written(), number))
         self.batches.append(Batch(number, captured))
         return captured
 
@@ -355,10 +355,6 @@ class Stream:
             withFactories=withFactories,
             header=header,
         )
-
-    def _taint(self, captured: Captured) -> None:
-        for n in captured.crossed:
-            self.batches[n].tainted = True
 
     def finish(self) -> Captured:
         """
@@ -539,18 +535,13 @@ class Stream:
         @param done: called once all are released.
         """
         self._unwatchReads()
-        parts = [b.captured for b in self.batches if not b.tainted]
-        parts += [self.final] if self.final is not None else []
 
-        def step() -> None:
-            while parts:
-                part = parts.pop(0)
-                for t in part.transports:
-                    self._unwatch(t)
-                part.release()
-                if parts and later is not None:
-                    later(step)
-                    return
+        def releasePart(part: Captured) -> None:
+            for t in part.transports:
+                self._unwatch(t)
+            part.release()
+
+        def released() -> None:
             # What the batches wrote is garbage now: dropped before the
             # collector resumes (reference counting frees it), so that its
             # first full pass has less to scan.
@@ -563,4 +554,28 @@ class Stream:
             if done is not None:
                 done()
 
-        step()
+        eachTurn(self._parts(), releasePart, later, released)
+
+
+def eachTurn(
+    items: list[_T],
+    each: Callable[[_T], object],
+    later: Callable[[Callable[[], None]], object] | None,
+    done: Callable[[], None],
+) -> None:
+    """
+    Call C{each} with every item in order, then C{done}: the first item at
+    once, and each of the others in a turn of its own if C{later} (which
+    runs a function in a later reactor turn) is given, else all at once.
+    """
+    items = list(items)
+
+    def step() -> None:
+        while items:
+            each(items.pop(0))
+            if items and later is not None:
+                later(step)
+                return
+        done()
+
+    step()

@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 
 from migrator.state._registry import AdapterRegistry
 from migrator.state._restore import Restored, restoreConnections
+from migrator.state._stream import eachTurn
 from migrator.state._translator import mergeTranslations
 from migrator.takeover._inbox import Message
 from migrator.takeover._messages import CaptureReport
@@ -98,20 +99,14 @@ class Batches:
         freezes: list[float] = []
         done: Deferred[list[float]] = Deferred()
 
-        def step() -> None:
-            while order:
-                part = order.pop(0)
-                start = part.frozenAt if part.frozenAt is not None else frozenAt
-                try:
-                    freezes.extend(t - start for t in part.activate())
-                except Exception:
-                    _log.failure("takeover committed, but resuming the moved connections failed")
-                if order and later is not None:
-                    later(step)
-                    return
-            done.callback(freezes)
+        def activate(part: Restored) -> None:
+            start = part.frozenAt if part.frozenAt is not None else frozenAt
+            try:
+                freezes.extend(t - start for t in part.activate())
+            except Exception:
+                _log.failure("takeover committed, but resuming the moved connections failed")
 
-        step()
+        eachTurn(order, activate, later, lambda: done.callback(freezes))
         return done
 
     def rollback(self) -> None:

@@ -151,28 +151,46 @@ class CapturesConnections:
             self._refuse(attempt, f"capturing connections failed: {e}", from_=e)
         self._advance(attempt, "captured")
         assert attempt.captured is not None
-        staying = attempt.captured.staying
+        self._logCaptured(attempt, report, attempt.captured.pendingBytes, self.clock() - started)
+        return self._afterSent(attempt, report)
+
+    def _logCaptured(
+        self, attempt: Attempt, report: CaptureReport, pending: int, seconds: float, more: str = ""
+    ) -> None:
+        """
+        Log what the capture froze and sent, and what stays (with C{more}
+        said after it), and what it translated.
+        """
+        staying = report.staying
         _log.info(
             "stopped accepting on {paused} port(s) with {held} connection(s) "
             "open; froze and sent {count} connection(s) ({size} bytes of state, "
             "{pending} unsent bytes, captured in {ms:.1f} ms); {stay} stay "
-            "here and drain{why}",
+            "here and drain{why}{more}",
             paused=attempt.paused,
             held=report.held,
             count=report.connections,
-            pending=attempt.captured.pendingBytes,
+            pending=pending,
             size=report.bytes,
-            ms=(self.clock() - started) * 1000,
+            ms=seconds * 1000,
             stay=sum(staying.values()),
             why=(": " + "; ".join(f"{n} x {r}" for r, n in sorted(staying.items())))
             if staying
             else "",
+            more=more,
         )
         if translated := describeTranslations(report.translations):
             _log.info("translated before sending: {translated}", translated=translated)
+
+    def _afterSent(
+        self, attempt: Attempt, report: CaptureReport
+    ) -> CaptureReport | Deferred[CaptureReport]:
+        """
+        The answer to C{capture}, after a drill's fault at C{state-sent} if
+        one is set (once the state has left).
+        """
         if not self.faults:
             return report
-        # A drill: act once the state has left, before answering.
         assert attempt.sent is not None
         return attempt.sent.addCallback(
             lambda _: Deferred.fromCoroutine(self.faults.at("state-sent", self._hangs, self._reactor))
@@ -209,7 +227,8 @@ class CapturesConnections:
         bound = now + self.takeoverTimeout / 3
         deadline = now + min(streaming.busyDeadline, self.takeoverTimeout / 3)
         done: Deferred[CaptureReport] = Deferred()
-        waited: list[float] = []
+        # Whether the stream waited for busy connections (from its start).
+        waited = False
 
         def fail(e: Exception) -> None:
             if isinstance(e, self.Refused):
@@ -235,13 +254,13 @@ class CapturesConnections:
             settling = attempt.endSettling()
             if abandoned():
                 return
-            if settling is not None or waited:
+            if waited or settling is not None:
                 # Since the stream began (the busy ones were waited for
-                # from then on), or for the last batch's wait alone.
-                since = begun if waited else self._reactor.seconds() - settling.waited  # type: ignore[union-attr]
+                # from then on), else the last batch's wait alone.
                 _log.info(
                     "waited {ms:.1f} ms for busy connections; {busy} still busy",
-                    ms=(self._reactor.seconds() - since) * 1000,
+                    ms=(self._reactor.seconds() - begun) * 1000 if waited
+                    else settling.waited * 1000,  # type: ignore[union-attr]
                     busy=settling.busy if settling is not None else stream.waiting(),
                 )
             try:
@@ -252,25 +271,26 @@ class CapturesConnections:
             done.callback(report)
 
         def turn() -> None:
+            nonlocal waited
             if abandoned():
                 return
             try:
                 now = self._reactor.seconds()
-                caughtUp = not streaming.acks or attempt.acked >= len(stream.batches)
-                ahead = len(stream.batches) - attempt.acked
-                batch = stream.next() if now < bound and (caughtUp or ahead < AHEAD) else None
+                # Batches the successor has not said it restored.
+                ahead = len(stream.batches) - attempt.acked if streaming.acks else 0
+                batch = stream.next() if now < bound and ahead < AHEAD else None
                 if batch is not None:
                     attempt.send(batch)
                     self._reactor.callLater(0, turn)
                     return
-                if streaming.acks and attempt.acked < len(stream.batches) and now < bound:
+                if ahead and now < bound:
                     # The successor still restores: the last turn waits,
                     # so that what it freezes is not held behind that.
                     self._reactor.callLater(ACK_INTERVAL, turn)
                     return
                 if stream.waiting() and now < min(deadline, bound):
                     if not waited:
-                        waited.append(now)
+                        waited = True
                         _log.info(
                             "waiting up to {timeout:g} s for {busy} busy connection(s) "
                             "to finish; the others move meanwhile",
@@ -302,18 +322,7 @@ class CapturesConnections:
 
         # The first batch in a turn of its own.
         self._reactor.callLater(0, turn)
-        if not self.faults:
-            return done
-
-        def drill(report: CaptureReport) -> Deferred[CaptureReport]:
-            # A drill: act once the state has left, before answering.
-            assert attempt.sent is not None
-            fault = attempt.sent.addCallback(
-                lambda _: Deferred.fromCoroutine(self.faults.at("state-sent", self._hangs, self._reactor))
-            )
-            return fault.addCallback(lambda _: report)
-
-        return done.addCallback(drill)
+        return done.addCallback(lambda report: self._afterSent(attempt, report))
 
     def _lastBatch(
         self, attempt: Attempt, stream: Stream, started: float, streaming: Streaming
@@ -341,30 +350,17 @@ class CapturesConnections:
             held=held,
             translations=stream.translations,
         )
-        staying = report.staying
-        _log.info(
-            "stopped accepting on {paused} port(s) with {held} connection(s) "
-            "open; froze and sent {count} connection(s) ({size} bytes of state, "
-            "{pending} unsent bytes, captured in {ms:.1f} ms); {stay} stay here "
-            "and drain{why}; streamed in {batches} batch(es) over {span:.1f} ms, "
-            "the last one {last:.1f} ms after accepting stopped{dropped}",
-            paused=attempt.paused,
-            held=held,
-            count=report.connections,
-            size=report.bytes,
-            pending=stream.pendingBytes,
-            ms=stream.seconds * 1000,
-            stay=sum(staying.values()),
-            why=(": " + "; ".join(f"{n} x {r}" for r, n in sorted(staying.items())))
-            if staying
-            else "",
-            batches=len(stream.batches) + 1,
-            span=(self.clock() - started) * 1000,
-            last=(self.clock() - (attempt.pausedAt or 0.0)) * 1000,
-            dropped=f" ({len(stream.dropped)} batch(es) sent again in it)" if stream.dropped else "",
+        dropped = len(stream.dropped)
+        self._logCaptured(
+            attempt,
+            report,
+            stream.pendingBytes,
+            stream.seconds,
+            f"; streamed in {len(stream.batches) + 1} batch(es) over "
+            f"{(self.clock() - started) * 1000:.1f} ms, the last one "
+            f"{(self.clock() - (attempt.pausedAt or 0.0)) * 1000:.1f} ms after accepting stopped"
+            + (f" ({dropped} batch(es) sent again in it)" if dropped else ""),
         )
-        if translated := describeTranslations(report.translations):
-            _log.info("translated before sending: {translated}", translated=translated)
         return report
 
     def batchRestored(self, session: Peer, number: int) -> None:

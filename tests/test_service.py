@@ -687,6 +687,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
                         "busy_deadline": 5.0,
                         "close_busy": False,
                         "acks": True,
+                        "parts": True,
                     },
                 },
             ),

@@ -134,8 +134,7 @@ class _Stream(SynchronousTestCase):
             frozenset({_KEY}),
             frozenset(self.adapters2.typeNames()),
             maxBatch=maxBatch,
-            timer=lambda: 0.0,
-            **kw,
+            **{"timer": lambda: 0.0, **kw},
         )
         stream.start()
         return stream

@@ -51,6 +51,8 @@ from migrator.state._graph import (
     dumpsPlain,
     typeName,
 )
+from migrator.state._nodes import TooLarge
+from migrator.state._owned import Owned
 from migrator.state._plan import NOT_SELECTED, Classifier
 from migrator.state._translator import TranslationLog, Translator
 from migrator.state._versions import Readable
@@ -58,7 +60,7 @@ from migrator.state._versions import Readable
 _log = Logger()
 
 #: How far into the future a suspended call is pushed while frozen.
-_FAR = 10.0**9
+FAR = 10.0**9
 
 
 def ungated(function: Any) -> Any:
@@ -144,6 +146,9 @@ class Captured:
     writer: Any = None
     #: Whether nothing moves because the factories' state cannot.
     refused: bool = False
+    #: The connections left out because their graph is over the capture's
+    #: C{limit} (written in slices instead: L{migrator.state._large}).
+    large: list[Any] = attrs.field(factory=list)
 
     @property
     def count(self) -> int:
@@ -157,10 +162,10 @@ class Captured:
             t.stopWriting()
         for call, _ in self._calls:
             if call.active():
-                call.reset(_FAR)
+                call.reset(FAR)
         for loop, _ in self._loops:
             if loop.call is not None and loop.call.active():
-                loop.call.reset(_FAR)
+                loop.call.reset(FAR)
         self.frozen = True
 
     def thaw(self) -> None:
@@ -220,6 +225,12 @@ class _CaptureHooks:
     loops: list[tuple[Any, float]] = attrs.field(factory=list)
     #: The unsent bytes of the transports captured, in all.
     pendingBytes: int = 0
+    #: Writing in slices (L{migrator.state._large}): the one connection
+    #: written (any other met raises L{TooLarge}), and the scheduled calls
+    #: are suspended as they are met, not once all is written; those
+    #: suspended before, with the time they were due, by id.
+    only: Any = None
+    suspended: dict[int, float] = attrs.field(factory=dict)
     #: Port keys, by the id of the port object (looked up once per port).
     _keys: dict[int, str | None] = attrs.field(factory=dict)
 
@@ -230,8 +241,12 @@ class _CaptureHooks:
             ident, _ = writer.rememberSpecial(value)
             if not value.active():
                 return ("x", "call", [ident, None, None, None, None])
-            when = value.getTime()
+            when = self.suspended.get(id(value))
+            if when is None:
+                when = value.getTime()
             self.calls.append((value, when))
+            if self.only is not None:
+                value.reset(FAR)
             return (
                 "x",
                 "call",
@@ -248,8 +263,12 @@ class _CaptureHooks:
                 raise Unadaptable(value, path, "a LoopingCall on another clock")
             ident, _ = writer.rememberSpecial(value)
             nextTime = value.call.getTime() if value.call is not None and value.call.active() else None
+            if value.call is not None and id(value.call) in self.suspended:
+                nextTime = self.suspended[id(value.call)]
             if value.running and nextTime is not None:
                 self.loops.append((value, nextTime))
+                if self.only is not None and value.call is not None:
+                    value.call.reset(FAR)
             return (
                 "x",
                 "loop",
@@ -275,6 +294,9 @@ class _CaptureHooks:
         return None
 
     def _transport(self, t: Any, writer: GraphWriter, path: str) -> Any:
+        if self.only is not None and t is not self.only:
+            # Another connection cannot wait, unfrozen, for the slices.
+            raise TooLarge()
         if isClosing(t):
             raise Unadaptable(t, path, "a connection that is closing")
         # A connection reached through the graph (a factory's client list,
@@ -335,45 +357,22 @@ class _CaptureHooks:
         )
 
 
-@collectorPaused()
-def captureConnections(
+def prepareCapture(
     reactor: IReactorTime,
     ports: IPortRegistry,
     adapters: Any,
     claimed: frozenset[str],
     restorable: frozenset[str],
-    readable: Mapping[str, Readable] | None = None,
-    selected: Callable[[Any], bool] | None = None,
-    connections: list[Any] | None = None,
-    owned: Mapping[int, int] | None = None,
-    withFactories: bool = True,
-    header: Mapping[str, Any] | None = None,
-) -> Captured:
+    readable: Mapping[str, Readable] | None,
+    selected: Callable[[Any], bool] | None,
+    withFactories: bool,
+    writerClass: type[GraphWriter] = GraphWriter,
+) -> tuple[Any, _CaptureHooks, Translator, list[Any], Callable[[type], Any]]:
     """
-    Capture and freeze every connection that can move; see the module
-    docstring.  The garbage collector does not run meanwhile
-    (L{collectorPaused}).
-
-    @param reactor: the clock of the scheduled calls that may move (and
-        the reactor whose readers say which connections read).
-    @param claimed: the port keys the successor declared.
-    @param restorable: the type names the successor has adapters for.
-    @param readable: what the successor reads of each type name
-        (L{migrator.state._versions.readableFrom}); C{None} if it did not
-        say (every state is written at this process's version).
-    @param selected: if given, whether the operator selected a connection
-        (a transport) to move this time: the others stay, and so does a
-        selected one whose graph reaches one of them.
-    @param connections: the transports to capture (default: every open
-        connection of C{ports}).
-    @param owned: the ids of the objects (C{id(obj)}) already sent in an
-        earlier batch, each with its batch's number: a root whose graph
-        reaches one is left out, and the batch noted
-        (L{Captured.crossed}), so that no object is sent twice.
-    @param withFactories: whether the ports' factories are written too
-        (the last batch of a stream, or a capture in one message).
-    @param header: more fields for the message, with C{frozen_at} (a
-        stream's batch: its number, whether it is the last one...).
+    What a capture writes with (see L{captureConnections} for the
+    parameters): its writer (a C{writerClass}), the writer's hooks, its
+    translator, the ports' factories (anchored), and the writer's lookup
+    of an adapter by class (C{None}: the successor has none).
     """
     known: dict[type, Any] = {}
     translator = Translator(
@@ -402,19 +401,70 @@ def captureConnections(
             for name, factory in portFactories(tracked):
                 anchors[id(factory)] = name
                 factories.append(factory)
+    hooks = _CaptureHooks(
+        reactor, adapters, ports, claimed, readingTest(cast(IReactorFDSet, reactor)), selected
+    )
+    writer = writerClass(adapterFor, anchors, hooks, translator)
+    # A batch without the factories writes no anchor's state either.
+    writer.anchorState = withFactories
+    return writer, hooks, translator, factories, adapterFor
+
+
+@collectorPaused()
+def captureConnections(
+    reactor: IReactorTime,
+    ports: IPortRegistry,
+    adapters: Any,
+    claimed: frozenset[str],
+    restorable: frozenset[str],
+    readable: Mapping[str, Readable] | None = None,
+    selected: Callable[[Any], bool] | None = None,
+    connections: list[Any] | None = None,
+    owned: Owned | None = None,
+    withFactories: bool = True,
+    header: Mapping[str, Any] | None = None,
+    limit: int | None = None,
+) -> Captured:
+    """
+    Capture and freeze every connection that can move; see the module
+    docstring.  The garbage collector does not run meanwhile
+    (L{collectorPaused}).
+
+    @param reactor: the clock of the scheduled calls that may move (and
+        the reactor whose readers say which connections read).
+    @param claimed: the port keys the successor declared.
+    @param restorable: the type names the successor has adapters for.
+    @param readable: what the successor reads of each type name
+        (L{migrator.state._versions.readableFrom}); C{None} if it did not
+        say (every state is written at this process's version).
+    @param selected: if given, whether the operator selected a connection
+        (a transport) to move this time: the others stay, and so does a
+        selected one whose graph reaches one of them.
+    @param connections: the transports to capture (default: every open
+        connection of C{ports}).
+    @param owned: the ids of the objects (C{id(obj)}) already sent in an
+        earlier batch, each with its batch's number: a root whose graph
+        reaches one is left out, and the batch noted
+        (L{Captured.crossed}), so that no object is sent twice.
+    @param withFactories: whether the ports' factories are written too
+        (the last batch of a stream, or a capture in one message).
+    @param header: more fields for the message, with C{frozen_at} (a
+        stream's batch: its number, whether it is the last one...).
+    @param limit: if given, the largest graph a root may have (see
+        L{GraphWriter.limit}): a larger one is left out, and listed in
+        L{Captured.large}.
+    """
+    writer, hooks, translator, factories, adapterFor = prepareCapture(
+        reactor, ports, adapters, claimed, restorable, readable, selected, withFactories
+    )
     # Connections are not served from here on (this all runs in one reactor
     # turn): the freeze, as a client sees it, starts now.  (A real reactor's
     # clock is the wall clock: the successor compares this with its own.)
     frozenAt = reactor.seconds()
-    hooks = _CaptureHooks(
-        reactor, adapters, ports, claimed, readingTest(cast(IReactorFDSet, reactor)), selected
-    )
-    writer = GraphWriter(adapterFor, anchors, hooks, translator)
-    # A batch without the factories writes no anchor's state either.
-    writer.anchorState = withFactories
     staying: dict[str, int] = {}
     moved: dict[str, int] = {}
     roots: list[Any] = []
+    large: list[Any] = []
 
     def stay(reason: str) -> None:
         staying[reason] = staying.get(reason, 0) + 1
@@ -458,13 +508,18 @@ def captureConnections(
             hooks.pendingBytes = mark[4]
 
         writer.checkpoint()
+        writer.limit(limit)
         try:
             roots.append(writer.write(protocol, cls.__name__))
         except Unadaptable as e:
             undo()
             stay(f"{typeName(cls)}: {e}")
             continue
-        if owned and (met := {owned[i] for i in writer.added() if i in owned}):
+        except TooLarge:
+            undo()
+            large.append(t)
+            continue
+        if owned and (met := owned.owners(writer.added())):
             # Shared with a batch already sent: it goes later, with that
             # batch sent again (L{migrator.state._stream}).
             undo()
@@ -478,6 +533,7 @@ def captureConnections(
             # is not met again).
             alreadyCaptured.update(id(x) for x in hooks.transports[mark[0] :])
 
+    writer.limit(None)
     # The factories' own state travels too (merged into the successor's
     # factories).  If that fails, nothing moves: a half-moved factory would
     # split the application's shared state in two.
@@ -489,7 +545,7 @@ def captureConnections(
         if owned:
             # (A factory is never left out: the stream sends those batches
             # again, with it.)
-            crossed |= {owned[i] for i in writer.added() if i in owned}
+            crossed |= owned.owners(writer.added())
         writer.release()
     except Unadaptable as e:
         for t in hooks.transports:
@@ -524,6 +580,7 @@ def captureConnections(
         translations=translator.log.asDict(),
         crossed=crossed,
         writer=writer,
+        large=large,
     )
     captured.freeze()
     return captured

@@ -31,6 +31,14 @@ SEGMENT = 64
 #: writer never nests more than L{SEGMENT}, plus a few levels per special
 #: value).
 MAX_NESTING = 2000
+#: In a graph written in slices, the most items of a container's node
+#: written in one piece: past it, its items are cut into chunks, each
+#: encoded when it is full (see L{migrator.state._graph}, C{("C", ...)}).
+CHUNK = 1024
+#: A string or bytes value longer than this (in characters or bytes) is
+#: over any limit of a batch's writer, and written in pieces of this size
+#: in slices (C{("B", [chunk numbers])}).
+BIG_ATOM = 1 << 20
 
 
 class Unadaptable(Exception):
@@ -58,6 +66,14 @@ class Unadaptable(Exception):
         """
         self.path = segment + self.path
         self.args = (f"{self.path}: {self.why}",)
+
+
+class TooLarge(Exception):
+    """
+    A root's graph is larger than the writer's limit (see
+    L{migrator.state._writer.GraphWriter.limit}): it is written in slices
+    of its own instead (L{migrator.state._large}).
+    """
 
 
 class GraphError(Exception):

@@ -69,6 +69,10 @@ class GraphReader:
         # The segments of the root being read, and which were read.
         self._segments: list[Any] | None = None
         self._used: set[int] = set()
+        #: The chunks of a root written in slices, by number (see
+        #: L{migrator.state._sliced}); each is used once.
+        self.chunks: list[list[Any]] = []
+        self._chunksUsed: set[int] = set()
 
     def remember(self, ident: int, value: Any) -> None:
         self._memo[ident] = value
@@ -244,7 +248,46 @@ class GraphReader:
     def _items(self, nodes: Any) -> list[Any]:
         if type(nodes) is not list:
             raise GraphError(f"malformed items of type {type(nodes).__name__}")
+        if nodes and type(nodes[0]) is tuple and nodes[0] and nodes[0][0] == "C":
+            return self._unchunk(nodes)
         return nodes
+
+    def _unchunk(self, nodes: list[Any]) -> list[Any]:
+        """
+        The items of a container cut into chunks: C{[("C", [numbers]),
+        last items...]}.
+        """
+        mark = nodes[0]
+        numbers = mark[1] if len(mark) == 2 else None
+        if type(numbers) is not list:
+            raise GraphError(f"malformed 'C' node: {mark!r}")
+        items: list[Any] = []
+        for n in numbers:
+            items.extend(self._chunk(n, mark))
+        items.extend(islice(nodes, 1, None))
+        return items
+
+    def _chunk(self, n: Any, node: Any) -> list[Any]:
+        chunks, used = self.chunks, self._chunksUsed
+        if type(n) is not int or not 0 <= n < len(chunks) or n in used:
+            raise GraphError(f"malformed {node[0]!r} node: chunk {n!r} missing or used twice")
+        used.add(n)
+        return chunks[n]
+
+    def _pieces(self, node: Any) -> str | bytes:
+        """
+        A long string or bytes value written in pieces: C{("B", [chunk
+        numbers])}, each chunk a list of one piece, all of one type.
+        """
+        numbers = node[1] if len(node) == 2 else None
+        if type(numbers) is not list or not numbers:
+            raise GraphError(f"malformed 'B' node: {node!r}")
+        pieces = [self._chunk(n, node) for n in numbers]
+        kind = type(pieces[0][0]) if len(pieces[0]) == 1 else None
+        if kind not in (str, bytes) or any(len(p) != 1 or type(p[0]) is not kind for p in pieces):
+            raise GraphError("malformed 'B' node: its pieces are not all strings or all bytes")
+        empty: Any = kind()
+        return empty.join(p[0] for p in pieces)
 
     def _start(self, node: Any, add: Callable[[Any], Any], stack: list[list[Any]], depth: int) -> None:
         """
@@ -348,6 +391,9 @@ class GraphReader:
             if tag == "S":
                 add(self._segmented(node))
                 return
+            if tag == "B":
+                add(self._pieces(node))
+                return
         except (KeyError, IndexError, ValueError, TypeError) as e:
             raise GraphError(f"malformed {tag!r} node: {e}") from e
         raise GraphError(f"unknown node tag {tag!r}")
@@ -375,7 +421,7 @@ class GraphReader:
             # for populating, in one step.
             d: dict[Any, Any] = {}
             self._memo[state[1]] = d
-            flat = state[2]
+            flat = self._items(state[2])
             if len(flat) % 2:
                 raise GraphError("malformed 'd' node: odd number of items")
             values: list[Any] = []

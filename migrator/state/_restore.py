@@ -284,15 +284,21 @@ def restoreConnections(
     reactor: IReactorTime,
     ports: IPortRegistry,
     adapters: Any,
-    payload: bytes,
+    payload: Any,
     fds: list[int],
     adoptSocket: Callable[[int, int], socket.socket] = _adoptSocket,
     closeFd: Callable[[int], None] = os.close,
+    chunks: list[list[Any]] | None = None,
 ) -> Restored:
     """
     Rebuild the incumbent's connections; see the module docstring.  Owns
     C{fds}: on success each was taken over by a transport (no duplicate), on
     failure all are closed and what was built is released.
+
+    @param payload: the message, or the record it decodes to (already
+        decoded by L{decodeMessage}).
+    @param chunks: the chunks of a connection written in slices, from
+        the part messages its batch names (L{migrator.state._large}).
 
     @param reactor: the clock of the restored calls, with which the
         restored transports also register (an L{IReactorFDSet} too).
@@ -303,17 +309,18 @@ def restoreConnections(
         process does not allow.
     """
     with collectorPaused():
-        return _restore(reactor, ports, adapters, payload, fds, adoptSocket, closeFd)
+        return _restore(reactor, ports, adapters, payload, fds, adoptSocket, closeFd, chunks)
 
 
 def _restore(
     reactor: IReactorTime,
     ports: IPortRegistry,
     adapters: Any,
-    payload: bytes,
+    payload: Any,
     fds: list[int],
     adoptSocket: Callable[[int, int], socket.socket],
     closeFd: Callable[[int], None],
+    chunks: list[list[Any]] | None,
 ) -> Restored:
     anchors: dict[str, Any] = {"reactor": reactor}
     for tracked in ports.listening():
@@ -326,8 +333,9 @@ def _restore(
     reader = GraphReader(
         adapters.adapterNamed, anchors, hooks, RestoreContext(hooks.gate), translator
     )
+    reader.chunks = chunks or []
     try:
-        data = loadsPlain(payload)
+        data = loadsPlain(payload) if isinstance(payload, bytes) else payload
         if data is None:
             data = {"roots": [], "factories": [], "count": 0}
         if not isinstance(data, dict):
@@ -372,6 +380,37 @@ def _restore(
     )
 
 
+def decodeMessage(payload: bytes) -> Any:
+    """
+    Decode one of the incumbent's connection messages: a batch (for
+    L{restoreConnections}), or a part (L{partOf}).
+
+    @raise GraphError: if it is not plain data.
+    """
+    return loadsPlain(payload)
+
+
+def partOf(data: Any) -> tuple[int, list[list[Any]]] | None:
+    """
+    If C{data} (L{decodeMessage}) is a part message, its number and its
+    chunks (decoded); else C{None}.
+
+    @raise GraphError: if it is a malformed one.
+    """
+    if not (isinstance(data, dict) and "part" in data):
+        return None
+    number, blobs = data.get("part"), data.get("chunks")
+    if type(number) is not int or not isinstance(blobs, list):
+        raise GraphError("a malformed part message")
+    chunks = []
+    for blob in blobs:
+        chunk = loadsPlain(blob) if type(blob) is bytes else None
+        if type(chunk) is not list:
+            raise GraphError("a part message with a malformed chunk")
+        chunks.append(chunk)
+    return number, chunks
+
+
 def _header(data: dict[str, Any]) -> dict[str, Any]:
     """
     The stream's fields of a connections message (none in a message in
@@ -380,6 +419,9 @@ def _header(data: dict[str, Any]) -> dict[str, Any]:
     @raise GraphError: if they are malformed.
     """
     batch, last = data.get("batch"), data.get("last", True)
+    parts = data.get("parts")
+    if parts is not None and type(parts) is not int:
+        raise GraphError("a connections message with malformed parts")
     dropped, frozenAt = data.get("dropped", []), data.get("frozen_at")
     if not (
         (batch is None or type(batch) is int)

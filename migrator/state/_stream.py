@@ -50,58 +50,15 @@ from twisted.internet.interfaces import IReactorTime
 from migrator._twistedinternals import isClosing
 from migrator.interfaces import IBusyAware, IPortRegistry
 from migrator.state._capture import Captured, captureConnections
+from migrator.state._large import LIMIT, LargeCapture, Part
+from migrator.state._owned import Owned
 from migrator.state._translator import mergeTranslations
 from migrator.state._versions import Readable
+from migrator.state._walk import WALKING, WritesInSlices
+from migrator.state._watches import readWatch, writeWatch
 
 _T = TypeVar("_T")
 
-
-def _readWatch(cls: Any, active: set[int]) -> type:
-    """
-    A subclass of the transport class C{cls} that notes in C{active} the
-    first time one of its instances reads, then gives it its class back.
-    An instance is watched by setting its C{__class__} (one assignment: the
-    stream watches tens of thousands at once).  Relies on the reactor
-    calling C{doRead} through the instance, as every Twisted reactor does.
-    """
-
-    read = cls.doRead
-
-    def doRead(self: Any) -> Any:
-        active.add(id(self))
-        self.__class__ = cls
-        return read(self)
-
-    return type(f"ReadWatched{cls.__name__}", (cls,), {"doRead": doRead, "__module__": __name__})
-
-
-#: What L{_writeWatch} watches on a frozen transport.
-_WATCHED = ("write", "writeSequence", "loseConnection", "abortConnection")
-
-
-def _writeWatch(cls: type, dirty: set[int]) -> type:
-    """
-    A subclass of the transport class C{cls} that notes in C{dirty} any
-    write to a frozen instance (or its close), and keeps it from writing
-    here: the bytes stay queued, and the batch is captured again (a
-    connection that is closing then stays, and closes here).
-    """
-
-    def watching(name: str) -> Callable[..., Any]:
-        method = getattr(cls, name)
-
-        def watched(self: Any, *args: Any) -> Any:
-            dirty.add(id(self))
-            result = method(self, *args)
-            if self.connected:
-                self.stopWriting()
-            return result
-
-        return watched
-
-    namespace: dict[str, Any] = {name: watching(name) for name in _WATCHED}
-    namespace["__module__"] = __name__
-    return type(f"WriteWatched{cls.__name__}", (cls,), namespace)
 
 
 @attrs.define(eq=False)
@@ -120,7 +77,7 @@ class Batch:
 
 
 @attrs.define(eq=False)
-class Stream:
+class Stream(WritesInSlices):
     """
     The connections of one takeover, captured in batches; see the module
     docstring.  Call L{start}, then L{next} once per reactor turn while it
@@ -150,7 +107,7 @@ class Stream:
     batches: list[Batch] = attrs.field(factory=list)
     final: Captured | None = None
     #: The ids of the objects each batch wrote, with its number.
-    owned: dict[int, int] = attrs.field(factory=dict)
+    owned: Owned = attrs.field(factory=Owned)
     #: The time spent capturing, all batches (L{timer}).
     seconds: float = 0.0
     _size: int = 64
@@ -173,6 +130,18 @@ class Stream:
     _present: set[int] | None = None
     #: Whether the collector was paused here (and is to be resumed).
     _collecting: bool = False
+    #: Whether a connection too large for a batch is written in slices of
+    #: its own (L{migrator.state._large}; the successor reads parts); if
+    #: not, it goes in a batch whatever its size.
+    slices: bool = False
+    #: The connections too large for a batch, still to write in slices;
+    #: the one being written; how many were begun.
+    _large: deque[Any] = attrs.field(factory=deque)
+    _walk: LargeCapture | None = None
+    _walks: int = 0
+    #: The size of the part messages sent (L{migrator.state._large}).
+    partBytes: int = 0
+    _walkTurn: bool = True
 
     # -- choosing ----------------------------------------------------------------
 
@@ -284,6 +253,14 @@ class Stream:
             else:
                 picked.append(t)
         later = self._later
+        if not queue and len(later) > self.finalLimit:
+            # Only those still open count (clients that connected, talked
+            # and left while the stream went on would otherwise push the
+            # ones still talking into batches).
+            streamed = self._streamed
+            later = self._later = deque(
+                t for t in later if t.connected and id(t) not in streamed
+            )
         while not queue and len(picked) < self._size and len(later) > self.finalLimit:
             t = later.popleft()
             if id(t) not in self._streamed and self._eligible(t):
@@ -292,15 +269,33 @@ class Stream:
 
     # -- batches -----------------------------------------------------------------
 
-    def next(self) -> Captured | None:
+    def next(self) -> Captured | Part | None:
         """
         Capture and freeze the next batch (its message is
-        L{Captured.payload}).
+        L{Captured.payload}), or write the next slice of a connection too
+        large for a batch (every other turn, while there is one).
 
-        @return: the batch, or C{None} if none is ready (see L{waiting}).
+        @return: the batch; or a slice's message (a L{Part}); or C{None}
+            if nothing is ready (see L{waiting} and L{walking}).
         """
         if self.maxBatch <= 0:
             return None
+        if self._walk is None and self._large:
+            self._startWalk()
+        if self._walk is not None and self._walkTurn:
+            self._walkTurn = False
+            return self._stepWalk()
+        self._walkTurn = True
+        return self._nextBatch()
+
+    @property
+    def walking(self) -> bool:
+        """
+        Whether a connection is being written in slices, or waits to be.
+        """
+        return self._walk is not None or bool(self._large)
+
+    def _nextBatch(self) -> Captured | None:
         started = self.timer()
         while True:
             picked = self._pick()
@@ -310,12 +305,19 @@ class Stream:
             if not picked:
                 return None
             header = {"batch": len(self.batches), "last": False}
-            captured = self._capture(picked, self.owned, header, withFactories=False)
+            captured = self._capture(
+                picked, self.owned, header, withFactories=False, limit=LIMIT if self.slices else None
+            )
+            self._large.extend(captured.large)
             # What could not go now (shared with a batch sent, declining,
             # or unadaptable) is left for the last turn; the batches it
             # shares objects with go again there.
             for n in captured.crossed:
-                self.batches[n].tainted = True
+                if n == WALKING:
+                    assert self._walk is not None
+                    self._walk.crossed = True
+                else:
+                    self.batches[n].tainted = True
             if captured.count or self.timer() - started > 4 * self.budget:
                 break
             # Everything picked was left out: pick again, a bounded time.
@@ -331,16 +333,20 @@ class Stream:
             self._unwatch(t)
             self._watch(t, "write")
             self._streamed.add(id(t))
-        self.owned.update(dict.fromkeys(captured.writer.written(), number))
+        self.owned.add(captured.writer.written(), number)
         self.batches.append(Batch(number, captured))
         return captured
+
+    def _addBatch(self, number: int, captured: Captured) -> None:
+        self.batches.append(Batch(number, captured))
 
     def _capture(
         self,
         connections: list[Any],
-        owned: Mapping[int, int],
+        owned: Owned,
         header: dict[str, Any],
         withFactories: bool,
+        limit: int | None = None,
     ) -> Captured:
         return captureConnections(
             self.reactor,
@@ -354,6 +360,7 @@ class Stream:
             owned=owned,
             withFactories=withFactories,
             header=header,
+            limit=limit,
         )
 
     def finish(self) -> Captured:
@@ -372,6 +379,8 @@ class Stream:
             self.seconds += self.timer() - started
 
     def _finish(self) -> Captured:
+        # A connection still being written in slices goes with the rest.
+        self._dropWalk()
         self._unwatchReads()
         dirty = self._dirty
         for batch in self.batches if dirty else ():
@@ -382,7 +391,7 @@ class Stream:
             owned = self.owned
             if len(kept) < len(self.batches):
                 numbers = {b.number for b in kept}
-                owned = {i: n for i, n in owned.items() if n in numbers}
+                owned = owned.keeping(numbers)
             for batch in self.batches:
                 if batch.tainted and batch.captured.frozen:
                     self._thawBatch(batch)
@@ -467,9 +476,9 @@ class Stream:
     @property
     def sentBytes(self) -> int:
         """
-        The size of every message sent (dropped batches too).
+        The size of every message sent (dropped batches and parts too).
         """
-        sent = sum(len(b.captured.payload) for b in self.batches)
+        sent = self.partBytes + sum(len(b.captured.payload) for b in self.batches)
         return sent + (len(self.final.payload) if self.final is not None else 0)
 
     def _resumeCollector(self) -> None:
@@ -482,7 +491,7 @@ class Stream:
         try:
             watcher = self._watchers[kind, cls]
         except KeyError:
-            make = _readWatch if kind == "read" else _writeWatch
+            make = readWatch if kind == "read" else writeWatch
             watcher = make(cls, self._active if kind == "read" else self._dirty)
             self._watchers[kind, cls] = watcher
         self._classOf[id(t)] = cls
@@ -513,6 +522,7 @@ class Stream:
         then the last one.
         """
         self._resumeCollector()
+        self._dropWalk()
         self._unwatchReads()
         for batch in self.batches:
             self._thawBatch(batch)

@@ -13,13 +13,16 @@ from typing import Any
 
 from migrator.interfaces import IAnchorOnly
 from migrator.state._nodes import ATOMSET as _ATOMSET
+from migrator.state._nodes import BIG_ATOM as _BIG_ATOM
 from migrator.state._nodes import SEGMENT as _SEGMENT
-from migrator.state._nodes import Unadaptable, typeName
+from migrator.state._nodes import TooLarge, Unadaptable, typeName
 from migrator.state._translator import Translator
 from migrator.state._versions import Untranslatable
 
 _SEQUENCE = 0
 _MAPPING = 1
+#: No limit on a root's size (L{GraphWriter.limit}).
+UNLIMITED = 1 << 62
 
 
 def _slottedOrBare(cls: type) -> bool:
@@ -108,9 +111,18 @@ class GraphWriter:
         self._next = 0
         self._undo: list[int] | None = None
         self._classes: dict[type, _ClassInfo] = {}
-        # Frames: [iterator, output list, kind, label source, prefix, depth].
+        # Frames: [iterator, output list, kind, label source, prefix, depth,
+        # chunk numbers (or None), items moved into chunks].
         self._stack: list[list[Any]] = []
         self._segments: list[Any] | None = None
+        # The size of what was written: containers and objects, plus the
+        # items of containers of atoms; and where a root's limit is.
+        self._weight = 0
+        self._limit = UNLIMITED
+        self._bigAtom = UNLIMITED
+        # The largest container of atoms written in one piece (see
+        # L{migrator.state._sliced}).
+        self._whole = UNLIMITED
         self.types: dict[str, int] = {}
         #: Whether an anchor's state is written (else only its name: a
         #: stream's batch, whose anchors' state goes in the last one).
@@ -144,9 +156,41 @@ class GraphWriter:
         anchors = self._anchors
         return [i for i in self._memo if i not in anchors]
 
+    def limit(self, units: int | None) -> None:
+        """
+        Limit the size of what is written from now on, until the next call:
+        past C{units} (containers and objects count one each, and a
+        container of atoms one more per item), or at a string or bytes
+        value longer than L{migrator.state._nodes.BIG_ATOM} among an
+        object's attributes or a container's items (but in a container
+        of atoms only), writing raises L{TooLarge}.
+
+        @param units: the size, or C{None} for no limit.
+        """
+        self._limit = UNLIMITED if units is None else self._weight + units
+        self._bigAtom = UNLIMITED if units is None else _BIG_ATOM
+
+    def writtenSince(self, mark: int) -> list[int]:
+        """
+        The ids of the objects written (but the anchors) after the first
+        C{mark} (see L{count}).
+        """
+        anchors = self._anchors
+        return [i for i in map(id, self._keep[mark:]) if i not in anchors]
+
+    @property
+    def count(self) -> int:
+        """
+        How many objects were written (a mark for L{writtenSince}).
+        """
+        return len(self._keep)
+
     def _remember(self, obj: Any) -> int:
         ident = self._next
         self._next = ident + 1
+        weight = self._weight = self._weight + 1
+        if weight > self._limit:
+            raise TooLarge()
         self._memo[id(obj)] = ident
         self._keep.append(obj)
         if self._undo is not None:
@@ -231,6 +275,7 @@ class GraphWriter:
         memo = self._memo
         atoms = _ATOMSET
         writeNew = self._writeNew
+        big = self._bigAtom
         while len(stack) > base:
             frame = stack[-1]
             append = frame[1].append
@@ -238,6 +283,8 @@ class GraphWriter:
             for v in frame[0]:
                 kind = type(v)
                 if kind in atoms:
+                    if (kind is str or kind is bytes) and len(v) > big:
+                        raise TooLarge()
                     append(v)
                     continue
                 seen = memo.get(id(v))
@@ -259,9 +306,9 @@ class GraphWriter:
         stack = self._stack
         top = len(stack) - 1
         for i in range(top, base - 1, -1):
-            _, out, kind, source, prefix, _ = stack[i]
+            _, out, kind, source, prefix, _, _, chunked = stack[i]
             # Below the top, the item being written is the last one out.
-            position = len(out) if i == top else len(out) - 1
+            position = chunked + (len(out) if i == top else len(out) - 1)
             if kind == _MAPPING:
                 key = source[position // 2][0] if source is not None else "?"
                 e.within(f"[{key!r}]")
@@ -287,7 +334,7 @@ class GraphWriter:
             segments.append(node)
             node = ("g", len(segments) - 1)
             depth = 1
-        stack.append([items, out, kind, source, prefix, depth])
+        stack.append([items, out, kind, source, prefix, depth, None, 0])
         return node
 
     def _writeNew(self, value: Any, kind: type) -> Any:
@@ -297,33 +344,42 @@ class GraphWriter:
         """
         # A container of atoms only is written at once.
         if kind is dict:
+            self._weight += len(value)
             ident = self._remember(value)
             pairs = list(value.items())
-            if _ATOMSET.issuperset(map(type, value)) and _ATOMSET.issuperset(map(type, value.values())):
+            if (
+                len(value) <= self._whole
+                and _ATOMSET.issuperset(map(type, value))
+                and _ATOMSET.issuperset(map(type, value.values()))
+            ):
                 return ("d", ident, list(chain.from_iterable(pairs)))
             flat: list[Any] = []
             return self._push(("d", ident, flat), chain.from_iterable(pairs), flat, _MAPPING, pairs)
         if kind is list:
+            self._weight += len(value)
             ident = self._remember(value)
-            if _ATOMSET.issuperset(map(type, value)):
+            if len(value) <= self._whole and _ATOMSET.issuperset(map(type, value)):
                 return ("l", ident, list(value))
             items: list[Any] = []
             return self._push(("l", ident, items), iter(value), items, _SEQUENCE, None)
         if kind is tuple:
-            if _ATOMSET.issuperset(map(type, value)):
+            self._weight += len(value)
+            if len(value) <= self._whole and _ATOMSET.issuperset(map(type, value)):
                 return ("t", list(value))
             members: list[Any] = []
             return self._push(("t", members), iter(value), members, _SEQUENCE, None)
         if kind is set:
+            self._weight += len(value)
             ident = self._remember(value)
             elements = list(value)
-            if _ATOMSET.issuperset(map(type, elements)):
+            if len(elements) <= self._whole and _ATOMSET.issuperset(map(type, elements)):
                 return ("s", ident, elements)
             written: list[Any] = []
             return self._push(("s", ident, written), iter(elements), written, _SEQUENCE, None)
         if kind is frozenset:
+            self._weight += len(value)
             frozen = list(value)
-            if _ATOMSET.issuperset(map(type, frozen)):
+            if len(frozen) <= self._whole and _ATOMSET.issuperset(map(type, frozen)):
                 return ("f", frozen)
             out: list[Any] = []
             return self._push(("f", out), iter(frozen), out, _SEQUENCE, None)
@@ -363,6 +419,7 @@ class GraphWriter:
                     pairs = [(k, v) for k, v in value.__dict__.items() if k not in plain]
                 else:
                     pairs = list(value.__dict__.items())
+                self._weight += len(pairs)
                 flat = []
                 state = self._push(
                     ("d", self._fresh(), flat), chain.from_iterable(pairs), flat, _MAPPING, pairs, info.label

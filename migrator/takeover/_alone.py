@@ -60,7 +60,7 @@ class CompletesAlone:
     def startWrapped(self) -> tuple[int, list[str]]:
         raise NotImplementedError()
 
-    def restore(self, message: Message) -> None:
+    def restore(self, message: Message) -> bool:
         raise NotImplementedError()
 
     def restoredReport(self) -> None:

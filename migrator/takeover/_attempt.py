@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IDelayedCall
 
 from migrator.interfaces import IBusyAware
 from migrator.state._capture import Captured, captureConnections
+from migrator.state._large import Part
 from migrator.state._registry import AdapterRegistry
 from migrator.state._settling import Settling
 from migrator.state._stream import Stream
@@ -202,19 +203,24 @@ class Attempt:
         readable: Mapping[str, Readable] | None,
         selected: Callable[[Any], bool] | None,
         maxBatch: int,
+        slices: bool = False,
     ) -> Stream:
         """
         Start capturing in batches (L{migrator.state._stream}): from now
         on L{undo} thaws every batch sent.
+
+        @param slices: whether a connection too large for a batch is
+            written in slices (the successor reads parts).
         """
         stream = Stream(
-            reactor, registry, adapters, self.claimed(), types, readable, selected, maxBatch
+            reactor, registry, adapters, self.claimed(), types, readable, selected, maxBatch,
+            slices=slices,
         )
         self.captured = stream
         stream.start()
         return stream
 
-    def send(self, captured: Captured) -> None:
+    def send(self, captured: Captured | Part) -> None:
         """
         Send a capture's message (state and descriptors) on the channel.
         """

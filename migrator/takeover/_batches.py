@@ -9,6 +9,7 @@ that does not stream) is a last batch with nothing to drop.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from migrator.state._registry import AdapterRegistry
-from migrator.state._restore import Restored, restoreConnections
+from migrator.state._restore import Restored, decodeMessage, partOf, restoreConnections
 from migrator.state._stream import eachTurn
 from migrator.state._translator import mergeTranslations
 from migrator.takeover._inbox import Message
@@ -133,28 +134,57 @@ class ReceivesBatches:
     restored: Batches | None
     captureReport: CaptureReport | None
     connectionReport: dict[str, Any]
+    #: The chunks of the connections written in slices, by part number,
+    #: until their batch comes (L{migrator.state._large}), and the size
+    #: of their messages.
+    chunks: dict[int, list[list[Any]]]
+    chunkBytes: int
 
     async def _receive(self) -> Message:
         raise NotImplementedError()
 
-    def restore(self, message: Message) -> None:
+    def restore(self, message: Message) -> bool:
         """
         Restore the connections of one of the incumbent's state messages
         (a batch, or the whole in one piece), not reading until
-        L{afterCommit}.
+        L{afterCommit}; or keep the chunks of a part message for the
+        batch that names them.
+
+        @return: whether it was a batch.
         """
         payload, fds = message
         started = self.clock()
-        part = restoreConnections(self._reactor, self.registry, self.adapters, payload, fds)
+        try:
+            data = decodeMessage(payload)
+            part = partOf(data)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        if part is not None:
+            for fd in fds:
+                os.close(fd)
+            self.chunks.setdefault(part[0], []).extend(part[1])
+            self.chunkBytes += len(payload)
+            return False
+        number = data.get("parts") if isinstance(data, dict) else None
+        held = self.chunks.pop(number, None) if type(number) is int else None
+        restored = restoreConnections(
+            self._reactor, self.registry, self.adapters, data, fds, chunks=held
+        )
         if self.restored is None:
             self.restored = Batches()
-        batches = self.restored
-        batches.add(part, len(payload), self.clock() - started)
+        # (The parts' size is counted with the batch that follows them.)
+        size, self.chunkBytes = len(payload) + self.chunkBytes, 0
+        self.restored.add(restored, size, self.clock() - started)
+        return True
 
     def restoredReport(self) -> None:
         """
         Log the connections restored, and keep the figures for the result.
         """
+        # (The chunks of a connection whose batch never came.)
+        self.chunks.clear()
         batches = self.restored
         if batches is None:
             return
@@ -241,7 +271,10 @@ class ReceivesBatches:
             finally:
                 waiting.clear()
             self._step = "restore"
-            self.restore(message)
+            if not self.restore(message):
+                # A part: its batch comes later.
+                self._step = "capture"
+                continue
             assert self.restored is not None
             number = self.restored.parts[-1].batch if self.restored.parts else None
             if not self.restored.done and acknowledge is not None and number is not None:

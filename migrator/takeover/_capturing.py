@@ -221,6 +221,7 @@ class CapturesConnections:
             readableFrom(request.toWire()),
             self.unmovable.selected,
             streaming.maxBatch,
+            streaming.parts,
         )
         started = self.clock()
         now = begun = self._reactor.seconds()
@@ -281,6 +282,10 @@ class CapturesConnections:
                 batch = stream.next() if now < bound and ahead < AHEAD else None
                 if batch is not None:
                     attempt.send(batch)
+                    self._reactor.callLater(0, turn)
+                    return
+                if stream.walking and now < bound and ahead < AHEAD:
+                    # A large connection's slices go on.
                     self._reactor.callLater(0, turn)
                     return
                 if ahead and now < bound:

@@ -272,12 +272,16 @@ class Streaming:
     @ivar acks: whether the successor says when it has restored each batch
         (C{batchRestored}): the last turn then waits for it to catch up,
         so that what is frozen last is not held behind its backlog.
+    @ivar parts: whether the successor reads a connection too large for
+        a batch from part messages (L{migrator.state._large}); if not, it
+        goes in a batch whatever its size.
     """
 
     maxBatch: int = 512
     busyDeadline: float = 5.0
     closeBusy: bool = False
     acks: bool = True
+    parts: bool = True
 
     def toWire(self) -> dict[str, Any]:
         return {
@@ -285,6 +289,7 @@ class Streaming:
             "busy_deadline": self.busyDeadline,
             "close_busy": self.closeBusy,
             "acks": self.acks,
+            "parts": self.parts,
         }
 
     @classmethod
@@ -296,7 +301,13 @@ class Streaming:
         maxBatch, deadline = f.integer("max_batch", 512), f.number("busy_deadline", 5.0)
         if maxBatch < 0 or deadline < 0:
             raise MalformedMessage("capture's stream: max_batch and busy_deadline must be >= 0")
-        return cls(maxBatch, deadline, f.flag("close_busy", False), f.flag("acks", False))
+        return cls(
+            maxBatch,
+            deadline,
+            f.flag("close_busy", False),
+            f.flag("acks", False),
+            f.flag("parts", False),
+        )
 
 
 @attrs.frozen

@@ -128,6 +128,8 @@ class Successor(ReceivesBatches, CompletesAlone):
     control: ControlSocket | None = None
     inbox: Inbox | None = None
     restored: Batches | None = None
+    chunks: dict[int, list[list[Any]]] = attrs.field(factory=dict)
+    chunkBytes: int = 0
     connectionReport: dict[str, Any] = attrs.field(factory=dict)
     watch: ProcessWatch | None = None
     captureReport: CaptureReport | None = None

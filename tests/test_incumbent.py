@@ -823,11 +823,16 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         timer = self.reactor.callLater(10, protocol.ring)
         protocol.timer = timer
         session = self.session()
+        self.addCleanup(gc.enable)
+        gc.enable()
         reader = self.toPrepared(session)
+        # (Paused from begin to the end of the attempt.)
+        self.assertFalse(gc.isenabled())
         _, _, [fd] = self.capture(session, reader)
         self.incumbent.restored(session, RestoredReport(1))
         self.incumbent.switch(session)
         result = self.incumbent.commit(session)
+        self.assertTrue(gc.isenabled())
         self.assertEqual(result.connections, 1)
         self.assertEqual(self.incumbent.lastAttempt["connections_moved"], 1)
         # Released two turns after the answer.

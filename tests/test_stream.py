@@ -13,6 +13,7 @@ loopback connections (as in L{tests.test_connections}).
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 from typing import Any
@@ -349,6 +350,27 @@ class StreamTests(_Stream):
             restored.doWrite()
         self.assertEqual(_recvExactly(client, 6), b"news\r\n")
 
+    def test_collectorResumedAfterTheRelease(self) -> None:
+        """
+        A collector paused by the caller and handed to the stream is
+        resumed once every batch is released, not before.
+        """
+        self.addCleanup(gc.enable)
+        self.accept(2)
+        gc.disable()
+        stream = self.stream(maxBatch=1)
+        stream.ownCollector()
+        self.batches(stream)
+        self.ports.pauseAccepting()
+        stream.finish()
+        self.assertFalse(gc.isenabled())
+        turns: list[Any] = []
+        stream.release(turns.append)
+        self.assertFalse(gc.isenabled())
+        while turns:
+            turns.pop(0)()
+        self.assertTrue(gc.isenabled())
+
     def test_noBatches(self) -> None:
         """
         With C{maxBatch} 0, everything is in the last batch.
@@ -467,6 +489,23 @@ class IncumbentStreamTests(SynchronousTestCase):
         for protocol, _ in accepted:
             self.assertIn(protocol.transport, self.reactor.getReaders())
         self.assertIn(self.port, self.reactor.getReaders())
+        self.reactor.advance(0.01)
+        self.failureResultOf(d)
+
+    def test_collectorPausedFromBegin(self) -> None:
+        """
+        The garbage collector is paused from C{begin} (a full collection
+        of a large heap is one long turn) until the takeover is abandoned,
+        or, streamed and committed, until every batch is released.
+        """
+        self.addCleanup(gc.enable)
+        gc.enable()
+        d, reader, _ = self.startStream(2)
+        self.assertFalse(gc.isenabled())
+        for _ in range(5):
+            self.reactor.advance(0)
+        self.incumbent.abort("the successor gave up", self.session)
+        self.assertTrue(gc.isenabled())
         self.reactor.advance(0.01)
         self.failureResultOf(d)
 

@@ -471,6 +471,8 @@ def captureConnections(
 
     alreadyCaptured: set[int] = set()
     crossed: set[int] = set()
+    # (The batches sent do not change while this runs.)
+    owners = owned.owners if owned else None
     for t in list(ports.openConnections()) if connections is None else connections:
         if id(t) in alreadyCaptured:
             # Already part of an earlier connection's graph.
@@ -519,7 +521,7 @@ def captureConnections(
             undo()
             large.append(t)
             continue
-        if owned and (met := owned.owners(writer.added())):
+        if owners is not None and (met := owners(writer.added())):
             # Shared with a batch already sent: it goes later, with that
             # batch sent again (L{migrator.state._stream}).
             undo()

@@ -57,8 +57,10 @@ class Owned:
         @return: the numbers of the batches that sent any of C{ids}
             (leaving out the layer C{skip}).
         """
-        ids = list(ids)
         get = self.ids.get
+        if not self.layers:
+            return {n for n in map(get, ids) if n is not None}
+        ids = list(ids)
         found = {n for n in map(get, ids) if n is not None}
         for layer in self.layers:
             if layer is not skip and layer[0].wroteAny(ids):

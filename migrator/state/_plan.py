@@ -120,6 +120,9 @@ class Classifier:
     successorVersions: Mapping[str, Any] | None = None
     _adapters: dict[type, Any] = attrs.field(factory=dict, init=False)
     _facts: dict[tuple[type, ...], tuple[str, str | None]] = attrs.field(factory=dict, init=False)
+    #: The protocol classes that wrap nothing (by class alone), with their
+    #: adapter, name and reason (L{_classFacts}): most connections.
+    _simple: dict[type, tuple[Any, str, str | None]] = attrs.field(factory=dict, init=False)
 
     def _adapterFor(self, cls: type) -> Any:
         try:
@@ -192,6 +195,16 @@ class Classifier:
         self._facts[chain] = (name, why)
         return name, why
 
+    @staticmethod
+    def _wrapsNothing(cls: type, adapter: Any) -> bool:
+        """
+        Whether L{_resolve} never looks inside a C{cls} (whose adapter is
+        C{adapter}), whatever the instance.
+        """
+        if adapter is None:
+            return not issubclass(cls, ProtocolWrapper)
+        return not callable(getattr(adapter, "wrapped", None))
+
     def nameOf(self, protocol: Any) -> str:
         """
         The name a connection of C{protocol} is counted under (a wrapped
@@ -217,8 +230,15 @@ class Classifier:
         protocol = getattr(transport, "protocol", None)
         if not getattr(transport, "connected", True) or getattr(transport, "disconnecting", False):
             return Verdict(HARMLESS, typeName(type(protocol)), "closing") if movable else None
-        protocol, adapter, chain, wrappers = self._resolve(protocol)
-        name, why = self._classFacts(chain, adapter)
+        simple = self._simple.get(type(protocol))
+        if simple is not None:
+            adapter, name, why = simple
+            wrappers: list[tuple[Any, Any]] = []
+        else:
+            protocol, adapter, chain, wrappers = self._resolve(protocol)
+            name, why = self._classFacts(chain, adapter)
+            if len(chain) == 1 and self._wrapsNothing(chain[0], adapter):
+                self._simple[chain[0]] = (adapter, name, why)
         if why is not None:
             if adapter is not None and drainsHarmlessly(adapter, protocol):
                 return Verdict(HARMLESS, name, why) if movable else None
@@ -404,7 +424,9 @@ def planConnections(
             transport, selected=True if selected is None else selected(transport)
         )
         assert verdict is not None
-        mine = counts.setdefault(verdict.typeName, dict.fromkeys(KINDS, 0))
+        mine = counts.get(verdict.typeName)
+        if mine is None:
+            mine = counts[verdict.typeName] = dict.fromkeys(KINDS, 0)
         mine[verdict.kind] += 1
         if verdict.reason is not None:
             why = reasons.setdefault(verdict.typeName, {})

@@ -481,6 +481,13 @@ class Stream(WritesInSlices):
         sent = self.partBytes + sum(len(b.captured.payload) for b in self.batches)
         return sent + (len(self.final.payload) if self.final is not None else 0)
 
+    def ownCollector(self) -> None:
+        """
+        Resume the collector (paused by the caller) when this resumes its
+        own: after the release or the thaw.
+        """
+        self._collecting = True
+
     def _resumeCollector(self) -> None:
         if self._collecting:
             self._collecting = False

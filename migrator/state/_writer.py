@@ -115,10 +115,9 @@ class GraphWriter:
         # chunk numbers (or None), items moved into chunks].
         self._stack: list[list[Any]] = []
         self._segments: list[Any] | None = None
-        # The size of what was written: containers and objects, plus the
-        # items of containers of atoms; and where a root's limit is.
-        self._weight = 0
-        self._limit = UNLIMITED
+        # A root's limit, as the id past which remembering an object
+        # raises TooLarge (lowered by the items of containers of atoms).
+        self._cap = UNLIMITED
         self._bigAtom = UNLIMITED
         # The largest container of atoms written in one piece (see
         # L{migrator.state._sliced}).
@@ -167,7 +166,7 @@ class GraphWriter:
 
         @param units: the size, or C{None} for no limit.
         """
-        self._limit = UNLIMITED if units is None else self._weight + units
+        self._cap = UNLIMITED if units is None else self._next + units
         self._bigAtom = UNLIMITED if units is None else _BIG_ATOM
 
     def writtenSince(self, mark: int) -> list[int]:
@@ -188,8 +187,7 @@ class GraphWriter:
     def _remember(self, obj: Any) -> int:
         ident = self._next
         self._next = ident + 1
-        weight = self._weight = self._weight + 1
-        if weight > self._limit:
+        if ident >= self._cap:
             raise TooLarge()
         self._memo[id(obj)] = ident
         self._keep.append(obj)
@@ -344,7 +342,7 @@ class GraphWriter:
         """
         # A container of atoms only is written at once.
         if kind is dict:
-            self._weight += len(value)
+            self._cap -= len(value)
             ident = self._remember(value)
             pairs = list(value.items())
             if (
@@ -356,20 +354,20 @@ class GraphWriter:
             flat: list[Any] = []
             return self._push(("d", ident, flat), chain.from_iterable(pairs), flat, _MAPPING, pairs)
         if kind is list:
-            self._weight += len(value)
+            self._cap -= len(value)
             ident = self._remember(value)
             if len(value) <= self._whole and _ATOMSET.issuperset(map(type, value)):
                 return ("l", ident, list(value))
             items: list[Any] = []
             return self._push(("l", ident, items), iter(value), items, _SEQUENCE, None)
         if kind is tuple:
-            self._weight += len(value)
+            self._cap -= len(value)
             if len(value) <= self._whole and _ATOMSET.issuperset(map(type, value)):
                 return ("t", list(value))
             members: list[Any] = []
             return self._push(("t", members), iter(value), members, _SEQUENCE, None)
         if kind is set:
-            self._weight += len(value)
+            self._cap -= len(value)
             ident = self._remember(value)
             elements = list(value)
             if len(elements) <= self._whole and _ATOMSET.issuperset(map(type, elements)):
@@ -377,7 +375,7 @@ class GraphWriter:
             written: list[Any] = []
             return self._push(("s", ident, written), iter(elements), written, _SEQUENCE, None)
         if kind is frozenset:
-            self._weight += len(value)
+            self._cap -= len(value)
             frozen = list(value)
             if len(frozen) <= self._whole and _ATOMSET.issuperset(map(type, frozen)):
                 return ("f", frozen)
@@ -419,7 +417,7 @@ class GraphWriter:
                     pairs = [(k, v) for k, v in value.__dict__.items() if k not in plain]
                 else:
                     pairs = list(value.__dict__.items())
-                self._weight += len(pairs)
+                self._cap -= len(pairs)
                 flat = []
                 state = self._push(
                     ("d", self._fresh(), flat), chain.from_iterable(pairs), flat, _MAPPING, pairs, info.label

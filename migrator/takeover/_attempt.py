@@ -7,6 +7,7 @@ connections, the step's timeout) and how it lets go of them.
 
 from __future__ import annotations
 
+import gc
 import socket
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -98,6 +99,8 @@ class Attempt:
     pausedAt: float | None = None
     paused: int = 0
     sent: Deferred[None] | None = None
+    #: Whether it paused the garbage collector (L{pauseCollector}).
+    _collecting: bool = False
     report: PreparedReport | None = None
     _timeout: IDelayedCall | None = None
 
@@ -206,8 +209,9 @@ class Attempt:
         slices: bool = False,
     ) -> Stream:
         """
-        Start capturing in batches (L{migrator.state._stream}): from now
-        on L{undo} thaws every batch sent.
+        Make the stream of a capture in batches (L{migrator.state._stream}),
+        for the caller to start: from now on L{undo} thaws every batch
+        sent.
 
         @param slices: whether a connection too large for a batch is
             written in slices (the successor reads parts).
@@ -217,7 +221,10 @@ class Attempt:
             slices=slices,
         )
         self.captured = stream
-        stream.start()
+        if self._collecting:
+            # The stream resumes it, once it has let go of what it wrote.
+            self._collecting = False
+            stream.ownCollector()
         return stream
 
     def send(self, captured: Captured | Part) -> None:
@@ -318,6 +325,23 @@ class Attempt:
             self._timeout.cancel()
         self._timeout = None
 
+    def pauseCollector(self) -> None:
+        """
+        Pause the garbage collector until L{close} (or the stream this
+        starts, which resumes it once it has let go of what it wrote): a
+        full collection of a large heap (a connection holding a million
+        objects) is one long reactor turn, which the takeover's own
+        allocations would otherwise bring about while every client waits.
+        """
+        if gc.isenabled():
+            gc.disable()
+            self._collecting = True
+
+    def resumeCollector(self) -> None:
+        if self._collecting:
+            self._collecting = False
+            gc.enable()
+
     def close(
         self, reactor: Any = None, farewell: bytes | None = None, bound: float = 5.0
     ) -> Deferred[None]:
@@ -331,6 +355,7 @@ class Attempt:
         @return: a L{Deferred} that fires once the channel is closed.
         """
         self.disarm()
+        self.resumeCollector()
         if self.peerEnd is not None:
             # By now the descriptor has long been sent (it rode with the
             # answer to begin); our copy can go.

@@ -325,8 +325,20 @@ class CapturesConnections:
             )
             settling.addCallback(last)
 
-        # The first batch in a turn of its own.
-        self._reactor.callLater(0, turn)
+        def begin() -> None:
+            # The stream's start (a look at every connection) in a turn of
+            # its own, after the never-two check's, and the first batch in
+            # the next: three shorter turns, with the clients served between.
+            if abandoned():
+                return
+            try:
+                stream.start()
+            except Exception as e:
+                fail(e)
+                return
+            self._reactor.callLater(0, turn)
+
+        self._reactor.callLater(0, begin)
         return done.addCallback(lambda report: self._afterSent(attempt, report))
 
     def _lastBatch(

@@ -200,6 +200,8 @@ class Incumbent(StopsPolitely, CapturesConnections):
         attempt.sentPorts = len(fds)
         attempt.records = records
         self.current = attempt
+        # (Until the attempt is closed: committed or abandoned.)
+        attempt.pauseCollector()
         _log.info(
             "takeover requested by pid {pid} (Python {python}): sending "
             "{count} listening port(s)",

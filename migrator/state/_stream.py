@@ -42,7 +42,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -53,12 +53,10 @@ from migrator.state._capture import Captured, captureConnections
 from migrator.state._large import LIMIT, LargeCapture, Part
 from migrator.state._owned import Owned
 from migrator.state._translator import mergeTranslations
+from migrator.state._turns import eachTurn
 from migrator.state._versions import Readable
 from migrator.state._walk import WALKING, WritesInSlices
 from migrator.state._watches import readWatch, writeWatch
-
-_T = TypeVar("_T")
-
 
 
 @attrs.define(eq=False)
@@ -546,9 +544,9 @@ class Stream(WritesInSlices):
         L{Captured.release}).
 
         @param later: if given, runs a function in a later reactor turn:
-            one batch is released per turn (tens of thousands of closes
-            would make one long turn), and the collector resumes after
-            the last.
+            the batches are released a few milliseconds' worth per turn
+            (tens of thousands of closes would make one long turn), and
+            the collector resumes after the last.
         @param done: called once all are released.
         """
         self._unwatchReads()
@@ -571,28 +569,6 @@ class Stream(WritesInSlices):
             if done is not None:
                 done()
 
-        eachTurn(self._parts(), releasePart, later, released)
-
-
-def eachTurn(
-    items: list[_T],
-    each: Callable[[_T], object],
-    later: Callable[[Callable[[], None]], object] | None,
-    done: Callable[[], None],
-) -> None:
-    """
-    Call C{each} with every item in order, then C{done}: the first item at
-    once, and each of the others in a turn of its own if C{later} (which
-    runs a function in a later reactor turn) is given, else all at once.
-    """
-    items = list(items)
-
-    def step() -> None:
-        while items:
-            each(items.pop(0))
-            if items and later is not None:
-                later(step)
-                return
-        done()
-
-    step()
+        # (As many batches a turn as fit in the budget: nothing here is
+        # served any more but what stays to drain.)
+        eachTurn(self._parts(), releasePart, later, released, self.budget, self.timer)

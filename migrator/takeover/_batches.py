@@ -20,8 +20,8 @@ from twisted.python.failure import Failure
 
 from migrator.state._registry import AdapterRegistry
 from migrator.state._restore import Restored, decodeMessage, partOf, restoreConnections
-from migrator.state._stream import eachTurn
 from migrator.state._translator import mergeTranslations
+from migrator.state._turns import eachTurn
 from migrator.takeover._inbox import Message
 from migrator.takeover._messages import CaptureReport
 from migrator.takeover._ports import ListenerRegistry

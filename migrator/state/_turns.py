@@ -1,0 +1,41 @@
+# -*- test-case-name: tests.test_stream -*-
+"""
+Work spread over reactor turns (L{eachTurn}): the stream's release after
+the commit, the successor's activation of the batches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+_T = TypeVar("_T")
+
+
+def eachTurn(
+    items: list[_T],
+    each: Callable[[_T], object],
+    later: Callable[[Callable[[], None]], object] | None,
+    done: Callable[[], None],
+    budget: float = 0.0,
+    timer: Callable[[], float] = time.perf_counter,
+) -> None:
+    """
+    Call C{each} with every item in order, then C{done}: all at once if
+    C{later} (which runs a function in a later reactor turn) is not given;
+    else the first item at once, and the others in later turns, as many
+    per turn as fit in C{budget} seconds (by C{timer}), at least one.
+    """
+    items = list(items)
+
+    def step() -> None:
+        started = timer() if budget else 0.0
+        while items:
+            each(items.pop(0))
+            if items and later is not None and (not budget or timer() - started >= budget):
+                later(step)
+                return
+        done()
+
+    step()

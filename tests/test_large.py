@@ -354,6 +354,34 @@ class LargeConnectionTests(_Large):
         self.assertEqual(set(last.transports), {small.transport, large.transport})
         self.assertEqual(stream.dropped, [0])
 
+    def test_batchReachingTheWalkGoesLast(self) -> None:
+        """
+        A batch captured while a large connection is written, whose graph
+        reaches an object the walk wrote already, leaves that connection
+        for the last turn and stops the walk: both go in the last batch,
+        each object once.
+        """
+        (large, _), (small, _) = self.accept(2)
+        shared: dict[str, Any] = {"shared": 1}
+        # (Written in the walk's first slice.)
+        large.shared = shared
+        self.big(large)
+        small.shared = shared
+        small.busy = True
+        stream = self.stream(slices=True)
+        self.firstSlice(stream)
+        small.busy = False
+        messages = self.messages(stream)
+        self.assertFalse([m for m in messages if isinstance(m, Captured)])
+        self.assertFalse(stream.walking)
+        self.assertTrue(self.reading(large))
+        self.ports.pauseAccepting()
+        last = stream.finish()
+        self.assertEqual(set(last.transports), {small.transport, large.transport})
+        received = self.receive([last])
+        [one, other] = [t.protocol for t in received.parts[0].transports]
+        self.assertIs(one.shared, other.shared)
+
     def test_anotherConnectionGoesLast(self) -> None:
         """
         A large connection whose graph reaches another connection cannot

@@ -95,6 +95,9 @@ class LargeCapture:
     early: list[Any] = attrs.field(factory=list)
     crossed: bool = False
     written: bool = False
+    #: How many slices it took, and the size of its part messages.
+    slices: int = 0
+    partBytes: int = 0
 
     @classmethod
     def start(cls, transport: Any, number: int, prepare: Callable[..., Any]) -> LargeCapture:
@@ -148,6 +151,7 @@ class LargeCapture:
             connection in its graph).
         """
         mark = self.writer.count
+        self.slices += 1
         self.written = self.writer.proceed(deadline, timer)
         return self.writer.writtenSince(mark)
 
@@ -159,7 +163,9 @@ class LargeCapture:
         blobs = self.writer.takeChunks()
         if not blobs:
             return None
-        return Part(dumpsPlain({"part": self.number, "chunks": blobs}))
+        part = Part(dumpsPlain({"part": self.number, "chunks": blobs}))
+        self.partBytes += len(part.payload)
+        return part
 
     def finish(self, header: Mapping[str, Any]) -> Captured:
         """

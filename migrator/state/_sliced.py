@@ -156,6 +156,14 @@ class SlicedWriter(GraphWriter):
         memo, anchors = self._memo, self._anchors
         return any(i in memo for i in ids if i not in anchors)
 
+    @property
+    def chunkCount(self) -> int:
+        """
+        How many chunks it made (or reserved, for the pieces of a long
+        value).
+        """
+        return self._chunks
+
     def takeChunks(self) -> list[bytes]:
         """
         @return: the chunks encoded since the last call (L{dumpsPlain} of a

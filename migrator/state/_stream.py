@@ -527,7 +527,7 @@ class Stream(WritesInSlices):
         then the last one.
         """
         self._resumeCollector()
-        self._dropWalk()
+        self._dropWalk("the takeover was abandoned")
         self._unwatchReads()
         for batch in self.batches:
             self._thawBatch(batch)

@@ -12,11 +12,15 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from twisted.logger import Logger
+
 from migrator.state._capture import Captured, prepareCapture
 from migrator.state._graph import GraphWriter
 from migrator.state._large import LargeCapture, Part, TooLarge, Unadaptable
 from migrator.state._owned import Owned
 from migrator.state._versions import Readable
+
+_log = Logger()
 
 #: In the stream's C{owned}, the batch of the objects of the connection
 #: being written in slices (its number comes once it is written).
@@ -94,16 +98,19 @@ class WritesInSlices:
             # Objects a batch sent already: they go together in the last
             # turn, with that batch.
             crossing = self.owned.owners(new, skip=walk.layer)
-        except (Unadaptable, TooLarge):
-            # Left for the last turn, which says why if it cannot move.
-            self._dropWalk()
+        except Unadaptable:
+            # Left for the last turn, which says why it cannot move.
+            self._dropWalk("something in it cannot move")
+            return None
+        except TooLarge:
+            self._dropWalk("it reaches another connection")
             return None
         finally:
             self.seconds += self.timer() - started
         for n in crossing:
             self.batches[n].tainted = True
         if crossing or walk.crossed:
-            self._dropWalk()
+            self._dropWalk("it shares objects with another batch")
             return None
         part = walk.part()
         if part is not None:
@@ -115,18 +122,35 @@ class WritesInSlices:
         try:
             captured = walk.finish({"batch": number, "last": False})
         except TooLarge:
-            self._dropWalk()
+            self._dropWalk("its protocol does not lead to its transport")
             return None
         self._walk = None
+        _log.info(
+            "a connection with a large state ({name}) was written in {slices} "
+            "slice(s) over {ms:.1f} ms, {size} bytes in {parts} chunk(s), while "
+            "the others were served",
+            name=", ".join(captured.moved),
+            slices=walk.slices,
+            ms=(self.reactor.seconds() - captured.frozenAt) * 1000,
+            size=walk.partBytes + len(captured.payload),
+            parts=walk.writer.chunkCount,
+        )
         walk.layer[1] = number
         self._streamed.add(id(walk.transport))
         self._addBatch(number, captured)
         return captured
 
-    def _dropWalk(self) -> None:
+    def _dropWalk(self, why: str = "the last turn came first") -> None:
         walk, self._walk = self._walk, None
         if walk is None:
             return
+        _log.info(
+            "a connection with a large state stops being written in slices "
+            "(after {slices}), and goes with the last batch if the takeover "
+            "goes on: {why}",
+            slices=walk.slices,
+            why=why,
+        )
         self.owned.remove(walk.layer)
         self._unwatch(walk.transport)
         walk.abandon()

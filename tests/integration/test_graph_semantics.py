@@ -37,6 +37,9 @@ FROZEN_FOR = re.compile(
     r"max (?P<max>[\d.]+) ms"
 )
 FIRED_LOG = re.compile(r"SCHEDULED FIRED pid=(?P<pid>\d+)")
+SLICED = re.compile(
+    r"a connection with a large state \((?P<name>[^)]*)\) was written in (?P<slices>\d+) slice"
+)
 
 #: Generous bounds for waiting on a noisy 2-core machine; a wait ends as
 #: soon as its line arrives.
@@ -504,7 +507,7 @@ class LoopingCallTests(_Fixture, TestCase):
 class DeepChainTests(_Fixture, TestCase):
     """
     A connection whose state is a 10,000-link chain moves (the graph is
-    written and read without recursion).
+    written and read without recursion; in slices when it shares nothing).
     """
 
     def test_chainMoves(self) -> None:
@@ -517,6 +520,25 @@ class DeepChainTests(_Fixture, TestCase):
         other = LineConnection(self, port)
         self.assertEqual(deep.ask("chain 10000", "chained"), ["chained", str(incumbent.pid), "10000"])
         successor = self.takeOver(incumbent, moving=2)
+        self.assertEqual(
+            deep.ask("walk", "walked"), ["walked", str(successor.pid), "10000", "1", "10000"]
+        )
+        self.assertEqual(other.ask("stats", "stats")[1], str(successor.pid))
+
+    def test_privateChainMovesInSlices(self) -> None:
+        """
+        A connection sharing nothing whose state is a 10,000-link chain is
+        too large for a batch: it is written in slices of its own while the
+        other connection is served, and arrives whole.
+        """
+        incumbent, port = self.startIncumbent()
+        deep = LineConnection(self, port)
+        other = LineConnection(self, port)
+        self.assertEqual(deep.ask("private", "private"), ["private", str(incumbent.pid)])
+        self.assertEqual(deep.ask("chain 10000", "chained"), ["chained", str(incumbent.pid), "10000"])
+        successor = self.takeOver(incumbent, moving=2)
+        sliced = incumbent.waitFor(SLICED, STEP)
+        self.assertGreater(int(sliced["slices"]), 1, sliced.string)
         self.assertEqual(
             deep.ask("walk", "walked"), ["walked", str(successor.pid), "10000", "1", "10000"]
         )

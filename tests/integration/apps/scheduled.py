@@ -36,6 +36,9 @@ Commands, one per line, each answered with one line:
   - C{decline}: this connection declines to move, but stays in the
     factory's client list (so the factory's graph reaches it);
     C{declining PID}.
+  - C{private}: this connection leaves the room and the factory's client
+    list, so that nothing it holds is shared (it can move in a batch, or
+    in slices, of its own); C{private PID}.
   - C{stats}: C{stats PID made=M open=O}.
   - C{chain N}: this connection holds a linked list of N L{Link} objects
     (the first refers to the next...); C{chained PID N}.  C{walk}: follows
@@ -115,6 +118,10 @@ class ScheduledLine(LineReceiver):
         elif command == b"decline":
             self.staying = True
             self.sendLine(b"declining %d" % (pid,))
+        elif command == b"private":
+            self.factory.clients.remove(self)
+            self.room = None
+            self.sendLine(b"private %d" % (pid,))
         elif command == b"chain":
             head = None
             for n in range(int(argument), 0, -1):

@@ -19,9 +19,9 @@ from migrator._twistedinternals import releaseConnection
 from migrator.state import _sliced
 from migrator.state._capture import Captured
 from migrator.state._graph import GraphError, GraphReader, GraphWriter, dumpsPlain, loadsPlain
-from migrator.state._large import LIMIT, Part
+from migrator.state._large import LIMIT, LargeCapture, Part
 from migrator.state._nodes import BIG_ATOM, CHUNK, TooLarge
-from migrator.state._restore import decodeMessage, partOf
+from migrator.state._restore import Decoded, decodeMessage, partOf
 from migrator.state._sliced import SlicedWriter
 from migrator.state._stream import Stream
 from migrator.takeover._batches import Batches, ReceivesBatches
@@ -110,6 +110,32 @@ class SlicedWriterTests(SynchronousTestCase):
             out, depth = out[0], depth + 1
         self.assertEqual(depth, 10_000)
 
+    def test_narrowGraphInChunks(self) -> None:
+        """
+        A graph whose containers are each small (a binary tree, a long
+        chain of dictionaries) is cut into chunks too: what is left for
+        the last message is a small part of it.
+        """
+        def tree(depth: int) -> Any:
+            return [tree(depth - 1), tree(depth - 1)] if depth else [0]
+
+        links: Any = None
+        for i in range(20_000):
+            links = {"next": links, "i": i}
+        def numbers(chain: Any) -> list[int]:
+            found = []
+            while chain is not None:
+                found.append(chain["i"])
+                chain = chain["next"]
+            return found
+
+        for value, same in ((tree(14), lambda a, b: a == b), (links, lambda a, b: numbers(a) == numbers(b))):
+            node, chunks, _ = _writeSliced(value)
+            self.assertGreater(len(chunks), 10)
+            last = len(dumpsPlain(node))
+            self.assertLess(last * 10, sum(len(dumpsPlain(c)) for c in chunks))
+            self.assertTrue(same(_read(node, chunks), value))
+
     def test_chunkTwiceOrMissing(self) -> None:
         """
         A container naming a chunk twice, or one there is not, is
@@ -139,6 +165,16 @@ class SlicedWriterTests(SynchronousTestCase):
         self.assertNotIn(64, memo)
         self.assertEqual(sorted(memo), [i * 7 for i in range(10)])
         self.assertEqual((memo.pop(14), memo.pop(14, None), len(memo)), (2, None, 9))
+
+    def test_limitCountsEveryContainer(self) -> None:
+        """
+        A tuple, a frozenset or an object's attributes count towards the
+        limit as they are written, though none of them is remembered.
+        """
+        for value in ({"a": [1], "x": tuple(range(1000))}, {"a": [1], "x": frozenset(range(1000))}):
+            writer = GraphWriter(lambda cls: None)
+            writer.limit(100)
+            self.assertRaises(TooLarge, writer.write, value)
 
     def test_limit(self) -> None:
         """
@@ -417,6 +453,23 @@ class LargeConnectionTests(_Large):
         self.assertEqual(moved.protocol.big, big)
 
 
+class LargeCaptureTests(_Large):
+    def test_firstSliceGivesWhatTheStartWrote(self) -> None:
+        """
+        The objects the start writes (the protocol, and any state its
+        adapter gives whole) are among those the first slice gives, so
+        that the stream checks them against the batches sent.
+        """
+        [(large, _)] = self.accept(1)
+        self.big(large)
+        stream = self.stream(slices=True)
+        walk = LargeCapture.start(large.transport, 0, stream._prepare)
+        self.addCleanup(walk.abandon)
+        new = walk.proceed(0.0, lambda: 1.0)
+        self.assertIn(id(large), new)
+        self.assertNotIn(id(large), walk.proceed(0.0, lambda: 1.0))
+
+
 class PartMessageTests(SynchronousTestCase):
     def test_part(self) -> None:
         """
@@ -425,9 +478,9 @@ class PartMessageTests(SynchronousTestCase):
         """
         chunk = dumpsPlain([1, 2])
         self.assertEqual(partOf(decodeMessage(dumpsPlain({"part": 3, "chunks": [chunk]}))), (3, [[1, 2]]))
-        self.assertIsNone(partOf({"roots": []}))
+        self.assertIsNone(partOf(Decoded({"roots": []})))
         for bad in ({"part": "3", "chunks": []}, {"part": 1, "chunks": [b"x"]}, {"part": 1, "chunks": [dumpsPlain(1)]}):
-            self.assertRaises(GraphError, partOf, bad)
+            self.assertRaises(GraphError, partOf, Decoded(bad))
 
     def test_streamingParts(self) -> None:
         """

@@ -98,6 +98,8 @@ class LargeCapture:
     #: How many slices it took, and the size of its part messages.
     slices: int = 0
     partBytes: int = 0
+    #: How many of the writer's objects were given by L{proceed}.
+    checked: int = 0
 
     @classmethod
     def start(cls, transport: Any, number: int, prepare: Callable[..., Any]) -> LargeCapture:
@@ -145,15 +147,19 @@ class LargeCapture:
         """
         Write on until C{deadline} (by C{timer}) or the end.
 
-        @return: the ids of the objects written in this slice.
+        @return: the ids of the objects written since the last call (since
+            L{start}, the first time).
         @raise Unadaptable: if something in it cannot be written.
         @raise TooLarge: if it cannot be written in slices (another
             connection in its graph).
         """
-        mark = self.writer.count
         self.slices += 1
         self.written = self.writer.proceed(deadline, timer)
-        return self.writer.writtenSince(mark)
+        # (From the last slice's end: the first also gives what the start
+        # wrote, the protocol and any state its adapter gave whole.)
+        new = self.writer.writtenSince(self.checked)
+        self.checked = self.writer.count
+        return new
 
     def part(self) -> Part | None:
         """

@@ -295,8 +295,7 @@ def restoreConnections(
     C{fds}: on success each was taken over by a transport (no duplicate), on
     failure all are closed and what was built is released.
 
-    @param payload: the message, or the record it decodes to (already
-        decoded by L{decodeMessage}).
+    @param payload: the message, or the message L{decodeMessage} decoded.
     @param chunks: the chunks of a connection written in slices, from
         the part messages its batch names (L{migrator.state._large}).
 
@@ -335,7 +334,7 @@ def _restore(
     )
     reader.chunks = chunks or []
     try:
-        data = loadsPlain(payload) if isinstance(payload, bytes) else payload
+        data = loadsPlain(payload) if type(payload) is bytes else payload.decoded
         if data is None:
             data = {"roots": [], "factories": [], "count": 0}
         if not isinstance(data, dict):
@@ -380,23 +379,36 @@ def _restore(
     )
 
 
-def decodeMessage(payload: bytes) -> Any:
+@attrs.frozen
+class Decoded:
+    """
+    A connections message already decoded (L{decodeMessage}): what
+    L{restoreConnections} takes in place of its bytes, so that a message
+    is never decoded twice (nor a message that decodes to bytes taken for
+    an encoded one).
+    """
+
+    decoded: Any
+
+
+def decodeMessage(payload: bytes) -> Decoded:
     """
     Decode one of the incumbent's connection messages: a batch (for
     L{restoreConnections}), or a part (L{partOf}).
 
     @raise GraphError: if it is not plain data.
     """
-    return loadsPlain(payload)
+    return Decoded(loadsPlain(payload))
 
 
-def partOf(data: Any) -> tuple[int, list[list[Any]]] | None:
+def partOf(message: Decoded) -> tuple[int, list[list[Any]]] | None:
     """
-    If C{data} (L{decodeMessage}) is a part message, its number and its
-    chunks (decoded); else C{None}.
+    If C{message} is a part message, its number and its chunks (decoded);
+    else C{None}.
 
     @raise GraphError: if it is a malformed one.
     """
+    data = message.decoded
     if not (isinstance(data, dict) and "part" in data):
         return None
     number, blobs = data.get("part"), data.get("chunks")

@@ -172,6 +172,18 @@ class SlicedWriter(GraphWriter):
         blobs, self._blobs = self._blobs, []
         return blobs
 
+    def _push(
+        self, node: Any, items: Any, out: list[Any], kind: int, source: Any, prefix: str = ""
+    ) -> Any:
+        # Two more slots: [8] the items written into it (and into the
+        # containers it holds) since its last chunk, [9] whether it is a
+        # segment's root.
+        segments = self._segments
+        before = len(segments) if segments is not None else 0
+        result = super()._push(node, items, out, kind, source, prefix)
+        self._stack[-1] += [0, segments is not None and len(segments) > before]
+        return result
+
     def _seal(self, frame: list[Any]) -> None:
         # Every item out is complete: the frame is the top one, so the
         # containers it started have ended.
@@ -179,6 +191,7 @@ class SlicedWriter(GraphWriter):
         chunk = out.copy()
         out.clear()
         frame[7] += len(chunk)
+        frame[8] = 0
         if frame[6] is None:
             frame[6] = []
         frame[6].append(self._chunks)
@@ -248,7 +261,8 @@ class SlicedWriter(GraphWriter):
                         if len(stack) != depth:
                             # A container started: its items first.
                             break
-                if len(out) >= _CHUNK:
+                frame[8] += 1
+                if frame[8] >= _CHUNK:
                     seal(frame)
                 if look <= 0:
                     look = _LOOK
@@ -256,8 +270,19 @@ class SlicedWriter(GraphWriter):
                         return False
             else:
                 stack.pop()
+                if frame[9] and out:
+                    # A segment's items go in chunks too, not all in the
+                    # last message.
+                    seal(frame)
                 if frame[6] is not None:
                     out.insert(0, ("C", frame[6]))
+                if stack and len(stack[-1]) > 8:
+                    # Its items count in the container that holds it: a
+                    # deep or narrow graph is cut into chunks too.
+                    parent = stack[-1]
+                    parent[8] += frame[8] + 1
+                    if parent[8] >= _CHUNK:
+                        seal(parent)
             if look <= 0:
                 look = _LOOK
                 if timer() > deadline:

@@ -24,8 +24,8 @@ def eachTurn(
     """
     Call C{each} with every item in order, then C{done}: all at once if
     C{later} (which runs a function in a later reactor turn) is not given;
-    else the first item at once, and the others in later turns, as many
-    per turn as fit in C{budget} seconds (by C{timer}), at least one.
+    else as many per turn as fit in C{budget} seconds (by C{timer}), at
+    least one, starting in this turn (one per turn if C{budget} is 0).
     """
     items = list(items)
 

@@ -158,8 +158,8 @@ class GraphWriter:
     def limit(self, units: int | None) -> None:
         """
         Limit the size of what is written from now on, until the next call:
-        past C{units} (containers and objects count one each, and a
-        container of atoms one more per item), or at a string or bytes
+        past C{units} (a container or object counts one, and one more per
+        item or attribute), or at a string or bytes
         value longer than L{migrator.state._nodes.BIG_ATOM} among an
         object's attributes or a container's items (but in a container
         of atoms only), writing raises L{TooLarge}.
@@ -304,7 +304,8 @@ class GraphWriter:
         stack = self._stack
         top = len(stack) - 1
         for i in range(top, base - 1, -1):
-            _, out, kind, source, prefix, _, _, chunked = stack[i]
+            frame = stack[i]
+            out, kind, source, prefix, chunked = frame[1], frame[2], frame[3], frame[4], frame[7]
             # Below the top, the item being written is the last one out.
             position = chunked + (len(out) if i == top else len(out) - 1)
             if kind == _MAPPING:
@@ -362,6 +363,8 @@ class GraphWriter:
             return self._push(("l", ident, items), iter(value), items, _SEQUENCE, None)
         if kind is tuple:
             self._cap -= len(value)
+            if self._next >= self._cap:
+                raise TooLarge()
             if len(value) <= self._whole and _ATOMSET.issuperset(map(type, value)):
                 return ("t", list(value))
             members: list[Any] = []
@@ -376,6 +379,8 @@ class GraphWriter:
             return self._push(("s", ident, written), iter(elements), written, _SEQUENCE, None)
         if kind is frozenset:
             self._cap -= len(value)
+            if self._next >= self._cap:
+                raise TooLarge()
             frozen = list(value)
             if len(frozen) <= self._whole and _ATOMSET.issuperset(map(type, frozen)):
                 return ("f", frozen)
@@ -418,6 +423,8 @@ class GraphWriter:
                 else:
                     pairs = list(value.__dict__.items())
                 self._cap -= len(pairs)
+                if self._next >= self._cap:
+                    raise TooLarge()
                 flat = []
                 state = self._push(
                     ("d", self._fresh(), flat), chain.from_iterable(pairs), flat, _MAPPING, pairs, info.label

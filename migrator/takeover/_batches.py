@@ -167,7 +167,7 @@ class ReceivesBatches:
             self.chunks.setdefault(part[0], []).extend(part[1])
             self.chunkBytes += len(payload)
             return False
-        number = data.get("parts") if isinstance(data, dict) else None
+        number = data.decoded.get("parts") if isinstance(data.decoded, dict) else None
         held = self.chunks.pop(number, None) if type(number) is int else None
         restored = restoreConnections(
             self._reactor, self.registry, self.adapters, data, fds, chunks=held

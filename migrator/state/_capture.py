@@ -190,10 +190,18 @@ class Captured:
             if loop.call is not None and loop.call.active():
                 loop.call.reset(max(0.0, when - now))
 
-    def release(self) -> None:
+    def release(
+        self,
+        later: Callable[[Callable[[], None]], object] | None = None,
+        done: Callable[[], None] | None = None,
+    ) -> None:
         """
         The successor owns it all now: close our handles (no shutdown), and
         make sure no captured call runs here too.
+
+        @param later: ignored (all in this turn; the same face as
+            L{migrator.state._stream.Stream.release}).
+        @param done: called once all are released.
         """
         self.frozen = False
         for t in self.transports:
@@ -203,6 +211,8 @@ class Captured:
                 call.cancel()
         for loop, _ in self._loops:
             abandonLoopingCall(loop)
+        if done is not None:
+            done()
 
 
 @attrs.define(eq=False)

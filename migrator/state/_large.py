@@ -46,12 +46,12 @@ from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 
 from migrator._reactorinternals import readingTest
 from migrator.state._capture import FAR, Captured, ungated
-from migrator.state._nodes import TooLarge, Unadaptable, dumpsPlain
+from migrator.state._nodes import TooLarge, dumpsPlain
 from migrator.state._plan import Classifier
 from migrator.state._sliced import SlicedWriter
 
-#: The largest graph a root of a batch may have (containers and objects
-#: count one each, a container of atoms one more per item; see
+#: The largest graph a root of a batch may have (a container or object
+#: counts one, and one more per item or attribute; see
 #: L{migrator.state._writer.GraphWriter.limit}): about 5 to 15 ms of
 #: writing and encoding.
 LIMIT = 10_000
@@ -241,5 +241,3 @@ def _suspendOwn(reactor: IReactorTime, transport: Any, suspended: dict[int, floa
             early.append(call)
     return early
 
-
-__all__ = ["LIMIT", "LargeCapture", "Part", "TooLarge", "Unadaptable"]

@@ -49,8 +49,7 @@ class Owned:
         return layer
 
     def remove(self, layer: list[Any]) -> None:
-        if layer in self.layers:
-            self.layers.remove(layer)
+        self.layers = [kept for kept in self.layers if kept is not layer]
 
     def owners(self, ids: Iterable[int], skip: list[Any] | None = None) -> set[int]:
         """

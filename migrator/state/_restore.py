@@ -284,7 +284,7 @@ def restoreConnections(
     reactor: IReactorTime,
     ports: IPortRegistry,
     adapters: Any,
-    payload: Any,
+    payload: bytes | Decoded,
     fds: list[int],
     adoptSocket: Callable[[int, int], socket.socket] = _adoptSocket,
     closeFd: Callable[[int], None] = os.close,
@@ -295,12 +295,11 @@ def restoreConnections(
     C{fds}: on success each was taken over by a transport (no duplicate), on
     failure all are closed and what was built is released.
 
+    @param reactor: the clock of the restored calls, with which the
+        restored transports also register (an L{IReactorFDSet} too).
     @param payload: the message, or the message L{decodeMessage} decoded.
     @param chunks: the chunks of a connection written in slices, from
         the part messages its batch names (L{migrator.state._large}).
-
-    @param reactor: the clock of the restored calls, with which the
-        restored transports also register (an L{IReactorFDSet} too).
     @param adoptSocket: makes the socket object of a transport from a
         descriptor and its address family, taking the descriptor over.
     @param closeFd: closes a descriptor that no transport took over.
@@ -315,7 +314,7 @@ def _restore(
     reactor: IReactorTime,
     ports: IPortRegistry,
     adapters: Any,
-    payload: Any,
+    payload: bytes | Decoded,
     fds: list[int],
     adoptSocket: Callable[[int, int], socket.socket],
     closeFd: Callable[[int], None],
@@ -334,7 +333,7 @@ def _restore(
     )
     reader.chunks = chunks or []
     try:
-        data = loadsPlain(payload) if type(payload) is bytes else payload.decoded
+        data = payload.decoded if isinstance(payload, Decoded) else loadsPlain(payload)
         if data is None:
             data = {"roots": [], "factories": [], "count": 0}
         if not isinstance(data, dict):

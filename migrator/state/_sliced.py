@@ -91,10 +91,12 @@ class SlicedWriter(GraphWriter):
         """
         Begin writing one root, C{value} (an object or a container), in
         slices (L{proceed}), for a graph too large for one reactor turn:
-        its containers' items are cut into chunks of at most
-        L{migrator.state._nodes.CHUNK}, each encoded as soon as it is full
-        (L{takeChunks}); the node of a container cut so holds
-        C{("C", [chunk numbers])} before its last items.  Once L{proceed}
+        a container's items are cut into a chunk once
+        L{migrator.state._nodes.CHUNK} items were written into it and into
+        the containers it holds since its last chunk (a segment's, when it
+        ends), each encoded at once (L{takeChunks}); the node of a
+        container cut so holds C{("C", [chunk numbers])} before its last
+        items.  Once L{proceed}
         says the root is written, L{finishSliced} gives its node.
         """
         if self._segments is not None or self._stack:
@@ -171,18 +173,6 @@ class SlicedWriter(GraphWriter):
         """
         blobs, self._blobs = self._blobs, []
         return blobs
-
-    def _push(
-        self, node: Any, items: Any, out: list[Any], kind: int, source: Any, prefix: str = ""
-    ) -> Any:
-        # Two more slots: [8] the items written into it (and into the
-        # containers it holds) since its last chunk, [9] whether it is a
-        # segment's root.
-        segments = self._segments
-        before = len(segments) if segments is not None else 0
-        result = super()._push(node, items, out, kind, source, prefix)
-        self._stack[-1] += [0, segments is not None and len(segments) > before]
-        return result
 
     def _seal(self, frame: list[Any]) -> None:
         # Every item out is complete: the frame is the top one, so the
@@ -276,7 +266,7 @@ class SlicedWriter(GraphWriter):
                     seal(frame)
                 if frame[6] is not None:
                     out.insert(0, ("C", frame[6]))
-                if stack and len(stack[-1]) > 8:
+                if stack:
                     # Its items count in the container that holds it: a
                     # deep or narrow graph is cut into chunks too.
                     parent = stack[-1]

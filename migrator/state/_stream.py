@@ -149,13 +149,6 @@ class Stream(WritesInSlices):
         them read from now on.
         """
         self._size = max(1, min(self._size, self.maxBatch))
-        # The batches' writers keep what they wrote, and the heap grows
-        # with the connections: the collector's full passes would rescan it
-        # between batches, and in the last turn.  Nothing here becomes
-        # garbage until the commit or the abort, which resume it.
-        if gc.isenabled():
-            gc.disable()
-            self._collecting = True
         self._scan()
 
     def _kind(self, cls: type) -> Any:
@@ -332,7 +325,7 @@ class Stream(WritesInSlices):
             self._watch(t, "write")
             self._streamed.add(id(t))
         self.owned.add(captured.writer.written(), number)
-        self.batches.append(Batch(number, captured))
+        self._addBatch(number, captured)
         return captured
 
     def _addBatch(self, number: int, captured: Captured) -> None:
@@ -481,8 +474,10 @@ class Stream(WritesInSlices):
 
     def ownCollector(self) -> None:
         """
-        Resume the collector (paused by the caller) when this resumes its
-        own: after the release or the thaw.
+        Resume the collector (paused by the caller, the takeover's attempt)
+        after the release or the thaw, not before: the batches' writers
+        keep what they wrote until then, and a full collection would
+        rescan it all.
         """
         self._collecting = True
 

@@ -16,7 +16,8 @@ from twisted.logger import Logger
 
 from migrator.state._capture import Captured, prepareCapture
 from migrator.state._graph import GraphWriter
-from migrator.state._large import LargeCapture, Part, TooLarge, Unadaptable
+from migrator.state._large import LargeCapture, Part
+from migrator.state._nodes import TooLarge, Unadaptable
 from migrator.state._owned import Owned
 from migrator.state._versions import Readable
 

@@ -112,7 +112,9 @@ class GraphWriter:
         self._undo: list[int] | None = None
         self._classes: dict[type, _ClassInfo] = {}
         # Frames: [iterator, output list, kind, label source, prefix, depth,
-        # chunk numbers (or None), items moved into chunks].
+        # then for L{migrator.state._sliced}: chunk numbers (or None), items
+        # moved into chunks, items written under it since its last chunk,
+        # whether it is a segment's root].
         self._stack: list[list[Any]] = []
         self._segments: list[Any] | None = None
         # A root's limit, as the id past which remembering an object
@@ -159,10 +161,11 @@ class GraphWriter:
         """
         Limit the size of what is written from now on, until the next call:
         past C{units} (a container or object counts one, and one more per
-        item or attribute), or at a string or bytes
-        value longer than L{migrator.state._nodes.BIG_ATOM} among an
-        object's attributes or a container's items (but in a container
-        of atoms only), writing raises L{TooLarge}.
+        item or attribute), or at a string or bytes value longer than
+        L{migrator.state._nodes.BIG_ATOM} among an object's attributes or
+        the items of a container that holds more than atoms (one that holds
+        atoms only is written at once, not looked into), writing raises
+        L{TooLarge}.
 
         @param units: the size, or C{None} for no limit.
         """
@@ -329,11 +332,13 @@ class GraphWriter:
         stack = self._stack
         depth = stack[-1][5] + 1 if stack else 1
         segments = self._segments
+        cut = False
         if depth > _SEGMENT and segments is not None:
+            cut = True
             segments.append(node)
             node = ("g", len(segments) - 1)
             depth = 1
-        stack.append([items, out, kind, source, prefix, depth, None, 0])
+        stack.append([items, out, kind, source, prefix, depth, None, 0, 0, cut])
         return node
 
     def _writeNew(self, value: Any, kind: type) -> Any:

@@ -42,7 +42,6 @@ from twisted.logger import Logger
 from twisted.spread import pb
 
 from migrator.state._registry import AdapterRegistry
-from migrator.state._stream import Stream
 from migrator.takeover._attempt import Attempt, Peer
 from migrator.takeover._capturing import CapturesConnections
 from migrator.takeover._messages import (
@@ -304,10 +303,6 @@ class Incumbent(StopsPolitely, CapturesConnections):
             )
         self._advance(attempt, "restored")
 
-    def _releaseAll(self, captured: Any) -> None:
-        captured.release()
-        self._released()
-
     def _released(self) -> None:
         if self.onReleased is not None:
             self.onReleased()
@@ -352,13 +347,10 @@ class Incumbent(StopsPolitely, CapturesConnections):
             # waits until the answer is written (two turns on: the reactor
             # writes between them), since the successor serves them only
             # once it has the answer; meanwhile they stay frozen.
-            captured = attempt.captured
-            if isinstance(captured, Stream):
-                # A batch per turn.
-                later = partial(self._reactor.callLater, 0)
-                release = partial(captured.release, later, self._released)
-            else:
-                release = partial(self._releaseAll, captured)
+            # (A stream's batches a few milliseconds' worth per turn.)
+            release = partial(
+                attempt.captured.release, partial(self._reactor.callLater, 0), self._released
+            )
             self._reactor.callLater(0, self._reactor.callLater, 0, release)
         now = self.clock()
         pausedMs = (now - (attempt.pausedAt or now)) * 1000

@@ -37,6 +37,7 @@ import attrs
 
 from migrator.takeover._fields import MalformedMessage, _Fields
 
+# (Where the other modules have always found them.)
 __all__ = ["MalformedMessage", "_Fields"]
 
 

@@ -191,8 +191,10 @@ class UnmovableGuard:
         return self.planned.asDict()
 
     def _plan(self, leaving: AbstractSet[int] = frozenset()) -> Plan:
-        connections = [t for t in self._registry.openConnections() if id(t) not in leaving]
-        return planConnections(connections, self._adapters, self._versions, self.selected)
+        return planConnections(self._rest(leaving), self._adapters, self._versions, self.selected)
+
+    def _rest(self, leaving: AbstractSet[int]) -> list[Any]:
+        return [t for t in self._registry.openConnections() if id(t) not in leaving]
 
     def check(self, step: str, leaving: AbstractSet[int] = frozenset()) -> Refusal | None:
         """
@@ -205,14 +207,16 @@ class UnmovableGuard:
         """
         if self.policy != REFUSE:
             return None
-        rest = (t for t in self._registry.openConnections() if id(t) not in leaving)
         if step == "begin" and self.planned is not None:
             plan = self.planned
-        elif anyUnknown(rest, self._adapters, self._versions, self.selected):
-            # A quick look first: at switch, accepting is paused meanwhile.
-            plan = self.planned = self._plan(leaving)
         else:
-            return None
+            rest = self._rest(leaving)
+            # A quick look first: at switch, accepting is paused meanwhile.
+            if not anyUnknown(rest, self._adapters, self._versions, self.selected):
+                return None
+            plan = self.planned = planConnections(
+                rest, self._adapters, self._versions, self.selected
+            )
         if not plan.count(UNKNOWN):
             return None
         message = refusalMessage(plan, os.getpid(), step)

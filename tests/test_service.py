@@ -21,8 +21,10 @@ from twisted.application import service
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
+from twisted.protocols import portforward  # noqa: F401 (its adapters register on import)
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web import http  # noqa: F401 (its adapters register on import)
 from zope.interface.verify import verifyObject
 
 from migrator import _service
@@ -132,6 +134,7 @@ class ServiceTestMixin:
         self.stderr = io.StringIO()
         self.patch(sys, "stderr", self.stderr)
         self.exits: list[int] = []
+        self.exitsWhenDone: list[int] = []
         self.stops = 0
         realStop = self.reactor.stop
 
@@ -163,6 +166,7 @@ class ServiceTestMixin:
             config,
             self.reactor,
             exit=self.exits.append,
+            exitWhenDone=self.exitsWhenDone.append,
             policy=FakePeerPolicy(),
             wallClock=self.fakeTime.time,
         )
@@ -465,7 +469,8 @@ class DrainTests(ServiceTestMixin, SynchronousTestCase):
     def test_exitsWhenDrainedAndSuccessorGone(self) -> None:
         """
         With no connections left and the successor gone, the process stops
-        its reactor (once) at the next check.
+        its reactor (once) at the next check, having asked to end with
+        code 0 once twistd is done (without the interpreter's teardown).
         """
         svc = self.startIncumbent()
         self.handOff(svc)
@@ -474,6 +479,8 @@ class DrainTests(ServiceTestMixin, SynchronousTestCase):
         svc.incumbent.successorAttached = False
         self.reactor.advance(0.2)
         self.assertEqual(self.stops, 1)
+        self.assertEqual(self.exitsWhenDone, [0])
+        self.assertEqual(self.exits, [])
         self.reactor.advance(DRAIN_TIMEOUT * 2)
         self.assertEqual(self.stops, 1)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
@@ -1025,6 +1032,7 @@ class OperatorHooksTests(ServiceTestMixin, SynchronousTestCase):
             config,
             self.reactor,
             exit=self.exits.append,
+            exitWhenDone=self.exitsWhenDone.append,
             policy=FakePeerPolicy(),
             checkRestored=lambda protocol: None,
         )

@@ -19,7 +19,6 @@ when the last one closes or the drain timeout expires.
 
 from __future__ import annotations
 
-import atexit
 import os
 import sys
 import time
@@ -33,6 +32,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from migrator._exit import exitAtInterpreterExit, exitNow
 from migrator._reports import ServiceReports
 from migrator._version import __version__
 from migrator.adapters import defaultRegistry
@@ -142,25 +142,6 @@ def _followTLS(port: Any) -> None:
         followPort(port)
 
 
-def _exitNow(code: int) -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(code)
-
-
-def _exitAtInterpreterExit(code: int) -> None:
-    """
-    Leave the process with C{code} once twistd has stopped and logged its
-    last lines, without tearing the interpreter down: freeing every object
-    of a service that held thousands of connections is 100 ms and more of
-    a takeover's total, and nothing is left to do.
-    """
-    atexit.register(_exitNow, code)
-
-
 @implementer(IMigrationNode)
 class MigrateService(service.MultiService, ServiceReports):
     """
@@ -178,8 +159,8 @@ class MigrateService(service.MultiService, ServiceReports):
         inner: service.IService,
         config: MigrateConfig,
         reactor: IReactorTime,
-        exit: Callable[[int], None] = _exitNow,
-        exitWhenDone: Callable[[int], None] = _exitAtInterpreterExit,
+        exit: Callable[[int], None] = exitNow,
+        exitWhenDone: Callable[[int], None] = exitAtInterpreterExit,
         policy: PeerPolicy | None = None,
         wallClock: Callable[[], float] = time.time,
         registerAdapters: Callable[[Any], object] | None = None,
@@ -191,7 +172,7 @@ class MigrateService(service.MultiService, ServiceReports):
         @param exitWhenDone: called with 0 when the drain ends, just before
             the reactor stops: the process is to end with that code once
             twistd has finished (by default without the interpreter's
-            teardown, see L{_exitAtInterpreterExit}).
+            teardown, see L{migrator._exit.exitAtInterpreterExit}).
         @param registerAdapters: registers more adapters, after those of
             C{config.adapterModules} (a C{.tac} file's own
             C{registerAdapters}).
@@ -518,7 +499,9 @@ class MigrateService(service.MultiService, ServiceReports):
             self._checkDrained()
 
     def _checkDrained(self) -> None:
-        remaining = list(self.registry.openConnections())
+        # (The moved connections still being let go of are not drained
+        # here: exiting closes them as the release would, without
+        # shutdown, and their protocols never hear of it.)
         if (
             self.incumbent is not None
             and self.incumbent.successorAttached
@@ -528,6 +511,8 @@ class MigrateService(service.MultiService, ServiceReports):
             # published its control socket; exiting earlier could lose the
             # answer.
             return
+        releasing = self.incumbent.releasing if self.incumbent is not None else frozenset()
+        remaining = [t for t in self.registry.openConnections() if id(t) not in releasing]
         if not remaining:
             _log.info("all connections drained; exiting")
             self._drainDone()

@@ -123,6 +123,15 @@ class IPortRegistry(Interface):
             capture of connections and the drain after a handoff see them.
         """
 
+    def noteArrivals() -> Any:
+        """
+        Start noting the connections added from now on (accepted, or given
+        to L{trackConnection}), for as long as the caller keeps the note.
+
+        @return: the note: its C{take()} returns the connections added
+            since its last call, and forgets them.
+        """
+
     def keyOf(port: Any) -> str | None:
         """
         @return: the declared key of C{port} (a listening port, as

@@ -128,6 +128,22 @@ class FakeConnection:
             self.connected = False
 
 
+class _FakeArrivals:
+    """
+    L{FakeRegistry.noteArrivals}'s note: the connections in its list that
+    it has not returned yet.
+    """
+
+    def __init__(self, registry: FakeRegistry) -> None:
+        self._registry = registry
+        self._known = {id(c) for c in registry.connections}
+
+    def take(self) -> list[Any]:
+        added = [c for c in self._registry.connections if id(c) not in self._known]
+        self._known.update(map(id, added))
+        return added
+
+
 @implementer(IPortRegistry)
 @attrs.define(eq=False)
 class FakeRegistry:
@@ -312,6 +328,10 @@ class FakeRegistry:
 
     def openConnections(self) -> list[Any]:
         return [c for c in self.connections if getattr(c, "connected", False)]
+
+    def noteArrivals(self) -> Any:
+        # (Tests add to connections directly: the note compares.)
+        return _FakeArrivals(self)
 
     def keyOf(self, port: Any) -> str | None:
         for p in self.ports:

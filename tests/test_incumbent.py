@@ -835,9 +835,12 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.assertTrue(gc.isenabled())
         self.assertEqual(result.connections, 1)
         self.assertEqual(self.incumbent.lastAttempt["connections_moved"], 1)
+        # Until released, it is among those being let go of (not drained).
+        self.assertEqual(self.incumbent.releasing, {id(transport)})
         # Released two turns after the answer.
         self.reactor.advance(0)
         self.reactor.advance(0)
+        self.assertEqual(self.incumbent.releasing, frozenset())
         self.assertFalse(transport.connected)
         self.assertEqual(transport.fileno(), -1)
         self.assertNotIn(transport, self.reactor.getReaders())

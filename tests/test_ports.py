@@ -19,6 +19,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import weakref
 from typing import Any
 
 from twisted.internet import error, tcp, udp, unix
@@ -43,6 +44,7 @@ from migrator.takeover._ports import (
     UnsupportedPort,
     _adoptUDP,
 )
+from tests._fakes import FakeConnection
 
 
 class _FakeSocket:
@@ -1600,3 +1602,40 @@ class ListenerRegistryLookupTests(SynchronousTestCase):
         self.assertEqual(list(self.registry.openConnections()), [transport])
         transport.connected = False
         self.assertEqual(self.registry.connectionCount(), 0)
+
+
+class ArrivalsTests(SynchronousTestCase):
+    """
+    L{ListenerRegistry.noteArrivals}: a note of the connections added from
+    then on, for as long as its taker keeps it.
+    """
+
+    def test_notesWhatIsAddedSince(self) -> None:
+        """
+        A note returns the connections added since it was made, then
+        those added since its last C{take}; connections added before it
+        are not in it.
+        """
+        registry = ListenerRegistry(_FakeReactor())
+        before, first, second = FakeConnection(), FakeConnection(), FakeConnection()
+        registry.trackConnection(before)
+        note = registry.noteArrivals()
+        registry.trackConnection(first)
+        self.assertEqual(note.take(), [first])
+        self.assertEqual(note.take(), [])
+        registry.trackConnection(second)
+        self.assertEqual(note.take(), [second])
+
+    def test_droppedNoteStops(self) -> None:
+        """
+        The registry holds its notes weakly: one nobody keeps is no longer
+        added to (it does not hold on to every later connection).
+        """
+        registry = ListenerRegistry(_FakeReactor())
+        note = registry.noteArrivals()
+        ref = weakref.ref(note)
+        del note
+        gc.collect()
+        self.assertIsNone(ref())
+        registry.trackConnection(FakeConnection())
+        self.assertEqual(len(registry._connections.notes), 0)

@@ -530,6 +530,23 @@ class DrainTests(ServiceTestMixin, SynchronousTestCase):
         svc.incumbent.onReleased()
         self.assertEqual(self.stops, 1)
 
+    def test_exitsWhileMovedStillReleased(self) -> None:
+        """
+        The moved connections this process is still letting go of (a few
+        milliseconds' worth per turn) do not hold its exit once the
+        successor is gone: exiting closes them as the release would.  They
+        are never closed as a drain closes what stayed.
+        """
+        svc = self.startIncumbent()
+        self.handOff(svc, connections=1)
+        [transport] = self.connections
+        svc.incumbent.releasing = frozenset({id(transport)})
+        svc.incumbent.successorAttached = False
+        svc.incumbent.onSuccessorDetached()
+        self.assertEqual(self.stops, 1)
+        self.assertEqual(self.exitsWhenDone, [0])
+        self.assertEqual(transport.loseConnectionCalls, 0)
+
     def test_waitsForSuccessorAtMostTakeoverTimeout(self) -> None:
         """
         A successor that stays attached is waited for at most the takeover

@@ -477,6 +477,37 @@ class IncumbentStreamTests(SynchronousTestCase):
         for protocol, _ in accepted:
             self.assertNotIn(protocol.transport, self.reactor.getReaders())
 
+    def test_lastAcknowledgementEndsTheWaitAtOnce(self) -> None:
+        """
+        The last turn, waiting for the successor to catch up, goes on as
+        soon as the acknowledgement of the last batch comes, not at its
+        next look a while later; and it lists the open connections once
+        (with thousands held, each listing is milliseconds of the turn
+        that freezes the last connections).
+        """
+        d, reader, accepted = self.startStream(2)
+        for _ in range(4):
+            self.reactor.advance(0)
+        self.assertEqual([self.message(reader)["batch"] for _ in range(2)], [0, 1])
+        self.incumbent.batchRestored(self.session, 0)
+        self.reactor.advance(0)
+        self.assertNoResult(d)
+        listed = []
+        real = type(self.registry).openConnections
+
+        def openConnections(registry: Any) -> Any:
+            listed.append(1)
+            return real(registry)
+
+        self.patch(type(self.registry), "openConnections", openConnections)
+        self.incumbent.batchRestored(self.session, 1)
+        # No time passes: the turn runs in the next reactor iteration.
+        self.reactor.advance(0)
+        last = self.message(reader)
+        self.assertEqual((last["last"], last["count"]), (True, 0))
+        self.assertEqual(self.successResultOf(d).held, 2)
+        self.assertEqual(len(listed), 1)
+
     def test_abortThawsEveryBatch(self) -> None:
         """
         Abandoned after the batches were sent, before the last turn: every

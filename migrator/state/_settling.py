@@ -52,14 +52,16 @@ class Settling:
     _call: IDelayedCall | None = None
     _done: Deferred[int] | None = None
 
-    def start(self) -> Deferred[int] | None:
+    def start(self, connections: list[Any] | None = None) -> Deferred[int] | None:
         """
+        @param connections: the open connections, if the caller has just
+            listed them (the later checks list them again).
         @return: C{None} if no connection is busy (nothing to wait for, and
             nothing was paused), else a L{Deferred} that fires with how many
             are still busy when they are all idle or the time is up.
         """
         self._started = self._reactor.seconds()
-        if not self._check(pause=False):
+        if not self._check(pause=False, connections=connections):
             return None
         done: Deferred[int] = Deferred()
         self._done = done
@@ -69,11 +71,11 @@ class Settling:
         self._tick()
         return done
 
-    def _check(self, pause: bool) -> int:
+    def _check(self, pause: bool, connections: list[Any] | None = None) -> int:
         readers = set(map(id, cast(IReactorFDSet, self._reactor).getReaders())) if pause else set()
         busyOf: dict[type, Any] = {}
         busy = 0
-        for t in self._ports.openConnections():
+        for t in self._ports.openConnections() if connections is None else connections:
             protocol = t.protocol
             cls = type(protocol)
             if cls not in busyOf:

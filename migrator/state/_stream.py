@@ -124,8 +124,11 @@ class Stream(WritesInSlices):
     #: transport's own class, by id.
     _watchers: dict[tuple[str, type], type] = attrs.field(factory=dict)
     _classOf: dict[int, type] = attrs.field(factory=dict)
-    #: The ids of the connections open when the stream started.
+    #: The ids of the connections open when the stream started; the
+    #: registry's note of those added since; those busy at the last look.
     _present: set[int] | None = None
+    _arrivals: Any = None
+    _recheck: list[Any] = attrs.field(factory=list)
     #: Whether the collector was paused here (and is to be resumed).
     _collecting: bool = False
     #: Whether a connection too large for a batch is written in slices of
@@ -195,19 +198,26 @@ class Stream(WritesInSlices):
         return self.selected is None or bool(self.selected(t))
 
     def _scan(self) -> None:
+        # The first look is at every connection; the later ones only at
+        # those added since and those busy at the last look (with
+        # thousands held, a look at all is milliseconds, every turn).
+        if self._present is None:
+            self._arrivals = self.ports.noteArrivals()
+            candidates = list(self.ports.openConnections())
+            self._present = set(map(id, candidates))
+        else:
+            assert self._arrivals is not None
+            candidates = self._recheck + self._arrivals.take()
         # A connection that arrived since the stream started is taken for
         # one in conversation: it goes last, like one that read.
-        first = self._present is None
-        present = self._present = set() if self._present is None else self._present
-        busy = 0
-        for t in self.ports.openConnections():
-            if first:
-                present.add(id(t))
+        present = self._present
+        recheck: list[Any] = []
+        for t in candidates:
             if id(t) in self._seen:
                 continue
             eligible = self._eligible(t)
             if eligible is None:
-                busy += 1
+                recheck.append(t)
                 continue
             self._seen.add(id(t))
             if eligible:
@@ -216,7 +226,8 @@ class Stream(WritesInSlices):
                     self._active.add(id(t))
                 else:
                     self._watch(t, "read")
-        self._busy = busy
+        self._recheck = recheck
+        self._busy = len(recheck)
 
     def waiting(self) -> int:
         """
@@ -237,6 +248,7 @@ class Stream(WritesInSlices):
             if eligible is None:
                 # Busy now: looked at again by the next scan.
                 self._seen.discard(id(t))
+                self._recheck.append(t)
             elif not eligible:
                 continue
             elif id(t) in self._active:
@@ -354,22 +366,24 @@ class Stream(WritesInSlices):
             limit=limit,
         )
 
-    def finish(self) -> Captured:
+    def finish(self, rest: list[Any] | None = None) -> Captured:
         """
         The last turn (accepting has stopped): drop the batches that
         something changed since they were sent, and capture, with the
         ports' factories, every connection not in a batch kept.
 
+        @param rest: the open connections not in a batch, if the caller
+            listed them in this turn (else they are listed here).
         @return: the last batch, frozen (its message says which batches
             the successor drops).
         """
         started = self.timer()
         try:
-            return self._finish()
+            return self._finish(rest)
         finally:
             self.seconds += self.timer() - started
 
-    def _finish(self) -> Captured:
+    def _finish(self, listed: list[Any] | None) -> Captured:
         # A connection still being written in slices goes with the rest.
         self._dropWalk()
         self._unwatchReads()
@@ -386,11 +400,14 @@ class Stream(WritesInSlices):
             for batch in self.batches:
                 if batch.tainted and batch.captured.frozen:
                     self._thawBatch(batch)
-            if len(kept) == len(self.batches):
-                streamed: AbstractSet[int] = self._streamed
+            if len(kept) == len(self.batches) and listed is not None:
+                rest = listed
             else:
-                streamed = {id(t) for b in kept for t in b.captured.transports}
-            rest = [t for t in self.ports.openConnections() if id(t) not in streamed]
+                if len(kept) == len(self.batches):
+                    streamed: AbstractSet[int] = self._streamed
+                else:
+                    streamed = {id(t) for b in kept for t in b.captured.transports}
+                rest = [t for t in self.ports.openConnections() if id(t) not in streamed]
             header = {"batch": len(self.batches), "last": True, "dropped": self.dropped}
             final = self._capture(rest, owned, header, withFactories=True)
             if final.refused and kept:

@@ -95,6 +95,9 @@ class Attempt:
     closeBusy: bool = False
     #: How many batches of the stream the successor restored (in order).
     acked: int = 0
+    #: Called when the successor says it restored a batch (the stream's
+    #: last turn, waiting for it to catch up, goes on at once).
+    onAcked: Callable[[], None] | None = None
     settling: Settling | None = None
     pausedAt: float | None = None
     paused: int = 0
@@ -117,17 +120,24 @@ class Attempt:
         return theirs.fileno()
 
     def startSettling(
-        self, reactor: Any, registry: ListenerRegistry, adapters: AdapterRegistry, timeout: float
+        self,
+        reactor: Any,
+        registry: ListenerRegistry,
+        adapters: AdapterRegistry,
+        timeout: float,
+        connections: list[Any] | None = None,
     ) -> Deferred[int] | None:
         """
         Before capturing, wait (at most C{timeout} seconds) for the busy
         connections to go idle; see L{Settling}.
 
+        @param connections: the open connections, just listed (see
+            L{Settling.start}).
         @return: C{None} if none is busy, else a L{Deferred} that fires when
             the wait is over (then call L{capture} in that reactor turn).
         """
         settling = Settling(reactor, registry, adapters, timeout, claimed=self.claimed())
-        waiting = settling.start()
+        waiting = settling.start(connections)
         if waiting is not None:
             self.settling = settling
         return waiting

@@ -12,7 +12,6 @@ connection held then is either sent or counted as staying.
 from __future__ import annotations
 
 from collections.abc import Callable
-from collections.abc import Set as AbstractSet
 from typing import Any, NoReturn
 
 from twisted.internet.defer import Deferred
@@ -70,7 +69,7 @@ class CapturesConnections:
         raise NotImplementedError()
 
     def _refuseUnmovable(
-        self, step: str, session: Peer | None = None, leaving: AbstractSet[int] = frozenset()
+        self, step: str, session: Peer | None = None, rest: list[Any] | None = None
     ) -> None:
         raise NotImplementedError()
 
@@ -248,7 +247,7 @@ class CapturesConnections:
                 return True
             return False
 
-        def last(_: object = None) -> None:
+        def last(_: object = None, held: list[Any] | None = None) -> None:
             # The turn in which accepting stops: the connections the wait
             # for busy ones paused read again (they are captured now, and
             # the successor starts them reading).
@@ -265,14 +264,24 @@ class CapturesConnections:
                     busy=settling.busy if settling is not None else stream.waiting(),
                 )
             try:
-                report = self._lastBatch(attempt, stream, started, streaming)
+                report = self._lastBatch(attempt, stream, started, streaming, held)
             except Exception as e:
                 fail(e)
                 return
             done.callback(report)
 
+        # The wait for the successor to catch up, if one is armed.
+        caughtUp: Any = None
+
+        def acked() -> None:
+            if caughtUp is not None and caughtUp.active():
+                # (Its own turn, as every other step of the stream.)
+                caughtUp.reset(0)
+
+        attempt.onAcked = acked
+
         def turn() -> None:
-            nonlocal waited
+            nonlocal waited, caughtUp
             if abandoned():
                 return
             try:
@@ -290,8 +299,9 @@ class CapturesConnections:
                     return
                 if ahead and now < bound:
                     # The successor still restores: the last turn waits,
-                    # so that what it freezes is not held behind that.
-                    self._reactor.callLater(ACK_INTERVAL, turn)
+                    # so that what it freezes is not held behind that
+                    # (until its next acknowledgement, or a short while).
+                    caughtUp = self._reactor.callLater(ACK_INTERVAL, turn)
                     return
                 if stream.waiting() and now < min(deadline, bound):
                     if not waited:
@@ -308,14 +318,19 @@ class CapturesConnections:
                 # be busy right now: as before streaming, a bounded wait
                 # for them, the idle ones not reading meanwhile.
                 remaining = max(0.0, min(deadline, bound) - now)
+                # (One look at every connection serves the wait's first
+                # check and, if nothing is busy, the last batch in this
+                # same turn: with thousands held, each look is
+                # milliseconds of the turn that freezes the last ones.)
+                held = list(self.registry.openConnections())
                 settling = attempt.startSettling(
-                    self._reactor, self.registry, self.adapters, remaining
+                    self._reactor, self.registry, self.adapters, remaining, held
                 )
             except Exception as e:
                 fail(e)
                 return
             if settling is None:
-                last()
+                last(held=held)
                 return
             _log.info(
                 "waiting up to {timeout:g} s for {busy} busy connection(s) to finish "
@@ -342,19 +357,30 @@ class CapturesConnections:
         return done.addCallback(lambda report: self._afterSent(attempt, report))
 
     def _lastBatch(
-        self, attempt: Attempt, stream: Stream, started: float, streaming: Streaming
+        self,
+        attempt: Attempt,
+        stream: Stream,
+        started: float,
+        streaming: Streaming,
+        held: list[Any] | None = None,
     ) -> CaptureReport:
         """
         The stream's last turn: stop accepting, look again at what would
         stay (never two), capture and send the rest.
+
+        @param held: the open connections, if listed earlier in this same
+            turn (nothing was accepted since).
         """
         attempt.paused = self.registry.pauseAccepting()
         attempt.pausedAt = self.clock()
+        if held is None:
+            held = list(self.registry.openConnections())
         # (What the batches took has adapters, and is frozen: only the rest
         # is looked at.)
-        self._refuseUnmovable("capture", attempt.session, stream.streamed)
-        held = self.registry.connectionCount()
-        last = stream.finish()
+        streamed = stream.streamed
+        rest = [t for t in held if id(t) not in streamed]
+        self._refuseUnmovable("capture", attempt.session, rest)
+        last = stream.finish(rest)
         attempt.send(last)
         attempt.closeBusy = streaming.closeBusy
         self._advance(attempt, "captured")
@@ -364,7 +390,7 @@ class CapturesConnections:
             moved=stream.moved,
             staying=stream.staying,
             frozenAt=stream.frozenAt,
-            held=held,
+            held=len(held),
             translations=stream.translations,
         )
         dropped = len(stream.dropped)
@@ -388,3 +414,5 @@ class CapturesConnections:
         attempt = self.current
         if attempt is not None and attempt.session is session:
             attempt.acked = max(attempt.acked, number + 1)
+            if attempt.onAcked is not None:
+                attempt.onAcked()

@@ -31,7 +31,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from collections.abc import Set as AbstractSet
 from functools import partial
 from typing import Any, NoReturn
 
@@ -122,6 +121,10 @@ class Incumbent(StopsPolitely, CapturesConnections):
     handedOffTo: dict[str, Any] | None = None
     successorSession: Peer | None = None
     successorAttached: bool = False
+    #: After a commit, until all are released: the ids of the transports
+    #: that moved (still open here, frozen, but no longer this process's
+    #: to drain).
+    releasing: frozenset[int] = frozenset()
     lastAttempt: dict[str, Any] | None = None
     #: Never two: what each takeover moves and leaves behind (and the policy).
     unmovable: UnmovableGuard = attrs.field(default=attrs.Factory(
@@ -304,6 +307,7 @@ class Incumbent(StopsPolitely, CapturesConnections):
         self._advance(attempt, "restored")
 
     def _released(self) -> None:
+        self.releasing = frozenset()
         if self.onReleased is not None:
             self.onReleased()
 
@@ -365,6 +369,8 @@ class Incumbent(StopsPolitely, CapturesConnections):
         self.successorSession = session
         self.successorAttached = True
         leaving = frozenset(map(id, attempt.captured.transports)) if attempt.captured else frozenset()
+        if attempt.captured is not None:
+            self.releasing = leaving
         unmovable = self.unmovable.committed(
             attempt.captured.moved if attempt.captured else {}, leaving
         )
@@ -454,11 +460,11 @@ class Incumbent(StopsPolitely, CapturesConnections):
         return True
 
     def _refuseUnmovable(
-        self, step: str, session: Peer | None = None, leaving: AbstractSet[int] = frozenset()
+        self, step: str, session: Peer | None = None, rest: list[Any] | None = None
     ) -> None:
         # Never two: refuse (abandoning session's takeover) if connections no
         # adapter can move would stay and the successor's policy is refuse.
-        if (refusal := self.unmovable.check(step, leaving)) is not None:
+        if (refusal := self.unmovable.check(step, rest)) is not None:
             if session is not None:
                 self.abort(refusal.message, session)
             self.lastAttempt = refusal.record

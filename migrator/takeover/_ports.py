@@ -36,7 +36,6 @@ same socket (Twisted #5621; FACTS.md).
 from __future__ import annotations
 
 import os
-import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
@@ -57,6 +56,7 @@ from migrator._twistedinternals import (
 )
 from migrator.interfaces import IPortRegistry
 from migrator.state._detached import DetachedPort
+from migrator.takeover._connections import Arrivals, Connections
 
 _log = Logger()
 
@@ -164,25 +164,6 @@ class TrackedPort:
         return record
 
 
-class _Connections(weakref.WeakSet[Any]):
-    """
-    The open connections of a registry (held weakly), with the time each
-    was added: accepted, or restored here.
-    """
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        weakref.WeakSet.__init__(self)
-        self._clock = clock
-        self.since: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
-
-    def add(self, item: Any) -> None:
-        weakref.WeakSet.add(self, item)
-        try:
-            self.since.setdefault(item, self._clock())
-        except TypeError:
-            pass
-
-
 def _seconds(reactor: Any) -> Callable[[], float]:
     seconds = getattr(reactor, "seconds", None)
     return seconds if callable(seconds) else (lambda: 0.0)
@@ -221,8 +202,8 @@ class ListenerRegistry:
     _occurrences: dict[str, int] = attrs.field(factory=dict)
     _offered: dict[str, tuple[int, dict[str, Any]]] = attrs.field(factory=dict)
     _originals: dict[str, Any] = attrs.field(factory=dict)
-    _connections: _Connections = attrs.field(
-        default=attrs.Factory(lambda self: _Connections(_seconds(self._reactor)), takes_self=True)
+    _connections: Connections = attrs.field(
+        default=attrs.Factory(lambda self: Connections(_seconds(self._reactor)), takes_self=True)
     )
     _listeners: list[Callable[[Any], object]] = attrs.field(factory=list)
 
@@ -550,6 +531,17 @@ class ListenerRegistry:
         The connections accepted through tracked ports that are still open.
         """
         return (t for t in list(self._connections) if getattr(t, "connected", False))
+
+    def noteArrivals(self) -> Arrivals:
+        """
+        Start noting the connections added from now on, for as long as the
+        caller keeps the note (it is held weakly here).
+
+        @return: the note (L{Arrivals.take}).
+        """
+        note = Arrivals()
+        self._connections.notes.add(note)
+        return note
 
     def connectedAt(self, transport: Any) -> float | None:
         """

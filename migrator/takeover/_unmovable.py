@@ -196,13 +196,13 @@ class UnmovableGuard:
     def _rest(self, leaving: AbstractSet[int]) -> list[Any]:
         return [t for t in self._registry.openConnections() if id(t) not in leaving]
 
-    def check(self, step: str, leaving: AbstractSet[int] = frozenset()) -> Refusal | None:
+    def check(self, step: str, rest: list[Any] | None = None) -> Refusal | None:
         """
         Apply the C{refuse} policy: at C{begin} to the plan L{start} made,
         at a later step to a new plan (connections may have arrived since).
 
-        @param leaving: the ids of transports already captured to move (a
-            stream's batches): not looked at again.
+        @param rest: the open connections to look at, if not all (a
+            stream's last turn leaves out those its batches took).
         @return: the refusal, or C{None} if the takeover may go on.
         """
         if self.policy != REFUSE:
@@ -210,7 +210,8 @@ class UnmovableGuard:
         if step == "begin" and self.planned is not None:
             plan = self.planned
         else:
-            rest = self._rest(leaving)
+            if rest is None:
+                rest = list(self._registry.openConnections())
             # A quick look first: at switch, accepting is paused meanwhile.
             if not anyUnknown(rest, self._adapters, self._versions, self.selected):
                 return None

@@ -34,6 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
+from benchmarks._bytecode import compileCheckout  # noqa: E402
 from benchmarks.apps.idle import state  # noqa: E402
 from migrator.testing import (  # noqa: E402
     HANDED_OFF,
@@ -271,6 +272,7 @@ def main() -> int:
             print(f"{c} connections do not fit under the open-file limit: using {limit}", file=sys.stderr)
         counts.append(min(int(c), limit))
     repeat = max(1, min(args.repeat, 10))
+    bytecode = compileCheckout()
     work = tempfile.mkdtemp(prefix="migrator-bench-")
     os.chmod(work, 0o700)
     results = []
@@ -296,6 +298,7 @@ def main() -> int:
     out = {
         "benchmark": "connections",
         "python": platform.python_version(),
+        "bytecode": bytecode,
         "cpus": os.cpu_count(),
         "summary": summary(results),
         "results": results,

@@ -40,6 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
+from benchmarks._bytecode import compileCheckout  # noqa: E402
 from benchmarks.connections import (  # noqa: E402
     COMMITTED,
     FREEZE,
@@ -239,6 +240,7 @@ def main() -> int:
     args.connections = min(args.connections, maxConnections() - args.pingers - 200)
     args.steady = min(max(args.steady, 0.1), 30.0)
     args.after = min(max(args.after, 0.1), 30.0)
+    bytecode = compileCheckout()
     work = tempfile.mkdtemp(prefix="migrator-pinggap-")
     os.chmod(work, 0o700)
     runs = []
@@ -248,6 +250,7 @@ def main() -> int:
     out = {
         "benchmark": "pinggap",
         "python": platform.python_version(),
+        "bytecode": bytecode,
         "cpus": os.cpu_count(),
         "runs": runs,
     }

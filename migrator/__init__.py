@@ -17,7 +17,8 @@ L{migrator.state} (graph, registry, connections), L{migrator.adapters}
 (the built-in adapters), L{migrator.cli} and L{migrator.demo} (tools).
 """
 
-from migrator._service import MigrateConfig, MigrateService
+from migrator._config import MigrateConfig
+from migrator._service import MigrateService
 from migrator._version import __version__
 from migrator.adapters import defaultRegistry
 from migrator.state._graph import GraphError, Unadaptable

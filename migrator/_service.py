@@ -23,15 +23,16 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
 
-import attrs
 from twisted.application import service
 from twisted.internet.interfaces import IReactorCore, IReactorFDSet, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from migrator._config import MigrateConfig
 from migrator._exit import exitAtInterpreterExit, exitNow
 from migrator._reports import ServiceReports
 from migrator._version import __version__
@@ -40,18 +41,18 @@ from migrator.interfaces import IMigrationNode
 from migrator.state._translator import describeTranslations
 from migrator.takeover._check import HealthCheck, checkEnvironment
 from migrator.takeover._control import ControlServerFactory, ControlSocket, PeerPolicy
-from migrator.takeover._dryrun import DryRuns
 from migrator.takeover._failure import TakeoverFailed
 from migrator.takeover._incumbent import Incumbent
 from migrator.takeover._liveness import processAlive
-from migrator.takeover._messages import Streaming
 from migrator.takeover._pidfile import Pidfile, sdNotify
 from migrator.takeover._ports import ListenerRegistry
 from migrator.takeover._session import ControlRoot
-from migrator.takeover._staging import Staging
-from migrator.takeover._steps import Faults
 from migrator.takeover._successor import Successor
 from migrator.takeover._unmovable import splitStatus
+
+if TYPE_CHECKING:
+    from migrator.takeover._dryrun import DryRuns
+    from migrator.takeover._staging import Staging
 
 _log = Logger()
 
@@ -63,60 +64,6 @@ DRAINING = "draining"
 FAILED = "failed"
 
 
-@attrs.frozen
-class MigrateConfig:
-    """
-    What C{twistd migrate} was asked to do.
-
-    @ivar control: absolute path of the control socket.
-    @ivar takeover: take over from the process serving at C{control}.
-    @ivar drainTimeout: seconds a process that handed off keeps serving its
-        remaining connections before closing them and exiting.
-    @ivar takeoverTimeout: the longest one takeover step may take.
-    @ivar pidfile: absolute path of the pidfile, or C{None}.
-    @ivar description: what is being run, for status (the subcommand or tac).
-    @ivar adapterModules: modules whose C{registerAdapters(registry)} add
-        adapters for the application's classes.
-    @ivar unmovable: as a successor, what the incumbent is to do with
-        connections no adapter can move: C{"refuse"} the takeover,
-        C{"drain"} them or C{"close"} them (see
-        L{migrator.takeover._unmovable}).
-    @ivar faults: failures to inject in a successor, on purpose (rollback
-        drills; C{MIGRATOR_FAULT}, read by L{migrator.tap}).
-    @ivar dryRun: instead of taking over, try this code on a snapshot of
-        the running service's state (L{migrator.takeover._staging}), then
-        exit: nothing is bound, published or written.
-    @ivar check: as a successor, a health check to run after the switch
-        and before the commit (L{migrator.takeover._check}).
-    @ivar checkTimeout: how long the check may take.
-    @ivar closeUndeclared: as a successor, let the takeover close the
-        incumbent's ports this service does not declare.
-    @ivar command: how this process was started
-        (L{migrator.takeover._lineage.thisCommand}), for C{status} and for
-        the successor.
-    """
-
-    control: str
-    takeover: bool = False
-    drainTimeout: float = 300.0
-    takeoverTimeout: float = 30.0
-    pidfile: str | None = None
-    description: str = ""
-    adapterModules: tuple[str, ...] = ()
-    unmovable: str = "refuse"
-    #: As a successor, the connection or component ids to move (all if
-    #: empty); the others follow C{unmovable}.
-    select: tuple[str, ...] = ()
-    faults: Faults = attrs.field(factory=Faults)
-    dryRun: bool = False
-    check: str | None = None
-    checkTimeout: float = 10.0
-    closeUndeclared: bool = False
-    #: As a successor, how the connections stream (batches, busy ones).
-    stream: Streaming = attrs.field(factory=Streaming)
-    command: dict[str, Any] | None = None
-
-
 def _report(text: str) -> None:
     """
     Print a dry run's report on the standard output this process started
@@ -126,6 +73,16 @@ def _report(text: str) -> None:
     if out is not None:
         out.write(text + "\n")
         out.flush()
+
+
+def _dryRuns(reactor: IReactorTime, incumbent: Incumbent, timeout: float) -> DryRuns:
+    """
+    What answers dry runs, made (its modules imported) when the first one
+    is asked for.
+    """
+    from migrator.takeover._dryrun import DryRuns
+
+    return DryRuns(reactor, incumbent, timeout=timeout)
 
 
 def _followTLS(port: Any) -> None:
@@ -272,6 +229,8 @@ class MigrateService(service.MultiService, ServiceReports):
         A dry run: try this code on a snapshot of the running service's
         state, print the report, exit with its code.
         """
+        from migrator.takeover._staging import Staging
+
         self.staging = Staging(
             self._reactor,
             self.config.control,
@@ -354,8 +313,8 @@ class MigrateService(service.MultiService, ServiceReports):
             faults=self.config.faults,
         )
         self.root.incumbent = self.incumbent
-        self.root.dryRuns = DryRuns(
-            self._reactor, self.incumbent, timeout=self.config.takeoverTimeout
+        self.root.makeDryRuns = partial(
+            _dryRuns, self._reactor, self.incumbent, self.config.takeoverTimeout
         )
         self.pidfile.write()
         notify = f"READY=1\nSTATUS=serving generation {generation}"

@@ -28,7 +28,8 @@ from twisted.application import service
 from twisted.plugin import getPlugins
 from twisted.python import usage
 
-from migrator._service import MigrateConfig, MigrateService
+from migrator._config import MigrateConfig
+from migrator._service import MigrateService
 from migrator._tac import loadTac
 from migrator.state._plan import POLICIES, REFUSE
 from migrator.takeover._control import ControlPathError, checkControlPath, probe

@@ -27,12 +27,12 @@ from migrator._twistedinternals import releaseConnection
 from migrator.state._capture import captureConnections
 from migrator.state._detached import (
     UNKNOWN_CLASS,
-    DetachedPort,
     DetachedTransport,
     lastLine,
     peerAddress,
     restoreDetached,
 )
+from migrator.state._detachedport import DetachedPort
 from migrator.state._graph import GraphError, dumpsPlain
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
 from tests._fakes import FakeRegistry

@@ -34,7 +34,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from migrator._twistedinternals import _CountingTransport, releaseConnection, releasePort
 from migrator._twistedinternals import adoptTCP as _adoptTCP
 from migrator._twistedinternals import adoptUNIX as _adoptUNIX
-from migrator.state._detached import DetachedPort
+from migrator.state._detachedport import DetachedPort
 from migrator.takeover._ports import (
     TCP,
     UDP,

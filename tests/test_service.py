@@ -1135,7 +1135,10 @@ class OperatorHooksTests(ServiceTestMixin, SynchronousTestCase):
         self.assertEqual(status["command"], command)
         self.assertIsNone(status["previous_command"])
         self.assertIsNone(status["last_dry_run"])
-        assert svc.root.dryRuns is not None
+        # Made when the first dry run is asked for.
+        self.assertIsNone(svc.root.dryRuns)
+        assert svc.root.makeDryRuns is not None
+        svc.root.dryRuns = svc.root.makeDryRuns()
         self.assertIs(svc.root.dryRuns.incumbent, svc.incumbent)
         svc.root.dryRuns.last = {"outcome": "ok"}
         self.assertEqual(svc.status()["last_dry_run"], {"outcome": "ok"})

@@ -18,7 +18,8 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from migrator import tap
-from migrator._service import MigrateConfig, MigrateService
+from migrator._config import MigrateConfig
+from migrator._service import MigrateService
 from migrator._tac import TacError, loadTac
 
 CHAT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "integration", "apps", "chat.tac")

@@ -55,7 +55,7 @@ from migrator._twistedinternals import (
     takeUNIXLock,
 )
 from migrator.interfaces import IPortRegistry
-from migrator.state._detached import DetachedPort
+from migrator.state._detachedport import DetachedPort
 from migrator.takeover._connections import Arrivals, Connections
 
 _log = Logger()

@@ -14,14 +14,13 @@ answered with a traceback.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
 from twisted.spread import pb
 from zope.interface import implementer
 
-from migrator.takeover._dryrun import DryRunRequest, DryRunResult, DryRuns
 from migrator.takeover._incumbent import Incumbent, TakeoverRefused
 from migrator.takeover._inspect import OperatorQueries
 from migrator.takeover._messages import (
@@ -33,6 +32,9 @@ from migrator.takeover._messages import (
     ReceivedReport,
     RestoredReport,
 )
+
+if TYPE_CHECKING:
+    from migrator.takeover._dryrun import DryRuns
 
 _R = TypeVar("_R")
 
@@ -46,12 +48,16 @@ class ControlRoot:
 
     @ivar status: returns the status record.
     @ivar incumbent: answers takeover steps, once this process serves.
-    @ivar dryRuns: answers dry runs, once this process serves.
+    @ivar dryRuns: answers dry runs, once made by C{makeDryRuns} (when
+        the first is asked for: its machinery is milliseconds of a
+        process's start that most never use).
+    @ivar makeDryRuns: makes C{dryRuns}, once this process serves.
     """
 
     status: Callable[[], dict[str, Any]]
     incumbent: Incumbent | None = None
     dryRuns: DryRuns | None = None
+    makeDryRuns: Callable[[], DryRuns] | None = None
 
     def rootObject(self, broker: Any) -> ControlSession:
         """
@@ -218,9 +224,12 @@ class ControlSession(pb.Referenceable, OperatorQueries):
         self._incumbent().abort(f"the successor gave up: {str(reason)[:500]}", self)
 
     def _dryRuns(self) -> DryRuns:
-        if self._root.dryRuns is None:
+        root = self._root
+        if root.dryRuns is None and root.makeDryRuns is not None:
+            root.dryRuns = root.makeDryRuns()
+        if root.dryRuns is None:
             raise TakeoverRefused("this process is not serving yet")
-        return self._root.dryRuns
+        return root.dryRuns
 
     def remote_dryRun(self, request: object) -> dict[str, Any]:
         """
@@ -231,6 +240,8 @@ class ControlSession(pb.Referenceable, OperatorQueries):
             the snapshot's channel descriptor rides with it.
         @raise TakeoverRefused: if the request is malformed or refused.
         """
+        from migrator.takeover._dryrun import DryRunRequest
+
         dryRuns = self._dryRuns()
         try:
             parsed = DryRunRequest.fromWire(request)
@@ -245,6 +256,8 @@ class ControlSession(pb.Referenceable, OperatorQueries):
         @param result: a L{DryRunResult} on the wire.
         @raise TakeoverRefused: if it is malformed or unexpected.
         """
+        from migrator.takeover._dryrun import DryRunResult
+
         dryRuns = self._dryRuns()
         try:
             parsed = DryRunResult.fromWire(result)

@@ -123,6 +123,7 @@ class Classifier:
     #: The protocol classes that wrap nothing (by class alone), with their
     #: adapter, name and reason (L{_classFacts}): most connections.
     _simple: dict[type, tuple[Any, str, str | None]] = attrs.field(factory=dict, init=False)
+    _moves: dict[str, Verdict] = attrs.field(factory=dict, init=False)
 
     def _adapterFor(self, cls: type) -> Any:
         try:
@@ -258,7 +259,11 @@ class Classifier:
             if why:
                 break
         if not why:
-            return Verdict(MOVES, name)
+            # (One verdict per class name: most connections move.)
+            moves = self._moves.get(name)
+            if moves is None:
+                moves = self._moves[name] = Verdict(MOVES, name)
+            return moves
         if drainsHarmlessly(adapter, protocol):
             return Verdict(HARMLESS, name, why)
         return Verdict(DECLINED, name, why)

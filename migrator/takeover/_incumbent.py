@@ -225,7 +225,8 @@ class Incumbent(StopsPolitely, CapturesConnections):
             generation=me["generation"],
             python=me["python"],
             ports=len(fds),
-            connections=self.registry.connectionCount(),
+            # (The plan looked at every open connection.)
+            connections=self.unmovable.planned.total if self.unmovable.planned else 0,
             plan=plan,
             command=me.get("command"),
             lineage=tuple(me.get("lineage", ())),

@@ -27,7 +27,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application import service
-from twisted.internet.interfaces import IReactorCore, IReactorFDSet, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorCore, IReactorFDSet, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -73,6 +73,18 @@ def _report(text: str) -> None:
     if out is not None:
         out.write(text + "\n")
         out.flush()
+
+
+#: Seconds after this process starts serving at which it imports the
+#: modules that answer dry runs.
+_DRY_RUN_IMPORT = 1.0
+
+
+def _importDryRuns() -> None:
+    try:
+        import migrator.takeover._dryrun  # noqa: F401
+    except Exception:
+        _log.failure("importing the modules that answer dry runs failed")
 
 
 def _dryRuns(reactor: IReactorTime, incumbent: Incumbent, timeout: float) -> DryRuns:
@@ -267,6 +279,11 @@ class MigrateService(service.MultiService, ServiceReports):
         Stop the wrapped service, close the control socket, let go of the
         pidfile and the reactor hooks.
         """
+        if self.incumbent is not None:
+            # (Moved connections still held: see _finish.)
+            self.incumbent.finishRelease()
+        if self._dryRunImport is not None and self._dryRunImport.active():
+            self._dryRunImport.cancel()
         if self.successor is not None:
             # A successor stopped before its takeover finished rolls back.
             self.successor.cancel()
@@ -316,6 +333,9 @@ class MigrateService(service.MultiService, ServiceReports):
         self.root.makeDryRuns = partial(
             _dryRuns, self._reactor, self.incumbent, self.config.takeoverTimeout
         )
+        # Imported soon, off the takeover's path, not at the first dry run:
+        # by then newer code may be on disk, and must not run beside this.
+        self._dryRunImport = self._reactor.callLater(_DRY_RUN_IMPORT, _importDryRuns)
         self.pidfile.write()
         notify = f"READY=1\nSTATUS=serving generation {generation}"
         if generation:
@@ -429,7 +449,7 @@ class MigrateService(service.MultiService, ServiceReports):
             )
             return
         sdNotify(f"STATUS=handed off to pid {successor.get('pid')}; draining")
-        remaining = self.registry.connectionCount()
+        remaining = len(self._remaining())
         _log.info(
             "handed off to pid {pid}: draining {count} connection(s), at "
             "most {timeout:g} s",
@@ -457,10 +477,15 @@ class MigrateService(service.MultiService, ServiceReports):
         if self._drainCall is not None and self._drainCall.running:
             self._checkDrained()
 
+    def _remaining(self) -> list[Any]:
+        """
+        The connections left to drain: not those that moved and are still
+        being let go of (see L{Incumbent.finishRelease}).
+        """
+        releasing = self.incumbent.releasing if self.incumbent is not None else frozenset()
+        return [t for t in self.registry.openConnections() if id(t) not in releasing]
+
     def _checkDrained(self) -> None:
-        # (The moved connections still being let go of are not drained
-        # here: exiting closes them as the release would, without
-        # shutdown, and their protocols never hear of it.)
         if (
             self.incumbent is not None
             and self.incumbent.successorAttached
@@ -470,8 +495,7 @@ class MigrateService(service.MultiService, ServiceReports):
             # published its control socket; exiting earlier could lose the
             # answer.
             return
-        releasing = self.incumbent.releasing if self.incumbent is not None else frozenset()
-        remaining = [t for t in self.registry.openConnections() if id(t) not in releasing]
+        remaining = self._remaining()
         if not remaining:
             _log.info("all connections drained; exiting")
             self._drainDone()
@@ -491,6 +515,7 @@ class MigrateService(service.MultiService, ServiceReports):
 
     _closing = False
     _tookOverAt: float | None = None
+    _dryRunImport: IDelayedCall | None = None
     _successorWaitUntil = 0.0
     _drainDone: Callable[[], None]
     _finished = False
@@ -501,6 +526,11 @@ class MigrateService(service.MultiService, ServiceReports):
         self._finished = True
         if self._drainCall is not None and self._drainCall.running:
             self._drainCall.stop()
+        if self.incumbent is not None:
+            # The moved connections still held are let go of before the
+            # shutdown: no stopService or disconnectAll may touch them
+            # (their handles are left for the exit to close).
+            self.incumbent.finishRelease(close=False)
         self._exitWhenDone(0)
         cast(IReactorCore, self._reactor).stop()
 

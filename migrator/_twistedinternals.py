@@ -184,12 +184,16 @@ def countAccepted(port: Any, seen: weakref.WeakSet[Any]) -> bool:
 # -- established connections ---------------------------------------------------
 
 
-def releaseConnection(transport: Any) -> None:
+def releaseConnection(transport: Any, close: bool = True) -> None:
     """
     Let go of an established connection that another process now serves:
     stop reading and writing, drop unsent bytes (they travelled with the
     connection), close this process's handle without C{shutdown()} and
     without telling the protocol (its C{connectionLost} never runs here).
+
+    @param close: if false, the handle is left open for the process's exit
+        to close (as this would: no C{shutdown()}); the transport is
+        already closed to everything in this process.
 
     Relies on: C{abstract.FileDescriptor}'s write buffers (C{dataBuffer},
     C{offset}, C{_tempDataBuffer}, C{_tempDataLen}).
@@ -206,6 +210,8 @@ def releaseConnection(transport: Any) -> None:
     transport.offset = 0
     transport._tempDataBuffer = []
     transport._tempDataLen = 0
+    if not close:
+        return
     try:
         skt.close()
     except OSError:

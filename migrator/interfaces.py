@@ -126,10 +126,10 @@ class IPortRegistry(Interface):
     def noteArrivals() -> Any:
         """
         Start noting the connections added from now on (accepted, or given
-        to L{trackConnection}), for as long as the caller keeps the note.
+        to L{trackConnection}), until the note is closed or dropped.
 
         @return: the note: its C{take()} returns the connections added
-            since its last call, and forgets them.
+            since its last call, and forgets them; its C{close()} stops it.
         """
 
     def keyOf(port: Any) -> str | None:

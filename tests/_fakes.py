@@ -143,6 +143,9 @@ class _FakeArrivals:
         self._known.update(map(id, added))
         return added
 
+    def close(self) -> None:
+        self._known = set()
+
 
 @implementer(IPortRegistry)
 @attrs.define(eq=False)

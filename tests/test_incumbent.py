@@ -852,6 +852,45 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.closeFd(fd)
         self.assertEqual(peerState(client), "closed")
 
+    def test_finishReleaseBeforeTheReleaseBegan(self) -> None:
+        """
+        A process that stops right after the commit, before the release
+        began, lets go of the moved connections at once
+        (C{finishRelease}): not connected here any more (nothing a
+        shutdown does can touch them), their timers cancelled, and with
+        C{close=False} its handle left open for the exit to close; the
+        release scheduled after the answer then does nothing.
+        """
+        protocol, client = self.connection()
+        transport = protocol.transport
+        handle = transport.socket
+        timer = self.reactor.callLater(10, protocol.ring)
+        protocol.timer = timer
+        session = self.session()
+        reader = self.toPrepared(session)
+        _, _, [fd] = self.capture(session, reader)
+        self.incumbent.restored(session, RestoredReport(1))
+        self.incumbent.switch(session)
+        released = []
+        self.incumbent.onReleased = lambda: released.append(1)
+        self.incumbent.commit(session)
+        self.incumbent.finishRelease(close=False)
+        self.assertEqual(self.incumbent.releasing, frozenset())
+        self.assertFalse(transport.connected)
+        self.assertFalse(timer.active())
+        self.assertNotEqual(handle.fileno(), -1)
+        self.assertEqual(released, [1])
+        self.reactor.advance(0)
+        self.reactor.advance(0)
+        self.assertEqual(released, [1])
+        self.assertNotEqual(handle.fileno(), -1)
+        transport.loseConnection()
+        self.assertNotIn(transport, self.reactor.getWriters())
+        handle.close()
+        self.assertEqual(peerState(client), "open")
+        self.closeFd(fd)
+        self.assertEqual(peerState(client), "closed")
+
     def test_abortAfterCaptureThaws(self) -> None:
         """
         An abort after the capture thaws the connections: they read what

@@ -534,18 +534,26 @@ class DrainTests(ServiceTestMixin, SynchronousTestCase):
         """
         The moved connections this process is still letting go of (a few
         milliseconds' worth per turn) do not hold its exit once the
-        successor is gone: exiting closes them as the release would.  They
-        are never closed as a drain closes what stayed.
+        successor is gone: they are let go of at once before the reactor
+        stops (no stopService or shutdown may touch them), and exiting
+        closes their handles as the release would.  They are never closed
+        as a drain closes what stayed.
         """
         svc = self.startIncumbent()
         self.handOff(svc, connections=1)
         [transport] = self.connections
         svc.incumbent.releasing = frozenset({id(transport)})
+        finished: list[bool] = []
+        svc.incumbent.finishRelease = (  # type: ignore[method-assign]
+            lambda close=True: finished.append(close)
+        )
         svc.incumbent.successorAttached = False
         svc.incumbent.onSuccessorDetached()
         self.assertEqual(self.stops, 1)
         self.assertEqual(self.exitsWhenDone, [0])
         self.assertEqual(transport.loseConnectionCalls, 0)
+        # Let go of before the reactor stops (its handles left to the exit).
+        self.assertEqual(finished, [False])
 
     def test_waitsForSuccessorAtMostTakeoverTimeout(self) -> None:
         """

@@ -507,6 +507,7 @@ class IncumbentStreamTests(SynchronousTestCase):
         self.assertEqual((last["last"], last["count"]), (True, 0))
         self.assertEqual(self.successResultOf(d).held, 2)
         self.assertEqual(len(listed), 1)
+        self.assertEqual(len(self.registry._connections.notes), 0)
 
     def test_abortThawsEveryBatch(self) -> None:
         """
@@ -524,6 +525,8 @@ class IncumbentStreamTests(SynchronousTestCase):
         self.assertIn(self.port, self.reactor.getReaders())
         self.reactor.advance(0.01)
         self.failureResultOf(d)
+        # The stream no longer notes the connections accepted.
+        self.assertEqual(len(self.registry._connections.notes), 0)
 
     def test_collectorPausedFromBegin(self) -> None:
         """

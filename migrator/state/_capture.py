@@ -194,18 +194,19 @@ class Captured:
         self,
         later: Callable[[Callable[[], None]], object] | None = None,
         done: Callable[[], None] | None = None,
-    ) -> None:
+        close: bool = True,
+    ) -> Callable[[bool], None]:
         """
         The successor owns it all now: close our handles (no shutdown), and
         make sure no captured call runs here too.
 
         @param later: ignored (all in this turn; the same face as
-            L{migrator.state._stream.Stream.release}).
-        @param done: called once all are released.
+            L{migrator.state._stream.Stream.release}, with C{done}, C{close}
+            and what it returns: here nothing is left).
         """
         self.frozen = False
         for t in self.transports:
-            releaseConnection(t)
+            releaseConnection(t, close)
         for call, _ in self._calls:
             if call.active():
                 call.cancel()
@@ -213,6 +214,7 @@ class Captured:
             abandonLoopingCall(loop)
         if done is not None:
             done()
+        return lambda close: None
 
 
 @attrs.define(eq=False)

@@ -56,7 +56,7 @@ from migrator.state._translator import mergeTranslations
 from migrator.state._turns import eachTurn
 from migrator.state._versions import Readable
 from migrator.state._walk import WALKING, WritesInSlices
-from migrator.state._watches import readWatch, writeWatch
+from migrator.state._watches import WatchesTransports
 
 
 @attrs.define(eq=False)
@@ -75,7 +75,7 @@ class Batch:
 
 
 @attrs.define(eq=False)
-class Stream(WritesInSlices):
+class Stream(WatchesTransports, WritesInSlices):
     """
     The connections of one takeover, captured in batches; see the module
     docstring.  Call L{start}, then L{next} once per reactor turn while it
@@ -206,15 +206,17 @@ class Stream(WritesInSlices):
             candidates = list(self.ports.openConnections())
             self._present = set(map(id, candidates))
         else:
-            assert self._arrivals is not None
-            candidates = self._recheck + self._arrivals.take()
+            arrived = self._arrivals.take() if self._arrivals is not None else []
+            candidates = self._recheck + arrived
         # A connection that arrived since the stream started is taken for
         # one in conversation: it goes last, like one that read.
         present = self._present
         recheck: list[Any] = []
+        looked: set[int] = set()
         for t in candidates:
-            if id(t) in self._seen:
+            if id(t) in self._seen or id(t) in looked:
                 continue
+            looked.add(id(t))
             eligible = self._eligible(t)
             if eligible is None:
                 recheck.append(t)
@@ -503,31 +505,6 @@ class Stream(WritesInSlices):
             self._collecting = False
             gc.enable()
 
-    def _watch(self, t: Any, kind: str) -> None:
-        cls = type(t)
-        try:
-            watcher = self._watchers[kind, cls]
-        except KeyError:
-            make = readWatch if kind == "read" else writeWatch
-            watcher = make(cls, self._active if kind == "read" else self._dirty)
-            self._watchers[kind, cls] = watcher
-        self._classOf[id(t)] = cls
-        t.__class__ = watcher
-        if kind == "read":
-            self._watched[id(t)] = t
-
-    def _unwatch(self, t: Any) -> None:
-        cls = self._classOf.pop(id(t), None)
-        if cls is not None and type(t) in self._watchers.values():
-            t.__class__ = cls
-
-    def _unwatchReads(self) -> None:
-        watched, self._watched = self._watched, {}
-        for t in watched.values():
-            cls = self._classOf.get(id(t))
-            if cls is not None and type(t) is self._watchers.get(("read", cls)):
-                self._unwatch(t)
-
     def _thawBatch(self, batch: Batch) -> None:
         for t in batch.captured.transports:
             self._unwatch(t)
@@ -550,7 +527,8 @@ class Stream(WritesInSlices):
         self,
         later: Callable[[Callable[[], None]], object] | None = None,
         done: Callable[[], None] | None = None,
-    ) -> None:
+        close: bool = True,
+    ) -> Callable[[bool], None]:
         """
         The commit: let go of every connection sent (see
         L{Captured.release}).
@@ -560,27 +538,42 @@ class Stream(WritesInSlices):
             (tens of thousands of closes would make one long turn), and
             the collector resumes after the last.
         @param done: called once all are released.
+        @param close: if false (this process exits next), the handles
+            are left for the exit to close.
+        @return: a function that releases what is left at once (before
+            this process stops), closing the handles or (given C{False},
+            when this process exits next) leaving them for the exit.
         """
         self._unwatchReads()
+        closing = [close]
 
         def releasePart(part: Captured) -> None:
-            for t in part.transports:
-                self._unwatch(t)
-            part.release()
+            if closing[0]:
+                for t in part.transports:
+                    self._unwatch(t)
+            part.release(close=closing[0])
 
         def released() -> None:
             # What the batches wrote is garbage now: dropped before the
             # collector resumes (reference counting frees it), so that its
-            # first full pass has less to scan.
-            for batch in self.batches:
-                batch.captured.writer = None
-            if self.final is not None:
-                self.final.writer = None
-            self.owned.clear()
+            # first full pass has less to scan; unless this process exits
+            # next (nothing is freed faster than by the exit).
+            if closing[0]:
+                for batch in self.batches:
+                    batch.captured.writer = None
+                if self.final is not None:
+                    self.final.writer = None
+                self.owned.clear()
             self._resumeCollector()
             if done is not None:
                 done()
 
         # (As many batches a turn as fit in the budget: nothing here is
         # served any more but what stays to drain.)
-        eachTurn(self._parts(), releasePart, later, released, self.budget, self.timer)
+        rest = eachTurn(self._parts(), releasePart, later, released, self.budget, self.timer)
+
+        def hurry(close: bool) -> None:
+            closing[0] = close
+            rest()
+
+        return hurry

@@ -20,22 +20,36 @@ def eachTurn(
     done: Callable[[], None],
     budget: float = 0.0,
     timer: Callable[[], float] = time.perf_counter,
-) -> None:
+) -> Callable[[], None]:
     """
     Call C{each} with every item in order, then C{done}: all at once if
     C{later} (which runs a function in a later reactor turn) is not given;
     else as many per turn as fit in C{budget} seconds (by C{timer}), at
     least one, starting in this turn (one per turn if C{budget} is 0).
+
+    @return: a function that does what is left at once (the turns still
+        to come then do nothing).
     """
     items = list(items)
+    finished = False
 
-    def step() -> None:
+    def step(hurry: bool = False) -> None:
+        nonlocal finished
+        if finished:
+            return
         started = timer() if budget else 0.0
         while items:
             each(items.pop(0))
-            if items and later is not None and (not budget or timer() - started >= budget):
+            if (
+                items
+                and not hurry
+                and later is not None
+                and (not budget or timer() - started >= budget)
+            ):
                 later(step)
                 return
+        finished = True
         done()
 
     step()
+    return lambda: step(hurry=True)

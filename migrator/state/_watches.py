@@ -59,3 +59,48 @@ def writeWatch(cls: type, dirty: set[int]) -> type:
     namespace: dict[str, Any] = {name: watching(name) for name in _WATCHED}
     namespace["__module__"] = __name__
     return type(f"WriteWatched{cls.__name__}", (cls,), namespace)
+
+
+class WatchesTransports:
+    """
+    The part of L{migrator.state._stream.Stream} that sets and removes the
+    watches on its transports, and ends its note of the connections added
+    (L{migrator.interfaces.IPortRegistry.noteArrivals}).
+    """
+
+    # What it uses of the stream (declared here for type checkers).
+    _watchers: dict[tuple[str, type], type]
+    _classOf: dict[int, type]
+    _watched: dict[int, Any]
+    _active: set[int]
+    _dirty: set[int]
+    _arrivals: Any
+
+    def _watch(self, t: Any, kind: str) -> None:
+        cls = type(t)
+        try:
+            watcher = self._watchers[kind, cls]
+        except KeyError:
+            make = readWatch if kind == "read" else writeWatch
+            watcher = make(cls, self._active if kind == "read" else self._dirty)
+            self._watchers[kind, cls] = watcher
+        self._classOf[id(t)] = cls
+        t.__class__ = watcher
+        if kind == "read":
+            self._watched[id(t)] = t
+
+    def _unwatch(self, t: Any) -> None:
+        cls = self._classOf.pop(id(t), None)
+        if cls is not None and type(t) in self._watchers.values():
+            t.__class__ = cls
+
+    def _unwatchReads(self) -> None:
+        # (The stream's looks are over: the last turn, an abort, a commit.)
+        if self._arrivals is not None:
+            self._arrivals.close()
+            self._arrivals = None
+        watched, self._watched = self._watched, {}
+        for t in watched.values():
+            cls = self._classOf.get(id(t))
+            if cls is not None and type(t) is self._watchers.get(("read", cls)):
+                self._unwatch(t)

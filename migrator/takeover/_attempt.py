@@ -378,13 +378,18 @@ class Attempt:
             channel.close()
             return succeed(None)
         closed: Deferred[None] = Deferred()
+        ending: list[bool] = []
 
         def done(_: object = None) -> None:
-            if not closed.called:
-                if bounded.active():
-                    bounded.cancel()
-                channel.close()
-                closed.callback(None)
+            # (Closing the channel fails the farewell's send if it is still
+            # queued, which calls this again: once is enough.)
+            if ending:
+                return
+            ending.append(True)
+            if bounded.active():
+                bounded.cancel()
+            channel.close()
+            closed.callback(None)
 
         bounded = reactor.callLater(bound, done)
         channel.sendMessage(farewell).addBoth(done)

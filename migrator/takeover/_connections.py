@@ -19,10 +19,12 @@ class Arrivals:
     weakly, so a note nobody keeps stops growing.
     """
 
-    __slots__ = ("_added", "__weakref__")
+    __slots__ = ("_added", "_notes", "__weakref__")
 
-    def __init__(self) -> None:
+    def __init__(self, notes: weakref.WeakSet[Arrivals]) -> None:
         self._added: list[Any] = []
+        self._notes = notes
+        notes.add(self)
 
     def add(self, transport: Any) -> None:
         self._added.append(transport)
@@ -33,6 +35,13 @@ class Arrivals:
         """
         added, self._added = self._added, []
         return added
+
+    def close(self) -> None:
+        """
+        Stop noting (and forget what was noted).
+        """
+        self._notes.discard(self)
+        self._added = []
 
 
 class Connections(weakref.WeakSet[Any]):
@@ -49,8 +58,9 @@ class Connections(weakref.WeakSet[Any]):
 
     def add(self, item: Any) -> None:
         weakref.WeakSet.add(self, item)
-        for note in self.notes:
-            note.add(item)
+        if self.notes:
+            for note in self.notes:
+                note.add(item)
         try:
             self.since.setdefault(item, self._clock())
         except TypeError:

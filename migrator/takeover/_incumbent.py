@@ -125,6 +125,9 @@ class Incumbent(StopsPolitely, CapturesConnections):
     #: that moved (still open here, frozen, but no longer this process's
     #: to drain).
     releasing: frozenset[int] = frozenset()
+    #: Releases the rest at once: once the release began, or before.
+    _releaseRest: Callable[[bool], None] | None = None
+    _releaseAll: Callable[[bool], object] | None = None
     lastAttempt: dict[str, Any] | None = None
     #: Never two: what each takeover moves and leaves behind (and the policy).
     unmovable: UnmovableGuard = attrs.field(default=attrs.Factory(
@@ -309,8 +312,28 @@ class Incumbent(StopsPolitely, CapturesConnections):
 
     def _released(self) -> None:
         self.releasing = frozenset()
+        self._releaseAll = None
         if self.onReleased is not None:
             self.onReleased()
+
+    def finishRelease(self, close: bool = True) -> None:
+        """
+        Let go at once of the moved connections not released yet (the
+        release after a commit goes a few milliseconds' worth per turn):
+        before this process stops, so that nothing of theirs runs, or is
+        closed by a shutdown, here.
+
+        @param close: if false (this process exits next), their handles
+            are left for the exit to close, as the release would.
+        """
+        if not self.releasing:
+            return
+        if self._releaseRest is not None:
+            self._releaseRest(close)
+        elif self._releaseAll is not None:
+            # Not begun (the answer was still being written).
+            self._releaseRest = lambda close: None
+            self._releaseAll(close)
 
     def switch(self, session: Peer) -> SwitchAnswer:
         """
@@ -353,10 +376,18 @@ class Incumbent(StopsPolitely, CapturesConnections):
             # writes between them), since the successor serves them only
             # once it has the answer; meanwhile they stay frozen.
             # (A stream's batches a few milliseconds' worth per turn.)
-            release = partial(
-                attempt.captured.release, partial(self._reactor.callLater, 0), self._released
-            )
+            captured = attempt.captured
+
+            def release() -> None:
+                if self._releaseRest is None:
+                    self._releaseRest = captured.release(
+                        partial(self._reactor.callLater, 0), self._released
+                    )
+
+            self._releaseRest = None
             self._reactor.callLater(0, self._reactor.callLater, 0, release)
+            # (What finishRelease does if this process stops first.)
+            self._releaseAll = lambda close: captured.release(None, self._released, close)
         now = self.clock()
         pausedMs = (now - (attempt.pausedAt or now)) * 1000
         totalMs = (now - attempt.startedAt) * 1000

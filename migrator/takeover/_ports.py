@@ -534,14 +534,12 @@ class ListenerRegistry:
 
     def noteArrivals(self) -> Arrivals:
         """
-        Start noting the connections added from now on, for as long as the
-        caller keeps the note (it is held weakly here).
+        Start noting the connections added from now on, until the note is
+        closed or dropped (it is held weakly here).
 
         @return: the note (L{Arrivals.take}).
         """
-        note = Arrivals()
-        self._connections.notes.add(note)
-        return note
+        return Arrivals(self._connections.notes)
 
     def connectedAt(self, transport: Any) -> float | None:
         """

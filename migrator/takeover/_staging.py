@@ -5,7 +5,7 @@ Dry runs, on the staging process's side: C{twistd migrate --dry-run}
 snapshot of the live state, and changes nothing.
 
 L{Staging} starts the wrapped service on ports that listen nowhere
-(L{migrator.state._detached.DetachedPort}: nothing is bound or adopted), asks
+(L{migrator.state._detachedport.DetachedPort}: nothing is bound or adopted), asks
 the incumbent for a snapshot (L{migrator.takeover._dryrun}), restores it
 with detached transports, running every translation step, C{populate}
 and the adapters' C{checkRestored} (L{restoreDetached}), tells the

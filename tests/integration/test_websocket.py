@@ -88,6 +88,9 @@ class Client:
         self.expected: dict[str, list[int]] | None = None
         self.done = threading.Event()
         self.errors: list[BaseException] = []
+        # The pid of the process that answered the latest echo.
+        self.lastPid: int | None = None
+        self._echoed = threading.Condition()
         self._threads = [
             threading.Thread(target=self._send, name=f"{name}-send", daemon=True),
             threading.Thread(target=self._receive, name=f"{name}-recv", daemon=True),
@@ -145,10 +148,28 @@ class Client:
                 m = ECHO.fullmatch(message)
                 assert m is not None and m["name"] == self.name, message
                 self.echoes.append((int(m["n"]), bool(m["frag"]), int(m["pid"]), int(m["peer"])))
+                with self._echoed:
+                    self.lastPid = int(m["pid"])
+                    self._echoed.notify_all()
         except BaseException as e:
             self.errors.append(e)
         finally:
             self.done.set()
+            with self._echoed:
+                self._echoed.notify_all()
+
+    def waitForEchoFrom(self, pid: int, timeout: float) -> bool:
+        """
+        Wait until an echo answered by process C{pid} has come (or the
+        receiver has ended).
+
+        @return: whether one came within C{timeout} seconds.
+        """
+        with self._echoed:
+            self._echoed.wait_for(
+                lambda: self.lastPid == pid or self.done.is_set(), timeout
+            )
+            return self.lastPid == pid
 
     def finish(self, expected: dict[str, list[int]]) -> None:
         """
@@ -179,6 +200,13 @@ def checkClients(test: TestCase, clients: list[Client], pids: list[int]) -> None
     every broadcast reached every client once and in order; no client's
     connection closed or changed.
     """
+    # The last generation answers before the senders stop (so that every
+    # client's last echo can come from it, however busy the machine).
+    for c in clients:
+        test.assertTrue(
+            c.waitForEchoFrom(pids[-1], STEP),
+            f"{c.name}: no echo from the last generation (pid {pids[-1]}) within {STEP:g} s",
+        )
     for c in clients:
         c.stop.set()
     for c in clients:

@@ -350,6 +350,46 @@ class StreamTests(_Stream):
             restored.doWrite()
         self.assertEqual(_recvExactly(client, 6), b"news\r\n")
 
+    def test_resumedWhileFrozenReadsOnlyThawed(self) -> None:
+        """
+        A connection of a batch sent that something asks to read again
+        (C{resumeProducing}: a peer's flow control, say) does not read in
+        the incumbent, where what it read would never reach the successor:
+        its batch is sent again in the last one, reading; thawed instead
+        (the takeover abandoned), it reads, as asked.  Asked to stop
+        reading again meanwhile, it stays paused.
+        """
+        [(a, clientA), (b, clientB)] = self.accept(2)
+        a.transport.pauseProducing()
+        b.transport.pauseProducing()
+        stream = self.stream(maxBatch=2)
+        first = stream.next()
+        assert first is not None
+        self.assertEqual(set(first.transports), {a.transport, b.transport})
+        a.transport.resumeProducing()
+        b.transport.resumeProducing()
+        b.transport.pauseProducing()
+        self.assertFalse(self.reading(a))
+        self.assertFalse(self.reading(b))
+        last = stream.finish()
+        self.assertEqual(stream.dropped, [0])
+        self.assertEqual(set(last.transports), {a.transport, b.transport})
+        # The successor starts a reading (it was when captured again), not b.
+        batches = Batches()
+        self.restore(batches, last)
+        self.successResultOf(batches.activate())
+        readers = self.reactor2.getReaders()
+        reads = {
+            t.getPeer().port: t in readers for p in batches.parts for t in p.transports
+        }
+        self.assertEqual(
+            reads, {clientA.getsockname()[1]: True, clientB.getsockname()[1]: False}
+        )
+        # Abandoned instead: a reads here, as asked; b does not.
+        stream.thaw()
+        self.assertTrue(self.reading(a))
+        self.assertFalse(self.reading(b))
+
     def test_collectorResumedAfterTheRelease(self) -> None:
         """
         A collector paused by the caller and handed to the stream is

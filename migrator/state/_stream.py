@@ -115,6 +115,7 @@ class Stream(WatchesTransports, WritesInSlices):
     _busy: int = 0
     _active: set[int] = attrs.field(factory=set)
     _dirty: set[int] = attrs.field(factory=set)
+    _resumed: set[int] = attrs.field(factory=set)
     #: The transports whose first read is watched, by id.
     _watched: dict[int, Any] = attrs.field(factory=dict)
     _streamed: set[int] = attrs.field(factory=set)
@@ -509,6 +510,8 @@ class Stream(WatchesTransports, WritesInSlices):
         for t in batch.captured.transports:
             self._unwatch(t)
         batch.captured.thaw()
+        for t in batch.captured.transports if self._resumed else ():
+            self._readIfResumed(t)
 
     def thaw(self) -> None:
         """

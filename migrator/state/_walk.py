@@ -64,6 +64,9 @@ class WritesInSlices:
     def _unwatch(self, t: Any) -> None:
         raise NotImplementedError()
 
+    def _readIfResumed(self, t: Any) -> None:
+        raise NotImplementedError()
+
     def _addBatch(self, number: int, captured: Captured) -> None:
         raise NotImplementedError()
 
@@ -155,3 +158,4 @@ class WritesInSlices:
         self.owned.remove(walk.layer)
         self._unwatch(walk.transport)
         walk.abandon()
+        self._readIfResumed(walk.transport)

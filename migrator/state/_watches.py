@@ -36,12 +36,18 @@ def readWatch(cls: Any, active: set[int]) -> type:
 _WATCHED = ("write", "writeSequence", "loseConnection", "abortConnection")
 
 
-def writeWatch(cls: type, dirty: set[int]) -> type:
+def writeWatch(cls: type, dirty: set[int], resumed: set[int]) -> type:
     """
     A subclass of the transport class C{cls} that notes in C{dirty} any
     write to a frozen instance (or its close), and keeps it from writing
     here: the bytes stay queued, and the batch is captured again (a
     connection that is closing then stays, and closes here).
+
+    Likewise a frozen instance asked to read again (C{resumeProducing}: a
+    peer's flow control, say) does not read here, where what it read would
+    never reach the successor: it is noted in C{resumed} (and in C{dirty}),
+    its batch is captured again, and it reads once thawed; asked to stop
+    reading again meanwhile, it is no longer noted.
     """
 
     def watching(name: str) -> Callable[..., Any]:
@@ -56,7 +62,19 @@ def writeWatch(cls: type, dirty: set[int]) -> type:
 
         return watched
 
+    def startReading(self: Any) -> None:
+        dirty.add(id(self))
+        resumed.add(id(self))
+
+    stop = cls.stopReading  # type: ignore[attr-defined]
+
+    def stopReading(self: Any) -> None:
+        resumed.discard(id(self))
+        stop(self)
+
     namespace: dict[str, Any] = {name: watching(name) for name in _WATCHED}
+    namespace["startReading"] = startReading
+    namespace["stopReading"] = stopReading
     namespace["__module__"] = __name__
     return type(f"WriteWatched{cls.__name__}", (cls,), namespace)
 
@@ -74,6 +92,7 @@ class WatchesTransports:
     _watched: dict[int, Any]
     _active: set[int]
     _dirty: set[int]
+    _resumed: set[int]
     _arrivals: Any
 
     def _watch(self, t: Any, kind: str) -> None:
@@ -81,8 +100,10 @@ class WatchesTransports:
         try:
             watcher = self._watchers[kind, cls]
         except KeyError:
-            make = readWatch if kind == "read" else writeWatch
-            watcher = make(cls, self._active if kind == "read" else self._dirty)
+            if kind == "read":
+                watcher = readWatch(cls, self._active)
+            else:
+                watcher = writeWatch(cls, self._dirty, self._resumed)
             self._watchers[kind, cls] = watcher
         self._classOf[id(t)] = cls
         t.__class__ = watcher
@@ -104,3 +125,13 @@ class WatchesTransports:
             cls = self._classOf.get(id(t))
             if cls is not None and type(t) is self._watchers.get(("read", cls)):
                 self._unwatch(t)
+
+    def _readIfResumed(self, t: Any) -> None:
+        """
+        Make a thawed transport read if it was asked to while frozen (see
+        L{writeWatch}).
+        """
+        if id(t) in self._resumed:
+            self._resumed.discard(id(t))
+            if t.connected and not t.disconnecting:
+                t.startReading()

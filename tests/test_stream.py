@@ -350,6 +350,27 @@ class StreamTests(_Stream):
             restored.doWrite()
         self.assertEqual(_recvExactly(client, 6), b"news\r\n")
 
+    def test_lastBatchNotWrittenHere(self) -> None:
+        """
+        Between the last batch and the commit, nothing here writes to its
+        connections (a broadcast from one that stays, say) or makes them
+        read: the successor has their state as captured.  Abandoned, they
+        write what was queued and read, as before.
+        """
+        [(a, client)] = self.accept(1)
+        stream = self.stream(maxBatch=0)
+        last = stream.finish()
+        self.assertEqual(last.transports, [a.transport])
+        a.transport.write(b"late\r\n")
+        a.transport.resumeProducing()
+        self.assertNotIn(a.transport, self.reactor.getWriters())
+        self.assertFalse(self.reading(a))
+        stream.thaw()
+        self.assertTrue(self.reading(a))
+        while a.transport in self.reactor.getWriters():
+            a.transport.doWrite()
+        self.assertEqual(_recvExactly(client, 6), b"late\r\n")
+
     def test_resumedWhileFrozenReadsOnlyThawed(self) -> None:
         """
         A connection of a batch sent that something asks to read again

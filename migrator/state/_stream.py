@@ -402,7 +402,7 @@ class Stream(WatchesTransports, WritesInSlices):
                 owned = owned.keeping(numbers)
             for batch in self.batches:
                 if batch.tainted and batch.captured.frozen:
-                    self._thawBatch(batch)
+                    self._thaw(batch.captured)
             if len(kept) == len(self.batches) and listed is not None:
                 rest = listed
             else:
@@ -419,6 +419,10 @@ class Stream(WatchesTransports, WritesInSlices):
                 final.crossed = {b.number for b in kept}
             if not final.crossed:
                 self.final = final
+                # Until the commit, nothing here writes to them (or makes
+                # them read): what the successor got is all there is.
+                for t in final.transports:
+                    self._watch(t, "write")
                 return final
             # Shared with batches kept: those go again, with this one.
             final.thaw()
@@ -506,11 +510,11 @@ class Stream(WatchesTransports, WritesInSlices):
             self._collecting = False
             gc.enable()
 
-    def _thawBatch(self, batch: Batch) -> None:
-        for t in batch.captured.transports:
+    def _thaw(self, part: Captured) -> None:
+        for t in part.transports:
             self._unwatch(t)
-        batch.captured.thaw()
-        for t in batch.captured.transports if self._resumed else ():
+        part.thaw()
+        for t in part.transports if self._resumed else ():
             self._readIfResumed(t)
 
     def thaw(self) -> None:
@@ -522,9 +526,9 @@ class Stream(WatchesTransports, WritesInSlices):
         self._dropWalk("the takeover was abandoned")
         self._unwatchReads()
         for batch in self.batches:
-            self._thawBatch(batch)
+            self._thaw(batch.captured)
         if self.final is not None:
-            self.final.thaw()
+            self._thaw(self.final)
 
     def release(
         self,

@@ -231,13 +231,21 @@ def pendingBytes(transport: Any) -> bytes:
 
 def needsWriting(transport: Any) -> bool:
     """
-    Has C{transport} unsent bytes, or a half-close still to do?
+    Has C{transport} unsent bytes, or a close or half-close still to do
+    (asked for while it was frozen: its C{doWrite} does it)?
 
     Relies on: the buffers of L{pendingBytes} and
-    C{abstract.FileDescriptor._writeDisconnected}.
+    C{abstract.FileDescriptor._writeDisconnected} and
+    C{_writeDisconnecting}.
     """
     t = transport
-    return bool(t.dataBuffer[t.offset :] or t._tempDataBuffer or t._writeDisconnected)
+    return bool(
+        t.dataBuffer[t.offset :]
+        or t._tempDataBuffer
+        or t._writeDisconnected
+        or t.disconnecting
+        or getattr(t, "_writeDisconnecting", False)
+    )
 
 
 def isClosing(transport: Any) -> bool:

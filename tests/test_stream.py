@@ -21,6 +21,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ServerFactory
 from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -274,6 +275,30 @@ class StreamTests(_Stream):
         self.assertEqual(stream.finish().count, 0)
         self.assertEqual(stream.count, 2)
 
+    def test_busyThenSentThroughAnotherIsNotLookedAtAgain(self) -> None:
+        """
+        A connection busy at the first look that then goes in a batch,
+        reached through another connection's graph, is not looked at again
+        once idle (its watch for writes is not replaced by one for reads):
+        abandoned, it reads again, with its own class.
+        """
+        (a, _), (b, _) = self.accept(2)
+        own = type(b.transport)
+        b.busy = True
+        a.peer = b
+        stream = self.stream(maxBatch=10)
+        first = stream.next()
+        assert first is not None
+        self.assertEqual(set(first.transports), {a.transport, b.transport})
+        b.busy = False
+        self.assertIsNone(stream.next())
+        self.assertIs(type(b.transport), type(a.transport))
+        self.assertEqual(stream.waiting(), 0)
+        stream.thaw()
+        self.assertIs(type(b.transport), own)
+        self.assertTrue(self.reading(a))
+        self.assertTrue(self.reading(b))
+
     def test_talkingConnectionGoesLast(self) -> None:
         """
         A connection that read since the stream started is left for the
@@ -370,6 +395,35 @@ class StreamTests(_Stream):
         while a.transport in self.reactor.getWriters():
             a.transport.doWrite()
         self.assertEqual(_recvExactly(client, 6), b"late\r\n")
+
+    def test_closedWhileFrozenClosesThawed(self) -> None:
+        """
+        A connection of a batch sent that something closes (or half-closes)
+        while frozen does not close here then (nothing writes to it: not
+        even the close); abandoned, it closes, as asked.
+        """
+        [(a, clientA), (b, clientB)] = self.accept(2)
+        stream = self.stream(maxBatch=2)
+        first = stream.next()
+        assert first is not None
+        a.transport.loseConnection()
+        b.transport.loseWriteConnection()
+        self.assertNotIn(a.transport, self.reactor.getWriters())
+        self.assertNotIn(b.transport, self.reactor.getWriters())
+        self.assertFalse(self.reading(a))
+        stream.finish()
+        stream.thaw()
+        self.assertFalse(self.reading(a))
+        for t in (a.transport, b.transport):
+            # (What the reactor does with a writer.)
+            while t in self.reactor.getWriters():
+                why = t.doWrite()
+                if why:
+                    t.connectionLost(Failure(why))
+        clientA.settimeout(_READY)
+        clientB.settimeout(_READY)
+        self.assertEqual(clientA.recv(10), b"")
+        self.assertEqual(clientB.recv(10), b"")
 
     def test_resumedWhileFrozenReadsOnlyThawed(self) -> None:
         """

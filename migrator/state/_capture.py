@@ -179,7 +179,7 @@ class Captured:
         for t, reading in zip(self.transports, self._wasReading, strict=True):
             if not t.connected:
                 continue
-            if reading:
+            if reading and not t.disconnecting:
                 t.startReading()
             if needsWriting(t):
                 t.startWriting()

@@ -214,8 +214,11 @@ class Stream(WatchesTransports, WritesInSlices):
         present = self._present
         recheck: list[Any] = []
         looked: set[int] = set()
+        streamed = self._streamed
         for t in candidates:
-            if id(t) in self._seen or id(t) in looked:
+            # (One busy at an earlier look may have gone in a batch since,
+            # reached through another connection's graph.)
+            if id(t) in self._seen or id(t) in looked or id(t) in streamed:
                 continue
             looked.add(id(t))
             eligible = self._eligible(t)

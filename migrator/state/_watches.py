@@ -66,6 +66,11 @@ def writeWatch(cls: type, dirty: set[int], resumed: set[int]) -> type:
         dirty.add(id(self))
         resumed.add(id(self))
 
+    def startWriting(self: Any) -> None:
+        # Whatever asks it to write here (a write, a close or half-close,
+        # a producer unregistered): it does not, until it is thawed.
+        dirty.add(id(self))
+
     stop = cls.stopReading  # type: ignore[attr-defined]
 
     def stopReading(self: Any) -> None:
@@ -74,6 +79,7 @@ def writeWatch(cls: type, dirty: set[int], resumed: set[int]) -> type:
 
     namespace: dict[str, Any] = {name: watching(name) for name in _WATCHED}
     namespace["startReading"] = startReading
+    namespace["startWriting"] = startWriting
     namespace["stopReading"] = stopReading
     namespace["__module__"] = __name__
     return type(f"WriteWatched{cls.__name__}", (cls,), namespace)
@@ -96,7 +102,8 @@ class WatchesTransports:
     _arrivals: Any
 
     def _watch(self, t: Any, kind: str) -> None:
-        cls = type(t)
+        # (Watched already: its own class, never a watcher's.)
+        cls = self._classOf.get(id(t)) or type(t)
         try:
             watcher = self._watchers[kind, cls]
         except KeyError:

@@ -406,13 +406,14 @@ class Stream(WatchesTransports, WritesInSlices):
             for batch in self.batches:
                 if batch.tainted and batch.captured.frozen:
                     self._thaw(batch.captured)
-            if len(kept) == len(self.batches) and listed is not None:
+            allKept = len(kept) == len(self.batches)
+            if allKept and listed is not None:
                 rest = listed
             else:
-                if len(kept) == len(self.batches):
-                    streamed: AbstractSet[int] = self._streamed
-                else:
-                    streamed = {id(t) for b in kept for t in b.captured.transports}
+                streamed: AbstractSet[int] = (
+                    self._streamed if allKept
+                    else {id(t) for b in kept for t in b.captured.transports}
+                )
                 rest = [t for t in self.ports.openConnections() if id(t) not in streamed]
             header = {"batch": len(self.batches), "last": True, "dropped": self.dropped}
             final = self._capture(rest, owned, header, withFactories=True)
@@ -555,20 +556,19 @@ class Stream(WatchesTransports, WritesInSlices):
             when this process exits next) leaving them for the exit.
         """
         self._unwatchReads()
-        closing = [close]
 
         def releasePart(part: Captured) -> None:
-            if closing[0]:
+            if close:
                 for t in part.transports:
                     self._unwatch(t)
-            part.release(close=closing[0])
+            part.release(close=close)
 
         def released() -> None:
             # What the batches wrote is garbage now: dropped before the
             # collector resumes (reference counting frees it), so that its
             # first full pass has less to scan; unless this process exits
             # next (nothing is freed faster than by the exit).
-            if closing[0]:
+            if close:
                 for batch in self.batches:
                     batch.captured.writer = None
                 if self.final is not None:
@@ -582,8 +582,9 @@ class Stream(WatchesTransports, WritesInSlices):
         # served any more but what stays to drain.)
         rest = eachTurn(self._parts(), releasePart, later, released, self.budget, self.timer)
 
-        def hurry(close: bool) -> None:
-            closing[0] = close
+        def hurry(closing: bool) -> None:
+            nonlocal close
+            close = closing
             rest()
 
         return hurry

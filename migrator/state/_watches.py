@@ -54,11 +54,9 @@ def writeWatch(cls: type, dirty: set[int], resumed: set[int]) -> type:
         method = getattr(cls, name)
 
         def watched(self: Any, *args: Any) -> Any:
+            # (What it starts writing stays queued: see startWriting.)
             dirty.add(id(self))
-            result = method(self, *args)
-            if self.connected:
-                self.stopWriting()
-            return result
+            return method(self, *args)
 
         return watched
 

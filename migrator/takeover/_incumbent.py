@@ -125,9 +125,9 @@ class Incumbent(StopsPolitely, CapturesConnections):
     #: that moved (still open here, frozen, but no longer this process's
     #: to drain).
     releasing: frozenset[int] = frozenset()
-    #: Releases the rest at once: once the release began, or before.
-    _releaseRest: Callable[[bool], None] | None = None
-    _releaseAll: Callable[[bool], object] | None = None
+    #: Until all are released, what releases the rest at once (given
+    #: whether to close the handles).
+    _releaseRest: Callable[[bool], object] | None = None
     lastAttempt: dict[str, Any] | None = None
     #: Never two: what each takeover moves and leaves behind (and the policy).
     unmovable: UnmovableGuard = attrs.field(default=attrs.Factory(
@@ -312,7 +312,7 @@ class Incumbent(StopsPolitely, CapturesConnections):
 
     def _released(self) -> None:
         self.releasing = frozenset()
-        self._releaseAll = None
+        self._releaseRest = None
         if self.onReleased is not None:
             self.onReleased()
 
@@ -326,14 +326,8 @@ class Incumbent(StopsPolitely, CapturesConnections):
         @param close: if false (this process exits next), their handles
             are left for the exit to close, as the release would.
         """
-        if not self.releasing:
-            return
         if self._releaseRest is not None:
             self._releaseRest(close)
-        elif self._releaseAll is not None:
-            # Not begun (the answer was still being written).
-            self._releaseRest = lambda close: None
-            self._releaseAll(close)
 
     def switch(self, session: Peer) -> SwitchAnswer:
         """
@@ -378,16 +372,18 @@ class Incumbent(StopsPolitely, CapturesConnections):
             # (A stream's batches a few milliseconds' worth per turn.)
             captured = attempt.captured
 
+            def allNow(close: bool) -> object:
+                # (Before the release began: finishRelease.)
+                return captured.release(None, self._released, close)
+
             def release() -> None:
-                if self._releaseRest is None:
+                if self._releaseRest is allNow:
                     self._releaseRest = captured.release(
                         partial(self._reactor.callLater, 0), self._released
                     )
 
-            self._releaseRest = None
+            self._releaseRest = allNow
             self._reactor.callLater(0, self._reactor.callLater, 0, release)
-            # (What finishRelease does if this process stops first.)
-            self._releaseAll = lambda close: captured.release(None, self._released, close)
         now = self.clock()
         pausedMs = (now - (attempt.pausedAt or now)) * 1000
         totalMs = (now - attempt.startedAt) * 1000

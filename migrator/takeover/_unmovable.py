@@ -179,7 +179,7 @@ class UnmovableGuard:
             chosen = f"; the operator selected {count} connection(s) to move" + (
                 f" ({len(unknown)} id(s) name nothing open)" if unknown else ""
             )
-        self.planned = self._plan()
+        self.planned = self._plan(self._rest())
         _log.info(
             "takeover by pid {pid}: {summary}; policy for connections no adapter "
             "can move: {policy}{chosen}",
@@ -190,10 +190,10 @@ class UnmovableGuard:
         )
         return self.planned.asDict()
 
-    def _plan(self, leaving: AbstractSet[int] = frozenset()) -> Plan:
-        return planConnections(self._rest(leaving), self._adapters, self._versions, self.selected)
+    def _plan(self, connections: list[Any]) -> Plan:
+        return planConnections(connections, self._adapters, self._versions, self.selected)
 
-    def _rest(self, leaving: AbstractSet[int]) -> list[Any]:
+    def _rest(self, leaving: AbstractSet[int] = frozenset()) -> list[Any]:
         return [t for t in self._registry.openConnections() if id(t) not in leaving]
 
     def check(self, step: str, rest: list[Any] | None = None) -> Refusal | None:
@@ -211,13 +211,11 @@ class UnmovableGuard:
             plan = self.planned
         else:
             if rest is None:
-                rest = list(self._registry.openConnections())
+                rest = self._rest()
             # A quick look first: at switch, accepting is paused meanwhile.
             if not anyUnknown(rest, self._adapters, self._versions, self.selected):
                 return None
-            plan = self.planned = planConnections(
-                rest, self._adapters, self._versions, self.selected
-            )
+            plan = self.planned = self._plan(rest)
         if not plan.count(UNKNOWN):
             return None
         message = refusalMessage(plan, os.getpid(), step)
@@ -254,7 +252,7 @@ class UnmovableGuard:
             process has not released them yet.
         @return: the report, for C{commit}'s answer and C{status}.
         """
-        remaining = self._plan(leaving)
+        remaining = self._plan(self._rest(leaving))
         unknown = list(remaining.unknownTransports)
         split: dict[str, int] = {}
         if unknown and self.policy == CLOSE:

@@ -184,6 +184,12 @@ def countAccepted(port: Any, seen: weakref.WeakSet[Any]) -> bool:
 # -- established connections ---------------------------------------------------
 
 
+def _released() -> int:
+    # A released transport's fileno(): no descriptor (the reactor registers
+    # none for it, should anything ask it to read).
+    return -1
+
+
 def releaseConnection(transport: Any, close: bool = True) -> None:
     """
     Let go of an established connection that another process now serves:
@@ -191,9 +197,11 @@ def releaseConnection(transport: Any, close: bool = True) -> None:
     connection), close this process's handle without C{shutdown()} and
     without telling the protocol (its C{connectionLost} never runs here).
 
-    @param close: if false, the handle is left open for the process's exit
-        to close (as this would: no C{shutdown()}); the transport is
-        already closed to everything in this process.
+    @param close: if false (this process exits next), the handle is left
+        open for the process's exit to close (as this would: no
+        C{shutdown()}), and the unsent bytes with it; the transport is
+        already closed to everything in this process (not connected, no
+        descriptor: it writes, reads and closes nothing).
 
     Relies on: C{abstract.FileDescriptor}'s write buffers (C{dataBuffer},
     C{offset}, C{_tempDataBuffer}, C{_tempDataLen}).
@@ -205,13 +213,15 @@ def releaseConnection(transport: Any, close: bool = True) -> None:
     skt = transport.socket
     transport.connected = False
     transport.disconnecting = False
-    transport.fileno = lambda: -1
+    transport.fileno = _released
+    if not close:
+        # (Four more attributes on each of 10,000 transports are 10 ms of
+        # the exit's last turn: the exit frees the buffers.)
+        return
     transport.dataBuffer = b""
     transport.offset = 0
     transport._tempDataBuffer = []
     transport._tempDataLen = 0
-    if not close:
-        return
     try:
         skt.close()
     except OSError:

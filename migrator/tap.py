@@ -153,6 +153,13 @@ class Options(usage.Options):
             "still busy at --busy-deadline, after the move, instead of "
             "letting them drain in the old process.",
         ],
+        [
+            "graph-batches",
+            None,
+            "With --takeover: have every batch of connections written by the "
+            "graph writer, never in the native form (a pickle of the batch, "
+            "several times cheaper per connection; see docs/architecture.md).",
+        ],
     ]
     optParameters = [
         ["control", "c", None, "Path of the control socket (required)."],
@@ -446,7 +453,10 @@ def makeService(options: Options) -> MigrateService:
         checkTimeout=options["check-timeout"],
         closeUndeclared=bool(options["close-undeclared-ports"]),
         stream=Streaming(
-            options["stream-batch"], options["busy-deadline"], bool(options["close-busy"])
+            options["stream-batch"],
+            options["busy-deadline"],
+            bool(options["close-busy"]),
+            native=not options["graph-batches"],
         ),
         command=command,
     )

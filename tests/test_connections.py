@@ -29,7 +29,8 @@ from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import SynchronousTestCase
 
 from migrator._twistedinternals import releaseConnection, releasePort
-from migrator.state._capture import Captured, captureConnections, ungated
+from migrator.state._capture import Captured, captureConnections
+from migrator.state._capturehooks import ungated
 from migrator.state._graph import GraphError, dumpsPlain
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
 from migrator.state._restore import Restored, _Gate, restoreConnections

@@ -720,6 +720,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
                         "close_busy": False,
                         "acks": True,
                         "parts": True,
+                        "native": True,
                     },
                 },
             ),

@@ -45,7 +45,8 @@ from twisted.internet import task
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 
 from migrator._reactorinternals import readingTest
-from migrator.state._capture import FAR, Captured, ungated
+from migrator.state._capture import Captured
+from migrator.state._capturehooks import FAR, ungated
 from migrator.state._nodes import TooLarge, dumpsPlain
 from migrator.state._plan import Classifier
 from migrator.state._sliced import SlicedWriter

@@ -138,6 +138,30 @@ class GraphReader:
                 versioned.append((adapter.typeName, obj, state))
         return versioned
 
+    # -- for the native form (L{migrator.state._nativeread}) ------------------
+
+    def adapterOf(self, name: Any, version: Any) -> Any:
+        """
+        The adapter that reads objects written as C{name} at C{version}.
+
+        @raise GraphError: if there is none, or no translation reaches it.
+        """
+        return self._adapter(name, version)
+
+    def queue(self, adapter: Any, obj: Any, version: int, state: Any) -> None:
+        """
+        Queue C{obj}, made by C{adapter}, for populating with C{state}
+        (read to the end, written at C{version}) at L{finish}.
+        """
+        self._queue(adapter, obj, version, False, state)
+
+    def anchorNamed(self, name: Any) -> Any:
+        """
+        The object of this process that the anchor C{name} stands for, or
+        C{None}.
+        """
+        return self._anchors.get(name) if type(name) is str else None
+
     def _adapter(self, name: Any, version: Any) -> Any:
         if type(version) is int:
             # (Not a bool, which would find its int's entry.)

@@ -43,6 +43,7 @@ from migrator.state._graph import (
     collectorPaused,
     loadsPlain,
 )
+from migrator.state._nativeread import readNative
 from migrator.state._translator import TranslationLog, Translator
 from migrator.state._transports import ServerTransports
 
@@ -243,6 +244,25 @@ class _RestoreHooks:
 
     def _transport(self, payload: Any, reader: GraphReader) -> Any:
         ident, protocolNode, meta, producerNode = payload
+        # The transport exists (and is remembered) before its protocol is
+        # read: a transport first reached as another one's producer (the
+        # two halves of a proxy) has a protocol that refers back to it.
+        # It does not read yet: reading starts at activate().
+        t = self.buildTransport(meta)
+        reader.remember(ident, t)
+        attachProtocol(t, reader.read(protocolNode))
+        slot = self.addTransport(t, meta)
+        if producerNode is not None:
+            self.producers[slot] = reader.read(producerNode)
+        return t
+
+    def buildTransport(self, meta: Any) -> Any:
+        """
+        The transport of a connection described by C{meta}, on its
+        descriptor (taken over), not reading, without a protocol yet.
+
+        @raise GraphError: if C{meta} names no descriptor that arrived.
+        """
         index = meta["fd"]
         if not isinstance(index, int) or not 0 <= index < len(self.fds) or self.fds[index] < 0:
             raise GraphError(f"transport names descriptor #{index!r}, which did not arrive")
@@ -257,16 +277,17 @@ class _RestoreHooks:
             self.closeFd(fd)
             raise
         self._session += 1
-        # The transport exists (and is remembered) before its protocol is
-        # read: a transport first reached as another one's producer (the
-        # two halves of a proxy) has a protocol that refers back to it.
-        # It does not read yet: reading starts at activate().
         builder = self._builder
         if builder is None:
             builder = self._builder = ServerTransports(cast(IReactorFDSet, self.reactor))
-        t = builder.build(skt, meta["peer"], server, self._session, bool(meta["unix"]))
-        reader.remember(ident, t)
-        attachProtocol(t, reader.read(protocolNode))
+        return builder.build(skt, meta["peer"], server, self._session, bool(meta["unix"]))
+
+    def addTransport(self, t: Any, meta: Any) -> int:
+        """
+        Count C{t} among the restored connections (with no producer yet).
+
+        @return: its slot in L{producers}.
+        """
         self.transports.append(t)
         self.metas.append(meta)
         # Reserve this transport's slot first: reading its producer may
@@ -274,10 +295,8 @@ class _RestoreHooks:
         # to these lists.
         slot = len(self.producers)
         self.producers.append(None)
-        if producerNode is not None:
-            self.producers[slot] = reader.read(producerNode)
         self.ports.trackConnection(t)
-        return t
+        return slot
 
 
 def restoreConnections(
@@ -344,6 +363,9 @@ def _restore(
             and type(data.get("count")) is int
         ):
             raise GraphError("connection state lacks its roots, factories or count")
+        if "native" in data:
+            # (A stream's batch in the native form: the roots are in it.)
+            readNative(data["native"], reader, hooks)
         for node in data["roots"]:
             reader.read(node)
         for node in data["factories"]:

@@ -51,12 +51,17 @@ from migrator._twistedinternals import isClosing
 from migrator.interfaces import IBusyAware, IPortRegistry
 from migrator.state._capture import Captured, captureConnections
 from migrator.state._large import LIMIT, LargeCapture, Part
+from migrator.state._nativewrite import captureNative
 from migrator.state._owned import Owned
-from migrator.state._translator import mergeTranslations
+from migrator.state._totals import BatchTotals
 from migrator.state._turns import eachTurn
 from migrator.state._versions import Readable
 from migrator.state._walk import WALKING, WritesInSlices
 from migrator.state._watches import WatchesTransports
+
+#: How many batches in a row may fail to be in the native form before
+#: the graph writer writes every other.
+NATIVE_MISSES = 3
 
 
 @attrs.define(eq=False)
@@ -75,7 +80,7 @@ class Batch:
 
 
 @attrs.define(eq=False)
-class Stream(WatchesTransports, WritesInSlices):
+class Stream(WatchesTransports, WritesInSlices, BatchTotals):
     """
     The connections of one takeover, captured in batches; see the module
     docstring.  Call L{start}, then L{next} once per reactor turn while it
@@ -136,6 +141,12 @@ class Stream(WatchesTransports, WritesInSlices):
     #: its own (L{migrator.state._large}; the successor reads parts); if
     #: not, it goes in a batch whatever its size.
     slices: bool = False
+    #: Whether the successor reads batches in the native form
+    #: (L{migrator.state._nativewrite}); how many were, and how many
+    #: batches in a row were not for it.
+    native: bool = False
+    nativeBatches: int = 0
+    nativeMisses: int = 0
     #: The connections too large for a batch, still to write in slices;
     #: the one being written; how many were begun.
     _large: deque[Any] = attrs.field(factory=deque)
@@ -314,9 +325,7 @@ class Stream(WatchesTransports, WritesInSlices):
             if not picked:
                 return None
             header = {"batch": len(self.batches), "last": False}
-            captured = self._capture(
-                picked, self.owned, header, withFactories=False, limit=LIMIT if self.slices else None
-            )
+            captured = self._captureBatch(picked, header)
             self._large.extend(captured.large)
             # What could not go now (shared with a batch sent, declining,
             # or unadaptable) is left for the last turn; the batches it
@@ -348,6 +357,27 @@ class Stream(WatchesTransports, WritesInSlices):
 
     def _addBatch(self, number: int, captured: Captured) -> None:
         self.batches.append(Batch(number, captured))
+
+    def _captureBatch(self, picked: list[Any], header: dict[str, Any]) -> Captured:
+        """
+        A batch (not the last): in the native form if the successor reads
+        it and everything in the batch is for it, else by the graph
+        writer.  After L{NATIVE_MISSES} batches in a row that were not,
+        the graph writer writes the rest.
+        """
+        if self.native and self.nativeMisses < NATIVE_MISSES:
+            captured = captureNative(
+                self.reactor, self.ports, self.adapters, self.claimed, self.restorable,
+                self.readable, self.selected, picked, self.owned, header,
+            )
+            if captured is not None:
+                self.nativeMisses = 0
+                self.nativeBatches += 1
+                return captured
+            self.nativeMisses += 1
+        return self._capture(
+            picked, self.owned, header, withFactories=False, limit=LIMIT if self.slices else None
+        )
 
     def _capture(
         self,
@@ -433,72 +463,6 @@ class Stream(WatchesTransports, WritesInSlices):
             for n in final.crossed:
                 self.batches[n].tainted = True
         raise AssertionError("every batch tainted, yet the last one still crosses")
-
-    # -- the whole -----------------------------------------------------------------
-
-    @property
-    def dropped(self) -> list[int]:
-        """
-        The numbers of the batches dropped (their connections are in the
-        last one).
-        """
-        return [b.number for b in self.batches if b.tainted]
-
-    def _parts(self) -> list[Captured]:
-        parts = [b.captured for b in self.batches if not b.tainted]
-        return parts + ([self.final] if self.final is not None else [])
-
-    @property
-    def count(self) -> int:
-        return sum(c.count for c in self._parts())
-
-    @property
-    def streamed(self) -> AbstractSet[int]:
-        """
-        The ids of the transports sent in a batch (before the last).
-        """
-        return self._streamed
-
-    @property
-    def transports(self) -> list[Any]:
-        """
-        The transports sent in the batches kept and the last one.
-        """
-        return [t for part in self._parts() for t in part.transports]
-
-    @property
-    def moved(self) -> dict[str, int]:
-        moved: dict[str, int] = {}
-        for part in self._parts():
-            for name, n in part.moved.items():
-                moved[name] = moved.get(name, 0) + n
-        return moved
-
-    @property
-    def staying(self) -> dict[str, int]:
-        # Only the last batch says: a batch leaves what it cannot take.
-        return dict(self.final.staying) if self.final is not None else {}
-
-    @property
-    def pendingBytes(self) -> int:
-        return sum(c.pendingBytes for c in self._parts())
-
-    @property
-    def frozenAt(self) -> float:
-        parts = self._parts()
-        return min(c.frozenAt for c in parts) if parts else 0.0
-
-    @property
-    def translations(self) -> dict[str, Any]:
-        return mergeTranslations(*(c.translations for c in self._parts()))
-
-    @property
-    def sentBytes(self) -> int:
-        """
-        The size of every message sent (dropped batches and parts too).
-        """
-        sent = self.partBytes + sum(len(b.captured.payload) for b in self.batches)
-        return sent + (len(self.final.payload) if self.final is not None else 0)
 
     def ownCollector(self) -> None:
         """

@@ -217,6 +217,7 @@ class Attempt:
         selected: Callable[[Any], bool] | None,
         maxBatch: int,
         slices: bool = False,
+        native: bool = False,
     ) -> Stream:
         """
         Make the stream of a capture in batches (L{migrator.state._stream}),
@@ -225,10 +226,13 @@ class Attempt:
 
         @param slices: whether a connection too large for a batch is
             written in slices (the successor reads parts).
+        @param native: whether batches may be in the native form (the
+            successor reads it).
         """
         stream = Stream(
             reactor, registry, adapters, self.claimed(), types, readable, selected, maxBatch,
             slices=slices,
+            native=native,
         )
         self.captured = stream
         if self._collecting:

@@ -221,6 +221,7 @@ class CapturesConnections:
             self.unmovable.selected,
             streaming.maxBatch,
             streaming.parts,
+            streaming.native,
         )
         started = self.clock()
         now = begun = self._reactor.seconds()
@@ -399,7 +400,9 @@ class CapturesConnections:
             report,
             stream.pendingBytes,
             stream.seconds,
-            f"; streamed in {len(stream.batches) + 1} batch(es) over "
+            f"; streamed in {len(stream.batches) + 1} batch(es)"
+            + (f" ({stream.nativeBatches} in the native form)" if stream.nativeBatches else "")
+            + f" over "
             f"{(self.clock() - started) * 1000:.1f} ms, the last one "
             f"{(self.clock() - (attempt.pausedAt or 0.0)) * 1000:.1f} ms after accepting stopped"
             + (f" ({dropped} batch(es) sent again in it)" if dropped else ""),

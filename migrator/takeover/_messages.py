@@ -276,6 +276,9 @@ class Streaming:
     @ivar parts: whether the successor reads a connection too large for
         a batch from part messages (L{migrator.state._large}); if not, it
         goes in a batch whatever its size.
+    @ivar native: whether the successor reads batches in the native form
+        (L{migrator.state._nativeform}); if not, the graph writer writes
+        them all.
     """
 
     maxBatch: int = 512
@@ -283,6 +286,7 @@ class Streaming:
     closeBusy: bool = False
     acks: bool = True
     parts: bool = True
+    native: bool = True
 
     def toWire(self) -> dict[str, Any]:
         return {
@@ -291,6 +295,7 @@ class Streaming:
             "close_busy": self.closeBusy,
             "acks": self.acks,
             "parts": self.parts,
+            "native": self.native,
         }
 
     @classmethod
@@ -308,6 +313,7 @@ class Streaming:
             f.flag("close_busy", False),
             f.flag("acks", False),
             f.flag("parts", False),
+            f.flag("native", False),
         )
 
 

@@ -1,0 +1,90 @@
+# -*- test-case-name: tests.test_stream -*-
+"""
+What a stream's batches add up to (L{migrator.state._stream}): the
+connections, classes, bytes and translations of the batches kept and the
+last one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Set as AbstractSet
+from typing import Any
+
+from migrator.state._capture import Captured
+from migrator.state._translator import mergeTranslations
+
+
+class BatchTotals:
+    """
+    The totals of a L{migrator.state._stream.Stream}'s batches.
+    """
+
+    # What it reads of the stream (declared here for type checkers).
+    batches: list[Any]
+    final: Captured | None
+    partBytes: int
+    _streamed: set[int]
+
+    @property
+    def dropped(self) -> list[int]:
+        """
+        The numbers of the batches dropped (their connections are in the
+        last one).
+        """
+        return [b.number for b in self.batches if b.tainted]
+
+    def _parts(self) -> list[Captured]:
+        parts = [b.captured for b in self.batches if not b.tainted]
+        return parts + ([self.final] if self.final is not None else [])
+
+    @property
+    def count(self) -> int:
+        return sum(c.count for c in self._parts())
+
+    @property
+    def streamed(self) -> AbstractSet[int]:
+        """
+        The ids of the transports sent in a batch (before the last).
+        """
+        return self._streamed
+
+    @property
+    def transports(self) -> list[Any]:
+        """
+        The transports sent in the batches kept and the last one.
+        """
+        return [t for part in self._parts() for t in part.transports]
+
+    @property
+    def moved(self) -> dict[str, int]:
+        moved: dict[str, int] = {}
+        for part in self._parts():
+            for name, n in part.moved.items():
+                moved[name] = moved.get(name, 0) + n
+        return moved
+
+    @property
+    def staying(self) -> dict[str, int]:
+        # Only the last batch says: a batch leaves what it cannot take.
+        return dict(self.final.staying) if self.final is not None else {}
+
+    @property
+    def pendingBytes(self) -> int:
+        return sum(c.pendingBytes for c in self._parts())
+
+    @property
+    def frozenAt(self) -> float:
+        parts = self._parts()
+        return min(c.frozenAt for c in parts) if parts else 0.0
+
+    @property
+    def translations(self) -> dict[str, Any]:
+        return mergeTranslations(*(c.translations for c in self._parts()))
+
+    @property
+    def sentBytes(self) -> int:
+        """
+        The size of every message sent (dropped batches and parts too).
+        """
+        sent = self.partBytes + sum(len(b.captured.payload) for b in self.batches)
+        return sent + (len(self.final.payload) if self.final is not None else 0)

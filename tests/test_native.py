@@ -1,0 +1,326 @@
+# -*- test-case-name: tests.test_native -*-
+"""
+Tests for a stream's batches in the native form
+(L{migrator.state._nativewrite}, L{migrator.state._nativeread}): every
+stream test again with batches in the native form where they can be; what
+it writes is what the graph writer's batch restores to; what is not for
+it is left to the graph writer, having frozen nothing; and its reader
+admits nothing but the form's own calls.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from typing import Any
+
+from migrator.state import _nativeform as form
+from migrator.state._graph import GraphError, dumpsPlain, loadsPlain
+from migrator.state._nativewrite import captureNative
+from migrator.state._owned import Owned
+from migrator.state._restore import restoreConnections
+from migrator.state._stream import Stream
+from migrator.takeover._messages import Streaming
+from migrator.tap import Options
+from tests.test_connections import _KEY
+from tests.test_stream import Private, RoomTests, StreamTests, _Stream
+
+
+class NativeStreamTests(StreamTests):
+    """
+    Every stream test, with the successor reading the native form.
+    """
+
+    def stream(self, maxBatch: int = 2, **kw: Any) -> Stream:
+        return super().stream(maxBatch, native=True, **kw)
+
+    def test_batchesAreNative(self) -> None:
+        """
+        Batches of plain connections are in the native form: one pickle,
+        no graph nodes; the last batch (with the factories) is not.
+        """
+        self.accept(3)
+        stream = self.stream(maxBatch=2)
+        sent = self.batches(stream)
+        self.assertEqual((len(sent), stream.nativeBatches), (2, 2))
+        message = loadsPlain(sent[0].payload)
+        self.assertEqual((message["roots"], type(message["native"])), ([], bytes))
+        self.ports.pauseAccepting()
+        last = stream.finish()
+        self.assertNotIn("native", loadsPlain(last.payload))
+
+
+class NativeRoomTests(RoomTests):
+    def stream(self, maxBatch: int = 2, **kw: Any) -> Stream:
+        return super().stream(maxBatch, native=True, **kw)
+
+
+class CaptureNativeTests(_Stream):
+    """
+    L{captureNative} and its reader, one batch at a time.
+    """
+
+    def capture(self, protocols: list[Private], owned: Owned | None = None, **kw: Any) -> Any:
+        return captureNative(
+            self.reactor,
+            self.ports,
+            self.adapters,
+            frozenset({_KEY}),
+            frozenset(self.adapters2.typeNames()),
+            None,
+            None,
+            [p.transport for p in protocols],
+            owned,
+            {"batch": 0, "last": False},
+            **kw,
+        )
+
+    def restored(self, captured: Any) -> list[Any]:
+        fds = [os.dup(fd) for fd in captured.fds]
+        part = restoreConnections(self.reactor2, self.ports2, self.adapters2, captured.payload, fds)
+        for t in part.transports:
+            self.addCleanup(t.socket.close)
+        return [t.protocol for t in part.transports]
+
+    def test_sameObjects(self) -> None:
+        """
+        Restored from the native form, the protocols hold what they held:
+        objects shared between them are one object, cycles are kept, the
+        factory is the successor's, each transport is its own.
+        """
+        (a, _), (b, _) = self.accept(2)
+        shared = {"topic": "x", "members": [1, 2]}
+        a.room = b.room = shared
+        a.peer, b.peer = b, a
+        a.data = (bytearray(b"ab"), frozenset({1}), {3}, 1.5, None, True, -(2**70))
+        captured = self.capture([a, b])
+        self.assertIsNotNone(captured)
+        self.assertFalse(self.reading(a) or self.reading(b))
+        ra, rb = self.restored(captured)
+        self.assertIs(ra.room, rb.room)
+        self.assertEqual(ra.room, shared)
+        self.assertIs(ra.peer, rb)
+        self.assertIs(rb.peer, ra)
+        self.assertEqual(ra.data, a.data)
+        self.assertIs(ra.factory, self.factory2)
+        self.assertIsNot(ra.transport, rb.transport)
+        self.assertIs(ra.transport.protocol, ra)
+        self.assertEqual(ra.transport.getPeer().port, a.transport.getPeer().port)
+
+    def assertLeftToTheGraphWriter(self, protocols: list[Private], **kw: Any) -> None:
+        self.assertIsNone(self.capture(protocols, **kw))
+        for p in protocols:
+            self.assertTrue(self.reading(p))
+
+    def test_scheduledCall(self) -> None:
+        """
+        A scheduled call in the graph: left to the graph writer, nothing
+        frozen.
+        """
+        [(a, _)] = self.accept(1)
+        a.timer = self.reactor.callLater(5, lambda: None)
+        self.assertLeftToTheGraphWriter([a])
+
+    def test_noAdapter(self) -> None:
+        """
+        An object without an adapter: left to the graph writer, which says
+        why it stays.
+        """
+        [(a, _)] = self.accept(1)
+        a.thing = object()
+        self.assertLeftToTheGraphWriter([a])
+
+    def test_connectionOutsideTheBatch(self) -> None:
+        """
+        Another connection reached through the graph: left to the graph
+        writer (which moves it along, or not).
+        """
+        (a, _), (b, _) = self.accept(2)
+        a.peer = b
+        self.assertLeftToTheGraphWriter([a])
+
+    def test_sharedWithABatchSent(self) -> None:
+        """
+        An object a batch already sent holds: left to the graph writer,
+        which leaves the root for the last batch.
+        """
+        (a, _), (b, _) = self.accept(2)
+        a.room = b.room = ["shared"]
+        owned = Owned()
+        first = self.capture([a])
+        owned.add(first.writer.written(), 0)
+        self.assertLeftToTheGraphWriter([b], owned=owned)
+
+    def test_tooLarge(self) -> None:
+        """
+        Past the cap, the pickling stops: left to the graph writer.
+        """
+        [(a, _)] = self.accept(1)
+        a.big = b"x" * 5000
+        self.assertLeftToTheGraphWriter([a], cap=4096)
+
+    def test_tooDeep(self) -> None:
+        """
+        A chain deeper than the bound: left to the graph writer (which
+        does not recurse).
+        """
+        [(a, _)] = self.accept(1)
+        chain: list[Any] = []
+        for _ in range(5000):
+            chain = [chain]
+        a.chain = chain
+        self.assertLeftToTheGraphWriter([a])
+
+    def test_writtenIdsAreTheApplications(self) -> None:
+        """
+        The ids a batch owns are the application's objects (protocols,
+        containers, transports), not strings or the factory.
+        """
+        [(a, _)] = self.accept(1)
+        a.things = [1, 2]
+        captured = self.capture([a])
+        ids = set(captured.writer.written())
+        self.assertTrue({id(a), id(a.things), id(a.transport)} <= ids)
+        self.assertNotIn(id(self.factory), ids)
+        self.assertNotIn(id("things"), ids)
+
+
+class _Reader:
+    """
+    Just what the native reader needs of a graph reader and the restore's
+    hooks, for pickles made by hand.
+    """
+
+    context = None
+
+    def adapterOf(self, name: Any, version: Any) -> Any:
+        raise GraphError(f"no adapter for {name!r}")
+
+
+def _message(native: bytes, count: int = 0) -> bytes:
+    return dumpsPlain({"roots": [], "factories": [], "count": count, "native": native})
+
+
+class ReadNativeTests(_Stream):
+    """
+    The native reader admits the form's calls only.
+    """
+
+    def restore(self, native: bytes) -> None:
+        restoreConnections(self.reactor2, self.ports2, self.adapters2, _message(native), [])
+
+    def test_otherGlobal(self) -> None:
+        """
+        A pickle that names anything else (here C{os.system}) is refused
+        before anything is called.
+        """
+        evil = pickle.dumps([_System()], protocol=5)
+        error = self.assertRaises(GraphError, self.restore, evil)
+        self.assertIn(f"refusing to load {os.system.__module__}.system", str(error))
+
+    def test_persistentId(self) -> None:
+        """
+        A persistent id is refused.
+        """
+        f = io.BytesIO()
+        pickler = pickle.Pickler(f, protocol=5)
+        pickler.persistent_id = lambda obj: "x" if obj == "p" else None  # type: ignore[method-assign]
+        pickler.dump(["p"])
+        self.assertRaises(GraphError, self.restore, f.getvalue())
+
+    def test_unknownType(self) -> None:
+        """
+        An object of a type this process has no adapter for is refused.
+        """
+        native = pickle.dumps([_Named("obj", ("no.such.Type", 1))], protocol=5)
+        error = self.assertRaises(GraphError, self.restore, native)
+        self.assertIn("no.such.Type", str(error))
+
+    def test_objectWithoutState(self) -> None:
+        """
+        An object made and never given its state is refused.
+        """
+        native = pickle.dumps([_Named("obj", (_privateName(), 1))], protocol=5)
+        self.assertRaises(GraphError, self.restore, native)
+
+    def test_stateForSomethingElse(self) -> None:
+        """
+        A state given to something the batch did not make is refused.
+        """
+        native = pickle.dumps([_Named("state", ([], ({},)))], protocol=5)
+        self.assertRaises(GraphError, self.restore, native)
+
+    def test_malformedTransport(self) -> None:
+        """
+        A transport without its description's fields, or naming a
+        descriptor that did not arrive, is refused.
+        """
+        for meta in ({"fd": 0}, dict.fromkeys(_META_KEYS, 0)):
+            native = pickle.dumps([_Named("transport", (meta,))], protocol=5)
+            self.assertRaises(GraphError, self.restore, native)
+
+    def test_undecodable(self) -> None:
+        """
+        Bytes that are not a pickle are refused.
+        """
+        self.assertRaises(GraphError, self.restore, b"\x80\x05not a pickle")
+
+
+_META_KEYS = ("fd", "family", "unix", "port", "peer", "pending", "reading", "producerPaused", "streaming")
+
+
+def _privateName() -> str:
+    from migrator.state._nodes import typeName
+
+    return typeName(Private)
+
+
+class _System:
+    def __reduce__(self) -> Any:
+        return (os.system, ("true",))
+
+
+class _Named:
+    """
+    Pickles as a call of the native form's C{name} with C{args}.
+    """
+
+    def __init__(self, name: str, args: tuple[Any, ...]) -> None:
+        self.name, self.args = name, args
+
+    def __reduce__(self) -> Any:
+        return (getattr(form, self.name), self.args)
+
+
+class NegotiationTests(_Stream):
+    def test_olderSuccessor(self) -> None:
+        """
+        A successor that does not say it reads the native form (an older
+        one) gets none.
+        """
+        self.assertFalse(Streaming.fromWire({"max_batch": 4}).native)
+        self.assertTrue(Streaming.fromWire(Streaming().toWire()).native)
+
+    def test_graphBatchesOption(self) -> None:
+        """
+        C{--graph-batches} has the successor ask for batches by the graph
+        writer only.
+        """
+        tac = self.mktemp()
+        with open(tac, "w"):
+            pass
+        options = Options()
+        options.parseOptions(["--control", "/c", "--graph-batches", "--tac", tac])
+        self.assertTrue(options["graph-batches"])
+
+    def test_streamWithoutNative(self) -> None:
+        """
+        A stream whose successor does not read the native form writes every
+        batch with the graph writer.
+        """
+        self.accept(2)
+        stream = self.stream(maxBatch=1)
+        self.assertEqual(len(self.batches(stream)), 2)
+        self.assertEqual(stream.nativeBatches, 0)
+

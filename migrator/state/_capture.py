@@ -121,9 +121,17 @@ class Captured:
     def count(self) -> int:
         return len(self.transports)
 
-    def freeze(self) -> None:
-        isReading = readingTest(cast(IReactorFDSet, self._reactor))
-        self._wasReading = [isReading(t) for t in self.transports]
+    def freeze(self, reading: list[bool] | None = None) -> None:
+        """
+        Stop the transports reading and writing, and suspend the calls.
+
+        @param reading: whether each transport reads, if the caller asked
+            already.
+        """
+        if reading is None:
+            isReading = readingTest(cast(IReactorFDSet, self._reactor))
+            reading = [isReading(t) for t in self.transports]
+        self._wasReading = reading
         for t in self.transports:
             t.stopReading()
             t.stopWriting()

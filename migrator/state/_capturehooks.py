@@ -81,8 +81,10 @@ class _CaptureHooks:
     #: suspended before, with the time they were due, by id.
     only: Any = None
     suspended: dict[int, float] = attrs.field(factory=dict)
-    #: Port keys, by the id of the port object (looked up once per port).
+    #: Port keys and address families, by the id of the port object
+    #: (looked up once per port).
     _keys: dict[int, str | None] = attrs.field(factory=dict)
+    _families: dict[int, int] = attrs.field(factory=dict)
 
     def __call__(self, value: Any, writer: GraphWriter, path: str) -> Any:
         if isinstance(value, tcp.Connection):
@@ -159,10 +161,11 @@ class _CaptureHooks:
             ],
         )
 
-    def checkTransport(self, t: Any, path: str) -> str | None:
+    def checkTransport(self, t: Any, path: str, asked: bool = False) -> str | None:
         """
         May C{t}, met in the graph, move?
 
+        @param asked: whether its protocol was asked already if it may move.
         @return: the key of its port (C{None} for a connection of none).
         @raise Unadaptable: if it may not (closing, declining, not selected,
             or of a port the successor does not declare).
@@ -177,7 +180,7 @@ class _CaptureHooks:
         # a peer) may not move if its own protocol declines, any more than
         # when it is captured as a root.
         why = None
-        if t.protocol is not self.checkedProtocol:
+        if not asked and t.protocol is not self.checkedProtocol:
             adapter = self.adapters.adapterFor(type(t.protocol))
             why = adapter.movable(t.protocol) if adapter is not None else None
         if why:
@@ -208,7 +211,7 @@ class _CaptureHooks:
         """
         index = len(self.transports)
         self.transports.append(t)
-        family = int(t.socket.family)
+        family = self._family(t)
         try:
             peer = t.socket.getpeername()
         except OSError:
@@ -226,3 +229,15 @@ class _CaptureHooks:
             "producerPaused": bool(getattr(t, "producerPaused", False)),
             "streaming": bool(getattr(t, "streamingProducer", False)),
         }
+
+    def _family(self, t: Any) -> int:
+        # A connection accepted on a port has the port's address family
+        # (looked up once per port: the socket's property makes an enum).
+        server = getattr(t, "server", None)
+        if server is None:
+            return int(t.socket.family)
+        try:
+            return self._families[id(server)]
+        except KeyError:
+            family = self._families[id(server)] = int(t.socket.family)
+            return family

@@ -116,6 +116,9 @@ class _Pickler(pickle.Pickler):
         self._names = {id(f) for f in (form.obj, form.state, form.anchor, form.transport)}
         #: The ids of the containers made here (not the application's).
         self.made: set[int] = set()
+        self._args: dict[int, tuple[str, int]] = {}
+        #: Whether each transport met reads.
+        self.reading: list[bool] = []
 
     def reducer_override(self, value: Any) -> Any:
         name = self._anchors.get(id(value))
@@ -140,11 +143,18 @@ class _Pickler(pickle.Pickler):
                 self.made.add(id(state))
             else:
                 state = value.__dict__
-            return (form.obj, (adapter.typeName, adapter.version), (state,), None, None, form.state)
+            args = self._args.get(id(adapter))
+            if args is None:
+                # (One per class: the pickle refers back to it.)
+                args = self._args[id(adapter)] = (adapter.typeName, adapter.version)
+            return (form.obj, args, (state,), None, None, form.state)
         if isinstance(value, tcp.Connection):
             if id(value) not in self._picked or getattr(value, "producer", None) is not None:
                 raise Fallback("a connection outside the batch, or with a producer")
-            meta = self._hooks.recordTransport(value, self._hooks.checkTransport(value, ""))
+            # (Its protocol is one of the batch's: asked if it may move.)
+            key = self._hooks.checkTransport(value, "", asked=True)
+            meta = self._hooks.recordTransport(value, key)
+            self.reading.append(meta["reading"])
             self.made.update((id(meta), id(meta["peer"])))
             return (form.transport, (meta,), (value.protocol,), None, None, form.state)
         raise Fallback(f"a {type(value).__name__}, for the graph writer")
@@ -256,5 +266,5 @@ def captureNative(
         translations=translator.log.asDict(),
         writer=NativeWritten(objects),
     )
-    captured.freeze()
+    captured.freeze(pickler.reading)
     return captured

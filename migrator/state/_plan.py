@@ -211,8 +211,14 @@ class Classifier:
         The name a connection of C{protocol} is counted under (a wrapped
         protocol's is C{Wrapper(Inner)}), as L{classify} names it.
         """
+        simple = self._simple.get(type(protocol))
+        if simple is not None:
+            return simple[1]
         _, adapter, chain, _ = self._resolve(protocol)
-        return self._classFacts(chain, adapter)[0]
+        name, why = self._classFacts(chain, adapter)
+        if len(chain) == 1 and self._wrapsNothing(chain[0], adapter):
+            self._simple[chain[0]] = (adapter, name, why)
+        return name
 
     def classify(
         self, transport: Any, movable: bool = True, selected: bool = True

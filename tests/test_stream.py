@@ -488,6 +488,29 @@ class StreamTests(_Stream):
             turns.pop(0)()
         self.assertTrue(gc.isenabled())
 
+    def test_collectorResumedFrozenForTheExit(self) -> None:
+        """
+        Hurried for the exit (the handles left to it), the release resumes
+        the collector with what is allocated frozen: its first collection
+        would scan all that the takeover wrote, in the exit's last turn.
+        """
+        frozen: list[bool] = []
+        self.patch(gc, "freeze", lambda: frozen.append(gc.isenabled()))
+        self.addCleanup(gc.enable)
+        self.accept(2)
+        gc.disable()
+        ticks = iter(range(1000))
+        stream = self.stream(maxBatch=1, timer=lambda: float(next(ticks)))
+        stream.ownCollector()
+        self.batches(stream)
+        self.ports.pauseAccepting()
+        stream.finish()
+        turns: list[Any] = []
+        hurry = stream.release(turns.append)
+        self.assertEqual((frozen, gc.isenabled()), ([], False))
+        hurry(False)
+        self.assertEqual((frozen, gc.isenabled()), ([False], True))
+
     def test_noBatches(self) -> None:
         """
         With C{maxBatch} 0, everything is in the last batch.

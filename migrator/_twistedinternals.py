@@ -228,6 +228,24 @@ def releaseConnection(transport: Any, close: bool = True) -> None:
         pass
 
 
+def peerAddress(transport: Any) -> Any:
+    """
+    The peer's address as C{getpeername()} gives it, for a TCP connection
+    from what the transport holds (no system call), else from its socket
+    (C{None} if it has none any more).
+
+    Relies on: C{tcp.Server.client}, the address C{accept()} gave (or the
+    one a restored transport was built with).
+    """
+    client = getattr(transport, "client", None)
+    if type(client) is tuple and len(client) >= 2 and client[0] != "?":
+        return client
+    try:
+        return transport.socket.getpeername()
+    except OSError:
+        return None
+
+
 def pendingBytes(transport: Any) -> bytes:
     """
     The bytes a transport was asked to write and has not written yet.

@@ -44,7 +44,7 @@ from migrator.state._restore import restoreConnections
 from migrator.takeover import _attempt
 from migrator.takeover._channel import ChannelError, FrameChannel
 from migrator.takeover._control import ControlClientFactory, ControlServerFactory
-from migrator.takeover._incumbent import Incumbent, TakeoverRefused
+from migrator.takeover._incumbent import RELEASE_WAIT, Incumbent, TakeoverRefused
 from migrator.takeover._messages import (
     BeginAnswer,
     BeginRequest,
@@ -837,10 +837,13 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.assertEqual(self.incumbent.lastAttempt["connections_moved"], 1)
         # Until released, it is among those being let go of (not drained).
         self.assertEqual(self.incumbent.releasing, {id(transport)})
-        # Released two turns after the answer.
+        # Not before the successor has the answer: it hangs up once it has.
         self.reactor.advance(0)
         self.reactor.advance(0)
+        self.assertEqual(self.incumbent.releasing, {id(transport)})
+        self.incumbent.detached(session)
         self.assertEqual(self.incumbent.releasing, frozenset())
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertFalse(transport.connected)
         self.assertEqual(transport.fileno(), -1)
         self.assertNotIn(transport, self.reactor.getReaders())
@@ -1219,11 +1222,45 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.assertFalse(self.incumbent.abort("too late", session))
         self.assertEqual(self.incumbent.lastAttempt["outcome"], "committed")
         self.assertNotIn("resumeAccepting", self.registry.calls)
-        # Released two turns after the answer.
-        self.reactor.advance(0)
-        self.reactor.advance(0)
+        # Released once the successor hangs up.
+        self.incumbent.detached(session)
         self.assertFalse(protocol.transport.connected)
         self.assertNotIn(protocol.transport, self.reactor.getReaders())
+
+    def test_releasedLaterWithoutHangUp(self) -> None:
+        """
+        A successor that does not hang up after the commit still has the
+        moved connections released here, L{RELEASE_WAIT} later.
+        """
+        protocol, _ = self.connection()
+        session = self.session()
+        self.toSwitched(session)
+        self.incumbent.commit(session)
+        self.reactor.advance(RELEASE_WAIT / 2)
+        self.assertTrue(protocol.transport.connected)
+        self.reactor.advance(RELEASE_WAIT / 2)
+        self.assertFalse(protocol.transport.connected)
+        self.assertEqual(self.incumbent.releasing, frozenset())
+
+    def test_exitingAtTheHangUp(self) -> None:
+        """
+        A process that exits when the successor hangs up lets go of the
+        moved connections at once, their handles left for the exit; the
+        release that would have followed does nothing, and nothing is left
+        scheduled.
+        """
+        protocol, _ = self.connection()
+        handle = protocol.transport.socket
+        session = self.session()
+        self.toSwitched(session)
+        self.incumbent.commit(session)
+        self.incumbent.onSuccessorDetached = lambda: self.incumbent.finishRelease(close=False)
+        self.incumbent.detached(session)
+        self.assertFalse(protocol.transport.connected)
+        self.assertNotEqual(handle.fileno(), -1)
+        self.reactor.advance(0)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        handle.close()
 
     def test_abortLogsWhy(self) -> None:
         """
@@ -1258,9 +1295,8 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.incumbent.restored(second, RestoredReport(1))
         self.incumbent.switch(second)
         self.assertEqual(self.incumbent.commit(second).generation, 5)
-        # Released two turns after the answer.
-        self.reactor.advance(0)
-        self.reactor.advance(0)
+        # Released once the successor hangs up.
+        self.incumbent.detached(second)
         self.assertFalse(protocol.transport.connected)
         # The first session is no longer part of anything.
         self.assertFalse(self.incumbent.abort("late", first))
@@ -1857,9 +1893,8 @@ class IncumbentWithListenerRegistryTests(SynchronousTestCase):
         self.assertFalse(self.port.connected)
         self.assertEqual(self.registry.listening(), [])
         self.assertTrue(os.path.exists(self.path))
-        # Released two turns after the answer.
-        self.reactor.advance(0)
-        self.reactor.advance(0)
+        # Released once the successor hangs up.
+        self.incumbent.detached(self.session)
         self.assertFalse(protocol.transport.connected)
         self.assertEqual(list(self.registry.openConnections()), [])
 
@@ -2035,11 +2070,13 @@ class ControlBrokerTests(IncumbentTestMixin, SynchronousTestCase):
         self.assertEqual(result["generation"], 5)
         self.assertEqual(result["released"], KEYS)
         self.assertEqual(result["connections"], 1)
-        self.assertFalse(protocol.transport.connected)
         self.assertEqual(self.handedOff, [{"pid": 4242, "python": "3.13.0", "generation": 5}])
         self.assertTrue(self.incumbent.successorAttached)
+        # Released once the successor hangs up.
+        self.assertTrue(protocol.transport.connected)
         self.disconnect()
         self.assertFalse(self.incumbent.successorAttached)
+        self.assertFalse(protocol.transport.connected)
 
     def test_captureWaitOverPB(self) -> None:
         """

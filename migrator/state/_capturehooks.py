@@ -18,7 +18,7 @@ import attrs
 from twisted.internet import base, task, tcp
 from twisted.internet.interfaces import IReactorTime
 
-from migrator._twistedinternals import isClosing
+from migrator._twistedinternals import isClosing, peerAddress
 from migrator._twistedinternals import pendingBytes as _pending
 from migrator.interfaces import IPortRegistry
 from migrator.state._graph import GraphWriter, Unadaptable
@@ -212,10 +212,13 @@ class _CaptureHooks:
         index = len(self.transports)
         self.transports.append(t)
         family = self._family(t)
-        try:
-            peer = t.socket.getpeername()
-        except OSError:
-            peer = None
+        if family == socket.AF_UNIX:
+            try:
+                peer = t.socket.getpeername()
+            except OSError:
+                peer = None
+        else:
+            peer = peerAddress(t)
         pending = _pending(t)
         self.pendingBytes += len(pending)
         return {

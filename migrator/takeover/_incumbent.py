@@ -69,6 +69,10 @@ from migrator.takeover._unmovable import UnmovableGuard
 
 _log = Logger()
 
+#: After a commit, how long the moved connections may stay frozen here if
+#: the successor does not hang up (it does once it has the answer).
+RELEASE_WAIT = 1.0
+
 
 class TakeoverRefused(pb.Error):
     """
@@ -128,6 +132,10 @@ class Incumbent(StopsPolitely, CapturesConnections):
     #: Until all are released, what releases the rest at once (given
     #: whether to close the handles).
     _releaseRest: Callable[[bool], object] | None = None
+    #: After a commit, what starts the release (when the successor hangs
+    #: up, or L{RELEASE_WAIT} later).
+    startRelease: Callable[[], None] | None = None
+    _releaseLater: IDelayedCall | None = None
     lastAttempt: dict[str, Any] | None = None
     #: Never two: what each takeover moves and leaves behind (and the policy).
     unmovable: UnmovableGuard = attrs.field(default=attrs.Factory(
@@ -313,6 +321,10 @@ class Incumbent(StopsPolitely, CapturesConnections):
     def _released(self) -> None:
         self.releasing = frozenset()
         self._releaseRest = None
+        self.startRelease = None
+        if self._releaseLater is not None and self._releaseLater.active():
+            self._releaseLater.cancel()
+        self._releaseLater = None
         if self.onReleased is not None:
             self.onReleased()
 
@@ -366,10 +378,12 @@ class Incumbent(StopsPolitely, CapturesConnections):
         if attempt.captured is not None:
             moved = attempt.captured.count
             # Closing this process's copies (10,000 of them: tens of ms)
-            # waits until the answer is written (two turns on: the reactor
-            # writes between them), since the successor serves them only
-            # once it has the answer; meanwhile they stay frozen.
-            # (A stream's batches a few milliseconds' worth per turn.)
+            # waits until the successor has the answer (it serves them only
+            # then; meanwhile they stay frozen): it hangs up once it has.
+            # If this process then exits, it lets go of them all at once
+            # without closing (finishRelease, cheaper); else the release
+            # goes a few milliseconds' worth per turn.  A successor that
+            # does not hang up has them released a while later anyway.
             captured = attempt.captured
 
             def allNow(close: bool) -> object:
@@ -377,13 +391,21 @@ class Incumbent(StopsPolitely, CapturesConnections):
                 return captured.release(None, self._released, close)
 
             def release() -> None:
+                if self._releaseLater is not None and self._releaseLater.active():
+                    self._releaseLater.cancel()
+                self._releaseLater = None
                 if self._releaseRest is allNow:
                     self._releaseRest = captured.release(
                         partial(self._reactor.callLater, 0), self._released
                     )
 
             self._releaseRest = allNow
-            self._reactor.callLater(0, self._reactor.callLater, 0, release)
+            if captured.count:
+                self.startRelease = release
+                self._releaseLater = self._reactor.callLater(RELEASE_WAIT, release)
+            else:
+                # (Nothing to close: the rest of the release, at once.)
+                self._reactor.callLater(0, release)
         now = self.clock()
         pausedMs = (now - (attempt.pausedAt or now)) * 1000
         totalMs = (now - attempt.startedAt) * 1000

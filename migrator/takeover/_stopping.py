@@ -37,6 +37,7 @@ class StopsPolitely:
     successorSession: Peer | None
     successorAttached: bool
     onSuccessorDetached: Callable[[], None] | None
+    startRelease: Callable[[], None] | None
     _closing: int
     _waitedEnough: bool
     _detachWait: IDelayedCall | None
@@ -83,7 +84,12 @@ class StopsPolitely:
         if self.successorSession is session:
             self.successorAttached = False
             if self.onSuccessorDetached is not None:
+                # (Exiting now, this process lets go of the moved
+                # connections at once: finishRelease.)
                 self.onSuccessorDetached()
+            if self.startRelease is not None:
+                # Staying to drain: their release goes on, per turn.
+                self.startRelease()
             self._settled()
 
     def _waitForDetach(self) -> None:

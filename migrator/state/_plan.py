@@ -102,6 +102,14 @@ class Verdict:
 _ABSENT = object()
 
 
+
+def neverDeclines(self: Any, obj: Any) -> str | None:
+    """
+    The C{movable} of an adapter that never declines (the default rule's):
+    a connection whose adapter's C{movable} is this moves without asking.
+    """
+    return None
+
 @attrs.define
 class Classifier:
     """
@@ -240,12 +248,17 @@ class Classifier:
         simple = self._simple.get(type(protocol))
         if simple is not None:
             adapter, name, why = simple
+            if why is None and selected and type(adapter).movable is neverDeclines:
+                # (Most connections: nothing to look at per instance.)
+                return self._moves[name] if movable else None
             wrappers: list[tuple[Any, Any]] = []
         else:
             protocol, adapter, chain, wrappers = self._resolve(protocol)
             name, why = self._classFacts(chain, adapter)
             if len(chain) == 1 and self._wrapsNothing(chain[0], adapter):
                 self._simple[chain[0]] = (adapter, name, why)
+                if why is None:
+                    self._moves.setdefault(name, Verdict(MOVES, name))
         if why is not None:
             if adapter is not None and drainsHarmlessly(adapter, protocol):
                 return Verdict(HARMLESS, name, why) if movable else None

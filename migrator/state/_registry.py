@@ -57,7 +57,7 @@ from zope.interface.verify import verifyObject
 
 from migrator.interfaces import IAdapter, IAnchorOnly, IBusyAware, IVersionedAdapter
 from migrator.state._graph import typeName as _typeName
-from migrator.state._plan import DrainingAdapter
+from migrator.state._plan import DrainingAdapter, neverDeclines
 from migrator.state._versions import (
     KeptStore,
     Step,
@@ -172,8 +172,8 @@ class InstanceAdapter:
             state = {k: v for k, v in state.items() if k not in keep or k not in vars(obj)}
         obj.__dict__.update(state)
 
-    def movable(self, obj: Any) -> str | None:
-        return None
+    # (Never declines: the plan and the stream count on it without asking.)
+    movable = neverDeclines
 
 
 def factoryAdapter(

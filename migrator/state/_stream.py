@@ -53,6 +53,7 @@ from migrator.state._capture import Captured, captureConnections
 from migrator.state._large import LIMIT, LargeCapture, Part
 from migrator.state._nativewrite import captureNative
 from migrator.state._owned import Owned
+from migrator.state._plan import neverDeclines
 from migrator.state._totals import BatchTotals
 from migrator.state._turns import eachTurn
 from migrator.state._versions import Readable
@@ -168,8 +169,8 @@ class Stream(WatchesTransports, WritesInSlices, BatchTotals):
 
     def _kind(self, cls: type) -> Any:
         """
-        C{(adapter, busy)} for a protocol class (C{None} if no adapter the
-        successor reads), looked up once.
+        C{(adapter, busy, whether to ask it movable)} for a protocol class
+        (C{None} if no adapter the successor reads), looked up once.
         """
         try:
             return self._kinds[cls]
@@ -178,7 +179,12 @@ class Stream(WatchesTransports, WritesInSlices, BatchTotals):
             if adapter is None or adapter.typeName not in self.restorable:
                 found = None
             else:
-                found = (adapter, adapter.busy if IBusyAware.providedBy(adapter) else None)
+                found = (
+                    adapter,
+                    adapter.busy if IBusyAware.providedBy(adapter) else None,
+                    # (The default rule's never declines: not asked.)
+                    type(adapter).movable is not neverDeclines,
+                )
             self._kinds[cls] = found
             return found
 
@@ -202,10 +208,10 @@ class Stream(WatchesTransports, WritesInSlices, BatchTotals):
         kind = self._kind(type(t.protocol))
         if kind is None:
             return False
-        adapter, busy = kind
+        adapter, busy, asks = kind
         if busy is not None and busy(t.protocol):
             return None
-        if adapter.movable(t.protocol):
+        if asks and adapter.movable(t.protocol):
             return False
         return self.selected is None or bool(self.selected(t))
 
@@ -225,22 +231,23 @@ class Stream(WatchesTransports, WritesInSlices, BatchTotals):
         present = self._present
         recheck: list[Any] = []
         looked: set[int] = set()
-        streamed = self._streamed
+        streamed, seen, queue, isEligible = self._streamed, self._seen, self._queue, self._eligible
         for t in candidates:
+            i = id(t)
             # (One busy at an earlier look may have gone in a batch since,
             # reached through another connection's graph.)
-            if id(t) in self._seen or id(t) in looked or id(t) in streamed:
+            if i in seen or i in looked or i in streamed:
                 continue
-            looked.add(id(t))
-            eligible = self._eligible(t)
+            looked.add(i)
+            eligible = isEligible(t)
             if eligible is None:
                 recheck.append(t)
                 continue
-            self._seen.add(id(t))
+            seen.add(i)
             if eligible:
-                self._queue.append(t)
-                if id(t) not in present:
-                    self._active.add(id(t))
+                queue.append(t)
+                if i not in present:
+                    self._active.add(i)
                 else:
                     self._watch(t, "read")
         self._recheck = recheck

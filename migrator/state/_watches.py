@@ -100,8 +100,9 @@ class WatchesTransports:
     _arrivals: Any
 
     def _watch(self, t: Any, kind: str) -> None:
+        i = id(t)
         # (Watched already: its own class, never a watcher's.)
-        cls = self._classOf.get(id(t)) or type(t)
+        cls = self._classOf.get(i) or type(t)
         try:
             watcher = self._watchers[kind, cls]
         except KeyError:
@@ -110,10 +111,10 @@ class WatchesTransports:
             else:
                 watcher = writeWatch(cls, self._dirty, self._resumed)
             self._watchers[kind, cls] = watcher
-        self._classOf[id(t)] = cls
+        self._classOf[i] = cls
         t.__class__ = watcher
         if kind == "read":
-            self._watched[id(t)] = t
+            self._watched[i] = t
 
     def _unwatch(self, t: Any) -> None:
         cls = self._classOf.pop(id(t), None)

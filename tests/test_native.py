@@ -172,10 +172,11 @@ class CaptureNativeTests(_Stream):
         a.chain = chain
         self.assertLeftToTheGraphWriter([a])
 
-    def test_writtenIdsAreTheApplications(self) -> None:
+    def test_writtenIds(self) -> None:
         """
-        The ids a batch owns are the application's objects (protocols,
-        containers, transports), not strings or the factory.
+        The ids a batch owns are those of the objects it wrote (protocols,
+        containers, transports), not the factory's (an anchor, which every
+        batch refers to).
         """
         [(a, _)] = self.accept(1)
         a.things = [1, 2]
@@ -183,7 +184,20 @@ class CaptureNativeTests(_Stream):
         ids = set(captured.writer.written())
         self.assertTrue({id(a), id(a.things), id(a.transport)} <= ids)
         self.assertNotIn(id(self.factory), ids)
-        self.assertNotIn(id("things"), ids)
+
+    def test_sharedValuesAreNotShared(self) -> None:
+        """
+        Values two batches both hold (a string, a tuple) do not make the
+        second one share with the first: it is native too.
+        """
+        (a, _), (b, _) = self.accept(2)
+        name, pair = "a name long enough not to be a constant" * 2, (1, "x")
+        a.name = b.name = name
+        a.pair = b.pair = pair
+        owned = Owned()
+        first = self.capture([a])
+        owned.add(first.writer.written(), 0)
+        self.assertIsNotNone(self.capture([b], owned=owned))
 
 
 class _Reader:

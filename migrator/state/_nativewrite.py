@@ -21,6 +21,7 @@ from __future__ import annotations
 import pickle
 import sys
 from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from types import FunctionType
 from typing import Any
@@ -80,15 +81,21 @@ class _Capped:
 
 class NativeWritten:
     """
-    What a batch in the native form wrote, kept alive so that their ids
-    stay theirs (as a graph writer's L{GraphWriter.written}).
+    What a batch in the native form wrote (the pickle's memo), kept alive
+    so that their ids stay theirs, as a graph writer's
+    L{GraphWriter.written}: every object but the anchors.  Values (strings,
+    tuples) are among them, unlike a graph writer's, since sorting them out
+    would cost more than it saves: no other batch's objects are ever
+    values, and one native batch meeting another's values (shared
+    strings) looks past them (L{captureNative}).
     """
 
-    def __init__(self, objects: list[Any]) -> None:
-        self._objects = objects
+    def __init__(self, memo: dict[int, tuple[int, Any]], anchors: dict[int, str]) -> None:
+        self._memo = memo
+        self._anchors = anchors
 
-    def written(self) -> list[int]:
-        return [id(o) for o in self._objects]
+    def written(self) -> AbstractSet[int]:
+        return self._memo.keys() - self._anchors.keys()
 
 
 class _Pickler(pickle.Pickler):
@@ -158,6 +165,21 @@ class _Pickler(pickle.Pickler):
             self.made.update((id(meta), id(meta["peer"])))
             return (form.transport, (meta,), (value.protocol,), None, None, form.state)
         raise Fallback(f"a {type(value).__name__}, for the graph writer")
+
+
+def _shares(memo: dict[int, tuple[int, Any]], anchors: dict[int, str], owned: Owned) -> bool:
+    """
+    Does a batch whose pickle's memo is C{memo} hold an object (not a
+    value, not an anchor) that a batch already sent holds?
+    """
+    for i in owned.ids.keys() & memo.keys():
+        if type(memo[i][1]) not in _VALUES and i not in anchors:
+            return True
+    if owned.layers:
+        # (A connection written in slices: its writer says.)
+        objects = [i for i, (_, o) in memo.items() if type(o) not in _VALUES and i not in anchors]
+        return bool(owned.owners(objects))
+    return False
 
 
 def _depth() -> int:
@@ -231,13 +253,8 @@ def captureNative(
     if len(hooks.transports) != len(connections):
         # A protocol whose graph does not hold its transport.
         return None
-    anchors, made = writer._anchors, pickler.made
-    objects = [
-        o
-        for _, o in pickler.memo.copy().values()
-        if type(o) not in _VALUES and id(o) not in anchors and id(o) not in made
-    ]
-    if owned and owned.owners(map(id, objects)):
+    memo, anchors = pickler.memo.copy(), writer._anchors
+    if owned and _shares(memo, anchors, owned):
         # Shared with a batch already sent: the graph writer leaves out
         # what shares, root by root.
         return None
@@ -264,7 +281,7 @@ def captureNative(
         pendingBytes=hooks.pendingBytes,
         frozenAt=frozenAt,
         translations=translator.log.asDict(),
-        writer=NativeWritten(objects),
+        writer=NativeWritten(memo, anchors),
     )
     captured.freeze(pickler.reading)
     return captured

@@ -15,6 +15,8 @@ import os
 import pickle
 from typing import Any
 
+from twisted.internet import task
+
 from migrator.state import _nativeform as form
 from migrator.state._graph import GraphError, dumpsPlain, loadsPlain
 from migrator.state._nativewrite import captureNative
@@ -115,11 +117,62 @@ class CaptureNativeTests(_Stream):
 
     def test_scheduledCall(self) -> None:
         """
-        A scheduled call in the graph: left to the graph writer, nothing
-        frozen.
+        A scheduled call of a bound method moves in the native form: it is
+        suspended here with the batch's freeze, and in the successor it is
+        held until the commit, due when it was, calling the restored
+        object's method; a cancelled one is restored cancelled; an abort
+        resumes the original.
         """
         [(a, _)] = self.accept(1)
-        a.timer = self.reactor.callLater(5, lambda: None)
+        a.timer = self.reactor.callLater(5, a.lineReceived, b"ring")
+        a.done = self.reactor.callLater(1, a.lineReceived, b"x")
+        a.done.cancel()
+        captured = self.capture([a])
+        self.assertIsNotNone(captured)
+        self.assertGreater(a.timer.getTime(), 1000)
+        [ra] = self.restored(captured)
+        self.assertFalse(ra.done.active())
+        self.assertTrue(ra.timer.active())
+        self.assertEqual(ra.timer.getTime(), 5)
+        self.assertEqual(ra.timer.args, (b"ring",))
+        self.reactor2.advance(5)
+        # Held until the commit (the successor's gate).
+        self.assertEqual(ra.count, 0)
+        captured.thaw()
+        self.assertEqual(a.timer.getTime(), 5)
+
+    def test_allowedFunction(self) -> None:
+        """
+        A function the registries allow by name moves in the native form;
+        one they do not is left to the graph writer.
+        """
+        [(a, _)] = self.accept(1)
+        self.adapters.allowFunction(_allowed, "tests.allowed")
+        self.adapters2.allowFunction(_allowed, "tests.allowed")
+        a.hook = _allowed
+        [ra] = self.restored(self.capture([a]))
+        self.assertIs(ra.hook, _allowed)
+        [(b, _)] = self.accept(1)
+        b.hook = _notAllowed
+        self.assertLeftToTheGraphWriter([b])
+
+    def test_methodOfAValue(self) -> None:
+        """
+        A bound method of a plain value (a dictionary's): left to the graph
+        writer.
+        """
+        [(a, _)] = self.accept(1)
+        a.getter = {}.get
+        self.assertLeftToTheGraphWriter([a])
+
+    def test_loopingCall(self) -> None:
+        """
+        A looping call: left to the graph writer.
+        """
+        [(a, _)] = self.accept(1)
+        loop = task.LoopingCall(lambda: None)
+        loop.clock = self.reactor
+        a.loop = loop
         self.assertLeftToTheGraphWriter([a])
 
     def test_noAdapter(self) -> None:
@@ -154,11 +207,15 @@ class CaptureNativeTests(_Stream):
 
     def test_tooLarge(self) -> None:
         """
-        Past the cap, the pickling stops: left to the graph writer.
+        Past the cap of one connection's graph, or of the batch's, the
+        pickling stops: left to the graph writer.
         """
-        [(a, _)] = self.accept(1)
+        (a, _), (b, _) = self.accept(2)
         a.big = b"x" * 5000
-        self.assertLeftToTheGraphWriter([a], cap=4096)
+        self.assertLeftToTheGraphWriter([a], rootCap=4096)
+        a.big, b.big = b"y" * 3000, b"z" * 3000
+        self.assertLeftToTheGraphWriter([a, b], cap=5000)
+        self.assertIsNotNone(self.capture([a, b], rootCap=4096))
 
     def test_tooDeep(self) -> None:
         """
@@ -274,6 +331,22 @@ class ReadNativeTests(_Stream):
             native = pickle.dumps([_Named("transport", (meta,))], protocol=5)
             self.assertRaises(GraphError, self.restore, native)
 
+    def test_malformedCall(self) -> None:
+        """
+        A scheduled call of something that cannot be called, or with
+        arguments of the wrong kind, is refused; so is a method of a value
+        the batch did not make, and a function not allowed.
+        """
+        for name, args in [
+            ("call", (1.0, "not callable", (), {})),
+            ("call", (1.0, len, [], {})),
+            ("call", (1.0, len, (), {1: 2})),
+            ("method", ({}, "clear")),
+            ("function", ("no.such.function",)),
+        ]:
+            native = pickle.dumps([_Named(name, args)], protocol=5)
+            self.assertRaises(GraphError, self.restore, native)
+
     def test_undecodable(self) -> None:
         """
         Bytes that are not a pickle are refused.
@@ -288,6 +361,14 @@ def _privateName() -> str:
     from migrator.state._nodes import typeName
 
     return typeName(Private)
+
+
+def _allowed() -> None:
+    pass
+
+
+def _notAllowed() -> None:
+    pass
 
 
 class _System:

@@ -4,13 +4,14 @@ The native form of a stream's batch: what its writer
 (L{migrator.state._nativewrite}) and its reader
 (L{migrator.state._nativeread}) agree on.
 
-A batch in the native form is one pickle (protocol 5) of the list of its
-connections' protocols, made by the C pickler: atoms and the plain
+A batch in the native form is a sequence of pickles (protocol 5), one per
+connection's protocol, sharing one memo, made by the C pickler: atoms and the plain
 containers (C{dict}, C{list}, C{tuple}, C{set}, C{frozenset},
 C{bytearray}, exact types only) are written and read at C speed, sharing
 and cycles kept by pickle's own memo.  Everything else goes through the
 writer's C{reducer_override} and becomes one of four calls, the only
-names such a pickle holds (L{NAMES}, in this module):
+names such a pickle holds (L{NAMES}, in this module; the form's first
+four, and three more for scheduled calls):
 
   - C{obj(typeName, version)}: a new object of the reading side's class
     registered under C{typeName} (its adapter's C{create}); then
@@ -21,7 +22,12 @@ names such a pickle holds (L{NAMES}, in this module):
     incumbent's (a port's factory, the reactor);
   - C{transport(meta)}: the transport of a connection, on the descriptor
     C{meta["fd"]} of the batch's message; its protocol comes with
-    C{state(transport, (protocol,))}.
+    C{state(transport, (protocol,))};
+  - C{call(when, f, args, kw)}: a scheduled call on the reading side's
+    reactor, held until the commit (C{when} C{None}: one that was
+    cancelled or had run); C{method(obj, name)}: the bound method C{name}
+    of an object the batch made (or an anchor, or a transport);
+    C{function(name)}: a function the reading side allows under C{name}.
 
 The functions below are never called: they are what the writer's pickle
 names, and the reader's C{find_class} maps each name to its own.
@@ -55,5 +61,17 @@ def transport(meta: dict[str, Any]) -> Any:
     _never()
 
 
+def call(when: float | None, f: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+    _never()
+
+
+def method(target: Any, name: str) -> Any:
+    _never()
+
+
+def function(name: str) -> Any:
+    _never()
+
+
 #: Every name a native pickle may hold.
-NAMES = frozenset({"obj", "state", "anchor", "transport"})
+NAMES = frozenset({"obj", "state", "anchor", "transport", "call", "method", "function"})

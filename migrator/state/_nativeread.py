@@ -32,7 +32,8 @@ _META = frozenset({"fd", "family", "unix", "port", "peer", "pending", "reading",
 
 class _Unpickler(pickle.Unpickler):
     def __init__(self, data: bytes, reader: GraphReader, hooks: Any) -> None:
-        super().__init__(io.BytesIO(data))
+        self._file = io.BytesIO(data)
+        super().__init__(self._file)
         self._reader = reader
         self._hooks = hooks
         self._names = {
@@ -40,6 +41,9 @@ class _Unpickler(pickle.Unpickler):
             "state": self._state,
             "anchor": self._anchor,
             "transport": self._transport,
+            "call": self._call,
+            "method": self._method,
+            "function": self._function,
         }
         #: The objects made and not populated yet, by id, with their
         #: adapter and version; those made, all along; the transports
@@ -47,6 +51,11 @@ class _Unpickler(pickle.Unpickler):
         self.unpopulated: dict[int, tuple[Any, Any, int]] = {}
         self.made: dict[int, Any] = {}
         self.bare: dict[int, Any] = {}
+        #: The anchors and transports named, by id (methods may be theirs).
+        self.others: dict[int, Any] = {}
+
+    def position(self) -> int:
+        return self._file.tell()
 
     def find_class(self, module: str, name: str) -> Any:
         if module == form.MODULE and name in form.NAMES:
@@ -83,6 +92,7 @@ class _Unpickler(pickle.Unpickler):
         found = self._reader.anchorNamed(name)
         if found is None:
             raise GraphError(f"this process has nothing to match {name!r}")
+        self.others[id(found)] = found
         return found
 
     def _transport(self, meta: Any) -> Any:
@@ -94,7 +104,39 @@ class _Unpickler(pickle.Unpickler):
             raise GraphError(f"malformed transport in a native batch: {e}") from e
         self._hooks.addTransport(t, meta)
         self.bare[id(t)] = t
+        self.others[id(t)] = t
         return t
+
+    def _call(self, when: Any, function: Any, args: Any, kw: Any) -> Any:
+        # As the graph's call nodes (L{migrator.state._restore}): held by
+        # the commit's gate.
+        if when is None:
+            return self._hooks.cancelledCall()
+        if not (
+            type(when) in (int, float)
+            and callable(function)
+            and type(args) is tuple
+            and type(kw) is dict
+            and all(type(k) is str for k in kw)
+        ):
+            raise GraphError("malformed scheduled call in a native batch")
+        return self._hooks.heldCall(when, function, args, kw)
+
+    def _method(self, target: Any, name: Any) -> Any:
+        if type(name) is not str or (
+            self.made.get(id(target)) is not target and self.others.get(id(target)) is not target
+        ):
+            raise GraphError("a method of something the native batch did not make")
+        try:
+            return getattr(target, name)
+        except AttributeError as e:
+            raise GraphError(f"malformed method in a native batch: {e}") from e
+
+    def _function(self, name: Any) -> Any:
+        function = self._hooks.adapters.functionNamed(name) if type(name) is str else None
+        if function is None:
+            raise GraphError(f"function {name!r} is not allowed in this process")
+        return function
 
 
 def readNative(data: Any, reader: GraphReader, hooks: Any) -> list[Any]:
@@ -110,14 +152,16 @@ def readNative(data: Any, reader: GraphReader, hooks: Any) -> list[Any]:
     if type(data) is not bytes:
         raise GraphError("a native batch that is not bytes")
     unpickler = _Unpickler(data, reader, hooks)
+    roots = []
     try:
-        roots = unpickler.load()
+        # One pickle per protocol, one memo (each load reads at least a
+        # byte).
+        while unpickler.position() < len(data):
+            roots.append(unpickler.load())
     except GraphError:
         raise
     except Exception as e:
         raise GraphError(f"undecodable native batch: {e.__class__.__name__}: {e}") from e
     if unpickler.unpopulated or unpickler.bare:
         raise GraphError("a native batch with objects or transports left without their state")
-    if type(roots) is not list:
-        raise GraphError("a native batch that is not a list of protocols")
     return roots

@@ -7,43 +7,48 @@ container in Python.  It costs a fraction per connection, and is tried
 only for what it writes exactly as the graph writer would: adapted
 objects written at this process's version with nothing to translate,
 anchors (names only: a batch never carries the factories' state), the
-batch's own transports (without a producer), atoms and plain containers.
-Anything else (a scheduled call, a bound method, an object without an
-adapter, a connection outside the batch, one declining, a graph sharing an
-object with a batch already sent, deeper than a few hundred levels or
-larger than L{CAP} bytes) makes it give up, having frozen and kept
-nothing: the caller writes the batch with the graph writer, which says
-what stays and why, or leaves a large connection for its slices.
+batch's own transports (without a producer), scheduled calls (suspended
+with the batch), bound methods of objects, functions allowed by name,
+atoms and plain containers.  Anything else (a looping call, an object
+without an adapter, a connection outside the batch, one declining, a
+graph sharing an object with a batch already sent, deeper than a few
+hundred levels or larger than L{CAP} bytes) makes it give up, having
+frozen and kept nothing: the caller writes the batch with the graph
+writer, which says what stays and why, or leaves a large connection for
+its slices.
 """
 
 from __future__ import annotations
 
 import pickle
 import sys
+import types
 from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from types import FunctionType
 from typing import Any
 
-from twisted.internet import tcp
+from twisted.internet import base, tcp
 from twisted.internet.interfaces import IReactorTime
 
 from migrator.interfaces import IPortRegistry
 from migrator.state import _nativeform as form
 from migrator.state._capture import Captured, prepareCapture
-from migrator.state._capturehooks import _CaptureHooks
+from migrator.state._capturehooks import _CaptureHooks, _methodName, ungated
 from migrator.state._graph import GraphWriter, collectorPaused, dumpsPlain
 from migrator.state._owned import Owned
 from migrator.state._plan import Classifier
 from migrator.state._translator import Translator
 from migrator.state._versions import Readable
 
-#: The most bytes a batch in the native form takes: past it, the pickling
-#: stops there (a bounded part of one turn) and the graph writer writes
-#: the batch, leaving a large connection out for its slices.  (A batch of
-#: idle connections takes about 150 bytes per connection.)
-CAP = 1 << 20
+#: The most bytes one connection's graph takes in a batch in the native
+#: form, and the most a batch takes: past either, the pickling stops there
+#: (a bounded part of one turn) and the graph writer writes the batch,
+#: leaving a large connection out for its slices.  (An idle connection of
+#: the benchmark's service takes about 170 bytes.)
+ROOT_CAP = 1 << 18
+CAP = 1 << 23
 
 #: How many levels of containers the C pickler may recurse into (from the
 #: caller's depth): past it, the graph writer, which does not recurse,
@@ -52,6 +57,9 @@ DEPTH = 1000
 
 #: Objects of these types are values, never another batch's.
 _VALUES = frozenset({type(None), bool, int, float, str, bytes, tuple, frozenset, FunctionType})
+#: What the C pickler writes itself: a bound method of one of these is not
+#: for the native form (its reader makes methods of objects only).
+_PLAIN = _VALUES | {dict, list, set, bytearray}
 
 
 class Fallback(Exception):
@@ -62,21 +70,30 @@ class Fallback(Exception):
 
 class _Capped:
     """
-    The pickle's file: keeps what is written, up to C{cap} bytes.
+    The pickle's file: keeps what is written, up to C{cap} bytes, and
+    C{rootCap} since the last L{root}.  (The C pickler writes each root's
+    pickle at its end, and a frame of 64 KiB whenever one is full.)
     """
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, rootCap: int) -> None:
         self.cap = cap
+        self.rootCap = rootCap
         self.size = 0
+        self.rootSize = 0
         self.parts: list[bytes] = []
 
+    def root(self) -> None:
+        self.rootSize = 0
+
     def write(self, data: Any) -> int:
-        self.size += len(data)
-        if self.size > self.cap:
-            raise Fallback(f"over {self.cap} bytes")
+        n = len(data)
+        self.size += n
+        self.rootSize += n
+        if self.size > self.cap or self.rootSize > self.rootCap:
+            raise Fallback("over the native form's bounds")
         # (A large value may be handed over as it is: a bytearray too.)
         self.parts.append(bytes(data))
-        return len(data)
+        return n
 
 
 class NativeWritten:
@@ -120,12 +137,28 @@ class _Pickler(pickle.Pickler):
         self._hooks = hooks
         self._translator = translator
         self._picked = picked
-        self._names = {id(f) for f in (form.obj, form.state, form.anchor, form.transport)}
-        #: The ids of the containers made here (not the application's).
-        self.made: set[int] = set()
+        self._names = {
+            id(f)
+            for f in (form.obj, form.state, form.anchor, form.transport, form.call, form.method, form.function)
+        }
+        self._functionName = hooks.adapters.functionName
         self._args: dict[int, tuple[str, int]] = {}
         #: Whether each transport met reads.
         self.reading: list[bool] = []
+
+    def _call(self, call: Any) -> Any:
+        """
+        A scheduled call, as the graph writer's hook writes it (and
+        suspends it with the batch's freeze).
+        """
+        hooks = self._hooks
+        if not call.active():
+            return (form.call, (None, None, (), {}))
+        when = hooks.suspended.get(id(call))
+        if when is None:
+            when = call.getTime()
+        hooks.calls.append((call, when))
+        return (form.call, (when, ungated(call.func), tuple(call.args), dict(call.kw)))
 
     def reducer_override(self, value: Any) -> Any:
         name = self._anchors.get(id(value))
@@ -147,7 +180,6 @@ class _Pickler(pickle.Pickler):
                     raise Fallback("a state to translate")
             elif plain:
                 state = {k: v for k, v in value.__dict__.items() if k not in plain}
-                self.made.add(id(state))
             else:
                 state = value.__dict__
             args = self._args.get(id(adapter))
@@ -155,6 +187,19 @@ class _Pickler(pickle.Pickler):
                 # (One per class: the pickle refers back to it.)
                 args = self._args[id(adapter)] = (adapter.typeName, adapter.version)
             return (form.obj, args, (state,), None, None, form.state)
+        if isinstance(value, base.DelayedCall):
+            return self._call(value)
+        if isinstance(value, types.MethodType):
+            target = value.__self__
+            name = _methodName(value)
+            if name is None or type(target) in _PLAIN:
+                raise Fallback("a bound method of a value, or not under its name")
+            return (form.method, (target, name))
+        if isinstance(value, types.FunctionType):
+            allowed = self._functionName(value)
+            if allowed is None:
+                raise Fallback("a function not allowed by name")
+            return (form.function, (allowed,))
         if isinstance(value, tcp.Connection):
             if id(value) not in self._picked or getattr(value, "producer", None) is not None:
                 raise Fallback("a connection outside the batch, or with a producer")
@@ -162,7 +207,6 @@ class _Pickler(pickle.Pickler):
             key = self._hooks.checkTransport(value, "", asked=True)
             meta = self._hooks.recordTransport(value, key)
             self.reading.append(meta["reading"])
-            self.made.update((id(meta), id(meta["peer"])))
             return (form.transport, (meta,), (value.protocol,), None, None, form.state)
         raise Fallback(f"a {type(value).__name__}, for the graph writer")
 
@@ -220,6 +264,7 @@ def captureNative(
     owned: Owned | None,
     header: Mapping[str, Any],
     cap: int = CAP,
+    rootCap: int = ROOT_CAP,
 ) -> Captured | None:
     """
     Capture and freeze the batch C{connections} in the native form (the
@@ -241,11 +286,14 @@ def captureNative(
             return None
         if selected is not None and not selected(t):
             return None
-    out = _Capped(cap)
+    out = _Capped(cap, rootCap)
     pickler = _Pickler(out, writer, hooks, translator, {id(t) for t in connections})
     try:
         with _boundedRecursion():
-            pickler.dump([t.protocol for t in connections])
+            # One pickle per root, one memo: each root's size is known.
+            for t in connections:
+                out.root()
+                pickler.dump(t.protocol)
     except Exception:
         # Fallback, RecursionError, an adapter that failed (the graph
         # writer says so, with its path), an object pickle refuses.
@@ -278,6 +326,7 @@ def captureNative(
         moved,
         {},
         reactor=reactor,
+        calls=hooks.calls,
         pendingBytes=hooks.pendingBytes,
         frozenAt=frozenAt,
         translations=translator.log.asDict(),

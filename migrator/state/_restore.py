@@ -204,14 +204,9 @@ class _RestoreHooks:
         if kind == "call":
             ident, when, f, a, kw = payload
             if when is None:
-                call = self.reactor.callLater(0, lambda: None)
-                call.cancel()
-                reader.remember(ident, call)
-                return call
-            function, args, kwargs = reader.read(f), reader.read(a), reader.read(kw)
-            delay = max(0.0, when - self.reactor.seconds())
-            call = self.reactor.callLater(delay, self.gate.wrap(function), *args, **kwargs)
-            self.gate.calls.append(call)
+                call = self.cancelledCall()
+            else:
+                call = self.heldCall(when, reader.read(f), reader.read(a), reader.read(kw))
             reader.remember(ident, call)
             return call
         if kind == "loop":
@@ -255,6 +250,24 @@ class _RestoreHooks:
         if producerNode is not None:
             self.producers[slot] = reader.read(producerNode)
         return t
+
+    def cancelledCall(self) -> Any:
+        """
+        A scheduled call that was cancelled, or had run, in the incumbent.
+        """
+        call = self.reactor.callLater(0, lambda: None)
+        call.cancel()
+        return call
+
+    def heldCall(self, when: float, function: Any, args: Any, kwargs: Any) -> Any:
+        """
+        A call of C{function} at C{when} (this reactor's clock), held by
+        the commit's gate until the commit.
+        """
+        delay = max(0.0, when - self.reactor.seconds())
+        call = self.reactor.callLater(delay, self.gate.wrap(function), *args, **kwargs)
+        self.gate.calls.append(call)
+        return call
 
     def buildTransport(self, meta: Any) -> Any:
         """

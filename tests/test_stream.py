@@ -152,7 +152,9 @@ class _Stream(SynchronousTestCase):
 
     def restore(self, batches: Batches, captured: Captured) -> None:
         fds = [os.dup(fd) for fd in captured.fds]
-        part = restoreConnections(self.reactor2, self.ports2, self.adapters2, captured.payload, fds)
+        part = restoreConnections(
+            self.reactor2, self.ports2, self.adapters2, captured.payload, fds, native=True
+        )
         for t in part.transports:
             self.addCleanup(releaseConnection, t)
         batches.add(part, len(captured.payload), 0.0)

@@ -4,74 +4,43 @@ The native form of a stream's batch: what its writer
 (L{migrator.state._nativewrite}) and its reader
 (L{migrator.state._nativeread}) agree on.
 
-A batch in the native form is a sequence of pickles (protocol 5), one per
-connection's protocol, sharing one memo, made by the C pickler: atoms and the plain
-containers (C{dict}, C{list}, C{tuple}, C{set}, C{frozenset},
-C{bytearray}, exact types only) are written and read at C speed, sharing
-and cycles kept by pickle's own memo.  Everything else goes through the
-writer's C{reducer_override} and becomes one of four calls, the only
-names such a pickle holds (L{NAMES}, in this module; the form's first
-four, and three more for scheduled calls):
+A batch in the native form is a flat list of I{records}, one per object
+of the batch's graph, pickled (protocol 5) by the C pickler in one piece
+per connection, sharing one memo: plain data only (atoms and exact
+C{dict}, C{list}, C{tuple}, C{set}, C{frozenset}, C{bytearray}), so it is
+decoded by the same unpickler as every other message, which names no
+class and no function (L{migrator.state._nodes.loadsPlain}); sharing and
+cycles among plain containers are kept by pickle's memo.  The objects
+themselves are made by the reader from the records, and refer to one
+another by I{reference}: a record's index in the batch (an C{int}), or
+an anchor's name (a C{str}: a port's factory, the reactor).
 
-  - C{obj(typeName, version)}: a new object of the reading side's class
-    registered under C{typeName} (its adapter's C{create}); then
-  - C{state(obj, (state,))}: C{obj}'s state, once read to the end (its
-    adapter's C{populate}, after the whole batch is read, as the graph
-    reader does);
-  - C{anchor(name)}: an object of the reading side that stands for the
-    incumbent's (a port's factory, the reactor);
-  - C{transport(meta)}: the transport of a connection, on the descriptor
-    C{meta["fd"]} of the batch's message; its protocol comes with
-    C{state(transport, (protocol,))};
-  - C{call(when, f, args, kw)}: a scheduled call on the reading side's
-    reactor, held until the commit (C{when} C{None}: one that was
-    cancelled or had run); C{method(obj, name)}: the bound method C{name}
-    of an object the batch made (or an anchor, or a transport);
-    C{function(name)}: a function the reading side allows under C{name}.
+Records:
 
-The functions below are never called: they are what the writer's pickle
-names, and the reader's C{find_class} maps each name to its own.
+  - C{("o", typeName, version, plain, refs)}: an adapted object, made by
+    the reading side's adapter for C{typeName}; its state is C{plain}
+    and, if C{refs} is not C{None} (then C{plain} is a C{dict}), the
+    references C{refs} maps keys to, put in it;
+  - C{("t", meta, protocol)}: a connection's transport on the descriptor
+    C{meta["fd"]} of the batch's message, whose protocol is the
+    reference C{protocol} (an object's record);
+  - C{("c", when, function, args, kw)}: a scheduled call on the reading
+    side's reactor, held until the commit, of C{function}: C{("m", ref,
+    name)} the method C{name} of the reference C{ref}, or C{("f", name)}
+    the function allowed under C{name}; C{args} and C{kw} plain.  C{when}
+    C{None}: a call cancelled, or run, before the batch.
+
+An object's graph whose objects are not all reached through the
+top-level entries of states (an object inside a list, say) is not for
+the native form: its batch is the graph writer's.
 """
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
-
-#: The module named in a native pickle.
-MODULE = __name__
-
-
-def _never(*args: Any) -> NoReturn:
-    raise RuntimeError("the native form's names are read by its reader only")
-
-
-def obj(typeName: str, version: int) -> Any:
-    _never()
-
-
-def state(target: Any, box: tuple[Any]) -> Any:
-    _never()
-
-
-def anchor(name: str) -> Any:
-    _never()
-
-
-def transport(meta: dict[str, Any]) -> Any:
-    _never()
-
-
-def call(when: float | None, f: Any, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
-    _never()
-
-
-def method(target: Any, name: str) -> Any:
-    _never()
-
-
-def function(name: str) -> Any:
-    _never()
-
-
-#: Every name a native pickle may hold.
-NAMES = frozenset({"obj", "state", "anchor", "transport", "call", "method", "function"})
+#: The kinds of records.
+OBJECT = "o"
+TRANSPORT = "t"
+CALL = "c"
+#: The kinds of a call's function.
+METHOD = "m"
+FUNCTION = "f"

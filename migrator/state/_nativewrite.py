@@ -1,21 +1,22 @@
 # -*- test-case-name: tests.test_native -*-
 """
 A stream's batch in the native form (L{migrator.state._nativeform}),
-incumbent side: L{captureNative} pickles the batch's protocols with the C
-pickler, where the graph writer (L{migrator.state._writer}) walks every
-container in Python.  It costs a fraction per connection, and is tried
-only for what it writes exactly as the graph writer would: adapted
-objects written at this process's version with nothing to translate,
-anchors (names only: a batch never carries the factories' state), the
-batch's own transports (without a producer), scheduled calls (suspended
-with the batch), bound methods of objects, functions allowed by name,
-atoms and plain containers.  Anything else (a looping call, an object
-without an adapter, a connection outside the batch, one declining, a
-graph sharing an object with a batch already sent, deeper than a few
-hundred levels or larger than L{CAP} bytes) makes it give up, having
-frozen and kept nothing: the caller writes the batch with the graph
-writer, which says what stays and why, or leaves a large connection for
-its slices.
+incumbent side: L{captureNative} writes the batch's objects as flat
+records whose plain data the C pickler writes, where the graph writer
+(L{migrator.state._writer}) walks every container in Python.  It costs a
+fraction per connection, and is tried only for what it writes exactly as
+the graph writer would: adapted objects written at this process's
+version with nothing to translate, anchors (names only: a batch never
+carries the factories' state), the batch's own transports (without a
+producer), scheduled calls (suspended with the batch) of methods of
+objects or of functions allowed by name, each reached through the
+top-level entries of a state, and plain data.  Anything else (a looping
+call, an object without an adapter or inside a container, a connection
+outside the batch, one declining, a graph sharing an object with a batch
+already sent, deeper than a few hundred levels or larger than
+L{ROOT_CAP} bytes) makes it give up, having frozen and kept nothing: the
+caller writes the batch with the graph writer, which says what stays
+and why, or leaves a large connection for its slices.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import types
 from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
-from types import FunctionType
 from typing import Any
 
 from twisted.internet import base, tcp
@@ -56,9 +56,9 @@ CAP = 1 << 23
 DEPTH = 1000
 
 #: Objects of these types are values, never another batch's.
-_VALUES = frozenset({type(None), bool, int, float, str, bytes, tuple, frozenset, FunctionType})
-#: What the C pickler writes itself: a bound method of one of these is not
-#: for the native form (its reader makes methods of objects only).
+_VALUES = frozenset({type(None), bool, int, float, str, bytes, tuple, frozenset})
+#: What the C pickler writes itself (exact types): an entry of a state of
+#: one of these types is plain data.
 _PLAIN = _VALUES | {dict, list, set, bytearray}
 
 
@@ -98,75 +98,105 @@ class _Capped:
 
 class NativeWritten:
     """
-    What a batch in the native form wrote (the pickle's memo), kept alive
-    so that their ids stay theirs, as a graph writer's
-    L{GraphWriter.written}: every object but the anchors.  Values (strings,
-    tuples) are among them, unlike a graph writer's, since sorting them out
-    would cost more than it saves: no other batch's objects are ever
-    values, and one native batch meeting another's values (shared
-    strings) looks past them (L{captureNative}).
+    What a batch in the native form wrote, kept alive so that their ids
+    stay theirs, as a graph writer's L{GraphWriter.written}: its objects,
+    and what its pickle's memo holds.  Values (strings, tuples) are among
+    them, unlike a graph writer's, since sorting them out would cost more
+    than it saves: no other batch's objects are ever values, and one
+    native batch meeting another's values (shared strings) looks past
+    them (L{captureNative}).
     """
 
-    def __init__(self, memo: dict[int, tuple[int, Any]], anchors: dict[int, str]) -> None:
+    def __init__(self, memo: dict[int, tuple[int, Any]], objects: dict[int, Any]) -> None:
         self._memo = memo
-        self._anchors = anchors
+        self._objects = objects
 
     def written(self) -> AbstractSet[int]:
-        return self._memo.keys() - self._anchors.keys()
+        return self._memo.keys() | self._objects.keys()
 
 
-class _Pickler(pickle.Pickler):
+class _PlainPickler(pickle.Pickler):
     """
-    Pickles a batch's protocols: C{reducer_override} is called for every
-    object the C pickler does not write itself (anything but atoms and
-    exact plain containers) and makes it one of the native form's calls,
-    or gives up (L{Fallback}).
+    Pickles plain data only: anything else gives up (L{Fallback}).
+    """
+
+    def __init__(self, file: _Capped) -> None:
+        super().__init__(file, protocol=5, buffer_callback=self._buffer)
+
+    def reducer_override(self, value: Any) -> Any:
+        raise Fallback(f"a {type(value).__name__} inside a container")
+
+    @staticmethod
+    def _buffer(buffer: Any) -> bool:
+        raise Fallback("a pickle buffer")
+
+
+class _Records:
+    """
+    A batch's objects as the native form's records (L{migrator.state._nativeform}).
     """
 
     def __init__(
-        self,
-        file: _Capped,
-        writer: GraphWriter,
-        hooks: _CaptureHooks,
-        translator: Translator,
-        picked: set[int],
+        self, writer: GraphWriter, hooks: _CaptureHooks, translator: Translator, picked: set[int]
     ) -> None:
-        super().__init__(file, protocol=5)
         self._info = writer._info
         self._anchors = writer._anchors
         self._hooks = hooks
         self._translator = translator
         self._picked = picked
-        self._names = {
-            id(f)
-            for f in (form.obj, form.state, form.anchor, form.transport, form.call, form.method, form.function)
-        }
         self._functionName = hooks.adapters.functionName
-        self._args: dict[int, tuple[str, int]] = {}
-        #: Whether each transport met reads.
+        self.records: list[Any] = []
+        #: The objects recorded, by id: the batch's own.
+        self.objects: dict[int, Any] = {}
+        self._index: dict[int, int] = {}
+        self._pending: list[tuple[int, Any]] = []
+        #: Whether each transport recorded reads.
         self.reading: list[bool] = []
+        self._args: dict[int, tuple[str, str, int]] = {}
 
-    def _call(self, call: Any) -> Any:
+    def add(self, value: Any) -> int | str:
         """
-        A scheduled call, as the graph writer's hook writes it (and
-        suspends it with the batch's freeze).
+        A reference to C{value} (not plain data): an anchor's name, or the
+        index of its record (made later, by L{drain}).
         """
-        hooks = self._hooks
-        if not call.active():
-            return (form.call, (None, None, (), {}))
-        when = hooks.suspended.get(id(call))
-        if when is None:
-            when = call.getTime()
-        hooks.calls.append((call, when))
-        return (form.call, (when, ungated(call.func), tuple(call.args), dict(call.kw)))
-
-    def reducer_override(self, value: Any) -> Any:
-        name = self._anchors.get(id(value))
+        i = id(value)
+        name = self._anchors.get(i)
         if name is not None:
-            return (form.anchor, (name,))
-        if id(value) in self._names:
-            # The form's own names, written as such.
-            return NotImplemented
+            return name
+        n = self._index.get(i)
+        if n is None:
+            n = self._index[i] = len(self.records)
+            self.records.append(None)
+            self.objects[i] = value
+            self._pending.append((n, value))
+        return n
+
+    def drain(self) -> None:
+        """
+        Make the records of the objects referred to so far (and of those
+        they refer to).
+        """
+        pending = self._pending
+        while pending:
+            n, value = pending.pop()
+            self.records[n] = self._record(value)
+
+    def _split(self, state: Any) -> tuple[Any, dict[Any, Any] | None]:
+        if type(state) is not dict:
+            # (Plain throughout, or the pickling gives up.)
+            return state, None
+        plain: dict[Any, Any] = {}
+        refs: dict[Any, Any] | None = None
+        for k, v in state.items():
+            if type(v) in _PLAIN:
+                plain[k] = v
+            else:
+                if refs is None:
+                    refs = {}
+                refs[k] = self.add(v)
+        return plain, refs
+
+    def _record(self, value: Any) -> Any:
         info = self._info(type(value))
         adapter = info.adapter
         if adapter is not None:
@@ -182,24 +212,12 @@ class _Pickler(pickle.Pickler):
                 state = {k: v for k, v in value.__dict__.items() if k not in plain}
             else:
                 state = value.__dict__
-            args = self._args.get(id(adapter))
-            if args is None:
-                # (One per class: the pickle refers back to it.)
-                args = self._args[id(adapter)] = (adapter.typeName, adapter.version)
-            return (form.obj, args, (state,), None, None, form.state)
+            kind = self._args.get(id(adapter))
+            if kind is None:
+                kind = self._args[id(adapter)] = (form.OBJECT, adapter.typeName, adapter.version)
+            return (*kind, *self._split(state))
         if isinstance(value, base.DelayedCall):
             return self._call(value)
-        if isinstance(value, types.MethodType):
-            target = value.__self__
-            name = _methodName(value)
-            if name is None or type(target) in _PLAIN:
-                raise Fallback("a bound method of a value, or not under its name")
-            return (form.method, (target, name))
-        if isinstance(value, types.FunctionType):
-            allowed = self._functionName(value)
-            if allowed is None:
-                raise Fallback("a function not allowed by name")
-            return (form.function, (allowed,))
         if isinstance(value, tcp.Connection):
             if id(value) not in self._picked or getattr(value, "producer", None) is not None:
                 raise Fallback("a connection outside the batch, or with a producer")
@@ -207,22 +225,51 @@ class _Pickler(pickle.Pickler):
             key = self._hooks.checkTransport(value, "", asked=True)
             meta = self._hooks.recordTransport(value, key)
             self.reading.append(meta["reading"])
-            return (form.transport, (meta,), (value.protocol,), None, None, form.state)
+            protocol = self.add(value.protocol)
+            if type(protocol) is not int:
+                raise Fallback("a transport whose protocol is an anchor")
+            return (form.TRANSPORT, meta, protocol)
         raise Fallback(f"a {type(value).__name__}, for the graph writer")
 
+    def _call(self, call: Any) -> Any:
+        """
+        A scheduled call, as the graph writer's hook writes it (and
+        suspends it with the batch's freeze).
+        """
+        if not call.active():
+            return (form.CALL, None, None, (), {})
+        hooks = self._hooks
+        when = hooks.suspended.get(id(call))
+        if when is None:
+            when = call.getTime()
+        f = ungated(call.func)
+        if isinstance(f, types.MethodType):
+            name = _methodName(f)
+            if name is None or type(f.__self__) in _PLAIN:
+                raise Fallback("a method not under its name, or of plain data")
+            function: Any = (form.METHOD, self.add(f.__self__), name)
+        elif isinstance(f, types.FunctionType) and (allowed := self._functionName(f)) is not None:
+            function = (form.FUNCTION, allowed)
+        else:
+            raise Fallback("a call of something not allowed by name")
+        hooks.calls.append((call, when))
+        return (form.CALL, when, function, tuple(call.args), dict(call.kw))
 
-def _shares(memo: dict[int, tuple[int, Any]], anchors: dict[int, str], owned: Owned) -> bool:
+
+def _shares(memo: dict[int, tuple[int, Any]], objects: dict[int, Any], owned: Owned) -> bool:
     """
-    Does a batch whose pickle's memo is C{memo} hold an object (not a
-    value, not an anchor) that a batch already sent holds?
+    Does a batch whose objects are C{objects} and whose pickle's memo is
+    C{memo} hold something (not a value) that a batch already sent holds?
     """
+    if owned.ids.keys() & objects.keys():
+        return True
     for i in owned.ids.keys() & memo.keys():
-        if type(memo[i][1]) not in _VALUES and i not in anchors:
+        if type(memo[i][1]) not in _VALUES:
             return True
     if owned.layers:
         # (A connection written in slices: its writer says.)
-        objects = [i for i, (_, o) in memo.items() if type(o) not in _VALUES and i not in anchors]
-        return bool(owned.owners(objects))
+        mine = [i for i, (_, o) in memo.items() if type(o) not in _VALUES]
+        return bool(owned.owners([*mine, *objects]))
     return False
 
 
@@ -287,13 +334,20 @@ def captureNative(
         if selected is not None and not selected(t):
             return None
     out = _Capped(cap, rootCap)
-    pickler = _Pickler(out, writer, hooks, translator, {id(t) for t in connections})
+    pickler = _PlainPickler(out)
+    batch = _Records(writer, hooks, translator, {id(t) for t in connections})
+    records = batch.records
     try:
         with _boundedRecursion():
-            # One pickle per root, one memo: each root's size is known.
+            # One pickle per root (its records), one memo: each root's
+            # size is known.
             for t in connections:
                 out.root()
-                pickler.dump(t.protocol)
+                start = len(records)
+                if type(batch.add(t.protocol)) is not int:
+                    return None
+                batch.drain()
+                pickler.dump(records[start:])
     except Exception:
         # Fallback, RecursionError, an adapter that failed (the graph
         # writer says so, with its path), an object pickle refuses.
@@ -301,8 +355,8 @@ def captureNative(
     if len(hooks.transports) != len(connections):
         # A protocol whose graph does not hold its transport.
         return None
-    memo, anchors = pickler.memo.copy(), writer._anchors
-    if owned and _shares(memo, anchors, owned):
+    memo = pickler.memo.copy()
+    if owned and _shares(memo, batch.objects, owned):
         # Shared with a batch already sent: the graph writer leaves out
         # what shares, root by root.
         return None
@@ -330,7 +384,7 @@ def captureNative(
         pendingBytes=hooks.pendingBytes,
         frozenAt=frozenAt,
         translations=translator.log.asDict(),
-        writer=NativeWritten(memo, anchors),
+        writer=NativeWritten(memo, batch.objects),
     )
-    captured.freeze(pickler.reading)
+    captured.freeze(batch.reading)
     return captured

@@ -86,6 +86,16 @@ class GraphError(Exception):
     __module__ = "migrator.state._graph"
 
 
+def neverDeclines(self: Any, obj: Any) -> str | None:
+    """
+    The C{movable} of an adapter that never declines (the default rule's,
+    L{migrator.state._registry.InstanceAdapter}): the plan and the stream
+    (L{migrator.state._plan}, L{migrator.state._stream}) count a connection
+    whose adapter's C{movable} is this as moving without asking.
+    """
+    return None
+
+
 #: CPython's C{Py_TPFLAGS_HEAPTYPE}: a class made by a C{class} statement.
 _HEAPTYPE = 1 << 9
 
@@ -151,6 +161,14 @@ class _PlainUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> Any:
         raise GraphError("refusing a persistent id: only plain data is accepted")
+
+
+def plainUnpickler(file: Any) -> pickle.Unpickler:
+    """
+    An unpickler of C{file} that, as L{loadsPlain}, names no class,
+    function or module (for a stream of pickles read in turn).
+    """
+    return _PlainUnpickler(file)
 
 
 def dumpsPlain(value: Any) -> bytes:

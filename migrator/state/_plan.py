@@ -43,6 +43,7 @@ from zope.interface import implementer
 
 from migrator.interfaces import IAdapter
 from migrator.state._graph import GraphError, Unadaptable, typeName
+from migrator.state._nodes import neverDeclines
 from migrator.state._versions import untranslatable
 
 MOVES = "moves"
@@ -103,12 +104,6 @@ _ABSENT = object()
 
 
 
-def neverDeclines(self: Any, obj: Any) -> str | None:
-    """
-    The C{movable} of an adapter that never declines (the default rule's):
-    a connection whose adapter's C{movable} is this moves without asking.
-    """
-    return None
 
 @attrs.define
 class Classifier:
@@ -224,9 +219,14 @@ class Classifier:
             return simple[1]
         _, adapter, chain, _ = self._resolve(protocol)
         name, why = self._classFacts(chain, adapter)
+        self._noteSimple(chain, adapter, name, why)
+        return name
+
+    def _noteSimple(self, chain: tuple[type, ...], adapter: Any, name: str, why: str | None) -> None:
         if len(chain) == 1 and self._wrapsNothing(chain[0], adapter):
             self._simple[chain[0]] = (adapter, name, why)
-        return name
+            if why is None:
+                self._moves.setdefault(name, Verdict(MOVES, name))
 
     def classify(
         self, transport: Any, movable: bool = True, selected: bool = True
@@ -255,10 +255,7 @@ class Classifier:
         else:
             protocol, adapter, chain, wrappers = self._resolve(protocol)
             name, why = self._classFacts(chain, adapter)
-            if len(chain) == 1 and self._wrapsNothing(chain[0], adapter):
-                self._simple[chain[0]] = (adapter, name, why)
-                if why is None:
-                    self._moves.setdefault(name, Verdict(MOVES, name))
+            self._noteSimple(chain, adapter, name, why)
         if why is not None:
             if adapter is not None and drainsHarmlessly(adapter, protocol):
                 return Verdict(HARMLESS, name, why) if movable else None

@@ -57,7 +57,8 @@ from zope.interface.verify import verifyObject
 
 from migrator.interfaces import IAdapter, IAnchorOnly, IBusyAware, IVersionedAdapter
 from migrator.state._graph import typeName as _typeName
-from migrator.state._plan import DrainingAdapter, neverDeclines
+from migrator.state._nodes import neverDeclines
+from migrator.state._plan import DrainingAdapter
 from migrator.state._versions import (
     KeptStore,
     Step,

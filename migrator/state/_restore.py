@@ -321,6 +321,7 @@ def restoreConnections(
     adoptSocket: Callable[[int, int], socket.socket] = _adoptSocket,
     closeFd: Callable[[int], None] = os.close,
     chunks: list[list[Any]] | None = None,
+    native: bool = False,
 ) -> Restored:
     """
     Rebuild the incumbent's connections; see the module docstring.  Owns
@@ -332,6 +333,8 @@ def restoreConnections(
     @param payload: the message, or the message L{decodeMessage} decoded.
     @param chunks: the chunks of a connection written in slices, from
         the part messages its batch names (L{migrator.state._large}).
+    @param native: whether a batch in the native form is read (this
+        process asked for it: L{migrator.state._nativeread}).
     @param adoptSocket: makes the socket object of a transport from a
         descriptor and its address family, taking the descriptor over.
     @param closeFd: closes a descriptor that no transport took over.
@@ -339,7 +342,7 @@ def restoreConnections(
         process does not allow.
     """
     with collectorPaused():
-        return _restore(reactor, ports, adapters, payload, fds, adoptSocket, closeFd, chunks)
+        return _restore(reactor, ports, adapters, payload, fds, adoptSocket, closeFd, chunks, native)
 
 
 def _restore(
@@ -351,6 +354,7 @@ def _restore(
     adoptSocket: Callable[[int, int], socket.socket],
     closeFd: Callable[[int], None],
     chunks: list[list[Any]] | None,
+    native: bool,
 ) -> Restored:
     anchors: dict[str, Any] = {"reactor": reactor}
     for tracked in ports.listening():
@@ -378,6 +382,8 @@ def _restore(
             raise GraphError("connection state lacks its roots, factories or count")
         if "native" in data:
             # (A stream's batch in the native form: the roots are in it.)
+            if not native:
+                raise GraphError("a batch in the native form, which this process did not ask for")
             readNative(data["native"], reader, hooks)
         for node in data["roots"]:
             reader.read(node)

@@ -52,8 +52,8 @@ from migrator.interfaces import IBusyAware, IPortRegistry
 from migrator.state._capture import Captured, captureConnections
 from migrator.state._large import LIMIT, LargeCapture, Part
 from migrator.state._nativewrite import captureNative
+from migrator.state._nodes import neverDeclines
 from migrator.state._owned import Owned
-from migrator.state._plan import neverDeclines
 from migrator.state._totals import BatchTotals
 from migrator.state._turns import eachTurn
 from migrator.state._versions import Readable

@@ -23,7 +23,7 @@ from migrator.state._restore import Restored, decodeMessage, partOf, restoreConn
 from migrator.state._translator import mergeTranslations
 from migrator.state._turns import eachTurn
 from migrator.takeover._inbox import Message
-from migrator.takeover._messages import CaptureReport
+from migrator.takeover._messages import CaptureReport, Streaming
 from migrator.takeover._ports import ListenerRegistry
 
 _log = Logger()
@@ -132,6 +132,8 @@ class ReceivesBatches:
     adapters: AdapterRegistry
     clock: Callable[[], float]
     restored: Batches | None
+    #: How it asked for the connections (a stream, and in which forms).
+    stream: Streaming | None = None
     captureReport: CaptureReport | None
     connectionReport: dict[str, Any]
     #: The chunks of the connections written in slices, by part number,
@@ -170,7 +172,8 @@ class ReceivesBatches:
         number = data.decoded.get("parts") if isinstance(data.decoded, dict) else None
         held = self.chunks.pop(number, None) if type(number) is int else None
         restored = restoreConnections(
-            self._reactor, self.registry, self.adapters, data, fds, chunks=held
+            self._reactor, self.registry, self.adapters, data, fds, chunks=held,
+            native=self.stream is not None and self.stream.native,
         )
         if self.restored is None:
             self.restored = Batches()

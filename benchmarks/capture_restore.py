@@ -1,14 +1,16 @@
 """
 Capture and restore cost per connection, in one process: N idle
 connections of the benchmark's service (benchmarks/apps/idle.py, about 200
-bytes of state each) are captured as the incumbent does
-(C{captureConnections}: walking and writing the graph, encoding it,
-freezing) and restored as the successor does (C{restoreConnections}:
-decoding, reading the graph, building the transports), with wall-clock and
-CPU time for each.
+bytes of state each) are captured as the incumbent does and restored as
+the successor does (C{restoreConnections}: decoding, making the objects,
+building the transports), with wall-clock and CPU time for each, in each
+form: C{graph}, in one message by the graph writer (C{captureConnections}:
+walking and writing the graph, encoding it, freezing), and C{native}, in
+batches of 256 in the native form, as a stream's batches
+(C{captureNative}).
 
     PYTHONPATH=. python benchmarks/capture_restore.py [--connections 1000,10000,20000]
-        [--repeat R] [--json-out FILE]
+        [--forms graph,native] [--repeat R] [--json-out FILE]
 
 No process start, no descriptor passing, no event loop: what is measured
 is what grows with the number of connections on each side.  So that N can
@@ -41,6 +43,8 @@ from twisted.internet.testing import MemoryReactorClock  # noqa: E402
 
 from benchmarks.apps.idle import IdleFactory, IdleLine, registerAdapters  # noqa: E402
 from migrator.state._capture import captureConnections  # noqa: E402
+from migrator.state._nativewrite import captureNative  # noqa: E402
+from migrator.state._owned import Owned  # noqa: E402
 from migrator.state._registry import AdapterRegistry  # noqa: E402
 from migrator.state._restore import restoreConnections  # noqa: E402
 from migrator.takeover._ports import ListenerRegistry  # noqa: E402
@@ -98,41 +102,71 @@ def _timed(f: Any) -> tuple[Any, float, float]:
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def run(count: int) -> dict[str, Any]:
+#: The batch size of C{--form native} (a stream's batches are a few
+#: hundred connections).
+_BATCH = 256
+
+
+def _capture(incumbent: _Side, successor: _Side, form: str, kept: list[Any]) -> list[Any]:
+    """
+    Capture every connection: in one message by the graph writer, or in
+    batches of L{_BATCH} in the native form, as a stream's batches.
+    """
+    key = frozenset({incumbent.key()})
+    restorable = frozenset(successor.adapters.typeNames())
+    if form == "graph":
+        return [
+            captureConnections(
+                incumbent.reactor, incumbent.ports, incumbent.adapters, key, restorable
+            )
+        ]
+    owned = Owned()
+    batches = []
+    for start in range(0, len(kept), _BATCH):
+        batch = captureNative(
+            incumbent.reactor, incumbent.ports, incumbent.adapters, key, restorable,
+            None, None, kept[start : start + _BATCH], owned, {"batch": len(batches), "last": False},
+        )
+        if batch is None:
+            raise RuntimeError("a batch is not for the native form")
+        owned.add(batch.writer.written(), len(batches))
+        batches.append(batch)
+    return batches
+
+
+def run(count: int, form: str = "graph") -> dict[str, Any]:
     incumbent, successor = _Side(), _Side()
     client = socket.create_connection(incumbent.port.socket.getsockname())
     shared, _ = incumbent.port.socket.accept()
     try:
         kept = _connections(incumbent, count, shared)
         gc.collect()
-        key = incumbent.key()
-        captured, captureWall, captureCPU = _timed(
-            lambda: captureConnections(
-                incumbent.reactor,
-                incumbent.ports,
-                incumbent.adapters,
-                frozenset({key}),
-                frozenset(successor.adapters.typeNames()),
-            )
+        batches, captureWall, captureCPU = _timed(
+            lambda: _capture(incumbent, successor, form, kept)
         )
-        if captured.count != count:
-            raise RuntimeError(f"captured {captured.count} of {count}")
+        if sum(b.count for b in batches) != count:
+            raise RuntimeError(f"captured {sum(b.count for b in batches)} of {count}")
         restored, restoreWall, restoreCPU = _timed(
-            lambda: restoreConnections(
-                successor.reactor,
-                successor.ports,
-                successor.adapters,
-                captured.payload,
-                list(range(count)),
-                adoptSocket=lambda fd, family: shared,
-                closeFd=lambda fd: None,
-            )
+            lambda: [
+                restoreConnections(
+                    successor.reactor,
+                    successor.ports,
+                    successor.adapters,
+                    b.payload,
+                    list(range(b.count)),
+                    adoptSocket=lambda fd, family: shared,
+                    closeFd=lambda fd: None,
+                    native=True,
+                )
+                for b in batches
+            ]
         )
-        if restored.count != count or len(kept) != count:
-            raise RuntimeError(f"restored {restored.count} of {count}")
+        if sum(r.count for r in restored) != count or len(kept) != count:
+            raise RuntimeError(f"restored {sum(r.count for r in restored)} of {count}")
         return {
             "connections": count,
-            "state_bytes": len(captured.payload),
+            "form": form,
+            "state_bytes": sum(len(b.payload) for b in batches),
             "capture_ms": {"wall": round(captureWall * 1000, 1), "cpu": round(captureCPU * 1000, 1)},
             "restore_ms": {"wall": round(restoreWall * 1000, 1), "cpu": round(restoreCPU * 1000, 1)},
             "per_connection_us": {
@@ -153,25 +187,36 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", default="1000,10000,20000")
     parser.add_argument("--repeat", type=int, default=3, help="runs per size (at most 20)")
+    parser.add_argument(
+        "--forms",
+        default="graph,native",
+        help="graph (the graph writer, one message), native (a stream's batches in the native form)",
+    )
     parser.add_argument("--json-out")
     args = parser.parse_args()
     counts = [min(int(c), 200_000) for c in args.connections.split(",")]
+    forms = [f for f in args.forms.split(",") if f in ("graph", "native")]
     repeat = max(1, min(args.repeat, 20))
     results = []
     for r in range(repeat):
         for count in counts:
-            result = run(count)
-            result["run"] = r + 1
-            result["load_average"] = [round(x, 2) for x in os.getloadavg()]
-            results.append(result)
-            print(json.dumps(result["per_connection_us"]), count, file=sys.stderr, flush=True)
-            gc.collect()
+            # (The forms alternate, so that both see the same moments.)
+            for form in forms:
+                result = run(count, form)
+                result["run"] = r + 1
+                result["load_average"] = [round(x, 2) for x in os.getloadavg()]
+                results.append(result)
+                print(json.dumps(result["per_connection_us"]), count, form, file=sys.stderr, flush=True)
+                gc.collect()
     summary = []
-    for count in counts:
-        runs = [r["per_connection_us"] for r in results if r["connections"] == count]
+    for count, form in [(c, f) for c in counts for f in forms]:
+        runs = [
+            r["per_connection_us"] for r in results if r["connections"] == count and r["form"] == form
+        ]
         summary.append(
             {
                 "connections": count,
+                "form": form,
                 "runs": len(runs),
                 **{
                     f"{k}_us_per_connection": [min(r[k] for r in runs), max(r[k] for r in runs)]

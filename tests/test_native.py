@@ -242,6 +242,26 @@ class CaptureNativeTests(_Stream):
         self.assertLeftToTheGraphWriter([a, b], cap=5000)
         self.assertIsNotNone(self.capture([a, b], rootCap=4096))
 
+    def test_tooManyObjects(self) -> None:
+        """
+        A chain of objects longer than the units a connection's graph may
+        hold in a batch (one per object, one more per state entry): left to
+        the graph writer, which writes it in slices.
+        """
+        self.adapters.registerInstance(_Link)
+        self.adapters2.registerInstance(_Link)
+        [(a, _)] = self.accept(1)
+        head = None
+        for n in range(100, 0, -1):
+            head = _Link(n, head)
+        a.chain = head
+        self.assertLeftToTheGraphWriter([a], units=250)
+        [ra] = self.restored(self.capture([a], units=350))
+        link, length = ra.chain, 0
+        while link is not None:
+            link, length = link.next, length + 1
+        self.assertEqual(length, 100)
+
     def test_tooDeep(self) -> None:
         """
         A chain deeper than the bound: left to the graph writer (which
@@ -385,6 +405,12 @@ def _privateName() -> str:
     from migrator.state._nodes import typeName
 
     return typeName(Private)
+
+
+class _Link:
+    def __init__(self, n: int, next: _Link | None) -> None:
+        self.n = n
+        self.next = next
 
 
 def _allowed() -> None:

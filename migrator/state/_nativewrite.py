@@ -49,6 +49,11 @@ from migrator.state._versions import Readable
 #: the benchmark's service takes about 170 bytes.)
 ROOT_CAP = 1 << 18
 CAP = 1 << 23
+#: The most objects and state entries one connection's graph may hold in
+#: a batch in the native form (each object counts one, and one more per
+#: entry of its state), as the graph writer's batches
+#: (L{migrator.state._large.LIMIT}): a larger one moves in slices.
+UNITS = 10_000
 
 #: How many levels of containers the C pickler may recurse into (from the
 #: caller's depth): past it, the graph writer, which does not recurse,
@@ -153,6 +158,14 @@ class _Records:
         #: Whether each transport recorded reads.
         self.reading: list[bool] = []
         self._args: dict[int, tuple[str, str, int]] = {}
+        #: What is left of the current root's L{UNITS}.
+        self.units = UNITS
+
+    def root(self, units: int) -> None:
+        """
+        A root begins: its graph may hold C{units} more.
+        """
+        self.units = units
 
     def add(self, value: Any) -> int | str:
         """
@@ -179,12 +192,16 @@ class _Records:
         pending = self._pending
         while pending:
             n, value = pending.pop()
+            self.units -= 1
             self.records[n] = self._record(value)
 
     def _split(self, state: Any) -> tuple[Any, dict[Any, Any] | None]:
         if type(state) is not dict:
             # (Plain throughout, or the pickling gives up.)
             return state, None
+        self.units -= len(state)
+        if self.units < 0:
+            raise Fallback("a graph too large for a batch")
         plain: dict[Any, Any] = {}
         refs: dict[Any, Any] | None = None
         for k, v in state.items():
@@ -312,6 +329,7 @@ def captureNative(
     header: Mapping[str, Any],
     cap: int = CAP,
     rootCap: int = ROOT_CAP,
+    units: int = UNITS,
 ) -> Captured | None:
     """
     Capture and freeze the batch C{connections} in the native form (the
@@ -343,6 +361,7 @@ def captureNative(
             # size is known.
             for t in connections:
                 out.root()
+                batch.root(units)
                 start = len(records)
                 if type(batch.add(t.protocol)) is not int:
                     return None

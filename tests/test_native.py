@@ -17,9 +17,11 @@ from typing import Any
 
 from twisted.internet import task
 
+from migrator.state._capture import captureConnections
 from migrator.state._graph import GraphError, dumpsPlain, loadsPlain
 from migrator.state._nativewrite import captureNative
 from migrator.state._owned import Owned
+from migrator.state._registry import InstanceAdapter
 from migrator.state._restore import restoreConnections
 from migrator.state._stream import Stream
 from migrator.takeover._messages import Streaming
@@ -57,7 +59,7 @@ class NativeRoomTests(RoomTests):
         return super().stream(maxBatch, native=True, **kw)
 
 
-class CaptureNativeTests(_Stream):
+class _Native(_Stream):
     """
     L{captureNative} and its reader, one batch at a time.
     """
@@ -86,6 +88,17 @@ class CaptureNativeTests(_Stream):
             self.addCleanup(t.socket.close)
         return [t.protocol for t in part.transports]
 
+    def assertLeftToTheGraphWriter(self, protocols: list[Private], **kw: Any) -> None:
+        self.assertIsNone(self.capture(protocols, **kw))
+        for p in protocols:
+            self.assertTrue(self.reading(p))
+
+
+class CaptureNativeTests(_Native):
+    """
+    What the native form takes, and what it leaves to the graph writer.
+    """
+
     def test_sameObjects(self) -> None:
         """
         Restored from the native form, the protocols hold what they held:
@@ -110,11 +123,6 @@ class CaptureNativeTests(_Stream):
         self.assertIsNot(ra.transport, rb.transport)
         self.assertIs(ra.transport.protocol, ra)
         self.assertEqual(ra.transport.getPeer().port, a.transport.getPeer().port)
-
-    def assertLeftToTheGraphWriter(self, protocols: list[Private], **kw: Any) -> None:
-        self.assertIsNone(self.capture(protocols, **kw))
-        for p in protocols:
-            self.assertTrue(self.reading(p))
 
     def test_scheduledCall(self) -> None:
         """
@@ -300,6 +308,122 @@ class CaptureNativeTests(_Stream):
         first = self.capture([a])
         owned.add(first.writer.written(), 0)
         self.assertIsNotNone(self.capture([b], owned=owned))
+
+
+_ORDER: list[str] = []
+
+
+class _Node:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _OrderAdapter(InstanceAdapter):
+    """
+    The default rule, noting the order of populating.
+    """
+
+    def populate(self, obj: Any, state: Any, context: Any) -> None:
+        _ORDER.append(state.get("name", type(obj).__name__))
+        super().populate(obj, state, context)
+
+
+class _Holder:
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+
+class _HolderAdapter(InstanceAdapter):
+    """
+    A state of its own: the dictionary the object holds, as it is.
+    """
+
+    def capture(self, obj: Any) -> Any:
+        return obj.data
+
+    def populate(self, obj: Any, state: Any, context: Any) -> None:
+        obj.data = state
+
+
+class EquivalenceTests(_Native):
+    """
+    What a batch in the native form restores is what the graph writer's
+    restores: the order of states' entries and of populating, a state of
+    an adapter's own, shared.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        for registry in (self.adapters, self.adapters2):
+            registry.register(_OrderAdapter(_Node))
+            registry.register(_HolderAdapter(_Holder))
+        del _ORDER[:]
+
+    def graph(self, protocols: list[Private], owned: Owned | None = None) -> Any:
+        return captureConnections(
+            self.reactor, self.ports, self.adapters, frozenset({_KEY}),
+            frozenset(self.adapters2.typeNames()), None, None,
+            connections=[p.transport for p in protocols], owned=owned,
+            withFactories=False, header={"batch": 0, "last": False},
+        )
+
+    def both(self, protocols: list[Private]) -> list[tuple[list[Any], list[str]]]:
+        """
+        The protocols restored from each form in turn, with the order
+        their objects were populated in.
+        """
+        found = []
+        for capture in (self.capture, self.graph):
+            captured = capture(protocols)
+            del _ORDER[:]
+            restored = self.restored(captured)
+            found.append((restored, list(_ORDER)))
+            captured.thaw()
+        return found
+
+    def test_orders(self) -> None:
+        """
+        A state's entries keep their order, objects referred to among
+        them; objects are populated after those they refer to, in their
+        entries' order.
+        """
+        [(a, _)] = self.accept(1)
+        a.zz = _Node("first")
+        a.zz.child = _Node("child")
+        a.aa = 1
+        a.second = _Node("second")
+        (([native], nativeOrder), ([graph], graphOrder)) = self.both([a])
+        self.assertEqual(list(vars(native)), list(vars(graph)))
+        self.assertEqual(nativeOrder, graphOrder)
+        self.assertEqual(nativeOrder, ["child", "first", "second"])
+
+    def test_ownStateShared(self) -> None:
+        """
+        An adapter's own state shared with another object stays one object,
+        in one batch; and in another batch, it is seen as shared.
+        """
+        (a, _), (b, _) = self.accept(2)
+        session = {"user": "alice"}
+        a.holder = _Holder(session)
+        b.session = session
+        both = self.capture([a, b])
+        [ra, rb] = self.restored(both)
+        self.assertIs(ra.holder.data, rb.session)
+        both.thaw()
+        owned = Owned()
+        first = self.capture([a])
+        owned.add(first.writer.written(), 0)
+        self.assertLeftToTheGraphWriter([b], owned=owned)
+
+    def test_callOfACall(self) -> None:
+        """
+        A scheduled call of another call's method: left to the graph
+        writer.
+        """
+        [(a, _)] = self.accept(1)
+        inner = self.reactor.callLater(10, a.lineReceived, b"x")
+        a.guard = self.reactor.callLater(5, inner.cancel)
+        self.assertLeftToTheGraphWriter([a])
 
 
 def _message(native: bytes, count: int = 0) -> bytes:

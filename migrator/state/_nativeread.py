@@ -123,20 +123,30 @@ class _Batch:
 
     def populate(self) -> None:
         """
-        Give every object its state (queued for populating) and every
-        transport its protocol.
+        Give every object its state and every transport its protocol; the
+        objects are queued for populating in the order the graph reader
+        would queue them: an object after those its state refers to
+        (depth first, in its entries' order), as their states end first.
         """
-        for i, record in enumerate(self.records):
-            kind = record[0]
-            if kind == form.OBJECT:
-                _, _, version, state, refs = record
-                if refs is not None:
-                    if type(refs) is not dict or type(state) is not dict:
-                        raise GraphError("malformed references in a native batch")
-                    for key, ref in refs.items():
-                        state[key] = self.resolve(ref)
-                self.reader.queue(self.adapters[i], self.objects[i], version, state)
-            elif kind == form.TRANSPORT:
+        records, queued = self.records, [False] * len(self.records)
+        for first, record in enumerate(records):
+            if record[0] != form.OBJECT or queued[first]:
+                continue
+            queued[first] = True
+            stack = [(first, iter(self._references(first)))]
+            while stack:
+                i, refs = stack[-1]
+                for j in refs:
+                    if type(j) is int and records[j][0] == form.OBJECT and not queued[j]:
+                        queued[j] = True
+                        stack.append((j, iter(self._references(j))))
+                        break
+                else:
+                    stack.pop()
+                    _, _, version, state, _ = records[i]
+                    self.reader.queue(self.adapters[i], self.objects[i], version, state)
+        for i, record in enumerate(records):
+            if record[0] == form.TRANSPORT:
                 protocol = record[2]
                 if not (
                     type(protocol) is int
@@ -145,6 +155,22 @@ class _Batch:
                 ):
                     raise GraphError("a transport's protocol that the native batch does not hold")
                 attachProtocol(self.objects[i], self.objects[protocol])
+
+    def _references(self, i: int) -> list[Any]:
+        """
+        Put the objects an object's state refers to in it, in its entries'
+        places; return the references (for the populate order).
+        """
+        _, _, _, state, refs = self.records[i]
+        if refs is None:
+            return []
+        if type(refs) is not dict or type(state) is not dict:
+            raise GraphError("malformed references in a native batch")
+        for key, ref in refs.items():
+            if key not in state:
+                raise GraphError("a reference without its entry in a native batch")
+            state[key] = self.resolve(ref)
+        return list(refs.values())
 
 
 def readNative(data: Any, reader: GraphReader, hooks: Any) -> None:
@@ -161,5 +187,5 @@ def readNative(data: Any, reader: GraphReader, hooks: Any) -> None:
     try:
         batch.make()
         batch.populate()
-    except (KeyError, TypeError, ValueError, IndexError) as e:
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
         raise GraphError(f"malformed native batch: {e.__class__.__name__}: {e}") from e

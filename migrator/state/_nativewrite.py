@@ -10,8 +10,11 @@ version with nothing to translate, anchors (names only: a batch never
 carries the factories' state), the batch's own transports (without a
 producer), scheduled calls (suspended with the batch) of methods of
 objects or of functions allowed by name, each reached through the
-top-level entries of a state, and plain data.  Anything else (a looping
-call, an object without an adapter or inside a container, a connection
+top-level entries of an instance dictionary (the default rule's state;
+an adapter's own state is written as it is, plain throughout), and plain
+data.  Anything else (a looping call, a call of a call's method, an
+object without an adapter, inside a container or an adapter's own
+state, a connection
 outside the batch, one declining, a graph sharing an object with a batch
 already sent, deeper than a few hundred levels or larger than
 L{ROOT_CAP} bytes) makes it give up, having frozen and kept nothing: the
@@ -195,10 +198,11 @@ class _Records:
             self.units -= 1
             self.records[n] = self._record(value)
 
-    def _split(self, state: Any) -> tuple[Any, dict[Any, Any] | None]:
-        if type(state) is not dict:
-            # (Plain throughout, or the pickling gives up.)
-            return state, None
+    def _split(self, state: dict[Any, Any]) -> tuple[dict[Any, Any], dict[Any, Any] | None]:
+        """
+        An instance dictionary's plain entries (the references' keys
+        holding C{None}, in their places) and its references.
+        """
         self.units -= len(state)
         if self.units < 0:
             raise Fallback("a graph too large for a batch")
@@ -210,6 +214,7 @@ class _Records:
             else:
                 if refs is None:
                     refs = {}
+                plain[k] = None
                 refs[k] = self.add(v)
         return plain, refs
 
@@ -219,19 +224,26 @@ class _Records:
         if adapter is not None:
             if info.anchorOnly or self._translator.writes:
                 raise Fallback("an object moved only as an anchor, or translated")
-            plain = info.plain
-            if plain is None:
-                # (A Refusing adapter's capture raises: that gives up too.)
-                state = adapter.capture(value)
-                if self._translator.writes:
-                    raise Fallback("a state to translate")
-            elif plain:
-                state = {k: v for k, v in value.__dict__.items() if k not in plain}
-            else:
-                state = value.__dict__
             kind = self._args.get(id(adapter))
             if kind is None:
                 kind = self._args[id(adapter)] = (form.OBJECT, adapter.typeName, adapter.version)
+            plain = info.plain
+            if plain is None:
+                # An adapter's own state is written as it is (its identity
+                # kept: it may be the application's, shared), plain
+                # throughout or the pickling gives up.  (A Refusing
+                # adapter's capture raises: that gives up too.)
+                self.units -= 1
+                state = adapter.capture(value)
+                if self._translator.writes:
+                    raise Fallback("a state to translate")
+                return (*kind, state, None)
+            # The default rule: the instance dictionary, made afresh on
+            # the other side (as the graph writer's).
+            if plain:
+                state = {k: v for k, v in value.__dict__.items() if k not in plain}
+            else:
+                state = value.__dict__
             return (*kind, *self._split(state))
         if isinstance(value, base.DelayedCall):
             return self._call(value)
@@ -262,8 +274,8 @@ class _Records:
         f = ungated(call.func)
         if isinstance(f, types.MethodType):
             name = _methodName(f)
-            if name is None or type(f.__self__) in _PLAIN:
-                raise Fallback("a method not under its name, or of plain data")
+            if name is None or type(f.__self__) in _PLAIN or isinstance(f.__self__, base.DelayedCall):
+                raise Fallback("a method not under its name, of plain data, or of a call")
             function: Any = (form.METHOD, self.add(f.__self__), name)
         elif isinstance(f, types.FunctionType) and (allowed := self._functionName(f)) is not None:
             function = (form.FUNCTION, allowed)

@@ -44,7 +44,36 @@ def _records(data: Any) -> list[Any]:
         raise
     except Exception as e:
         raise GraphError(f"undecodable native batch: {e.__class__.__name__}: {e}") from e
+    if _READONLY_BUFFER in data:
+        # (Rarely: the byte is in some string or bytes, most likely.)
+        _refuseViews(records)
     return records
+
+
+#: Protocol 5's opcode that makes a read-only view of a buffer on the
+#: stack: plain data otherwise, but not something the graph reader lets
+#: through (nor the writer writes).
+_READONLY_BUFFER = b"\x98"
+
+
+def _refuseViews(records: list[Any]) -> None:
+    """
+    @raise GraphError: if the records hold a C{memoryview} anywhere.
+    """
+    stack: list[Any] = [records]
+    seen: set[int] = set()
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is memoryview:
+            raise GraphError("a native batch holding a memory view")
+        if kind in (list, tuple, set, frozenset) and id(value) not in seen:
+            seen.add(id(value))
+            stack.extend(value)
+        elif kind is dict and id(value) not in seen:
+            seen.add(id(value))
+            stack.extend(value.keys())
+            stack.extend(value.values())
 
 
 class _Batch:

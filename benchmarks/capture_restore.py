@@ -43,6 +43,7 @@ from twisted.internet.testing import MemoryReactorClock  # noqa: E402
 
 from benchmarks.apps.idle import IdleFactory, IdleLine, registerAdapters  # noqa: E402
 from migrator.state._capture import captureConnections  # noqa: E402
+from migrator.state._graph import collectorPaused  # noqa: E402
 from migrator.state._nativewrite import captureNative  # noqa: E402
 from migrator.state._owned import Owned  # noqa: E402
 from migrator.state._registry import AdapterRegistry  # noqa: E402
@@ -141,9 +142,12 @@ def run(count: int, form: str = "graph") -> dict[str, Any]:
     try:
         kept = _connections(incumbent, count, shared)
         gc.collect()
-        batches, captureWall, captureCPU = _timed(
-            lambda: _capture(incumbent, successor, form, kept)
-        )
+        # (The incumbent pauses the collector for the whole takeover, as
+        # here: else each batch's end would let it run.)
+        with collectorPaused():
+            batches, captureWall, captureCPU = _timed(
+                lambda: _capture(incumbent, successor, form, kept)
+            )
         if sum(b.count for b in batches) != count:
             raise RuntimeError(f"captured {sum(b.count for b in batches)} of {count}")
         restored, restoreWall, restoreCPU = _timed(

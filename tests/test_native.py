@@ -515,23 +515,6 @@ class ReadNativeTests(_Stream):
         ]:
             self.assertRaises(GraphError, self.restore, self.records(*records))
 
-    def test_memoryView(self) -> None:
-        """
-        A read-only view of a buffer (pickle's C{READONLY_BUFFER}) in a
-        state is refused: the graph reader would.
-        """
-        private = _privateName()
-        plain = pickle.dumps([("o", private, 1, {"view": bytearray(b"abc")}, None)], protocol=5)
-        # Protocol 5's BYTEARRAY8 of b"abc", then READONLY_BUFFER (one
-        # more byte in the frame).
-        value = b"\x96" + (3).to_bytes(8, "little") + b"abc"
-        self.assertEqual((plain[2:3], plain.count(value)), (b"\x95", 1))
-        length = int.from_bytes(plain[3:11], "little") + 1
-        native = plain[:3] + length.to_bytes(8, "little") + plain[11:].replace(value, value + b"\x98")
-        self.assertIsInstance(pickle.loads(native)[0][3]["view"], memoryview)
-        error = self.assertRaises(GraphError, self.restore, native)
-        self.assertIn("memory view", str(error))
-
     def test_undecodable(self) -> None:
         """
         Bytes that are not a pickle are refused.

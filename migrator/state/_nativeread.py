@@ -44,36 +44,7 @@ def _records(data: Any) -> list[Any]:
         raise
     except Exception as e:
         raise GraphError(f"undecodable native batch: {e.__class__.__name__}: {e}") from e
-    if _READONLY_BUFFER in data:
-        # (Rarely: the byte is in some string or bytes, most likely.)
-        _refuseViews(records)
     return records
-
-
-#: Protocol 5's opcode that makes a read-only view of a buffer on the
-#: stack: plain data otherwise, but not something the graph reader lets
-#: through (nor the writer writes).
-_READONLY_BUFFER = b"\x98"
-
-
-def _refuseViews(records: list[Any]) -> None:
-    """
-    @raise GraphError: if the records hold a C{memoryview} anywhere.
-    """
-    stack: list[Any] = [records]
-    seen: set[int] = set()
-    while stack:
-        value = stack.pop()
-        kind = type(value)
-        if kind is memoryview:
-            raise GraphError("a native batch holding a memory view")
-        if kind in (list, tuple, set, frozenset) and id(value) not in seen:
-            seen.add(id(value))
-            stack.extend(value)
-        elif kind is dict and id(value) not in seen:
-            seen.add(id(value))
-            stack.extend(value.keys())
-            stack.extend(value.values())
 
 
 class _Batch:
@@ -158,11 +129,17 @@ class _Batch:
         (depth first, in its entries' order), as their states end first.
         """
         records, queued = self.records, [False] * len(self.records)
+        OBJECT, queue = form.OBJECT, self.reader.queue
         for first, record in enumerate(records):
-            if record[0] != form.OBJECT or queued[first]:
+            if record[0] != OBJECT or queued[first]:
                 continue
             queued[first] = True
-            stack = [(first, iter(self._references(first)))]
+            refs = self._references(first)
+            if not any(type(j) is int and records[j][0] == OBJECT for j in refs):
+                # (Most: a protocol refers to its transport and factory.)
+                queue(self.adapters[first], self.objects[first], record[2], record[3])
+                continue
+            stack = [(first, iter(refs))]
             while stack:
                 i, refs = stack[-1]
                 for j in refs:

@@ -206,17 +206,16 @@ class _Records:
         self.units -= len(state)
         if self.units < 0:
             raise Fallback("a graph too large for a batch")
-        plain: dict[Any, Any] = {}
-        refs: dict[Any, Any] | None = None
-        for k, v in state.items():
-            if type(v) in _PLAIN:
-                plain[k] = v
-            else:
-                if refs is None:
-                    refs = {}
-                plain[k] = None
-                refs[k] = self.add(v)
-        return plain, refs
+        plain = _PLAIN
+        refs = {k: v for k, v in state.items() if type(v) not in plain}
+        if not refs:
+            return state, None
+        copy = dict(state)
+        add = self.add
+        for k, v in refs.items():
+            copy[k] = None
+            refs[k] = add(v)
+        return copy, refs
 
     def _record(self, value: Any) -> Any:
         info = self._info(type(value))

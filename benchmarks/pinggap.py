@@ -55,7 +55,8 @@ from migrator.testing import HANDED_OFF, READY, startMigrate  # noqa: E402
 TAC = os.path.join(HERE, "apps", "idle.tac")
 PINGER = os.path.join(HERE, "apps", "pinger.py")
 STREAMED = re.compile(
-    r"streamed in (?P<batches>\d+) batch\(es\) over (?P<span>[\d.]+) ms, the last one "
+    r"streamed in (?P<batches>\d+) batch\(es\)(?: \((?P<native>\d+) in the native form\))? "
+    r"over (?P<span>[\d.]+) ms, the last one "
     r"(?P<last>[\d.]+) ms after accepting stopped(?: \((?P<again>\d+) batch\(es\) sent again)?"
 )
 PROBE = re.compile(r"PROBE turn (?P<ms>[\d.]+) ms at (?P<at>[\d.]+)")
@@ -201,6 +202,7 @@ def run(args: argparse.Namespace, work: str) -> dict:
             "freeze_ms": {k: float(v) for k, v in freeze.groupdict().items()},
             "capture_ms": float(froze["ms"]),
             "batches": int(streamed["batches"]),
+            "batches_native": int(streamed["native"] or 0),
             "batches_sent_again": int(streamed["again"] or 0),
             "stream_ms": float(streamed["span"]),
             "last_batch_ms": float(streamed["last"]),

@@ -13,10 +13,10 @@ objects or of functions allowed by name, each reached through the
 top-level entries of an instance dictionary (the default rule's state;
 an adapter's own state is written as it is, plain throughout), and plain
 data.  Anything else (a looping call, a call of a call's method, an
-object without an adapter, inside a container or an adapter's own
-state, a connection
-outside the batch, one declining, a graph sharing an object with a batch
-already sent, deeper than a few hundred levels or larger than
+object without an adapter, or inside a container or an adapter's own
+state, a connection outside the batch, one declining, a graph sharing
+an object with a batch already sent, holding more than L{UNITS} objects
+and entries, deeper than a few hundred levels or larger than
 L{ROOT_CAP} bytes) makes it give up, having frozen and kept nothing: the
 caller writes the batch with the graph writer, which says what stays
 and why, or leaves a large connection for its slices.

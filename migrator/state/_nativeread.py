@@ -141,16 +141,16 @@ class _Batch:
                 continue
             stack = [(first, iter(refs))]
             while stack:
-                i, refs = stack[-1]
-                for j in refs:
-                    if type(j) is int and records[j][0] == form.OBJECT and not queued[j]:
+                i, pending = stack[-1]
+                for j in pending:
+                    if type(j) is int and records[j][0] == OBJECT and not queued[j]:
                         queued[j] = True
                         stack.append((j, iter(self._references(j))))
                         break
                 else:
                     stack.pop()
                     _, _, version, state, _ = records[i]
-                    self.reader.queue(self.adapters[i], self.objects[i], version, state)
+                    queue(self.adapters[i], self.objects[i], version, state)
         for i, record in enumerate(records):
             if record[0] == form.TRANSPORT:
                 protocol = record[2]

@@ -345,6 +345,23 @@ class _HolderAdapter(InstanceAdapter):
         obj.data = state
 
 
+class _Pair:
+    def __init__(self, left: Any) -> None:
+        self.left = left
+
+
+class _PairAdapter(InstanceAdapter):
+    """
+    A state of its own, made for each capture.
+    """
+
+    def capture(self, obj: Any) -> Any:
+        return {"left": obj.left}
+
+    def populate(self, obj: Any, state: Any, context: Any) -> None:
+        obj.left = state["left"]
+
+
 class EquivalenceTests(_Native):
     """
     What a batch in the native form restores is what the graph writer's
@@ -357,6 +374,7 @@ class EquivalenceTests(_Native):
         for registry in (self.adapters, self.adapters2):
             registry.register(_OrderAdapter(_Node))
             registry.register(_HolderAdapter(_Holder))
+            registry.register(_PairAdapter(_Pair))
         del _ORDER[:]
 
     def graph(self, protocols: list[Private], owned: Owned | None = None) -> Any:
@@ -414,6 +432,37 @@ class EquivalenceTests(_Native):
         first = self.capture([a])
         owned.add(first.writer.written(), 0)
         self.assertLeftToTheGraphWriter([b], owned=owned)
+
+    def test_ownFreshState(self) -> None:
+        """
+        An adapter's own state that it made for the capture (a dictionary
+        nothing else holds) may refer to objects, as an instance
+        dictionary: it moves in the native form.
+        """
+        [(a, _)] = self.accept(1)
+        a.pair = _Pair(_Node("left"))
+        [ra] = self.restored(self.capture([a]))
+        self.assertEqual(ra.pair.left.name, "left")
+
+    def test_producer(self) -> None:
+        """
+        A transport's producer (an object of the batch) moves in the
+        native form, registered again in the successor at the commit.
+        """
+        [(a, _)] = self.accept(1)
+        producer = _Node("producer")
+        a.producer = producer
+        a.transport.registerProducer(producer, True)
+        captured = self.capture([a])
+        self.assertIsNotNone(captured)
+        fds = [os.dup(fd) for fd in captured.fds]
+        part = restoreConnections(
+            self.reactor2, self.ports2, self.adapters2, captured.payload, fds, native=True
+        )
+        self.addCleanup(part.transports[0].socket.close)
+        [restored] = part.producers
+        self.assertIs(restored, part.transports[0].protocol.producer)
+        self.assertEqual(restored.name, "producer")
 
     def test_callOfACall(self) -> None:
         """
@@ -504,7 +553,8 @@ class ReadNativeTests(_Stream):
             [("o", private, 1, {}, {"peer": 5})],
             [("o", private, 1, {}, {"factory": "no such anchor"})],
             [("o", private, 1, [], {"a": 0})],
-            [("t", {"fd": 0}, 0)],
+            [("t", {"fd": 0}, 0, None)],
+            [("t", meta, 0, None)],
             [("t", meta, 0)],
             [("c", 1.0, ("f", "no.such.function"), (), {})],
             [("c", 1.0, ("m", 5, "clear"), (), {})],

@@ -23,9 +23,10 @@ Records:
     instance dictionary holding C{None} at those keys), the references
     C{refs} maps keys to, put in their places (an adapter's own state is
     plain throughout, with C{refs} C{None});
-  - C{("t", meta, protocol)}: a connection's transport on the descriptor
-    C{meta["fd"]} of the batch's message, whose protocol is the
-    reference C{protocol} (an object's record);
+  - C{("t", meta, protocol, producer)}: a connection's transport on the
+    descriptor C{meta["fd"]} of the batch's message, whose protocol is
+    the reference C{protocol} (an object's record), and whose producer
+    (registered at the commit) the reference C{producer}, or C{None};
   - C{("c", when, function, args, kw)}: a scheduled call on the reading
     side's reactor, held until the commit, of C{function}: C{("m", ref,
     name)} the method C{name} of the reference C{ref}, or C{("f", name)}

@@ -54,6 +54,8 @@ class _Batch:
         self.hooks = hooks
         self.objects: list[Any] = [None] * len(records)
         self.adapters: list[Any] = [None] * len(records)
+        #: Each transport's slot among the restored ones (for its producer).
+        self.slots: dict[int, int] = {}
 
     def resolve(self, ref: Any) -> Any:
         """
@@ -81,12 +83,12 @@ class _Batch:
                 adapter = reader.adapterOf(record[1], record[2])
                 self.adapters[i] = adapter
                 self.objects[i] = adapter.create(reader.context)
-            elif kind == form.TRANSPORT and len(record) == 3:
+            elif kind == form.TRANSPORT and len(record) == 4:
                 meta = record[1]
                 if type(meta) is not dict or not _META <= meta.keys():
                     raise GraphError("malformed transport in a native batch")
                 t = hooks.buildTransport(meta)
-                hooks.addTransport(t, meta)
+                self.slots[i] = hooks.addTransport(t, meta)
                 self.objects[i] = t
             elif kind != form.CALL or len(record) != 5:
                 raise GraphError("malformed record in a native batch")
@@ -161,6 +163,9 @@ class _Batch:
                 ):
                     raise GraphError("a transport's protocol that the native batch does not hold")
                 attachProtocol(self.objects[i], self.objects[protocol])
+                if record[3] is not None:
+                    # (Registered at the commit, as a graph's.)
+                    self.hooks.producers[self.slots[i]] = self.resolve(record[3])
 
     def _references(self, i: int) -> list[Any]:
         """

@@ -7,12 +7,12 @@ records whose plain data the C pickler writes, where the graph writer
 fraction per connection, and is tried only for what it writes exactly as
 the graph writer would: adapted objects written at this process's
 version with nothing to translate, anchors (names only: a batch never
-carries the factories' state), the batch's own transports (without a
-producer), scheduled calls (suspended with the batch) of methods of
+carries the factories' state), the batch's own transports and their
+producers, scheduled calls (suspended with the batch) of methods of
 objects or of functions allowed by name, each reached through the
-top-level entries of an instance dictionary (the default rule's state;
-an adapter's own state is written as it is, plain throughout), and plain
-data.  Anything else (a looping call, a call of a call's method, an
+top-level entries of an instance dictionary (the default rule's state,
+or a dictionary an adapter made for its capture; any other state of an
+adapter's own is written as it is, plain throughout), and plain data.  Anything else (a looping call, a call of a call's method, an
 object without an adapter, or inside a container or an adapter's own
 state, a connection outside the batch, one declining, a graph sharing
 an object with a batch already sent, holding more than L{UNITS} objects
@@ -68,6 +68,23 @@ _VALUES = frozenset({type(None), bool, int, float, str, bytes, tuple, frozenset}
 #: What the C pickler writes itself (exact types): an entry of a state of
 #: one of these types is plain data.
 _PLAIN = _VALUES | {dict, list, set, bytearray}
+
+
+def _freshCount() -> int:
+    """
+    What C{sys.getrefcount} says of a dictionary a function made and
+    returned, held by one local variable only (this interpreter's count).
+    """
+
+    def made() -> dict[Any, Any]:
+        return {}
+
+    state = made()
+    return sys.getrefcount(state)
+
+
+#: See L{_freshCount}.
+_FRESH = _freshCount()
 
 
 class Fallback(Exception):
@@ -228,14 +245,19 @@ class _Records:
                 kind = self._args[id(adapter)] = (form.OBJECT, adapter.typeName, adapter.version)
             plain = info.plain
             if plain is None:
-                # An adapter's own state is written as it is (its identity
-                # kept: it may be the application's, shared), plain
-                # throughout or the pickling gives up.  (A Refusing
-                # adapter's capture raises: that gives up too.)
+                # (A Refusing adapter's capture raises: that gives up too.)
                 self.units -= 1
                 state = adapter.capture(value)
                 if self._translator.writes:
                     raise Fallback("a state to translate")
+                if type(state) is dict and sys.getrefcount(state) == _FRESH:
+                    # A dictionary the adapter made for this (nothing
+                    # else holds it): its identity is nobody's, and it
+                    # may refer to objects, as an instance dictionary.
+                    return (*kind, *self._split(state))
+                # Anything else is written as it is (its identity kept: it
+                # may be the application's, shared), plain throughout or
+                # the pickling gives up.
                 return (*kind, state, None)
             # The default rule: the instance dictionary, made afresh on
             # the other side (as the graph writer's).
@@ -247,8 +269,8 @@ class _Records:
         if isinstance(value, base.DelayedCall):
             return self._call(value)
         if isinstance(value, tcp.Connection):
-            if id(value) not in self._picked or getattr(value, "producer", None) is not None:
-                raise Fallback("a connection outside the batch, or with a producer")
+            if id(value) not in self._picked:
+                raise Fallback("a connection outside the batch")
             # (Its protocol is one of the batch's: asked if it may move.)
             key = self._hooks.checkTransport(value, "", asked=True)
             meta = self._hooks.recordTransport(value, key)
@@ -256,7 +278,8 @@ class _Records:
             protocol = self.add(value.protocol)
             if type(protocol) is not int:
                 raise Fallback("a transport whose protocol is an anchor")
-            return (form.TRANSPORT, meta, protocol)
+            producer = getattr(value, "producer", None)
+            return (form.TRANSPORT, meta, protocol, None if producer is None else self.add(producer))
         raise Fallback(f"a {type(value).__name__}, for the graph writer")
 
     def _call(self, call: Any) -> Any:

@@ -31,6 +31,7 @@ from twisted.python import usage
 from migrator._config import MigrateConfig
 from migrator._service import MigrateService
 from migrator._tac import loadTac
+from migrator.state._nativeform import VERSION as NATIVE_FORM
 from migrator.state._plan import POLICIES, REFUSE
 from migrator.takeover._control import ControlPathError, checkControlPath, probe
 from migrator.takeover._lineage import thisCommand
@@ -456,7 +457,7 @@ def makeService(options: Options) -> MigrateService:
             options["stream-batch"],
             options["busy-deadline"],
             bool(options["close-busy"]),
-            native=not options["graph-batches"],
+            native=0 if options["graph-batches"] else NATIVE_FORM,
         ),
         command=command,
     )

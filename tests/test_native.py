@@ -19,11 +19,13 @@ from twisted.internet import task
 
 from migrator.state._capture import captureConnections
 from migrator.state._graph import GraphError, dumpsPlain, loadsPlain
+from migrator.state._nativeform import VERSION
 from migrator.state._nativewrite import captureNative
 from migrator.state._owned import Owned
 from migrator.state._registry import InstanceAdapter
 from migrator.state._restore import restoreConnections
 from migrator.state._stream import Stream
+from migrator.takeover._fields import MalformedMessage
 from migrator.takeover._messages import Streaming
 from migrator.tap import Options
 from tests.test_connections import _KEY
@@ -317,6 +319,9 @@ class _Node:
     def __init__(self, name: str) -> None:
         self.name = name
 
+    def touch(self) -> None:
+        pass
+
 
 class _OrderAdapter(InstanceAdapter):
     """
@@ -356,10 +361,10 @@ class _PairAdapter(InstanceAdapter):
     """
 
     def capture(self, obj: Any) -> Any:
-        return {"left": obj.left}
+        return {getattr(obj, "key", "left"): obj.left}
 
     def populate(self, obj: Any, state: Any, context: Any) -> None:
-        obj.left = state["left"]
+        [obj.left] = state.values()
 
 
 class EquivalenceTests(_Native):
@@ -414,6 +419,33 @@ class EquivalenceTests(_Native):
         self.assertEqual(list(vars(native)), list(vars(graph)))
         self.assertEqual(nativeOrder, graphOrder)
         self.assertEqual(nativeOrder, ["child", "first", "second"])
+
+    def test_orderThroughTransportsAndCalls(self) -> None:
+        """
+        An object met first as a transport's producer, or as the object of
+        a scheduled call's method, is populated where the graph reader
+        would: where the transport or the call is.
+        """
+        [(a, _)] = self.accept(1)
+        a.timer = self.reactor.callLater(5, _Node("called").touch)
+        a.wrapped = _Node("wrapped")
+        membrane = _Node("membrane")
+        a.membrane = membrane
+        a.transport.registerProducer(membrane, True)
+        (([native], nativeOrder), ([graph], graphOrder)) = self.both([a])
+        self.assertEqual(nativeOrder, graphOrder)
+        self.assertEqual(nativeOrder, ["membrane", "called", "wrapped"])
+
+    def test_keyNotAString(self) -> None:
+        """
+        An object under a key that is not a string in an adapter's own
+        state (a float NaN is not even equal to itself): left to the graph
+        writer.
+        """
+        [(a, _)] = self.accept(1)
+        a.pair = _Pair(_Node("left"))
+        a.pair.key = float("nan")
+        self.assertLeftToTheGraphWriter([a])
 
     def test_ownStateShared(self) -> None:
         """
@@ -606,8 +638,16 @@ class NegotiationTests(_Stream):
         A successor that does not say it reads the native form (an older
         one) gets none.
         """
-        self.assertFalse(Streaming.fromWire({"max_batch": 4}).native)
-        self.assertTrue(Streaming.fromWire(Streaming().toWire()).native)
+        self.assertEqual(Streaming.fromWire({"max_batch": 4}).native, 0)
+        self.assertEqual(Streaming.fromWire(Streaming().toWire()).native, VERSION)
+
+    def test_otherVersion(self) -> None:
+        """
+        A successor that reads another version of the native form gets
+        graph batches only.
+        """
+        self.assertEqual(Streaming.fromWire({"native_form": VERSION + 1}).native, VERSION + 1)
+        self.assertRaises(MalformedMessage, Streaming.fromWire, {"native_form": True})
 
     def test_graphBatchesOption(self) -> None:
         """

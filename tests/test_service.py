@@ -720,7 +720,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
                         "close_busy": False,
                         "acks": True,
                         "parts": True,
-                        "native": True,
+                        "native_form": 1,
                     },
                 },
             ),

@@ -19,10 +19,11 @@ Records:
 
   - C{("o", typeName, version, plain, refs)}: an adapted object, made by
     the reading side's adapter for C{typeName}; its state is C{plain}
-    and, if C{refs} is not C{None} (then C{plain} is a C{dict}, an
-    instance dictionary holding C{None} at those keys), the references
-    C{refs} maps keys to, put in their places (an adapter's own state is
-    plain throughout, with C{refs} C{None});
+    and, if C{refs} is not C{None} (then C{plain} is a C{dict}, holding
+    C{None} at those keys, all strings), the references C{refs} maps
+    keys to, put in their places (an instance dictionary, or a
+    dictionary an adapter made for its capture; any other state of an
+    adapter's own is plain throughout, with C{refs} C{None});
   - C{("t", meta, protocol, producer)}: a connection's transport on the
     descriptor C{meta["fd"]} of the batch's message, whose protocol is
     the reference C{protocol} (an object's record), and whose producer
@@ -34,12 +35,16 @@ Records:
     C{None}: a call cancelled, or run, before the batch.
 
 An object's graph whose objects are not all reached through the
-top-level entries of instance dictionaries (an object inside a list, or
-in an adapter's own state) is not for the native form: its batch is the
-graph writer's.
+top-level entries of such dictionaries (an object inside a list, say) is
+not for the native form: its batch is the graph writer's.
 """
 
 from __future__ import annotations
+
+#: This form's version: a successor asks for batches in the version it
+#: reads, and an incumbent writes them only if that is the version it
+#: writes (else the graph writer writes every batch).
+VERSION = 1
 
 #: The kinds of records.
 OBJECT = "o"

@@ -130,29 +130,32 @@ class _Batch:
         would queue them: an object after those its state refers to
         (depth first, in its entries' order), as their states end first.
         """
-        records, queued = self.records, [False] * len(self.records)
-        OBJECT, queue = form.OBJECT, self.reader.queue
+        records, seen = self.records, [False] * len(self.records)
+        n = len(records)
+        OBJECT, queue, follow = form.OBJECT, self.reader.queue, self._follow
         for first, record in enumerate(records):
-            if record[0] != OBJECT or queued[first]:
+            if record[0] != OBJECT or seen[first]:
                 continue
-            queued[first] = True
-            refs = self._references(first)
-            if not any(type(j) is int and records[j][0] == OBJECT for j in refs):
-                # (Most: a protocol refers to its transport and factory.)
+            seen[first] = True
+            refs = follow(first)
+            if not any(type(j) is int and 0 <= j < n and not seen[j] for j in refs):
+                # (Most: a protocol refers to its factory, and its
+                # transport, met already.)
                 queue(self.adapters[first], self.objects[first], record[2], record[3])
                 continue
             stack = [(first, iter(refs))]
             while stack:
                 i, pending = stack[-1]
                 for j in pending:
-                    if type(j) is int and records[j][0] == OBJECT and not queued[j]:
-                        queued[j] = True
-                        stack.append((j, iter(self._references(j))))
+                    if type(j) is int and 0 <= j < n and not seen[j]:
+                        seen[j] = True
+                        stack.append((j, iter(follow(j))))
                         break
                 else:
                     stack.pop()
-                    _, _, version, state, _ = records[i]
-                    queue(self.adapters[i], self.objects[i], version, state)
+                    if records[i][0] == OBJECT:
+                        _, _, version, state, _ = records[i]
+                        queue(self.adapters[i], self.objects[i], version, state)
         for i, record in enumerate(records):
             if record[0] == form.TRANSPORT:
                 protocol = record[2]
@@ -166,6 +169,21 @@ class _Batch:
                 if record[3] is not None:
                     # (Registered at the commit, as a graph's.)
                     self.hooks.producers[self.slots[i]] = self.resolve(record[3])
+
+    def _follow(self, i: int) -> list[Any]:
+        """
+        What the graph reader would read inside record C{i}'s node: an
+        object's references (put in its state), a transport's protocol and
+        producer, a call's method's object.
+        """
+        record = self.records[i]
+        kind = record[0]
+        if kind == form.OBJECT:
+            return self._references(i)
+        if kind == form.TRANSPORT:
+            return [record[2], record[3]]
+        function = record[2]
+        return [function[1]] if type(function) is tuple and function[0] == form.METHOD else []
 
     def _references(self, i: int) -> list[Any]:
         """

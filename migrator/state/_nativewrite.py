@@ -12,7 +12,8 @@ producers, scheduled calls (suspended with the batch) of methods of
 objects or of functions allowed by name, each reached through the
 top-level entries of an instance dictionary (the default rule's state,
 or a dictionary an adapter made for its capture; any other state of an
-adapter's own is written as it is, plain throughout), and plain data.  Anything else (a looping call, a call of a call's method, an
+adapter's own is written as it is, plain throughout), and plain data.
+Anything else (a looping call, a call of a call's method, an
 object without an adapter, or inside a container or an adapter's own
 state, a connection outside the batch, one declining, a graph sharing
 an object with a batch already sent, holding more than L{UNITS} objects
@@ -227,6 +228,10 @@ class _Records:
         refs = {k: v for k, v in state.items() if type(v) not in plain}
         if not refs:
             return state, None
+        if any(type(k) is not str for k in refs):
+            # (A key pickled is another object: a float NaN is not even
+            # equal to itself, to find its entry again.)
+            raise Fallback("a reference under a key that is not a string")
         copy = dict(state)
         add = self.add
         for k, v in refs.items():

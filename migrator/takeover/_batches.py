@@ -18,6 +18,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from migrator.state._nativeform import VERSION as NATIVE_FORM
 from migrator.state._registry import AdapterRegistry
 from migrator.state._restore import Restored, decodeMessage, partOf, restoreConnections
 from migrator.state._translator import mergeTranslations
@@ -173,7 +174,7 @@ class ReceivesBatches:
         held = self.chunks.pop(number, None) if type(number) is int else None
         restored = restoreConnections(
             self._reactor, self.registry, self.adapters, data, fds, chunks=held,
-            native=self.stream is not None and self.stream.native,
+            native=self.stream is not None and self.stream.native == NATIVE_FORM,
         )
         if self.restored is None:
             self.restored = Batches()

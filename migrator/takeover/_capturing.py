@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from migrator.state._nativeform import VERSION as NATIVE_FORM
 from migrator.state._registry import AdapterRegistry
 from migrator.state._stream import Stream
 from migrator.state._translator import describeTranslations
@@ -221,7 +222,8 @@ class CapturesConnections:
             self.unmovable.selected,
             streaming.maxBatch,
             streaming.parts,
-            streaming.native,
+            # (Only the version this process writes.)
+            streaming.native == NATIVE_FORM,
         )
         started = self.clock()
         now = begun = self._reactor.seconds()

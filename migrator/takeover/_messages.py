@@ -35,6 +35,7 @@ from typing import Any
 
 import attrs
 
+from migrator.state._nativeform import VERSION as NATIVE_FORM
 from migrator.takeover._fields import MalformedMessage, _Fields
 
 # (Where the other modules have always found them.)
@@ -276,8 +277,9 @@ class Streaming:
     @ivar parts: whether the successor reads a connection too large for
         a batch from part messages (L{migrator.state._large}); if not, it
         goes in a batch whatever its size.
-    @ivar native: whether the successor reads batches in the native form
-        (L{migrator.state._nativeform}); if not, the graph writer writes
+    @ivar native: the version of the native form of batches the
+        successor reads (L{migrator.state._nativeform.VERSION}), or 0: if
+        it is not the one the incumbent writes, the graph writer writes
         them all.
     """
 
@@ -286,7 +288,7 @@ class Streaming:
     closeBusy: bool = False
     acks: bool = True
     parts: bool = True
-    native: bool = True
+    native: int = NATIVE_FORM
 
     def toWire(self) -> dict[str, Any]:
         return {
@@ -295,7 +297,7 @@ class Streaming:
             "close_busy": self.closeBusy,
             "acks": self.acks,
             "parts": self.parts,
-            "native": self.native,
+            "native_form": self.native,
         }
 
     @classmethod
@@ -305,15 +307,18 @@ class Streaming:
         """
         f = _Fields(wire, "capture's stream")
         maxBatch, deadline = f.integer("max_batch", 512), f.number("busy_deadline", 5.0)
-        if maxBatch < 0 or deadline < 0:
-            raise MalformedMessage("capture's stream: max_batch and busy_deadline must be >= 0")
+        native = f.integer("native_form", 0)
+        if maxBatch < 0 or deadline < 0 or native < 0:
+            raise MalformedMessage(
+                "capture's stream: max_batch, busy_deadline and native_form must be >= 0"
+            )
         return cls(
             maxBatch,
             deadline,
             f.flag("close_busy", False),
             f.flag("acks", False),
             f.flag("parts", False),
-            f.flag("native", False),
+            native,
         )
 
 

@@ -76,15 +76,22 @@ def _report(text: str) -> None:
 
 
 #: Seconds after this process starts serving at which it imports the
-#: modules that answer dry runs.
+#: modules that answer dry runs, and the adapters put off (L{_importLater}).
 _DRY_RUN_IMPORT = 1.0
 
 
-def _importDryRuns() -> None:
+def _importLater(adapters: Any) -> None:
+    """
+    What a first takeover or dry run would otherwise import on its way:
+    the modules that answer dry runs, and the adapters put off until their
+    modules are imported (TLS's, always: 5 ms of a first C{begin}).
+    """
     try:
         import migrator.takeover._dryrun  # noqa: F401
     except Exception:
         _log.failure("importing the modules that answer dry runs failed")
+    # (Failures are logged by the registry, per module.)
+    adapters.typeNames()
 
 
 def _dryRuns(reactor: IReactorTime, incumbent: Incumbent, timeout: float) -> DryRuns:
@@ -335,7 +342,7 @@ class MigrateService(service.MultiService, ServiceReports):
         )
         # Imported soon, off the takeover's path, not at the first dry run:
         # by then newer code may be on disk, and must not run beside this.
-        self._dryRunImport = self._reactor.callLater(_DRY_RUN_IMPORT, _importDryRuns)
+        self._dryRunImport = self._reactor.callLater(_DRY_RUN_IMPORT, _importLater, self.adapters)
         self.pidfile.write()
         notify = f"READY=1\nSTATUS=serving generation {generation}"
         if generation:

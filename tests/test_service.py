@@ -242,6 +242,21 @@ class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
         self.assertEqual(svc.incumbent.takeoverTimeout, TAKEOVER_TIMEOUT)
         self.assertEqual(self.notified, ["READY=1\nSTATUS=serving generation 0"])
 
+    def test_importsWhatItPutOffSoon(self) -> None:
+        """
+        A second after it serves, the service registers the adapters put
+        off until their modules are imported (TLS's, whose module every
+        process imports), off the first takeover's path.
+        """
+        svc = self.makeService()
+        registered: list[str] = []
+        svc.adapters.registerWhenImported("twisted.protocols.tls", lambda r: registered.append("tls"))
+        svc.privilegedStartService()
+        svc.startService()
+        self.assertEqual(registered, [])
+        self.reactor.advance(1.0)
+        self.assertEqual(registered, ["tls"])
+
     def test_provides(self) -> None:
         """
         L{MigrateService} provides L{IMigrationNode}.

@@ -77,7 +77,7 @@ def _report(text: str) -> None:
 
 #: Seconds after this process starts serving at which it imports the
 #: modules that answer dry runs, and the adapters put off (L{_importLater}).
-_DRY_RUN_IMPORT = 1.0
+_IMPORT_LATER = 1.0
 
 
 def _importLater(adapters: Any) -> None:
@@ -289,8 +289,8 @@ class MigrateService(service.MultiService, ServiceReports):
         if self.incumbent is not None:
             # (Moved connections still held: see _finish.)
             self.incumbent.finishRelease()
-        if self._dryRunImport is not None and self._dryRunImport.active():
-            self._dryRunImport.cancel()
+        if self._importingLater is not None and self._importingLater.active():
+            self._importingLater.cancel()
         if self.successor is not None:
             # A successor stopped before its takeover finished rolls back.
             self.successor.cancel()
@@ -342,7 +342,7 @@ class MigrateService(service.MultiService, ServiceReports):
         )
         # Imported soon, off the takeover's path, not at the first dry run:
         # by then newer code may be on disk, and must not run beside this.
-        self._dryRunImport = self._reactor.callLater(_DRY_RUN_IMPORT, _importLater, self.adapters)
+        self._importingLater = self._reactor.callLater(_IMPORT_LATER, _importLater, self.adapters)
         self.pidfile.write()
         notify = f"READY=1\nSTATUS=serving generation {generation}"
         if generation:
@@ -526,7 +526,7 @@ class MigrateService(service.MultiService, ServiceReports):
 
     _closing = False
     _tookOverAt: float | None = None
-    _dryRunImport: IDelayedCall | None = None
+    _importingLater: IDelayedCall | None = None
     _successorWaitUntil = 0.0
     _drainDone: Callable[[], None]
     _finished = False

@@ -467,10 +467,10 @@ class StreamTests(_Stream):
         self.assertTrue(self.reading(a))
         self.assertFalse(self.reading(b))
 
-    def test_collectorResumedAfterTheRelease(self) -> None:
+    def streamOwningTheCollector(self) -> Stream:
         """
-        A collector paused by the caller and handed to the stream is
-        resumed once every batch is released, not before.
+        Two connections streamed to the last batch, one batch per turn,
+        the collector paused by the caller and handed to the stream.
         """
         self.addCleanup(gc.enable)
         self.accept(2)
@@ -482,6 +482,14 @@ class StreamTests(_Stream):
         self.batches(stream)
         self.ports.pauseAccepting()
         stream.finish()
+        return stream
+
+    def test_collectorResumedAfterTheRelease(self) -> None:
+        """
+        A collector paused by the caller and handed to the stream is
+        resumed once every batch is released, not before.
+        """
+        stream = self.streamOwningTheCollector()
         self.assertFalse(gc.isenabled())
         turns: list[Any] = []
         stream.release(turns.append)
@@ -498,15 +506,7 @@ class StreamTests(_Stream):
         """
         frozen: list[bool] = []
         self.patch(gc, "freeze", lambda: frozen.append(gc.isenabled()))
-        self.addCleanup(gc.enable)
-        self.accept(2)
-        gc.disable()
-        ticks = iter(range(1000))
-        stream = self.stream(maxBatch=1, timer=lambda: float(next(ticks)))
-        stream.ownCollector()
-        self.batches(stream)
-        self.ports.pauseAccepting()
-        stream.finish()
+        stream = self.streamOwningTheCollector()
         turns: list[Any] = []
         hurry = stream.release(turns.append)
         self.assertEqual((frozen, gc.isenabled()), ([], False))

@@ -245,6 +245,20 @@ def prepareCapture(
     return writer, hooks, translator, factories, adapterFor
 
 
+def movedByClass(adapters: Any, transports: list[Any]) -> dict[str, int]:
+    """
+    How many of C{transports} move, by the names the plan gives (a
+    protocol inside TLS is C{Wrapper(Inner)}), so that what moved and
+    what stays add up per class.
+    """
+    names = Classifier(adapters)
+    moved: dict[str, int] = {}
+    for t in transports:
+        name = names.nameOf(t.protocol)
+        moved[name] = moved.get(name, 0) + 1
+    return moved
+
+
 @collectorPaused()
 def captureConnections(
     reactor: IReactorTime,
@@ -297,7 +311,6 @@ def captureConnections(
     # clock is the wall clock: the successor compares this with its own.)
     frozenAt = reactor.seconds()
     staying: dict[str, int] = {}
-    moved: dict[str, int] = {}
     roots: list[Any] = []
     large: list[Any] = []
 
@@ -392,12 +405,7 @@ def captureConnections(
         if header is not None:
             empty.update(header, frozen_at=frozenAt)
         return Captured(dumpsPlain(empty), [], [], {}, staying, reactor=reactor, refused=True)
-    # Counted under the names the plan gives (a protocol inside TLS is
-    # Wrapper(Inner)), so that what moved and what stays add up per class.
-    names = Classifier(adapters)
-    for t in hooks.transports:
-        name = names.nameOf(t.protocol)
-        moved[name] = moved.get(name, 0) + 1
+    moved = movedByClass(adapters, hooks.transports)
 
     message = {"roots": roots, "factories": factoryNodes, "count": len(hooks.transports)}
     if header is not None:

@@ -93,12 +93,7 @@ class _CaptureHooks:
             ident, _ = writer.rememberSpecial(value)
             if not value.active():
                 return ("x", "call", [ident, None, None, None, None])
-            when = self.suspended.get(id(value))
-            if when is None:
-                when = value.getTime()
-            self.calls.append((value, when))
-            if self.only is not None:
-                value.reset(FAR)
+            when = self.recordCall(value)
             return (
                 "x",
                 "call",
@@ -160,6 +155,21 @@ class _CaptureHooks:
                 writer._write(producer, f"{path}.producer") if producer is not None else None,
             ],
         )
+
+    def recordCall(self, call: Any) -> float:
+        """
+        Count the active scheduled call C{call} among those the capture
+        suspends (at once, if writing in slices).
+
+        @return: when it is due (as it was before a suspension).
+        """
+        when = self.suspended.get(id(call))
+        if when is None:
+            when = call.getTime()
+        self.calls.append((call, when))
+        if self.only is not None:
+            call.reset(FAR)
+        return when
 
     def checkTransport(self, t: Any, path: str, asked: bool = False) -> str | None:
         """

@@ -38,11 +38,10 @@ from twisted.internet.interfaces import IReactorTime
 
 from migrator.interfaces import IPortRegistry
 from migrator.state import _nativeform as form
-from migrator.state._capture import Captured, prepareCapture
+from migrator.state._capture import Captured, movedByClass, prepareCapture
 from migrator.state._capturehooks import _CaptureHooks, _methodName, ungated
 from migrator.state._graph import GraphWriter, collectorPaused, dumpsPlain
 from migrator.state._owned import Owned
-from migrator.state._plan import Classifier
 from migrator.state._translator import Translator
 from migrator.state._versions import Readable
 
@@ -294,10 +293,6 @@ class _Records:
         """
         if not call.active():
             return (form.CALL, None, None, (), {})
-        hooks = self._hooks
-        when = hooks.suspended.get(id(call))
-        if when is None:
-            when = call.getTime()
         f = ungated(call.func)
         if isinstance(f, types.MethodType):
             name = _methodName(f)
@@ -308,7 +303,7 @@ class _Records:
             function = (form.FUNCTION, allowed)
         else:
             raise Fallback("a call of something not allowed by name")
-        hooks.calls.append((call, when))
+        when = self._hooks.recordCall(call)
         return (form.CALL, when, function, tuple(call.args), dict(call.kw))
 
 
@@ -418,11 +413,6 @@ def captureNative(
         # Shared with a batch already sent: the graph writer leaves out
         # what shares, root by root.
         return None
-    names = Classifier(adapters)
-    moved: dict[str, int] = {}
-    for t in hooks.transports:
-        name = names.nameOf(t.protocol)
-        moved[name] = moved.get(name, 0) + 1
     message = {
         "roots": [],
         "factories": [],
@@ -435,7 +425,7 @@ def captureNative(
         dumpsPlain(message),
         [t.fileno() for t in hooks.transports],
         list(hooks.transports),
-        moved,
+        movedByClass(adapters, hooks.transports),
         {},
         reactor=reactor,
         calls=hooks.calls,

@@ -103,8 +103,6 @@ class Verdict:
 _ABSENT = object()
 
 
-
-
 @attrs.define
 class Classifier:
     """

@@ -391,21 +391,18 @@ class Incumbent(StopsPolitely, CapturesConnections):
                 return captured.release(None, self._released, close)
 
             def release() -> None:
-                if self._releaseLater is not None and self._releaseLater.active():
-                    self._releaseLater.cancel()
-                self._releaseLater = None
+                # (Once: by the hang-up or the timer, whichever comes
+                # first; _released cancels the timer.)
                 if self._releaseRest is allNow:
                     self._releaseRest = captured.release(
                         partial(self._reactor.callLater, 0), self._released
                     )
 
             self._releaseRest = allNow
-            if captured.count:
-                self.startRelease = release
-                self._releaseLater = self._reactor.callLater(RELEASE_WAIT, release)
-            else:
-                # (Nothing to close: the rest of the release, at once.)
-                self._reactor.callLater(0, release)
+            self.startRelease = release
+            # (Nothing to close: the rest of the release at once.)
+            wait = RELEASE_WAIT if captured.count else 0
+            self._releaseLater = self._reactor.callLater(wait, release)
         now = self.clock()
         pausedMs = (now - (attempt.pausedAt or now)) * 1000
         totalMs = (now - attempt.startedAt) * 1000

@@ -170,6 +170,7 @@ class Captured:
         later: Callable[[Callable[[], None]], object] | None = None,
         done: Callable[[], None] | None = None,
         close: bool = True,
+        watched: bool = False,
     ) -> Callable[[bool], None]:
         """
         The successor owns it all now: close our handles (no shutdown), and
@@ -178,10 +179,14 @@ class Captured:
         @param later: ignored (all in this turn; the same face as
             L{migrator.state._stream.Stream.release}, with C{done}, C{close}
             and what it returns: here nothing is left).
+        @param watched: whether every write and read asked of the
+            transports since the freeze was kept from reaching the reactor
+            (a stream's batch: L{migrator.state._watches.writeWatch}); if
+            they are still frozen, then nothing here reads or writes them.
         """
-        self.frozen = False
+        registered, self.frozen = not (watched and self.frozen), False
         for t in self.transports:
-            releaseConnection(t, close)
+            releaseConnection(t, close, registered)
         for call, _ in self._calls:
             if call.active():
                 call.cancel()

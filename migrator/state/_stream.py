@@ -47,12 +47,11 @@ from typing import Any
 import attrs
 from twisted.internet.interfaces import IReactorTime
 
-from migrator._twistedinternals import isClosing
-from migrator.interfaces import IBusyAware, IPortRegistry
+from migrator.interfaces import IPortRegistry
 from migrator.state._capture import Captured, captureConnections
+from migrator.state._choosing import ChoosesConnections
 from migrator.state._large import LIMIT, LargeCapture, Part
 from migrator.state._nativewrite import captureNative
-from migrator.state._nodes import neverDeclines
 from migrator.state._owned import Owned
 from migrator.state._totals import BatchTotals
 from migrator.state._turns import eachTurn
@@ -81,7 +80,7 @@ class Batch:
 
 
 @attrs.define(eq=False)
-class Stream(WatchesTransports, WritesInSlices, BatchTotals):
+class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals):
     """
     The connections of one takeover, captured in batches; see the module
     docstring.  Call L{start}, then L{next} once per reactor turn while it
@@ -126,7 +125,8 @@ class Stream(WatchesTransports, WritesInSlices, BatchTotals):
     _watched: dict[int, Any] = attrs.field(factory=dict)
     _streamed: set[int] = attrs.field(factory=set)
     _kinds: dict[type, Any] = attrs.field(factory=dict)
-    _keys: dict[int, Any] = attrs.field(factory=dict)
+    #: Whether the successor declares each port (by the port's id).
+    _claimedBy: dict[int, bool] = attrs.field(factory=dict)
     #: The watching subclasses made, by C{(kind, class)}; and each watched
     #: transport's own class, by id.
     _watchers: dict[tuple[str, type], type] = attrs.field(factory=dict)
@@ -167,65 +167,15 @@ class Stream(WatchesTransports, WritesInSlices, BatchTotals):
         self._size = max(1, min(self._size, self.maxBatch))
         self._scan()
 
-    def _kind(self, cls: type) -> Any:
-        """
-        C{(adapter, busy, whether to ask it movable)} for a protocol class
-        (C{None} if no adapter the successor reads), looked up once.
-        """
-        try:
-            return self._kinds[cls]
-        except KeyError:
-            adapter = self.adapters.adapterFor(cls)
-            if adapter is None or adapter.typeName not in self.restorable:
-                found = None
-            else:
-                found = (
-                    adapter,
-                    adapter.busy if IBusyAware.providedBy(adapter) else None,
-                    # (The default rule's never declines: not asked.)
-                    type(adapter).movable is not neverDeclines,
-                )
-            self._kinds[cls] = found
-            return found
-
-    def _claimed(self, t: Any) -> bool:
-        server = getattr(t, "server", None)
-        if server is None:
-            return False
-        try:
-            key = self._keys[id(server)]
-        except KeyError:
-            key = self._keys[id(server)] = self.ports.keyOf(server)
-        return key in self.claimed
-
-    def _eligible(self, t: Any) -> bool | None:
-        """
-        C{True}: may go in a batch now; C{None}: busy (later, maybe);
-        C{False}: left for the last turn.
-        """
-        if not t.connected or isClosing(t) or not self._claimed(t):
-            return False
-        kind = self._kind(type(t.protocol))
-        if kind is None:
-            return False
-        adapter, busy, asks = kind
-        if busy is not None and busy(t.protocol):
-            return None
-        if asks and adapter.movable(t.protocol):
-            return False
-        return self.selected is None or bool(self.selected(t))
-
     def _scan(self) -> None:
         # The first look is at every connection; the later ones only at
         # those added since and those busy at the last look (with
         # thousands held, a look at all is milliseconds, every turn).
         if self._present is None:
-            self._arrivals = self.ports.noteArrivals()
-            candidates = list(self.ports.openConnections())
-            self._present = set(map(id, candidates))
-        else:
-            arrived = self._arrivals.take() if self._arrivals is not None else []
-            candidates = self._recheck + arrived
+            self._firstScan()
+            return
+        arrived = self._arrivals.take() if self._arrivals is not None else []
+        candidates = self._recheck + arrived
         # A connection that arrived since the stream started is taken for
         # one in conversation: it goes last, like one that read.
         present = self._present
@@ -250,6 +200,29 @@ class Stream(WatchesTransports, WritesInSlices, BatchTotals):
                     self._active.add(i)
                 else:
                     self._watch(t, "read")
+        self._recheck = recheck
+        self._busy = len(recheck)
+
+    def _firstScan(self) -> None:
+        """
+        The first look, at every connection open (each listed once): the
+        one long turn of a stream's start, so the loop of L{_scan} without
+        what only its later looks need.
+        """
+        self._arrivals = self.ports.noteArrivals()
+        candidates = list(self.ports.openConnections())
+        self._present = set(map(id, candidates))
+        recheck: list[Any] = []
+        seen, queue, isEligible, watch = self._seen, self._queue, self._eligible, self._watchRead
+        for t in candidates:
+            eligible = isEligible(t)
+            if eligible is None:
+                recheck.append(t)
+                continue
+            seen.add(id(t))
+            if eligible:
+                queue.append(t)
+                watch(t)
         self._recheck = recheck
         self._busy = len(recheck)
 
@@ -353,11 +326,8 @@ class Stream(WatchesTransports, WritesInSlices, BatchTotals):
         if not captured.count:
             return None
         number = len(self.batches)
-        for t in captured.transports:
-            self._watched.pop(id(t), None)
-            self._unwatch(t)
-            self._watch(t, "write")
-            self._streamed.add(id(t))
+        self._watchWrites(captured.transports)
+        self._streamed.update(map(id, captured.transports))
         self.owned.add(captured.writer.written(), number)
         self._addBatch(number, captured)
         return captured
@@ -538,7 +508,9 @@ class Stream(WatchesTransports, WritesInSlices, BatchTotals):
             if close:
                 for t in part.transports:
                     self._unwatch(t)
-            part.release(close=close)
+            # (Unwatched just now, if closing: still frozen, and nothing
+            # asked of them since the freeze reached the reactor.)
+            part.release(close=close, watched=True)
 
         def released() -> None:
             # What the batches wrote is garbage now: dropped before the

@@ -116,6 +116,39 @@ class WatchesTransports:
         if kind == "read":
             self._watched[i] = t
 
+    def _watchRead(self, t: Any) -> None:
+        """
+        L{_watch} for a first read, of a transport not watched yet (the
+        stream's first look: tens of thousands in one turn).
+        """
+        cls = type(t)
+        watcher = self._watchers.get(("read", cls))
+        if watcher is None:
+            self._watch(t, "read")
+            return
+        i = id(t)
+        self._classOf[i] = cls
+        t.__class__ = watcher
+        self._watched[i] = t
+
+    def _watchWrites(self, transports: list[Any]) -> None:
+        """
+        The transports of a batch just sent: from their first read's watch
+        (if set) to the watch of writes, in one assignment each (tens of
+        thousands per takeover).
+        """
+        watched, classOf, watchers = self._watched, self._classOf, self._watchers
+        for t in transports:
+            i = id(t)
+            watched.pop(i, None)
+            # (Watched already: its own class, never a watcher's.)
+            cls = classOf.get(i) or type(t)
+            watcher = watchers.get(("write", cls))
+            if watcher is None:
+                watcher = watchers["write", cls] = writeWatch(cls, self._dirty, self._resumed)
+            classOf[i] = cls
+            t.__class__ = watcher
+
     def _unwatch(self, t: Any) -> None:
         cls = self._classOf.pop(id(t), None)
         if cls is not None and type(t) in self._watchers.values():

@@ -297,6 +297,32 @@ class QuickLookTests(SynchronousTestCase):
         self.assertTrue(anyUnknown(rooms, adapters, {}))
         self.assertTrue(anyUnknown(rooms + [connection(object())], adapters, {ROOM: 1}))
 
+    def test_byInstanceThroughWrappers(self) -> None:
+        """
+        A class that wraps other protocols (its adapter has C{wrapped})
+        does not say by itself whether its connections are L{UNKNOWN}:
+        each is looked at, whatever the others of its class are; the
+        connections of a class that wraps nothing are looked at once, by
+        their class.
+        """
+
+        class Wrap:
+            def __init__(self, inner: Any) -> None:
+                self.inner = inner
+
+        @attrs.frozen
+        class WrapAdapter(InstanceAdapter):
+            def wrapped(self, obj: Any) -> Any:
+                return obj.inner
+
+        adapters = registry(RoomAdapter(Room), WrapAdapter(Wrap))
+        versions = {ROOM: 1, typeName(Wrap): 1}
+        rooms = [connection(Wrap(Room())) for _ in range(3)] + [connection(Room())]
+        self.assertFalse(anyUnknown(rooms, adapters, versions))
+        self.assertTrue(anyUnknown(rooms + [connection(Wrap(Stranger()))], adapters, versions))
+        self.assertTrue(anyUnknown([connection(Wrap(Stranger()))] + rooms, adapters, versions))
+        self.assertTrue(anyUnknown(rooms, adapters, {typeName(Wrap): 1}))
+
 
 class BuiltInDeclarationTests(SynchronousTestCase):
     """

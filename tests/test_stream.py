@@ -27,7 +27,7 @@ from zope.interface import implementer
 
 from migrator._twistedinternals import releaseConnection, releasePort
 from migrator.interfaces import IBusyAware
-from migrator.state._capture import Captured
+from migrator.state._capture import Captured, captureConnections
 from migrator.state._graph import loadsPlain
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
 from migrator.state._restore import restoreConnections
@@ -512,6 +512,51 @@ class StreamTests(_Stream):
         self.assertEqual((frozen, gc.isenabled()), ([], False))
         hurry(False)
         self.assertEqual((frozen, gc.isenabled()), ([False], True))
+
+    def test_releaseWithoutTheReactor(self) -> None:
+        """
+        At the commit, the transports of a stream's batches, frozen and
+        watched since, are let go of without asking the reactor to stop
+        reading or writing them (nothing did since their freeze, not even
+        a write to one while frozen): none is left with it, and none
+        writes here.
+        """
+        accepted = self.accept(3)
+        stream = self.stream(maxBatch=1)
+        self.assertEqual(len(self.batches(stream)), 3)
+        accepted[1][0].transport.write(b"late\r\n")
+        self.ports.pauseAccepting()
+        stream.finish()
+        asked: list[Any] = []
+        self.patch(self.reactor, "removeReader", asked.append)
+        self.patch(self.reactor, "removeWriter", asked.append)
+        turns: list[Any] = []
+        stream.release(turns.append, close=False)(False)
+        transports = [p.transport for p, _ in accepted]
+        self.assertEqual(asked, [])
+        self.assertEqual(
+            [t for t in transports if t in self.reactor.getReaders() + self.reactor.getWriters()],
+            [],
+        )
+        self.assertEqual([t.connected for t in transports], [False] * 3)
+
+    def test_captureInOneMessageReleasedThroughTheReactor(self) -> None:
+        """
+        A capture in one message has no watch: at its release, the reactor
+        is asked to stop reading and writing each transport (something may
+        have made one write since the freeze).
+        """
+        accepted = self.accept(2)
+        captured = captureConnections(
+            self.reactor, self.ports, self.adapters, frozenset({_KEY}),
+            frozenset(self.adapters2.typeNames()),
+        )
+        accepted[0][0].transport.write(b"late\r\n")
+        self.assertIn(accepted[0][0].transport, self.reactor.getWriters())
+        captured.release(close=False)
+        self.assertEqual(
+            [p.transport for p, _ in accepted if p.transport in self.reactor.getWriters()], []
+        )
 
     def test_noBatches(self) -> None:
         """

@@ -287,11 +287,9 @@ def classify(
     transport: Any, adapters: Any, successorVersions: Mapping[str, Any] | None = None
 ) -> Verdict:
     """
-    Decide what becomes of one connection (see L{Classifier}).
-
-    @param adapters: this process's registry (C{adapterFor(cls)}).
-    @param successorVersions: the type names the successor reads, with the
-        version of each; C{None} if unknown (not checked).
+    Decide what becomes of one connection (see L{Classifier}): C{adapters}
+    is this process's registry, C{successorVersions} the type names the
+    successor reads with the version of each (C{None}: not checked).
     """
     verdict = Classifier(adapters, successorVersions).classify(transport)
     assert verdict is not None
@@ -487,11 +485,18 @@ def anyUnknown(
 ) -> bool:
     """
     Whether any of C{transports} is L{UNKNOWN}: a quick look (no adapter's
-    C{movable} is asked), for a step where time counts.
-
-    @param selected: as for L{planConnections}.
+    C{movable} is asked), for a step where time counts (C{selected}: as
+    for L{planConnections}).
     """
     classifier = Classifier(adapters, successorVersions)
+    if selected is None:
+        # One look per class that alone says it is not UNKNOWN (most).
+        transports = list(transports)
+        first = {type(p): p for p in (getattr(t, "protocol", None) for t in transports)}
+        for protocol in first.values():
+            classifier.nameOf(protocol)
+        sure = {c for c in first if classifier._simple.get(c, (0, 0, ""))[2] is None}
+        transports = [t for t in transports if type(getattr(t, "protocol", None)) not in sure]
     return any(
         classifier.classify(t, movable=False, selected=True if selected is None else selected(t))
         is not None

@@ -76,8 +76,9 @@ def _report(text: str) -> None:
 
 
 #: Seconds after this process starts serving at which it imports the
-#: modules that answer dry runs, and the adapters put off (L{_importLater}).
-_IMPORT_LATER = 1.0
+#: modules that answer dry runs, and the adapters put off (L{_importLater}):
+#: off a successor's way, not on a takeover's soon after the start.
+_IMPORT_LATER = 0.1
 
 
 def _importLater(adapters: Any) -> None:

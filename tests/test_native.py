@@ -22,14 +22,14 @@ from migrator.state._graph import GraphError, dumpsPlain, loadsPlain
 from migrator.state._nativeform import VERSION
 from migrator.state._nativewrite import captureNative
 from migrator.state._owned import Owned
-from migrator.state._registry import InstanceAdapter
+from migrator.state._registry import AdapterRegistry, InstanceAdapter
 from migrator.state._restore import restoreConnections
 from migrator.state._stream import Stream
 from migrator.takeover._fields import MalformedMessage
 from migrator.takeover._messages import Streaming
 from migrator.tap import Options
 from tests.test_connections import _KEY
-from tests.test_stream import Private, RoomTests, StreamTests, _Stream
+from tests.test_stream import Private, Quiet, RoomTests, StreamTests, _Stream
 
 
 class NativeStreamTests(StreamTests):
@@ -219,6 +219,21 @@ class CaptureNativeTests(_Native):
         a.thing = object()
         self.assertLeftToTheGraphWriter([a])
 
+    def test_declining(self) -> None:
+        """
+        A connection whose adapter declines to move it now: the batch is
+        left to the graph writer (which leaves that one for the last
+        turn), having frozen nothing; its adapter is asked, unlike the
+        default rule, which never declines.
+        """
+        self.adapters = AdapterRegistry()
+        self.adapters.registerFactory(Quiet, keep=())
+        self.adapters.register(_DecliningAdapter(Private))
+        (a, _), (b, _) = self.accept(2)
+        b.declines = "in the middle of a request"
+        self.assertLeftToTheGraphWriter([a, b])
+        self.assertEqual(self.restored(self.capture([a]))[0].count, a.count)
+
     def test_connectionOutsideTheBatch(self) -> None:
         """
         Another connection reached through the graph: left to the graph
@@ -313,6 +328,11 @@ class CaptureNativeTests(_Native):
 
 
 _ORDER: list[str] = []
+
+
+class _DecliningAdapter(InstanceAdapter):
+    def movable(self, obj: Any) -> str | None:
+        return getattr(obj, "declines", None)
 
 
 class _Node:

@@ -41,6 +41,7 @@ from migrator.state import _nativeform as form
 from migrator.state._capture import Captured, movedByClass, prepareCapture
 from migrator.state._capturehooks import _CaptureHooks, _methodName, ungated
 from migrator.state._graph import GraphWriter, collectorPaused, dumpsPlain
+from migrator.state._nodes import neverDeclines
 from migrator.state._owned import Owned
 from migrator.state._translator import Translator
 from migrator.state._versions import Readable
@@ -96,8 +97,9 @@ class Fallback(Exception):
 class _Capped:
     """
     The pickle's file: keeps what is written, up to C{cap} bytes, and
-    C{rootCap} since the last L{root}.  (The C pickler writes each root's
-    pickle at its end, and a frame of 64 KiB whenever one is full.)
+    C{rootCap} since C{rootSize} was last set to 0 (as each root begins).
+    (The C pickler writes each root's pickle at its end, and a frame of 64
+    KiB whenever one is full.)
     """
 
     def __init__(self, cap: int, rootCap: int) -> None:
@@ -106,9 +108,6 @@ class _Capped:
         self.size = 0
         self.rootSize = 0
         self.parts: list[bytes] = []
-
-    def root(self) -> None:
-        self.rootSize = 0
 
     def write(self, data: Any) -> int:
         n = len(data)
@@ -165,6 +164,7 @@ class _Records:
         self, writer: GraphWriter, hooks: _CaptureHooks, translator: Translator, picked: set[int]
     ) -> None:
         self._info = writer._info
+        self._infos: dict[type, Any] = {}
         self._anchors = writer._anchors
         self._hooks = hooks
         self._translator = translator
@@ -180,12 +180,6 @@ class _Records:
         self._args: dict[int, tuple[str, str, int]] = {}
         #: What is left of the current root's L{UNITS}.
         self.units = UNITS
-
-    def root(self, units: int) -> None:
-        """
-        A root begins: its graph may hold C{units} more.
-        """
-        self.units = units
 
     def add(self, value: Any) -> int | str:
         """
@@ -227,19 +221,21 @@ class _Records:
         refs = {k: v for k, v in state.items() if type(v) not in plain}
         if not refs:
             return state, None
-        if any(type(k) is not str for k in refs):
-            # (A key pickled is another object: a float NaN is not even
-            # equal to itself, to find its entry again.)
-            raise Fallback("a reference under a key that is not a string")
         copy = dict(state)
         add = self.add
         for k, v in refs.items():
+            if type(k) is not str:
+                # (A key pickled is another object: a float NaN is not
+                # even equal to itself, to find its entry again.)
+                raise Fallback("a reference under a key that is not a string")
             copy[k] = None
             refs[k] = add(v)
         return copy, refs
 
     def _record(self, value: Any) -> Any:
-        info = self._info(type(value))
+        info = self._infos.get(type(value))
+        if info is None:
+            info = self._infos[type(value)] = self._info(type(value))
         adapter = info.adapter
         if adapter is not None:
             if info.anchorOnly or self._translator.writes:
@@ -378,10 +374,17 @@ def captureNative(
         reactor, ports, adapters, claimed, restorable, readable, selected, False
     )
     frozenAt = reactor.seconds()
+    asks: dict[type, bool] = {}
     for t in connections:
         protocol = t.protocol
-        adapter = adapterFor(type(protocol))
-        if adapter is None or adapter.movable(protocol):
+        ask = asks.get(type(protocol))
+        if ask is None:
+            adapter = adapterFor(type(protocol))
+            if adapter is None:
+                return None
+            # (The default rule's never declines: not asked.)
+            ask = asks[type(protocol)] = type(adapter).movable is not neverDeclines
+        if ask and adapterFor(type(protocol)).movable(protocol):
             return None
         if selected is not None and not selected(t):
             return None
@@ -394,8 +397,9 @@ def captureNative(
             # One pickle per root (its records), one memo: each root's
             # size is known.
             for t in connections:
-                out.root()
-                batch.root(units)
+                # (A root begins: its bounds start again.)
+                out.rootSize = 0
+                batch.units = units
                 start = len(records)
                 if type(batch.add(t.protocol)) is not int:
                     return None

@@ -109,14 +109,19 @@ def takeover(count: int, work: str) -> dict:
         before = check(held)
         if before["answers"] != count:
             raise RuntimeError(f"only {before} answered before the takeover")
+        # (The incumbent usually exits before the successor's READY line:
+        # its exit is noted by a thread of its own, not when this one is
+        # done waiting for lines.)
+        incumbent.watchExit()
         started = time.monotonic()
         successor = startMigrate(
             control, ["--tac", TAC], takeover=True, migrateOptions=options, cwd=ROOT
         )
         successor.waitFor(READY, 120)
+        ready = time.monotonic() - started
         incumbent.waitFor(HANDED_OFF, 60)
         code = incumbent.waitForExit(120)
-        total = time.monotonic() - started
+        total = (incumbent.exitedAt or time.monotonic()) - started
         freeze = successor.waitFor(FREEZE, 10)
         froze = incumbent.waitFor(FROZE, 10)
         restored = successor.waitFor(RESTORED, 10)
@@ -126,6 +131,7 @@ def takeover(count: int, work: str) -> dict:
         return {
             "connections": count,
             "total_s": round(total, 3),
+            "successor_ready_s": round(ready, 3),
             "incumbent_exit_code": code,
             "freeze_ms": {k: float(v) for k, v in freeze.groupdict().items()},
             "capture_ms": float(froze["ms"]),

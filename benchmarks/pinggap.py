@@ -163,6 +163,8 @@ def run(args: argparse.Namespace, work: str) -> dict:
         command("phase takeover")
         started = time.time()
         clock = time.monotonic()
+        # (Its exit is noted by a thread of its own: see connections.py.)
+        incumbent.watchExit()
         successor = startMigrate(control, ["--tac", TAC], takeover=True, migrateOptions=options, cwd=ROOT, env=env)
         watchers = [PeakWatcher(incumbent.pid), PeakWatcher(successor.pid)]
         successor.waitFor(READY, 300)
@@ -170,7 +172,7 @@ def run(args: argparse.Namespace, work: str) -> dict:
         incumbent.waitFor(HANDED_OFF, 300)
         code = incumbent.waitForExit(300)
         progress("incumbent exited")
-        total = time.monotonic() - clock
+        total = (incumbent.exitedAt or time.monotonic()) - clock
         ended = time.time()
         command("phase after")
         time.sleep(args.after)

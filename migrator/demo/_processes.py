@@ -151,6 +151,35 @@ class ServiceProcess:
     def pid(self) -> int:
         return self.process.pid
 
+    #: When it exited (C{time.monotonic()}), as seen by L{watchExit}'s
+    #: thread (set once L{waitForExit} returns); C{None} until then, or if
+    #: it was not watched.
+    exitedAt: float | None = None
+    _watcher: threading.Thread | None = None
+
+    def watchExit(self) -> None:
+        """
+        Note the moment it exits (L{exitedAt}) from now on, in a thread of
+        its own that waits on its pidfd (Linux 5.3 and later; elsewhere,
+        nothing is noted): a caller waiting for other lines meanwhile
+        would see the exit only when done with them.
+        """
+        try:
+            fd = os.pidfd_open(self.process.pid)  # type: ignore[attr-defined,unused-ignore]
+        except (AttributeError, OSError):
+            return
+
+        def watch() -> None:
+            try:
+                # (Bounded: a benchmark's process lives minutes at most.)
+                if select.select([fd], [], [], 3600)[0]:
+                    self.exitedAt = time.monotonic()
+            finally:
+                os.close(fd)
+
+        self._watcher = threading.Thread(target=watch, daemon=True)
+        self._watcher.start()
+
     def _read(self, stream: IO[bytes]) -> None:
         for raw in iter(stream.readline, b""):
             with self._cond:
@@ -209,6 +238,8 @@ class ServiceProcess:
                 f"output:\n" + self.output()[-6000:]
             ) from None
         self._reader.join(5)
+        if self._watcher is not None:
+            self._watcher.join(5)
         return code
 
     def signal(self, signum: int) -> None:

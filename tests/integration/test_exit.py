@@ -12,10 +12,11 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 from twisted.trial.unittest import TestCase
 
-from migrator.testing import childEnvironment
+from migrator.testing import ServiceProcess, childEnvironment
 
 #: The longest a child interpreter here may take (it does almost nothing).
 TIMEOUT = 60
@@ -107,3 +108,25 @@ class StartTests(TestCase):
         )
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertEqual(done.stdout.strip(), "[]")
+
+
+class WatchExitTests(TestCase):
+    """
+    L{ServiceProcess.watchExit}: the moment a child exits, noted by a
+    thread of its own (the benchmarks' totals end there).
+    """
+
+    def test_exitNoted(self) -> None:
+        """
+        A watched process's exit is noted, between its start and the end
+        of L{ServiceProcess.waitForExit}; one not watched notes none.
+        """
+        before = time.monotonic()
+        watched = ServiceProcess([sys.executable, "-c", "print('up', flush=True)"], name="watched")
+        watched.watchExit()
+        other = ServiceProcess([sys.executable, "-c", "print('up', flush=True)"], name="other")
+        self.assertEqual((watched.waitForExit(30), other.waitForExit(30)), (0, 0))
+        after = time.monotonic()
+        assert watched.exitedAt is not None
+        self.assertTrue(before <= watched.exitedAt <= after, (before, watched.exitedAt, after))
+        self.assertIsNone(other.exitedAt)

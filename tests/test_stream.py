@@ -513,6 +513,23 @@ class StreamTests(_Stream):
         hurry(False)
         self.assertEqual((frozen, gc.isenabled()), ([False], True))
 
+    def test_classChangedWhileWatched(self) -> None:
+        """
+        A transport whose class something else changed while the stream
+        watched its first read keeps that class under the watch of
+        writes once in a batch, and has it back when thawed.
+        """
+        [(protocol, _)] = self.accept(1)
+        stream = self.stream(maxBatch=1)
+        t = protocol.transport
+        own = type(type(t).__mro__[1].__name__ + "Elsewhere", (type(t).__mro__[1],), {})
+        t.__class__ = own
+        [batch] = self.batches(stream)
+        self.assertIsInstance(t, own)
+        self.assertIsNot(type(t), own)
+        stream.thaw()
+        self.assertIs(type(t), own)
+
     def test_releaseWithoutTheReactor(self) -> None:
         """
         At the commit, the transports of a stream's batches, frozen and

@@ -141,8 +141,11 @@ class WatchesTransports:
         for t in transports:
             i = id(t)
             watched.pop(i, None)
-            # (Watched already: its own class, never a watcher's.)
-            cls = classOf.get(i) or type(t)
+            # Its own class if it wears one of ours (the first read's
+            # watch, until it read), else the class it has now.
+            cls = classOf.get(i)
+            if cls is None or type(t) not in watchers.values():
+                cls = type(t)
             watcher = watchers.get(("write", cls))
             if watcher is None:
                 watcher = watchers["write", cls] = writeWatch(cls, self._dirty, self._resumed)

@@ -76,3 +76,31 @@ def readingTest(reactor: IReactorFDSet) -> Callable[[Any], bool]:
         return lambda t: t in reads
     readers = set(map(id, reactor.getReaders()))
     return lambda t: id(t) in readers
+
+
+def registeredTest(reactor: IReactorFDSet) -> Callable[[Any], bool]:
+    """
+    A test of whether a selectable is registered with C{reactor} at all
+    (read or written), in constant time.
+
+    Relies on: the epoll and poll reactors keeping every selectable they
+    read or write by its descriptor in C{_selectables} (and dropping it
+    when they do neither); the select reactor keeping the selectables
+    themselves in C{_reads} and C{_writes}.  Any other reactor (a test's
+    fake) is asked C{getReaders()} and C{getWriters()} once, here.
+
+    @return: the test, valid until the reactor's readers or writers change.
+    """
+    selectables = getattr(reactor, "_selectables", None)
+    if isinstance(selectables, dict):
+
+        def byDescriptor(t: Any) -> bool:
+            return selectables.get(t.fileno()) is t
+
+        return byDescriptor
+    reads = getattr(reactor, "_reads", None)
+    writes = getattr(reactor, "_writes", None)
+    if isinstance(reads, (set, dict)) and isinstance(writes, (set, dict)):
+        return lambda t: t in reads or t in writes
+    registered = {id(t) for t in [*reactor.getReaders(), *reactor.getWriters()]}
+    return lambda t: id(t) in registered

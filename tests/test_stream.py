@@ -557,6 +557,31 @@ class StreamTests(_Stream):
         )
         self.assertEqual([t.connected for t in transports], [False] * 3)
 
+    def test_releaseStopsWhatTheReactorReadsAnyway(self) -> None:
+        """
+        A batch's transport that the reactor reads although it is frozen
+        (a method bound before the stream watched it made it read, which
+        the watch cannot see) is asked to stop at the release: none is
+        left with the reactor, whether the handles are closed or left to
+        the exit.
+        """
+        for close in (False, True):
+            accepted = self.accept(2)
+            t = accepted[0][0].transport
+            bound = t.startReading
+            stream = self.stream(maxBatch=1)
+            self.assertEqual(len(self.batches(stream)), 2)
+            bound()
+            self.assertIn(t, self.reactor.getReaders())
+            self.ports.pauseAccepting()
+            stream.finish()
+            turns: list[Any] = []
+            stream.release(turns.append, close=close)(close)
+            self.assertEqual(
+                [p.transport for p, _ in accepted if p.transport in self.reactor.getReaders()], []
+            )
+            self.ports.resumeAccepting()
+
     def test_captureInOneMessageReleasedThroughTheReactor(self) -> None:
         """
         A capture in one message has no watch: at its release, the reactor

@@ -82,8 +82,9 @@ PRIVATE_NAMES = frozenset(
         "_cursorReports",
         "_savedCursorPos",
         "_pendingDeferreds",
-        # the reactors' sets of readers (in _reactorinternals)
+        # the reactors' sets of readers and writers (in _reactorinternals)
         "_reads",
+        "_writes",
         "_selectables",
         # twisted.protocols.tls and pyOpenSSL (in _tlsinternals)
         "_creatorCallable",

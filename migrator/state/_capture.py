@@ -32,7 +32,7 @@ from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 
-from migrator._reactorinternals import readingTest
+from migrator._reactorinternals import readingTest, registeredTest
 from migrator._twistedinternals import (
     abandonLoopingCall,
     needsWriting,
@@ -179,14 +179,19 @@ class Captured:
         @param later: ignored (all in this turn; the same face as
             L{migrator.state._stream.Stream.release}, with C{done}, C{close}
             and what it returns: here nothing is left).
-        @param watched: whether every write and read asked of the
-            transports since the freeze was kept from reaching the reactor
-            (a stream's batch: L{migrator.state._watches.writeWatch}); if
-            they are still frozen, then nothing here reads or writes them.
+        @param watched: whether the transports' own requests to read or
+            write since the freeze were kept from the reactor (a stream's
+            batch: L{migrator.state._watches.writeWatch}); if they are
+            still frozen, only one that the reactor reads or writes
+            anyway (through a method bound before the watch, say) is asked
+            to stop: a dictionary lookup each, not two calls.
         """
-        registered, self.frozen = not (watched and self.frozen), False
+        registered = None
+        if watched and self.frozen:
+            registered = registeredTest(cast(IReactorFDSet, self._reactor))
+        self.frozen = False
         for t in self.transports:
-            releaseConnection(t, close, registered)
+            releaseConnection(t, close, registered is None or registered(t))
         for call, _ in self._calls:
             if call.active():
                 call.cancel()

@@ -560,19 +560,16 @@ class StreamTests(_Stream):
     def test_releaseStopsWhatTheReactorReadsAnyway(self) -> None:
         """
         A batch's transport that the reactor reads although it is frozen
-        (a method bound before the stream watched it made it read, which
-        the watch cannot see) is asked to stop at the release: none is
-        left with the reactor, whether the handles are closed or left to
-        the exit.
+        (registered with the reactor itself, past every watch) is asked to
+        stop at the release: none is left with the reactor, whether the
+        handles are closed or left to the exit.
         """
         for close in (False, True):
             accepted = self.accept(2)
             t = accepted[0][0].transport
-            bound = t.startReading
             stream = self.stream(maxBatch=1)
             self.assertEqual(len(self.batches(stream)), 2)
-            bound()
-            self.assertIn(t, self.reactor.getReaders())
+            self.reactor.addReader(t)
             self.ports.pauseAccepting()
             stream.finish()
             turns: list[Any] = []
@@ -581,6 +578,30 @@ class StreamTests(_Stream):
                 [p.transport for p, _ in accepted if p.transport in self.reactor.getReaders()], []
             )
             self.ports.resumeAccepting()
+
+    def test_boundBeforeTheWatch(self) -> None:
+        """
+        A frozen batch's transport asked to read or write through methods
+        bound before the stream watched it (a call scheduled earlier,
+        which the capture does not meet) neither reads nor writes: its
+        batch goes again in the last one, and, thawed, it reads again.
+        """
+        accepted = self.accept(3)
+        reader, writer = accepted[0][0].transport, accepted[1][0].transport
+        startReading, startWriting = reader.startReading, writer.startWriting
+        stream = self.stream(maxBatch=1)
+        self.assertEqual(len(self.batches(stream)), 3)
+        startReading()
+        startWriting()
+        registered = self.reactor.getReaders() + self.reactor.getWriters()
+        self.assertEqual([t for t in (reader, writer) if t in registered], [])
+        self.ports.pauseAccepting()
+        final = stream.finish()
+        tainted = {t for b in stream.batches if b.tainted for t in b.captured.transports}
+        self.assertEqual((tainted, set(final.transports)), ({reader, writer}, {reader, writer}))
+        stream.thaw()
+        self.assertTrue(self.reading(accepted[0][0]))
+        self.assertIs(reader.reactor, self.reactor)
 
     def test_captureInOneMessageReleasedThroughTheReactor(self) -> None:
         """

@@ -130,6 +130,8 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
     #: The watching subclasses made, by C{(kind, class)}; and each watched
     #: transport's own class, by id.
     _watchers: dict[tuple[str, type], type] = attrs.field(factory=dict)
+    #: What the transports under the watch of writes see as their reactor.
+    _frozenReactor: Any = None
     _classOf: dict[int, type] = attrs.field(factory=dict)
     #: The ids of the connections open when the stream started; the
     #: registry's note of those added since; those busy at the last look.

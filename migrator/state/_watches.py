@@ -83,6 +83,34 @@ def writeWatch(cls: type, dirty: set[int], resumed: set[int]) -> type:
     return type(f"WriteWatched{cls.__name__}", (cls,), namespace)
 
 
+class FrozenReactor:
+    """
+    The reactor a transport under the watch of writes sees (its
+    C{reactor}): asked to read or write it, it notes so as the watch's
+    class would (L{writeWatch}), and does not; everything else is the real
+    reactor's.  The watch's class sees every request a transport makes of
+    itself; this sees those made through a method bound before the watch
+    (C{reactor.callLater(1, transport.startReading)} from before the
+    stream), which would otherwise read here, where what it read would
+    never reach the successor.
+    """
+
+    def __init__(self, real: Any, dirty: set[int], resumed: set[int]) -> None:
+        self.real = real
+        self._dirty = dirty
+        self._resumed = resumed
+
+    def addReader(self, reader: Any) -> None:
+        self._dirty.add(id(reader))
+        self._resumed.add(id(reader))
+
+    def addWriter(self, writer: Any) -> None:
+        self._dirty.add(id(writer))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
 class WatchesTransports:
     """
     The part of L{migrator.state._stream.Stream} that sets and removes the
@@ -91,6 +119,8 @@ class WatchesTransports:
     """
 
     # What it uses of the stream (declared here for type checkers).
+    reactor: Any
+    _frozenReactor: FrozenReactor | None
     _watchers: dict[tuple[str, type], type]
     _classOf: dict[int, type]
     _watched: dict[int, Any]
@@ -115,6 +145,16 @@ class WatchesTransports:
         t.__class__ = watcher
         if kind == "read":
             self._watched[i] = t
+        else:
+            self._guard(t)
+
+    def _guard(self, t: Any) -> None:
+        # (Its reactor is the stream's, or it is left as it is.)
+        guard = self._frozenReactor
+        if guard is None:
+            guard = self._frozenReactor = FrozenReactor(self.reactor, self._dirty, self._resumed)
+        if getattr(t, "reactor", None) is guard.real:
+            t.reactor = guard
 
     def _watchRead(self, t: Any) -> None:
         """
@@ -137,7 +177,7 @@ class WatchesTransports:
         (if set) to the watch of writes, in one assignment each (tens of
         thousands per takeover).
         """
-        watched, classOf, watchers = self._watched, self._classOf, self._watchers
+        watched, classOf, watchers, guard = self._watched, self._classOf, self._watchers, self._guard
         for t in transports:
             i = id(t)
             watched.pop(i, None)
@@ -151,11 +191,15 @@ class WatchesTransports:
                 watcher = watchers["write", cls] = writeWatch(cls, self._dirty, self._resumed)
             classOf[i] = cls
             t.__class__ = watcher
+            guard(t)
 
     def _unwatch(self, t: Any) -> None:
         cls = self._classOf.pop(id(t), None)
         if cls is not None and type(t) in self._watchers.values():
             t.__class__ = cls
+        frozen = getattr(t, "reactor", None)
+        if isinstance(frozen, FrozenReactor):
+            t.reactor = frozen.real
 
     def _unwatchReads(self) -> None:
         # (The stream's looks are over: the last turn, an abort, a commit.)

@@ -75,24 +75,18 @@ def _report(text: str) -> None:
         out.flush()
 
 
-#: Seconds after this process starts serving at which it imports the
-#: modules that answer dry runs, and the adapters put off (L{_importLater}):
-#: off a successor's way, not on a takeover's soon after the start.
-_IMPORT_LATER = 0.1
+#: Seconds after this process starts serving at which it registers the
+#: adapters put off, then imports the modules that answer dry runs
+#: (L{_importDryRuns}): off a successor's way, each in a turn of its own.
+_IMPORT_LATER = (0.1, 1.0)
 
 
-def _importLater(adapters: Any) -> None:
-    """
-    What a first takeover or dry run would otherwise import on its way:
-    the modules that answer dry runs, and the adapters put off until their
-    modules are imported (TLS's, always: 5 ms of a first C{begin}).
-    """
+def _importDryRuns() -> None:
+    """What a first dry run would otherwise import on its way."""
     try:
         import migrator.takeover._dryrun  # noqa: F401
     except Exception:
         _log.failure("importing the modules that answer dry runs failed")
-    # (Failures are logged by the registry, per module.)
-    adapters.typeNames()
 
 
 def _dryRuns(reactor: IReactorTime, incumbent: Incumbent, timeout: float) -> DryRuns:
@@ -343,7 +337,7 @@ class MigrateService(service.MultiService, ServiceReports):
         )
         # Imported soon, off the takeover's path, not at the first dry run:
         # by then newer code may be on disk, and must not run beside this.
-        self._importingLater = self._reactor.callLater(_IMPORT_LATER, _importLater, self.adapters)
+        self._importingLater = self._reactor.callLater(_IMPORT_LATER[0], self._importLater)
         self.pidfile.write()
         notify = f"READY=1\nSTATUS=serving generation {generation}"
         if generation:
@@ -479,9 +473,15 @@ class MigrateService(service.MultiService, ServiceReports):
         self._drainCall.clock = self._reactor
         self._drainCall.start(0.2, now=True)
 
+    def _importLater(self) -> None:
+        # The adapters put off (TLS's: 5-7 ms of a first takeover's turns;
+        # failures logged by the registry), then the dry runs' modules.
+        self.adapters.typeNames()
+        later = _IMPORT_LATER[1] - _IMPORT_LATER[0]
+        self._importingLater = self._reactor.callLater(later, _importDryRuns)
+
     def _successorDetached(self) -> None:
-        # (Or the moved connections are released.)  Do not wait for the
-        # next tick of the drain loop.
+        # (Or the moved connections are released.)  Not at the drain's tick.
         if self._drainCall is not None and self._drainCall.running:
             self._checkDrained()
 

@@ -246,17 +246,23 @@ class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
         """
         A tenth of a second after it serves, the service registers the
         adapters put off until their modules are imported (TLS's, whose
-        module every process imports), off the first takeover's path.
+        module every process imports), off the first takeover's path;
+        the modules that answer dry runs, at a second, in another turn.
         """
         svc = self.makeService()
         registered: list[str] = []
         svc.adapters.registerWhenImported("twisted.protocols.tls", lambda r: registered.append("tls"))
+        self.patch(_service, "_importDryRuns", lambda: registered.append("dry runs"))
         svc.privilegedStartService()
         svc.startService()
         self.reactor.advance(0.05)
         self.assertEqual(registered, [])
         self.reactor.advance(0.05)
         self.assertEqual(registered, ["tls"])
+        self.reactor.advance(0.85)
+        self.assertEqual(registered, ["tls"])
+        self.reactor.advance(0.05)
+        self.assertEqual(registered, ["tls", "dry runs"])
 
     def test_provides(self) -> None:
         """

@@ -323,6 +323,24 @@ class QuickLookTests(SynchronousTestCase):
         self.assertTrue(anyUnknown([connection(Wrap(Stranger()))] + rooms, adapters, versions))
         self.assertTrue(anyUnknown(rooms, adapters, {typeName(Wrap): 1}))
 
+    def test_closingNotLookedInside(self) -> None:
+        """
+        A connection that is closing is not looked inside (its adapter's
+        C{wrapped} is not asked), even when it is the first of its class.
+        """
+
+        class Wrap:
+            pass
+
+        @attrs.frozen
+        class Failing(InstanceAdapter):
+            def wrapped(self, obj: Any) -> Any:
+                raise RuntimeError("asked")
+
+        adapters = registry(Failing(Wrap))
+        closing = connection(Wrap(), connected=False)
+        self.assertFalse(anyUnknown([closing], adapters, {typeName(Wrap): 1}))
+
 
 class BuiltInDeclarationTests(SynchronousTestCase):
     """

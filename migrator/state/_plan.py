@@ -16,18 +16,16 @@ Every open connection is of one of four kinds:
   - L{DECLINED}: its adapter declines to move it now (C{movable} gives a
     reason): it stays and drains, with that reason, as it always did;
   - L{UNKNOWN}: no adapter can move it (its class has none, here or in the
-    successor, or it sits inside a wrapper that has none),
-    and nothing says leaving it behind is harmless: it would keep the old
-    process's copy of the application's state while new connections get
-    the successor's, splitting one service in two.  The operator's policy
+    successor, or it sits inside a wrapper that has none), and nothing
+    says leaving it behind is harmless: it would keep the old process's
+    copy of the application's state while new connections get the
+    successor's, splitting one service in two.  The operator's policy
     (C{--unmovable}) decides: L{REFUSE} the takeover (the default), leave
-    those connections to L{DRAIN} knowingly, or L{CLOSE} them after the
-    move.
+    them to L{DRAIN} knowingly, or L{CLOSE} them after the move.
 
 The plan only asks each connection's adapter (C{movable}); the capture
 itself may still keep back a connection planned to move (its graph reaches
 something that cannot move): it then drains like a declined one.
-
 L{DrainingAdapter} is the adapter of a class that never moves and may
 always drain harmlessly.
 """
@@ -427,10 +425,9 @@ def planConnections(
     selected: Callable[[Any], bool] | None = None,
 ) -> Plan:
     """
-    Classify every connection of C{transports} (see L{classify}).
-
-    @param selected: if given, whether the operator selected a connection
-        (a transport) to move this time; see L{Classifier.classify}.
+    Classify every connection of C{transports} (see L{classify}); with
+    C{selected}, whether the operator selected a connection (a transport)
+    to move this time (see L{Classifier.classify}).
     """
     counts: dict[str, dict[str, int]] = {}
     reasons: dict[str, dict[tuple[str, str], int]] = {}
@@ -494,7 +491,10 @@ def anyUnknown(
         transports = list(transports)
         first = {type(p): p for p in (getattr(t, "protocol", None) for t in transports)}
         for protocol in first.values():
-            classifier.nameOf(protocol)
+            try:
+                classifier.nameOf(protocol)
+            except Exception:
+                pass  # (Its connections are looked at one by one, as before.)
         sure = {c for c in first if classifier._simple.get(c, (0, 0, ""))[2] is None}
         transports = [t for t in transports if type(getattr(t, "protocol", None)) not in sure]
     return any(

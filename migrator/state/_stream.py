@@ -212,7 +212,8 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
         what only its later looks need.
         """
         self._arrivals = self.ports.noteArrivals()
-        candidates = list(self.ports.openConnections())
+        # (Each once, whatever the registry: a dictionary's keys keep order.)
+        candidates = list(dict.fromkeys(self.ports.openConnections()))
         self._present = set(map(id, candidates))
         recheck: list[Any] = []
         seen, queue, isEligible, watch = self._seen, self._queue, self._eligible, self._watchRead

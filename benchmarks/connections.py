@@ -249,6 +249,7 @@ def summary(results: list) -> list:
                 ),
                 "freeze_max_ms": span(lambda r: r["takeover"]["freeze_ms"]["max"]),
                 "total_s": span(lambda r: r["takeover"]["total_s"]),
+                "successor_ready_s": span(lambda r: r["takeover"]["successor_ready_s"]),
                 "floor_with_process_start_s": span(lambda r: r["floor"]["with_process_start_s"]),
                 "successor_peak_rss_mb": span(lambda r: r["takeover"]["successor_peak_rss_mb"] or 0),
                 "all_answered_by_successor": all(
@@ -296,6 +297,11 @@ def main() -> int:
                     "floor": f,
                     "per_connection": perConnection(t, f),
                     "ratio_total_to_floor_with_start": round(t["total_s"] / f["with_process_start_s"], 2),
+                    # (The floor ends with every socket adopted; the
+                    # successor has made every connection read at READY.)
+                    "ratio_ready_to_floor_with_start": round(
+                        t["successor_ready_s"] / f["with_process_start_s"], 2
+                    ),
                     "ratio_freeze_max_to_floor_transfer": round(
                         t["freeze_ms"]["max"] / 1000 / f["transfer_s"], 2
                     ),

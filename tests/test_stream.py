@@ -603,6 +603,56 @@ class StreamTests(_Stream):
         self.assertTrue(self.reading(accepted[0][0]))
         self.assertIs(reader.reactor, self.reactor)
 
+    def closedAfterTheLastBatch(self) -> tuple[Stream, list[Any], list[Any], list[Any]]:
+        """
+        Three connections in a stream, its last batch sent; then one is
+        aborted here, one closed, one half-closed then closed.
+
+        @return: the stream, the transports, their protocols, and the
+            protocols whose C{connectionLost} ran (noted).
+        """
+        accepted = self.accept(3)
+        lost: list[Any] = []
+        self.patch(Private, "connectionLost", lambda self, reason: lost.append(self))
+        stream = self.stream(maxBatch=1)
+        self.batches(stream)
+        self.ports.pauseAccepting()
+        stream.finish()
+        aborted, closed, halfClosed = (p.transport for p, _ in accepted)
+        aborted.abortConnection()
+        closed.loseConnection()
+        halfClosed.loseWriteConnection()
+        halfClosed.loseConnection()
+        self.reactor.advance(1)
+        return stream, [aborted, closed, halfClosed], [p for p, _ in accepted], lost
+
+    def test_closedAfterTheLastBatchNotHere(self) -> None:
+        """
+        Once the last batch is sent, a moved connection asked here to
+        close (an abort, a close, a close after a half-close) is not closed
+        on the socket the successor shares, and its protocol's
+        C{connectionLost} does not run here, then or after the commit.
+        """
+        stream, transports, _, lost = self.closedAfterTheLastBatch()
+        self.assertEqual((lost, [t.disconnected for t in transports]), ([], [False] * 3))
+        stream.release(None, close=True)(True)
+        self.reactor.advance(1)
+        self.assertEqual(lost, [])
+
+    def test_closedAfterTheLastBatchThenAbandoned(self) -> None:
+        """
+        If the takeover is then abandoned, the closes asked meanwhile are
+        done here, once thawed: the aborted one is lost at once, the
+        others close once written.
+        """
+        stream, (_, closed, halfClosed), protocols, lost = self.closedAfterTheLastBatch()
+        stream.thaw()
+        self.reactor.advance(1)
+        self.assertEqual(
+            (lost, bool(closed.disconnecting), bool(halfClosed.disconnecting)),
+            ([protocols[0]], True, True),
+        )
+
     def test_captureInOneMessageReleasedThroughTheReactor(self) -> None:
         """
         A capture in one message has no watch: at its release, the reactor

@@ -46,6 +46,7 @@ from typing import Any
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from migrator.interfaces import IPortRegistry
 from migrator.state._capture import Captured, captureConnections
@@ -57,7 +58,9 @@ from migrator.state._totals import BatchTotals
 from migrator.state._turns import eachTurn
 from migrator.state._versions import Readable
 from migrator.state._walk import WALKING, WritesInSlices
-from migrator.state._watches import WatchesTransports
+from migrator.state._watches import HeldCloses, WatchesTransports
+
+_log = Logger()
 
 #: How many batches in a row may fail to be in the native form before
 #: the graph writer writes every other.
@@ -132,6 +135,8 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
     _watchers: dict[tuple[str, type], type] = attrs.field(factory=dict)
     #: What the transports under the watch of writes see as their reactor.
     _frozenReactor: Any = None
+    #: The closes asked of them once the last batch is sent.
+    _held: HeldCloses = attrs.field(factory=HeldCloses)
     _classOf: dict[int, type] = attrs.field(factory=dict)
     #: The ids of the connections open when the stream started; the
     #: registry's note of those added since; those busy at the last look.
@@ -433,10 +438,11 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
                 final.crossed = {b.number for b in kept}
             if not final.crossed:
                 self.final = final
-                # Until the commit, nothing here writes to them (or makes
-                # them read): what the successor got is all there is.
+                # Until the commit, nothing here writes to them, makes them
+                # read or closes them: what the successor got is all there is.
                 for t in final.transports:
                     self._watch(t, "write")
+                self._held.sealed = True
                 return final
             # Shared with batches kept: those go again, with this one.
             final.thaw()
@@ -483,6 +489,19 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
             self._thaw(batch.captured)
         if self.final is not None:
             self._thaw(self.final)
+        self._doHeldCloses()
+
+    def _doHeldCloses(self) -> None:
+        # (What was asked of them after the last batch, now that this
+        # process keeps them.)
+        held, self._held = self._held, HeldCloses()
+        if not held.requests:
+            return
+        for part in self._parts():
+            for t in part.transports:
+                request = held.requests.get(id(t))
+                if request is not None:
+                    getattr(t, request[0])(*request[1])
 
     def release(
         self,
@@ -505,6 +524,12 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
             this process stops), closing the handles or (given C{False},
             when this process exits next) leaving them for the exit.
         """
+        if self._held.requests:
+            _log.info(
+                "{count} moved connection(s) asked to close here after the last batch "
+                "was sent: not closed here; the successor has them as sent",
+                count=len(self._held.requests),
+            )
         self._unwatchReads()
 
         def releasePart(part: Captured) -> None:

@@ -34,9 +34,37 @@ def readWatch(cls: Any, active: set[int]) -> type:
 
 #: What L{writeWatch} watches on a frozen transport.
 _WATCHED = ("write", "writeSequence", "loseConnection", "abortConnection")
+#: Of those, the closes (see L{HeldCloses}).
+_CLOSES = ("loseConnection", "abortConnection")
 
 
-def writeWatch(cls: type, dirty: set[int], resumed: set[int]) -> type:
+class HeldCloses:
+    """
+    The closes asked of frozen transports once the stream's last batch is
+    sent (L{sealed}): not done then, on a socket the successor shares (a
+    close here would shut it down or reset it under the successor, and run
+    the protocol's C{connectionLost} here too), but held: done if the
+    takeover is abandoned, dropped at the commit (the successor continues
+    from the state sent, as with what is written to them then).  Before
+    the last batch, a close is done at once and its batch goes again in
+    the last one, as any write.
+
+    @ivar requests: by transport id, the close asked (a method's name and
+        its arguments; an abort over a close).
+    """
+
+    def __init__(self) -> None:
+        self.sealed = False
+        self.requests: dict[int, tuple[str, tuple[Any, ...]]] = {}
+
+    def hold(self, transport: Any, name: str, args: tuple[Any, ...]) -> None:
+        if name == "abortConnection" or id(transport) not in self.requests:
+            self.requests[id(transport)] = (name, args)
+
+
+def writeWatch(
+    cls: type, dirty: set[int], resumed: set[int], held: HeldCloses | None = None
+) -> type:
     """
     A subclass of the transport class C{cls} that notes in C{dirty} any
     write to a frozen instance (or its close), and keeps it from writing
@@ -47,15 +75,20 @@ def writeWatch(cls: type, dirty: set[int], resumed: set[int]) -> type:
     peer's flow control, say) does not read here, where what it read would
     never reach the successor: it is noted in C{resumed} (and in C{dirty}),
     its batch is captured again, and it reads once thawed; asked to stop
-    reading again meanwhile, it is no longer noted.
+    reading again meanwhile, it is no longer noted.  Once C{held} is
+    sealed, a close is held there (L{HeldCloses}).
     """
 
     def watching(name: str) -> Callable[..., Any]:
         method = getattr(cls, name)
+        closing = name in _CLOSES
 
         def watched(self: Any, *args: Any) -> Any:
             # (What it starts writing stays queued: see startWriting.)
             dirty.add(id(self))
+            if closing and held is not None and held.sealed:
+                held.hold(self, name, args)
+                return None
             return method(self, *args)
 
         return watched
@@ -120,6 +153,7 @@ class WatchesTransports:
 
     # What it uses of the stream (declared here for type checkers).
     reactor: Any
+    _held: HeldCloses
     _frozenReactor: FrozenReactor | None
     _watchers: dict[tuple[str, type], type]
     _classOf: dict[int, type]
@@ -139,7 +173,7 @@ class WatchesTransports:
             if kind == "read":
                 watcher = readWatch(cls, self._active)
             else:
-                watcher = writeWatch(cls, self._dirty, self._resumed)
+                watcher = writeWatch(cls, self._dirty, self._resumed, self._held)
             self._watchers[kind, cls] = watcher
         self._classOf[i] = cls
         t.__class__ = watcher
@@ -188,7 +222,9 @@ class WatchesTransports:
                 cls = type(t)
             watcher = watchers.get(("write", cls))
             if watcher is None:
-                watcher = watchers["write", cls] = writeWatch(cls, self._dirty, self._resumed)
+                watcher = watchers["write", cls] = writeWatch(
+                    cls, self._dirty, self._resumed, self._held
+                )
             classOf[i] = cls
             t.__class__ = watcher
             guard(t)

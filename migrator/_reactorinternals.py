@@ -1,10 +1,10 @@
 # -*- test-case-name: tests.test_twistedinternals,tests.test_ports,tests.test_stream -*-
 """
-Twisted's private API about the reactor itself: the seam
-L{migrator._twistedinternals}'s sibling (it would pass 600 lines with
-this), held to the same rule: each function names what it relies on, and
-C{tests/test_twistedinternals.py} checks that no other module uses the
-private names used here.
+Twisted's private API about the reactor itself and its scheduled calls
+(C{LoopingCall}): the seam L{migrator._twistedinternals}'s sibling (it
+would pass 600 lines with this), held to the same rule: each function
+names what it relies on, and C{tests/test_twistedinternals.py} checks
+that no other module uses the private names used here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.interfaces import IReactorFDSet
+from twisted.internet import task
+from twisted.internet.base import DelayedCall
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 
 
 def hookReactorMethod(reactor: object, name: str, replacement: Callable[..., Any]) -> Any:
@@ -104,3 +107,69 @@ def registeredTest(reactor: IReactorFDSet) -> Callable[[Any], bool]:
         return lambda t: t in reads or t in writes
     registered = {id(t) for t in [*reactor.getReaders(), *reactor.getWriters()]}
     return lambda t: id(t) in registered
+
+
+# -- scheduled calls -----------------------------------------------------------
+
+
+def blankLoopingCall() -> task.LoopingCall:
+    """
+    A L{task.LoopingCall} not initialised yet (L{initLoopingCall} does
+    that): a graph reader remembers it before reading its function, which
+    may refer back to it.  Its constructor is not used because it looks up
+    the global reactor.
+    """
+    return task.LoopingCall.__new__(task.LoopingCall)
+
+
+def initLoopingCall(
+    loop: task.LoopingCall, clock: IReactorTime, f: Callable[..., object], a: tuple[Any, ...],
+    kw: dict[str, Any], interval: float | None, starttime: float | None,
+) -> None:
+    """
+    Initialise a L{blankLoopingCall}, stopped.
+
+    Relies on: the attributes C{LoopingCall.__init__} and C{start} set.
+    """
+    loop.f, loop.a, loop.kw = f, a, kw
+    loop.clock = clock
+    loop.call = None
+    loop.interval = interval
+    loop.running = False
+    if starttime is not None:
+        loop.starttime = starttime
+
+
+def resumeLoopingCall(loop: task.LoopingCall, delay: float, wrap: Callable[..., Any]) -> DelayedCall:
+    """
+    Make an initialised, stopped loop run again as if it had been started
+    earlier: its next call in C{delay} seconds, then every C{interval}
+    from its C{starttime}.  Nobody waits on the L{Deferred} C{start()}
+    would have returned (the application's stayed with the incumbent).
+
+    Relies on: C{LoopingCall._deferred} (what C{stop()} fires),
+    C{_runAtStart}, and on a running loop being the callable it schedules
+    (C{LoopingCall.__call__}).
+
+    @param wrap: applied to the loop before it is scheduled.
+    @return: the scheduled call (also the loop's C{call}).
+    """
+    loop.running = True
+    loop._deferred = Deferred()
+    loop._runAtStart = False
+    loop.call = loop.clock.callLater(delay, wrap(loop))
+    return loop.call  # type: ignore[return-value]
+
+
+def abandonLoopingCall(loop: task.LoopingCall) -> None:
+    """
+    Stop a loop here without C{stop()}, which would fire the application's
+    L{Deferred} (the loop goes on in the other process, or never moved).
+
+    Relies on: C{running} and C{call} being all the state a stopped loop
+    looks at.
+    """
+    loop.running = False
+    if loop.call is not None and loop.call.active():
+        loop.call.cancel()
+    loop.call = None

@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet import task, tcp
-from twisted.internet.base import DelayedCall
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer, IReactorFDSet, IReactorTime
+from twisted.internet import tcp
+from twisted.internet.interfaces import IPushProducer, IReactorFDSet
 
 # -- listening ports -----------------------------------------------------------
 
@@ -278,12 +275,18 @@ def needsWriting(transport: Any) -> bool:
 
 def isClosing(transport: Any) -> bool:
     """
-    Is C{transport} closed, closing, or half-closed for writing?
+    Is C{transport} closed, closing (aborted too: its C{connectionLost} is
+    due), or half-closed for writing?
 
-    Relies on: C{abstract.FileDescriptor._writeDisconnected}.
+    Relies on: C{abstract.FileDescriptor._writeDisconnected}, C{_aborting}.
     """
     t = transport
-    return bool(not t.connected or t.disconnecting or getattr(t, "_writeDisconnected", False))
+    return bool(
+        not t.connected
+        or t.disconnecting
+        or getattr(t, "_writeDisconnected", False)
+        or getattr(t, "_aborting", False)
+    )
 
 
 class _QuietStart:
@@ -354,72 +357,6 @@ def attachProtocol(transport: Any, protocol: Any) -> None:
         transport.repstr = f"<{name} #{transport.sessionno} (restored)>"
     else:
         transport.repstr = f"<{name} #{transport.sessionno} on {server._realPortNumber}>"
-
-
-# -- scheduled calls -----------------------------------------------------------
-
-
-def blankLoopingCall() -> task.LoopingCall:
-    """
-    A L{task.LoopingCall} not initialised yet (L{initLoopingCall} does
-    that): a graph reader remembers it before reading its function, which
-    may refer back to it.  Its constructor is not used because it looks up
-    the global reactor.
-    """
-    return task.LoopingCall.__new__(task.LoopingCall)
-
-
-def initLoopingCall(
-    loop: task.LoopingCall, clock: IReactorTime, f: Callable[..., object], a: tuple[Any, ...],
-    kw: dict[str, Any], interval: float | None, starttime: float | None,
-) -> None:
-    """
-    Initialise a L{blankLoopingCall}, stopped.
-
-    Relies on: the attributes C{LoopingCall.__init__} and C{start} set.
-    """
-    loop.f, loop.a, loop.kw = f, a, kw
-    loop.clock = clock
-    loop.call = None
-    loop.interval = interval
-    loop.running = False
-    if starttime is not None:
-        loop.starttime = starttime
-
-
-def resumeLoopingCall(loop: task.LoopingCall, delay: float, wrap: Callable[..., Any]) -> DelayedCall:
-    """
-    Make an initialised, stopped loop run again as if it had been started
-    earlier: its next call in C{delay} seconds, then every C{interval}
-    from its C{starttime}.  Nobody waits on the L{Deferred} C{start()}
-    would have returned (the application's stayed with the incumbent).
-
-    Relies on: C{LoopingCall._deferred} (what C{stop()} fires),
-    C{_runAtStart}, and on a running loop being the callable it schedules
-    (C{LoopingCall.__call__}).
-
-    @param wrap: applied to the loop before it is scheduled.
-    @return: the scheduled call (also the loop's C{call}).
-    """
-    loop.running = True
-    loop._deferred = Deferred()
-    loop._runAtStart = False
-    loop.call = loop.clock.callLater(delay, wrap(loop))
-    return loop.call  # type: ignore[return-value]
-
-
-def abandonLoopingCall(loop: task.LoopingCall) -> None:
-    """
-    Stop a loop here without C{stop()}, which would fire the application's
-    L{Deferred} (the loop goes on in the other process, or never moved).
-
-    Relies on: C{running} and C{call} being all the state a stopped loop
-    looks at.
-    """
-    loop.running = False
-    if loop.call is not None and loop.call.active():
-        loop.call.cancel()
-    loop.call = None
 
 
 # -- twisted.web ---------------------------------------------------------------

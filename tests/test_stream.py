@@ -653,6 +653,67 @@ class StreamTests(_Stream):
             ([protocols[0]], True, True),
         )
 
+    def test_closedThroughABoundMethodAfterTheLastBatch(self) -> None:
+        """
+        An abort through a method bound before the stream (its scheduled
+        C{connectionLost}, which the class's watch on C{abortConnection}
+        cannot see) is held too once the last batch is sent: nothing runs
+        here through the commit; abandoned instead, it is done.
+        """
+        for abandon in (False, True):
+            [(protocol, _)] = self.accept(1)
+            t = protocol.transport
+            abort = t.abortConnection
+            lost: list[Any] = []
+            self.patch(Private, "connectionLost", lambda self, reason: lost.append(self))
+            stream = self.stream(maxBatch=1)
+            self.batches(stream)
+            self.ports.pauseAccepting()
+            stream.finish()
+            abort()
+            self.reactor.advance(1)
+            self.assertEqual((lost, t.disconnected), ([], False))
+            if abandon:
+                stream.thaw()
+            else:
+                stream.release(None, close=True)(True)
+            self.reactor.advance(1)
+            self.assertEqual(lost, [protocol] if abandon else [])
+            self.ports.resumeAccepting()
+
+    def test_abortedInTheLastTurnStays(self) -> None:
+        """
+        A connection aborted earlier in the turn that captures the last
+        batch (its C{connectionLost} not run yet) is closing: it does not
+        move, and closes here.
+        """
+        accepted = self.accept(2)
+        stream = self.stream(maxBatch=1)
+        self.batches(stream)
+        aborted = accepted[0][0].transport
+        aborted.abortConnection()
+        self.ports.pauseAccepting()
+        final = stream.finish()
+        self.assertNotIn(aborted, final.transports)
+        self.assertNotIn(aborted, [t for part in stream._parts() for t in part.transports])
+
+    def test_readAndStoppedThroughBoundMethods(self) -> None:
+        """
+        A frozen transport that was not reading, asked to read and then to
+        stop again through methods bound before the stream, does not read
+        once thawed.
+        """
+        [(protocol, _)] = self.accept(1)
+        t = protocol.transport
+        t.stopReading()
+        startReading, stopReading = t.startReading, t.stopReading
+        stream = self.stream(maxBatch=1)
+        self.assertEqual(len(self.batches(stream)), 1)
+        startReading()
+        stopReading()
+        stream.thaw()
+        self.assertFalse(self.reading(protocol))
+
     def test_captureInOneMessageReleasedThroughTheReactor(self) -> None:
         """
         A capture in one message has no watch: at its release, the reactor

@@ -24,9 +24,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import resource, server
 
 import migrator
-from migrator._reactorinternals import hookReactorMethod, unhookReactorMethod
+from migrator._reactorinternals import abandonLoopingCall, hookReactorMethod, unhookReactorMethod
 from migrator._twistedinternals import (
-    abandonLoopingCall,
     adoptUNIX,
     attachProtocol,
     genericHTTPChannelProtocol,
@@ -53,6 +52,7 @@ PRIVATE_NAMES = frozenset(
         "_tempDataBuffer",
         "_tempDataLen",
         "_writeDisconnected",
+        "_aborting",
         "_getLogPrefix",
         # LoopingCall
         "_deferred",

@@ -32,12 +32,8 @@ from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 
-from migrator._reactorinternals import readingTest, registeredTest
-from migrator._twistedinternals import (
-    abandonLoopingCall,
-    needsWriting,
-    releaseConnection,
-)
+from migrator._reactorinternals import abandonLoopingCall, readingTest, registeredTest
+from migrator._twistedinternals import needsWriting, releaseConnection
 from migrator.interfaces import IPortRegistry
 from migrator.state._capturehooks import FAR, _CaptureHooks
 from migrator.state._graph import (

@@ -39,7 +39,7 @@ from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger
 
-from migrator._twistedinternals import abandonLoopingCall
+from migrator._reactorinternals import abandonLoopingCall
 from migrator.interfaces import IPortRegistry
 from migrator.state._graph import GraphError, GraphReader, loadsPlain, typeName
 from migrator.state._restore import RestoreContext, _RestoreHooks

@@ -27,14 +27,13 @@ from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from migrator._twistedinternals import (
+from migrator._reactorinternals import (
     abandonLoopingCall,
-    attachProtocol,
     blankLoopingCall,
     initLoopingCall,
-    releaseConnection,
     resumeLoopingCall,
 )
+from migrator._twistedinternals import attachProtocol, releaseConnection
 from migrator.interfaces import IPortRegistry, IRestoreContext
 from migrator.state._capture import portFactories
 from migrator.state._graph import (

@@ -500,8 +500,14 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
         for part in self._parts():
             for t in part.transports:
                 request = held.requests.get(id(t))
-                if request is not None:
-                    getattr(t, request[0])(*request[1])
+                if request is None:
+                    continue
+                name, args = request
+                if name == "connectionLost":
+                    # (As Twisted does before calling it itself.)
+                    t.stopReading()
+                    t.stopWriting()
+                getattr(t, name)(*args)
 
     def release(
         self,
@@ -524,12 +530,6 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
             this process stops), closing the handles or (given C{False},
             when this process exits next) leaving them for the exit.
         """
-        if self._held.requests:
-            _log.info(
-                "{count} moved connection(s) asked to close here after the last batch "
-                "was sent: not closed here; the successor has them as sent",
-                count=len(self._held.requests),
-            )
         self._unwatchReads()
 
         def releasePart(part: Captured) -> None:
@@ -552,6 +552,12 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
                     self.final.writer = None
                 self.owned.clear()
             self._resumeCollector(exiting=not close)
+            if self._held.requests:
+                _log.info(
+                    "{count} moved connection(s) asked to close here after the last "
+                    "batch was sent: not closed here; the successor has them as sent",
+                    count=len(self._held.requests),
+                )
             if done is not None:
                 done()
 

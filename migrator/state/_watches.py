@@ -58,7 +58,8 @@ class HeldCloses:
         self.requests: dict[int, tuple[str, tuple[Any, ...]]] = {}
 
     def hold(self, transport: Any, name: str, args: tuple[Any, ...]) -> None:
-        if name == "abortConnection" or id(transport) not in self.requests:
+        # (A connection lost, or aborted, over a close asked before.)
+        if name != "loseConnection" or id(transport) not in self.requests:
             self.requests[id(transport)] = (name, args)
 
 
@@ -108,10 +109,21 @@ def writeWatch(
         resumed.discard(id(self))
         stop(self)
 
+    lost = cls.connectionLost  # type: ignore[attr-defined]
+
+    def connectionLost(self: Any, *args: Any) -> Any:
+        # (What a close through a method bound before the watch leads to:
+        # an abort's scheduled call, a close after a half-close.)
+        if held is not None and held.sealed:
+            held.hold(self, "connectionLost", args)
+            return None
+        return lost(self, *args)
+
     namespace: dict[str, Any] = {name: watching(name) for name in _WATCHED}
     namespace["startReading"] = startReading
     namespace["startWriting"] = startWriting
     namespace["stopReading"] = stopReading
+    namespace["connectionLost"] = connectionLost
     namespace["__module__"] = __name__
     return type(f"WriteWatched{cls.__name__}", (cls,), namespace)
 
@@ -139,6 +151,11 @@ class FrozenReactor:
 
     def addWriter(self, writer: Any) -> None:
         self._dirty.add(id(writer))
+
+    def removeReader(self, reader: Any) -> None:
+        # (Asked to read, then to stop: it does not read once thawed.)
+        self._resumed.discard(id(reader))
+        self.real.removeReader(reader)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)

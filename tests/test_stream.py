@@ -603,6 +603,21 @@ class StreamTests(_Stream):
         self.assertTrue(self.reading(accepted[0][0]))
         self.assertIs(reader.reactor, self.reactor)
 
+    def sealed(self) -> tuple[Stream, list[Any]]:
+        """
+        Stream every connection, one a batch, to the last batch sent.
+
+        @return: the stream, and the protocols whose C{connectionLost}
+            runs here from now on (noted).
+        """
+        lost: list[Any] = []
+        self.patch(Private, "connectionLost", lambda self, reason: lost.append(self))
+        stream = self.stream(maxBatch=1)
+        self.batches(stream)
+        self.ports.pauseAccepting()
+        stream.finish()
+        return stream, lost
+
     def closedAfterTheLastBatch(self) -> tuple[Stream, list[Any], list[Any], list[Any]]:
         """
         Three connections in a stream, its last batch sent; then one is
@@ -612,12 +627,7 @@ class StreamTests(_Stream):
             protocols whose C{connectionLost} ran (noted).
         """
         accepted = self.accept(3)
-        lost: list[Any] = []
-        self.patch(Private, "connectionLost", lambda self, reason: lost.append(self))
-        stream = self.stream(maxBatch=1)
-        self.batches(stream)
-        self.ports.pauseAccepting()
-        stream.finish()
+        stream, lost = self.sealed()
         aborted, closed, halfClosed = (p.transport for p, _ in accepted)
         aborted.abortConnection()
         closed.loseConnection()
@@ -664,12 +674,7 @@ class StreamTests(_Stream):
             [(protocol, _)] = self.accept(1)
             t = protocol.transport
             abort = t.abortConnection
-            lost: list[Any] = []
-            self.patch(Private, "connectionLost", lambda self, reason: lost.append(self))
-            stream = self.stream(maxBatch=1)
-            self.batches(stream)
-            self.ports.pauseAccepting()
-            stream.finish()
+            stream, lost = self.sealed()
             abort()
             self.reactor.advance(1)
             self.assertEqual((lost, t.disconnected), ([], False))

@@ -166,7 +166,6 @@ class Captured:
         later: Callable[[Callable[[], None]], object] | None = None,
         done: Callable[[], None] | None = None,
         close: bool = True,
-        watched: bool = False,
     ) -> Callable[[bool], None]:
         """
         The successor owns it all now: close our handles (no shutdown), and
@@ -175,19 +174,13 @@ class Captured:
         @param later: ignored (all in this turn; the same face as
             L{migrator.state._stream.Stream.release}, with C{done}, C{close}
             and what it returns: here nothing is left).
-        @param watched: whether the transports' own requests to read or
-            write since the freeze were kept from the reactor (a stream's
-            batch: L{migrator.state._watches.writeWatch}); if they are
-            still frozen, only one that the reactor reads or writes
-            anyway (through a method bound before the watch, say) is asked
-            to stop: a dictionary lookup each, not two calls.
+        Only a transport the reactor still reads or writes is asked to stop
+        (a dictionary lookup each, not two calls: tens of thousands).
         """
-        registered = None
-        if watched and self.frozen:
-            registered = registeredTest(cast(IReactorFDSet, self._reactor))
+        registered = registeredTest(cast(IReactorFDSet, self._reactor))
         self.frozen = False
         for t in self.transports:
-            releaseConnection(t, close, registered is None or registered(t))
+            releaseConnection(t, close, registered(t))
         for call, _ in self._calls:
             if call.active():
                 call.cancel()

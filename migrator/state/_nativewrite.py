@@ -169,7 +169,6 @@ class _Records:
         self, writer: GraphWriter, hooks: _CaptureHooks, translator: Translator, picked: set[int]
     ) -> None:
         self._info = writer._info
-        self._infos: dict[type, Any] = {}
         self._anchors = writer._anchors
         self._hooks = hooks
         self._translator = translator
@@ -238,9 +237,7 @@ class _Records:
         return copy, refs
 
     def _record(self, value: Any) -> Any:
-        info = self._infos.get(type(value))
-        if info is None:
-            info = self._infos[type(value)] = self._info(type(value))
+        info = self._info(type(value))
         adapter = info.adapter
         if adapter is not None:
             if info.anchorOnly or self._translator.writes:

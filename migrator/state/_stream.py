@@ -133,8 +133,9 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
     #: The watching subclasses made, by C{(kind, class)}; and each watched
     #: transport's own class, by id.
     _watchers: dict[tuple[str, type], type] = attrs.field(factory=dict)
-    #: What the transports under the watch of writes see as their reactor.
-    _frozenReactor: Any = None
+    #: What the transports under the watch of writes see as their reactor
+    #: (by the real one's id).
+    _frozenReactors: dict[int, Any] = attrs.field(factory=dict)
     #: The closes asked of them once the last batch is sent.
     _held: HeldCloses = attrs.field(factory=HeldCloses)
     _classOf: dict[int, type] = attrs.field(factory=dict)
@@ -536,9 +537,7 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
             if close:
                 for t in part.transports:
                     self._unwatch(t)
-            # (Unwatched just now, if closing: still frozen, and nothing
-            # asked of them since the freeze reached the reactor.)
-            part.release(close=close, watched=True)
+            part.release(close=close)
 
         def released() -> None:
             # What the batches wrote is garbage now: dropped before the

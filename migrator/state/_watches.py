@@ -63,21 +63,17 @@ class HeldCloses:
             self.requests[id(transport)] = (name, args)
 
 
-def writeWatch(
-    cls: type, dirty: set[int], resumed: set[int], held: HeldCloses | None = None
-) -> type:
+def writeWatch(cls: type, dirty: set[int], held: HeldCloses | None = None) -> type:
     """
     A subclass of the transport class C{cls} that notes in C{dirty} any
-    write to a frozen instance (or its close), and keeps it from writing
-    here: the bytes stay queued, and the batch is captured again (a
-    connection that is closing then stays, and closes here).
+    write to a frozen instance or its close (the batch is captured again;
+    a connection that is closing then stays, and closes here).  Once
+    C{held} is sealed, a close is held there (L{HeldCloses}).
 
-    Likewise a frozen instance asked to read again (C{resumeProducing}: a
-    peer's flow control, say) does not read here, where what it read would
-    never reach the successor: it is noted in C{resumed} (and in C{dirty}),
-    its batch is captured again, and it reads once thawed; asked to stop
-    reading again meanwhile, it is no longer noted.  Once C{held} is
-    sealed, a close is held there (L{HeldCloses}).
+    What keeps a frozen instance from writing or reading here is its
+    reactor, a L{FrozenReactor}: the bytes written stay queued, and a
+    request to read again (C{resumeProducing}: a peer's flow control, say)
+    is done once it is thawed.
     """
 
     def watching(name: str) -> Callable[..., Any]:
@@ -94,21 +90,6 @@ def writeWatch(
 
         return watched
 
-    def startReading(self: Any) -> None:
-        dirty.add(id(self))
-        resumed.add(id(self))
-
-    def startWriting(self: Any) -> None:
-        # Whatever asks it to write here (a write, a close or half-close,
-        # a producer unregistered): it does not, until it is thawed.
-        dirty.add(id(self))
-
-    stop = cls.stopReading  # type: ignore[attr-defined]
-
-    def stopReading(self: Any) -> None:
-        resumed.discard(id(self))
-        stop(self)
-
     lost = cls.connectionLost  # type: ignore[attr-defined]
 
     def connectionLost(self: Any, *args: Any) -> Any:
@@ -120,9 +101,6 @@ def writeWatch(
         return lost(self, *args)
 
     namespace: dict[str, Any] = {name: watching(name) for name in _WATCHED}
-    namespace["startReading"] = startReading
-    namespace["startWriting"] = startWriting
-    namespace["stopReading"] = stopReading
     namespace["connectionLost"] = connectionLost
     namespace["__module__"] = __name__
     return type(f"WriteWatched{cls.__name__}", (cls,), namespace)
@@ -131,13 +109,12 @@ def writeWatch(
 class FrozenReactor:
     """
     The reactor a transport under the watch of writes sees (its
-    C{reactor}): asked to read or write it, it notes so as the watch's
-    class would (L{writeWatch}), and does not; everything else is the real
-    reactor's.  The watch's class sees every request a transport makes of
-    itself; this sees those made through a method bound before the watch
-    (C{reactor.callLater(1, transport.startReading)} from before the
-    stream), which would otherwise read here, where what it read would
-    never reach the successor.
+    C{reactor}): asked to read or write it, it notes so (in C{dirty}, and
+    a read in C{resumed}: done once thawed) and does not; everything else
+    is the real reactor's.  Every request to read or write reaches it,
+    even through a method bound before the watch (C{reactor.callLater(1,
+    transport.startReading)} from before the stream): what the transport
+    read here would never reach the successor.
     """
 
     def __init__(self, real: Any, dirty: set[int], resumed: set[int]) -> None:
@@ -171,7 +148,7 @@ class WatchesTransports:
     # What it uses of the stream (declared here for type checkers).
     reactor: Any
     _held: HeldCloses
-    _frozenReactor: FrozenReactor | None
+    _frozenReactors: dict[int, FrozenReactor]
     _watchers: dict[tuple[str, type], type]
     _classOf: dict[int, type]
     _watched: dict[int, Any]
@@ -181,52 +158,35 @@ class WatchesTransports:
     _arrivals: Any
 
     def _watch(self, t: Any, kind: str) -> None:
-        i = id(t)
-        # (Watched already: its own class, never a watcher's.)
-        cls = self._classOf.get(i) or type(t)
-        try:
-            watcher = self._watchers[kind, cls]
-        except KeyError:
-            if kind == "read":
-                watcher = readWatch(cls, self._active)
-            else:
-                watcher = writeWatch(cls, self._dirty, self._resumed, self._held)
-            self._watchers[kind, cls] = watcher
-        self._classOf[i] = cls
-        t.__class__ = watcher
+        """
+        Watch C{t}'s first read (C{kind} C{"read"}), or its writes while
+        frozen (C{"write"}).
+        """
         if kind == "read":
-            self._watched[i] = t
+            self._watchRead(t)
         else:
-            self._guard(t)
-
-    def _guard(self, t: Any) -> None:
-        # (Its reactor is the stream's, or it is left as it is.)
-        guard = self._frozenReactor
-        if guard is None:
-            guard = self._frozenReactor = FrozenReactor(self.reactor, self._dirty, self._resumed)
-        if getattr(t, "reactor", None) is guard.real:
-            t.reactor = guard
+            self._watchWrites([t])
 
     def _watchRead(self, t: Any) -> None:
         """
-        L{_watch} for a first read, of a transport not watched yet (the
-        stream's first look: tens of thousands in one turn).
+        Watch C{t}'s first read (the stream's first look does so for tens
+        of thousands in one turn).
         """
-        cls = type(t)
+        i = id(t)
+        # (Watched already: its own class, never a watcher's.)
+        cls = self._classOf.get(i) or type(t)
         watcher = self._watchers.get(("read", cls))
         if watcher is None:
-            self._watch(t, "read")
-            return
-        i = id(t)
+            watcher = self._watchers["read", cls] = readWatch(cls, self._active)
         self._classOf[i] = cls
         t.__class__ = watcher
         self._watched[i] = t
 
     def _watchWrites(self, transports: list[Any]) -> None:
         """
-        The transports of a batch just sent: from their first read's watch
-        (if set) to the watch of writes, in one assignment each (tens of
-        thousands per takeover).
+        Put C{transports} (frozen) under the watch of writes: from their
+        first read's watch, if set, in one class assignment each (tens of
+        thousands per takeover), their reactor the stand-in.
         """
         watched, classOf, watchers, guard = self._watched, self._classOf, self._watchers, self._guard
         for t in transports:
@@ -239,12 +199,20 @@ class WatchesTransports:
                 cls = type(t)
             watcher = watchers.get(("write", cls))
             if watcher is None:
-                watcher = watchers["write", cls] = writeWatch(
-                    cls, self._dirty, self._resumed, self._held
-                )
+                watcher = watchers["write", cls] = writeWatch(cls, self._dirty, self._held)
             classOf[i] = cls
             t.__class__ = watcher
             guard(t)
+
+    def _guard(self, t: Any) -> None:
+        # (One stand-in per reactor: a transport's is the stream's.)
+        real = getattr(t, "reactor", None)
+        if real is None or isinstance(real, FrozenReactor):
+            return
+        guard = self._frozenReactors.get(id(real))
+        if guard is None:
+            guard = self._frozenReactors[id(real)] = FrozenReactor(real, self._dirty, self._resumed)
+        t.reactor = guard
 
     def _unwatch(self, t: Any) -> None:
         cls = self._classOf.pop(id(t), None)
@@ -268,7 +236,7 @@ class WatchesTransports:
     def _readIfResumed(self, t: Any) -> None:
         """
         Make a thawed transport read if it was asked to while frozen (see
-        L{writeWatch}).
+        L{FrozenReactor}).
         """
         if id(t) in self._resumed:
             self._resumed.discard(id(t))

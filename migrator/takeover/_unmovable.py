@@ -194,8 +194,6 @@ class UnmovableGuard:
         return planConnections(connections, self._adapters, self._versions, self.selected)
 
     def _rest(self, leaving: AbstractSet[int] = frozenset()) -> list[Any]:
-        if not leaving:
-            return list(self._registry.openConnections())
         return [t for t in self._registry.openConnections() if id(t) not in leaving]
 
     def check(self, step: str, rest: list[Any] | None = None) -> Refusal | None:

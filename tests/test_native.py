@@ -17,6 +17,7 @@ from typing import Any
 
 from twisted.internet import task
 
+from migrator.state import _nativeform as form
 from migrator.state._capture import captureConnections
 from migrator.state._graph import GraphError, dumpsPlain, loadsPlain
 from migrator.state._nativeform import VERSION
@@ -172,15 +173,27 @@ class CaptureNativeTests(_Native):
     def test_methodHeld(self) -> None:
         """
         A bound method held as a value (not as a scheduled call's
-        function), or an object inside a container: left to the graph
-        writer, which writes them.
+        function): left to the graph writer, which writes it.
         """
-        (a, _), (b, _) = self.accept(2)
+        [(a, _)] = self.accept(1)
         a.timer = self.reactor.callLater(5, a.lineReceived, b"ring")
         a.stopTimer = a.timer.cancel
         self.assertLeftToTheGraphWriter([a])
-        b.peers = [b]
-        self.assertLeftToTheGraphWriter([b])
+
+    def test_objectsInContainers(self) -> None:
+        """
+        Objects inside containers, at any depth, move in the native form:
+        the protocol itself in a list of its own, another in a dictionary's
+        value and in a tuple, the transport in a set.
+        """
+        (a, _), (b, _) = self.accept(2)
+        a.peers = [a, {"other": (b, b.transport)}]
+        b.seen = {b.transport}
+        ra, rb = self.restored(self.capture([a, b]))
+        self.assertIs(ra.peers[0], ra)
+        self.assertIs(ra.peers[1]["other"][0], rb)
+        self.assertIs(ra.peers[1]["other"][1], rb.transport)
+        self.assertEqual(rb.seen, {rb.transport})
 
     def test_pickleBuffer(self) -> None:
         """
@@ -459,13 +472,42 @@ class EquivalenceTests(_Native):
     def test_keyNotAString(self) -> None:
         """
         An object under a key that is not a string in an adapter's own
-        state (a float NaN is not even equal to itself): left to the graph
-        writer.
+        state (a float NaN, not even equal to itself) moves in the native
+        form too.
         """
         [(a, _)] = self.accept(1)
         a.pair = _Pair(_Node("left"))
         a.pair.key = float("nan")
-        self.assertLeftToTheGraphWriter([a])
+        [ra] = self.restored(self.capture([a]))
+        self.assertEqual(ra.pair.left.name, "left")
+
+    def test_containersOrder(self) -> None:
+        """
+        Objects inside containers are populated where the graph reader
+        would populate them, and the containers hold the same.
+        """
+        [(a, _)] = self.accept(1)
+        a.items = [_Node("x"), {"k": _Node("y"), "t": (_Node("z"),)}]
+        a.after = _Node("after")
+        (([native], nativeOrder), ([graph], graphOrder)) = self.both([a])
+        self.assertEqual(nativeOrder, graphOrder)
+        self.assertEqual(nativeOrder, ["x", "y", "z", "after"])
+        self.assertEqual(
+            [native.items[0].name, native.items[1]["k"].name, native.items[1]["t"][0].name],
+            [graph.items[0].name, graph.items[1]["k"].name, graph.items[1]["t"][0].name],
+        )
+
+    def test_noneState(self) -> None:
+        """
+        An adapter's own state of C{None} (which pickle writes as no state
+        at all) is populated, as the graph reader would.
+        """
+        [(a, _)] = self.accept(1)
+        a.holder = _Holder(None)
+        a.after = _Node("after")
+        (([native], nativeOrder), ([graph], graphOrder)) = self.both([a])
+        self.assertIsNone(native.holder.data)
+        self.assertEqual(nativeOrder, graphOrder)
 
     def test_ownStateShared(self) -> None:
         """
@@ -542,15 +584,22 @@ class ReadNativeTests(_Stream):
             self.reactor2, self.ports2, self.adapters2, _message(native, count), fds or [], native=True
         )
 
-    def records(self, *records: Any) -> bytes:
-        return pickle.dumps(list(records), protocol=5)
+    def pickled(self, *values: Any) -> bytes:
+        """
+        One pickle per value, one memo, as a batch is written.
+        """
+        f = io.BytesIO()
+        pickler = pickle.Pickler(f, protocol=5)
+        for value in values:
+            pickler.dump(value)
+        return f.getvalue()
 
     def test_notAskedFor(self) -> None:
         """
         A batch in the native form is refused by a successor that did not
         ask for it (C{--graph-batches}).
         """
-        native = self.records()
+        native = self.pickled()
         restoreConnections(self.reactor2, self.ports2, self.adapters2, _message(native), [], native=True)
         error = self.assertRaises(
             GraphError,
@@ -582,40 +631,73 @@ class ReadNativeTests(_Stream):
         pickler.dump(["p"])
         self.assertRaises(GraphError, self.restore, f.getvalue())
 
+    def test_otherNames(self) -> None:
+        """
+        A name of the form's own module that is not a marker, or a marker's
+        name in another module, is refused.
+        """
+        for module, name in [(form.__name__, "VERSION"), (form.__name__, "_marker"), ("os", "OBJECT")]:
+            evil = b"\x80\x05\x8c" + bytes([len(module)]) + module.encode()
+            evil += b"\x8c" + bytes([len(name)]) + name.encode() + b"\x93."
+            error = self.assertRaises(GraphError, self.restore, evil)
+            self.assertIn("refusing to load", str(error))
+
     def test_unknownType(self) -> None:
         """
         An object of a type this process has no adapter for is refused.
         """
         error = self.assertRaises(
-            GraphError, self.restore, self.records(("o", "no.such.Type", 1, {}, None))
+            GraphError, self.restore, self.pickled(_Obj("no.such.Type", {}))
         )
         self.assertIn("no.such.Type", str(error))
 
     def test_malformed(self) -> None:
         """
-        Records of the wrong shape, references to nothing, a transport
-        without a protocol the batch made or without its description, and
-        calls of what is not allowed, are refused.
+        Markers called with the wrong arguments, an object left without
+        its state or populated twice or not made by the batch, a reference
+        to no anchor, a transport without its description or its protocol,
+        and calls of what is not allowed, are refused.
         """
         private = _privateName()
         meta = dict.fromkeys(_META_KEYS, 0)
-        for records in [
-            [("z",)],
-            [("o", private, 1, {})],
-            [("o", private, 1, {}, {"peer": 5})],
-            [("o", private, 1, {}, {"factory": "no such anchor"})],
-            [("o", private, 1, [], {"a": 0})],
-            [("t", {"fd": 0}, 0, None)],
-            [("t", meta, 0, None)],
-            [("t", meta, 0)],
-            [("c", 1.0, ("f", "no.such.function"), (), {})],
-            [("c", 1.0, ("m", 5, "clear"), (), {})],
-            [("o", private, 1, {}, None), ("c", 1.0, ("m", 0, "no_such_method"), (), {})],
-            [("o", private, 1, {}, None), ("c", 1.0, ("m", 0, "count"), [], {})],
-            [("o", private, 1, {}, None), ("c", 1.0, ("m", 0, "count"), (), {1: 2})],
-            [("o", private, 1, {"count": 0}, None), ("c", 1.0, ("m", 0, "count"), (), {})],
+        made = _Obj(private, {})
+        for values in [
+            [_Call(form.OBJECT, (private, "1"))],
+            [_Call(form.OBJECT, (private, 1, "yes"))],
+            [_Call(form.OBJECT, (private, 1, False, 4))],
+            [_Call(form.OBJECT, (private, 1))],
+            [_Call(form.POPULATE, ({}, {}))],
+            [made, _Call(form.POPULATE, (made, {}))],
+            [_Call(form.ANCHOR, ("no such anchor",))],
+            [_Call(form.TRANSPORT, ({"fd": 0},))],
+            [_Call(form.TRANSPORT, (meta,))],
+            [_Call(form.ATTACH, (made, (made, None)))],
+            [made, _Call(form.CALL, (1.0, ("f", "no.such.function"), (), {}))],
+            [made, _Call(form.CALL, (1.0, ("m", {}, "clear"), (), {}))],
+            [made, _Call(form.CALL, (1.0, ("m", made, "no_such_method"), (), {}))],
+            [made, _Call(form.CALL, (1.0, ("m", made, "lineReceived"), [], {}))],
+            [made, _Call(form.CALL, (1.0, ("m", made, "lineReceived"), (), {1: 2}))],
+            [made, _Call(form.CALL, (1.0, ("m", made, "busy"), (), {}))],
+            [made, _Call(form.CALL, (1.0, ("x", made, "lineReceived"), (), {}))],
         ]:
-            self.assertRaises(GraphError, self.restore, self.records(*records))
+            self.assertRaises(GraphError, self.restore, self.pickled(*values))
+
+    def test_transportWithoutProtocol(self) -> None:
+        """
+        A transport built on a descriptor that arrived, but never given
+        its protocol, is refused (and its descriptor closed).
+        """
+        [(a, _)] = self.accept(1)
+        meta = {
+            "fd": 0, "family": 2, "unix": False, "port": _KEY,
+            "peer": [a.transport.getPeer().host, a.transport.getPeer().port], "pending": b"", "reading": True,
+            "producerPaused": False, "streaming": False,
+        }
+        error = self.assertRaises(
+            GraphError, self.restore, self.pickled(_Call(form.TRANSPORT, (meta,))), 1,
+            [os.dup(a.transport.fileno())],
+        )
+        self.assertIn("without its protocol", str(error))
 
     def test_undecodable(self) -> None:
         """
@@ -650,6 +732,30 @@ def _notAllowed() -> None:
 class _System:
     def __reduce__(self) -> Any:
         return (os.system, ("true",))
+
+
+class _Call:
+    """
+    Pickled as a call of C{function} with C{args}.
+    """
+
+    def __init__(self, function: Any, args: tuple[Any, ...]) -> None:
+        self.function, self.args = function, args
+
+    def __reduce__(self) -> Any:
+        return (self.function, self.args)
+
+
+class _Obj:
+    """
+    Pickled as an object of the native form: made, then populated.
+    """
+
+    def __init__(self, typeName: str, state: Any) -> None:
+        self.typeName, self.state = typeName, state
+
+    def __reduce__(self) -> Any:
+        return (form.OBJECT, (self.typeName, 1), self.state, None, None, form.POPULATE)
 
 
 class NegotiationTests(_Stream):

@@ -39,6 +39,7 @@ from migrator._service import (
 from migrator._version import __version__
 from migrator.interfaces import IMigrationNode
 from migrator.state._capture import captureConnections
+from migrator.state._nativeform import VERSION as NATIVE_FORM
 from migrator.state._registry import AdapterRegistry
 from migrator.state._versions import readableTypes
 from migrator.takeover._channel import FrameChannel
@@ -742,7 +743,7 @@ class SuccessorRoleTests(ServiceTestMixin, SynchronousTestCase):
                         "close_busy": False,
                         "acks": True,
                         "parts": True,
-                        "native_form": 1,
+                        "native_form": NATIVE_FORM,
                     },
                 },
             ),

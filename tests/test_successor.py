@@ -16,6 +16,7 @@ way from the client's end.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import os
@@ -600,6 +601,50 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         doReads(self.reactor)
         doWrites(self.reactor)
         self.assertEqual(receive(client), b"1 hello one\r\n2 hello two\r\n")
+
+    def collecting(self, enabled: bool) -> None:
+        """
+        Enable or disable the garbage collector for this test.
+        """
+        self.addCleanup(gc.enable if gc.isenabled() else gc.disable)
+        (gc.enable if enabled else gc.disable)()
+
+    def test_collectorPausedWhileRestoring(self) -> None:
+        """
+        The garbage collector is paused from C{capture} (the restored
+        objects all survive: collections would scan them again after each
+        batch) to the end of the takeover.
+        """
+        self.collecting(True)
+        captured, client = self.captureOne()
+        d = self.toRestoring(captured=captured)
+        self.assertFalse(gc.isenabled())
+        self.root.answer("restored", {})
+        self.root.answer("switch", {"paused": 2})
+        self.root.answer("commit", {"generation": 5})
+        self.successResultOf(d)
+        self.assertTrue(gc.isenabled())
+
+    def test_collectorResumedOnFailure(self) -> None:
+        """
+        A takeover that fails resumes the collector it paused.
+        """
+        self.collecting(True)
+        d = self.toCapturing()
+        self.assertFalse(gc.isenabled())
+        self.root.refuse("capture", "boom")
+        self.failureResultOf(d)
+        self.assertTrue(gc.isenabled())
+
+    def test_collectorPausedBefore(self) -> None:
+        """
+        A collector paused before the takeover stays paused after it.
+        """
+        self.collecting(False)
+        d = self.toCapturing()
+        self.root.refuse("capture", "boom")
+        self.failureResultOf(d)
+        self.assertFalse(gc.isenabled())
 
     def test_unclaimedPortsReported(self) -> None:
         """

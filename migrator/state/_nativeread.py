@@ -1,100 +1,109 @@
 # -*- test-case-name: tests.test_native -*-
 """
 A stream's batch in the native form (L{migrator.state._nativeform}),
-successor side: L{readNative} decodes its records with the unpickler of
-every other message, which names no class and no function (plain data
-only, L{migrator.state._nodes.loadsPlain}), then makes its objects:
-adapted objects by their adapters' C{create}, populated by their
-C{populate} once the batch is read, their states translated, as the
-graph reader (L{migrator.state._reader}) does; transports on the batch's
-descriptors and scheduled calls held until the commit, as for a graph's
-nodes.  Nothing is called while the records are decoded, and afterwards
-only what the graph reader would call.
+successor side: L{readNative} unpickles it with an unpickler that
+resolves the form's markers, and nothing else, to its own functions
+(no other class, function or module, no persistent id): adapted objects
+are made by their adapters' C{create} as they are met, and populated by
+their C{populate} once the batch is read, their states translated, as
+the graph reader (L{migrator.state._reader}) does; transports are built
+on the batch's descriptors and scheduled calls held until the commit, as
+for a graph's nodes.  What is called while the batch is decoded is what
+the graph reader would call while reading it, each call's arguments
+checked first.
 """
 
 from __future__ import annotations
 
 import io
+import pickle
 from typing import Any
 
 from migrator._twistedinternals import attachProtocol
 from migrator.state import _nativeform as form
 from migrator.state._graph import GraphError, GraphReader
-from migrator.state._nodes import plainUnpickler
 
 #: What a transport's description holds (L{migrator.state._capturehooks}).
 _META = frozenset({"fd", "family", "unix", "port", "peer", "pending", "reading", "producerPaused", "streaming"})
 
 
-def _records(data: Any) -> list[Any]:
-    if type(data) is not bytes:
-        raise GraphError("a native batch that is not bytes")
-    stream = io.BytesIO(data)
-    unpickler = plainUnpickler(stream)
-    records: list[Any] = []
-    try:
-        # One pickle per connection, one memo (each load reads at least a
-        # byte).
-        while stream.tell() < len(data):
-            part = unpickler.load()
-            if type(part) is not list:
-                raise GraphError("a native batch's part that is not a list of records")
-            records.extend(part)
-    except GraphError:
-        raise
-    except Exception as e:
-        raise GraphError(f"undecodable native batch: {e.__class__.__name__}: {e}") from e
-    return records
-
-
 class _Batch:
-    def __init__(self, records: list[Any], reader: GraphReader, hooks: Any) -> None:
-        self.records = records
+    """
+    The objects of one batch as it is read: the markers' meanings.
+    """
+
+    def __init__(self, reader: GraphReader, hooks: Any) -> None:
         self.reader = reader
         self.hooks = hooks
-        self.objects: list[Any] = [None] * len(records)
-        self.adapters: list[Any] = [None] * len(records)
-        #: Each transport's slot among the restored ones (for its producer).
-        self.slots: dict[int, int] = {}
+        #: The objects made, by id: their adapter and version, until they
+        #: are queued for populating (then C{None}).
+        self.made: dict[int, tuple[Any, int] | None] = {}
+        #: The transports built, by id: their slot among the restored ones,
+        #: until they are given their protocol (then C{None}).
+        self.built: dict[int, int | None] = {}
+        #: The anchors met, by id.
+        self.anchors: set[int] = set()
+        self._kept: list[Any] = []
 
-    def resolve(self, ref: Any) -> Any:
-        """
-        What a reference stands for: a record's object, or an anchor.
-        """
-        if type(ref) is int and 0 <= ref < len(self.records):
-            found = self.objects[ref]
-            if found is not None:
-                return found
-        elif type(ref) is str:
-            found = self.reader.anchorNamed(ref)
-            if found is not None:
-                return found
-        raise GraphError(f"a native batch refers to nothing: {ref!r}")
+    def markers(self) -> dict[str, Any]:
+        return {
+            "OBJECT": self.object,
+            "POPULATE": self.populate,
+            "ANCHOR": self.anchor,
+            "TRANSPORT": self.transport,
+            "ATTACH": self.attach,
+            "CALL": self.call,
+        }
 
-    def make(self) -> None:
-        """
-        Make every object and transport (the calls, which may be of their
-        methods, after).
-        """
-        reader, hooks = self.reader, self.hooks
-        for i, record in enumerate(self.records):
-            kind = record[0] if type(record) is tuple and record else None
-            if kind == form.OBJECT and len(record) == 5:
-                adapter = reader.adapterOf(record[1], record[2])
-                self.adapters[i] = adapter
-                self.objects[i] = adapter.create(reader.context)
-            elif kind == form.TRANSPORT and len(record) == 4:
-                meta = record[1]
-                if type(meta) is not dict or not _META <= meta.keys():
-                    raise GraphError("malformed transport in a native batch")
-                t = hooks.buildTransport(meta)
-                self.slots[i] = hooks.addTransport(t, meta)
-                self.objects[i] = t
-            elif kind != form.CALL or len(record) != 5:
-                raise GraphError("malformed record in a native batch")
-        for i, record in enumerate(self.records):
-            if record[0] == form.CALL:
-                self.objects[i] = self.call(*record[1:])
+    def object(self, typeName: Any, version: Any, empty: Any = False) -> Any:
+        if type(typeName) is not str or type(version) is not int or type(empty) is not bool:
+            raise GraphError("malformed object in a native batch")
+        adapter = self.reader.adapterOf(typeName, version)
+        obj = adapter.create(self.reader.context)
+        # (Kept alive, so that its id stays its own while the batch is read.)
+        self._kept.append(obj)
+        if empty:
+            # Its state is None (which pickle writes as no state at all).
+            self.made[id(obj)] = None
+            self.reader.queue(adapter, obj, version, None)
+        else:
+            self.made[id(obj)] = (adapter, version)
+        return obj
+
+    def populate(self, obj: Any, state: Any) -> None:
+        made = self.made.get(id(obj))
+        if made is None:
+            raise GraphError("a native batch populates what it did not make, or twice")
+        self.made[id(obj)] = None
+        adapter, version = made
+        self.reader.queue(adapter, obj, version, state)
+
+    def anchor(self, name: Any) -> Any:
+        found = self.reader.anchorNamed(name) if type(name) is str else None
+        if found is None:
+            raise GraphError(f"a native batch refers to nothing: {name!r}")
+        self.anchors.add(id(found))
+        return found
+
+    def transport(self, meta: Any) -> Any:
+        if type(meta) is not dict or not _META <= meta.keys():
+            raise GraphError("malformed transport in a native batch")
+        t = self.hooks.buildTransport(meta)
+        self.built[id(t)] = self.hooks.addTransport(t, meta)
+        return t
+
+    def attach(self, t: Any, state: Any) -> None:
+        slot = self.built.get(id(t))
+        if slot is None or type(state) is not tuple or len(state) != 2:
+            raise GraphError("malformed transport in a native batch")
+        protocol, producer = state
+        if id(protocol) not in self.made:
+            raise GraphError("a transport's protocol that the native batch does not hold")
+        self.built[id(t)] = None
+        attachProtocol(t, protocol)
+        if producer is not None:
+            # (Registered at the commit, as a graph's.)
+            self.hooks.producers[slot] = producer
 
     def call(self, when: Any, function: Any, args: Any, kw: Any) -> Any:
         # As the graph's call nodes (L{migrator.state._restore}).
@@ -109,8 +118,11 @@ class _Batch:
         ):
             raise GraphError("malformed scheduled call in a native batch")
         if len(function) == 3 and function[0] == form.METHOD and type(function[2]) is str:
+            held = id(function[1])
+            if held not in self.made and held not in self.built and held not in self.anchors:
+                raise GraphError("a scheduled call of a method of what the native batch does not hold")
             try:
-                f = getattr(self.resolve(function[1]), function[2])
+                f = getattr(function[1], function[2])
             except AttributeError as e:
                 raise GraphError(f"malformed method in a native batch: {e}") from e
         elif len(function) == 2 and function[0] == form.FUNCTION:
@@ -123,83 +135,31 @@ class _Batch:
             raise GraphError("a scheduled call of something not callable in a native batch")
         return self.hooks.heldCall(when, f, args, kw)
 
-    def populate(self) -> None:
+    def check(self) -> None:
         """
-        Give every object its state and every transport its protocol; the
-        objects are queued for populating in the order the graph reader
-        would queue them: an object after those its state refers to
-        (depth first, in its entries' order), as their states end first.
+        Every object made was populated, every transport given its
+        protocol.
         """
-        records, seen = self.records, [False] * len(self.records)
-        n = len(records)
-        OBJECT, queue, follow = form.OBJECT, self.reader.queue, self._follow
-        for first, record in enumerate(records):
-            if record[0] != OBJECT or seen[first]:
-                continue
-            seen[first] = True
-            refs = follow(first)
-            if not any(type(j) is int and 0 <= j < n and not seen[j] for j in refs):
-                # (Most: a protocol refers to its factory, and its
-                # transport, met already.)
-                queue(self.adapters[first], self.objects[first], record[2], record[3])
-                continue
-            stack = [(first, iter(refs))]
-            while stack:
-                i, pending = stack[-1]
-                for j in pending:
-                    if type(j) is int and 0 <= j < n and not seen[j]:
-                        seen[j] = True
-                        stack.append((j, iter(follow(j))))
-                        break
-                else:
-                    stack.pop()
-                    if records[i][0] == OBJECT:
-                        _, _, version, state, _ = records[i]
-                        queue(self.adapters[i], self.objects[i], version, state)
-        for i, record in enumerate(records):
-            if record[0] == form.TRANSPORT:
-                protocol = record[2]
-                if not (
-                    type(protocol) is int
-                    and 0 <= protocol < len(self.records)
-                    and self.adapters[protocol] is not None
-                ):
-                    raise GraphError("a transport's protocol that the native batch does not hold")
-                attachProtocol(self.objects[i], self.objects[protocol])
-                if record[3] is not None:
-                    # (Registered at the commit, as a graph's.)
-                    self.hooks.producers[self.slots[i]] = self.resolve(record[3])
+        if any(m is not None for m in self.made.values()) or any(
+            s is not None for s in self.built.values()
+        ):
+            raise GraphError("a native batch left an object without its state, or a transport without its protocol")
 
-    def _follow(self, i: int) -> list[Any]:
-        """
-        What the graph reader would read inside record C{i}'s node: an
-        object's references (put in its state), a transport's protocol and
-        producer, a call's method's object.
-        """
-        record = self.records[i]
-        kind = record[0]
-        if kind == form.OBJECT:
-            return self._references(i)
-        if kind == form.TRANSPORT:
-            return [record[2], record[3]]
-        function = record[2]
-        return [function[1]] if type(function) is tuple and function[0] == form.METHOD else []
 
-    def _references(self, i: int) -> list[Any]:
-        """
-        Put the objects an object's state refers to in it, in its entries'
-        places; return the references (for the populate order).
-        """
-        _, _, _, state, refs = self.records[i]
-        if refs is None:
-            return []
-        if type(refs) is not dict or type(state) is not dict:
-            raise GraphError("malformed references in a native batch")
-        for key, ref in refs.items():
-            if key not in state:
-                raise GraphError("a reference without its entry in a native batch")
-            state[key] = self.resolve(ref)
-        return list(refs.values())
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: Any, markers: dict[str, Any]) -> None:
+        super().__init__(file)
+        self._markers = markers
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == form.__name__:
+            found = self._markers.get(name)
+            if found is not None:
+                return found
+        raise GraphError(f"refusing to load {module}.{name}: a native batch names its markers only")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise GraphError("refusing a persistent id in a native batch")
 
 
 def readNative(data: Any, reader: GraphReader, hooks: Any) -> None:
@@ -212,9 +172,18 @@ def readNative(data: Any, reader: GraphReader, hooks: Any) -> None:
     @raise GraphError: if it is malformed or names anything this process
         does not allow.
     """
-    batch = _Batch(_records(data), reader, hooks)
+    if type(data) is not bytes:
+        raise GraphError("a native batch that is not bytes")
+    batch = _Batch(reader, hooks)
+    stream = io.BytesIO(data)
+    unpickler = _Unpickler(stream, batch.markers())
     try:
-        batch.make()
-        batch.populate()
-    except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
+        # One pickle per connection, one memo (each load reads at least a
+        # byte).
+        while stream.tell() < len(data):
+            unpickler.load()
+    except GraphError:
+        raise
+    except Exception as e:
         raise GraphError(f"malformed native batch: {e.__class__.__name__}: {e}") from e
+    batch.check()

@@ -1,26 +1,26 @@
 # -*- test-case-name: tests.test_native -*-
 """
 A stream's batch in the native form (L{migrator.state._nativeform}),
-incumbent side: L{captureNative} writes the batch's objects as flat
-records whose plain data the C pickler writes, where the graph writer
+incumbent side: L{captureNative} has the C pickler write the batch's
+connections, looking in Python only at each object that is not plain
+data (L{_Pickler.reducer_override}), where the graph writer
 (L{migrator.state._writer}) walks every container in Python.  It costs a
 fraction per connection, and is tried only for what it writes exactly as
 the graph writer would: adapted objects written at this process's
-version with nothing to translate, anchors (names only: a batch never
-carries the factories' state), the batch's own transports and their
-producers, scheduled calls (suspended with the batch) of methods of
-objects or of functions allowed by name, each reached through the
-top-level entries of an instance dictionary (the default rule's state,
-or a dictionary an adapter made for its capture; any other state of an
-adapter's own is written as it is, plain throughout), and plain data.
-Anything else (a looping call, a call of a call's method, an
-object without an adapter, or inside a container or an adapter's own
-state, a connection outside the batch, one declining, a graph sharing
-an object with a batch already sent, holding more than L{UNITS} objects
-and entries, deeper than a few hundred levels or larger than
-L{ROOT_CAP} bytes) makes it give up, having frozen and kept nothing: the
-caller writes the batch with the graph writer, which says what stays
-and why, or leaves a large connection for its slices.
+version with nothing to translate (the default rule's state, a fresh
+copy of the instance dictionary; an adapter's own state as it is, its
+identity kept), anchors (names only: a batch never carries the
+factories' state), the batch's own transports and their producers,
+scheduled calls (suspended with the batch) of methods of objects or of
+functions allowed by name, and plain data, wherever they sit.
+Anything else (a looping call, a call of a call's method, a bound
+method or a function held as a value, an object without an adapter, a
+connection outside the batch, one declining, a graph sharing an object
+with a batch already sent, holding more than L{UNITS} objects and
+entries, deeper than L{DEPTH} levels or larger than L{ROOT_CAP} bytes)
+makes it give up, having frozen and kept nothing: the caller writes the
+batch with the graph writer, which says what stays and why, or leaves a
+large connection for its slices.
 """
 
 from __future__ import annotations
@@ -65,26 +65,8 @@ DEPTH = 1000
 
 #: Objects of these types are values, never another batch's.
 _VALUES = frozenset({type(None), bool, int, float, str, bytes, tuple, frozenset})
-#: What the C pickler writes itself (exact types): an entry of a state of
-#: one of these types is plain data.
+#: What the C pickler writes itself (exact types).
 _PLAIN = _VALUES | {dict, list, set, bytearray}
-
-
-def _freshCount() -> int:
-    """
-    What C{sys.getrefcount} says of a dictionary a function made and
-    returned, held by one local variable only (this interpreter's count).
-    """
-
-    def made() -> dict[Any, Any]:
-        return {}
-
-    state = made()
-    return sys.getrefcount(state)
-
-
-#: See L{_freshCount}.
-_FRESH = _freshCount()
 
 
 class Fallback(Exception):
@@ -122,20 +104,19 @@ class _Capped:
 class NativeWritten:
     """
     What a batch in the native form wrote, kept alive so that their ids
-    stay theirs, as a graph writer's L{GraphWriter.written}: its objects,
-    and what its pickle's memo holds.  Values (strings, tuples) are among
+    stay theirs, as a graph writer's L{GraphWriter.written}: what its
+    pickle's memo holds (its objects among it), but the anchors and the
+    form's markers.  Values (strings, tuples) are among
     them, unlike a graph writer's, since sorting them out would cost more
     than it saves: no other batch's objects are ever values, and one
     native batch meeting another's values (shared strings) looks past
     them (L{captureNative}).
     """
 
-    def __init__(self, memo: dict[int, tuple[int, Any]], objects: dict[int, Any]) -> None:
+    def __init__(self, memo: dict[int, tuple[int, Any]]) -> None:
         # (One dictionary of them all, by id, what it holds kept alive: the
-        # stream's Owned takes its keys in one step, 22 -> 13 ms of a
-        # takeover of 10,000 connections.)
+        # stream's Owned takes its keys in one step.)
         self._written: dict[int, Any] = memo
-        memo.update(objects)
 
     def written(self) -> Mapping[int, Any]:
         """
@@ -144,181 +125,136 @@ class NativeWritten:
         return self._written
 
 
-class _PlainPickler(pickle.Pickler):
+class _Pickler(pickle.Pickler):
     """
-    Pickles plain data only: anything else gives up (L{Fallback}).
-    """
-
-    def __init__(self, file: _Capped) -> None:
-        super().__init__(file, protocol=5, buffer_callback=self._buffer)
-
-    def reducer_override(self, value: Any) -> Any:
-        raise Fallback(f"a {type(value).__name__} inside a container")
-
-    @staticmethod
-    def _buffer(buffer: Any) -> bool:
-        raise Fallback("a pickle buffer")
-
-
-class _Records:
-    """
-    A batch's objects as the native form's records (L{migrator.state._nativeform}).
+    Writes a batch's connections in the native form: plain data as the C
+    pickler does, every other object as a call of a marker
+    (L{migrator.state._nativeform}), or gives up (L{Fallback}).
     """
 
     def __init__(
-        self, writer: GraphWriter, hooks: _CaptureHooks, translator: Translator, picked: set[int]
+        self,
+        file: _Capped,
+        writer: GraphWriter,
+        hooks: _CaptureHooks,
+        translator: Translator,
+        picked: set[int],
     ) -> None:
+        super().__init__(file, protocol=5, buffer_callback=self._buffer)
         self._info = writer._info
         self._anchors = writer._anchors
         self._hooks = hooks
         self._translator = translator
         self._picked = picked
         self._functionName = hooks.adapters.functionName
-        self.records: list[Any] = []
-        #: The objects recorded, by id: the batch's own.
-        self.objects: dict[int, Any] = {}
-        self._index: dict[int, int] = {}
-        self._pending: list[tuple[int, Any]] = []
-        #: Whether each transport recorded reads.
+        self._kinds: dict[int, tuple[str, int]] = {}
+        #: The ids of the anchors met (the pickler's memo holds them).
+        self.anchorsMet: set[int] = set()
+        #: Whether each transport written reads.
         self.reading: list[bool] = []
-        self._args: dict[int, tuple[str, str, int]] = {}
         #: What is left of the current root's L{UNITS}.
         self.units = UNITS
 
-    def add(self, value: Any) -> int | str:
-        """
-        A reference to C{value} (not plain data): an anchor's name, or the
-        index of its record (made later, by L{drain}).
-        """
+    @staticmethod
+    def _buffer(buffer: Any) -> bool:
+        raise Fallback("a pickle buffer")
+
+    def reducer_override(self, value: Any) -> Any:
+        # (Called for what is not plain data and not in the memo yet: the
+        # markers too, the first time each is written.)
         i = id(value)
         name = self._anchors.get(i)
         if name is not None:
-            return name
-        n = self._index.get(i)
-        if n is None:
-            n = self._index[i] = len(self.records)
-            self.records.append(None)
-            self.objects[i] = value
-            self._pending.append((n, value))
-        return n
-
-    def drain(self) -> None:
-        """
-        Make the records of the objects referred to so far (and of those
-        they refer to).
-        """
-        pending = self._pending
-        while pending:
-            n, value = pending.pop()
-            self.units -= 1
-            self.records[n] = self._record(value)
-
-    def _split(self, state: dict[Any, Any]) -> tuple[dict[Any, Any], dict[Any, Any] | None]:
-        """
-        An instance dictionary's plain entries (the references' keys
-        holding C{None}, in their places) and its references.
-        """
-        self.units -= len(state)
-        if self.units < 0:
-            raise Fallback("a graph too large for a batch")
-        plain = _PLAIN
-        refs = {k: v for k, v in state.items() if type(v) not in plain}
-        if not refs:
-            return state, None
-        copy = dict(state)
-        add = self.add
-        for k, v in refs.items():
-            if type(k) is not str:
-                # (A key pickled is another object: a float NaN is not
-                # even equal to itself, to find its entry again.)
-                raise Fallback("a reference under a key that is not a string")
-            copy[k] = None
-            refs[k] = add(v)
-        return copy, refs
-
-    def _record(self, value: Any) -> Any:
+            self.anchorsMet.add(i)
+            return (form.ANCHOR, (name,))
+        if i in _MARKER_IDS:
+            return NotImplemented
+        self.units -= 1
         info = self._info(type(value))
         adapter = info.adapter
         if adapter is not None:
             if info.anchorOnly or self._translator.writes:
                 raise Fallback("an object moved only as an anchor, or translated")
-            kind = self._args.get(id(adapter))
+            kind = self._kinds.get(id(adapter))
             if kind is None:
-                kind = self._args[id(adapter)] = (form.OBJECT, adapter.typeName, adapter.version)
+                kind = self._kinds[id(adapter)] = (adapter.typeName, adapter.version)
             plain = info.plain
             if plain is None:
-                # (A Refusing adapter's capture raises: that gives up too.)
-                self.units -= 1
+                # An adapter's own state, written as it is (its identity
+                # kept: it may be the application's, shared).  (A Refusing
+                # adapter's capture raises: that gives up too.)
                 state = adapter.capture(value)
                 if self._translator.writes:
                     raise Fallback("a state to translate")
-                if type(state) is dict and sys.getrefcount(state) == _FRESH:
-                    # A dictionary the adapter made for this (nothing
-                    # else holds it): its identity is nobody's, and it
-                    # may refer to objects, as an instance dictionary.
-                    return (*kind, *self._split(state))
-                # Anything else is written as it is (its identity kept: it
-                # may be the application's, shared), plain throughout or
-                # the pickling gives up.
-                return (*kind, state, None)
-            # The default rule: the instance dictionary, made afresh on
-            # the other side (as the graph writer's).
-            if plain:
-                state = {k: v for k, v in value.__dict__.items() if k not in plain}
+                if type(state) is dict:
+                    self.units -= len(state)
             else:
-                state = value.__dict__
-            return (*kind, *self._split(state))
+                # The default rule: the instance dictionary, made afresh on
+                # the other side (as the graph writer's).
+                if plain:
+                    state = {k: v for k, v in value.__dict__.items() if k not in plain}
+                else:
+                    state = value.__dict__.copy()
+                self.units -= len(state)
+            if self.units < 0:
+                raise Fallback("a graph too large for a batch")
+            if state is None:
+                # (Pickle writes a state of None as no state at all.)
+                return (form.OBJECT, (*kind, True))
+            return (form.OBJECT, kind, state, None, None, form.POPULATE)
         if isinstance(value, base.DelayedCall):
-            return self._call(value)
+            return (form.CALL, self._call(value))
         if isinstance(value, tcp.Connection):
-            if id(value) not in self._picked:
+            if i not in self._picked:
                 raise Fallback("a connection outside the batch")
+            protocol = value.protocol
+            if id(protocol) in self._anchors:
+                raise Fallback("a transport whose protocol is an anchor")
             # (Its protocol is one of the batch's: asked if it may move.)
             key = self._hooks.checkTransport(value, "", asked=True)
             meta = self._hooks.recordTransport(value, key)
             self.reading.append(meta["reading"])
-            protocol = self.add(value.protocol)
-            if type(protocol) is not int:
-                raise Fallback("a transport whose protocol is an anchor")
             producer = getattr(value, "producer", None)
-            return (form.TRANSPORT, meta, protocol, None if producer is None else self.add(producer))
+            return (form.TRANSPORT, (meta,), (protocol, producer), None, None, form.ATTACH)
         raise Fallback(f"a {type(value).__name__}, for the graph writer")
 
-    def _call(self, call: Any) -> Any:
+    def _call(self, call: Any) -> tuple[Any, ...]:
         """
-        A scheduled call, as the graph writer's hook writes it (and
-        suspends it with the batch's freeze).
+        A scheduled call's arguments, as the graph writer's hook writes it
+        (and suspends it with the batch's freeze).
         """
         if not call.active():
-            return (form.CALL, None, None, (), {})
+            return (None, None, (), {})
         f = ungated(call.func)
         if isinstance(f, types.MethodType):
             name = _methodName(f)
             if name is None or type(f.__self__) in _PLAIN or isinstance(f.__self__, base.DelayedCall):
                 raise Fallback("a method not under its name, of plain data, or of a call")
-            function: Any = (form.METHOD, self.add(f.__self__), name)
+            function: Any = (form.METHOD, f.__self__, name)
         elif isinstance(f, types.FunctionType) and (allowed := self._functionName(f)) is not None:
             function = (form.FUNCTION, allowed)
         else:
             raise Fallback("a call of something not allowed by name")
         when = self._hooks.recordCall(call)
-        return (form.CALL, when, function, tuple(call.args), dict(call.kw))
+        return (when, function, tuple(call.args), dict(call.kw))
 
 
-def _shares(memo: dict[int, tuple[int, Any]], objects: dict[int, Any], owned: Owned) -> bool:
+#: The markers' ids (written as globals, by the pickler itself).
+_MARKER_IDS = frozenset(id(getattr(form, name)) for name in form.MARKERS)
+
+
+def _shares(memo: dict[int, tuple[int, Any]], owned: Owned) -> bool:
     """
-    Does a batch whose objects are C{objects} and whose pickle's memo is
-    C{memo} hold something (not a value) that a batch already sent holds?
+    Does a batch whose pickle's memo is C{memo} hold something (not a
+    value) that a batch already sent holds?
     """
-    if owned.ids.keys() & objects.keys():
-        return True
     for i in owned.ids.keys() & memo.keys():
         if type(memo[i][1]) not in _VALUES:
             return True
     if owned.layers:
         # (A connection written in slices: its writer says.)
         mine = [i for i, (_, o) in memo.items() if type(o) not in _VALUES]
-        return bool(owned.owners([*mine, *objects]))
+        return bool(owned.owners(mine))
     return False
 
 
@@ -390,23 +326,20 @@ def captureNative(
             return None
         if selected is not None and not selected(t):
             return None
+    anchors = writer._anchors
+    if any(id(t.protocol) in anchors for t in connections):
+        return None
     out = _Capped(cap, rootCap)
-    pickler = _PlainPickler(out)
-    batch = _Records(writer, hooks, translator, {id(t) for t in connections})
-    records = batch.records
+    pickler = _Pickler(out, writer, hooks, translator, {id(t) for t in connections})
     try:
         with _boundedRecursion():
-            # One pickle per root (its records), one memo: each root's
+            # One pickle per root (its protocol), one memo: each root's
             # size is known.
             for t in connections:
                 # (A root begins: its bounds start again.)
                 out.rootSize = 0
-                batch.units = units
-                start = len(records)
-                if type(batch.add(t.protocol)) is not int:
-                    return None
-                batch.drain()
-                pickler.dump(records[start:])
+                pickler.units = units
+                pickler.dump(t.protocol)
     except Exception:
         # Fallback, RecursionError, an adapter that failed (the graph
         # writer says so, with its path), an object pickle refuses.
@@ -415,7 +348,10 @@ def captureNative(
         # A protocol whose graph does not hold its transport.
         return None
     memo = pickler.memo.copy()
-    if owned and _shares(memo, batch.objects, owned):
+    for i in (*pickler.anchorsMet, *_MARKER_IDS):
+        # (Every batch refers to them: not its own.)
+        memo.pop(i, None)
+    if owned and _shares(memo, owned):
         # Shared with a batch already sent: the graph writer leaves out
         # what shares, root by root.
         return None
@@ -438,7 +374,7 @@ def captureNative(
         pendingBytes=hooks.pendingBytes,
         frozenAt=frozenAt,
         translations=translator.log.asDict(),
-        writer=NativeWritten(memo, batch.objects),
+        writer=NativeWritten(memo),
     )
-    captured.freeze(batch.reading)
+    captured.freeze(pickler.reading)
     return captured

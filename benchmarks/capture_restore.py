@@ -150,21 +150,23 @@ def run(count: int, form: str = "graph") -> dict[str, Any]:
             )
         if sum(b.count for b in batches) != count:
             raise RuntimeError(f"captured {sum(b.count for b in batches)} of {count}")
-        restored, restoreWall, restoreCPU = _timed(
-            lambda: [
-                restoreConnections(
-                    successor.reactor,
-                    successor.ports,
-                    successor.adapters,
-                    b.payload,
-                    list(range(b.count)),
-                    adoptSocket=lambda fd, family: shared,
-                    closeFd=lambda fd: None,
-                    native=True,
-                )
-                for b in batches
-            ]
-        )
+        # (And the successor for the whole restore, from capture on.)
+        with collectorPaused():
+            restored, restoreWall, restoreCPU = _timed(
+                lambda: [
+                    restoreConnections(
+                        successor.reactor,
+                        successor.ports,
+                        successor.adapters,
+                        b.payload,
+                        list(range(b.count)),
+                        adoptSocket=lambda fd, family: shared,
+                        closeFd=lambda fd: None,
+                        native=True,
+                    )
+                    for b in batches
+                ]
+            )
         if sum(r.count for r in restored) != count or len(kept) != count:
             raise RuntimeError(f"restored {sum(r.count for r in restored)} of {count}")
         return {

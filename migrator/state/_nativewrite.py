@@ -105,18 +105,18 @@ class NativeWritten:
     """
     What a batch in the native form wrote, kept alive so that their ids
     stay theirs, as a graph writer's L{GraphWriter.written}: what its
-    pickle's memo holds (its objects among it), but the anchors and the
-    form's markers.  Values (strings, tuples) are among
-    them, unlike a graph writer's, since sorting them out would cost more
-    than it saves: no other batch's objects are ever values, and one
-    native batch meeting another's values (shared strings) looks past
-    them (L{captureNative}).
+    pickle's memo holds.  The ids it says it wrote are those of the
+    objects another batch could hold too: not values (strings, tuples:
+    no other batch's objects are ever values, and one native batch
+    meeting another's values, shared strings, looks past them), not the
+    anchors or the form's markers (every batch refers to them), not what
+    the pickling made for itself (a state's copy, a transport's
+    description).
     """
 
-    def __init__(self, memo: dict[int, tuple[int, Any]]) -> None:
-        # (One dictionary of them all, by id, what it holds kept alive: the
-        # stream's Owned takes its keys in one step.)
-        self._written: dict[int, Any] = memo
+    def __init__(self, memo: dict[int, tuple[int, Any]], mine: dict[int, Any]) -> None:
+        self._memo = memo
+        self._written = mine
 
     def written(self) -> Mapping[int, Any]:
         """
@@ -150,6 +150,9 @@ class _Pickler(pickle.Pickler):
         self._kinds: dict[int, tuple[str, int]] = {}
         #: The ids of the anchors met (the pickler's memo holds them).
         self.anchorsMet: set[int] = set()
+        #: The ids of what it made to write (a state's copy, a transport's
+        #: description), which its memo holds.
+        self.made: set[int] = set()
         #: Whether each transport written reads.
         self.reading: list[bool] = []
         #: What is left of the current root's L{UNITS}.
@@ -195,6 +198,7 @@ class _Pickler(pickle.Pickler):
                     state = {k: v for k, v in value.__dict__.items() if k not in plain}
                 else:
                     state = value.__dict__.copy()
+                self.made.add(id(state))
                 self.units -= len(state)
             if self.units < 0:
                 raise Fallback("a graph too large for a batch")
@@ -213,6 +217,8 @@ class _Pickler(pickle.Pickler):
             # (Its protocol is one of the batch's: asked if it may move.)
             key = self._hooks.checkTransport(value, "", asked=True)
             meta = self._hooks.recordTransport(value, key)
+            self.made.add(id(meta))
+            self.made.add(id(meta["peer"]))
             self.reading.append(meta["reading"])
             producer = getattr(value, "producer", None)
             return (form.TRANSPORT, (meta,), (protocol, producer), None, None, form.ATTACH)
@@ -243,19 +249,15 @@ class _Pickler(pickle.Pickler):
 _MARKER_IDS = frozenset(id(getattr(form, name)) for name in form.MARKERS)
 
 
-def _shares(memo: dict[int, tuple[int, Any]], owned: Owned) -> bool:
+def _shares(mine: dict[int, Any], owned: Owned) -> bool:
     """
-    Does a batch whose pickle's memo is C{memo} hold something (not a
-    value) that a batch already sent holds?
+    Does a batch that wrote the objects C{mine} (by id) hold something
+    that a batch already sent holds?
     """
-    for i in owned.ids.keys() & memo.keys():
-        if type(memo[i][1]) not in _VALUES:
-            return True
-    if owned.layers:
-        # (A connection written in slices: its writer says.)
-        mine = [i for i, (_, o) in memo.items() if type(o) not in _VALUES]
-        return bool(owned.owners(mine))
-    return False
+    if not owned.ids.keys().isdisjoint(mine):
+        return True
+    # (A connection written in slices: its writer says.)
+    return bool(owned.layers and owned.owners(mine))
 
 
 def _depth() -> int:
@@ -348,10 +350,11 @@ def captureNative(
         # A protocol whose graph does not hold its transport.
         return None
     memo = pickler.memo.copy()
-    for i in (*pickler.anchorsMet, *_MARKER_IDS):
-        # (Every batch refers to them: not its own.)
-        memo.pop(i, None)
-    if owned and _shares(memo, owned):
+    skip = pickler.made
+    skip.update(pickler.anchorsMet, _MARKER_IDS)
+    values = _VALUES
+    mine = {i: o for i, (_, o) in memo.items() if type(o) not in values and i not in skip}
+    if owned and _shares(mine, owned):
         # Shared with a batch already sent: the graph writer leaves out
         # what shares, root by root.
         return None
@@ -374,7 +377,7 @@ def captureNative(
         pendingBytes=hooks.pendingBytes,
         frozenAt=frozenAt,
         translations=translator.log.asDict(),
-        writer=NativeWritten(memo),
+        writer=NativeWritten(memo, mine),
     )
     captured.freeze(pickler.reading)
     return captured

@@ -10,6 +10,7 @@ import gc
 from collections.abc import Callable
 from itertools import chain
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from migrator.interfaces import IAnchorOnly
 from migrator.state._nodes import ATOMSET as _ATOMSET
@@ -29,8 +30,23 @@ def _slottedOrBare(cls: type) -> bool:
     """
     Whether instances of C{cls} have no instance dictionary, or keep
     state in slots beside it (C{__dict__} and C{__weakref__} slots hold
-    none).
+    none).  (Asked of every class once per writer, that is once per
+    batch of a stream: remembered, as a class's slots never change.)
     """
+    try:
+        return _SLOTTED[cls]
+    except KeyError:
+        pass
+    found = _slottedOrBareNow(cls)
+    try:
+        _SLOTTED[cls] = found
+    except TypeError:
+        # (A class that cannot be referred to weakly.)
+        pass
+    return found
+
+
+def _slottedOrBareNow(cls: type) -> bool:
     if "__dict__" not in dir(cls):
         return True
     for klass in cls.__mro__:
@@ -40,6 +56,10 @@ def _slottedOrBare(cls: type) -> bool:
         if any(name not in ("__dict__", "__weakref__") for name in slots):
             return True
     return False
+
+
+#: See L{_slottedOrBare}.
+_SLOTTED: WeakKeyDictionary[type, bool] = WeakKeyDictionary()
 
 
 class _ClassInfo:

@@ -488,10 +488,10 @@ class MigrateService(service.MultiService, ServiceReports):
     def _remaining(self) -> list[Any]:
         """
         The connections left to drain: not those that moved and are still
-        being let go of (see L{Incumbent.finishRelease}).
+        being let go of (see L{Incumbent.finishRelease}; it holds them).
         """
-        releasing = self.incumbent.releasing if self.incumbent is not None else frozenset()
-        return [t for t in self.registry.openConnections() if id(t) not in releasing]
+        leaving = self.incumbent.releasing if self.incumbent is not None else frozenset()
+        return self.registry.openConnectionsBesides(leaving)
 
     def _checkDrained(self) -> None:
         if self._finished:

@@ -123,6 +123,17 @@ class IPortRegistry(Interface):
             capture of connections and the drain after a handoff see them.
         """
 
+    def openConnectionsBesides(leaving: Any) -> list[Any]:
+        """
+        The open connections but C{leaving}'s, cheaply when there are no
+        others (a commit's moved connections, tens of thousands).
+
+        @param leaving: the ids of connections counted by this registry,
+            which the caller holds (alive) while it asks.
+        @return: a list of the open connections whose ids are not in
+            C{leaving}.
+        """
+
     def noteArrivals() -> Any:
         """
         Start noting the connections added from now on (accepted, or given

@@ -332,6 +332,9 @@ class FakeRegistry:
     def openConnections(self) -> list[Any]:
         return [c for c in self.connections if getattr(c, "connected", False)]
 
+    def openConnectionsBesides(self, leaving: Any) -> list[Any]:
+        return [c for c in self.openConnections() if id(c) not in leaving]
+
     def noteArrivals(self) -> Any:
         # (Tests add to connections directly: the note compares.)
         return _FakeArrivals(self)

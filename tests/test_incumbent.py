@@ -835,14 +835,17 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.assertTrue(gc.isenabled())
         self.assertEqual(result.connections, 1)
         self.assertEqual(self.incumbent.lastAttempt["connections_moved"], 1)
-        # Until released, it is among those being let go of (not drained).
+        # Until released, it is among those being let go of (not drained),
+        # held (so that the registry's quick look may count it).
         self.assertEqual(self.incumbent.releasing, {id(transport)})
+        self.assertEqual(self.incumbent._leavingHeld, [transport])
         # Not before the successor has the answer: it hangs up once it has.
         self.reactor.advance(0)
         self.reactor.advance(0)
         self.assertEqual(self.incumbent.releasing, {id(transport)})
         self.incumbent.detached(session)
         self.assertEqual(self.incumbent.releasing, frozenset())
+        self.assertEqual(self.incumbent._leavingHeld, [])
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertFalse(transport.connected)
         self.assertEqual(transport.fileno(), -1)

@@ -380,6 +380,44 @@ class ListenerRegistryInstallTests(SynchronousTestCase):
         self.assertEqual(registry.listening(), [])
 
 
+class _Conn:
+    connected = True
+
+
+class OpenConnectionsBesidesTests(SynchronousTestCase):
+    """
+    L{ListenerRegistry.openConnectionsBesides}: the open connections but
+    those leaving, without looking at any when there are no others.
+    """
+
+    def setUp(self) -> None:
+        self.registry = ListenerRegistry(_FakeReactor())
+        self.leaving = [_Conn(), _Conn()]
+        for t in self.leaving:
+            self.registry.trackConnection(t)
+        self.ids = frozenset(map(id, self.leaving))
+
+    def test_none(self) -> None:
+        """
+        With nothing but the leaving ones counted, none.
+        """
+        self.assertEqual(self.registry.openConnectionsBesides(self.ids), [])
+
+    def test_others(self) -> None:
+        """
+        The other open connections, not those closed.
+        """
+        other, closed = _Conn(), _Conn()
+        closed.connected = False
+        self.registry.trackConnection(other)
+        self.registry.trackConnection(closed)
+        self.assertEqual(self.registry.openConnectionsBesides(self.ids), [other])
+        self.assertEqual(
+            sorted(map(id, self.registry.openConnectionsBesides(frozenset()))),
+            sorted(map(id, [*self.leaving, other])),
+        )
+
+
 class ListenerRegistryKeyTests(SynchronousTestCase):
     """
     Ports are recorded under the address the service declared.

@@ -909,6 +909,26 @@ class IncumbentStreamTests(SynchronousTestCase):
         self.reactor.advance(0.01)
         self.failureResultOf(d)
 
+    def test_arrivedBeforeTheFirstLook(self) -> None:
+        """
+        The connections listed at C{capture} (for the never-two check) are
+        those of the stream's first look, in the next turn: one accepted
+        in between is noted (and goes last, as one in conversation); one
+        closed in between stays out.
+        """
+        d, reader, [(early, _), (closing, client)] = self.startStream(2)
+        [(late, _)] = self.acceptMany(1)
+        closing.transport.loseConnection()
+        client.close()
+        for _ in range(3):
+            self.reactor.advance(0)
+        self.assertEqual(self.message(reader)["count"], 1)
+        self.incumbent.batchRestored(self.session, 0)
+        self.reactor.advance(0.01)
+        last = self.message(reader)
+        self.assertEqual((last["batch"], last["last"], last["count"]), (1, True, 1))
+        self.assertEqual(self.successResultOf(d).connections, 2)
+
     def test_arrivedDuringTheStreamGoesLast(self) -> None:
         """
         A connection accepted while the stream runs is taken for one in

@@ -143,6 +143,8 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
     #: registry's note of those added since; those busy at the last look.
     _present: set[int] | None = None
     _arrivals: Any = None
+    #: The connections the caller listed (L{listed}), until the first look.
+    _listed: list[Any] | None = None
     _recheck: list[Any] = attrs.field(factory=list)
     #: Whether the collector was paused here (and is to be resumed).
     _collecting: bool = False
@@ -166,6 +168,15 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
     _walkTurn: bool = True
 
     # -- choosing ----------------------------------------------------------------
+
+    def listed(self, connections: list[Any]) -> None:
+        """
+        The open connections, listed by the caller in this reactor turn:
+        the first look (L{start}, in a later turn) takes them, and what
+        arrives from now on.
+        """
+        self._arrivals = self.ports.noteArrivals()
+        self._listed = connections
 
     def start(self) -> None:
         """
@@ -217,9 +228,12 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
         one long turn of a stream's start, so the loop of L{_scan} without
         what only its later looks need.
         """
-        self._arrivals = self.ports.noteArrivals()
+        listed, self._listed = self._listed, None
+        if listed is None:
+            self._arrivals = self.ports.noteArrivals()
+            listed = self.ports.openConnections()
         # (Each once, whatever the registry: a dictionary's keys keep order.)
-        candidates = list(dict.fromkeys(self.ports.openConnections()))
+        candidates = list(dict.fromkeys(listed))
         self._present = set(map(id, candidates))
         recheck: list[Any] = []
         seen, queue, isEligible, watch = self._seen, self._queue, self._eligible, self._watchRead

@@ -212,7 +212,10 @@ class CapturesConnections:
             every batch sent is thawed, in order).
         """
         # Never two: what cannot move is known before anything is frozen.
-        self._refuseUnmovable("capture", attempt.session)
+        # (One look at every connection serves it and the stream's first
+        # look, in the next turn; what arrives meanwhile is noted.)
+        held = list(self.registry.openConnections())
+        self._refuseUnmovable("capture", attempt.session, held)
         stream = attempt.startStream(
             self._reactor,
             self.registry,
@@ -225,6 +228,7 @@ class CapturesConnections:
             # (Only the version this process writes.)
             streaming.native == NATIVE_FORM,
         )
+        stream.listed(held)
         started = self.clock()
         now = begun = self._reactor.seconds()
         bound = now + self.takeoverTimeout / 3

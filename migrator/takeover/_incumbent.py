@@ -129,6 +129,7 @@ class Incumbent(StopsPolitely, CapturesConnections):
     #: that moved (still open here, frozen, but no longer this process's
     #: to drain).
     releasing: frozenset[int] = frozenset()
+    _leavingHeld: list[Any] = attrs.field(factory=list, init=False)
     #: Until all are released, what releases the rest at once (given
     #: whether to close the handles).
     _releaseRest: Callable[[bool], object] | None = None
@@ -320,6 +321,7 @@ class Incumbent(StopsPolitely, CapturesConnections):
 
     def _released(self) -> None:
         self.releasing = frozenset()
+        self._leavingHeld = []
         self._releaseRest = None
         self.startRelease = None
         if self._releaseLater is not None and self._releaseLater.active():
@@ -418,6 +420,10 @@ class Incumbent(StopsPolitely, CapturesConnections):
         leaving = frozenset(map(id, attempt.captured.transports)) if attempt.captured else frozenset()
         if attempt.captured is not None:
             self.releasing = leaving
+            # (Held, so that each id stays theirs and the registry still
+            # counts them, until they are released: see
+            # openConnectionsBesides.)
+            self._leavingHeld = list(attempt.captured.transports)
         unmovable = self.unmovable.committed(
             attempt.captured.moved if attempt.captured else {}, leaving
         )

@@ -194,7 +194,8 @@ class UnmovableGuard:
         return planConnections(connections, self._adapters, self._versions, self.selected)
 
     def _rest(self, leaving: AbstractSet[int] = frozenset()) -> list[Any]:
-        return [t for t in self._registry.openConnections() if id(t) not in leaving]
+        # (The caller holds the transports of leaving.)
+        return self._registry.openConnectionsBesides(leaving)
 
     def check(self, step: str, rest: list[Any] | None = None) -> Refusal | None:
         """

@@ -536,7 +536,9 @@ class StreamTests(_Stream):
         watched since, are let go of without asking the reactor to stop
         reading or writing them (nothing did since their freeze, not even
         a write to one while frozen): none is left with it, and none
-        writes here.
+        writes here.  Left for the exit (not closed), they are not even
+        looked at: still watched, what is asked of them then (a write, a
+        close: a shutdown's goodbye) does nothing.
         """
         accepted = self.accept(3)
         stream = self.stream(maxBatch=1)
@@ -555,7 +557,18 @@ class StreamTests(_Stream):
             [t for t in transports if t in self.reactor.getReaders() + self.reactor.getWriters()],
             [],
         )
-        self.assertEqual([t.connected for t in transports], [False] * 3)
+        for t in transports:
+            t.write(b"bye\r\n")
+            t.loseConnection()
+        self.assertEqual(
+            [t for t in transports if t in self.reactor.getReaders() + self.reactor.getWriters()],
+            [],
+        )
+        for (_, client), t in zip(accepted, transports, strict=True):
+            # (Nothing sent, nothing closed: the client waits for more.)
+            client.setblocking(False)
+            self.assertRaises(BlockingIOError, client.recv, 100)
+            self.assertNotEqual(t.socket.fileno(), -1)
 
     def test_releaseStopsWhatTheReactorReadsAnyway(self) -> None:
         """
@@ -578,6 +591,9 @@ class StreamTests(_Stream):
                 [p.transport for p, _ in accepted if p.transport in self.reactor.getReaders()], []
             )
             self.ports.resumeAccepting()
+            for p, _ in accepted:
+                # (Left for the exit: gone before the next round.)
+                releaseConnection(p.transport)
 
     def test_boundBeforeTheWatch(self) -> None:
         """

@@ -25,6 +25,7 @@ transports (they are sent, not given away).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, cast
 
 import attrs
@@ -166,6 +167,7 @@ class Captured:
         later: Callable[[Callable[[], None]], object] | None = None,
         done: Callable[[], None] | None = None,
         close: bool = True,
+        held: AbstractSet[int] | None = None,
     ) -> Callable[[bool], None]:
         """
         The successor owns it all now: close our handles (no shutdown), and
@@ -174,13 +176,23 @@ class Captured:
         @param later: ignored (all in this turn; the same face as
             L{migrator.state._stream.Stream.release}, with C{done}, C{close}
             and what it returns: here nothing is left).
+        @param held: with C{close} false, if given: the ids of what the
+            reactor reads or writes; only those of the transports are let
+            go of (asked to stop), the others are left as they are, for the
+            exit.  Only for transports that neither read, write nor close
+            whatever is asked of them (a stream's, under its watch).
         Only a transport the reactor still reads or writes is asked to stop
         (a dictionary lookup each, not two calls: tens of thousands).
         """
         registered = registeredTest(cast(IReactorFDSet, self._reactor))
         self.frozen = False
-        for t in self.transports:
-            releaseConnection(t, close, registered(t))
+        if held is not None and not close:
+            for t in self.transports:
+                if id(t) in held:
+                    releaseConnection(t, False)
+        else:
+            for t in self.transports:
+                releaseConnection(t, close, registered(t))
         for call, _ in self._calls:
             if call.active():
                 call.cancel()

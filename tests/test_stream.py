@@ -945,6 +945,31 @@ class IncumbentStreamTests(SynchronousTestCase):
         self.assertEqual((last["batch"], last["last"], last["count"]), (1, True, 1))
         self.assertEqual(self.successResultOf(d).connections, 2)
 
+    def test_arrivedBetweenBeginAndCapture(self) -> None:
+        """
+        The connections listed at C{begin} (for the plan) serve C{capture}
+        too, with those accepted in between (noted, and moved as the
+        others); one closed in between stays out.
+        """
+        [(early, _), (closing, client)] = self.acceptMany(2)
+        _, reader = self.begin()
+        [(late, _)] = self.acceptMany(1)
+        closing.transport.loseConnection()
+        client.close()
+        self.incumbent.received(self.session, ReceivedReport(1))
+        self.incumbent.prepared(self.session, PreparedReport(1))
+        request = CaptureRequest(tuple(self.adapters.typeNames()), stream=Streaming(maxBatch=1))
+        d = self.incumbent.capture(self.session, request)
+        for _ in range(3):
+            self.reactor.advance(0)
+        self.assertEqual([self.message(reader)["count"] for _ in range(2)], [1, 1])
+        self.incumbent.batchRestored(self.session, 0)
+        self.incumbent.batchRestored(self.session, 1)
+        self.reactor.advance(0.01)
+        last = self.message(reader)
+        self.assertEqual((last["batch"], last["last"], last["count"]), (2, True, 0))
+        self.assertEqual(self.successResultOf(d).connections, 2)
+
     def test_arrivedDuringTheStreamGoesLast(self) -> None:
         """
         A connection accepted while the stream runs is taken for one in

@@ -24,6 +24,7 @@ from migrator.state._settling import Settling
 from migrator.state._stream import Stream
 from migrator.state._versions import Readable
 from migrator.takeover._channel import FrameChannel, channelPair
+from migrator.takeover._connections import Arrivals
 from migrator.takeover._messages import BeginRequest, CaptureReport, CaptureRequest, PreparedReport
 from migrator.takeover._ports import ListenerRegistry
 from migrator.takeover._steps import IDLE
@@ -106,6 +107,9 @@ class Attempt:
     _collecting: bool = False
     report: PreparedReport | None = None
     _timeout: IDelayedCall | None = None
+    #: The open connections listed at C{begin} (for the plan), and the
+    #: registry's note of those added since, until C{capture} takes them.
+    _listed: tuple[list[Any], Arrivals] | None = None
 
     def openChannel(self, reactor: Any) -> int:
         """
@@ -270,6 +274,26 @@ class Attempt:
                 closed += 1
         return closed
 
+    def keepListed(self, listed: list[Any], arrivals: Arrivals) -> None:
+        """
+        Keep the connections listed at C{begin} (held until C{capture} or
+        the end), with the note of those added since, for L{openNow}.
+        """
+        self._listed = (listed, arrivals)
+
+    def openNow(self, registry: ListenerRegistry) -> list[Any]:
+        """
+        The connections open now (each once), or closed since they were
+        listed: those kept at C{begin} and those added since, or else the
+        registry's (listing tens of thousands takes milliseconds).
+        """
+        if self._listed is None:
+            return list(registry.openConnections())
+        (listed, arrivals), self._listed = self._listed, None
+        added = arrivals.take()
+        arrivals.close()
+        return list(dict.fromkeys(listed + added)) if added else listed
+
     def status(self, now: float) -> dict[str, Any]:
         """
         @return: this takeover in progress for C{status}: successor, step,
@@ -369,6 +393,9 @@ class Attempt:
         @return: a L{Deferred} that fires once the channel is closed.
         """
         self.disarm()
+        if self._listed is not None:
+            self._listed[1].close()
+            self._listed = None
         self.resumeCollector()
         if self.peerEnd is not None:
             # By now the descriptor has long been sent (it rode with the

@@ -212,9 +212,10 @@ class CapturesConnections:
             every batch sent is thawed, in order).
         """
         # Never two: what cannot move is known before anything is frozen.
-        # (One look at every connection serves it and the stream's first
-        # look, in the next turn; what arrives meanwhile is noted.)
-        held = list(self.registry.openConnections())
+        # (One list of the connections, made at begin with those added
+        # since, serves it and the stream's first look, in the next turn;
+        # what arrives meanwhile is noted.)
+        held = attempt.openNow(self.registry)
         self._refuseUnmovable("capture", attempt.session, held)
         stream = attempt.startStream(
             self._reactor,

@@ -202,7 +202,11 @@ class Incumbent(StopsPolitely, CapturesConnections):
             )
             raise TakeoverRefused(str(e)) from e
         # Never two: what will move and what will stay, before any port is sent.
-        plan = self.unmovable.start(request.toWire())
+        # (The connections listed for it serve capture too, with those
+        # added meanwhile: tens of thousands take milliseconds to list.)
+        listed = list(self.registry.openConnections())
+        arrivals = self.registry.noteArrivals()
+        plan = self.unmovable.start(request.toWire(), listed)
         self._refuseUnmovable("begin")
         attempt = Attempt(
             session=session,
@@ -210,6 +214,7 @@ class Incumbent(StopsPolitely, CapturesConnections):
             request=request,
             startedAt=self.clock(),
         )
+        attempt.keepListed(listed, arrivals)
         channelFd = attempt.openChannel(self._reactor)
         attempt.sentPorts = len(fds)
         attempt.records = records

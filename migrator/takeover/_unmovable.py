@@ -156,10 +156,11 @@ class UnmovableGuard:
     #: was selected to move; the others follow the policy.
     selected: Callable[[Any], bool] | None = None
 
-    def start(self, info: dict[str, Any]) -> dict[str, Any]:
+    def start(self, info: dict[str, Any], listed: list[Any] | None = None) -> dict[str, Any]:
         """
         A takeover begins: take the successor's policy and adapters from
-        C{info}, plan, and log the plan.
+        C{info}, plan (the open connections C{listed}, if the caller has
+        just listed them), and log the plan.
 
         @return: the plan, as plain data, for C{begin}'s answer.
         """
@@ -179,7 +180,7 @@ class UnmovableGuard:
             chosen = f"; the operator selected {count} connection(s) to move" + (
                 f" ({len(unknown)} id(s) name nothing open)" if unknown else ""
             )
-        self.planned = self._plan(self._rest())
+        self.planned = self._plan(self._rest() if listed is None else listed)
         _log.info(
             "takeover by pid {pid}: {summary}; policy for connections no adapter "
             "can move: {policy}{chosen}",

@@ -35,7 +35,6 @@ from migrator.state._plan import (
     ClassPlan,
     Plan,
     Verdict,
-    anyUnknown,
     classify,
     drainsHarmlessly,
     planConnections,
@@ -43,6 +42,7 @@ from migrator.state._plan import (
     refusedCounts,
     settledCounts,
 )
+from migrator.state._quicklook import anyUnknown
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
 from migrator.state._versions import Readable, untranslatable
 from tests._fakes import FakeConnection

@@ -33,10 +33,17 @@ from migrator.state._registry import AdapterRegistry, InstanceAdapter
 from migrator.state._restore import restoreConnections
 from migrator.state._stream import Stream
 from migrator.takeover._batches import Batches
-from migrator.takeover._messages import CaptureRequest, PreparedReport, ReceivedReport, Streaming
+from migrator.takeover._incumbent import TakeoverRefused
+from migrator.takeover._messages import (
+    BeginRequest,
+    CaptureRequest,
+    PreparedReport,
+    ReceivedReport,
+    Streaming,
+)
 from migrator.takeover._ports import ListenerRegistry
 from tests.test_connections import _KEY, _READY, _Reactor, _recvExactly, _waitReadable
-from tests.test_incumbent import IncumbentWithListenerRegistryTests
+from tests.test_incumbent import SUCCESSOR, ChannelReader, IncumbentWithListenerRegistryTests
 
 
 class Private(LineReceiver):
@@ -789,6 +796,12 @@ class RoomTests(_Stream):
         )
 
 
+class _Stranger:
+    """
+    A protocol no adapter covers.
+    """
+
+
 class IncumbentStreamTests(SynchronousTestCase):
     """
     The incumbent's C{capture} for a successor that asks for a stream
@@ -969,6 +982,36 @@ class IncumbentStreamTests(SynchronousTestCase):
         last = self.message(reader)
         self.assertEqual((last["batch"], last["last"], last["count"]), (2, True, 0))
         self.assertEqual(self.successResultOf(d).connections, 2)
+
+    def test_refusedAtTheFirstLook(self) -> None:
+        """
+        With C{--unmovable refuse}, a connection no adapter can move that
+        came after C{begin} is refused at C{capture} by the look of never
+        two folded into the stream's first look (which freezes nothing):
+        the takeover is abandoned with the reason, no batch is sent, and
+        no connection stays watched.
+        """
+        [(echo, _), (other, _)] = self.acceptMany(2)
+        self.incumbent.begin(
+            self.session, BeginRequest.fromWire({**SUCCESSOR, "unmovable": "refuse"})
+        )
+        [channelFd] = self.session.takeSent()
+        reader = ChannelReader(self.reactor, channelFd)
+        self.addCleanup(reader.close)
+        self.successorFds.extend(reader.next()[1])
+        self.incumbent.received(self.session, ReceivedReport(1))
+        self.incumbent.prepared(self.session, PreparedReport(1))
+        classes = [type(echo.transport), type(other.transport)]
+        other.transport.protocol = _Stranger()
+        request = CaptureRequest(tuple(self.adapters.typeNames()), stream=Streaming(maxBatch=1))
+        d = self.incumbent.capture(self.session, request)
+        self.assertNoResult(d)
+        self.reactor.advance(0)
+        f = self.failureResultOf(d, TakeoverRefused)
+        self.assertIn("seen at step capture", str(f.value))
+        self.assertIsNone(self.incumbent.current)
+        self.assertEqual([type(echo.transport), type(other.transport)], classes)
+        self.assertIn(echo.transport, self.reactor.getReaders())
 
     def test_arrivedDuringTheStreamGoesLast(self) -> None:
         """

@@ -474,36 +474,6 @@ def _nested(reasons: Iterable[tuple[str, str, int]]) -> dict[str, dict[str, int]
     return result
 
 
-def anyUnknown(
-    transports: Iterable[Any],
-    adapters: Any,
-    successorVersions: Mapping[str, Any] | None = None,
-    selected: Callable[[Any], bool] | None = None,
-) -> bool:
-    """
-    Whether any of C{transports} is L{UNKNOWN}: a quick look (no adapter's
-    C{movable} is asked), for a step where time counts (C{selected}: as
-    for L{planConnections}).
-    """
-    classifier = Classifier(adapters, successorVersions)
-    if selected is None:
-        # One look per class that alone says it is not UNKNOWN (most).
-        transports = list(transports)
-        first = {type(p): p for p in (getattr(t, "protocol", None) for t in transports)}
-        for protocol in first.values():
-            try:
-                classifier.nameOf(protocol)
-            except Exception:
-                pass  # (Its connections are looked at one by one, as before.)
-        sure = {c for c in first if classifier._simple.get(c, (0, 0, ""))[2] is None}
-        transports = [t for t in transports if type(getattr(t, "protocol", None)) not in sure]
-    return any(
-        classifier.classify(t, movable=False, selected=True if selected is None else selected(t))
-        is not None
-        for t in transports
-    )
-
-
 def emptyCounts() -> dict[str, int]:
     return {"moved": 0, "drained": 0, "closed": 0, "refused": 0}
 

@@ -143,8 +143,11 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
     #: registry's note of those added since; those busy at the last look.
     _present: set[int] | None = None
     _arrivals: Any = None
-    #: The connections the caller listed (L{listed}), until the first look.
+    #: The connections the caller listed (L{listed}), until the first look;
+    #: its test of those never two looks at, and those it said yes of.
     _listed: list[Any] | None = None
+    _suspect: Callable[[Any], bool] | None = None
+    suspects: list[Any] = attrs.field(factory=list)
     _recheck: list[Any] = attrs.field(factory=list)
     #: Whether the collector was paused here (and is to be resumed).
     _collecting: bool = False
@@ -169,14 +172,18 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
 
     # -- choosing ----------------------------------------------------------------
 
-    def listed(self, connections: list[Any]) -> None:
+    def listed(self, connections: list[Any], suspect: Callable[[Any], bool] | None = None) -> None:
         """
         The open connections, listed by the caller in this reactor turn:
         the first look (L{start}, in a later turn) takes them, and what
         arrives from now on.
+
+        @param suspect: if given, the first look keeps those of them it
+            says yes of in L{suspects} (for never two's check).
         """
         self._arrivals = self.ports.noteArrivals()
         self._listed = connections
+        self._suspect = suspect
 
     def start(self) -> None:
         """
@@ -237,7 +244,10 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
         self._present = set(map(id, candidates))
         recheck: list[Any] = []
         seen, queue, isEligible, watch = self._seen, self._queue, self._eligible, self._watchRead
+        suspect, suspects = self._suspect, self.suspects
         for t in candidates:
+            if suspect is not None and suspect(t):
+                suspects.append(t)
             eligible = isEligible(t)
             if eligible is None:
                 recheck.append(t)
@@ -505,24 +515,6 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
         if self.final is not None:
             self._thaw(self.final)
         self._doHeldCloses()
-
-    def _doHeldCloses(self) -> None:
-        # (What was asked of them after the last batch, now that this
-        # process keeps them.)
-        held, self._held = self._held, HeldCloses()
-        if not held.requests:
-            return
-        for part in self._parts():
-            for t in part.transports:
-                request = held.requests.get(id(t))
-                if request is None:
-                    continue
-                name, args = request
-                if name == "connectionLost":
-                    # (As Twisted does before calling it itself.)
-                    t.stopReading()
-                    t.stopWriting()
-                getattr(t, name)(*args)
 
     def release(
         self,

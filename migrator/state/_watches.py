@@ -156,6 +156,7 @@ class WatchesTransports:
     _dirty: set[int]
     _resumed: set[int]
     _arrivals: Any
+    _parts: Callable[[], list[Any]]
 
     def _watch(self, t: Any, kind: str) -> None:
         """
@@ -242,3 +243,21 @@ class WatchesTransports:
             self._resumed.discard(id(t))
             if t.connected and not t.disconnecting:
                 t.startReading()
+
+    def _doHeldCloses(self) -> None:
+        # (What was asked of them after the last batch, now that this
+        # process keeps them.)
+        held, self._held = self._held, HeldCloses()
+        if not held.requests:
+            return
+        for part in self._parts():
+            for t in part.transports:
+                request = held.requests.get(id(t))
+                if request is None:
+                    continue
+                name, args = request
+                if name == "connectionLost":
+                    # (As Twisted does before calling it itself.)
+                    t.stopReading()
+                    t.stopWriting()
+                getattr(t, name)(*args)

@@ -211,12 +211,10 @@ class CapturesConnections:
             is sent, or failing with the refusal (the takeover abandoned:
             every batch sent is thawed, in order).
         """
-        # Never two: what cannot move is known before anything is frozen.
         # (One list of the connections, made at begin with those added
-        # since, serves it and the stream's first look, in the next turn;
-        # what arrives meanwhile is noted.)
+        # since, serves the stream's first look, in the next turn; what
+        # arrives meanwhile is noted.)
         held = attempt.openNow(self.registry)
-        self._refuseUnmovable("capture", attempt.session, held)
         stream = attempt.startStream(
             self._reactor,
             self.registry,
@@ -229,7 +227,7 @@ class CapturesConnections:
             # (Only the version this process writes.)
             streaming.native == NATIVE_FORM,
         )
-        stream.listed(held)
+        stream.listed(held, self.unmovable.suspects())
         started = self.clock()
         now = begun = self._reactor.seconds()
         bound = now + self.takeoverTimeout / 3
@@ -356,6 +354,12 @@ class CapturesConnections:
                 return
             try:
                 stream.start()
+                # Never two: what cannot move is known before anything is
+                # frozen; the first look (which freezes nothing) gave those
+                # whose class alone does not say they can (one look at
+                # every connection, not two: tens of thousands take
+                # milliseconds each time).
+                self._refuseUnmovable("capture", attempt.session, stream.suspects)
             except Exception as e:
                 fail(e)
                 return

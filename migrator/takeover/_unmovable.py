@@ -48,12 +48,12 @@ from migrator.state._plan import (
     REFUSE,
     UNKNOWN,
     Plan,
-    anyUnknown,
     planConnections,
     refusalMessage,
     refusedCounts,
     settledCounts,
 )
+from migrator.state._quicklook import anyUnknown, suspectTest
 from migrator.state._versions import Readable, readableFrom, readableTypes
 from migrator.takeover._inspect import selectionOf
 from migrator.takeover._messages import BeginRequest, CaptureRequest, Streaming
@@ -193,6 +193,17 @@ class UnmovableGuard:
 
     def _plan(self, connections: list[Any]) -> Plan:
         return planConnections(connections, self._adapters, self._versions, self.selected)
+
+    def suspects(self) -> Callable[[Any], bool] | None:
+        """
+        For a look at every connection that comes anyway (a stream's first
+        look), before L{check} at a later step: a test of whether a
+        connection may be L{UNKNOWN} (C{check} then needs only those); or
+        C{None} if the policy refuses nothing.
+        """
+        if self.policy != REFUSE:
+            return None
+        return suspectTest(self._adapters, self._versions, self.selected)
 
     def _rest(self, leaving: AbstractSet[int] = frozenset()) -> list[Any]:
         # (The caller holds the transports of leaving.)

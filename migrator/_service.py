@@ -486,12 +486,12 @@ class MigrateService(service.MultiService, ServiceReports):
             self._checkDrained()
 
     def _remaining(self) -> list[Any]:
-        """
-        The connections left to drain: not those that moved and are still
-        being let go of (see L{Incumbent.finishRelease}; it holds them).
-        """
-        leaving = self.incumbent.releasing if self.incumbent is not None else frozenset()
-        return self.registry.openConnectionsBesides(leaving)
+        # The connections left to drain: not those that moved and are still
+        # being let go of (see Incumbent.finishRelease; it holds them).
+        i = self.incumbent
+        if i is None:
+            return list(self.registry.openConnections())
+        return self.registry.openConnectionsBesides(i.releasing, i.releasingCounted)
 
     def _checkDrained(self) -> None:
         if self._finished:

@@ -123,13 +123,16 @@ class IPortRegistry(Interface):
             capture of connections and the drain after a handoff see them.
         """
 
-    def openConnectionsBesides(leaving: Any) -> list[Any]:
+    def openConnectionsBesides(leaving: Any, counted: int = -1) -> list[Any]:
         """
         The open connections but C{leaving}'s, cheaply when there are no
         others (a commit's moved connections, tens of thousands).
 
-        @param leaving: the ids of connections counted by this registry,
-            which the caller holds (alive) while it asks.
+        @param leaving: the ids of connections, which the caller holds
+            (alive) while it asks.
+        @param counted: how many of them, at least, this registry counts
+            (accepted through its ports, or given to L{trackConnection});
+            -1 if not known.
         @return: a list of the open connections whose ids are not in
             C{leaving}.
         """

@@ -332,7 +332,7 @@ class FakeRegistry:
     def openConnections(self) -> list[Any]:
         return [c for c in self.connections if getattr(c, "connected", False)]
 
-    def openConnectionsBesides(self, leaving: Any) -> list[Any]:
+    def openConnectionsBesides(self, leaving: Any, counted: int = -1) -> list[Any]:
         return [c for c in self.openConnections() if id(c) not in leaving]
 
     def noteArrivals(self) -> Any:

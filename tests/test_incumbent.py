@@ -839,6 +839,8 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         # held (so that the registry's quick look may count it).
         self.assertEqual(self.incumbent.releasing, {id(transport)})
         self.assertEqual(self.incumbent._leavingHeld, [transport])
+        # (Of no port: not counted as one the registry surely counts.)
+        self.assertEqual(self.incumbent.releasingCounted, 0)
         # Not before the successor has the answer: it hangs up once it has.
         self.reactor.advance(0)
         self.reactor.advance(0)
@@ -846,6 +848,7 @@ class IncumbentTests(IncumbentTestMixin, SynchronousTestCase):
         self.incumbent.detached(session)
         self.assertEqual(self.incumbent.releasing, frozenset())
         self.assertEqual(self.incumbent._leavingHeld, [])
+        self.assertEqual(self.incumbent.releasingCounted, -1)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertFalse(transport.connected)
         self.assertEqual(transport.fileno(), -1)

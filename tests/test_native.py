@@ -127,6 +127,21 @@ class CaptureNativeTests(_Native):
         self.assertIs(ra.transport.protocol, ra)
         self.assertEqual(ra.transport.getPeer().port, a.transport.getPeer().port)
 
+    def test_anchors(self) -> None:
+        """
+        An anchor in an entry of an instance dictionary (the protocol's
+        factory) moves in the native form, named, and so does a scheduled
+        call of an anchor's method; an anchor anywhere else (inside a
+        list) is left to the graph writer.
+        """
+        (a, _), (b, _) = self.accept(2)
+        a.timer = self.reactor.callLater(5, self.factory.doStop)
+        [ra] = self.restored(self.capture([a]))
+        self.assertIs(ra.factory, self.factory2)
+        self.assertIs(ra.timer.func.__migrator_gated__.__self__, self.factory2)
+        b.factories = [self.factory]
+        self.assertLeftToTheGraphWriter([b])
+
     def test_scheduledCall(self) -> None:
         """
         A scheduled call of a bound method moves in the native form: it is
@@ -558,6 +573,20 @@ class EquivalenceTests(_Native):
         self.assertIs(restored, part.transports[0].protocol.producer)
         self.assertEqual(restored.name, "producer")
 
+    def test_callReachedThroughItsArguments(self) -> None:
+        """
+        A scheduled call whose method's object refers back to it, met
+        before that object: left to the graph writer (else it would be
+        written, and held in the successor, twice).
+        """
+        [(a, _)] = self.accept(1)
+        node = _Node("n")
+        call = self.reactor.callLater(5, node.touch)
+        node.pending = call
+        a.timer = call
+        a.node = node
+        self.assertLeftToTheGraphWriter([a])
+
     def test_callOfACall(self) -> None:
         """
         A scheduled call of another call's method: left to the graph
@@ -634,9 +663,13 @@ class ReadNativeTests(_Stream):
     def test_otherNames(self) -> None:
         """
         A name of the form's own module that is not a marker, or a marker's
-        name in another module, is refused.
+        name in another module, is refused; and there is no marker for an
+        anchor (the reader puts anchors where an object's state names
+        them, never on the unpickler's stack, where a pickle's opcodes
+        could change them).
         """
-        for module, name in [(form.__name__, "VERSION"), (form.__name__, "_marker"), ("os", "OBJECT")]:
+        names = [(form.__name__, "VERSION"), (form.__name__, "_marker"), ("os", "OBJECT")]
+        for module, name in [*names, (form.__name__, "ANCHOR")]:
             evil = b"\x80\x05\x8c" + bytes([len(module)]) + module.encode()
             evil += b"\x8c" + bytes([len(name)]) + name.encode() + b"\x93."
             error = self.assertRaises(GraphError, self.restore, evil)
@@ -668,7 +701,12 @@ class ReadNativeTests(_Stream):
             [_Call(form.OBJECT, (private, 1))],
             [_Call(form.POPULATE, ({}, {}))],
             [made, _Call(form.POPULATE, (made, {}))],
-            [_Call(form.ANCHOR, ("no such anchor",))],
+            [_Obj(private, {"factory": None}, (("factory", "no such anchor"),))],
+            [_Obj(private, {}, (("factory", _KEY),))],
+            [_Obj(private, [], (("factory", _KEY),))],
+            [_Call(form.OBJECT, (private, 1, False, (("factory",),)))],
+            [_Call(form.OBJECT, (private, 1, True, (("factory", _KEY),)))],
+            [made, _Call(form.CALL, (1.0, ("a", "no such anchor", "clear"), (), {}))],
             [_Call(form.TRANSPORT, ({"fd": 0},))],
             [_Call(form.TRANSPORT, (meta,))],
             [_Call(form.ATTACH, (made, (made, None)))],
@@ -748,14 +786,16 @@ class _Call:
 
 class _Obj:
     """
-    Pickled as an object of the native form: made, then populated.
+    Pickled as an object of the native form: made (with the anchors
+    C{named}), then populated.
     """
 
-    def __init__(self, typeName: str, state: Any) -> None:
-        self.typeName, self.state = typeName, state
+    def __init__(self, typeName: str, state: Any, named: tuple[Any, ...] = ()) -> None:
+        self.typeName, self.state, self.named = typeName, state, named
 
     def __reduce__(self) -> Any:
-        return (form.OBJECT, (self.typeName, 1), self.state, None, None, form.POPULATE)
+        args = (self.typeName, 1, False, self.named) if self.named else (self.typeName, 1)
+        return (form.OBJECT, args, self.state, None, None, form.POPULATE)
 
 
 class NegotiationTests(_Stream):

@@ -387,7 +387,8 @@ class _Conn:
 class OpenConnectionsBesidesTests(SynchronousTestCase):
     """
     L{ListenerRegistry.openConnectionsBesides}: the open connections but
-    those leaving, without looking at any when there are no others.
+    those leaving, without looking at any when the registry counts no
+    others.
     """
 
     def setUp(self) -> None:
@@ -401,7 +402,7 @@ class OpenConnectionsBesidesTests(SynchronousTestCase):
         """
         With nothing but the leaving ones counted, none.
         """
-        self.assertEqual(self.registry.openConnectionsBesides(self.ids), [])
+        self.assertEqual(self.registry.openConnectionsBesides(self.ids, 2), [])
 
     def test_others(self) -> None:
         """
@@ -411,11 +412,23 @@ class OpenConnectionsBesidesTests(SynchronousTestCase):
         closed.connected = False
         self.registry.trackConnection(other)
         self.registry.trackConnection(closed)
-        self.assertEqual(self.registry.openConnectionsBesides(self.ids), [other])
+        self.assertEqual(self.registry.openConnectionsBesides(self.ids, 2), [other])
         self.assertEqual(
             sorted(map(id, self.registry.openConnectionsBesides(frozenset()))),
             sorted(map(id, [*self.leaving, other])),
         )
+
+    def test_leavingNotCounted(self) -> None:
+        """
+        Leaving connections the registry does not count (the outgoing half
+        of a proxy: no port) do not hide one that stays: the caller says
+        how many of the leaving ones are counted, or that it does not know.
+        """
+        untracked, staying = _Conn(), _Conn()
+        self.registry.trackConnection(staying)
+        leaving = self.ids | {id(untracked)}
+        self.assertEqual(self.registry.openConnectionsBesides(leaving, 2), [staying])
+        self.assertEqual(self.registry.openConnectionsBesides(leaving), [staying])
 
 
 class ListenerRegistryKeyTests(SynchronousTestCase):

@@ -602,6 +602,45 @@ class StreamTests(_Stream):
                 # (Left for the exit: gone before the next round.)
                 releaseConnection(p.transport)
 
+    def test_ported(self) -> None:
+        """
+        The stream says how many of the connections it moves have a port
+        (the registry counts those: see openConnectionsBesides), over the
+        batches kept and the last one.
+        """
+        self.accept(3)
+        stream = self.stream(maxBatch=1)
+        self.assertEqual(len(self.batches(stream)), 3)
+        self.ports.pauseAccepting()
+        stream.finish()
+        self.assertEqual(stream.ported, 3)
+        self.assertEqual([b.captured.ported for b in stream.batches], [1, 1, 1])
+
+    def test_registeredWithTheRealReactor(self) -> None:
+        """
+        A frozen batch's transport registered with the real reactor itself
+        (past the stand-in) reads and writes nothing when the reactor asks
+        it to: its client's bytes stay for the successor, it is taken off
+        the reactor, and its batch goes again in the last one.
+        """
+        [(p, client), _] = self.accept(2)
+        t = p.transport
+        stream = self.stream(maxBatch=1)
+        self.assertEqual(len(self.batches(stream)), 2)
+        self.reactor.addReader(t)
+        self.reactor.addWriter(t)
+        client.sendall(b"ping\r\n")
+        _waitReadable(t.fileno())
+        count = p.count
+        t.doRead()
+        t.doWrite()
+        self.assertEqual(p.count, count)
+        self.assertNotIn(t, self.reactor.getReaders() + self.reactor.getWriters())
+        self.ports.pauseAccepting()
+        stream.finish()
+        self.assertEqual([b.tainted for b in stream.batches].count(True), 1)
+        self.assertEqual(_recvExactly(t.socket, 6), b"ping\r\n")
+
     def test_boundBeforeTheWatch(self) -> None:
         """
         A frozen batch's transport asked to read or write through methods

@@ -613,12 +613,22 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         """
         The garbage collector is paused from C{capture} (the restored
         objects all survive: collections would scan them again after each
-        batch) to the end of the takeover.
+        batch) until the batches are restored, before the switch.
+        """
+        self.collecting(True)
+        self.toCapturing()
+        self.assertFalse(gc.isenabled())
+
+    def test_collectorResumedOnceRestored(self) -> None:
+        """
+        Once the batches are restored (the successor reports C{restored}),
+        the collector runs again: through the switch, the check and the
+        commit, this process accepts.
         """
         self.collecting(True)
         captured, client = self.captureOne()
         d = self.toRestoring(captured=captured)
-        self.assertFalse(gc.isenabled())
+        self.assertTrue(gc.isenabled())
         self.root.answer("restored", {})
         self.root.answer("switch", {"paused": 2})
         self.root.answer("commit", {"generation": 5})

@@ -113,6 +113,9 @@ class Captured:
     #: The connections left out because their graph is over the capture's
     #: C{limit} (written in slices instead: L{migrator.state._large}).
     large: list[Any] = attrs.field(factory=list)
+    #: How many of C{transports} have a port (the registry counts them),
+    #: or -1 if not known.
+    ported: int = -1
 
     @property
     def count(self) -> int:
@@ -437,6 +440,7 @@ def captureConnections(
         crossed=crossed,
         writer=writer,
         large=large,
+        ported=hooks.ported,
     )
     captured.freeze()
     return captured

@@ -75,6 +75,9 @@ class _CaptureHooks:
     loops: list[tuple[Any, float]] = attrs.field(factory=list)
     #: The unsent bytes of the transports captured, in all.
     pendingBytes: int = 0
+    #: How many of the transports captured have a port (accepted through
+    #: one, or restored for one: the registry counts those).
+    ported: int = 0
     #: Writing in slices (L{migrator.state._large}): the one connection
     #: written (any other met raises L{TooLarge}), and the scheduled calls
     #: are suspended as they are met, not once all is written; those
@@ -221,6 +224,8 @@ class _CaptureHooks:
         """
         index = len(self.transports)
         self.transports.append(t)
+        if key is not None:
+            self.ported += 1
         family = self._family(t)
         if family == socket.AF_UNIX:
             try:

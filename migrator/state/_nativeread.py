@@ -35,29 +35,36 @@ class _Batch:
     def __init__(self, reader: GraphReader, hooks: Any) -> None:
         self.reader = reader
         self.hooks = hooks
-        #: The objects made, by id: their adapter and version, until they
-        #: are queued for populating (then C{None}).
-        self.made: dict[int, tuple[Any, int] | None] = {}
+        #: The objects made, by id: their adapter, version and the anchors
+        #: to put in their state, until they are queued for populating
+        #: (then C{None}).
+        self.made: dict[int, tuple[Any, int, Any] | None] = {}
         #: The transports built, by id: their slot among the restored ones,
         #: until they are given their protocol (then C{None}).
         self.built: dict[int, int | None] = {}
-        #: The anchors met, by id.
-        self.anchors: set[int] = set()
         self._kept: list[Any] = []
 
     def markers(self) -> dict[str, Any]:
         return {
             "OBJECT": self.object,
             "POPULATE": self.populate,
-            "ANCHOR": self.anchor,
             "TRANSPORT": self.transport,
             "ATTACH": self.attach,
             "CALL": self.call,
         }
 
-    def object(self, typeName: Any, version: Any, empty: Any = False) -> Any:
-        if type(typeName) is not str or type(version) is not int or type(empty) is not bool:
+    def object(self, typeName: Any, version: Any, empty: Any = False, named: Any = ()) -> Any:
+        if (
+            type(typeName) is not str
+            or type(version) is not int
+            or type(empty) is not bool
+            or type(named) is not tuple
+            or (named and empty)
+        ):
             raise GraphError("malformed object in a native batch")
+        for pair in named:
+            if type(pair) is not tuple or len(pair) != 2 or type(pair[0]) is not str:
+                raise GraphError("malformed anchor in a native batch")
         adapter = self.reader.adapterOf(typeName, version)
         obj = adapter.create(self.reader.context)
         # (Kept alive, so that its id stays its own while the batch is read.)
@@ -67,7 +74,7 @@ class _Batch:
             self.made[id(obj)] = None
             self.reader.queue(adapter, obj, version, None)
         else:
-            self.made[id(obj)] = (adapter, version)
+            self.made[id(obj)] = (adapter, version, named)
         return obj
 
     def populate(self, obj: Any, state: Any) -> None:
@@ -75,14 +82,20 @@ class _Batch:
         if made is None:
             raise GraphError("a native batch populates what it did not make, or twice")
         self.made[id(obj)] = None
-        adapter, version = made
+        adapter, version, named = made
+        if named:
+            if type(state) is not dict:
+                raise GraphError("malformed anchor in a native batch")
+            for key, name in named:
+                if key not in state:
+                    raise GraphError("an anchor without its entry in a native batch")
+                state[key] = self.anchor(name)
         self.reader.queue(adapter, obj, version, state)
 
     def anchor(self, name: Any) -> Any:
         found = self.reader.anchorNamed(name) if type(name) is str else None
         if found is None:
             raise GraphError(f"a native batch refers to nothing: {name!r}")
-        self.anchors.add(id(found))
         return found
 
     def transport(self, meta: Any) -> Any:
@@ -117,12 +130,15 @@ class _Batch:
             and all(type(k) is str for k in kw)
         ):
             raise GraphError("malformed scheduled call in a native batch")
-        if len(function) == 3 and function[0] == form.METHOD and type(function[2]) is str:
-            held = id(function[1])
-            if held not in self.made and held not in self.built and held not in self.anchors:
+        if len(function) == 3 and function[0] in (form.METHOD, form.ANCHORED) and type(function[2]) is str:
+            if function[0] == form.ANCHORED:
+                held = self.anchor(function[1])
+            elif id(function[1]) in self.made or id(function[1]) in self.built:
+                held = function[1]
+            else:
                 raise GraphError("a scheduled call of a method of what the native batch does not hold")
             try:
-                f = getattr(function[1], function[2])
+                f = getattr(held, function[2])
             except AttributeError as e:
                 raise GraphError(f"malformed method in a native batch: {e}") from e
         elif len(function) == 2 and function[0] == form.FUNCTION:

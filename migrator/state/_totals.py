@@ -33,6 +33,15 @@ class BatchTotals:
         """
         return [b.number for b in self.batches if b.tainted]
 
+    @property
+    def ported(self) -> int:
+        """
+        How many of the connections of the batches kept and the last one
+        have a port (the registry counts them), or -1 if not known.
+        """
+        counts = [part.ported for part in self._parts()]
+        return -1 if any(n < 0 for n in counts) else sum(counts)
+
     def _parts(self) -> list[Captured]:
         parts = [b.captured for b in self.batches if not b.tainted]
         return parts + ([self.final] if self.final is not None else [])

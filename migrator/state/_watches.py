@@ -100,8 +100,20 @@ def writeWatch(cls: type, dirty: set[int], held: HeldCloses | None = None) -> ty
             return None
         return lost(self, *args)
 
+    def doRead(self: Any) -> None:
+        # (Only a registration with the real reactor itself, past the
+        # stand-in, leads here: what it read here would never reach the
+        # successor.  Read nothing; read again once thawed.)
+        dirty.add(id(self))
+        self.reactor.removeReader(self)
+
+    def doWrite(self: Any) -> None:
+        # (Likewise: nothing is sent from here.)
+        dirty.add(id(self))
+        self.reactor.removeWriter(self)
+
     namespace: dict[str, Any] = {name: watching(name) for name in _WATCHED}
-    namespace["connectionLost"] = connectionLost
+    namespace.update(connectionLost=connectionLost, doRead=doRead, doWrite=doWrite)
     namespace["__module__"] = __name__
     return type(f"WriteWatched{cls.__name__}", (cls,), namespace)
 

@@ -129,6 +129,8 @@ class Incumbent(StopsPolitely, CapturesConnections):
     #: that moved (still open here, frozen, but no longer this process's
     #: to drain).
     releasing: frozenset[int] = frozenset()
+    #: How many of them the registry counts (see openConnectionsBesides).
+    releasingCounted: int = -1
     _leavingHeld: list[Any] = attrs.field(factory=list, init=False)
     #: Until all are released, what releases the rest at once (given
     #: whether to close the handles).
@@ -326,6 +328,7 @@ class Incumbent(StopsPolitely, CapturesConnections):
 
     def _released(self) -> None:
         self.releasing = frozenset()
+        self.releasingCounted = -1
         self._leavingHeld = []
         self._releaseRest = None
         self.startRelease = None
@@ -429,8 +432,9 @@ class Incumbent(StopsPolitely, CapturesConnections):
             # counts them, until they are released: see
             # openConnectionsBesides.)
             self._leavingHeld = list(attempt.captured.transports)
+            self.releasingCounted = attempt.captured.ported
         unmovable = self.unmovable.committed(
-            attempt.captured.moved if attempt.captured else {}, leaving
+            attempt.captured.moved if attempt.captured else {}, leaving, self.releasingCounted
         )
         if closed := attempt.closeBusyLeft(self.registry, self.adapters, leaving):
             _log.info("closed {n} connection(s) still busy at the successor's deadline", n=closed)

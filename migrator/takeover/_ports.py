@@ -533,11 +533,11 @@ class ListenerRegistry:
         """
         return (t for t in list(self._connections) if getattr(t, "connected", False))
 
-    def openConnectionsBesides(self, leaving: AbstractSet[int]) -> list[Any]:
+    def openConnectionsBesides(self, leaving: AbstractSet[int], counted: int = -1) -> list[Any]:
         # (If nothing but those is counted here, the open ones besides them
         # are none, and no connection is looked at: listing tens of
         # thousands takes milliseconds, three times over at a commit.)
-        if len(self._connections) <= len(leaving):
+        if 0 <= len(self._connections) <= counted:
             return []
         return [t for t in self.openConnections() if id(t) not in leaving]
 

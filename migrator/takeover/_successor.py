@@ -145,7 +145,8 @@ class Successor(ReceivesBatches, CompletesAlone):
     #: Set once the commit is asked for: from then on the incumbent may
     #: have let go, so nothing cancels the takeover.
     _committing: bool = False
-    #: Whether it paused the garbage collector (from C{capture} to the end).
+    #: Whether it paused the garbage collector (from C{capture} until the
+    #: batches are restored, or the takeover fails).
     _collecting: bool = False
     # What a "hang" fault waits on, kept here: a coroutine suspended on a
     # Deferred that nothing else references is garbage-collected, which
@@ -400,10 +401,11 @@ class Successor(ReceivesBatches, CompletesAlone):
 
             self._step = "capture"
             # The connections' objects, restored batch after batch, all
-            # survive: a collection after each batch would scan them
-            # again, and again (about 2 us per connection, and a full
-            # collection now and then).  Nothing else runs here until the
-            # commit.
+            # survive: the collections the batches' allocations bring
+            # about would scan them again and again, the older generations
+            # too (about 6 us per connection in all).  Paused until the
+            # last batch is restored; meanwhile each batch's objects are
+            # collected once, young, while the incumbent captures the next.
             self._pauseCollector()
             captureRequest = captureRequestFor(self.adapters, self.stream)
             answer = self._call(root, "capture", captureRequest.toWire())
@@ -411,6 +413,7 @@ class Successor(ReceivesBatches, CompletesAlone):
             # counts what was announced).
             answer.addCallback(lambda wire: setattr(self, "captureReport", CaptureReport.fromWire(wire)))
             await self.receiveBatches(answer, lambda n: self._acknowledge(root, n))
+            self._resumeCollector()
             self._step = "restore"
             self.restoredReport()
             await self._fault("after-restore")

@@ -205,9 +205,9 @@ class UnmovableGuard:
             return None
         return suspectTest(self._adapters, self._versions, self.selected)
 
-    def _rest(self, leaving: AbstractSet[int] = frozenset()) -> list[Any]:
+    def _rest(self, leaving: AbstractSet[int] = frozenset(), counted: int = -1) -> list[Any]:
         # (The caller holds the transports of leaving.)
-        return self._registry.openConnectionsBesides(leaving)
+        return self._registry.openConnectionsBesides(leaving, counted)
 
     def check(self, step: str, rest: list[Any] | None = None) -> Refusal | None:
         """
@@ -254,7 +254,9 @@ class UnmovableGuard:
             },
         )
 
-    def committed(self, moved: dict[str, int], leaving: frozenset[int] = frozenset()) -> dict[str, Any]:
+    def committed(
+        self, moved: dict[str, int], leaving: frozenset[int] = frozenset(), counted: int = -1
+    ) -> dict[str, Any]:
         """
         The takeover committed (this process has released what moved, or
         is about to): apply the policy to the connections no adapter could
@@ -262,10 +264,11 @@ class UnmovableGuard:
 
         @param moved: the connections that moved, by class.
         @param leaving: the ids of the transports that moved, if this
-            process has not released them yet.
+            process has not released them yet (and holds them), of which
+            the registry counts C{counted} (-1: not known).
         @return: the report, for C{commit}'s answer and C{status}.
         """
-        remaining = self._plan(self._rest(leaving))
+        remaining = self._plan(self._rest(leaving, counted))
         unknown = list(remaining.unknownTransports)
         split: dict[str, int] = {}
         if unknown and self.policy == CLOSE:

@@ -129,18 +129,18 @@ class CaptureNativeTests(_Native):
 
     def test_anchors(self) -> None:
         """
-        An anchor in an entry of an instance dictionary (the protocol's
-        factory) moves in the native form, named, and so does a scheduled
-        call of an anchor's method; an anchor anywhere else (inside a
-        list) is left to the graph writer.
+        Anchors (the port's factory, the reactor) move in the native form
+        wherever they are, named; and so does a scheduled call of an
+        anchor's method.
         """
-        (a, _), (b, _) = self.accept(2)
+        [(a, _)] = self.accept(1)
         a.timer = self.reactor.callLater(5, self.factory.doStop)
+        a.factories = [self.factory, {"reactor": self.reactor}]
         [ra] = self.restored(self.capture([a]))
         self.assertIs(ra.factory, self.factory2)
+        self.assertIs(ra.factories[0], self.factory2)
+        self.assertIs(ra.factories[1]["reactor"], self.reactor2)
         self.assertIs(ra.timer.func.__migrator_gated__.__self__, self.factory2)
-        b.factories = [self.factory]
-        self.assertLeftToTheGraphWriter([b])
 
     def test_scheduledCall(self) -> None:
         """
@@ -663,13 +663,9 @@ class ReadNativeTests(_Stream):
     def test_otherNames(self) -> None:
         """
         A name of the form's own module that is not a marker, or a marker's
-        name in another module, is refused; and there is no marker for an
-        anchor (the reader puts anchors where an object's state names
-        them, never on the unpickler's stack, where a pickle's opcodes
-        could change them).
+        name in another module, is refused.
         """
-        names = [(form.__name__, "VERSION"), (form.__name__, "_marker"), ("os", "OBJECT")]
-        for module, name in [*names, (form.__name__, "ANCHOR")]:
+        for module, name in [(form.__name__, "VERSION"), (form.__name__, "_marker"), ("os", "OBJECT")]:
             evil = b"\x80\x05\x8c" + bytes([len(module)]) + module.encode()
             evil += b"\x8c" + bytes([len(name)]) + name.encode() + b"\x93."
             error = self.assertRaises(GraphError, self.restore, evil)
@@ -701,12 +697,8 @@ class ReadNativeTests(_Stream):
             [_Call(form.OBJECT, (private, 1))],
             [_Call(form.POPULATE, ({}, {}))],
             [made, _Call(form.POPULATE, (made, {}))],
-            [_Obj(private, {"factory": None}, (("factory", "no such anchor"),))],
-            [_Obj(private, {}, (("factory", _KEY),))],
-            [_Obj(private, [], (("factory", _KEY),))],
-            [_Call(form.OBJECT, (private, 1, False, (("factory",),)))],
-            [_Call(form.OBJECT, (private, 1, True, (("factory", _KEY),)))],
-            [made, _Call(form.CALL, (1.0, ("a", "no such anchor", "clear"), (), {}))],
+            [_Call(form.ANCHOR, ("no such anchor",))],
+            [_Call(form.ANCHOR, (5,))],
             [_Call(form.TRANSPORT, ({"fd": 0},))],
             [_Call(form.TRANSPORT, (meta,))],
             [_Call(form.ATTACH, (made, (made, None)))],
@@ -719,6 +711,29 @@ class ReadNativeTests(_Stream):
             [made, _Call(form.CALL, (1.0, ("x", made, "lineReceived"), (), {}))],
         ]:
             self.assertRaises(GraphError, self.restore, self.pickled(*values))
+
+    def test_anchorChanged(self) -> None:
+        """
+        A batch whose opcodes change an anchor (pickle's C{BUILD} on the
+        reactor: an attribute added, or one replaced) is refused, and the
+        anchor is put back as it was; whether the rest of the batch is
+        well formed or not.
+        """
+        reactor = self.reactor2
+        before = dict(vars(reactor))
+        name = next(iter(before))
+        for state, tail in [({"hacked": 1}, b"."), ({name: "replaced"}, b"."), ({"hacked": 1}, b"\x93")]:
+            f = io.BytesIO()
+            pickle.Pickler(f, protocol=5).dump(_Call(form.ANCHOR, ("reactor",)))
+            body = f.getvalue()[:-1]
+            f = io.BytesIO()
+            pickle.Pickler(f, protocol=5).dump(state)
+            # (The anchor, then BUILD with that state, then the end.)
+            evil = body + f.getvalue()[2:-1] + b"b" + tail
+            error = self.assertRaises(GraphError, self.restore, evil)
+            self.assertIn("changed an object of this process's own", str(error))
+            self.assertEqual(vars(reactor).keys(), before.keys())
+            self.assertTrue(all(vars(reactor)[k] is v for k, v in before.items()))
 
     def test_transportWithoutProtocol(self) -> None:
         """
@@ -786,16 +801,14 @@ class _Call:
 
 class _Obj:
     """
-    Pickled as an object of the native form: made (with the anchors
-    C{named}), then populated.
+    Pickled as an object of the native form: made, then populated.
     """
 
-    def __init__(self, typeName: str, state: Any, named: tuple[Any, ...] = ()) -> None:
-        self.typeName, self.state, self.named = typeName, state, named
+    def __init__(self, typeName: str, state: Any) -> None:
+        self.typeName, self.state = typeName, state
 
     def __reduce__(self) -> Any:
-        args = (self.typeName, 1, False, self.named) if self.named else (self.typeName, 1)
-        return (form.OBJECT, args, self.state, None, None, form.POPULATE)
+        return (form.OBJECT, (self.typeName, 1), self.state, None, None, form.POPULATE)
 
 
 class NegotiationTests(_Stream):

@@ -20,11 +20,8 @@ to its own functions (and refuses any other global, and persistent ids):
     adapter captured at C{version} (the default rule's: its instance
     dictionary), as the graph reader does; C{OBJECT(typeName, version,
     True)} makes one whose state is C{None}, queued at once;
-    C{OBJECT(typeName, version, False, named)} one whose state (a
-    dictionary) holds I{anchors} (a port's factory, the reactor), named
-    as C{(key, name)} pairs in C{named} (C{None} at those keys), which
-    C{POPULATE} puts in: an anchor is never one of the objects the
-    unpickler holds;
+  - C{ANCHOR(name)} is an anchor: a port's factory, the reactor (the
+    reader checks that the batch changed none of its attributes);
   - C{TRANSPORT(meta)} builds a connection's transport on the descriptor
     C{meta["fd"]} of the batch's message, and C{ATTACH(transport,
     (protocol, producer))} gives it its protocol (an object of the batch)
@@ -33,8 +30,7 @@ to its own functions (and refuses any other global, and persistent ids):
     side's reactor, held until the commit, of C{function}: C{(METHOD,
     obj, name)} the method C{name} of C{obj}, or C{(FUNCTION, name)} the
     function allowed under C{name}; C{when} C{None}: a call cancelled, or
-    run, before the batch; or C{(ANCHORED, name, method)}, the method
-    of the anchor C{name}.
+    run, before the batch.
 
 Objects are made as they are met and populated (queued) once their
 state is read: after the objects their state refers to, in their
@@ -54,7 +50,6 @@ VERSION = 2
 
 #: The kinds of a call's function.
 METHOD = "m"
-ANCHORED = "a"
 FUNCTION = "f"
 
 
@@ -70,7 +65,8 @@ def _marker(name: str) -> Any:
 #: The markers (see the module docstring), by the names the pickle gives.
 OBJECT = _marker("OBJECT")
 POPULATE = _marker("POPULATE")
+ANCHOR = _marker("ANCHOR")
 TRANSPORT = _marker("TRANSPORT")
 ATTACH = _marker("ATTACH")
 CALL = _marker("CALL")
-MARKERS = ("OBJECT", "POPULATE", "TRANSPORT", "ATTACH", "CALL")
+MARKERS = ("OBJECT", "POPULATE", "ANCHOR", "TRANSPORT", "ATTACH", "CALL")

@@ -23,6 +23,9 @@ from migrator._twistedinternals import attachProtocol
 from migrator.state import _nativeform as form
 from migrator.state._graph import GraphError, GraphReader
 
+#: (See L{_Batch.guardAnchors}.)
+_NUMBERS = (int, float)
+
 #: What a transport's description holds (L{migrator.state._capturehooks}).
 _META = frozenset({"fd", "family", "unix", "port", "peer", "pending", "reading", "producerPaused", "streaming"})
 
@@ -35,36 +38,30 @@ class _Batch:
     def __init__(self, reader: GraphReader, hooks: Any) -> None:
         self.reader = reader
         self.hooks = hooks
-        #: The objects made, by id: their adapter, version and the anchors
-        #: to put in their state, until they are queued for populating
-        #: (then C{None}).
-        self.made: dict[int, tuple[Any, int, Any] | None] = {}
+        #: The objects made, by id: their adapter and version, until they
+        #: are queued for populating (then C{None}).
+        self.made: dict[int, tuple[Any, int] | None] = {}
         #: The transports built, by id: their slot among the restored ones,
         #: until they are given their protocol (then C{None}).
         self.built: dict[int, int | None] = {}
         self._kept: list[Any] = []
+        #: The anchors named, by id: each with its attributes as they
+        #: were (see L{check}).
+        self.anchors: dict[int, tuple[Any, dict[str, Any] | None]] = {}
 
     def markers(self) -> dict[str, Any]:
         return {
             "OBJECT": self.object,
             "POPULATE": self.populate,
+            "ANCHOR": self.anchor,
             "TRANSPORT": self.transport,
             "ATTACH": self.attach,
             "CALL": self.call,
         }
 
-    def object(self, typeName: Any, version: Any, empty: Any = False, named: Any = ()) -> Any:
-        if (
-            type(typeName) is not str
-            or type(version) is not int
-            or type(empty) is not bool
-            or type(named) is not tuple
-            or (named and empty)
-        ):
+    def object(self, typeName: Any, version: Any, empty: Any = False) -> Any:
+        if type(typeName) is not str or type(version) is not int or type(empty) is not bool:
             raise GraphError("malformed object in a native batch")
-        for pair in named:
-            if type(pair) is not tuple or len(pair) != 2 or type(pair[0]) is not str:
-                raise GraphError("malformed anchor in a native batch")
         adapter = self.reader.adapterOf(typeName, version)
         obj = adapter.create(self.reader.context)
         # (Kept alive, so that its id stays its own while the batch is read.)
@@ -74,7 +71,7 @@ class _Batch:
             self.made[id(obj)] = None
             self.reader.queue(adapter, obj, version, None)
         else:
-            self.made[id(obj)] = (adapter, version, named)
+            self.made[id(obj)] = (adapter, version)
         return obj
 
     def populate(self, obj: Any, state: Any) -> None:
@@ -82,20 +79,18 @@ class _Batch:
         if made is None:
             raise GraphError("a native batch populates what it did not make, or twice")
         self.made[id(obj)] = None
-        adapter, version, named = made
-        if named:
-            if type(state) is not dict:
-                raise GraphError("malformed anchor in a native batch")
-            for key, name in named:
-                if key not in state:
-                    raise GraphError("an anchor without its entry in a native batch")
-                state[key] = self.anchor(name)
+        adapter, version = made
         self.reader.queue(adapter, obj, version, state)
 
     def anchor(self, name: Any) -> Any:
         found = self.reader.anchorNamed(name) if type(name) is str else None
         if found is None:
             raise GraphError(f"a native batch refers to nothing: {name!r}")
+        if id(found) not in self.anchors:
+            # This process's own object: the batch may refer to it, not
+            # change it (a pickle's opcodes could: see check).
+            attributes = getattr(found, "__dict__", None)
+            self.anchors[id(found)] = (found, None if attributes is None else dict(attributes))
         return found
 
     def transport(self, meta: Any) -> Any:
@@ -130,15 +125,12 @@ class _Batch:
             and all(type(k) is str for k in kw)
         ):
             raise GraphError("malformed scheduled call in a native batch")
-        if len(function) == 3 and function[0] in (form.METHOD, form.ANCHORED) and type(function[2]) is str:
-            if function[0] == form.ANCHORED:
-                held = self.anchor(function[1])
-            elif id(function[1]) in self.made or id(function[1]) in self.built:
-                held = function[1]
-            else:
+        if len(function) == 3 and function[0] == form.METHOD and type(function[2]) is str:
+            held = id(function[1])
+            if held not in self.made and held not in self.built and held not in self.anchors:
                 raise GraphError("a scheduled call of a method of what the native batch does not hold")
             try:
-                f = getattr(held, function[2])
+                f = getattr(function[1], function[2])
             except AttributeError as e:
                 raise GraphError(f"malformed method in a native batch: {e}") from e
         elif len(function) == 2 and function[0] == form.FUNCTION:
@@ -153,13 +145,36 @@ class _Batch:
 
     def check(self) -> None:
         """
-        Every object made was populated, every transport given its
-        protocol.
+        No anchor changed (see L{guardAnchors}), every object made was
+        populated, every transport given its protocol.
         """
+        self.guardAnchors()
         if any(m is not None for m in self.made.values()) or any(
             s is not None for s in self.built.values()
         ):
             raise GraphError("a native batch left an object without its state, or a transport without its protocol")
+
+    def guardAnchors(self) -> None:
+        """
+        No anchor's attributes changed: a pickle's C{BUILD} can change the
+        objects the unpickler holds, and the anchors are this process's
+        own (its reactor, its ports' factories).  What changed is put
+        back, and the batch refused.  (A number may change: the reactor
+        counts the calls cancelled, and the batch's own cancelled calls
+        are.)
+        """
+        for found, before in self.anchors.values():
+            now = getattr(found, "__dict__", None)
+            if now is not None and before is not None and (
+                now.keys() != before.keys()
+                or any(
+                    now[k] is not v and not (type(v) in _NUMBERS and type(now[k]) in _NUMBERS)
+                    for k, v in before.items()
+                )
+            ):
+                now.clear()
+                now.update(before)
+                raise GraphError("a native batch changed an object of this process's own")
 
 
 class _Unpickler(pickle.Unpickler):
@@ -198,8 +213,9 @@ def readNative(data: Any, reader: GraphReader, hooks: Any) -> None:
         # byte).
         while stream.tell() < len(data):
             unpickler.load()
-    except GraphError:
-        raise
     except Exception as e:
+        batch.guardAnchors()
+        if isinstance(e, GraphError):
+            raise
         raise GraphError(f"malformed native batch: {e.__class__.__name__}: {e}") from e
     batch.check()

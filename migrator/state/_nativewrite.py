@@ -151,6 +151,8 @@ class _Pickler(pickle.Pickler):
         #: The ids of what it made to write (a state's copy, a transport's
         #: description), which its memo holds.
         self.made: set[int] = set()
+        #: The ids of the anchors met (the pickler's memo holds them).
+        self.anchorsMet: set[int] = set()
         self._callsMet: set[int] = set()
         #: Whether each transport written reads.
         self.reading: list[bool] = []
@@ -165,9 +167,10 @@ class _Pickler(pickle.Pickler):
         # (Called for what is not plain data and not in the memo yet: the
         # markers too, the first time each is written.)
         i = id(value)
-        if i in self._anchors:
-            # (Named by the reader only where L{_named} found it.)
-            raise Fallback("an anchor elsewhere than in an instance dictionary's entry")
+        name = self._anchors.get(i)
+        if name is not None:
+            self.anchorsMet.add(i)
+            return (form.ANCHOR, (name,))
         if i in _MARKER_IDS:
             return NotImplemented
         self.units -= 1
@@ -198,11 +201,6 @@ class _Pickler(pickle.Pickler):
                     state = value.__dict__.copy()
                 self.made.add(id(state))
                 self.units -= len(state)
-                named = self._named(state)
-                if named:
-                    if self.units < 0:
-                        raise Fallback("a graph too large for a batch")
-                    return (form.OBJECT, (*kind, False, named), state, None, None, form.POPULATE)
             if self.units < 0:
                 raise Fallback("a graph too large for a batch")
             if state is None:
@@ -233,25 +231,6 @@ class _Pickler(pickle.Pickler):
             return (form.TRANSPORT, (meta,), (protocol, producer), None, None, form.ATTACH)
         raise Fallback(f"a {type(value).__name__}, for the graph writer")
 
-    def _named(self, state: dict[Any, Any]) -> tuple[tuple[str, str], ...]:
-        """
-        The anchors among the entries of C{state} (a copy of an instance
-        dictionary), taken out (C{None} in their places), as C{(key,
-        name)} pairs: the reader puts its own in.  So no anchor (the
-        successor's reactor, its ports' factories) is ever one of the
-        objects its unpickler holds, to which a pickle's opcodes could do
-        more than the graph reader would.
-        """
-        anchors = self._anchors
-        named = tuple(
-            (k, name) for k, v in state.items() if (name := anchors.get(id(v))) is not None
-        )
-        for k, _ in named:
-            if type(k) is not str:
-                raise Fallback("an anchor under a key that is not a string")
-            state[k] = None
-        return named
-
     def _call(self, call: Any) -> tuple[Any, ...]:
         """
         A scheduled call's arguments, as the graph writer's hook writes it
@@ -264,10 +243,7 @@ class _Pickler(pickle.Pickler):
             name = _methodName(f)
             if name is None or type(f.__self__) in _PLAIN or isinstance(f.__self__, base.DelayedCall):
                 raise Fallback("a method not under its name, of plain data, or of a call")
-            anchor = self._anchors.get(id(f.__self__))
-            function: Any = (
-                (form.METHOD, f.__self__, name) if anchor is None else (form.ANCHORED, anchor, name)
-            )
+            function: Any = (form.METHOD, f.__self__, name)
         elif isinstance(f, types.FunctionType) and (allowed := self._functionName(f)) is not None:
             function = (form.FUNCTION, allowed)
         else:
@@ -382,7 +358,7 @@ def captureNative(
         return None
     memo = pickler.memo.copy()
     skip = pickler.made
-    skip.update(_MARKER_IDS)
+    skip.update(pickler.anchorsMet, _MARKER_IDS)
     values = _VALUES
     mine = {i: o for i, (_, o) in memo.items() if type(o) not in values and i not in skip}
     if owned and _shares(mine, owned):

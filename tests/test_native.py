@@ -735,6 +735,24 @@ class ReadNativeTests(_Stream):
             self.assertEqual(vars(reactor).keys(), before.keys())
             self.assertTrue(all(vars(reactor)[k] is v for k, v in before.items()))
 
+    def test_cancelledCallsLeaveTheReactor(self) -> None:
+        """
+        Calls restored cancelled are cancelled once the batch is read: a
+        reactor that rebinds its attributes as calls are cancelled (a real
+        one compacts its list of calls) is not taken for one the batch
+        changed.
+        """
+        reactor = _RebindingClock()
+        private = _privateName()
+        made = _Obj(private, {"reactor": _Call(form.ANCHOR, ("reactor",))})
+        calls = [_Call(form.CALL, (None, None, (), {})) for _ in range(3)]
+        restored = restoreConnections(
+            reactor, self.ports2, self.adapters2,
+            _message(self.pickled(made, *calls)), [], native=True,
+        )
+        self.assertEqual(restored.count, 0)
+        self.assertEqual(reactor.rebound, 3)
+
     def test_transportWithoutProtocol(self) -> None:
         """
         A transport built on a descriptor that arrived, but never given
@@ -785,6 +803,26 @@ def _notAllowed() -> None:
 class _System:
     def __reduce__(self) -> Any:
         return (os.system, ("true",))
+
+
+class _RebindingClock(task.Clock):
+    """
+    A clock that rebinds an attribute whenever a call is cancelled.
+    """
+
+    rebound = 0
+
+    def callLater(self, delay: float, f: Any, *args: Any, **kw: Any) -> Any:
+        call = super().callLater(delay, f, *args, **kw)
+        cancel = call.canceller
+
+        def canceller(c: Any) -> None:
+            self.calls = list(self.calls)
+            self.rebound += 1
+            cancel(c)
+
+        call.canceller = canceller
+        return call
 
 
 class _Call:

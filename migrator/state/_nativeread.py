@@ -45,6 +45,8 @@ class _Batch:
         #: until they are given their protocol (then C{None}).
         self.built: dict[int, int | None] = {}
         self._kept: list[Any] = []
+        #: The calls restored cancelled, to cancel once it is read.
+        self.cancelled: list[Any] = []
         #: The anchors named, by id: each with its attributes as they
         #: were (see L{check}).
         self.anchors: dict[int, tuple[Any, dict[str, Any] | None]] = {}
@@ -116,7 +118,12 @@ class _Batch:
     def call(self, when: Any, function: Any, args: Any, kw: Any) -> Any:
         # As the graph's call nodes (L{migrator.state._restore}).
         if when is None:
-            return self.hooks.cancelledCall()
+            # Cancelled once the batch is read (L{readNative}): a reactor
+            # compacts its calls after enough cancellations, which would
+            # look like a change of an anchor (L{guardAnchors}).
+            call = self.hooks.reactor.callLater(0, _nothing)
+            self.cancelled.append(call)
+            return call
         if not (
             type(when) in (int, float)
             and type(function) is tuple
@@ -142,6 +149,11 @@ class _Batch:
         if not callable(f):
             raise GraphError("a scheduled call of something not callable in a native batch")
         return self.hooks.heldCall(when, f, args, kw)
+
+    def cancel(self) -> None:
+        for call in self.cancelled:
+            call.cancel()
+        self.cancelled = []
 
     def check(self) -> None:
         """
@@ -175,6 +187,10 @@ class _Batch:
                 now.clear()
                 now.update(before)
                 raise GraphError("a native batch changed an object of this process's own")
+
+
+def _nothing() -> None:
+    pass
 
 
 class _Unpickler(pickle.Unpickler):
@@ -214,8 +230,14 @@ def readNative(data: Any, reader: GraphReader, hooks: Any) -> None:
         while stream.tell() < len(data):
             unpickler.load()
     except Exception as e:
-        batch.guardAnchors()
+        try:
+            batch.guardAnchors()
+        finally:
+            batch.cancel()
         if isinstance(e, GraphError):
             raise
         raise GraphError(f"malformed native batch: {e.__class__.__name__}: {e}") from e
-    batch.check()
+    try:
+        batch.check()
+    finally:
+        batch.cancel()

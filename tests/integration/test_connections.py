@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 
 from twisted.trial.unittest import TestCase
@@ -35,6 +36,7 @@ class NumberedLinesTests(TestCase):
 
     def setUp(self) -> None:
         self.work = tempfile.mkdtemp(prefix="migrator-conn-")
+        self.addCleanup(shutil.rmtree, self.work, True)
         os.chmod(self.work, 0o700)
         self.control = os.path.join(self.work, "ctl")
 

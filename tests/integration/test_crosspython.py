@@ -83,6 +83,7 @@ class CrossPythonTests(TestCase):
         """
         other, otherVersion = otherPython()
         work = tempfile.mkdtemp(prefix="migrator-xpy-")
+        self.addCleanup(shutil.rmtree, work, True)
         os.chmod(work, 0o700)
         control = os.path.join(work, "ctl")
         options = ["--adapters", ADAPTERS, "--drain-timeout", "30"]

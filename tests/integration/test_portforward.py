@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import socket
 import sys
 import tempfile
@@ -100,6 +101,7 @@ class PortforwardTests(TestCase):
 
     def setUp(self) -> None:
         self.work = tempfile.mkdtemp(prefix="migrator-pf-")
+        self.addCleanup(shutil.rmtree, self.work, True)
         os.chmod(self.work, 0o700)
         self.control = os.path.join(self.work, "ctl")
 

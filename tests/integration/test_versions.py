@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import tempfile
 from typing import Any
@@ -60,6 +61,7 @@ class VersionsTests(TestCase):
 
     def setUp(self) -> None:
         self.work = tempfile.mkdtemp(prefix="migrator-versions-")
+        self.addCleanup(shutil.rmtree, self.work, True)
         os.chmod(self.work, 0o700)
         self.control = os.path.join(self.work, "ctl")
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import ssl
 import tempfile
 import threading
@@ -261,6 +262,7 @@ class WebSocketTakeoverTests(TestCase):
         once and in order; no client's connection closed or changed.
         """
         self.work = tempfile.mkdtemp(prefix="migrator-ws-")
+        self.addCleanup(shutil.rmtree, self.work, True)
         os.chmod(self.work, 0o700)
         self.control = os.path.join(self.work, "ctl")
         incumbent = self.start()

@@ -14,7 +14,8 @@ service, in either role.
     takeover.
 
 After handing off, a process serves the connections it still has, and exits
-when the last one closes or the drain timeout expires.
+when the last one closes or the drain timeout expires.  (A successor imports
+the incumbent's side, L{migrator.takeover._incumbent}, once it serves.)
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ from migrator.state._translator import describeTranslations
 from migrator.takeover._check import HealthCheck, checkEnvironment
 from migrator.takeover._control import ControlServerFactory, ControlSocket, PeerPolicy
 from migrator.takeover._failure import TakeoverFailed
-from migrator.takeover._incumbent import Incumbent
 from migrator.takeover._liveness import processAlive
 from migrator.takeover._pidfile import Pidfile, sdNotify
 from migrator.takeover._ports import ListenerRegistry
@@ -52,6 +52,7 @@ from migrator.takeover._unmovable import splitStatus
 
 if TYPE_CHECKING:
     from migrator.takeover._dryrun import DryRuns
+    from migrator.takeover._incumbent import Incumbent
     from migrator.takeover._staging import Staging
 
 _log = Logger()
@@ -65,10 +66,8 @@ FAILED = "failed"
 
 
 def _report(text: str) -> None:
-    """
-    Print a dry run's report on the standard output this process started
-    with (twistd sends C{sys.stdout} to the log).
-    """
+    # A dry run's report, on the standard output this process started with
+    # (twistd sends sys.stdout to the log).
     out = sys.__stdout__
     if out is not None:
         out.write(text + "\n")
@@ -90,10 +89,7 @@ def _importDryRuns() -> None:
 
 
 def _dryRuns(reactor: IReactorTime, incumbent: Incumbent, timeout: float) -> DryRuns:
-    """
-    What answers dry runs, made (its modules imported) when the first one
-    is asked for.
-    """
+    # What answers dry runs, made (its modules imported) at the first one.
     from migrator.takeover._dryrun import DryRuns
 
     return DryRuns(reactor, incumbent, timeout=timeout)
@@ -317,6 +313,8 @@ class MigrateService(service.MultiService, ServiceReports):
     # -- roles ----------------------------------------------------------------
 
     def _serve(self, generation: int) -> None:
+        from migrator.takeover._incumbent import Incumbent  # (not before: see above)
+
         self.generation = generation
         self.state = SERVING
         self.incumbent = Incumbent(

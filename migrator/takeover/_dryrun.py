@@ -40,13 +40,14 @@ from migrator.state._plan import REFUSE, UNKNOWN, planConnections, refusalMessag
 from migrator.state._versions import readableFrom
 from migrator.takeover._attempt import Peer, restorableTypes
 from migrator.takeover._channel import FrameChannel, channelPair
-from migrator.takeover._incumbent import Incumbent, TakeoverRefused
+from migrator.takeover._incumbent import Incumbent
 from migrator.takeover._messages import (
     BeginRequest,
     CaptureRequest,
     MalformedMessage,
     _Fields,
 )
+from migrator.takeover._refused import TakeoverRefused
 from migrator.takeover._undeclared import undeclaredRefusal
 
 _log = Logger()

@@ -38,7 +38,6 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
-from twisted.spread import pb
 
 from migrator.state._registry import AdapterRegistry
 from migrator.takeover._attempt import Attempt, Peer
@@ -55,6 +54,7 @@ from migrator.takeover._messages import (
     SwitchAnswer,
 )
 from migrator.takeover._ports import ListenerRegistry, UnsupportedPort
+from migrator.takeover._refused import TakeoverRefused as TakeoverRefused
 from migrator.takeover._steps import (
     ABORTABLE,
     HANDSHAKE,
@@ -72,13 +72,6 @@ _log = Logger()
 #: After a commit, how long the moved connections may stay frozen here if
 #: the successor does not hang up (it does once it has the answer).
 RELEASE_WAIT = 1.0
-
-
-class TakeoverRefused(pb.Error):
-    """
-    A takeover step was refused; the message says why.  Raised to the
-    successor over PB.
-    """
 
 
 @attrs.define(eq=False)

@@ -21,7 +21,6 @@ from twisted.internet.defer import Deferred
 from twisted.spread import pb
 from zope.interface import implementer
 
-from migrator.takeover._incumbent import Incumbent, TakeoverRefused
 from migrator.takeover._inspect import OperatorQueries
 from migrator.takeover._messages import (
     BeginRequest,
@@ -32,9 +31,11 @@ from migrator.takeover._messages import (
     ReceivedReport,
     RestoredReport,
 )
+from migrator.takeover._refused import TakeoverRefused
 
 if TYPE_CHECKING:
     from migrator.takeover._dryrun import DryRuns
+    from migrator.takeover._incumbent import Incumbent
 
 _R = TypeVar("_R")
 

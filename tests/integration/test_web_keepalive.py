@@ -51,7 +51,7 @@ class _WebService:
         self.test = test
         self.migrate = ["--drain-timeout", "30", *migrate]
         self.work = tempfile.mkdtemp(prefix="migrator-web-")
-        self.addCleanup(shutil.rmtree, self.work, True)
+        test.addCleanup(shutil.rmtree, self.work, True)
         os.chmod(self.work, 0o700)
         self.control = os.path.join(self.work, "ctl")
         self.web = web

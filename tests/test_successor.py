@@ -613,26 +613,32 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         """
         The garbage collector is paused from C{capture} (the restored
         objects all survive: collections would scan them again after each
-        batch) until the batches are restored, before the switch.
-        """
-        self.collecting(True)
-        self.toCapturing()
-        self.assertFalse(gc.isenabled())
-
-    def test_collectorResumedOnceRestored(self) -> None:
-        """
-        Once the batches are restored (the successor reports C{restored}),
-        the collector runs again: through the switch, the check and the
-        commit, this process accepts.
+        batch) to the takeover's end.
         """
         self.collecting(True)
         captured, client = self.captureOne()
         d = self.toRestoring(captured=captured)
-        self.assertTrue(gc.isenabled())
+        self.assertFalse(gc.isenabled())
         self.root.answer("restored", {})
         self.root.answer("switch", {"paused": 2})
+        self.assertFalse(gc.isenabled())
         self.root.answer("commit", {"generation": 5})
         self.successResultOf(d)
+        self.assertTrue(gc.isenabled())
+
+    def test_collectorPausedAtMostTheTimeout(self) -> None:
+        """
+        A commit that never comes does not keep the collector paused
+        longer than the takeover timeout.
+        """
+        self.collecting(True)
+        captured, client = self.captureOne()
+        self.toRestoring(captured=captured)
+        self.root.answer("restored", {})
+        self.root.answer("switch", {"paused": 2})
+        self.reactor.advance(TIMEOUT - 0.5)
+        self.assertFalse(gc.isenabled())
+        self.reactor.advance(1)
         self.assertTrue(gc.isenabled())
 
     def test_collectorResumedOnFailure(self) -> None:

@@ -9,7 +9,6 @@ that does not stream) is a last batch with nothing to drop.
 
 from __future__ import annotations
 
-import gc
 import os
 from collections.abc import Callable
 from typing import Any
@@ -138,9 +137,6 @@ class ReceivesBatches:
     stream: Streaming | None = None
     captureReport: CaptureReport | None
     connectionReport: dict[str, Any]
-    #: Whether the collector is paused for the batches (see
-    #: L{migrator.takeover._successor}).
-    _collecting: bool = False
     #: The chunks of the connections written in slices, by part number,
     #: until their batch comes (L{migrator.state._large}), and the size
     #: of their messages.
@@ -287,10 +283,6 @@ class ReceivesBatches:
             number = self.restored.parts[-1].batch if self.restored.parts else None
             if not self.restored.done and acknowledge is not None and number is not None:
                 acknowledge(number)
-            if self._collecting and not self.restored.done:
-                # (The collector is paused: this batch's objects, scanned
-                # once while young, before the next batch comes.)
-                gc.collect(0)
             if not self.restored.done and not faulted:
                 faulted = True
                 await self._fault("after-batch")

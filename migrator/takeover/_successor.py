@@ -145,9 +145,10 @@ class Successor(ReceivesBatches, CompletesAlone):
     #: Set once the commit is asked for: from then on the incumbent may
     #: have let go, so nothing cancels the takeover.
     _committing: bool = False
-    #: Whether it paused the garbage collector (from C{capture} until the
-    #: batches are restored, or the takeover fails).
+    #: Whether it paused the garbage collector (from C{capture} to the
+    #: takeover's end, at most L{timeout}), and the call that bounds it.
     _collecting: bool = False
+    _collectorBound: Any = None
     # What a "hang" fault waits on, kept here: a coroutine suspended on a
     # Deferred that nothing else references is garbage-collected, which
     # throws GeneratorExit into it and turns the hang into a rollback.
@@ -404,8 +405,9 @@ class Successor(ReceivesBatches, CompletesAlone):
             # survive: the collections the batches' allocations bring
             # about would scan them again and again, the older generations
             # too (about 6 us per connection in all).  Paused until the
-            # last batch is restored; meanwhile each batch's objects are
-            # collected once, young, while the incumbent captures the next.
+            # takeover's end (the commit, the connections reading again),
+            # at most the takeover timeout; then the first collections
+            # see them once.
             self._pauseCollector()
             captureRequest = captureRequestFor(self.adapters, self.stream)
             answer = self._call(root, "capture", captureRequest.toWire())
@@ -413,7 +415,6 @@ class Successor(ReceivesBatches, CompletesAlone):
             # counts what was announced).
             answer.addCallback(lambda wire: setattr(self, "captureReport", CaptureReport.fromWire(wire)))
             await self.receiveBatches(answer, lambda n: self._acknowledge(root, n))
-            self._resumeCollector()
             self._step = "restore"
             self.restoredReport()
             await self._fault("after-restore")
@@ -490,11 +491,16 @@ class Successor(ReceivesBatches, CompletesAlone):
         if gc.isenabled():
             gc.disable()
             self._collecting = True
+            # (A commit never answered does not keep it paused for good.)
+            self._collectorBound = self._reactor.callLater(self.timeout, self._resumeCollector)
 
     def _resumeCollector(self) -> None:
         if self._collecting:
             self._collecting = False
             gc.enable()
+        bound, self._collectorBound = self._collectorBound, None
+        if bound is not None and bound.active():
+            bound.cancel()
 
     def _acknowledge(self, root: Any, number: int) -> None:
         # Not a step: lost or refused (an older incumbent), it changes

@@ -625,6 +625,9 @@ class SuccessorTests(SuccessorTestMixin, SynchronousTestCase):
         self.root.answer("commit", {"generation": 5})
         self.successResultOf(d)
         self.assertTrue(gc.isenabled())
+        # (What the takeover made went to the oldest generation, none of
+        # it left frozen.)
+        self.assertEqual(gc.get_freeze_count(), 0)
 
     def test_collectorPausedAtMostTheTimeout(self) -> None:
         """

@@ -44,8 +44,8 @@ from typing import Any, NoReturn
 #: This form's version: a successor asks for batches in the version it
 #: reads, and an incumbent writes them only if that is the version it
 #: writes (else the graph writer writes every batch).  Version 1 (flat
-#: records of plain data, references by index) was read and written up
-#: to migrator 0.9.
+#: records of plain data, references by index) is no longer read or
+#: written.
 VERSION = 2
 
 #: The kinds of a call's function.

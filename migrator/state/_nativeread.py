@@ -8,9 +8,12 @@ are made by their adapters' C{create} as they are met, and populated by
 their C{populate} once the batch is read, their states translated, as
 the graph reader (L{migrator.state._reader}) does; transports are built
 on the batch's descriptors and scheduled calls held until the commit, as
-for a graph's nodes.  What is called while the batch is decoded is what
-the graph reader would call while reading it, each call's arguments
-checked first.
+for a graph's nodes.  What the markers call while the batch is decoded
+is what the graph reader would call while reading it, each call's
+arguments checked first.  A pickle's own opcodes can act on the objects
+the unpickler holds (see docs/adapters.md, I{Security}): the anchors, this
+process's own objects, are checked unchanged once it is read
+(L{_Batch.guardAnchors}).
 """
 
 from __future__ import annotations

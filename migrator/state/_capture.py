@@ -187,13 +187,13 @@ class Captured:
         Only a transport the reactor still reads or writes is asked to stop
         (a dictionary lookup each, not two calls: tens of thousands).
         """
-        registered = registeredTest(cast(IReactorFDSet, self._reactor))
         self.frozen = False
         if held is not None and not close:
             for t in self.transports:
                 if id(t) in held:
                     releaseConnection(t, False)
         else:
+            registered = registeredTest(cast(IReactorFDSet, self._reactor))
             for t in self.transports:
                 releaseConnection(t, close, registered(t))
         for call, _ in self._calls:

@@ -217,7 +217,8 @@ def readNative(data: Any, reader: GraphReader, hooks: Any) -> None:
     Read a batch in the native form: its objects are made (and queued on
     C{reader} for populating at its C{finish}), its transports built and
     its calls held by C{hooks} (L{migrator.state._restore._RestoreHooks}:
-    C{buildTransport}, C{addTransport}, C{heldCall}, C{cancelledCall}).
+    C{buildTransport}, C{addTransport}, C{heldCall}, and its C{reactor}
+    for the calls restored cancelled).
 
     @raise GraphError: if it is malformed or names anything this process
         does not allow.

@@ -218,17 +218,15 @@ class _Pickler(pickle.Pickler):
         if isinstance(value, tcp.Connection):
             if i not in self._picked:
                 raise Fallback("a connection outside the batch")
-            protocol = value.protocol
-            if id(protocol) in self._anchors:
-                raise Fallback("a transport whose protocol is an anchor")
-            # (Its protocol is one of the batch's: asked if it may move.)
+            # (Its protocol is one of the batch's, not an anchor: asked if
+            # it may move, by captureNative.)
             key = self._hooks.checkTransport(value, "", asked=True)
             meta = self._hooks.recordTransport(value, key)
             self.made.add(id(meta))
             self.made.add(id(meta["peer"]))
             self.reading.append(meta["reading"])
             producer = getattr(value, "producer", None)
-            return (form.TRANSPORT, (meta,), (protocol, producer), None, None, form.ATTACH)
+            return (form.TRANSPORT, (meta,), (value.protocol, producer), None, None, form.ATTACH)
         raise Fallback(f"a {type(value).__name__}, for the graph writer")
 
     def _call(self, call: Any) -> tuple[Any, ...]:
@@ -321,9 +319,12 @@ def captureNative(
         reactor, ports, adapters, claimed, restorable, readable, selected, False
     )
     frozenAt = reactor.seconds()
+    anchors = writer._anchors
     asks: dict[type, bool] = {}
     for t in connections:
         protocol = t.protocol
+        if id(protocol) in anchors:
+            return None
         ask = asks.get(type(protocol))
         if ask is None:
             adapter = adapterFor(type(protocol))
@@ -335,9 +336,6 @@ def captureNative(
             return None
         if selected is not None and not selected(t):
             return None
-    anchors = writer._anchors
-    if any(id(t.protocol) in anchors for t in connections):
-        return None
     out = _Capped(cap, rootCap)
     pickler = _Pickler(out, writer, hooks, translator, {id(t) for t in connections})
     try:

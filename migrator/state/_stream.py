@@ -538,9 +538,10 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
             when this process exits next) leaving them for the exit.
         """
         self._unwatchReads()
-        held: list[AbstractSet[int]] = []
+        held: AbstractSet[int] | None = None
 
         def releasePart(part: Captured) -> None:
+            nonlocal held
             if close:
                 for t in part.transports:
                     self._unwatch(t)
@@ -551,10 +552,10 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
             # the exit to close; only those the reactor holds (through a
             # method bound before the watch) are let go of, lest its
             # shutdown close them.  (10 ms at 10,000 otherwise, at exit.)
-            if not held:
+            if held is None:
                 fds = cast(IReactorFDSet, self.reactor)
-                held.append({id(t) for t in (*fds.getReaders(), *fds.getWriters())})
-            part.release(close=False, held=held[0])
+                held = {id(t) for t in (*fds.getReaders(), *fds.getWriters())}
+            part.release(close=False, held=held)
 
         def released() -> None:
             # What the batches wrote is garbage now: dropped before the

@@ -283,16 +283,17 @@ class Attempt:
 
     def openNow(self, registry: ListenerRegistry) -> list[Any]:
         """
-        The connections open now (each once), or closed since they were
-        listed: those kept at C{begin} and those added since, or else the
-        registry's (listing tens of thousands takes milliseconds).
+        The connections open now, or closed since they were listed: those
+        kept at C{begin} and those added since (one may be in both: the
+        stream's first look takes each once), or else the registry's
+        (listing tens of thousands takes milliseconds).
         """
         if self._listed is None:
             return list(registry.openConnections())
         (listed, arrivals), self._listed = self._listed, None
         added = arrivals.take()
         arrivals.close()
-        return list(dict.fromkeys(listed + added)) if added else listed
+        return listed + added if added else listed
 
     def status(self, now: float) -> dict[str, Any]:
         """

@@ -537,7 +537,8 @@ class ListenerRegistry:
         # (If nothing but those is counted here, the open ones besides them
         # are none, and no connection is looked at: listing tens of
         # thousands takes milliseconds, three times over at a commit.)
-        if 0 <= len(self._connections) <= counted:
+        # (counted is -1 when not known: never.)
+        if len(self._connections) <= counted:
             return []
         return [t for t in self.openConnections() if id(t) not in leaving]
 

@@ -280,7 +280,7 @@ class CaptureNativeTests(_Native):
         a.room = b.room = ["shared"]
         owned = Owned()
         first = self.capture([a])
-        owned.add(first.writer.written(), 0)
+        owned.addMemo(first.writer.memo, 0)
         self.assertLeftToTheGraphWriter([b], owned=owned)
 
     def test_tooLarge(self) -> None:
@@ -351,8 +351,50 @@ class CaptureNativeTests(_Native):
         a.pair = b.pair = pair
         owned = Owned()
         first = self.capture([a])
-        owned.add(first.writer.written(), 0)
+        owned.addMemo(first.writer.memo, 0)
         self.assertIsNotNone(self.capture([b], owned=owned))
+
+
+    def test_ownedByANativeBatch(self) -> None:
+        """
+        What a native batch wrote is owned by it, as its memo: the graph
+        writer's look at an object it holds finds that batch; at a value
+        both hold (a string), or at the anchors every batch refers to, it
+        finds none; a stream keeping only other batches forgets it.
+        """
+        (a, _), (b, _) = self.accept(2)
+        name = "a name long enough not to be a constant" * 2
+        a.name = b.name = name
+        a.room = ["shared"]
+        owned = Owned()
+        self.assertFalse(owned)
+        first = self.capture([a])
+        owned.addMemo(first.writer.memo, 3)
+        self.assertTrue(owned)
+        self.assertEqual(owned.owners([id(a.room)]), {3})
+        self.assertEqual(owned.owners([id(a), id(a.transport)]), {3})
+        self.assertEqual(owned.owners([id(name), id(self.factory), id(b)]), set())
+        self.assertEqual(owned.keeping({3}).owners([id(a.room)]), {3})
+        self.assertEqual(owned.keeping({1, 2}).owners([id(a.room)]), set())
+        owned.clear()
+        self.assertFalse(owned)
+        self.assertEqual(owned.owners([id(a.room)]), set())
+
+    def test_writtenLeavesOutValuesAndAnchors(self) -> None:
+        """
+        A native batch's memo, as kept, holds no anchor and no marker of
+        the form; what it says it wrote leaves out the values too.
+        """
+        [(a, _)] = self.accept(1)
+        a.label = "a label long enough not to be a constant" * 2
+        captured = self.capture([a])
+        memo = captured.writer.memo
+        self.assertNotIn(id(self.factory), memo)
+        for name in form.MARKERS:
+            self.assertNotIn(id(getattr(form, name)), memo)
+        self.assertIn(id(a.label), memo)
+        self.assertNotIn(id(a.label), captured.writer.written())
+        self.assertIn(id(a), captured.writer.written())
 
 
 _ORDER: list[str] = []
@@ -539,7 +581,7 @@ class EquivalenceTests(_Native):
         both.thaw()
         owned = Owned()
         first = self.capture([a])
-        owned.add(first.writer.written(), 0)
+        owned.addMemo(first.writer.memo, 0)
         self.assertLeftToTheGraphWriter([b], owned=owned)
 
     def test_ownFreshState(self) -> None:

@@ -41,7 +41,7 @@ from migrator.state._capture import Captured, movedByClass, prepareCapture
 from migrator.state._capturehooks import _CaptureHooks, _methodName, ungated
 from migrator.state._graph import GraphWriter, collectorPaused, dumpsPlain
 from migrator.state._nodes import neverDeclines
-from migrator.state._owned import Owned
+from migrator.state._owned import VALUES, Owned
 from migrator.state._translator import Translator
 from migrator.state._versions import Readable
 
@@ -63,10 +63,8 @@ UNITS = 10_000
 #: writes the batch.
 DEPTH = 1000
 
-#: Objects of these types are values, never another batch's.
-_VALUES = frozenset({type(None), bool, int, float, str, bytes, tuple, frozenset})
 #: What the C pickler writes itself (exact types).
-_PLAIN = _VALUES | {dict, list, set, bytearray}
+_PLAIN = VALUES | {dict, list, set, bytearray}
 
 
 class Fallback(Exception):
@@ -104,25 +102,25 @@ class _Capped:
 class NativeWritten:
     """
     What a batch in the native form wrote, kept alive so that their ids
-    stay theirs, as a graph writer's L{GraphWriter.written}: what its
-    pickle's memo holds.  The ids it says it wrote are those of the
-    objects another batch could hold too: not values (strings, tuples:
-    no other batch's objects are ever values, and one native batch
-    meeting another's values, shared strings, looks past them), not the
-    anchors or the form's markers (every batch refers to them), not what
-    the pickling made for itself (a state's copy, a transport's
-    description).
+    stay theirs, as a graph writer's L{GraphWriter.written}: its pickle's
+    memo, less the anchors and the form's markers (every batch refers to
+    them).  It holds values too (strings, tuples: no other batch's
+    objects are ever values, and one native batch meeting another's
+    values, shared strings, looks past them) and what the pickling made
+    for itself (a state's copy, a transport's description: no other batch
+    can reach those).
     """
 
-    def __init__(self, memo: dict[int, tuple[int, Any]], mine: dict[int, Any]) -> None:
-        self._memo = memo
-        self._written = mine
+    def __init__(self, memo: dict[int, tuple[int, Any]]) -> None:
+        #: C{{id: (index, obj)}}.
+        self.memo = memo
 
-    def written(self) -> Mapping[int, Any]:
+    def written(self) -> list[int]:
         """
-        @return: the ids written (its keys).
+        @return: the ids of what another batch could hold too (not the
+            values).
         """
-        return self._written
+        return [i for i, (_, o) in self.memo.items() if type(o) not in VALUES]
 
 
 class _Pickler(pickle.Pickler):
@@ -148,9 +146,6 @@ class _Pickler(pickle.Pickler):
         self._picked = picked
         self._functionName = hooks.adapters.functionName
         self._kinds: dict[int, tuple[str, int]] = {}
-        #: The ids of what it made to write (a state's copy, a transport's
-        #: description), which its memo holds.
-        self.made: set[int] = set()
         #: The ids of the anchors met (the pickler's memo holds them).
         self.anchorsMet: set[int] = set()
         self._callsMet: set[int] = set()
@@ -199,7 +194,6 @@ class _Pickler(pickle.Pickler):
                     state = {k: v for k, v in value.__dict__.items() if k not in plain}
                 else:
                     state = value.__dict__.copy()
-                self.made.add(id(state))
                 self.units -= len(state)
             if self.units < 0:
                 raise Fallback("a graph too large for a batch")
@@ -222,8 +216,6 @@ class _Pickler(pickle.Pickler):
             # it may move, by captureNative.)
             key = self._hooks.checkTransport(value, "", asked=True)
             meta = self._hooks.recordTransport(value, key)
-            self.made.add(id(meta))
-            self.made.add(id(meta["peer"]))
             self.reading.append(meta["reading"])
             producer = getattr(value, "producer", None)
             return (form.TRANSPORT, (meta,), (value.protocol, producer), None, None, form.ATTACH)
@@ -252,17 +244,6 @@ class _Pickler(pickle.Pickler):
 
 #: The markers' ids (written as globals, by the pickler itself).
 _MARKER_IDS = frozenset(id(getattr(form, name)) for name in form.MARKERS)
-
-
-def _shares(mine: dict[int, Any], owned: Owned) -> bool:
-    """
-    Does a batch that wrote the objects C{mine} (by id) hold something
-    that a batch already sent holds?
-    """
-    if not owned.ids.keys().isdisjoint(mine):
-        return True
-    # (A connection written in slices: its writer says.)
-    return bool(owned.layers and owned.owners(mine))
 
 
 def _depth() -> int:
@@ -355,11 +336,11 @@ def captureNative(
         # A protocol whose graph does not hold its transport.
         return None
     memo = pickler.memo.copy()
-    skip = pickler.made
-    skip.update(pickler.anchorsMet, _MARKER_IDS)
-    values = _VALUES
-    mine = {i: o for i, (_, o) in memo.items() if type(o) not in values and i not in skip}
-    if owned and _shares(mine, owned):
+    for i in pickler.anchorsMet:
+        del memo[i]
+    for i in _MARKER_IDS:
+        memo.pop(i, None)
+    if owned and owned.holdsAnyOf(memo):
         # Shared with a batch already sent: the graph writer leaves out
         # what shares, root by root.
         return None
@@ -382,7 +363,7 @@ def captureNative(
         pendingBytes=hooks.pendingBytes,
         frozenAt=frozenAt,
         translations=translator.log.asDict(),
-        writer=NativeWritten(memo, mine),
+        writer=NativeWritten(memo),
         ported=hooks.ported,
     )
     captured.freeze(pickler.reading)

@@ -6,20 +6,28 @@ object, so that no object is sent twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any
+
+#: Objects of these types are values (immutable, no identity to keep):
+#: never another batch's, even when two batches hold the same one.
+VALUES = frozenset({type(None), bool, int, float, str, bytes, tuple, frozenset})
 
 
 class Owned:
     """
     The ids (C{id(obj)}) of the objects the batches of a stream sent, with
-    the batch's number: one by one for the batches; as their writers for
-    the connections written in slices (L{migrator.state._large}), whose
-    millions of ids are never copied (a dictionary of a million entries
-    takes 50 ms to grow, or to fill at once).
+    the batch's number: one by one for the graph writer's batches; as
+    their pickles' memos for those in the native form (every object the
+    pickler wrote, values too, which a look leaves out: a batch is a few
+    thousand ids, whose filtering in Python was a tenth of the capture);
+    as their writers for the connections written in slices
+    (L{migrator.state._large}), whose millions of ids are never copied (a
+    dictionary of a million entries takes 50 ms to grow, or to fill at
+    once).
 
-    @ivar ids: the objects of the batches, by id.
+    @ivar ids: the objects of the graph writer's batches, by id.
     @ivar layers: C{[writer, number]} per connection written in slices
         (its number is L{migrator.state._walk.WALKING} while it is
         written); a writer says what it wrote with C{wroteAny}.
@@ -28,15 +36,29 @@ class Owned:
     def __init__(self) -> None:
         self.ids: dict[int, int] = {}
         self.layers: list[list[Any]] = []
+        #: C{(number, memo)} per native batch: a pickler's memo (C{{id:
+        #: (index, obj)}}), which keeps its objects alive.
+        self._memos: list[tuple[int, Mapping[int, tuple[int, Any]]]] = []
+        #: Every native batch's memo in one (for one look per id).
+        self._pool: dict[int, tuple[int, Any]] = {}
 
     def __bool__(self) -> bool:
-        return bool(self.ids or self.layers)
+        return bool(self.ids or self.layers or self._memos)
 
     def add(self, ids: Iterable[int], number: int) -> None:
         """
         The objects C{ids} were sent in batch C{number}.
         """
         self.ids.update(dict.fromkeys(ids, number))
+
+    def addMemo(self, memo: Mapping[int, tuple[int, Any]], number: int) -> None:
+        """
+        What a pickler's memo C{memo} holds was sent in batch C{number}
+        (values included: they are never taken for shared).  C{memo} is
+        kept, unchanged, as long as the batch is.
+        """
+        self._memos.append((number, memo))
+        self._pool.update(memo)
 
     def addWriter(self, writer: Any, number: int) -> list[Any]:
         """
@@ -51,16 +73,36 @@ class Owned:
     def remove(self, layer: list[Any]) -> None:
         self.layers = [kept for kept in self.layers if kept is not layer]
 
+    def holdsAnyOf(self, memo: Mapping[int, tuple[int, Any]]) -> bool:
+        """
+        Does a batch sent hold any object, not a value, that a pickler's
+        memo C{memo} holds?
+        """
+        for pool in (self.ids, self._pool):
+            # (One look per id of the smaller, in C; the ids found are
+            # mostly values, a few per batch: strings both hold.)
+            for i in pool.keys() & memo.keys():
+                if type(memo[i][1]) not in VALUES:
+                    return True
+        if self.layers:
+            return bool(self.owners(i for i, (_, o) in memo.items() if type(o) not in VALUES))
+        return False
+
     def owners(self, ids: Iterable[int], skip: list[Any] | None = None) -> set[int]:
         """
-        @return: the numbers of the batches that sent any of C{ids}
-            (leaving out the layer C{skip}).
+        @return: the numbers of the batches that sent any of C{ids} (not
+            a value's: see L{VALUES}), leaving out the layer C{skip}.
         """
         get = self.ids.get
-        if not self.layers:
+        if not self.layers and not self._memos:
             return {n for n in map(get, ids) if n is not None}
         ids = list(ids)
         found = {n for n in map(get, ids) if n is not None}
+        if self._memos:
+            pool = self._pool
+            for i in pool.keys() & ids:
+                if type(pool[i][1]) not in VALUES:
+                    found.update(n for n, memo in self._memos if i in memo)
         for layer in self.layers:
             if layer is not skip and layer[0].wroteAny(ids):
                 found.add(layer[1])
@@ -73,8 +115,13 @@ class Owned:
         kept = Owned()
         kept.ids = {i: n for i, n in self.ids.items() if n in numbers}
         kept.layers = [layer for layer in self.layers if layer[1] in numbers]
+        for n, memo in self._memos:
+            if n in numbers:
+                kept.addMemo(memo, n)
         return kept
 
     def clear(self) -> None:
         self.ids.clear()
         self.layers.clear()
+        self._memos.clear()
+        self._pool.clear()

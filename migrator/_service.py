@@ -33,6 +33,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from migrator import _later
 from migrator._config import MigrateConfig
 from migrator._exit import exitAtInterpreterExit, exitNow
 from migrator._reports import ServiceReports
@@ -40,7 +41,6 @@ from migrator._version import __version__
 from migrator.adapters import defaultRegistry
 from migrator.interfaces import IMigrationNode
 from migrator.state._translator import describeTranslations
-from migrator.takeover._check import HealthCheck, checkEnvironment
 from migrator.takeover._control import ControlServerFactory, ControlSocket, PeerPolicy
 from migrator.takeover._failure import TakeoverFailed
 from migrator.takeover._liveness import processAlive
@@ -51,7 +51,7 @@ from migrator.takeover._successor import Successor
 from migrator.takeover._unmovable import splitStatus
 
 if TYPE_CHECKING:
-    from migrator.takeover._dryrun import DryRuns
+    from migrator.takeover._check import HealthCheck
     from migrator.takeover._incumbent import Incumbent
     from migrator.takeover._staging import Staging
 
@@ -72,41 +72,6 @@ def _report(text: str) -> None:
     if out is not None:
         out.write(text + "\n")
         out.flush()
-
-
-#: Seconds after this process starts serving at which it registers the
-#: adapters put off, then imports the modules that answer dry runs
-#: (L{_importDryRuns}): off a successor's way, each in a turn of its own.
-_IMPORT_LATER = (0.1, 1.0)
-
-
-def _importDryRuns() -> None:
-    """What a first dry run would otherwise import on its way."""
-    try:
-        import migrator.takeover._dryrun  # noqa: F401
-    except Exception:
-        _log.failure("importing the modules that answer dry runs failed")
-
-
-def _dryRuns(reactor: IReactorTime, incumbent: Incumbent, timeout: float) -> DryRuns:
-    # What answers dry runs, made (its modules imported) at the first one.
-    from migrator.takeover._dryrun import DryRuns
-
-    return DryRuns(reactor, incumbent, timeout=timeout)
-
-
-def _followTLS(port: Any) -> None:
-    """
-    Follow a port's TLS sessions (L{migrator.adapters.tls.followPort}),
-    importing migrator's TLS adapters (and cryptography's AEAD, X.509...)
-    only for a port that serves TLS: about 10 ms of a successor's start.
-    """
-    tls = sys.modules.get("twisted.protocols.tls")
-    factory = getattr(port, "factory", None)
-    if tls is not None and isinstance(factory, tls.TLSMemoryBIOFactory):
-        from migrator.adapters.tls import followPort
-
-        followPort(port)
 
 
 @implementer(IMigrationNode)
@@ -159,7 +124,7 @@ class MigrateService(service.MultiService, ServiceReports):
             cast(IReactorFDSet, reactor), holding=config.takeover, detached=config.dryRun
         )
         # TLS sessions can move only if followed from their handshake.
-        self.registry.onListen(_followTLS)
+        self.registry.onListen(_later.followTLS)
         self.adapters = defaultRegistry(config.adapterModules)
         if registerAdapters is not None:
             registerAdapters(self.adapters)
@@ -222,8 +187,11 @@ class MigrateService(service.MultiService, ServiceReports):
 
     def _healthCheck(self) -> HealthCheck:
         """
-        The successor's C{--check}, told where this service listens.
+        The successor's C{--check}, told where this service listens (its
+        module imported only then: most successors run no check).
         """
+        from migrator.takeover._check import HealthCheck, checkEnvironment
+
         assert self.config.check is not None
         return HealthCheck(
             self._reactor,
@@ -331,11 +299,11 @@ class MigrateService(service.MultiService, ServiceReports):
         )
         self.root.incumbent = self.incumbent
         self.root.makeDryRuns = partial(
-            _dryRuns, self._reactor, self.incumbent, self.config.takeoverTimeout
+            _later.makeDryRuns, self._reactor, self.incumbent, self.config.takeoverTimeout
         )
         # Imported soon, off the takeover's path, not at the first dry run:
         # by then newer code may be on disk, and must not run beside this.
-        self._importingLater = self._reactor.callLater(_IMPORT_LATER[0], self._importLater)
+        self._importingLater = self._reactor.callLater(_later.IMPORT_LATER[0], self._importLater)
         self.pidfile.write()
         notify = f"READY=1\nSTATUS=serving generation {generation}"
         if generation:
@@ -475,8 +443,15 @@ class MigrateService(service.MultiService, ServiceReports):
         # The adapters put off (TLS's: 5-7 ms of a first takeover's turns;
         # failures logged by the registry), then the dry runs' modules.
         self.adapters.typeNames()
-        later = _IMPORT_LATER[1] - _IMPORT_LATER[0]
-        self._importingLater = self._reactor.callLater(later, _importDryRuns)
+        later = _later.IMPORT_LATER[1] - _later.IMPORT_LATER[0]
+        self._importingLater = self._reactor.callLater(later, self._importDryRuns)
+
+    def _importDryRuns(self) -> None:
+        # Not in a takeover's turns (3-5 ms among its batches): after it.
+        if self.incumbent is not None and self.incumbent.current is not None:
+            self._importingLater = self._reactor.callLater(0.1, self._importDryRuns)
+        else:
+            _later.importDryRuns()
 
     def _successorDetached(self) -> None:
         # (Or the moved connections are released.)  Not at the drain's tick.

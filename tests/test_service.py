@@ -15,7 +15,7 @@ import json
 import os
 import socket
 import sys
-from typing import Any
+from typing import Any, cast
 
 from twisted.application import service
 from twisted.internet.error import ConnectionRefusedError
@@ -27,7 +27,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http  # noqa: F401 (its adapters register on import)
 from zope.interface.verify import verifyObject
 
-from migrator import _service
+from migrator import _later, _service
 from migrator._service import (
     DRAINING,
     FAILED,
@@ -253,7 +253,7 @@ class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
         svc = self.makeService()
         registered: list[str] = []
         svc.adapters.registerWhenImported("twisted.protocols.tls", lambda r: registered.append("tls"))
-        self.patch(_service, "_importDryRuns", lambda: registered.append("dry runs"))
+        self.patch(_later, "importDryRuns", lambda: registered.append("dry runs"))
         svc.privilegedStartService()
         svc.startService()
         self.reactor.advance(0.05)
@@ -264,6 +264,28 @@ class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
         self.assertEqual(registered, ["tls"])
         self.reactor.advance(0.05)
         self.assertEqual(registered, ["tls", "dry runs"])
+
+    def test_dryRunsImportedAfterATakeover(self) -> None:
+        """
+        The modules that answer dry runs are not imported while a takeover
+        is under way (their import would be one of its turns), but at the
+        first tenth of a second after it.
+        """
+        svc = self.makeService()
+        imported: list[str] = []
+        self.patch(_later, "importDryRuns", lambda: imported.append("dry runs"))
+        svc.privilegedStartService()
+        svc.startService()
+        assert svc.incumbent is not None
+        svc.incumbent.current = cast(Any, object())
+        for step in (0.1, 0.9, 0.3):
+            self.reactor.advance(step)
+        self.assertEqual(imported, [])
+        svc.incumbent.current = None
+        self.reactor.advance(0.1)
+        self.assertEqual(imported, ["dry runs"])
+        self.reactor.advance(1.0)
+        self.assertEqual(imported, ["dry runs"])
 
     def test_provides(self) -> None:
         """

@@ -14,10 +14,23 @@ The composition root (L{migrator.tap}, L{migrator._service}) wires it in.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from migrator.adapters._twisted import registerAdapters
-from migrator.adapters._websocket import registerWebSocketServer
 from migrator.state._registry import AdapterRegistry
+
+if TYPE_CHECKING:
+    from migrator.adapters._websocket import registerWebSocketServer
+
+
+def __getattr__(name: str) -> Any:
+    # registerWebSocketServer's module is imported when it is asked for:
+    # most services (and every successor's start) do without it.
+    if name == "registerWebSocketServer":
+        from migrator.adapters._websocket import registerWebSocketServer
+
+        return registerWebSocketServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def defaultRegistry(modules: Iterable[str] = ()) -> AdapterRegistry:

@@ -16,15 +16,20 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.spread import pb
 
 from migrator._twistedinternals import pendingBytes
 from migrator.interfaces import IPortRegistry
 from migrator.state._plan import POLICIES
-from migrator.state._report import graphReport, planReport
-from migrator.state._summary import ObjectGraph, describeConnection, summarizeGraph
+
+if TYPE_CHECKING:
+    from migrator.state._summary import ObjectGraph
+
+# (The reports and the graph's summary are imported where they are used:
+# an operator's question, or a begin with a selection, never on a
+# successor's way to its takeover.)
 
 #: The most ids a selection or an expansion may name.
 MAX_TOKENS = 100_000
@@ -66,6 +71,8 @@ def _graph(
     The connections, and (if C{walk}) the graph behind them: the walk runs
     in the reactor's thread, about 36 us per web connection.
     """
+    from migrator.state._summary import summarizeGraph
+
     anchors = anchorsOf(registry)
     transports = list(registry.openConnections())
     return summarizeGraph(transports, adapters, anchors, budget=200_000 if walk else 0), anchors
@@ -78,6 +85,8 @@ def _pending(transport: Any) -> int:
 def _connections(
     registry: IPortRegistry, graph: ObjectGraph, clock: Callable[[], float]
 ) -> dict[str, dict[str, Any]]:
+    from migrator.state._summary import describeConnection
+
     connectedAt = getattr(registry, "connectedAt", lambda t: None)
     now = clock()
     return {
@@ -100,6 +109,8 @@ def inspectPlan(
 
     @raise BadRequest: for an unknown policy or a malformed selection.
     """
+    from migrator.state._report import planReport
+
     if policy not in POLICIES:
         raise BadRequest(f"policy must be one of {', '.join(POLICIES)}")
     tokens = _tokens(select, "select")
@@ -133,6 +144,8 @@ def inspectGraph(
     @param expand: component ids to expand (default: the largest that fit).
     @raise BadRequest: for malformed arguments.
     """
+    from migrator.state._report import graphReport
+
     tokens = _tokens(expand, "expand") or []
     if not isinstance(maxNodes, int) or isinstance(maxNodes, bool) or not 0 < maxNodes <= 5000:
         raise BadRequest("maxNodes must be an integer from 1 to 5000")

@@ -39,8 +39,10 @@ class Owned:
         #: C{(number, memo)} per native batch: a pickler's memo (C{{id:
         #: (index, obj)}}), which keeps its objects alive.
         self._memos: list[tuple[int, Mapping[int, tuple[int, Any]]]] = []
-        #: Every native batch's memo in one (for one look per id).
-        self._pool: dict[int, tuple[int, Any]] = {}
+        #: The ids of every native batch's memo, in one set (for one look
+        #: per id; a set's entries are half a dictionary's, and each look
+        #: is a cache miss).
+        self._pool: set[int] = set()
 
     def __bool__(self) -> bool:
         return bool(self.ids or self.layers or self._memos)
@@ -78,10 +80,13 @@ class Owned:
         Does a batch sent hold any object, not a value, that a pickler's
         memo C{memo} holds?
         """
-        for pool in (self.ids, self._pool):
-            # (One look per id of the smaller, in C; the ids found are
-            # mostly values, a few per batch: strings both hold.)
-            for i in pool.keys() & memo.keys():
+        # (One look per id, in C; the ids found are mostly values, a few
+        # per batch: strings both hold.)
+        for i in self._pool.intersection(memo) if self._pool else ():
+            if type(memo[i][1]) not in VALUES:
+                return True
+        if self.ids and not self.ids.keys().isdisjoint(memo):
+            for i in self.ids.keys() & memo.keys():
                 if type(memo[i][1]) not in VALUES:
                     return True
         if self.layers:
@@ -98,11 +103,10 @@ class Owned:
             return {n for n in map(get, ids) if n is not None}
         ids = list(ids)
         found = {n for n in map(get, ids) if n is not None}
-        if self._memos:
-            pool = self._pool
-            for i in pool.keys() & ids:
-                if type(pool[i][1]) not in VALUES:
-                    found.update(n for n, memo in self._memos if i in memo)
+        for i in self._pool.intersection(ids) if self._pool else ():
+            for n, memo in self._memos:
+                if i in memo and type(memo[i][1]) not in VALUES:
+                    found.add(n)
         for layer in self.layers:
             if layer is not skip and layer[0].wroteAny(ids):
                 found.add(layer[1])

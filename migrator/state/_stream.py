@@ -242,20 +242,21 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
         # (Each once, whatever the registry: a dictionary's keys keep order.)
         candidates = list(dict.fromkeys(listed))
         self._present = set(map(id, candidates))
+        if self._suspect is not None:
+            self.suspects.extend(filter(self._suspect, candidates))
         recheck: list[Any] = []
-        seen, queue, isEligible, watch = self._seen, self._queue, self._eligible, self._watchRead
-        suspect, suspects = self._suspect, self.suspects
+        now: list[Any] = []
+        seen, isEligible = self._seen, self._eligible
         for t in candidates:
-            if suspect is not None and suspect(t):
-                suspects.append(t)
             eligible = isEligible(t)
             if eligible is None:
                 recheck.append(t)
                 continue
             seen.add(id(t))
             if eligible:
-                queue.append(t)
-                watch(t)
+                now.append(t)
+        self._queue.extend(now)
+        self._watchReads(now)
         self._recheck = recheck
         self._busy = len(recheck)
 

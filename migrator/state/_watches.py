@@ -195,6 +195,27 @@ class WatchesTransports:
         t.__class__ = watcher
         self._watched[i] = t
 
+    def _watchReads(self, transports: list[Any]) -> None:
+        """
+        Watch the first read of C{transports}, none of them watched yet:
+        the stream's first look, tens of thousands in one turn (each
+        watcher class looked up once).
+        """
+        classOf, watched, watchers, active = self._classOf, self._watched, self._watchers, self._active
+        byClass: dict[type, type] = {}
+        for t in transports:
+            cls = type(t)
+            watcher = byClass.get(cls)
+            if watcher is None:
+                watcher = watchers.get(("read", cls))
+                if watcher is None:
+                    watcher = watchers["read", cls] = readWatch(cls, active)
+                byClass[cls] = watcher
+            i = id(t)
+            classOf[i] = cls
+            t.__class__ = watcher
+            watched[i] = t
+
     def _watchWrites(self, transports: list[Any]) -> None:
         """
         Put C{transports} (frozen) under the watch of writes: from their

@@ -916,6 +916,31 @@ class SpecialValueTests(_Sides):
         self.reactor2.advance(3)
         self.assertEqual(_events, [("ring", r, 3.0)])
 
+    def test_callReachedThroughItsOwnArguments(self) -> None:
+        """
+        A scheduled call reached again through its own arguments (their
+        object keeps the call, and the call is met first) moves: restored
+        once, that object's reference being the restored call itself,
+        which runs when due.
+        """
+        self.adapters.allowFunction(ring)
+        self.adapters2.allowFunction(ring)
+        p = Loner()
+        self.pair(p)
+        holder = Loner()
+        holder.clock = self.reactor
+        p.timer = self.reactor.callLater(3, ring, holder)
+        holder.pending = p.timer
+        p.holder = holder
+        restored = self.restore(self.capture())
+        restored.activate()
+        r = restored.transports[0].protocol
+        self.assertIs(r.holder.pending, r.timer)
+        self.assertEqual(r.timer.args, (r.holder,))
+        self.assertEqual(len(self.reactor2.getDelayedCalls()), 1)
+        self.reactor2.advance(3)
+        self.assertEqual(_events, [("ring", r.holder, 3.0)])
+
     def test_functionNotAllowedHere(self) -> None:
         """
         A connection whose state holds a plain function the incumbent has

@@ -180,6 +180,10 @@ def _adoptSocket(fd: int, family: int) -> socket.socket:
     return skt
 
 
+def _unread() -> None:
+    raise GraphError("a scheduled call ran before its function was read")
+
+
 @attrs.define(eq=False)
 class _RestoreHooks:
     reactor: IReactorTime
@@ -204,9 +208,16 @@ class _RestoreHooks:
             ident, when, f, a, kw = payload
             if when is None:
                 call = self.cancelledCall()
-            else:
-                call = self.heldCall(when, reader.read(f), reader.read(a), reader.read(kw))
+                reader.remember(ident, call)
+                return call
+            # The call exists (and is remembered) before its function and
+            # arguments are read: they may refer back to it (an object that
+            # keeps the call that will call it, met through the call).
+            call = self.heldCall(when, _unread, (), {})
             reader.remember(ident, call)
+            call.func = self.gate.wrap(reader.read(f))
+            call.args = tuple(reader.read(a))
+            call.kw = dict(reader.read(kw))
             return call
         if kind == "loop":
             ident, f, a, kw, running, interval, starttime, nextTime = payload

@@ -20,15 +20,20 @@ if TYPE_CHECKING:
 _log = Logger()
 
 #: Seconds after a process starts serving at which it registers the
-#: adapters put off, then imports the modules that answer dry runs
-#: (L{importDryRuns}): off a successor's way, each in a turn of its own
-#: (and after a takeover then under way).
+#: adapters put off, then imports the modules that answer dry runs and an
+#: operator's questions (L{importDryRuns}): off a successor's way, each in
+#: a turn of its own (and after a takeover then under way).
 IMPORT_LATER = (0.1, 1.0)
 
 
 def importDryRuns() -> None:
-    """What a first dry run would otherwise import on its way."""
+    """
+    What a first dry run, or an operator's plan or graph (or a successor's
+    selection), would otherwise import on its way, when newer code may be
+    on disk.
+    """
     try:
+        import migrator.state._report  # noqa: F401
         import migrator.takeover._dryrun  # noqa: F401
     except Exception:
         _log.failure("importing the modules that answer dry runs failed")

@@ -447,7 +447,10 @@ class MigrateService(service.MultiService, ServiceReports):
         self._importingLater = self._reactor.callLater(later, self._importDryRuns)
 
     def _importDryRuns(self) -> None:
-        # Not in a takeover's turns (3-5 ms among its batches): after it.
+        # Not in a takeover's turns (3-5 ms among its batches): after it;
+        # not at all once handed off (no more dry runs here).
+        if self.state != SERVING:
+            return
         if self.incumbent is not None and self.incumbent.current is not None:
             self._importingLater = self._reactor.callLater(0.1, self._importDryRuns)
         else:

@@ -33,7 +33,7 @@ from migrator.state._capture import Captured, captureConnections
 from migrator.state._capturehooks import ungated
 from migrator.state._graph import GraphError, dumpsPlain
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
-from migrator.state._restore import Restored, _Gate, restoreConnections
+from migrator.state._restore import Restored, _Gate, _RestoreHooks, restoreConnections
 from migrator.takeover._ports import ListenerRegistry
 
 #: The key the test ports are declared under, in both processes.
@@ -940,6 +940,29 @@ class SpecialValueTests(_Sides):
         self.assertEqual(len(self.reactor2.getDelayedCalls()), 1)
         self.reactor2.advance(3)
         self.assertEqual(_events, [("ring", r.holder, 3.0)])
+
+    def test_callArgumentsChecked(self) -> None:
+        """
+        A scheduled call's arguments that are not a tuple, or keywords that
+        are not a dictionary of names, fail the restore (as C{callLater}
+        would), not the call once it runs: and the call made for them is
+        cancelled with the restore's others.
+        """
+
+        class Reader:
+            def read(self, node: Any) -> Any:
+                return node
+
+            def remember(self, ident: int, value: Any) -> None:
+                pass
+
+        hooks = _RestoreHooks(self.reactor2, self.adapters2, self.ports2, [])
+        for args, kw in [([1], {}), ((1,), [("a", 1)]), ((1,), {1: 2})]:
+            self.assertRaises(GraphError, hooks, "call", [1, 5.0, ring, args, kw], Reader())
+        call = hooks("call", [1, 5.0, ring, (1,), {"b": 2}], Reader())
+        self.assertEqual((call.args, call.kw), ((1,), {"b": 2}))
+        hooks.gate.close()
+        self.assertEqual(self.reactor2.getDelayedCalls(), [])
 
     def test_functionNotAllowedHere(self) -> None:
         """

@@ -354,7 +354,6 @@ class CaptureNativeTests(_Native):
         owned.addMemo(first.writer.memo, 0)
         self.assertIsNotNone(self.capture([b], owned=owned))
 
-
     def test_ownedByANativeBatch(self) -> None:
         """
         What a native batch wrote is owned by it, as its memo: the graph
@@ -379,6 +378,30 @@ class CaptureNativeTests(_Native):
         owned.clear()
         self.assertFalse(owned)
         self.assertEqual(owned.owners([id(a.room)]), set())
+
+    def test_holdsAnyOfAcrossForms(self) -> None:
+        """
+        A native batch's memo shares with a graph writer's batch (its ids)
+        or a connection written in slices (its writer) by an object both
+        hold, never by a value.
+        """
+        shared, name = ["x"], "a name long enough not to be a constant" * 2
+        memo = {id(shared): (0, shared), id(name): (1, name)}
+        owned = Owned()
+        self.assertFalse(owned.holdsAnyOf(memo))
+        owned.add([id(name)], 0)
+        self.assertFalse(owned.holdsAnyOf(memo))
+        owned.add([id(shared)], 1)
+        self.assertTrue(owned.holdsAnyOf(memo))
+
+        class Writer:
+            def wroteAny(self, ids: list[int]) -> bool:
+                return id(shared) in ids or id(name) in ids
+
+        layered = Owned()
+        layered.addWriter(Writer(), 2)
+        self.assertTrue(layered.holdsAnyOf(memo))
+        self.assertFalse(layered.holdsAnyOf({id(name): (1, name)}))
 
     def test_writtenLeavesOutValuesAndAnchors(self) -> None:
         """

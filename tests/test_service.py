@@ -287,6 +287,21 @@ class IncumbentRoleTests(ServiceTestMixin, SynchronousTestCase):
         self.reactor.advance(1.0)
         self.assertEqual(imported, ["dry runs"])
 
+    def test_noDryRunsImportOnceHandedOff(self) -> None:
+        """
+        A service that handed off before its second (a takeover within it)
+        does not import what answers dry runs: it answers none any more,
+        and newer code may be on disk.
+        """
+        svc = self.startIncumbent()
+        imported: list[str] = []
+        self.patch(_later, "importDryRuns", lambda: imported.append("dry runs"))
+        self.reactor.advance(0.1)
+        self.handOff(svc, connections=1)
+        for _ in range(20):
+            self.reactor.advance(0.1)
+        self.assertEqual(imported, [])
+
     def test_provides(self) -> None:
         """
         L{MigrateService} provides L{IMigrationNode}.

@@ -33,6 +33,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
 def defaultRegistry(modules: Iterable[str] = ()) -> AdapterRegistry:
     """
     A registry with migrator's adapters for Twisted's own classes, then the

@@ -95,8 +95,10 @@ class Owned:
 
     def owners(self, ids: Iterable[int], skip: list[Any] | None = None) -> set[int]:
         """
-        @return: the numbers of the batches that sent any of C{ids} (not
-            a value's: see L{VALUES}), leaving out the layer C{skip}.
+        @return: the numbers of the batches that sent any of C{ids}
+            (a native batch's values, L{VALUES}, are not counted as sent:
+            a graph writer never remembers one), leaving out the layer
+            C{skip}.
         """
         get = self.ids.get
         if not self.layers and not self._memos:

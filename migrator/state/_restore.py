@@ -215,9 +215,13 @@ class _RestoreHooks:
             # keeps the call that will call it, met through the call).
             call = self.heldCall(when, _unread, (), {})
             reader.remember(ident, call)
-            call.func = self.gate.wrap(reader.read(f))
-            call.args = tuple(reader.read(a))
-            call.kw = dict(reader.read(kw))
+            function, args, kwargs = reader.read(f), reader.read(a), reader.read(kw)
+            # (Checked here, as callLater's call would: not once it runs.)
+            if type(args) is not tuple or type(kwargs) is not dict or not all(
+                type(k) is str for k in kwargs
+            ):
+                raise GraphError("a scheduled call's arguments are not a tuple and a dictionary of names")
+            call.func, call.args, call.kw = self.gate.wrap(function), args, kwargs
             return call
         if kind == "loop":
             ident, f, a, kw, running, interval, starttime, nextTime = payload

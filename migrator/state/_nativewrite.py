@@ -25,6 +25,7 @@ large connection for its slices.
 
 from __future__ import annotations
 
+import gc
 import pickle
 import sys
 import types
@@ -98,29 +99,61 @@ class _Capped:
         self.parts.append(bytes(data))
         return n
 
+    def joined(self) -> bytes:
+        """
+        Everything written, in one; no longer kept here.
+        """
+        joined, self.parts = b"".join(self.parts), []
+        return joined
+
 
 class NativeWritten:
     """
     What a batch in the native form wrote, kept alive so that their ids
-    stay theirs, as a graph writer's L{GraphWriter.written}: its pickle's
-    memo, less the anchors and the form's markers (every batch refers to
-    them).  It holds values too (strings, tuples: no other batch's
-    objects are ever values, and one native batch meeting another's
-    values, shared strings, looks past them) and what the pickling made
-    for itself (a state's copy, a transport's description: no other batch
-    can reach those).
+    stay theirs, as a graph writer's L{GraphWriter.written}: its pickler,
+    whose memo holds every object it wrote.  The ids it owns are those of
+    the objects another batch could hold too: not the values (strings,
+    tuples: no other batch's objects are ever values, and one native batch
+    meeting another's values, shared strings, looks past them), not the
+    anchors or the form's markers (every batch refers to them).  What the
+    pickling made for itself (a state's copy, a transport's description)
+    is among them: no other batch can reach it.
     """
 
-    def __init__(self, memo: dict[int, tuple[int, Any]]) -> None:
-        #: C{{id: (index, obj)}}.
-        self.memo = memo
+    def __init__(self, pickler: pickle.Pickler, ids: set[int]) -> None:
+        self._pickler = pickler
+        #: The ids owned.
+        self.ids = ids
 
-    def written(self) -> list[int]:
+    def written(self) -> set[int]:
         """
-        @return: the ids of what another batch could hold too (not the
-            values).
+        @return: the ids owned.
         """
-        return [i for i, (_, o) in self.memo.items() if type(o) not in VALUES]
+        return self.ids
+
+
+def _ownedIds(pickler: _Pickler, own: set[int], probe: Any) -> set[int]:
+    """
+    The ids of the objects, not values, that C{pickler}'s memo holds, less
+    the anchors and the form's markers.
+
+    The memo's own copy (C{pickler.memo.copy()}) makes a tuple and two
+    integers per entry, parsing a format string each time: 1.8 us a
+    connection.  Where the collector's view of the pickler holds the
+    memo's objects (CPython 3.11 and later traverse it), they are taken
+    from there (C{gc.get_referents}), less the pickler's own (C{own}: the
+    ids of what it referred to before it wrote anything, its class, its
+    dictionary, its methods); the C{probe}, an object surely in the memo
+    (the batch's first protocol), says whether they are.
+    """
+    values = VALUES
+    ids = {id(o) for o in gc.get_referents(pickler) if type(o) not in values}
+    if id(probe) in ids:
+        ids -= own
+    else:
+        ids = {i for i, (_, o) in pickler.memo.copy().items() if type(o) not in values}
+    ids.difference_update(pickler.anchorsMet, _MARKER_IDS)
+    return ids
 
 
 class _Pickler(pickle.Pickler):
@@ -319,6 +352,7 @@ def captureNative(
             return None
     out = _Capped(cap, rootCap)
     pickler = _Pickler(out, writer, hooks, translator, {id(t) for t in connections})
+    own = set(map(id, gc.get_referents(pickler)))
     try:
         with _boundedRecursion():
             # One pickle per root (its protocol), one memo: each root's
@@ -335,12 +369,8 @@ def captureNative(
     if len(hooks.transports) != len(connections):
         # A protocol whose graph does not hold its transport.
         return None
-    memo = pickler.memo.copy()
-    for i in pickler.anchorsMet:
-        del memo[i]
-    for i in _MARKER_IDS:
-        memo.pop(i, None)
-    if owned and owned.holdsAnyOf(memo):
+    ids = _ownedIds(pickler, own, connections[0].protocol)
+    if owned and owned.holdsAnyOf(ids):
         # Shared with a batch already sent: the graph writer leaves out
         # what shares, root by root.
         return None
@@ -348,7 +378,7 @@ def captureNative(
         "roots": [],
         "factories": [],
         "count": len(hooks.transports),
-        "native": b"".join(out.parts),
+        "native": out.joined(),
         **header,
         "frozen_at": frozenAt,
     }
@@ -363,7 +393,7 @@ def captureNative(
         pendingBytes=hooks.pendingBytes,
         frozenAt=frozenAt,
         translations=translator.log.asDict(),
-        writer=NativeWritten(memo),
+        writer=NativeWritten(pickler, ids),
         ported=hooks.ported,
     )
     captured.freeze(pickler.reading)

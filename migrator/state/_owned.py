@@ -6,7 +6,7 @@ object, so that no object is sent twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from typing import Any
 
@@ -36,16 +36,16 @@ class Owned:
     def __init__(self) -> None:
         self.ids: dict[int, int] = {}
         self.layers: list[list[Any]] = []
-        #: C{(number, memo)} per native batch: a pickler's memo (C{{id:
-        #: (index, obj)}}), which keeps its objects alive.
-        self._memos: list[tuple[int, Mapping[int, tuple[int, Any]]]] = []
-        #: The ids of every native batch's memo, in one set (for one look
-        #: per id; a set's entries are half a dictionary's, and each look
-        #: is a cache miss).
+        #: C{(number, ids)} per native batch (its writer keeps the
+        #: objects alive).
+        self._natives: list[tuple[int, AbstractSet[int]]] = []
+        #: The ids of every native batch, in one set (for one look per id;
+        #: a set's entries are half a dictionary's, and each look is a
+        #: cache miss).
         self._pool: set[int] = set()
 
     def __bool__(self) -> bool:
-        return bool(self.ids or self.layers or self._memos)
+        return bool(self.ids or self.layers or self._natives)
 
     def add(self, ids: Iterable[int], number: int) -> None:
         """
@@ -53,14 +53,14 @@ class Owned:
         """
         self.ids.update(dict.fromkeys(ids, number))
 
-    def addMemo(self, memo: Mapping[int, tuple[int, Any]], number: int) -> None:
+    def addNative(self, ids: AbstractSet[int], number: int) -> None:
         """
-        What a pickler's memo C{memo} holds was sent in batch C{number}
-        (values included: they are never taken for shared).  C{memo} is
-        kept, unchanged, as long as the batch is.
+        The objects C{ids} (no values: see L{VALUES}) were sent in the
+        native batch C{number}, whose writer keeps them alive as long as
+        the batch is; C{ids} is kept, unchanged.
         """
-        self._memos.append((number, memo))
-        self._pool.update(memo)
+        self._natives.append((number, ids))
+        self._pool |= ids
 
     def addWriter(self, writer: Any, number: int) -> list[Any]:
         """
@@ -75,40 +75,28 @@ class Owned:
     def remove(self, layer: list[Any]) -> None:
         self.layers = [kept for kept in self.layers if kept is not layer]
 
-    def holdsAnyOf(self, memo: Mapping[int, tuple[int, Any]]) -> bool:
+    def holdsAnyOf(self, ids: AbstractSet[int]) -> bool:
         """
-        Does a batch sent hold any object, not a value, that a pickler's
-        memo C{memo} holds?
+        Does a batch sent hold any of the objects C{ids} (no values)?
         """
-        # (One look per id, in C; the ids found are mostly values, a few
-        # per batch: strings both hold.)
-        for i in self._pool.intersection(memo) if self._pool else ():
-            if type(memo[i][1]) not in VALUES:
-                return True
-        if self.ids and not self.ids.keys().isdisjoint(memo):
-            for i in self.ids.keys() & memo.keys():
-                if type(memo[i][1]) not in VALUES:
-                    return True
-        if self.layers:
-            return bool(self.owners(i for i, (_, o) in memo.items() if type(o) not in VALUES))
-        return False
+        # (One look per id, in C.)
+        if not self._pool.isdisjoint(ids) or not self.ids.keys().isdisjoint(ids):
+            return True
+        return bool(self.layers and self.owners(ids))
 
     def owners(self, ids: Iterable[int], skip: list[Any] | None = None) -> set[int]:
         """
         @return: the numbers of the batches that sent any of C{ids}
-            (a native batch's values, L{VALUES}, are not counted as sent:
-            a graph writer never remembers one), leaving out the layer
-            C{skip}.
+            (values, L{VALUES}, are never among what a batch sent),
+            leaving out the layer C{skip}.
         """
         get = self.ids.get
-        if not self.layers and not self._memos:
+        if not self.layers and not self._natives:
             return {n for n in map(get, ids) if n is not None}
         ids = list(ids)
         found = {n for n in map(get, ids) if n is not None}
         for i in self._pool.intersection(ids) if self._pool else ():
-            for n, memo in self._memos:
-                if i in memo and type(memo[i][1]) not in VALUES:
-                    found.add(n)
+            found.update(n for n, native in self._natives if i in native)
         for layer in self.layers:
             if layer is not skip and layer[0].wroteAny(ids):
                 found.add(layer[1])
@@ -121,13 +109,13 @@ class Owned:
         kept = Owned()
         kept.ids = {i: n for i, n in self.ids.items() if n in numbers}
         kept.layers = [layer for layer in self.layers if layer[1] in numbers]
-        for n, memo in self._memos:
+        for n, native in self._natives:
             if n in numbers:
-                kept.addMemo(memo, n)
+                kept.addNative(native, n)
         return kept
 
     def clear(self) -> None:
         self.ids.clear()
         self.layers.clear()
-        self._memos.clear()
+        self._natives.clear()
         self._pool.clear()

@@ -364,7 +364,7 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
         self._streamed.update(map(id, captured.transports))
         writer = captured.writer
         if isinstance(writer, NativeWritten):
-            self.owned.addMemo(writer.memo, number)
+            self.owned.addNative(writer.ids, number)
         else:
             self.owned.add(writer.written(), number)
         self._addBatch(number, captured)

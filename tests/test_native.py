@@ -731,10 +731,14 @@ class ReadNativeTests(_Stream):
         """
         A persistent id is refused.
         """
+
+        class Persistent(pickle.Pickler):
+            # (A method: the attribute is read-only from Python 3.13 on.)
+            def persistent_id(self, obj: Any) -> Any:
+                return "x" if obj == "p" else None
+
         f = io.BytesIO()
-        pickler = pickle.Pickler(f, protocol=5)
-        pickler.persistent_id = lambda obj: "x" if obj == "p" else None  # type: ignore[method-assign]
-        pickler.dump(["p"])
+        Persistent(f, protocol=5).dump(["p"])
         self.assertRaises(GraphError, self.restore, f.getvalue())
 
     def test_otherNames(self) -> None:

@@ -10,9 +10,11 @@ admits nothing but the form's own calls.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import pickle
+import sys
 from typing import Any
 
 from twisted.internet import task
@@ -23,7 +25,7 @@ from migrator.state._capture import captureConnections
 from migrator.state._graph import GraphError, dumpsPlain, loadsPlain
 from migrator.state._nativeform import VERSION
 from migrator.state._nativewrite import captureNative
-from migrator.state._owned import Owned
+from migrator.state._owned import VALUES, Owned
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
 from migrator.state._restore import restoreConnections
 from migrator.state._stream import Stream
@@ -424,12 +426,29 @@ class CaptureNativeTests(_Native):
         self.assertNotIn(id(a.label), ids)
         for name in form.MARKERS:
             self.assertNotIn(id(getattr(form, name)), ids)
-        self.patch(nativewrite.gc, "get_referents", lambda *objects: [])
+        self.patch(nativewrite, "_referents", lambda pickler: [])
         captured = self.capture([a])
-        # (The same objects: the first capture's were kept, and its batch.)
         self.assertTrue({id(a), id(a.things), id(a.transport)} <= captured.writer.ids)
         self.assertNotIn(id(self.factory), captured.writer.ids)
         self.assertNotIn(id(a.label), captured.writer.ids)
+
+    def test_ownedIdsAsTheMemo(self) -> None:
+        """
+        Taken from the collector's view of the pickler, the ids a native
+        batch owns are exactly its memo's (less the values, anchors and
+        markers); where the interpreter does not traverse the memo
+        (before 3.11), the memo's copy gives them.
+        """
+        (a, _), (b, _) = self.accept(2)
+        a.things, b.things = [1, [2]], {"k": [3]}
+        writer = self.capture([a, b]).writer
+        pickler = writer._pickler
+        expected = {
+            i for i, (_, o) in pickler.memo.copy().items() if type(o) not in VALUES
+        } - pickler.anchorsMet - nativewrite._MARKER_IDS
+        self.assertEqual(writer.ids, expected)
+        traversed = id(a) in set(map(id, gc.get_referents(pickler)))
+        self.assertEqual(traversed, sys.version_info >= (3, 11))
 
 
 _ORDER: list[str] = []

@@ -132,7 +132,7 @@ class NativeWritten:
         return self.ids
 
 
-def _ownedIds(pickler: _Pickler, own: set[int], probe: Any) -> set[int]:
+def _ownedIds(pickler: _Pickler, own: list[Any], probes: tuple[Any, Any]) -> set[int]:
     """
     The ids of the objects, not values, that C{pickler}'s memo holds, less
     the anchors and the form's markers.
@@ -140,20 +140,25 @@ def _ownedIds(pickler: _Pickler, own: set[int], probe: Any) -> set[int]:
     The memo's own copy (C{pickler.memo.copy()}) makes a tuple and two
     integers per entry, parsing a format string each time: 1.8 us a
     connection.  Where the collector's view of the pickler holds the
-    memo's objects (CPython 3.11 and later traverse it), they are taken
-    from there (C{gc.get_referents}), less the pickler's own (C{own}: the
-    ids of what it referred to before it wrote anything, its class, its
-    dictionary, its methods); the C{probe}, an object surely in the memo
-    (the batch's first protocol), says whether they are.
+    memo's objects (CPython 3.11 and later traverse it, all of it), they
+    are taken from there (L{_referents}), less the pickler's own (C{own}:
+    what it referred to before it wrote anything, its class, dictionary,
+    methods; held, so that their ids stay theirs); the C{probes}, objects
+    surely in the memo (the batch's first and last protocols), say
+    whether they are.
     """
     values = VALUES
-    ids = {id(o) for o in gc.get_referents(pickler) if type(o) not in values}
-    if id(probe) in ids:
-        ids -= own
+    ids = {id(o) for o in _referents(pickler) if type(o) not in values}
+    if id(probes[0]) in ids and id(probes[1]) in ids:
+        ids.difference_update(map(id, own))
     else:
         ids = {i for i, (_, o) in pickler.memo.copy().items() if type(o) not in values}
     ids.difference_update(pickler.anchorsMet, _MARKER_IDS)
     return ids
+
+
+#: (A name of this module's: tests replace it.)
+_referents = gc.get_referents
 
 
 class _Pickler(pickle.Pickler):
@@ -352,7 +357,7 @@ def captureNative(
             return None
     out = _Capped(cap, rootCap)
     pickler = _Pickler(out, writer, hooks, translator, {id(t) for t in connections})
-    own = set(map(id, gc.get_referents(pickler)))
+    own = _referents(pickler)
     try:
         with _boundedRecursion():
             # One pickle per root (its protocol), one memo: each root's
@@ -369,7 +374,7 @@ def captureNative(
     if len(hooks.transports) != len(connections):
         # A protocol whose graph does not hold its transport.
         return None
-    ids = _ownedIds(pickler, own, connections[0].protocol)
+    ids = _ownedIds(pickler, own, (connections[0].protocol, connections[-1].protocol))
     if owned and owned.holdsAnyOf(ids):
         # Shared with a batch already sent: the graph writer leaves out
         # what shares, root by root.

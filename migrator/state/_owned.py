@@ -18,11 +18,11 @@ VALUES = frozenset({type(None), bool, int, float, str, bytes, tuple, frozenset})
 class Owned:
     """
     The ids (C{id(obj)}) of the objects the batches of a stream sent, with
-    the batch's number: one by one for the graph writer's batches; as
-    their pickles' memos for those in the native form (every object the
-    pickler wrote, values too, which a look leaves out: a batch is a few
-    thousand ids, whose filtering in Python was a tenth of the capture);
-    as their writers for the connections written in slices
+    the batch's number: one by one for the graph writer's batches; as one
+    set per batch in the native form (its pickler's objects, no values),
+    all of them pooled in one set too (one look per id, in C: a batch is a
+    few thousand ids); as their writers for the connections written in
+    slices
     (L{migrator.state._large}), whose millions of ids are never copied (a
     dictionary of a million entries takes 50 ms to grow, or to fill at
     once).
@@ -60,7 +60,7 @@ class Owned:
         the batch is; C{ids} is kept, unchanged.
         """
         self._natives.append((number, ids))
-        self._pool |= ids
+        self._pool.update(ids)
 
     def addWriter(self, writer: Any, number: int) -> list[Any]:
         """

@@ -130,7 +130,7 @@ def _capture(incumbent: _Side, successor: _Side, form: str, kept: list[Any]) -> 
         )
         if batch is None:
             raise RuntimeError("a batch is not for the native form")
-        owned.addNative(batch.writer.ids, len(batches))
+        owned.add(batch.writer.written(), len(batches))
         batches.append(batch)
     return batches
 

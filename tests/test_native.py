@@ -283,7 +283,7 @@ class CaptureNativeTests(_Native):
         a.room = b.room = ["shared"]
         owned = Owned()
         first = self.capture([a])
-        owned.addNative(first.writer.ids, 0)
+        owned.add(first.writer.written(), 0)
         self.assertLeftToTheGraphWriter([b], owned=owned)
 
     def test_tooLarge(self) -> None:
@@ -354,7 +354,7 @@ class CaptureNativeTests(_Native):
         a.pair = b.pair = pair
         owned = Owned()
         first = self.capture([a])
-        owned.addNative(first.writer.ids, 0)
+        owned.add(first.writer.written(), 0)
         self.assertIsNotNone(self.capture([b], owned=owned))
 
     def test_ownedByANativeBatch(self) -> None:
@@ -371,7 +371,7 @@ class CaptureNativeTests(_Native):
         owned = Owned()
         self.assertFalse(owned)
         first = self.capture([a])
-        owned.addNative(first.writer.ids, 3)
+        owned.add(first.writer.written(), 3)
         self.assertTrue(owned)
         self.assertEqual(owned.owners([id(a.room)]), {3})
         self.assertEqual(owned.owners([id(a), id(a.transport)]), {3})
@@ -396,7 +396,7 @@ class CaptureNativeTests(_Native):
         owned.add([id(shared)], 1)
         self.assertTrue(owned.holdsAnyOf({id(shared)}))
         native = Owned()
-        native.addNative({id(other)}, 0)
+        native.add({id(other)}, 0)
         self.assertFalse(native.holdsAnyOf({id(shared)}))
         self.assertTrue(native.holdsAnyOf({id(shared), id(other)}))
 
@@ -420,7 +420,7 @@ class CaptureNativeTests(_Native):
         [(a, _)] = self.accept(1)
         a.label = "a label long enough not to be a constant" * 2
         a.things = [1, 2]
-        ids = self.capture([a]).writer.ids
+        ids = self.capture([a]).writer.written()
         self.assertTrue({id(a), id(a.things), id(a.transport)} <= ids)
         self.assertNotIn(id(self.factory), ids)
         self.assertNotIn(id(a.label), ids)
@@ -428,9 +428,9 @@ class CaptureNativeTests(_Native):
             self.assertNotIn(id(getattr(form, name)), ids)
         self.patch(nativewrite, "_referents", lambda pickler: [])
         captured = self.capture([a])
-        self.assertTrue({id(a), id(a.things), id(a.transport)} <= captured.writer.ids)
-        self.assertNotIn(id(self.factory), captured.writer.ids)
-        self.assertNotIn(id(a.label), captured.writer.ids)
+        self.assertTrue({id(a), id(a.things), id(a.transport)} <= captured.writer.written())
+        self.assertNotIn(id(self.factory), captured.writer.written())
+        self.assertNotIn(id(a.label), captured.writer.written())
 
     def test_ownedIdsAsTheMemo(self) -> None:
         """
@@ -446,7 +446,7 @@ class CaptureNativeTests(_Native):
         expected = {
             i for i, (_, o) in pickler.memo.copy().items() if type(o) not in VALUES
         } - pickler.anchorsMet - nativewrite._MARKER_IDS
-        self.assertEqual(writer.ids, expected)
+        self.assertEqual(writer.written(), expected)
         traversed = id(a) in set(map(id, gc.get_referents(pickler)))
         self.assertEqual(traversed, sys.version_info >= (3, 11))
 
@@ -635,7 +635,7 @@ class EquivalenceTests(_Native):
         both.thaw()
         owned = Owned()
         first = self.capture([a])
-        owned.addNative(first.writer.ids, 0)
+        owned.add(first.writer.written(), 0)
         self.assertLeftToTheGraphWriter([b], owned=owned)
 
     def test_ownFreshState(self) -> None:

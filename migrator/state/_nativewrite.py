@@ -122,14 +122,13 @@ class NativeWritten:
 
     def __init__(self, pickler: pickle.Pickler, ids: set[int]) -> None:
         self._pickler = pickler
-        #: The ids owned.
-        self.ids = ids
+        self._ids = ids
 
     def written(self) -> set[int]:
         """
         @return: the ids owned.
         """
-        return self.ids
+        return self._ids
 
 
 def _ownedIds(pickler: _Pickler, own: list[Any], probes: tuple[Any, Any]) -> set[int]:

@@ -17,50 +17,38 @@ VALUES = frozenset({type(None), bool, int, float, str, bytes, tuple, frozenset})
 
 class Owned:
     """
-    The ids (C{id(obj)}) of the objects the batches of a stream sent, with
-    the batch's number: one by one for the graph writer's batches; as one
-    set per batch in the native form (its pickler's objects, no values),
-    all of them pooled in one set too (one look per id, in C: a batch is a
-    few thousand ids); as their writers for the connections written in
-    slices
-    (L{migrator.state._large}), whose millions of ids are never copied (a
-    dictionary of a million entries takes 50 ms to grow, or to fill at
-    once).
+    The ids (C{id(obj)}) of the objects the batches of a stream sent: one
+    set per batch (never a value's: see L{VALUES}), all of them pooled in
+    one set too, so that a look at an id is one, in C (a batch is a few
+    thousand ids; a set's entries are half a dictionary's, and each look
+    at a pool of a few hundred thousand is a cache miss); and, for the
+    connections written in slices (L{migrator.state._large}), their
+    writers, whose millions of ids are never copied (a dictionary of a
+    million entries takes 50 ms to grow, or to fill at once).
 
-    @ivar ids: the objects of the graph writer's batches, by id.
     @ivar layers: C{[writer, number]} per connection written in slices
         (its number is L{migrator.state._walk.WALKING} while it is
         written); a writer says what it wrote with C{wroteAny}.
     """
 
     def __init__(self) -> None:
-        self.ids: dict[int, int] = {}
         self.layers: list[list[Any]] = []
-        #: C{(number, ids)} per native batch (its writer keeps the
-        #: objects alive).
-        self._natives: list[tuple[int, AbstractSet[int]]] = []
-        #: The ids of every native batch, in one set (for one look per id;
-        #: a set's entries are half a dictionary's, and each look is a
-        #: cache miss).
+        #: C{(number, ids)} per batch (its writer keeps the objects alive).
+        self._batches: list[tuple[int, AbstractSet[int]]] = []
         self._pool: set[int] = set()
 
     def __bool__(self) -> bool:
-        return bool(self.ids or self.layers or self._natives)
+        return bool(self._batches or self.layers)
 
     def add(self, ids: Iterable[int], number: int) -> None:
         """
-        The objects C{ids} were sent in batch C{number}.
+        The objects C{ids} (no values) were sent in batch C{number}, whose
+        writer keeps them alive as long as the batch is; a set is kept as
+        it is, unchanged.
         """
-        self.ids.update(dict.fromkeys(ids, number))
-
-    def addNative(self, ids: AbstractSet[int], number: int) -> None:
-        """
-        The objects C{ids} (no values: see L{VALUES}) were sent in the
-        native batch C{number}, whose writer keeps them alive as long as
-        the batch is; C{ids} is kept, unchanged.
-        """
-        self._natives.append((number, ids))
-        self._pool.update(ids)
+        kept = ids if isinstance(ids, (set, frozenset)) else set(ids)
+        self._batches.append((number, kept))
+        self._pool.update(kept)
 
     def addWriter(self, writer: Any, number: int) -> list[Any]:
         """
@@ -79,8 +67,7 @@ class Owned:
         """
         Does a batch sent hold any of the objects C{ids} (no values)?
         """
-        # (One look per id, in C.)
-        if not self._pool.isdisjoint(ids) or not self.ids.keys().isdisjoint(ids):
+        if not self._pool.isdisjoint(ids):
             return True
         return bool(self.layers and self.owners(ids))
 
@@ -90,13 +77,13 @@ class Owned:
             (values, L{VALUES}, are never among what a batch sent),
             leaving out the layer C{skip}.
         """
-        get = self.ids.get
-        if not self.layers and not self._natives:
-            return {n for n in map(get, ids) if n is not None}
         ids = list(ids)
-        found = {n for n in map(get, ids) if n is not None}
-        for i in self._pool.intersection(ids) if self._pool else ():
-            found.update(n for n, native in self._natives if i in native)
+        found: set[int] = set()
+        met = self._pool.intersection(ids) if self._pool else None
+        if met:
+            # (One look per batch, in C: a factory's list of its protocols
+            # meets every batch sent.)
+            found.update(n for n, sent in self._batches if not sent.isdisjoint(met))
         for layer in self.layers:
             if layer is not skip and layer[0].wroteAny(ids):
                 found.add(layer[1])
@@ -107,15 +94,13 @@ class Owned:
         @return: those of the batches C{numbers} only.
         """
         kept = Owned()
-        kept.ids = {i: n for i, n in self.ids.items() if n in numbers}
         kept.layers = [layer for layer in self.layers if layer[1] in numbers]
-        for n, native in self._natives:
+        for n, sent in self._batches:
             if n in numbers:
-                kept.addNative(native, n)
+                kept.add(sent, n)
         return kept
 
     def clear(self) -> None:
-        self.ids.clear()
         self.layers.clear()
-        self._natives.clear()
+        self._batches.clear()
         self._pool.clear()

@@ -218,6 +218,20 @@ class Classifier:
         self._noteSimple(chain, adapter, name, why)
         return name
 
+    def classSaysKnown(self, protocol: Any) -> bool:
+        """
+        Whether the class of C{protocol} alone says that no connection of
+        it is L{UNKNOWN} (it wraps nothing, and its classes keep it from
+        nothing: most), whatever the instance; C{False} if it cannot say
+        (its connections are then looked at one by one).
+        """
+        try:
+            self.nameOf(protocol)
+        except Exception:
+            return False
+        simple = self._simple.get(type(protocol))
+        return simple is not None and simple[2] is None
+
     def _noteSimple(self, chain: tuple[type, ...], adapter: Any, name: str, why: str | None) -> None:
         if len(chain) == 1 and self._wrapsNothing(chain[0], adapter):
             self._simple[chain[0]] = (adapter, name, why)

@@ -52,18 +52,13 @@ def suspectTest(
     if classifier is None:
         classifier = Classifier(adapters, successorVersions)
     sure: dict[type, bool] = {}
-    simple = classifier._simple
+    known = classifier.classSaysKnown
 
     def suspect(t: Any) -> bool:
         protocol = getattr(t, "protocol", None)
-        cls = type(protocol)
-        known = sure.get(cls)
-        if known is None:
-            try:
-                classifier.nameOf(protocol)
-            except Exception:
-                pass  # (Its connections are looked at one by one.)
-            known = sure[cls] = simple.get(cls, (0, 0, ""))[2] is None
-        return not known
+        said = sure.get(type(protocol))
+        if said is None:
+            said = sure[type(protocol)] = known(protocol)
+        return not said
 
     return suspect

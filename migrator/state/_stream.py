@@ -52,7 +52,7 @@ from migrator.interfaces import IPortRegistry
 from migrator.state._capture import Captured, captureConnections
 from migrator.state._choosing import ChoosesConnections
 from migrator.state._large import LIMIT, LargeCapture, Part
-from migrator.state._nativewrite import NativeWritten, captureNative
+from migrator.state._nativewrite import captureNative
 from migrator.state._owned import Owned
 from migrator.state._totals import BatchTotals
 from migrator.state._turns import eachTurn
@@ -362,11 +362,7 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
         number = len(self.batches)
         self._watchWrites(captured.transports)
         self._streamed.update(map(id, captured.transports))
-        writer = captured.writer
-        if isinstance(writer, NativeWritten):
-            self.owned.addNative(writer.ids, number)
-        else:
-            self.owned.add(writer.written(), number)
+        self.owned.add(captured.writer.written(), number)
         self._addBatch(number, captured)
         return captured
 

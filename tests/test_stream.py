@@ -284,6 +284,26 @@ class StreamTests(_Stream):
         self.assertEqual(stream.finish().count, 0)
         self.assertEqual(stream.count, 2)
 
+    def test_busyReadingTurnedIdleMovesLater(self) -> None:
+        """
+        What a busy connection reads while busy (a request's body) does not
+        make it one in conversation: once idle it moves in a later batch,
+        not last.
+        """
+        (busy, client), (idle, _) = self.accept(2)
+        busy.busy = True
+        stream = self.stream(maxBatch=10)
+        first = stream.next()
+        assert first is not None
+        self.assertEqual(first.transports, [idle.transport])
+        self.talk(busy, client, b"body")
+        self.assertEqual(_recvExactly(client, 8), b"1:body\r\n")
+        busy.busy = False
+        second = stream.next()
+        assert second is not None
+        self.assertEqual(second.transports, [busy.transport])
+        self.assertEqual(stream.finish().count, 0)
+
     def test_busyThenSentThroughAnotherIsNotLookedAtAgain(self) -> None:
         """
         A connection busy at the first look that then goes in a batch,
@@ -913,9 +933,10 @@ class IncumbentStreamTests(SynchronousTestCase):
         """
         The last turn, waiting for the successor to catch up, goes on as
         soon as the acknowledgement of the last batch comes, not at its
-        next look a while later; and it lists the open connections once
-        (with thousands held, each listing is milliseconds of the turn
-        that freezes the last connections).
+        next look a while later; and, every open connection being in a
+        batch nothing touched, it does not list them (with thousands held,
+        a listing is milliseconds of the turn that freezes the last
+        connections).
         """
         d, reader, accepted = self.startStream(2)
         for _ in range(4):
@@ -938,8 +959,57 @@ class IncumbentStreamTests(SynchronousTestCase):
         last = self.message(reader)
         self.assertEqual((last["last"], last["count"]), (True, 0))
         self.assertEqual(self.successResultOf(d).held, 2)
-        self.assertEqual(len(listed), 1)
+        self.assertEqual(len(listed), 0)
         self.assertEqual(len(self.registry._connections.notes), 0)
+
+    def test_lastTurnListsWhenABatchWasTouched(self) -> None:
+        """
+        If something wrote to a connection of a batch since it was sent,
+        the last turn lists the open connections: that batch goes again in
+        the last one, and every connection open is counted.
+        """
+        d, reader, accepted = self.startStream(2)
+        for _ in range(4):
+            self.reactor.advance(0)
+        self.assertEqual([self.message(reader)["batch"] for _ in range(2)], [0, 1])
+        accepted[0][0].transport.write(b"meanwhile\r\n")
+        listed = []
+        real = type(self.registry).openConnections
+
+        def openConnections(registry: Any) -> Any:
+            listed.append(1)
+            return real(registry)
+
+        self.patch(type(self.registry), "openConnections", openConnections)
+        self.incumbent.batchRestored(self.session, 0)
+        self.incumbent.batchRestored(self.session, 1)
+        self.reactor.advance(0)
+        last = self.message(reader)
+        self.assertEqual((last["last"], last["count"], last["dropped"]), (True, 1, [0]))
+        report = self.successResultOf(d)
+        self.assertEqual((report.connections, report.held), (2, 2))
+        self.assertTrue(listed)
+
+    def test_lastTurnFindsAConnectionInNoBatch(self) -> None:
+        """
+        A connection the registry counts that no batch holds (its port is
+        not one the successor declares: it stays and drains) is found by
+        the last turn, and counted among those open.
+        """
+        d, reader, accepted = self.startStream(2)
+        for _ in range(4):
+            self.reactor.advance(0)
+        self.assertEqual([self.message(reader)["batch"] for _ in range(2)], [0, 1])
+        # (One the batches do not hold, as a connection of another port.)
+        other = accepted[0][0].transport
+        stayed = type(other).__new__(type(other))
+        stayed.__dict__.update(other.__dict__)
+        self.registry.trackConnection(stayed)
+        self.incumbent.batchRestored(self.session, 0)
+        self.incumbent.batchRestored(self.session, 1)
+        self.reactor.advance(0)
+        report = self.successResultOf(d)
+        self.assertEqual(report.held, 3)
 
     def test_abortThawsEveryBatch(self) -> None:
         """

@@ -225,6 +225,9 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
                 if i not in present:
                     self._active.add(i)
                 else:
+                    # (Busy when picked: what it read while busy does not
+                    # make it one in conversation; a read from now on does.)
+                    self._active.discard(i)
                     self._watch(t, "read")
         self._recheck = recheck
         self._busy = len(recheck)
@@ -232,8 +235,11 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
     def _firstScan(self) -> None:
         """
         The first look, at every connection open (each listed once): the
-        one long turn of a stream's start, so the loop of L{_scan} without
-        what only its later looks need.
+        one long turn of a stream's start.  It puts them all in the queue
+        and under the watch of reads; whether each may go in a batch now
+        is asked once, when it is picked (L{_pick}), not here as well
+        (with tens of thousands, each look is milliseconds of this turn,
+        before the first batch).
         """
         listed, self._listed = self._listed, None
         if listed is None:
@@ -244,21 +250,11 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
         self._present = set(map(id, candidates))
         if self._suspect is not None:
             self.suspects.extend(filter(self._suspect, candidates))
-        recheck: list[Any] = []
-        now: list[Any] = []
-        seen, isEligible = self._seen, self._eligible
-        for t in candidates:
-            eligible = isEligible(t)
-            if eligible is None:
-                recheck.append(t)
-                continue
-            seen.add(id(t))
-            if eligible:
-                now.append(t)
-        self._queue.extend(now)
-        self._watchReads(now)
-        self._recheck = recheck
-        self._busy = len(recheck)
+        self._seen.update(self._present)
+        self._queue.extend(candidates)
+        self._watchReads(candidates)
+        self._recheck = []
+        self._busy = 0
 
     def waiting(self) -> int:
         """

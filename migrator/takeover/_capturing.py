@@ -253,7 +253,7 @@ class CapturesConnections:
                 return True
             return False
 
-        def last(_: object = None, held: list[Any] | None = None) -> None:
+        def last(_: object = None, unsent: tuple[list[Any], int] | None = None) -> None:
             # The turn in which accepting stops: the connections the wait
             # for busy ones paused read again (they are captured now, and
             # the successor starts them reading).
@@ -270,7 +270,7 @@ class CapturesConnections:
                     busy=settling.busy if settling is not None else stream.waiting(),
                 )
             try:
-                report = self._lastBatch(attempt, stream, started, streaming, held)
+                report = self._lastBatch(attempt, stream, started, streaming, unsent)
             except Exception as e:
                 fail(e)
                 return
@@ -324,19 +324,19 @@ class CapturesConnections:
                 # be busy right now: as before streaming, a bounded wait
                 # for them, the idle ones not reading meanwhile.
                 remaining = max(0.0, min(deadline, bound) - now)
-                # (One look at every connection serves the wait's first
-                # check and, if nothing is busy, the last batch in this
-                # same turn: with thousands held, each look is
-                # milliseconds of the turn that freezes the last ones.)
-                held = list(self.registry.openConnections())
+                # (One list of the connections in no batch serves the
+                # wait's first check and, if nothing is busy, the last
+                # batch in this same turn.  Those in a batch are frozen:
+                # nothing there is waited for.)
+                unsent = self._unsent(stream)
                 settling = attempt.startSettling(
-                    self._reactor, self.registry, self.adapters, remaining, held
+                    self._reactor, self.registry, self.adapters, remaining, unsent[0]
                 )
             except Exception as e:
                 fail(e)
                 return
             if settling is None:
-                last(held=held)
+                last(unsent=unsent)
                 return
             _log.info(
                 "waiting up to {timeout:g} s for {busy} busy connection(s) to finish "
@@ -374,23 +374,19 @@ class CapturesConnections:
         stream: Stream,
         started: float,
         streaming: Streaming,
-        held: list[Any] | None = None,
+        unsent: tuple[list[Any], int] | None = None,
     ) -> CaptureReport:
         """
         The stream's last turn: stop accepting, look again at what would
         stay (never two), capture and send the rest.
 
-        @param held: the open connections, if listed earlier in this same
-            turn (nothing was accepted since).
+        @param unsent: the open connections in no batch and how many are
+            open (L{_unsent}), if found earlier in this same turn (nothing
+            was accepted since).
         """
         attempt.paused = self.registry.pauseAccepting()
         attempt.pausedAt = self.clock()
-        if held is None:
-            held = list(self.registry.openConnections())
-        # (What the batches took has adapters, and is frozen: only the rest
-        # is looked at.)
-        streamed = stream.streamed
-        rest = [t for t in held if id(t) not in streamed]
+        rest, held = self._unsent(stream) if unsent is None else unsent
         self._refuseUnmovable("capture", attempt.session, rest)
         last = stream.finish(rest)
         attempt.send(last)
@@ -402,7 +398,7 @@ class CapturesConnections:
             moved=stream.moved,
             staying=stream.staying,
             frozenAt=stream.frozenAt,
-            held=len(held),
+            held=held,
             translations=stream.translations,
         )
         dropped = len(stream.dropped)
@@ -419,6 +415,20 @@ class CapturesConnections:
             + (f" ({dropped} batch(es) sent again in it)" if dropped else ""),
         )
         return report
+
+    def _unsent(self, stream: Stream) -> tuple[list[Any], int]:
+        """
+        The open connections in no batch of C{stream}, and how many
+        connections are open: without a look at every one if the stream
+        can tell (L{Stream.unsent}; the batches' connections are all open,
+        frozen since they were sent), else from the registry's list.
+        """
+        rest = stream.unsent()
+        if rest is not None:
+            return rest, len(stream.streamed) + len(rest)
+        held = list(self.registry.openConnections())
+        streamed = stream.streamed
+        return [t for t in held if id(t) not in streamed], len(held)
 
     def batchRestored(self, session: Peer, number: int) -> None:
         """

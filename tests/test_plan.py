@@ -42,7 +42,7 @@ from migrator.state._plan import (
     refusedCounts,
     settledCounts,
 )
-from migrator.state._quicklook import anyUnknown
+from migrator.state._quicklook import anyUnknown, suspectTest
 from migrator.state._registry import AdapterRegistry, InstanceAdapter
 from migrator.state._versions import Readable, untranslatable
 from tests._fakes import FakeConnection
@@ -340,6 +340,60 @@ class QuickLookTests(SynchronousTestCase):
         adapters = registry(Failing(Wrap))
         closing = connection(Wrap(), connected=False)
         self.assertFalse(anyUnknown([closing], adapters, {typeName(Wrap): 1}))
+
+
+class SuspectTestTests(SynchronousTestCase):
+    """
+    L{suspectTest}: which connections a stream's first look hands to
+    never two's check, one by one or all at once (L{SuspectTest.among}).
+    """
+
+    def test_amongAsOneByOne(self) -> None:
+        """
+        C{among} gives, in order, exactly the connections the test says
+        yes of one by one: those of a class that wraps others, of a class
+        with no adapter, or with no protocol; not those whose class alone
+        says they can move.
+        """
+
+        class Wrap:
+            def __init__(self, inner: Any) -> None:
+                self.inner = inner
+
+        @attrs.frozen
+        class WrapAdapter(InstanceAdapter):
+            def wrapped(self, obj: Any) -> Any:
+                return obj.inner
+
+        adapters = registry(RoomAdapter(Room), WrapAdapter(Wrap))
+        versions = {ROOM: 1, typeName(Wrap): 1}
+        bare = connection(Room())
+        del bare.protocol
+        transports = [
+            connection(Room()),
+            connection(Wrap(Room())),
+            connection(Room()),
+            connection(Stranger()),
+            bare,
+            connection(Wrap(Stranger())),
+        ]
+        test = suspectTest(adapters, versions)
+        expected = [t for t in transports if test(t)]
+        self.assertEqual(expected, [transports[1], transports[3], bare, transports[5]])
+        self.assertEqual(suspectTest(adapters, versions).among(transports), expected)
+        self.assertEqual(test.among(transports[:1] + transports[2:3]), [])
+        self.assertEqual(test.among([]), [])
+
+    def test_selectedEveryOne(self) -> None:
+        """
+        With a selection (the operator chose what moves), every connection
+        may be L{UNKNOWN}.
+        """
+        adapters = registry(RoomAdapter(Room))
+        transports = [connection(Room()) for _ in range(3)]
+        test = suspectTest(adapters, {ROOM: 1}, selected=lambda t: True)
+        self.assertEqual(test.among(transports), transports)
+        self.assertTrue(test(transports[0]))
 
 
 class BuiltInDeclarationTests(SynchronousTestCase):

@@ -53,7 +53,7 @@ from migrator.state._plan import (
     refusedCounts,
     settledCounts,
 )
-from migrator.state._quicklook import anyUnknown, suspectTest
+from migrator.state._quicklook import SuspectTest, anyUnknown, suspectTest
 from migrator.state._versions import Readable, readableFrom, readableTypes
 from migrator.takeover._inspect import selectionOf
 from migrator.takeover._messages import BeginRequest, CaptureRequest, Streaming
@@ -194,7 +194,7 @@ class UnmovableGuard:
     def _plan(self, connections: list[Any]) -> Plan:
         return planConnections(connections, self._adapters, self._versions, self.selected)
 
-    def suspects(self) -> Callable[[Any], bool] | None:
+    def suspects(self) -> SuspectTest | None:
         """
         For a look at every connection that comes anyway (a stream's first
         look), before L{check} at a later step: a test of whether a

@@ -81,6 +81,48 @@ def readingTest(reactor: IReactorFDSet) -> Callable[[Any], bool]:
     return lambda t: id(t) in readers
 
 
+def noteReads(reactor: object, note: Callable[[Any], object]) -> Callable[[], None] | None:
+    """
+    Make C{reactor} call C{note(selectable)} for every read it dispatches
+    from now on (before the selectable's C{doRead}), until the function
+    returned is called: one hook for every connection, where a watch set
+    on each connection costs a class assignment each (tens of thousands at
+    a stream's first look).
+
+    Relies on: the epoll and poll reactors (those with C{_selectables}, a
+    dictionary, and C{_POLL_IN}, a bit mask) dispatching each event of
+    their poll through C{self._doReadOrWrite(selectable, fd, event)},
+    looked up on the instance at each poll, and calling C{doRead} for an
+    event with C{_POLL_IN} set.
+
+    @return: the function that undoes the hook; or C{None} if C{reactor}
+        is not such a reactor, or is hooked already (nothing is done: the
+        caller watches each connection).
+    """
+    pollIn = getattr(reactor, "_POLL_IN", None)
+    original = getattr(reactor, "_doReadOrWrite", None)
+    if (
+        not isinstance(getattr(reactor, "_selectables", None), dict)
+        or not isinstance(pollIn, int)
+        or original is None
+        or "_doReadOrWrite" in vars(reactor)
+    ):
+        return None
+
+    def _doReadOrWrite(selectable: Any, fd: int, event: int) -> Any:
+        if event & pollIn:
+            note(selectable)
+        return original(selectable, fd, event)
+
+    reactor._doReadOrWrite = _doReadOrWrite  # type: ignore[attr-defined]
+
+    def undo() -> None:
+        if vars(reactor).get("_doReadOrWrite") is _doReadOrWrite:
+            delattr(reactor, "_doReadOrWrite")
+
+    return undo
+
+
 def registeredTest(reactor: IReactorFDSet) -> Callable[[Any], bool]:
     """
     A test of whether a selectable is registered with C{reactor} at all

@@ -22,7 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ServerFactory
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from zope.interface import implementer
 
 from migrator._twistedinternals import releaseConnection, releasePort
@@ -829,6 +829,92 @@ class StreamTests(_Stream):
         self.assertEqual(stream.finish().count, 2)
 
 
+class _PollLikeReactor(_Reactor):
+    """
+    A L{_Reactor} that dispatches reads as the epoll and poll reactors do
+    (through C{_doReadOrWrite}), so that a stream notes them with one hook
+    (L{migrator._reactorinternals.noteReads}) instead of a watch on each
+    connection.
+    """
+
+    _POLL_IN = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._selectables: dict[int, Any] = {}
+
+    def _doReadOrWrite(self, selectable: Any, fd: int, event: int) -> None:
+        if event & self._POLL_IN:
+            selectable.doRead()
+
+    # (Those registered, by descriptor, as those reactors keep them.)
+
+    def addReader(self, reader: Any) -> None:
+        super().addReader(reader)
+        self._selectables[reader.fileno()] = reader
+
+    def addWriter(self, writer: Any) -> None:
+        super().addWriter(writer)
+        self._selectables[writer.fileno()] = writer
+
+    def removeReader(self, reader: Any) -> None:
+        super().removeReader(reader)
+        self._forget(reader)
+
+    def removeWriter(self, writer: Any) -> None:
+        super().removeWriter(writer)
+        self._forget(writer)
+
+    def _forget(self, selectable: Any) -> None:
+        if selectable not in self.readers and selectable not in self.writers:
+            for fd, known in list(self._selectables.items()):
+                if known is selectable:
+                    del self._selectables[fd]
+
+
+class NotedReadsStreamTests(StreamTests):
+    """
+    L{StreamTests} again, with a reactor whose reads one hook notes: the
+    first look changes no connection's class, and the hook is gone once
+    the stream's looks are over.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        releasePort(self.port)
+        self.reactor = _PollLikeReactor()
+        self.ports = ListenerRegistry(self.reactor)
+        self.ports.install()
+        self.port = self.reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.addCleanup(releasePort, self.port)
+
+    def talk(self, protocol: Any, client: socket.socket, line: bytes) -> None:
+        client.sendall(line + b"\r\n")
+        _waitReadable(protocol.transport.fileno())
+        self.reactor._doReadOrWrite(protocol.transport, protocol.transport.fileno(), 1)
+        while protocol.transport in self.reactor.getWriters():
+            protocol.transport.doWrite()
+
+    def test_classChangedWhileWatched(self) -> None:
+        raise SkipTest("no connection's class is changed to watch its reads here")
+
+    def test_hookedOnceForAll(self) -> None:
+        """
+        The first look hooks the reactor and leaves each connection's class
+        alone; the last turn undoes the hook.
+        """
+        accepted = self.accept(3)
+        classes = [type(p.transport) for p, _ in accepted]
+        stream = self.stream(maxBatch=10)
+        self.assertIn("_doReadOrWrite", vars(self.reactor))
+        self.assertEqual([type(p.transport) for p, _ in accepted], classes)
+        self.assertEqual(stream.next().count, 3)  # type: ignore[union-attr]
+        stream.finish()
+        self.assertNotIn("_doReadOrWrite", vars(self.reactor))
+        stream.thaw()
+        self.assertEqual([type(p.transport) for p, _ in accepted], classes)
+
+
 class RoomTests(_Stream):
     factoryClass = Room
 
@@ -964,15 +1050,16 @@ class IncumbentStreamTests(SynchronousTestCase):
 
     def test_lastTurnListsWhenABatchWasTouched(self) -> None:
         """
-        If something wrote to a connection of a batch since it was sent,
-        the last turn lists the open connections: that batch goes again in
-        the last one, and every connection open is counted.
+        If something wrote to the connections of the batches since they were
+        sent, the last turn lists the open connections: those batches go
+        again in the last one, and every connection open is counted.
         """
         d, reader, accepted = self.startStream(2)
         for _ in range(4):
             self.reactor.advance(0)
         self.assertEqual([self.message(reader)["batch"] for _ in range(2)], [0, 1])
-        accepted[0][0].transport.write(b"meanwhile\r\n")
+        for protocol, _ in accepted:
+            protocol.transport.write(b"meanwhile\r\n")
         listed = []
         real = type(self.registry).openConnections
 
@@ -985,7 +1072,7 @@ class IncumbentStreamTests(SynchronousTestCase):
         self.incumbent.batchRestored(self.session, 1)
         self.reactor.advance(0)
         last = self.message(reader)
-        self.assertEqual((last["last"], last["count"], last["dropped"]), (True, 1, [0]))
+        self.assertEqual((last["last"], last["count"], last["dropped"]), (True, 2, [0, 1]))
         report = self.successResultOf(d)
         self.assertEqual((report.connections, report.held), (2, 2))
         self.assertTrue(listed)

@@ -20,11 +20,16 @@ from twisted.internet import task
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web import resource, server
 
 import migrator
-from migrator._reactorinternals import abandonLoopingCall, hookReactorMethod, unhookReactorMethod
+from migrator._reactorinternals import (
+    abandonLoopingCall,
+    hookReactorMethod,
+    noteReads,
+    unhookReactorMethod,
+)
 from migrator._twistedinternals import (
     adoptUNIX,
     attachProtocol,
@@ -86,6 +91,8 @@ PRIVATE_NAMES = frozenset(
         "_reads",
         "_writes",
         "_selectables",
+        "_doReadOrWrite",
+        "_POLL_IN",
         # twisted.protocols.tls and pyOpenSSL (in _tlsinternals)
         "_creatorCallable",
         "_tlsConnection",
@@ -295,6 +302,82 @@ class HookTests(SynchronousTestCase):
         self.assertEqual([c[0] for c in calls], [8080])
         unhookReactorMethod(reactor, "listenTCP", original)
         self.assertNotIn("listenTCP", vars(reactor))
+
+
+class _Selectable:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def fileno(self) -> int:
+        return 5
+
+    def doRead(self) -> None:
+        self.calls.append("read")
+
+    def doWrite(self) -> None:
+        self.calls.append("write")
+
+
+class NoteReadsTests(SynchronousTestCase):
+    """
+    L{noteReads}: one hook on an epoll or poll reactor notes every read it
+    dispatches (a stream's watch of which connections talk).
+    """
+
+    def reactors(self) -> list[Any]:
+        found = []
+        for module, name in (("epollreactor", "EPollReactor"), ("pollreactor", "PollReactor")):
+            try:
+                cls = getattr(__import__(f"twisted.internet.{module}", fromlist=[name]), name)
+            except ImportError:
+                continue
+            # (Not started: no descriptor is opened.)
+            reactor = cls.__new__(cls)
+            reactor._selectables = {}
+            found.append(reactor)
+        if not found:
+            raise SkipTest("neither the epoll nor the poll reactor is available here")
+        return found
+
+    def test_notesReadsOnly(self) -> None:
+        """
+        A read event is noted, then dispatched as before; a write event is
+        dispatched, not noted; once undone, nothing is noted and the
+        reactor's own method is back.
+        """
+        import select
+
+        for reactor in self.reactors():
+            noted: list[Any] = []
+            undo = noteReads(reactor, noted.append)
+            assert undo is not None
+            selectable = _Selectable()
+            reactor._doReadOrWrite(selectable, 5, reactor._POLL_IN)
+            reactor._doReadOrWrite(selectable, 5, getattr(select, "EPOLLOUT", select.POLLOUT))
+            self.assertEqual((noted, selectable.calls), ([selectable], ["read", "write"]))
+            # (Hooked already: not twice.)
+            self.assertIsNone(noteReads(reactor, noted.append))
+            undo()
+            self.assertNotIn("_doReadOrWrite", vars(reactor))
+            reactor._doReadOrWrite(selectable, 5, reactor._POLL_IN)
+            self.assertEqual(noted, [selectable])
+            undo()
+
+    def test_pollLooksTheMethodUpEachTime(self) -> None:
+        """
+        What the hook relies on: the reactors' C{doPoll} dispatches through
+        C{self._doReadOrWrite}, looked up on the instance.
+        """
+        import inspect
+
+        for reactor in self.reactors():
+            self.assertIn("self._doReadOrWrite", inspect.getsource(type(reactor).doPoll))
+
+    def test_otherReactors(self) -> None:
+        """
+        A reactor that is not epoll or poll (a test's fake) is not hooked.
+        """
+        self.assertIsNone(noteReads(MemoryReactorClock(), lambda s: None))
 
 
 class AttachProtocolTests(SynchronousTestCase):

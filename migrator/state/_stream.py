@@ -42,7 +42,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime
@@ -59,6 +59,9 @@ from migrator.state._turns import eachTurn
 from migrator.state._versions import Readable
 from migrator.state._walk import WALKING, WritesInSlices
 from migrator.state._watches import HeldCloses, WatchesTransports
+
+if TYPE_CHECKING:
+    from migrator.state._quicklook import SuspectTest
 
 _log = Logger()
 
@@ -122,6 +125,7 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
     _seen: set[int] = attrs.field(factory=set)
     _busy: int = 0
     _active: set[int] = attrs.field(factory=set)
+    _readsNoted: Callable[[], None] | None = None
     _dirty: set[int] = attrs.field(factory=set)
     _resumed: set[int] = attrs.field(factory=set)
     #: The transports whose first read is watched, by id.
@@ -146,7 +150,7 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
     #: The connections the caller listed (L{listed}), until the first look;
     #: its test of those never two looks at, and those it said yes of.
     _listed: list[Any] | None = None
-    _suspect: Callable[[Any], bool] | None = None
+    _suspect: SuspectTest | None = None
     suspects: list[Any] = attrs.field(factory=list)
     _recheck: list[Any] = attrs.field(factory=list)
     #: Whether the collector was paused here (and is to be resumed).
@@ -172,7 +176,7 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
 
     # -- choosing ----------------------------------------------------------------
 
-    def listed(self, connections: list[Any], suspect: Callable[[Any], bool] | None = None) -> None:
+    def listed(self, connections: list[Any], suspect: SuspectTest | None = None) -> None:
         """
         The open connections, listed by the caller in this reactor turn:
         the first look (L{start}, in a later turn) takes them, and what
@@ -249,7 +253,7 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
         candidates = list(dict.fromkeys(listed))
         self._present = set(map(id, candidates))
         if self._suspect is not None:
-            self.suspects.extend(filter(self._suspect, candidates))
+            self.suspects.extend(self._suspect.among(candidates))
         self._seen.update(self._present)
         self._queue.extend(candidates)
         self._watchReads(candidates)

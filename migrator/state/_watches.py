@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from migrator._reactorinternals import noteReads
+
 
 def readWatch(cls: Any, active: set[int]) -> type:
     """
@@ -169,6 +171,9 @@ class WatchesTransports:
     _resumed: set[int]
     _arrivals: Any
     _parts: Callable[[], list[Any]]
+    #: If the reactor notes every read (L{noteReads}), undoes that; else
+    #: C{None} (each connection is watched by its class).
+    _readsNoted: Callable[[], None] | None
 
     def _watch(self, t: Any, kind: str) -> None:
         """
@@ -185,6 +190,9 @@ class WatchesTransports:
         Watch C{t}'s first read (the stream's first look does so for tens
         of thousands in one turn).
         """
+        if self._readsNoted is not None:
+            # (Every read is noted already.)
+            return
         i = id(t)
         # (Watched already: its own class, never a watcher's.)
         cls = self._classOf.get(i) or type(t)
@@ -198,9 +206,16 @@ class WatchesTransports:
     def _watchReads(self, transports: list[Any]) -> None:
         """
         Watch the first read of C{transports}, none of them watched yet:
-        the stream's first look, tens of thousands in one turn (each
-        watcher class looked up once).
+        the stream's first look, tens of thousands in one turn.  If the
+        reactor can note every read it dispatches (L{noteReads}: epoll,
+        poll), that is done once for all, until L{_unwatchReads}; else
+        each is watched by its class (each watcher class looked up once).
         """
+        if self._readsNoted is None:
+            active = self._active
+            self._readsNoted = noteReads(self.reactor, lambda s: active.add(id(s)))
+        if self._readsNoted is not None:
+            return
         classOf, watched, watchers, active = self._classOf, self._watched, self._watchers, self._active
         byClass: dict[type, type] = {}
         for t in transports:
@@ -258,6 +273,9 @@ class WatchesTransports:
 
     def _unwatchReads(self) -> None:
         # (The stream's looks are over: the last turn, an abort, a commit.)
+        if self._readsNoted is not None:
+            self._readsNoted()
+            self._readsNoted = None
         if self._arrivals is not None:
             self._arrivals.close()
             self._arrivals = None

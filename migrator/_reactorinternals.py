@@ -9,10 +9,12 @@ that no other module uses the private names used here.
 
 from __future__ import annotations
 
+import select
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import task
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.base import DelayedCall
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFDSet, IReactorTime
@@ -121,6 +123,57 @@ def noteReads(reactor: object, note: Callable[[Any], object]) -> Callable[[], No
             delattr(reactor, "_doReadOrWrite")
 
     return undo
+
+
+def stopReadingAll(reactor: object, transports: list[Any]) -> list[Any]:
+    """
+    Stop C{reactor} reading C{transports}, those it reads and does not
+    write, all in one call: what C{stopReading} does for each, without its
+    six calls (a stream's freeze, tens of thousands of connections).
+
+    Relies on: the epoll reactor keeping the descriptors it reads in
+    C{_reads} (a set) and those it writes in C{_writes}, the selectables by
+    descriptor in C{_selectables}, its C{select.epoll} in C{_poller}, and
+    removing a reader that it does not write by deleting it from
+    C{_selectables} and C{_reads} and unregistering it (its
+    C{_remove}); and on C{stopReading} being
+    C{FileDescriptor.stopReading} (a transport whose class has its own is
+    left to the caller).
+
+    @return: the transports not stopped here (all of them, on any other
+        reactor): the caller calls their C{stopReading} and
+        C{stopWriting}.
+    """
+    reads = getattr(reactor, "_reads", None)
+    writes = getattr(reactor, "_writes", None)
+    selectables = getattr(reactor, "_selectables", None)
+    poller = getattr(reactor, "_poller", None)
+    epoll = getattr(select, "epoll", None)
+    if (
+        epoll is None
+        or not isinstance(poller, epoll)
+        or not isinstance(reads, set)
+        or not isinstance(writes, set)
+        or not isinstance(selectables, dict)
+    ):
+        return transports
+    rest: list[Any] = []
+    plain = FileDescriptor.stopReading
+    unregister = poller.unregister
+    for t in transports:
+        fd = t.fileno()
+        if (
+            fd in writes
+            or fd not in reads
+            or selectables.get(fd) is not t
+            or getattr(type(t), "stopReading", None) is not plain
+        ):
+            rest.append(t)
+            continue
+        del selectables[fd]
+        reads.remove(fd)
+        unregister(fd)
+    return rest
 
 
 def registeredTest(reactor: IReactorFDSet) -> Callable[[Any], bool]:

@@ -17,6 +17,7 @@ import tempfile
 from typing import Any
 
 from twisted.internet import task
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
@@ -28,6 +29,7 @@ from migrator._reactorinternals import (
     abandonLoopingCall,
     hookReactorMethod,
     noteReads,
+    stopReadingAll,
     unhookReactorMethod,
 )
 from migrator._twistedinternals import (
@@ -93,6 +95,7 @@ PRIVATE_NAMES = frozenset(
         "_selectables",
         "_doReadOrWrite",
         "_POLL_IN",
+        "_poller",
         # twisted.protocols.tls and pyOpenSSL (in _tlsinternals)
         "_creatorCallable",
         "_tlsConnection",
@@ -378,6 +381,76 @@ class NoteReadsTests(SynchronousTestCase):
         A reactor that is not epoll or poll (a test's fake) is not hooked.
         """
         self.assertIsNone(noteReads(MemoryReactorClock(), lambda s: None))
+
+
+class _Descriptor(FileDescriptor):
+    def __init__(self, sock: socket.socket, reactor: Any) -> None:
+        super().__init__(reactor)
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def doRead(self) -> None:
+        pass
+
+
+class _OwnStop(_Descriptor):
+    def stopReading(self) -> None:
+        super().stopReading()
+
+
+class StopReadingAllTests(SynchronousTestCase):
+    """
+    L{stopReadingAll}: an epoll reactor stops reading, in one call, the
+    descriptors it reads and does not write; the others are left to the
+    caller.
+    """
+
+    def test_epoll(self) -> None:
+        """
+        Those read only are no longer read, and can be read again (their
+        registration is gone from the epoll too); one also written, and
+        one whose class has its own C{stopReading}, are given back.
+        """
+        try:
+            from twisted.internet.epollreactor import EPollReactor
+        except ImportError:
+            raise SkipTest("the epoll reactor is not available here") from None
+        pairs = [socket.socketpair() for _ in range(4)]
+        for a, b in pairs:
+            self.addCleanup(a.close)
+            self.addCleanup(b.close)
+        reactor = EPollReactor()
+        # (Undone before the sockets close.)
+        self.addCleanup(reactor.waker.connectionLost, None)
+        self.addCleanup(reactor._poller.close)
+        self.addCleanup(reactor.removeAll)
+        plain = [_Descriptor(pairs[i][0], reactor) for i in range(2)]
+        writing = _Descriptor(pairs[2][0], reactor)
+        own = _OwnStop(pairs[3][0], reactor)
+        for d in [*plain, writing, own]:
+            d.startReading()
+        writing.startWriting()
+        self.assertEqual(stopReadingAll(reactor, [*plain, writing, own]), [writing, own])
+        readers = reactor.getReaders()
+        self.assertEqual([d in readers for d in [*plain, writing, own]], [False, False, True, True])
+        self.assertIn(writing, reactor.getWriters())
+        for d in plain:
+            d.startReading()
+        self.assertTrue(all(d in reactor.getReaders() for d in plain))
+
+    def test_otherReactors(self) -> None:
+        """
+        On any other reactor, every transport is given back.
+        """
+        reactor = MemoryReactorClock()
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        d = _Descriptor(a, reactor)
+        d.startReading()
+        self.assertEqual(stopReadingAll(reactor, [d]), [d])
 
 
 class AttachProtocolTests(SynchronousTestCase):

@@ -33,7 +33,12 @@ from twisted.internet.interfaces import IReactorFDSet, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 
-from migrator._reactorinternals import abandonLoopingCall, readingTest, registeredTest
+from migrator._reactorinternals import (
+    abandonLoopingCall,
+    readingTest,
+    registeredTest,
+    stopReadingAll,
+)
 from migrator._twistedinternals import needsWriting, releaseConnection
 from migrator.interfaces import IPortRegistry
 from migrator.state._capturehooks import FAR, _CaptureHooks
@@ -132,7 +137,8 @@ class Captured:
             isReading = readingTest(cast(IReactorFDSet, self._reactor))
             reading = [isReading(t) for t in self.transports]
         self._wasReading = reading
-        for t in self.transports:
+        # (Those the reactor only reads, in one call on epoll.)
+        for t in stopReadingAll(self._reactor, self.transports):
             t.stopReading()
             t.stopWriting()
         for call, _ in self._calls:

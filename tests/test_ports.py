@@ -384,6 +384,34 @@ class _Conn:
     connected = True
 
 
+class OpenConnectionsTests(SynchronousTestCase):
+    """
+    L{ListenerRegistry.openConnections}: those held that are alive and
+    connected.
+    """
+
+    def test_aliveAndConnected(self) -> None:
+        """
+        Not one closed, nor one collected; one with no C{connected} at all
+        counts as not connected (the others are still listed).
+        """
+        registry = ListenerRegistry(_FakeReactor())
+        kept, closed, gone = _Conn(), _Conn(), _Conn()
+        closed.connected = False
+        for t in (kept, closed, gone):
+            registry.trackConnection(t)
+        del gone, t
+        gc.collect()
+        self.assertEqual(list(registry.openConnections()), [kept])
+
+        class Bare:
+            pass
+
+        bare = Bare()
+        registry.trackConnection(bare)
+        self.assertEqual(list(registry.openConnections()), [kept])
+
+
 class OpenConnectionsBesidesTests(SynchronousTestCase):
     """
     L{ListenerRegistry.openConnectionsBesides}: the open connections but

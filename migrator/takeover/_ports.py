@@ -531,7 +531,7 @@ class ListenerRegistry:
         """
         The connections accepted through tracked ports that are still open.
         """
-        return (t for t in list(self._connections) if getattr(t, "connected", False))
+        return iter(self._connections.alive())
 
     def openConnectionsBesides(self, leaving: AbstractSet[int], counted: int = -1) -> list[Any]:
         # (If nothing but those is counted here, the open ones besides them

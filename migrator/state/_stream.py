@@ -269,20 +269,21 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
 
     def _pick(self) -> list[Any]:
         picked: list[Any] = []
-        queue = self._queue
-        while queue and len(picked) < self._size:
+        queue, size = self._queue, self._size
+        streamed, active, isEligible = self._streamed, self._active, self._eligible
+        while queue and len(picked) < size:
             t = queue.popleft()
-            if id(t) in self._streamed:
+            if id(t) in streamed:
                 # Reached through an earlier batch's graph: sent with it.
                 continue
-            eligible = self._eligible(t)
+            eligible = isEligible(t)
             if eligible is None:
                 # Busy now: looked at again by the next scan.
                 self._seen.discard(id(t))
                 self._recheck.append(t)
             elif not eligible:
                 continue
-            elif id(t) in self._active:
+            elif id(t) in active:
                 self._later.append(t)
             else:
                 picked.append(t)

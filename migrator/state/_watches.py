@@ -237,21 +237,35 @@ class WatchesTransports:
         first read's watch, if set, in one class assignment each (tens of
         thousands per takeover), their reactor the stand-in.
         """
-        watched, classOf, watchers, guard = self._watched, self._classOf, self._watchers, self._guard
+        watched, classOf, watchers = self._watched, self._classOf, self._watchers
+        # (Looked up once per class and per reactor, not per transport.)
+        ours = set(watchers.values())
+        writers: dict[type, type] = {}
+        lastReal: Any = None
+        lastGuard: Any = None
         for t in transports:
             i = id(t)
             watched.pop(i, None)
             # Its own class if it wears one of ours (the first read's
             # watch, until it read), else the class it has now.
-            cls = classOf.get(i)
-            if cls is None or type(t) not in watchers.values():
-                cls = type(t)
-            watcher = watchers.get(("write", cls))
+            cls = current = type(t)
+            if current in ours:
+                cls = classOf.get(i) or current
+            watcher = writers.get(cls)
             if watcher is None:
-                watcher = watchers["write", cls] = writeWatch(cls, self._dirty, self._held)
+                watcher = watchers.get(("write", cls))
+                if watcher is None:
+                    watcher = watchers["write", cls] = writeWatch(cls, self._dirty, self._held)
+                    ours.add(watcher)
+                writers[cls] = watcher
             classOf[i] = cls
             t.__class__ = watcher
-            guard(t)
+            real = getattr(t, "reactor", None)
+            if real is lastReal and real is not None:
+                t.reactor = lastGuard
+            else:
+                self._guard(t)
+                lastReal, lastGuard = real, getattr(t, "reactor", None)
 
     def _guard(self, t: Any) -> None:
         # (One stand-in per reactor: a transport's is the stream's.)

@@ -272,6 +272,21 @@ class ClassifyTests(SynchronousTestCase):
         )
 
 
+class _Wrap:
+    """
+    A protocol that wraps another (as TLS does).
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+
+@attrs.frozen
+class _WrapAdapter(InstanceAdapter):
+    def wrapped(self, obj: Any) -> Any:
+        return obj.inner
+
+
 class QuickLookTests(SynchronousTestCase):
     """
     L{anyUnknown}: whether any connection is L{UNKNOWN}, without asking
@@ -306,22 +321,13 @@ class QuickLookTests(SynchronousTestCase):
         their class.
         """
 
-        class Wrap:
-            def __init__(self, inner: Any) -> None:
-                self.inner = inner
-
-        @attrs.frozen
-        class WrapAdapter(InstanceAdapter):
-            def wrapped(self, obj: Any) -> Any:
-                return obj.inner
-
-        adapters = registry(RoomAdapter(Room), WrapAdapter(Wrap))
-        versions = {ROOM: 1, typeName(Wrap): 1}
-        rooms = [connection(Wrap(Room())) for _ in range(3)] + [connection(Room())]
+        adapters = registry(RoomAdapter(Room), _WrapAdapter(_Wrap))
+        versions = {ROOM: 1, typeName(_Wrap): 1}
+        rooms = [connection(_Wrap(Room())) for _ in range(3)] + [connection(Room())]
         self.assertFalse(anyUnknown(rooms, adapters, versions))
-        self.assertTrue(anyUnknown(rooms + [connection(Wrap(Stranger()))], adapters, versions))
-        self.assertTrue(anyUnknown([connection(Wrap(Stranger()))] + rooms, adapters, versions))
-        self.assertTrue(anyUnknown(rooms, adapters, {typeName(Wrap): 1}))
+        self.assertTrue(anyUnknown(rooms + [connection(_Wrap(Stranger()))], adapters, versions))
+        self.assertTrue(anyUnknown([connection(_Wrap(Stranger()))] + rooms, adapters, versions))
+        self.assertTrue(anyUnknown(rooms, adapters, {typeName(_Wrap): 1}))
 
     def test_closingNotLookedInside(self) -> None:
         """
@@ -356,26 +362,17 @@ class SuspectTestTests(SynchronousTestCase):
         says they can move.
         """
 
-        class Wrap:
-            def __init__(self, inner: Any) -> None:
-                self.inner = inner
-
-        @attrs.frozen
-        class WrapAdapter(InstanceAdapter):
-            def wrapped(self, obj: Any) -> Any:
-                return obj.inner
-
-        adapters = registry(RoomAdapter(Room), WrapAdapter(Wrap))
-        versions = {ROOM: 1, typeName(Wrap): 1}
+        adapters = registry(RoomAdapter(Room), _WrapAdapter(_Wrap))
+        versions = {ROOM: 1, typeName(_Wrap): 1}
         bare = connection(Room())
         del bare.protocol
         transports = [
             connection(Room()),
-            connection(Wrap(Room())),
+            connection(_Wrap(Room())),
             connection(Room()),
             connection(Stranger()),
             bare,
-            connection(Wrap(Stranger())),
+            connection(_Wrap(Stranger())),
         ]
         test = suspectTest(adapters, versions)
         expected = [t for t in transports if test(t)]

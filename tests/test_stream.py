@@ -982,6 +982,21 @@ class IncumbentStreamTests(SynchronousTestCase):
         self.assertIsInstance(d, Deferred)
         return d, reader, accepted
 
+    def countListings(self) -> list[int]:
+        """
+        @return: a list that grows by one each time the registry lists its
+            open connections.
+        """
+        listed: list[int] = []
+        real = type(self.registry).openConnections
+
+        def openConnections(registry: Any) -> Any:
+            listed.append(1)
+            return real(registry)
+
+        self.patch(type(self.registry), "openConnections", openConnections)
+        return listed
+
     def message(self, reader: Any) -> dict[str, Any]:
         payload, fds = reader.next()
         self.successorFds.extend(fds)
@@ -1031,14 +1046,7 @@ class IncumbentStreamTests(SynchronousTestCase):
         self.incumbent.batchRestored(self.session, 0)
         self.reactor.advance(0)
         self.assertNoResult(d)
-        listed = []
-        real = type(self.registry).openConnections
-
-        def openConnections(registry: Any) -> Any:
-            listed.append(1)
-            return real(registry)
-
-        self.patch(type(self.registry), "openConnections", openConnections)
+        listed = self.countListings()
         self.incumbent.batchRestored(self.session, 1)
         # No time passes: the turn runs in the next reactor iteration.
         self.reactor.advance(0)
@@ -1060,14 +1068,7 @@ class IncumbentStreamTests(SynchronousTestCase):
         self.assertEqual([self.message(reader)["batch"] for _ in range(2)], [0, 1])
         for protocol, _ in accepted:
             protocol.transport.write(b"meanwhile\r\n")
-        listed = []
-        real = type(self.registry).openConnections
-
-        def openConnections(registry: Any) -> Any:
-            listed.append(1)
-            return real(registry)
-
-        self.patch(type(self.registry), "openConnections", openConnections)
+        listed = self.countListings()
         self.incumbent.batchRestored(self.session, 0)
         self.incumbent.batchRestored(self.session, 1)
         self.reactor.advance(0)

@@ -453,6 +453,36 @@ class LargeConnectionTests(_Large):
         self.assertEqual(moved.protocol.big, big)
 
 
+class LargeAtTheLastTurnTests(_Large):
+    """
+    A connection being written in slices when the last turn comes is in
+    no batch: the last turn finds it, and it goes in the last batch.
+    """
+
+    def test_walkInProgress(self) -> None:
+        """
+        The batch that left the large connection out does not count it
+        among the connections it holds (L{Stream.unsent} then lists it).
+        """
+        accepted = self.accept(3)
+        large, _ = accepted[0]
+        self.big(large)
+        stream = self.stream(maxBatch=2, slices=True)
+        for _ in range(3):
+            stream.next()
+        self.assertTrue(stream.walking)
+        self.assertEqual(
+            sum(b.captured.ported for b in stream.batches),
+            sum(b.captured.count for b in stream.batches),
+        )
+        self.ports.pauseAccepting()
+        found = stream.unsent()
+        assert found is not None
+        self.assertIn(large.transport, found[0])
+        self.assertIn(large.transport, stream.finish(found[0]).transports)
+        self.ports.resumeAccepting()
+
+
 class LargeCaptureTests(_Large):
     def test_firstSliceGivesWhatTheStartWrote(self) -> None:
         """

@@ -304,6 +304,23 @@ class StreamTests(_Stream):
         self.assertEqual(second.transports, [busy.transport])
         self.assertEqual(stream.finish().count, 0)
 
+    def test_talkedThenBusyGoesLast(self) -> None:
+        """
+        A connection that read since the stream started, then is busy when
+        picked, is still one in conversation once idle: it goes last.
+        """
+        (talker, client), (idle, _) = self.accept(2)
+        stream = self.stream(maxBatch=10)
+        self.talk(talker, client, b"hello")
+        self.assertEqual(_recvExactly(client, 9), b"1:hello\r\n")
+        talker.busy = True
+        first = stream.next()
+        assert first is not None
+        self.assertEqual(first.transports, [idle.transport])
+        talker.busy = False
+        self.assertIsNone(stream.next())
+        self.assertEqual(stream.finish().transports, [talker.transport])
+
     def test_busyThenSentThroughAnotherIsNotLookedAtAgain(self) -> None:
         """
         A connection busy at the first look that then goes in a batch,
@@ -947,6 +964,12 @@ class _Stranger:
     """
 
 
+class _NoAdapter:
+    """
+    An object no adapter knows.
+    """
+
+
 class IncumbentStreamTests(SynchronousTestCase):
     """
     The incumbent's C{capture} for a successor that asks for a stream
@@ -1078,26 +1101,32 @@ class IncumbentStreamTests(SynchronousTestCase):
         self.assertEqual((report.connections, report.held), (2, 2))
         self.assertTrue(listed)
 
-    def test_lastTurnFindsAConnectionInNoBatch(self) -> None:
+    def test_lastTurnFindsAConnectionLeftOutOfABatch(self) -> None:
         """
-        A connection the registry counts that no batch holds (its port is
-        not one the successor declares: it stays and drains) is found by
-        the last turn, and counted among those open.
+        A connection its batch left out after meeting its transport
+        (something further in its graph has no adapter) is in no batch,
+        and does not count as one: the last turn finds it, it stays (and
+        is said to), and every connection open is counted.
         """
-        d, reader, accepted = self.startStream(2)
+        accepted = self.acceptMany(2)
+        # (Met after the transport: the protocol's last attribute.)
+        accepted[0][0].stranger = _NoAdapter()
+        _, reader = self.begin()
+        self.incumbent.received(self.session, ReceivedReport(1))
+        self.incumbent.prepared(self.session, PreparedReport(1))
+        request = CaptureRequest(tuple(self.adapters.typeNames()), stream=Streaming(maxBatch=10))
+        d = self.incumbent.capture(self.session, request)
         for _ in range(4):
             self.reactor.advance(0)
-        self.assertEqual([self.message(reader)["batch"] for _ in range(2)], [0, 1])
-        # (One the batches do not hold, as a connection of another port.)
-        other = accepted[0][0].transport
-        stayed = type(other).__new__(type(other))
-        stayed.__dict__.update(other.__dict__)
-        self.registry.trackConnection(stayed)
+        self.assertEqual(self.message(reader)["count"], 1)
         self.incumbent.batchRestored(self.session, 0)
-        self.incumbent.batchRestored(self.session, 1)
         self.reactor.advance(0)
+        self.reactor.advance(1)
+        self.assertEqual(self.message(reader)["count"], 0)
         report = self.successResultOf(d)
-        self.assertEqual(report.held, 3)
+        self.assertEqual((report.held, report.connections), (2, 1))
+        self.assertEqual(list(report.staying.values()), [1])
+        self.assertIn("no adapter", next(iter(report.staying)))
 
     def test_abortThawsEveryBatch(self) -> None:
         """

@@ -367,15 +367,18 @@ def captureConnections(
             len(hooks.loops),
             translator.log.mark(),
             hooks.pendingBytes,
+            hooks.ported,
         )
-        def undo(mark: tuple[int, int, int, Any, int] = mark) -> None:
-            # This root leaves no trace.
+        def undo(mark: tuple[int, int, int, Any, int, int] = mark) -> None:
+            # This root leaves no trace (nor does its transport in the
+            # count of those the registry counts: see Captured.ported).
             writer.rollback()
             del hooks.transports[mark[0] :]
             del hooks.calls[mark[1] :]
             del hooks.loops[mark[2] :]
             translator.log.rollback(mark[3])
             hooks.pendingBytes = mark[4]
+            hooks.ported = mark[5]
 
         writer.checkpoint()
         writer.limit(limit)

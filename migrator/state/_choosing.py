@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_stream -*-
 """
 Which connections a stream (L{migrator.state._stream}) may put in a
-batch now: looked at once per connection by its first look, and again
-when picked, tens of thousands of times per takeover.
+batch now: asked of each connection when it is picked (and again of
+one that was busy), tens of thousands of times per takeover.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ class ChoosesConnections:
         C{True}: may go in a batch now; C{None}: busy (later, maybe);
         C{False}: left for the last turn.
         """
-        # (Looked at twice per connection, once by the first look and once
-        # when picked: tens of thousands of times per takeover.)
+        # (Asked of each connection when it is picked: tens of thousands of
+        # times per takeover.)
         if isClosing(t):
             return False
         claimed = self._claimedBy.get(id(getattr(t, "server", None)))

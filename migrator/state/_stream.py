@@ -125,6 +125,7 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
     _seen: set[int] = attrs.field(factory=set)
     _busy: int = 0
     _active: set[int] = attrs.field(factory=set)
+    _quietBusy: set[int] = attrs.field(factory=set)
     _readsNoted: Callable[[], None] | None = None
     _dirty: set[int] = attrs.field(factory=set)
     _resumed: set[int] = attrs.field(factory=set)
@@ -229,9 +230,11 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
                 if i not in present:
                     self._active.add(i)
                 else:
-                    # (Busy when picked: what it read while busy does not
-                    # make it one in conversation; a read from now on does.)
-                    self._active.discard(i)
+                    # (Quiet until busy when picked: what it read while
+                    # busy does not make it one in conversation.)
+                    if i in self._quietBusy:
+                        self._quietBusy.discard(i)
+                        self._active.discard(i)
                     self._watch(t, "read")
         self._recheck = recheck
         self._busy = len(recheck)
@@ -280,6 +283,8 @@ class Stream(ChoosesConnections, WatchesTransports, WritesInSlices, BatchTotals)
             if eligible is None:
                 # Busy now: looked at again by the next scan.
                 self._seen.discard(id(t))
+                if id(t) not in active:
+                    self._quietBusy.add(id(t))
                 self._recheck.append(t)
             elif not eligible:
                 continue

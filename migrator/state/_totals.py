@@ -28,7 +28,7 @@ class BatchTotals:
     _streamed: set[int]
     _dirty: set[int]
 
-    def unsent(self) -> list[Any] | None:
+    def unsent(self) -> tuple[list[Any], int] | None:
         """
         The open connections in no batch, for the last turn, when they can
         be known without looking at every connection the registry counts:
@@ -38,16 +38,18 @@ class BatchTotals:
         milliseconds of the turn that stops accepting.)
 
         @return: the connections (the registry's others, if it counts
-            more); or C{None} if a batch was touched, or how many of its
-            connections the registry counts is not known: the caller
-            lists them all.
+            more), and how many of the batches' connections the registry
+            counts (open: frozen since they were sent); or C{None} if a
+            batch was touched, or how many of its connections the registry
+            counts is not known: the caller lists them all.
         """
         if self._dirty or any(b.tainted for b in self.batches):
             return None
         counts = [b.captured.ported for b in self.batches]
         if any(n < 0 for n in counts):
             return None
-        return self.ports.openConnectionsBesides(self._streamed, sum(counts))
+        counted = sum(counts)
+        return self.ports.openConnectionsBesides(self._streamed, counted), counted
 
     @property
     def dropped(self) -> list[int]:

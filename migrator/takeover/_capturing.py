@@ -419,13 +419,14 @@ class CapturesConnections:
     def _unsent(self, stream: Stream) -> tuple[list[Any], int]:
         """
         The open connections in no batch of C{stream}, and how many
-        connections are open: without a look at every one if the stream
-        can tell (L{Stream.unsent}; the batches' connections are all open,
-        frozen since they were sent), else from the registry's list.
+        connections the registry counts open: without a look at every one
+        if the stream can tell (L{Stream.unsent}), else from the
+        registry's list.
         """
-        rest = stream.unsent()
-        if rest is not None:
-            return rest, len(stream.streamed) + len(rest)
+        found = stream.unsent()
+        if found is not None:
+            rest, counted = found
+            return rest, counted + len(rest)
         held = list(self.registry.openConnections())
         streamed = stream.streamed
         return [t for t in held if id(t) not in streamed], len(held)

@@ -932,6 +932,27 @@ class NotedReadsStreamTests(StreamTests):
         self.assertEqual([type(p.transport) for p, _ in accepted], classes)
 
 
+    def test_abandonedBeforeTheLastTurn(self) -> None:
+        """
+        A stream abandoned (thawed) before its last turn undoes the hook
+        too; a stream after it hooks the reactor again, and notes reads.
+        """
+        (protocol, client), (other, _) = self.accept(2)
+        stream = self.stream(maxBatch=1)
+        self.assertIsNotNone(stream.next())
+        stream.thaw()
+        self.assertNotIn("_doReadOrWrite", vars(self.reactor))
+        again = self.stream(maxBatch=10)
+        self.assertIn("_doReadOrWrite", vars(self.reactor))
+        self.talk(protocol, client, b"hi")
+        self.assertEqual(_recvExactly(client, 6), b"1:hi\r\n")
+        batch = again.next()
+        assert batch is not None
+        self.assertEqual(batch.transports, [other.transport])
+        self.assertEqual(again.finish().transports, [protocol.transport])
+        self.assertNotIn("_doReadOrWrite", vars(self.reactor))
+
+
 class RoomTests(_Stream):
     factoryClass = Room
 

@@ -9,7 +9,7 @@ a transport on a connection whose protocol already exists, or to look into
 the protocols whose state moves (an HTTP channel, a terminal).  Each
 function says which private attribute, method or behaviour it relies on: a
 Twisted upgrade is one file to check (C{tox -e oldest,newest} runs the
-suite against both ends of the range C{setup.cfg} allows, 25.5.0 and
+suite against both ends of the range C{setup.cfg} allows, 26.4.0 and
 26.10.0 when last run); C{tests/test_twistedinternals.py} checks that no
 other module uses the private names used here.
 

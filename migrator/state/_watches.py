@@ -209,27 +209,15 @@ class WatchesTransports:
         the stream's first look, tens of thousands in one turn.  If the
         reactor can note every read it dispatches (L{noteReads}: epoll,
         poll), that is done once for all, until L{_unwatchReads}; else
-        each is watched by its class (each watcher class looked up once).
+        each is watched by its class (L{_watchRead}).
         """
         if self._readsNoted is None:
             active = self._active
             self._readsNoted = noteReads(self.reactor, lambda s: active.add(id(s)))
         if self._readsNoted is not None:
             return
-        classOf, watched, watchers, active = self._classOf, self._watched, self._watchers, self._active
-        byClass: dict[type, type] = {}
         for t in transports:
-            cls = type(t)
-            watcher = byClass.get(cls)
-            if watcher is None:
-                watcher = watchers.get(("read", cls))
-                if watcher is None:
-                    watcher = watchers["read", cls] = readWatch(cls, active)
-                byClass[cls] = watcher
-            i = id(t)
-            classOf[i] = cls
-            t.__class__ = watcher
-            watched[i] = t
+            self._watchRead(t)
 
     def _watchWrites(self, transports: list[Any]) -> None:
         """
